@@ -1,0 +1,22 @@
+# dermsynth: raw dermoscopy archives → LMDB → StyleGAN2 → latent transformations → synthetic data
+# → classifiers → the studies' tables. Every rule runs one `dermsynth <verb>` command.
+#
+#   snakemake --cores 2                     # everything, on the config's data (demo by default)
+#   snakemake -n results/data/isic/manifest.csv   # what would run for one target
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        data_outputs(),
+    default_target: True

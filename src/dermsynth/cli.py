@@ -1,0 +1,153 @@
+"""The `dermsynth` command: one subcommand per pipeline verb. Every Snakemake rule runs one of these."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import DermsynthError
+
+
+def _config(args):
+    from .config import load_config
+    return load_config(args.config)
+
+
+def cmd_check_config(args) -> None:
+    cfg = _config(args)
+    print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
+
+
+def cmd_demo_archives(args) -> None:
+    from .data.demo.archives import write_demo_archives
+    cfg = _config(args)
+    demo = dict(cfg["demo"])
+    if args.output:
+        demo["output"] = args.output
+    write_demo_archives(demo)
+
+
+def cmd_ingest(args) -> None:
+    from .config import dataset_config
+    from .data.ingest import ingest_dataset
+    cfg = _config(args)
+    dataset_config(cfg, args.dataset)
+    ingest_dataset(cfg, args.dataset, args.out, workers=args.workers)
+
+
+def cmd_split(args) -> None:
+    import pandas as pd
+
+    from .config import dataset_config
+    from .data.splits import check_disjoint, split_dataset, split_summary
+    from .provenance import provenance, write_json
+    cfg = _config(args)
+    spec = dataset_config(cfg, args.dataset)
+    ingested = pd.read_csv(args.ingested, dtype=str, keep_default_na=False)
+    manifest = split_dataset(ingested, spec["split"])
+    check_disjoint(manifest, "split")
+    tmp = Path(args.manifest + ".tmp")
+    manifest.to_csv(tmp, index=False)
+    tmp.replace(args.manifest)
+    summary = split_summary(manifest, "split")
+    write_json(args.summary, {"dataset": args.dataset, **summary,
+                              "provenance": provenance("split", spec["split"], seed=spec["split"]["seed"])})
+    print(f"split {args.dataset}: {summary['images']} images, {summary['groups']} groups", file=sys.stderr)
+
+
+def cmd_federated_split(args) -> None:
+    import pandas as pd
+
+    from .config import dataset_config
+    from .data.splits import check_disjoint, federated_split, split_summary
+    from .errors import ConfigError
+    from .provenance import provenance, write_json
+    cfg = _config(args)
+    spec = dataset_config(cfg, args.dataset)
+    if "federated" not in spec:
+        raise ConfigError(f"datasets.{args.dataset} has no 'federated' section (hospital sizes)")
+    manifest = pd.read_csv(args.manifest, dtype=str, keep_default_na=False)
+    assignment = federated_split(manifest, spec["federated"])
+    check_disjoint(assignment, "hospital")
+    tmp = Path(args.out + ".tmp")
+    assignment.to_csv(tmp, index=False)
+    tmp.replace(args.out)
+    summary = split_summary(assignment, "hospital")
+    write_json(args.summary, {"dataset": args.dataset, **summary,
+                              "provenance": provenance("federated-split", spec["federated"],
+                                                       seed=spec["federated"]["seed"])})
+    print(f"federated split {args.dataset}: {summary['images']}", file=sys.stderr)
+
+
+def cmd_preview(args) -> None:
+    from .data.preview import preview_grid
+    preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
+
+
+def cmd_bench(args) -> None:
+    from .bench import run_benchmark
+    run_benchmark(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dermsynth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def verb(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument("--config", default="config/config.yaml", help="workflow config (default: %(default)s)")
+        p.set_defaults(func=func)
+        return p
+
+    verb("check-config", cmd_check_config, "Validate a config file against the schema.")
+    p = verb("demo-archives", cmd_demo_archives, "Write the embedded demo archives in the published layouts.")
+    p.add_argument("--output", help="folder to write to (default: demo.output from the config)")
+
+    p = verb("ingest", cmd_ingest, "Read a dataset's archives, validate, and write LMDB shards + accounting.")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="output folder (lmdb/, ingested.csv, rejections.csv, ingest.json)")
+    p.add_argument("--workers", type=int, help="decode processes (default: ingest.workers)")
+
+    p = verb("split", cmd_split, "Assign patient/lesion-disjoint, class-stratified train/validation/test splits.")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ingested", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--summary", required=True)
+
+    p = verb("federated-split", cmd_federated_split, "Split a dataset's pool into hospitals (patient-disjoint).")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--summary", required=True)
+
+    p = verb("preview", cmd_preview, "Grid of images per class read back from LMDB.", config=False)
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-class", type=int, default=8)
+
+    p = verb("bench", cmd_bench, "Benchmarks: ingest throughput, LMDB read throughput.", config=False)
+    p.add_argument("what", choices=["ingest", "lmdb-read"])
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--max-side", type=int, default=4000, help="source image size (ISIC 2020 reaches 6000)")
+    p.add_argument("--workdir", default="benchmarks/bench-data")
+    p.add_argument("--out", default="benchmarks/data.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DermsynthError as exc:
+        print(f"dermsynth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Load and validate the workflow configuration against workflow/schemas/config.schema.yaml."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+SPLITS = ("train", "validation", "test")
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _where(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _where(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        key = f"{where}.{unknown[0]}" if error.absolute_path else unknown[0]
+        hint = f"allowed keys here: {', '.join(allowed)}" if allowed else "no other keys allowed here"
+        return f"unknown key '{key}' ({hint})"
+    if error.validator == "required":
+        return f"'{where}': {error.message}"
+    return f"'{where}': {error.message}"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        name = schema["$ref"].split("/")[-1]
+        schema = root["$defs"][name]
+    return schema
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Set schema defaults for absent keys, recursively (also inside maps and arrays)."""
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict):
+        for key, sub in schema.get("properties", {}).items():
+            sub_resolved = _resolve(sub, root)
+            if key not in instance and "default" in sub_resolved:
+                instance[key] = copy.deepcopy(sub_resolved["default"])
+            if key in instance:
+                fill_defaults(instance[key], sub_resolved, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, value in instance.items():
+                if key not in schema.get("properties", {}):
+                    fill_defaults(value, extra, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            fill_defaults(item, schema["items"], root)
+
+
+def _check_semantics(cfg: dict) -> list[str]:
+    problems = []
+    for name, source in cfg["sources"].items():
+        if source["type"] == "isic2018_task3" and "part" not in source:
+            problems.append(f"'sources.{name}.part' is required for type isic2018_task3 "
+                            "(Training, Validation or Test)")
+    for name, ds in cfg["datasets"].items():
+        for i, entry in enumerate(ds["sources"]):
+            if entry["source"] not in cfg["sources"]:
+                problems.append(f"'datasets.{name}.sources[{i}].source': '{entry['source']}' is not "
+                                f"defined under 'sources' (defined: {', '.join(cfg['sources'])})")
+        fractions = ds["split"]["fractions"]
+        if not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
+            problems.append(f"'datasets.{name}.split.fractions' must sum to 1 "
+                            f"(they sum to {sum(fractions.values()):.4g})")
+        if "train" not in fractions or fractions["train"] <= 0:
+            problems.append(f"'datasets.{name}.split.fractions.train' must be > 0")
+    return problems
+
+
+def validate_config(raw: dict | None, origin: str = "config") -> dict:
+    """Return a validated copy of `raw` with defaults filled; raise ConfigError naming the key."""
+    schema = load_schema()
+    cfg = copy.deepcopy(raw) if raw is not None else {}
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
+        raise ConfigError(f"{origin} is invalid:\n{lines}\n"
+                          f"See workflow/schemas/config.schema.yaml for every key and its type.")
+    fill_defaults(cfg, schema, schema)
+    problems = _check_semantics(cfg)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{origin} is invalid:\n{lines}")
+    for name, ds in cfg["datasets"].items():
+        ds["split"].setdefault("seed", cfg["seed"])
+        if "federated" in ds:
+            ds["federated"].setdefault("seed", cfg["seed"])
+    return cfg
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; pass --config with the workflow's "
+                          "config (config/config.yaml for the demo)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
+    return validate_config(raw, origin=str(path))
+
+
+def dataset_config(cfg: dict, name: str) -> dict:
+    if name not in cfg["datasets"]:
+        raise ConfigError(f"dataset '{name}' is not defined under 'datasets' "
+                          f"(defined: {', '.join(cfg['datasets'])})")
+    return cfg["datasets"][name]

@@ -1,0 +1,1 @@
+"""Data stage: raw archives → validated records → LMDB shards + manifest → splits."""

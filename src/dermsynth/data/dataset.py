@@ -1,0 +1,40 @@
+"""PyTorch access to an ingested dataset: LMDB images + manifest rows (optionally one split)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from ..labels import scheme_classes
+from .lmdb_store import LmdbImageStore
+
+
+class LmdbImageDataset(Dataset):
+    """Items are (image, class index): image a uint8 tensor (3, H, W) unless `transform` changes it."""
+
+    def __init__(self, lmdb_root: str | Path, manifest: str | Path | pd.DataFrame,
+                 splits: tuple[str, ...] | None = None, transform: Callable | None = None):
+        self.store = LmdbImageStore(lmdb_root)
+        frame = manifest if isinstance(manifest, pd.DataFrame) else pd.read_csv(manifest, dtype=str,
+                                                                                  keep_default_na=False)
+        if splits is not None:
+            frame = frame[frame["split"].isin(splits)]
+        self.frame = frame.reset_index(drop=True)
+        self.classes = scheme_classes(self.store.index["labels"])
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.keys = self.frame["key"].tolist()
+        self.targets = [index[label] for label in self.frame["label"]]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int):
+        image = torch.from_numpy(self.store.get(self.keys[i])).permute(2, 0, 1).contiguous()
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[i]

@@ -1,0 +1,281 @@
+"""Ingest one dataset: its sources' archives → validated records → LMDB shards + accounting.
+
+Outputs, in `out_dir`:
+    lmdb/            the image store (see lmdb_store)
+    ingested.csv     one row per image in the store (the manifest before splits are assigned)
+    rejections.csv   one row per input image or metadata row that is not in the store, with the reason
+    ingest.json      counts per source and reason, class counts, timing, config, seed and versions
+
+Work happens in `lmdb.partial/`; a killed ingest resumes from there, and the store appears under
+its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import multiprocessing
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from ..labels import class_for, scheme_classes
+from ..progress import Progress
+from ..provenance import config_digest, provenance, write_json
+from .containers import ContainerReader
+from .images import ImageRejected, decode_image
+from .lmdb_store import INDEX_FILE, ShardWriter, encode_pixels, iterate_prefix, shard_of, shard_path
+from .records import REJECTION_COLUMNS, Record, Rejection
+from .sources import make_reader
+
+INGESTED_COLUMNS = ["key", "source", "image_id", "label", "diagnosis", "raw_label", "patient_id", "lesion_id",
+                    "split_rule", "archive", "member", "metadata_file", "row", "shard", "sha256",
+                    "original_width", "original_height", "original_mode", "conversions"]
+CHUNK = 32
+
+
+@dataclasses.dataclass
+class Candidate:
+    record: Record
+    label: str
+    split_rule: str  # auto | train | validation | test
+
+
+def collect_candidates(cfg: dict, dataset: str) -> tuple[list[Candidate], list[Rejection], dict]:
+    """Read every source of the dataset; apply the label scheme, filters and cross-source duplicates."""
+    spec = cfg["datasets"][dataset]
+    candidates: list[Candidate] = []
+    rejections: list[Rejection] = []
+    per_source: dict[str, dict] = {}
+    seen: dict[str, str] = {}
+    for entry in spec["sources"]:
+        name = entry["source"]
+        source_spec = cfg["sources"][name]
+        catalog = make_reader(name, source_spec).read()
+        rejections += catalog.rejections
+        per_source[name] = {"type": source_spec["type"], "path": source_spec["path"],
+                            "records_with_image": len(catalog.records),
+                            "ignored_non_image_files": catalog.ignored_files}
+        include = set(source_spec.get("include_diagnoses", []))
+        for record in catalog.records:
+            member = record.member
+            where = dict(key=record.key, image_id=record.image_id, metadata_file=record.metadata_file,
+                         row=record.row, archive=member.container, member=member.name)
+            if include and record.diagnosis not in include:
+                rejections.append(Rejection(name, "excluded_by_filter",
+                                            f"diagnosis '{record.diagnosis}' is not in sources.{name}.include_diagnoses "
+                                            f"({', '.join(sorted(include))})", **where))
+                continue
+            label, why = class_for(spec["labels"], record.diagnosis, record.melanoma)
+            if label is None:
+                rejections.append(Rejection(name, "label_not_in_scheme",
+                                            f"'{record.raw_label}': {why} (dataset labels: {spec['labels']})", **where))
+                continue
+            if record.key in seen:
+                rejections.append(Rejection(name, "duplicate_id",
+                                            f"image id '{record.key}' is also in source '{seen[record.key]}', which "
+                                            "comes first in the dataset and is kept (avoids train/test leakage)",
+                                            **where))
+                continue
+            seen[record.key] = name
+            candidates.append(Candidate(record, label, entry["split"]))
+    return candidates, rejections, per_source
+
+
+def _process_chunk(job: dict) -> dict:
+    """Decode, resize and store one chunk of images into one shard (runs in a worker process)."""
+    writer = ShardWriter(job["shard_dir"], job["map_size"])
+    reader = ContainerReader()
+    todo = [item for item in job["items"] if item[0] not in writer.done_keys([i[0] for i in job["items"]])]
+    entries, stored, rejected = [], 0, 0
+    for key, container, member in todo:
+        try:
+            data = reader.read(container, member)
+            digest = hashlib.sha256(data).hexdigest()
+            decoded = decode_image(data, job["resolution"], job["grayscale"], job["draft"])
+        except ImageRejected as exc:
+            entries.append((b"rej/" + key.encode(), json.dumps({"reason": exc.reason, "message": exc.message}).encode()))
+            rejected += 1
+            continue
+        except (OSError, KeyError, ValueError) as exc:  # unreadable zip member, CRC error, …
+            message = f"cannot read {member} from {container} ({exc}); re-download the archive"
+            entries.append((b"rej/" + key.encode(), json.dumps({"reason": "unreadable_member", "message": message}).encode()))
+            rejected += 1
+            continue
+        meta = {"sha256": digest, "original_width": decoded.original_size[0],
+                "original_height": decoded.original_size[1], "original_mode": decoded.original_mode,
+                "conversions": ";".join(decoded.conversions)}
+        entries += [(b"img/" + key.encode(), encode_pixels(decoded.pixels, job["encoding"])),
+                    (b"meta/" + key.encode(), json.dumps(meta).encode())]
+        stored += 1
+    if entries:
+        writer.write(entries)
+    writer.close()
+    reader.close()
+    return {"items": len(job["items"]), "stored": stored, "rejected": rejected, "skipped": len(job["items"]) - len(todo)}
+
+
+def _prepare_staging(staging: Path, settings: dict) -> None:
+    """Reuse a partial store only if it was made with the same settings; otherwise start afresh."""
+    index = staging / INDEX_FILE
+    if staging.exists() and (not index.exists() or json.loads(index.read_text()).get("settings") != settings):
+        print(f"{staging}: left by a run with other settings; starting afresh", file=sys.stderr)
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps({"settings": settings, "complete": False}))
+
+
+def _jobs(candidates: list[Candidate], staging: Path, settings: dict) -> list[dict]:
+    """Chunks of work, one shard each, taken round-robin over shards so that concurrent workers
+    rarely wait for the same shard's write lock."""
+    by_shard: dict[int, list] = defaultdict(list)
+    for c in candidates:
+        by_shard[shard_of(c.record.key, settings["shards"])].append(
+            (c.record.key, c.record.member.container, c.record.member.name))
+    bytes_per_image = settings["resolution"] ** 2 * 3 + 2048
+    per_shard = []
+    for shard, items in sorted(by_shard.items()):
+        map_size = max(64 << 20, int(len(items) * bytes_per_image * 1.5))
+        per_shard.append([{"shard_dir": str(shard_path(staging, shard)), "items": items[start:start + CHUNK],
+                           "map_size": map_size, **settings} for start in range(0, len(items), CHUNK)])
+    return [job for round_ in itertools.zip_longest(*per_shard) for job in round_ if job is not None]
+
+
+def _run_jobs(jobs: list[dict], workers: int, desc: str) -> Counter:
+    totals: Counter = Counter()
+    progress = Progress(sum(len(j["items"]) for j in jobs), desc)
+    if workers == 1:
+        results = map(_process_chunk, jobs)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap_unordered(_process_chunk, jobs)
+    for result in results:
+        totals.update(result)
+        progress.update(result["items"])
+    progress.close()
+    if workers > 1:
+        pool.close()
+        pool.join()
+    return totals
+
+
+def _finalise(candidates: list[Candidate], staging: Path, shards: int) -> tuple[list[dict], list[Rejection]]:
+    """Read back what the workers stored; turn stored rejections and exact-content duplicates into entries."""
+    by_key = {c.record.key: c for c in candidates}
+    metas: dict[str, dict] = {}
+    stored_rejections: dict[str, dict] = {}
+    for shard in range(shards):
+        path = shard_path(staging, shard)
+        if not path.exists():
+            continue
+        metas.update({k: json.loads(v) for k, v in iterate_prefix(path, b"meta/") if k in by_key})
+        stored_rejections.update({k: json.loads(v) for k, v in iterate_prefix(path, b"rej/") if k in by_key})
+    rows, rejections, first_with_digest = [], [], {}
+    for candidate in candidates:  # dataset order: the first copy of identical bytes is kept
+        record, key = candidate.record, candidate.record.key
+        where = dict(key=key, image_id=record.image_id, metadata_file=record.metadata_file, row=record.row,
+                     archive=record.member.container, member=record.member.name)
+        if key in stored_rejections:
+            info = stored_rejections[key]
+            rejections.append(Rejection(record.source, info["reason"], info["message"], **where))
+            continue
+        meta = metas[key]
+        if meta["sha256"] in first_with_digest:
+            rejections.append(Rejection(record.source, "duplicate_content",
+                                        f"byte-identical to '{first_with_digest[meta['sha256']]}', which is kept; "
+                                        "the same picture under two ids would leak between splits", **where))
+            continue
+        first_with_digest[meta["sha256"]] = key
+        rows.append({"key": key, "source": record.source, "image_id": record.image_id, "label": candidate.label,
+                     "diagnosis": record.diagnosis or "", "raw_label": record.raw_label,
+                     "patient_id": record.patient_id, "lesion_id": record.lesion_id,
+                     "split_rule": candidate.split_rule, "archive": record.member.container,
+                     "member": record.member.name, "metadata_file": record.metadata_file, "row": record.row,
+                     "shard": shard_of(key, shards), **meta})
+    _drop_from_store(staging, shards, [r.key for r in rejections if r.reason == "duplicate_content"])
+    return rows, rejections
+
+
+def _drop_from_store(staging: Path, shards: int, keys: list[str]) -> None:
+    for shard in {shard_of(k, shards) for k in keys}:
+        writer = ShardWriter(shard_path(staging, shard), 64 << 20)
+        writer.delete([prefix + k.encode() for k in keys if shard_of(k, shards) == shard
+                       for prefix in (b"img/", b"meta/")])
+        writer.close()
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["row"] = frame["row"].astype("Int64")  # metadata line numbers; empty for unlisted files
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | None = None) -> dict:
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    spec = cfg["datasets"][dataset]
+    ingest_cfg = cfg["ingest"]
+    workers = workers or ingest_cfg["workers"]
+    candidates, rejections, per_source = collect_candidates(cfg, dataset)
+    print(f"ingest {dataset}: {len(candidates)} images to store, {len(rejections)} rejected while reading "
+          f"metadata and archives", file=sys.stderr)
+
+    settings = {"resolution": spec["resolution"], "encoding": ingest_cfg["encoding"], "shards": ingest_cfg["shards"],
+                "grayscale": ingest_cfg["grayscale"], "draft": ingest_cfg["jpeg_draft"]}
+    staging = out_dir / "lmdb.partial"
+    _prepare_staging(staging, settings)
+    totals = _run_jobs(_jobs(candidates, staging, settings), workers, f"ingest {dataset}")
+    rows, decode_rejections = _finalise(candidates, staging, settings["shards"])
+    rejections += decode_rejections
+
+    classes = scheme_classes(spec["labels"])
+    index = {"dataset": dataset, "labels": spec["labels"], "classes": list(classes), "count": len(rows),
+             "settings": settings, "complete": True, **settings}
+    (staging / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    final = out_dir / "lmdb"
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+
+    rejection_rows = sorted((r.as_row() for r in rejections), key=lambda r: (r["source"], r["reason"], r["key"]))
+    _write_csv(out_dir / "ingested.csv", sorted(rows, key=lambda r: r["key"]), INGESTED_COLUMNS)
+    _write_csv(out_dir / "rejections.csv", rejection_rows, REJECTION_COLUMNS)
+    summary = _summary(cfg, dataset, rows, rejections, per_source, totals, time.monotonic() - started, workers)
+    write_json(out_dir / "ingest.json", summary)
+    _print_summary(dataset, summary)
+    return summary
+
+
+def _summary(cfg, dataset, rows, rejections, per_source, totals, seconds, workers) -> dict:
+    spec = cfg["datasets"][dataset]
+    for name, info in per_source.items():
+        info["ingested"] = sum(1 for r in rows if r["source"] == name)
+        info["rejected"] = dict(Counter(r.reason for r in rejections if r.source == name))
+    section = {"dataset": spec, "sources": {n: cfg["sources"][n] for n in per_source}, "ingest": cfg["ingest"]}
+    return {
+        "dataset": dataset,
+        "images_ingested": len(rows),
+        "rejections": len(rejections),
+        "rejections_by_reason": dict(Counter(r.reason for r in rejections)),
+        "class_counts": dict(Counter(r["label"] for r in rows)),
+        "per_source": per_source,
+        "decode": {"workers": workers, "seconds": round(seconds, 2),
+                   "decoded_this_run": totals["stored"] + totals["rejected"],
+                   "resumed_from_partial": totals["skipped"]},
+        "settings_digest": config_digest(section),
+        "provenance": provenance("ingest", section, seed=None),
+    }
+
+
+def _print_summary(dataset: str, summary: dict) -> None:
+    print(f"ingest {dataset}: {summary['images_ingested']} images stored, {summary['rejections']} rejected "
+          f"{summary['rejections_by_reason']}; classes {summary['class_counts']}; "
+          f"{summary['decode']['seconds']} s", file=sys.stderr)

@@ -1,0 +1,151 @@
+"""Images in LMDB shards: written in parallel by ingest, read by many DataLoader workers at once.
+
+Layout of one store (a folder):
+
+    index.json          resolution, encoding, number of shards, number of images
+    shard-000/          an LMDB environment (data.mdb, lock.mdb)
+    shard-001/ …
+
+A key lives in shard `crc32(key) % shards`, so a reader needs nothing but the key. Inside a shard:
+``img/<key>`` holds the encoded pixels, ``meta/<key>`` a JSON record of how they were made, and
+``rej/<key>`` the reason an image was rejected (kept so that an interrupted ingest resumes exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+
+INDEX_FILE = "index.json"
+
+
+def shard_of(key: str, shards: int) -> int:
+    return zlib.crc32(key.encode()) % shards
+
+
+def shard_path(root: str | Path, shard: int) -> Path:
+    return Path(root) / f"shard-{shard:03d}"
+
+
+def encode_pixels(pixels: np.ndarray, encoding: str) -> bytes:
+    if encoding == "raw":
+        return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def decode_pixels(data: bytes, encoding: str, resolution: int) -> np.ndarray:
+    if encoding == "raw":
+        return np.frombuffer(data, dtype=np.uint8).reshape(resolution, resolution, 3).copy()
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class ShardWriter:
+    """Batched writes to one shard; grows the map when full. Safe with several writer processes."""
+
+    def __init__(self, path: str | Path, map_size: int):
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, lock=True, sync=True,
+                             max_dbs=0, meminit=False)
+
+    def done_keys(self, keys: list[str]) -> set[str]:
+        """Keys that already have an image or a rejection (work finished by an earlier run)."""
+        with self.env.begin() as txn:
+            return {k for k in keys
+                    if txn.get(b"meta/" + k.encode()) is not None or txn.get(b"rej/" + k.encode()) is not None}
+
+    def write(self, entries: list[tuple[bytes, bytes]]) -> None:
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key, value in entries:
+                        txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def delete(self, keys: list[bytes]) -> None:
+        with self.env.begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def iterate_prefix(path: str | Path, prefix: bytes):
+    """(key, value) pairs of one shard whose key starts with `prefix` (prefix stripped)."""
+    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    yield key[len(prefix):].decode(), bytes(value)
+    finally:
+        env.close()
+
+
+class LmdbImageStore:
+    """Read-only access by key. Opens environments lazily in each process (after fork or spawn)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        index_file = self.root / INDEX_FILE
+        if not index_file.exists():
+            raise FileNotFoundError(f"{index_file} not found: {self.root} is not a finished dermsynth LMDB "
+                                    "store (re-run the ingest step)")
+        self.index = json.loads(index_file.read_text())
+        self.resolution = int(self.index["resolution"])
+        self.encoding = self.index["encoding"]
+        self.shards = int(self.index["shards"])
+        self._envs: dict[int, lmdb.Environment] = {}
+        self._pid = os.getpid()
+
+    def _env(self, shard: int) -> lmdb.Environment:
+        if self._pid != os.getpid():  # an LMDB handle must not cross a fork
+            self._envs, self._pid = {}, os.getpid()
+        env = self._envs.get(shard)
+        if env is None:
+            env = lmdb.open(str(shard_path(self.root, shard)), readonly=True, lock=False, readahead=False,
+                            meminit=False, max_readers=1024, subdir=True)
+            self._envs[shard] = env
+        return env
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._env(shard_of(key, self.shards)).begin(buffers=False) as txn:
+            data = txn.get(b"img/" + key.encode())
+        if data is None:
+            raise KeyError(f"image '{key}' is not in {self.root}")
+        return data
+
+    def get(self, key: str) -> np.ndarray:
+        """(resolution, resolution, 3) uint8 RGB."""
+        return decode_pixels(self.get_bytes(key), self.encoding, self.resolution)
+
+    def meta(self, key: str) -> dict:
+        with self._env(shard_of(key, self.shards)).begin() as txn:
+            data = txn.get(b"meta/" + key.encode())
+        if data is None:
+            raise KeyError(f"image '{key}' is not in {self.root}")
+        return json.loads(data)
+
+    def __getstate__(self):  # picklable for spawn-based DataLoader workers: handles are reopened
+        state = self.__dict__.copy()
+        state["_envs"] = {}
+        return state
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()

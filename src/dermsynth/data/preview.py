@@ -1,0 +1,40 @@
+"""A picture of an ingested dataset: a grid of images per class and split, read back from LMDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .lmdb_store import LmdbImageStore  # noqa: E402
+
+
+def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Path, per_class: int = 8,
+                 seed: int = 0) -> None:
+    store = LmdbImageStore(lmdb_root)
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    classes = list(store.index["classes"])
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.3, len(classes) * 1.45), squeeze=False)
+    for row, label in enumerate(classes):
+        rows = frame[frame["label"] == label]
+        picks = rows.iloc[rng.permutation(len(rows))[:per_class]]
+        for col in range(per_class):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col < len(picks):
+                item = picks.iloc[col]
+                ax.imshow(store.get(item["key"]))
+                ax.set_title(f"{item['split']}", fontsize=6)
+        axes[row][0].text(-0.1, 0.5, f"{label}\n(n={len(rows)})", transform=axes[row][0].transAxes,
+                          ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{store.index['dataset']}: {len(frame)} images at {store.resolution}²", fontsize=10)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,58 @@
+"""A hospital's own images: a folder (or zip) of images and a CSV with path,label[,patient_id[,lesion_id]]."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from ...labels import DIAGNOSES
+from ..containers import is_unsafe
+from ..records import Record, Rejection
+from .base import SourceCatalog, assemble, read_metadata_csv, row_rejection
+
+
+class FolderReader:
+    type_name = "folder"
+
+    def __init__(self, name: str, spec: dict):
+        self.name, self.root = name, Path(spec["path"])
+        self.csv = self.root / spec.get("csv", "labels.csv")
+        self.images = self.root / spec.get("images", ".")
+        self.label_map = spec.get("label_map", {})
+
+    def required_files(self) -> list[Path]:
+        return [self.csv, self.images]
+
+    def _key(self, member: str) -> str:
+        return f"{self.name}/{PurePosixPath(member).with_suffix('')}"
+
+    def _harmonise(self, label: str) -> tuple[str | None, bool | None] | None:
+        mapped = self.label_map.get(label, label.lower())
+        if mapped in DIAGNOSES:
+            return mapped, mapped == "mel"
+        if mapped in ("benign", "malignant"):
+            return None, mapped == "malignant"
+        return None
+
+    def read(self) -> SourceCatalog:
+        frame = read_metadata_csv(self.csv, ["path", "label"], "image folder + CSV (path,label[,patient_id])")
+        records: list[Record] = []
+        rejections: list[Rejection] = []
+        allowed = ", ".join([*DIAGNOSES, "benign", "malignant"])
+        for index, row in frame.iterrows():
+            line, path, label = index + 2, row["path"].strip().replace("\\", "/"), row["label"].strip()
+            key = self._key(path)
+            if is_unsafe(path):
+                rejections.append(row_rejection(self.name, "unsafe_member_path",
+                                                f"{self.csv} row {line}: path '{path}' escapes {self.images}; "
+                                                "use a path relative to it.", self.csv, line, path, key))
+                continue
+            harmonised = self._harmonise(label)
+            if harmonised is None:
+                rejections.append(row_rejection(
+                    self.name, "unknown_label", f"{self.csv} row {line}: label '{label}' is unknown; use one of "
+                    f"{allowed} or map it in sources.{self.name}.label_map.", self.csv, line, path, key))
+                continue
+            records.append(Record(self.name, key, path, str(self.csv), line, label, *harmonised,
+                                  patient_id=row.get("patient_id", "").strip(),
+                                  lesion_id=row.get("lesion_id", "").strip()))
+        return assemble(self.name, records, rejections, [self.images], self._key)

@@ -1,0 +1,132 @@
+"""Group-disjoint, class-stratified splits, and the federated split into hospitals.
+
+Groups are patients (ISIC) or lesions (HAM10000): all images of a group land in the same split or
+hospital. Groups are placed greedily, rarest classes and biggest groups first, each into the bin that
+would be least full relative to its per-class targets afterwards, which keeps class ratios close to the targets even when
+groups mix classes (an ISIC 2020 patient with one melanoma and many nevi).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import pandas as pd
+
+from ..config import SPLITS
+from ..errors import ConfigError, InputError
+
+GROUP_FALLBACK = {"patient": ("patient_id", "lesion_id"), "lesion": ("lesion_id",), "image": ()}
+
+
+def group_ids(frame: pd.DataFrame, group_by: str) -> pd.Series:
+    """`patient:<id>`, `lesion:<id>` or `image:<key>`: the first id the row has, in fallback order.
+
+    Ids are not prefixed by source on purpose: a lesion id that two archives share (HAM10000 lesions
+    reappear in ISIC 2019) must stay one group, or its images could leak across splits.
+    """
+    def one(row) -> str:
+        for column in GROUP_FALLBACK[group_by]:
+            value = str(row.get(column, "") or "").strip()
+            if value:
+                return f"{column.removesuffix('_id')}:{value}"
+        return f"image:{row['key']}"
+    return frame.apply(one, axis=1) if len(frame) else pd.Series([], dtype=str)
+
+
+def assign_groups(group_counts: dict[str, Counter], targets: dict[str, dict[str, float]],
+                  rng: np.random.Generator) -> dict[str, str]:
+    """Place every group in one bin, filling per-class targets as evenly as groups allow."""
+    class_totals = Counter()
+    for counts in group_counts.values():
+        class_totals.update(counts)
+    groups = list(group_counts)
+    rng.shuffle(groups)
+    groups.sort(key=lambda g: (min(class_totals[c] for c in group_counts[g]), -sum(group_counts[g].values())))
+    filled = {b: Counter() for b in targets}
+    bins = list(targets)
+    placement = {}
+    for group in groups:
+        counts = group_counts[group]
+
+        def fill_after(b: str) -> float:
+            """How full, relative to its targets, bin b would be for this group's classes."""
+            return sum(n * (filled[b][c] + n) / max(targets[b].get(c, 0.0), 1e-9) for c, n in counts.items())
+
+        best = min(bins, key=fill_after)  # ties go to the first bin in `bins`, a fixed order
+        placement[group] = best
+        filled[best].update(counts)
+    return placement
+
+
+def _class_counts_by_group(frame: pd.DataFrame) -> dict[str, Counter]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for group, label in zip(frame["group"], frame["label"]):
+        counts[group][label] += 1
+    return counts
+
+
+def split_dataset(ingested: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
+    """The manifest: ingested rows plus `group` and `split` columns."""
+    frame = ingested.copy()
+    frame["group"] = group_ids(frame, split_cfg["group_by"])
+    frame["split"] = frame["split_rule"].where(frame["split_rule"] != "auto", "")
+
+    forced = frame[frame["split"] != ""].groupby("group")["split"].agg(set)
+    conflicts = forced[forced.map(len) > 1]
+    if len(conflicts):
+        group, splits = conflicts.index[0], sorted(conflicts.iloc[0])
+        raise InputError(f"group {group} has images that sources force into different splits ({', '.join(splits)}); "
+                         "a patient/lesion cannot straddle splits — fix the sources' `split` settings")
+    forced_split = forced.map(lambda s: next(iter(s)))
+    frame.loc[frame["group"].isin(forced_split.index), "split"] = frame["group"].map(forced_split)
+
+    pool = frame[frame["split"] == ""]
+    if len(pool):
+        fractions = {s: f for s, f in split_cfg["fractions"].items() if f > 0}
+        totals = Counter(pool["label"])
+        targets = {s: {c: f * n for c, n in totals.items()} for s, f in fractions.items()}
+        placement = assign_groups(_class_counts_by_group(pool), targets,
+                                  np.random.default_rng(split_cfg["seed"]))
+        frame.loc[pool.index, "split"] = pool["group"].map(placement)
+    return frame
+
+
+def federated_split(manifest: pd.DataFrame, fed_cfg: dict) -> pd.DataFrame:
+    """Assign groups of the pool splits to hospitals of the configured sizes, same class ratio each."""
+    pool = manifest[manifest["split"].isin(fed_cfg["pool"])].copy()
+    wanted = sum(fed_cfg["hospitals"].values())
+    if wanted > len(pool):
+        raise ConfigError(f"federated.hospitals ask for {wanted} images but the pool "
+                          f"(splits {', '.join(fed_cfg['pool'])}) has {len(pool)}; reduce the sizes or widen "
+                          "federated.pool")
+    totals = Counter(pool["label"])
+    share = {c: n / len(pool) for c, n in totals.items()}
+    targets = {h: {c: size * share[c] for c in totals} for h, size in fed_cfg["hospitals"].items()}
+    leftover = len(pool) - wanted
+    if leftover:
+        targets["unassigned"] = {c: leftover * share[c] for c in totals}
+    placement = assign_groups(_class_counts_by_group(pool), targets, np.random.default_rng(fed_cfg["seed"]))
+    pool["hospital"] = pool["group"].map(placement)
+    return pool[["key", "hospital", "split", "label", "group"]].sort_values("key").reset_index(drop=True)
+
+
+def split_summary(frame: pd.DataFrame, by: str) -> dict:
+    table = frame.groupby([by, "label"]).size().unstack(fill_value=0)
+    return {
+        "images": {k: int(v) for k, v in frame[by].value_counts().sort_index().items()},
+        "groups": {k: int(v) for k, v in frame.groupby(by)["group"].nunique().items()},
+        "class_counts": {b: {c: int(n) for c, n in row.items()} for b, row in table.iterrows()},
+        "class_fractions": {b: {c: round(float(n) / max(int(row.sum()), 1), 4) for c, n in row.items()}
+                            for b, row in table.iterrows()},
+    }
+
+
+def check_disjoint(frame: pd.DataFrame, by: str) -> None:
+    """Raise if any group sits in two bins (used after every split as a guard)."""
+    spread = frame.groupby("group")[by].nunique()
+    if (spread > 1).any():
+        raise AssertionError(f"groups in several {by}s: {list(spread[spread > 1].index[:5])}")
+
+
+__all__ = ["SPLITS", "assign_groups", "check_disjoint", "federated_split", "split_dataset", "split_summary"]

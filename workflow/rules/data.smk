@@ -1,0 +1,113 @@
+# Data stage: demo archives (when used) → ingest into LMDB shards → splits → federated split.
+
+
+rule demo_archives:
+    output:
+        DEMO_FILES,
+        [directory(d) for d in DEMO_FOLDERS],
+    params:
+        demo=json.dumps(config["demo"], sort_keys=True),
+    log:
+        "logs/data/demo_archives.log",
+    benchmark:
+        "benchmarks/data/demo_archives.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "dermsynth demo-archives --config {CONFIG_FILE} > {log} 2>&1"
+
+
+rule ingest:
+    input:
+        dataset_inputs,
+    output:
+        lmdb=directory("results/data/{dataset}/lmdb"),
+        ingested="results/data/{dataset}/ingested.csv",
+        rejections="results/data/{dataset}/rejections.csv",
+        report="results/data/{dataset}/ingest.json",
+    params:
+        spec=ingest_params,
+        out=subpath(output.ingested, parent=True),
+    log:
+        "logs/data/ingest/{dataset}.log",
+    benchmark:
+        "benchmarks/data/ingest/{dataset}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: config["ingest"]["workers"]
+    resources:
+        mem_mb=lambda wc, threads: 1500 + 800 * threads,
+        runtime=lambda wc, attempt: 60 * attempt,
+    shell:
+        "dermsynth ingest --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "--out {params.out} --workers {threads} > {log} 2>&1"
+
+
+rule split:
+    input:
+        ingested="results/data/{dataset}/ingested.csv",
+    output:
+        manifest="results/data/{dataset}/manifest.csv",
+        summary="results/data/{dataset}/splits.json",
+    params:
+        split=lambda wc: json.dumps(config["datasets"][wc.dataset]["split"], sort_keys=True),
+    log:
+        "logs/data/split/{dataset}.log",
+    benchmark:
+        "benchmarks/data/split/{dataset}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "dermsynth split --config {CONFIG_FILE} --dataset {wildcards.dataset} --ingested {input.ingested} "
+        "--manifest {output.manifest} --summary {output.summary} > {log} 2>&1"
+
+
+rule federated_split:
+    input:
+        manifest="results/data/{dataset}/manifest.csv",
+    output:
+        assignment="results/data/{dataset}/federated.csv",
+        summary="results/data/{dataset}/federated.json",
+    params:
+        federated=lambda wc: json.dumps(config["datasets"][wc.dataset].get("federated"), sort_keys=True),
+    log:
+        "logs/data/federated_split/{dataset}.log",
+    benchmark:
+        "benchmarks/data/federated_split/{dataset}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "dermsynth federated-split --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "--manifest {input.manifest} --out {output.assignment} --summary {output.summary} > {log} 2>&1"
+
+
+rule preview:
+    input:
+        lmdb="results/data/{dataset}/lmdb",
+        manifest="results/data/{dataset}/manifest.csv",
+    output:
+        "results/data/{dataset}/preview.png",
+    log:
+        "logs/data/preview/{dataset}.log",
+    benchmark:
+        "benchmarks/data/preview/{dataset}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "dermsynth preview --lmdb {input.lmdb} --manifest {input.manifest} --out {output} > {log} 2>&1"
