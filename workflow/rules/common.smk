@@ -1,6 +1,6 @@
-# Shared set-up: validate the config (a wrong key stops here, named), and hand the rules a
-# frozen copy of it. Rules pass that copy to `dermsynth` and list the config section they depend
-# on under `params:`, so that changing one section re-runs only the rules that read it.
+# Shared set-up: validate the config (a wrong key stops here, named), and give each job a config
+# file holding only the sections that job reads. Jobs get that file as a parameter, named by its
+# content, so changing one section re-runs exactly the jobs that read it.
 
 import hashlib
 import json
@@ -14,46 +14,50 @@ from dermsynth.data.sources import required_files
 
 config = validate_config(config, origin="the workflow config (config/config.yaml + --config)")
 
-
-def _frozen_config_file(cfg):
-    """Write the validated config once per distinct content; its path is never a rule input."""
-    text = yaml.safe_dump(cfg, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = Path(".snakemake") / "dermsynth-config" / f"config-{digest}.yaml"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return str(path)
-
-
-CONFIG_FILE = _frozen_config_file(config)
 DEMO_FILES, DEMO_FOLDERS = demo_expected_outputs(config["demo"])
 DATASETS = list(config["datasets"])
 FEDERATED = [name for name, ds in config["datasets"].items() if "federated" in ds]
 
 
+def rule_config(sections):
+    """Path of a config file with just `sections` (written once per distinct content)."""
+    text = yaml.safe_dump(sections, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(".snakemake") / "dermsynth-config" / f"{digest}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{digest}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
+
+
+def _dataset_sources(name):
+    return {e["source"]: config["sources"][e["source"]] for e in config["datasets"][name]["sources"]}
+
+
+def ingest_config(wildcards):
+    """What an ingest job reads: the dataset (without its splits), its sources, ingest settings."""
+    ds = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k in ("labels", "resolution", "sources")}
+    settings = {k: v for k, v in config["ingest"].items() if k != "workers"}
+    return rule_config({"datasets": {wildcards.dataset: ds}, "sources": _dataset_sources(wildcards.dataset),
+                        "ingest": settings})
+
+
+def split_config(wildcards):
+    ds = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "federated"}
+    return rule_config({"datasets": {wildcards.dataset: ds}, "sources": _dataset_sources(wildcards.dataset)})
+
+
+def federated_config(wildcards):
+    return rule_config({"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+                        "sources": _dataset_sources(wildcards.dataset)})
+
+
 def dataset_inputs(wildcards):
     """The raw files of every source a dataset reads (the demo archives when they are the sources)."""
-    files = []
-    for entry in config["datasets"][wildcards.dataset]["sources"]:
-        name = entry["source"]
-        files += [str(p) for p in required_files(name, config["sources"][name])]
-    return sorted(set(files))
-
-
-def ingest_params(wildcards):
-    ds = config["datasets"][wildcards.dataset]
-    used = [e["source"] for e in ds["sources"]]
-    section = {
-        "labels": ds["labels"],
-        "resolution": ds["resolution"],
-        "sources": ds["sources"],
-        "source_specs": {n: config["sources"][n] for n in used},
-        "ingest": {k: v for k, v in config["ingest"].items() if k not in ("workers",)},
-    }
-    return json.dumps(section, sort_keys=True)
+    return sorted({str(p) for name, spec in _dataset_sources(wildcards.dataset).items()
+                   for p in required_files(name, spec)})
 
 
 def data_outputs():

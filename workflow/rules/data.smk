@@ -6,7 +6,7 @@ rule demo_archives:
         DEMO_FILES,
         [directory(d) for d in DEMO_FOLDERS],
     params:
-        demo=json.dumps(config["demo"], sort_keys=True),
+        config=rule_config({"demo": config["demo"]}),
     log:
         "logs/data/demo_archives.log",
     benchmark:
@@ -18,7 +18,7 @@ rule demo_archives:
         mem_mb=2000,
         runtime=30,
     shell:
-        "dermsynth demo-archives --config {CONFIG_FILE} > {log} 2>&1"
+        "dermsynth demo-archives --config {params.config} > {log} 2>&1"
 
 
 rule ingest:
@@ -30,7 +30,7 @@ rule ingest:
         rejections="results/data/{dataset}/rejections.csv",
         report="results/data/{dataset}/ingest.json",
     params:
-        spec=ingest_params,
+        config=ingest_config,
         out=subpath(output.ingested, parent=True),
     log:
         "logs/data/ingest/{dataset}.log",
@@ -43,7 +43,7 @@ rule ingest:
         mem_mb=lambda wc, threads: 1500 + 800 * threads,
         runtime=lambda wc, attempt: 60 * attempt,
     shell:
-        "dermsynth ingest --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "dermsynth ingest --config {params.config} --dataset {wildcards.dataset} "
         "--out {params.out} --workers {threads} > {log} 2>&1"
 
 
@@ -54,7 +54,7 @@ rule split:
         manifest="results/data/{dataset}/manifest.csv",
         summary="results/data/{dataset}/splits.json",
     params:
-        split=lambda wc: json.dumps(config["datasets"][wc.dataset]["split"], sort_keys=True),
+        config=split_config,
     log:
         "logs/data/split/{dataset}.log",
     benchmark:
@@ -66,7 +66,7 @@ rule split:
         mem_mb=2000,
         runtime=15,
     shell:
-        "dermsynth split --config {CONFIG_FILE} --dataset {wildcards.dataset} --ingested {input.ingested} "
+        "dermsynth split --config {params.config} --dataset {wildcards.dataset} --ingested {input.ingested} "
         "--manifest {output.manifest} --summary {output.summary} > {log} 2>&1"
 
 
@@ -77,7 +77,7 @@ rule federated_split:
         assignment="results/data/{dataset}/federated.csv",
         summary="results/data/{dataset}/federated.json",
     params:
-        federated=lambda wc: json.dumps(config["datasets"][wc.dataset].get("federated"), sort_keys=True),
+        config=federated_config,
     log:
         "logs/data/federated_split/{dataset}.log",
     benchmark:
@@ -89,7 +89,7 @@ rule federated_split:
         mem_mb=2000,
         runtime=15,
     shell:
-        "dermsynth federated-split --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "dermsynth federated-split --config {params.config} --dataset {wildcards.dataset} "
         "--manifest {input.manifest} --out {output.assignment} --summary {output.summary} > {log} 2>&1"
 
 

@@ -118,8 +118,8 @@ def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
     image = _to_rgb(ImageOps.exif_transpose(image), data, grayscale_policy, conversions)
     if min(width, height) < resolution:
         conversions.append("upsampled")
-    resized = image.resize((resolution, resolution), Image.Resampling.LANCZOS,
-                           box=centre_square(*image.size))
+    square = image.crop(centre_square(*image.size))  # crop first: no pixel outside the square leaks in
+    resized = square.resize((resolution, resolution), Image.Resampling.LANCZOS)
     pixels = np.asarray(resized, dtype=np.uint8)
     if grayscale_policy != "replicate" and _looks_grayscale(pixels):
         raise ImageRejected("grayscale_image", "image is stored as RGB but all three channels are equal "

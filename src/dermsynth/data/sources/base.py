@@ -91,11 +91,15 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection],
         listing = list_members(container)
         catalog.ignored_files += [f"{container}:{n}" for n in listing.non_images]
         for name in listing.unsafe:
+            key = member_key(name)
+            record = by_key.pop(key, None)  # a listed image stored under an unsafe path: one entry for both
+            where = (dict(image_id=record.image_id, metadata_file=record.metadata_file, row=record.row)
+                     if record else {})
             rejections.append(Rejection(
                 source, "unsafe_member_path",
                 f"{container} contains '{name}', a path that escapes the archive; it is not read. "
                 "Re-create the archive with relative member paths.",
-                key=member_key(name), archive=str(container), member=name))
+                key=key, archive=str(container), member=name, **where))
         for name in listing.images:
             key = member_key(name)
             if key in found:

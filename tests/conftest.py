@@ -1,0 +1,58 @@
+"""Shared fixtures: a small demo (all archive layouts) generated once per test session."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dermsynth.config import validate_config
+from dermsynth.data.demo.archives import write_demo_archives
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL_DEMO = {
+    "seed": 11,
+    "ham10000": {"lesions": 60, "isic2018_test_images": 21, "isic2018_validation_images": 10},
+    "isic2020": {"patients": 16, "images": 120, "malignant_fraction": 0.05, "official_duplicates": 3, "max_side": 256},
+    "isic2019": {"images": 40, "from_ham10000": 8, "downsampled_fraction": 0.3},
+    "fitzpatrick17k": {"images": 12},
+    "derm7pt": {"cases": 8},
+}
+
+
+def demo_config(root: Path, **overrides) -> dict:
+    """The repository's default config, pointed at a demo written under `root`, made small."""
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["demo"] = {**copy.deepcopy(SMALL_DEMO), "output": str(root / "demo")}
+    for source in raw["sources"].values():
+        source["path"] = source["path"].replace("resources/demo", str(root / "demo"))
+    raw["datasets"]["isic"]["federated"]["hospitals"] = {"hospital_1": 4, "hospital_2": 20, "hospital_3": 30}
+    raw["ingest"]["workers"] = 1
+    for key, value in overrides.items():
+        raw[key] = value
+    return raw
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo-session")
+    cfg = validate_config(demo_config(root))
+    write_demo_archives(cfg["demo"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_cfg(demo_root) -> dict:
+    return validate_config(demo_config(demo_root))
+
+
+@pytest.fixture(scope="session")
+def ingested_ham(demo_cfg, tmp_path_factory) -> Path:
+    """The demo `ham10000` dataset ingested once (read-only for tests)."""
+    from dermsynth.data.ingest import ingest_dataset
+    out = tmp_path_factory.mktemp("ingested-ham10000")
+    ingest_dataset(demo_cfg, "ham10000", out)
+    return out

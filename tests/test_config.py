@@ -1,0 +1,79 @@
+"""The config is validated against the JSON schema; errors name the key and what is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dermsynth.config import load_config, validate_config
+from dermsynth.errors import ConfigError
+
+from .conftest import REPO
+
+
+def test_default_config_is_valid_and_defaults_are_filled():
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert cfg["ingest"]["commit_every"] == 128  # absent from the file: schema default
+    assert cfg["datasets"]["isic"]["split"]["seed"] == cfg["seed"]  # inherits the project seed
+    assert cfg["datasets"]["ham10000"]["sources"][0]["split"] == "auto"
+
+
+def _raw():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_unknown_key_is_named_with_its_path():
+    raw = _raw()
+    raw["datasets"]["ham10000"]["resolutoin"] = 64
+    with pytest.raises(ConfigError, match=r"unknown key 'datasets\.ham10000\.resolutoin'.*allowed keys here: .*resolution"):
+        validate_config(raw)
+
+
+def test_wrong_type_is_named_with_its_path():
+    raw = _raw()
+    raw["datasets"]["isic"]["resolution"] = "sixty-four"
+    with pytest.raises(ConfigError, match=r"'datasets\.isic\.resolution': 'sixty-four' is not of type 'integer'"):
+        validate_config(raw)
+
+
+def test_bad_enum_value_inside_a_list_is_located():
+    raw = _raw()
+    raw["datasets"]["ham10000"]["sources"][1]["split"] = "holdout"
+    with pytest.raises(ConfigError, match=r"'datasets\.ham10000\.sources\[1\]\.split'"):
+        validate_config(raw)
+
+
+def test_reference_to_undefined_source_is_an_error():
+    raw = _raw()
+    raw["datasets"]["isic"]["sources"][0]["source"] = "isic2021"
+    with pytest.raises(ConfigError, match=r"datasets\.isic\.sources\[0\]\.source.*'isic2021' is not defined"):
+        validate_config(raw)
+
+
+def test_fractions_must_sum_to_one():
+    raw = _raw()
+    raw["datasets"]["isic"]["split"]["fractions"] = {"train": 0.7, "validation": 0.2, "test": 0.2}
+    with pytest.raises(ConfigError, match=r"fractions' must sum to 1"):
+        validate_config(raw)
+
+
+def test_isic2018_needs_its_part():
+    raw = _raw()
+    del raw["sources"]["isic2018_test"]["part"]
+    with pytest.raises(ConfigError, match=r"sources\.isic2018_test\.part' is required"):
+        validate_config(raw)
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    raw = _raw()
+    raw["ingest"]["encodnig"] = "png"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "check-config", "--config", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown key 'ingest.encodnig'" in result.stderr
+    assert "Traceback" not in result.stderr

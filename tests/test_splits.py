@@ -1,0 +1,110 @@
+"""Splits are group-disjoint, stratified, seeded; hospitals have the sizes and class ratio asked for."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermsynth.data.ingest import ingest_dataset
+from dermsynth.data.splits import assign_groups, federated_split, split_dataset
+from dermsynth.errors import ConfigError, InputError
+
+
+@pytest.fixture(scope="module")
+def isic_ingested(demo_cfg, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("isic")
+    ingest_dataset(demo_cfg, "isic", out)
+    return pd.read_csv(out / "ingested.csv", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def ham_ingested(ingested_ham) -> pd.DataFrame:
+    return pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
+
+
+def test_patients_never_straddle_splits(demo_cfg, isic_ingested):
+    manifest = split_dataset(isic_ingested, demo_cfg["datasets"]["isic"]["split"])
+    isic2020 = manifest[manifest["source"] == "isic2020"]
+    assert (isic2020.groupby("patient_id")["split"].nunique() == 1).all()
+    assert (manifest.groupby("group")["split"].nunique() == 1).all()
+    assert set(manifest["split"]) == {"train", "validation", "test"}
+
+
+def test_lesions_never_straddle_splits_and_forced_sources_stay_put(demo_cfg, ham_ingested):
+    manifest = split_dataset(ham_ingested, demo_cfg["datasets"]["ham10000"]["split"])
+    ham = manifest[manifest["source"] == "ham10000"]
+    assert (ham.groupby("lesion_id")["split"].nunique() == 1).all()
+    assert set(manifest.loc[manifest["source"] == "isic2018_test", "split"]) == {"test"}
+    assert set(manifest.loc[manifest["source"] == "isic2018_validation", "split"]) == {"validation"}
+    assert set(ham["split"]) == {"train", "validation"}
+
+
+def test_class_ratios_follow_the_whole_set(demo_cfg, isic_ingested):
+    manifest = split_dataset(isic_ingested, demo_cfg["datasets"]["isic"]["split"])
+    overall = (manifest["label"] == "malignant").mean()
+    for split, rows in manifest.groupby("split"):
+        assert abs((rows["label"] == "malignant").mean() - overall) < 0.06, split
+    fractions = manifest["split"].value_counts(normalize=True)
+    assert abs(fractions["train"] - 0.7) < 0.12 and abs(fractions["test"] - 0.2) < 0.12
+
+
+def test_same_seed_same_split_other_seed_other_split(demo_cfg, ham_ingested):
+    spec = demo_cfg["datasets"]["ham10000"]["split"]
+    first = split_dataset(ham_ingested, spec)["split"]
+    assert first.equals(split_dataset(ham_ingested, spec)["split"])
+    assert not first.equals(split_dataset(ham_ingested, {**spec, "seed": spec["seed"] + 1})["split"])
+
+
+def test_lesion_shared_by_two_sources_is_one_group():
+    rows = pd.DataFrame({"key": ["a", "b", "c", "d"], "source": ["ham", "isic2019", "ham", "ham"],
+                         "label": ["mel", "mel", "nv", "nv"], "patient_id": "", "lesion_id": ["L1", "L1", "L2", "L3"],
+                         "split_rule": ["auto", "test", "auto", "auto"]})
+    manifest = split_dataset(rows, {"group_by": "lesion", "fractions": {"train": 0.5, "test": 0.5}, "seed": 0})
+    assert manifest.set_index("key").loc["a", "split"] == "test"  # follows its lesion into the forced split
+
+
+def test_contradicting_forced_splits_are_an_error():
+    rows = pd.DataFrame({"key": ["a", "b"], "source": ["s1", "s2"], "label": ["mel", "mel"], "patient_id": ["P", "P"],
+                         "lesion_id": "", "split_rule": ["train", "test"]})
+    with pytest.raises(InputError, match="patient:P"):
+        split_dataset(rows, {"group_by": "patient", "fractions": {"train": 1.0}, "seed": 0})
+
+
+def test_assign_groups_against_hand_made_targets():
+    rng = np.random.default_rng(0)
+    groups = {f"g{i}": Counter({"nv": int(rng.integers(1, 6))}) for i in range(200)}
+    groups.update({f"m{i}": Counter({"mel": 1, "nv": int(rng.integers(0, 3))}) for i in range(40)})
+    totals = Counter()
+    for counts in groups.values():
+        totals.update(counts)
+    targets = {b: {c: f * n for c, n in totals.items()} for b, f in (("a", 0.6), ("b", 0.3), ("c", 0.1))}
+    placement = assign_groups(groups, targets, np.random.default_rng(1))
+    filled = {b: Counter() for b in targets}
+    for group, b in placement.items():
+        filled[b].update(groups[group])
+    for b in targets:
+        for c in totals:
+            assert abs(filled[b][c] - targets[b][c]) <= 6, (b, c, filled[b][c], targets[b][c])
+
+
+def test_federated_hospitals(demo_cfg, isic_ingested):
+    manifest = split_dataset(isic_ingested, demo_cfg["datasets"]["isic"]["split"])
+    fed = federated_split(manifest, {"hospitals": {"h1": 6, "h2": 30, "h3": 50}, "pool": ["train", "validation"],
+                                     "seed": 3})
+    sizes = fed["hospital"].value_counts()
+    for name, size in (("h1", 6), ("h2", 30), ("h3", 50)):
+        assert abs(sizes[name] - size) <= max(6, 0.15 * size), (name, sizes[name])
+    assert (fed.groupby("group")["hospital"].nunique() == 1).all()
+    pool_ratio = (fed["label"] == "malignant").mean()
+    for name in ("h2", "h3"):
+        assert abs((fed.loc[fed["hospital"] == name, "label"] == "malignant").mean() - pool_ratio) < 0.05
+    assert set(fed["split"]) <= {"train", "validation"}
+
+
+def test_federated_sizes_beyond_the_pool_are_a_config_error(demo_cfg, isic_ingested):
+    manifest = split_dataset(isic_ingested, demo_cfg["datasets"]["isic"]["split"])
+    with pytest.raises(ConfigError, match="federated.hospitals ask for 100000 images"):
+        federated_split(manifest, {"hospitals": {"h1": 100000}, "pool": ["train"], "seed": 0})
