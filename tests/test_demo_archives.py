@@ -102,18 +102,19 @@ def test_sizes_and_aspect_ratios_vary(demo_root):
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    def digest(seed: int, where: Path) -> dict:
+    def digest(seed: int, where: Path, workers: int = 1) -> dict:
         raw = demo_config(where)
         raw["demo"].update(seed=seed, ham10000={"lesions": 8, "isic2018_test_images": 7, "isic2018_validation_images": 7},
                            isic2020={"patients": 3, "images": 12, "official_duplicates": 1, "max_side": 128},
                            isic2019={"images": 10, "from_ham10000": 2}, fitzpatrick17k={"images": 3},
                            derm7pt={"cases": 2})
-        root = write_demo_archives(validate_config(raw)["demo"])
+        root = write_demo_archives(validate_config(raw)["demo"], workers=workers)
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(root.rglob("*")) if p.is_file()}
 
     first, again, other = digest(1, tmp_path / "a"), digest(1, tmp_path / "b"), digest(2, tmp_path / "c")
     assert first == again
+    assert digest(1, tmp_path / "parallel", workers=2) == first  # the number of processes changes nothing
     assert first["HAM10000/HAM10000_images_part_1.zip"] != other["HAM10000/HAM10000_images_part_1.zip"]
 
 

@@ -25,7 +25,7 @@ def cmd_demo_archives(args) -> None:
     demo = dict(cfg["demo"])
     if args.output:
         demo["output"] = args.output
-    write_demo_archives(demo)
+    write_demo_archives(demo, workers=args.workers)
 
 
 def cmd_ingest(args) -> None:
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("check-config", cmd_check_config, "Validate a config file against the schema.")
     p = verb("demo-archives", cmd_demo_archives, "Write the embedded demo archives in the published layouts.")
     p.add_argument("--output", help="folder to write to (default: demo.output from the config)")
+    p.add_argument("--workers", type=int, default=1, help="processes (the archives do not depend on it)")
 
     p = verb("ingest", cmd_ingest, "Read a dataset's archives, validate, and write LMDB shards + accounting.")
     p.add_argument("--dataset", required=True)

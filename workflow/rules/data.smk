@@ -13,12 +13,12 @@ rule demo_archives:
         "benchmarks/data/demo_archives.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
         runtime=30,
     shell:
-        "dermsynth demo-archives --config {params.config} > {log} 2>&1"
+        "dermsynth demo-archives --config {params.config} --workers {threads} > {log} 2>&1"
 
 
 rule ingest:

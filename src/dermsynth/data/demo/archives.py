@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import shutil
 import sys
 import zipfile
@@ -429,25 +430,55 @@ def write_derm7pt(root: Path, cfg: dict, rng: np.random.Generator, truth: list, 
 
 # --- all of it -----------------------------------------------------------------------------------
 
-def write_demo_archives(demo_cfg: dict) -> Path:
+def _archive_task(name: str, root: str, cfg: dict, seed: int, ham_rows: list | None = None) -> list[dict]:
+    """Write one archive (in a worker process); returns its ground-truth rows."""
+    truth: list[dict] = []
+    rng = np.random.default_rng([seed, ARCHIVE_SEED_INDEX[name]])  # one generator per archive
+    root_path = Path(root)
+    sizes = {"ISIC2018_Validation": cfg["ham10000"]["isic2018_validation_images"],
+             "ISIC2018_Test": cfg["ham10000"]["isic2018_test_images"], "ISIC2020": cfg["isic2020"]["images"],
+             "ISIC2019": cfg["isic2019"]["images"], "Fitzpatrick17k": cfg["fitzpatrick17k"]["images"],
+             "Derm7pt": cfg["derm7pt"]["cases"]}
+    progress = Progress(sizes.get(name, 0), f"demo {name}")
+    if name == "ISIC2018_Validation":
+        write_isic2018_part(root_path / "ISIC2018", "Validation", sizes[name], 34321, rng, truth, progress)
+    elif name == "ISIC2018_Test":
+        write_isic2018_part(root_path / "ISIC2018", "Test", sizes[name], 34524, rng, truth, progress)
+    elif name == "ISIC2020":
+        write_isic2020(root_path / "ISIC2020", cfg["isic2020"], rng, truth, progress)
+    elif name == "ISIC2019":
+        write_isic2019(root_path / "ISIC2019", cfg["isic2019"], ham_rows, rng, truth, progress)
+    elif name == "Fitzpatrick17k":
+        write_fitzpatrick17k(root_path / "Fitzpatrick17k", cfg["fitzpatrick17k"], rng, truth, progress)
+    elif name == "Derm7pt":
+        write_derm7pt(root_path / "Derm7pt", cfg["derm7pt"], rng, truth, progress)
+    progress.close()
+    return truth
+
+
+# Fixed per archive, so that changing one archive's size leaves the other archives' images unchanged.
+ARCHIVE_SEED_INDEX = {"HAM10000": 1, "ISIC2018_Validation": 2, "ISIC2018_Test": 3, "ISIC2020": 4, "ISIC2019": 5,
+                      "Fitzpatrick17k": 6, "Derm7pt": 7}
+
+
+def write_demo_archives(demo_cfg: dict, workers: int = 1) -> Path:
+    """Write every demo archive; HAM10000 first (ISIC 2019 copies some of its images), then the
+    others in `workers` processes. The result does not depend on `workers`."""
     root = Path(demo_cfg["output"])
     seed = demo_cfg["seed"]
-    ham, i2020, i2019 = demo_cfg["ham10000"], demo_cfg["isic2020"], demo_cfg["isic2019"]
-    total = (ham["lesions"] * 14 // 10 + ham["isic2018_test_images"] + ham["isic2018_validation_images"]
-             + i2020["images"] + i2019["images"] + demo_cfg["fitzpatrick17k"]["images"] + demo_cfg["derm7pt"]["cases"])
-    progress = Progress(total, "demo archives")
-    truth: list[dict] = []
-    # one generator per archive: changing one archive's size leaves the others' images unchanged
-    ham_rows = write_ham10000(root / "HAM10000", ham, np.random.default_rng([seed, 1]), truth, progress)
-    write_isic2018_part(root / "ISIC2018", "Validation", ham["isic2018_validation_images"], 34321,
-                        np.random.default_rng([seed, 2]), truth, progress)
-    write_isic2018_part(root / "ISIC2018", "Test", ham["isic2018_test_images"], 34524,
-                        np.random.default_rng([seed, 3]), truth, progress)
-    write_isic2020(root / "ISIC2020", i2020, np.random.default_rng([seed, 4]), truth, progress)
-    write_isic2019(root / "ISIC2019", i2019, ham_rows, np.random.default_rng([seed, 5]), truth, progress)
-    write_fitzpatrick17k(root / "Fitzpatrick17k", demo_cfg["fitzpatrick17k"], np.random.default_rng([seed, 6]),
-                         truth, progress)
-    write_derm7pt(root / "Derm7pt", demo_cfg["derm7pt"], np.random.default_rng([seed, 7]), truth, progress)
+    ham_truth: list[dict] = []
+    ham_progress = Progress(demo_cfg["ham10000"]["lesions"] * 14 // 10, "demo HAM10000")
+    ham_rows = write_ham10000(root / "HAM10000", demo_cfg["ham10000"],
+                              np.random.default_rng([seed, ARCHIVE_SEED_INDEX["HAM10000"]]), ham_truth, ham_progress)
+    ham_progress.close()
+    names = ["ISIC2018_Validation", "ISIC2018_Test", "ISIC2020", "ISIC2019", "Fitzpatrick17k", "Derm7pt"]
+    args = [(name, str(root), demo_cfg, seed, ham_rows if name == "ISIC2019" else None) for name in names]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            truths = pool.starmap(_archive_task, args)
+    else:
+        truths = [_archive_task(*a) for a in args]
+    truth = ham_truth + [row for part in truths for row in part]
     columns = ["archive", "image_id", "diagnosis", "style", "malignant", "skin_type", "frame", "hair", "ruler",
                "bubbles", "exif_orientation", "width", "height", "lesion", "patient", "duplicate_of"]
     write_csv(root / "demo_truth.csv", truth, columns)

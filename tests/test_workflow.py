@@ -1,0 +1,104 @@
+"""Snakemake itself: dry runs with no data present, a real run of the data stage, rerun scope."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import REPO, demo_config
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _workdir(tmp_path: Path, raw: dict) -> Path:
+    """A working directory holding only a config: everything else comes from the repository."""
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(raw))
+    return tmp_path
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    text = result.stdout + result.stderr
+    table = text[text.index("Job stats:"):].splitlines()[3:]
+    jobs = {}
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def test_lint_is_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
+                            capture_output=True, text=True)
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr, result.stdout
+
+
+def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
+    workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    jobs = _planned_jobs(_snakemake(workdir, "-n"))
+    assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3}
+
+
+def test_dry_run_of_one_target_lists_its_chain(tmp_path):
+    workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    jobs = _planned_jobs(_snakemake(workdir, "-n", "results/data/isic/federated.csv"))
+    assert jobs == {"demo_archives": 1, "federated_split": 1, "ingest": 1, "split": 1}
+
+
+def test_a_wrong_config_key_stops_the_run_and_is_named(tmp_path):
+    raw = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    raw["datasets"]["isic"]["federated"]["hospitalz"] = {}
+    result = _snakemake(_workdir(tmp_path, raw), "-n", check=False)
+    assert result.returncode != 0
+    assert "unknown key 'datasets.isic.federated.hospitalz'" in result.stdout + result.stderr
+
+
+def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
+    raw = demo_config(tmp_path)
+    raw["demo"]["output"] = "resources/demo"  # relative to the working directory, as in the default config
+    for source in raw["sources"].values():
+        source["path"] = source["path"].replace(str(tmp_path / "demo"), "resources/demo")
+    workdir = _workdir(tmp_path, raw)
+    _snakemake(workdir, "--cores", "2")
+
+    for dataset in ("ham10000", "ham10000_gan", "isic"):
+        manifest = pd.read_csv(workdir / f"results/data/{dataset}/manifest.csv", dtype=str, keep_default_na=False)
+        rejections = pd.read_csv(workdir / f"results/data/{dataset}/rejections.csv", dtype=str, keep_default_na=False)
+        assert len(manifest) > 0 and set(manifest["split"]) <= {"train", "validation", "test"}
+        assert not set(manifest["key"]) & set(rejections["key"])
+        report = json.loads((workdir / f"results/data/{dataset}/ingest.json").read_text())
+        assert report["images_ingested"] == len(manifest)
+        assert report["provenance"]["versions"]["dermsynth"]
+        assert (workdir / f"results/data/{dataset}/preview.png").stat().st_size > 10_000
+        assert (workdir / f"logs/data/ingest/{dataset}.log").read_text().strip()
+        assert (workdir / f"benchmarks/data/ingest/{dataset}.tsv").exists()
+    assert "hospital_3" in (workdir / "results/data/isic/federated.csv").read_text()
+    assert "Nothing to be done" in _snakemake(workdir, "-n").stdout + _snakemake(workdir, "-n").stderr
+
+    raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
+    _workdir(tmp_path, raw)
+    assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1}
+
+    raw["datasets"]["isic"]["resolution"] = 32  # an ingest parameter: that dataset is re-ingested, no other
+    _workdir(tmp_path, raw)
+    assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "ingest": 1, "preview": 1,
+                                                          "split": 1}
+    shutil.rmtree(workdir / "results")
