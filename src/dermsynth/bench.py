@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .config import validate_config
-from .provenance import package_versions, write_json
+from .outputs import write_json
+from .provenance import package_versions
 
 
 def _make_sources(workdir: Path, n_images: int, max_side: int) -> Path:

@@ -36,48 +36,46 @@ def cmd_ingest(args) -> None:
     ingest_dataset(cfg, args.dataset, args.out, workers=args.workers)
 
 
+def _write_assignment(frame, table_path: str, summary_path: str, by: str, dataset: str, step: str,
+                      section: dict) -> dict:
+    """Write a split/hospital assignment and its summary (counts, class ratios, provenance)."""
+    from .data.splits import check_disjoint, split_summary
+    from .outputs import write_csv, write_json
+    from .provenance import provenance
+    check_disjoint(frame, by)
+    write_csv(table_path, frame)
+    summary = split_summary(frame, by)
+    write_json(summary_path, {"dataset": dataset, **summary, "provenance": provenance(step, section, seed=section["seed"])})
+    print(f"{step} {dataset}: images {summary['images']}, groups {summary['groups']}", file=sys.stderr)
+    return summary
+
+
 def cmd_split(args) -> None:
     import pandas as pd
 
     from .config import dataset_config
-    from .data.splits import check_disjoint, split_dataset, split_summary
-    from .provenance import provenance, write_json
+    from .data.splits import split_dataset
     cfg = _config(args)
     spec = dataset_config(cfg, args.dataset)
     ingested = pd.read_csv(args.ingested, dtype=str, keep_default_na=False)
     manifest = split_dataset(ingested, spec["split"])
-    check_disjoint(manifest, "split")
-    tmp = Path(args.manifest + ".tmp")
-    manifest.to_csv(tmp, index=False)
-    tmp.replace(args.manifest)
-    summary = split_summary(manifest, "split")
-    write_json(args.summary, {"dataset": args.dataset, **summary,
-                              "provenance": provenance("split", spec["split"], seed=spec["split"]["seed"])})
-    print(f"split {args.dataset}: {summary['images']} images, {summary['groups']} groups", file=sys.stderr)
+    _write_assignment(manifest, args.manifest, args.summary, "split", args.dataset, "split", spec["split"])
 
 
 def cmd_federated_split(args) -> None:
     import pandas as pd
 
     from .config import dataset_config
-    from .data.splits import check_disjoint, federated_split, split_summary
+    from .data.splits import federated_split
     from .errors import ConfigError
-    from .provenance import provenance, write_json
     cfg = _config(args)
     spec = dataset_config(cfg, args.dataset)
     if "federated" not in spec:
         raise ConfigError(f"datasets.{args.dataset} has no 'federated' section (hospital sizes)")
     manifest = pd.read_csv(args.manifest, dtype=str, keep_default_na=False)
     assignment = federated_split(manifest, spec["federated"])
-    check_disjoint(assignment, "hospital")
-    tmp = Path(args.out + ".tmp")
-    assignment.to_csv(tmp, index=False)
-    tmp.replace(args.out)
-    summary = split_summary(assignment, "hospital")
-    write_json(args.summary, {"dataset": args.dataset, **summary,
-                              "provenance": provenance("federated-split", spec["federated"],
-                                                       seed=spec["federated"]["seed"])})
-    print(f"federated split {args.dataset}: {summary['images']}", file=sys.stderr)
+    _write_assignment(assignment, args.out, args.summary, "hospital", args.dataset, "federated-split",
+                      spec["federated"])
 
 
 def cmd_preview(args) -> None:

@@ -56,12 +56,3 @@ def provenance(step: str, config_section: Any, seed: int | None = None) -> dict[
         "versions": package_versions(),
         "git_revision": git_revision(),
     }
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    """Atomic JSON write (temp file + rename), so a killed job never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)

@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..labels import class_for, scheme_classes
 from ..progress import Progress
-from ..provenance import config_digest, provenance, write_json
+from ..outputs import write_csv, write_json
+from ..provenance import config_digest, provenance
 from .containers import ContainerReader
 from .images import ImageRejected, decode_image
 from .lmdb_store import INDEX_FILE, ShardWriter, encode_pixels, iterate_prefix, shard_of, shard_path
@@ -210,12 +211,10 @@ def _drop_from_store(staging: Path, shards: int, keys: list[str]) -> None:
         writer.close()
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
     frame["row"] = frame["row"].astype("Int64")  # metadata line numbers; empty for unlisted files
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    return frame
 
 
 def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | None = None) -> dict:
@@ -246,8 +245,8 @@ def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | 
     staging.rename(final)
 
     rejection_rows = sorted((r.as_row() for r in rejections), key=lambda r: (r["source"], r["reason"], r["key"]))
-    _write_csv(out_dir / "ingested.csv", sorted(rows, key=lambda r: r["key"]), INGESTED_COLUMNS)
-    _write_csv(out_dir / "rejections.csv", rejection_rows, REJECTION_COLUMNS)
+    write_csv(out_dir / "ingested.csv", _table(sorted(rows, key=lambda r: r["key"]), INGESTED_COLUMNS))
+    write_csv(out_dir / "rejections.csv", _table(rejection_rows, REJECTION_COLUMNS))
     summary = _summary(cfg, dataset, rows, rejections, per_source, totals, time.monotonic() - started, workers)
     write_json(out_dir / "ingest.json", summary)
     _print_summary(dataset, summary)

@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 import numpy as np
 import pandas as pd
 
-from ..config import SPLITS
 from ..errors import ConfigError, InputError
 
 GROUP_FALLBACK = {"patient": ("patient_id", "lesion_id"), "lesion": ("lesion_id",), "image": ()}
@@ -129,4 +128,4 @@ def check_disjoint(frame: pd.DataFrame, by: str) -> None:
         raise AssertionError(f"groups in several {by}s: {list(spread[spread > 1].index[:5])}")
 
 
-__all__ = ["SPLITS", "assign_groups", "check_disjoint", "federated_split", "split_dataset", "split_summary"]
+__all__ = ["assign_groups", "check_disjoint", "federated_split", "split_dataset", "split_summary"]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ... import outputs
 from ...progress import Progress
 from .draw import Lesion, View, render, sample_lesion, sample_skin_type
 
@@ -160,10 +161,7 @@ def write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-    tmp.replace(path)
+    outputs.write_csv(path, pd.DataFrame(rows, columns=columns))
 
 
 def _fresh_folder(path: Path) -> Path:
