@@ -12,6 +12,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+localrules:
+    all,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 

@@ -102,3 +102,30 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "ingest": 1, "preview": 1,
                                                           "split": 1}
     shutil.rmtree(workdir / "results")
+
+
+def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
+    """The study config with placeholder archives: every job planned with the profile's cluster settings."""
+    from dermsynth.config import load_config
+    from dermsynth.data.sources import required_files
+    cfg = load_config(REPO / "config/study.yaml")
+    for name, spec in cfg["sources"].items():
+        for path in required_files(name, spec):
+            placeholder = tmp_path / path
+            if placeholder.suffix in (".csv", ".zip"):
+                placeholder.parent.mkdir(parents=True, exist_ok=True)
+                placeholder.touch()
+            else:
+                placeholder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    (tmp_path / "profiles").symlink_to(REPO / "profiles")
+    (tmp_path / "slurm").symlink_to("profiles/slurm")
+    result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", "slurm", "-n"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3}
+    text = result.stdout + result.stderr
+    ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]
+    assert len(ingest_blocks) == 3
+    for block in ingest_blocks:
+        assert "threads: 16" in block and "slurm_partition=gpu" in block and "slurm_account=my_project" in block
