@@ -24,6 +24,7 @@ from PIL import Image
 
 from ... import outputs
 from ...progress import Progress
+from ...provenance import provenance
 from .draw import Lesion, View, render, sample_lesion, sample_skin_type
 
 ZIP_DATE = (2020, 6, 1, 0, 0, 0)
@@ -88,7 +89,7 @@ def expected_outputs(demo_cfg: dict) -> tuple[list[str], list[str]]:
         "ISIC2019/ISIC_2019_Training_GroundTruth.csv", "ISIC2019/ISIC_2019_Training_Metadata.csv",
         "ISIC2019/ISIC_2019_Training_Input.zip",
         "Fitzpatrick17k/fitzpatrick17k.csv", "Derm7pt/meta/meta.csv", "Derm7pt/meta/train_indexes.csv",
-        "Derm7pt/meta/valid_indexes.csv", "Derm7pt/meta/test_indexes.csv", "demo_truth.csv",
+        "Derm7pt/meta/valid_indexes.csv", "Derm7pt/meta/test_indexes.csv", "demo_truth.csv", "demo_provenance.json",
     ]
     folders = ["Fitzpatrick17k/images", "Derm7pt/images"]
     return [str(root / f) for f in files], [str(root / f) for f in folders]
@@ -480,5 +481,9 @@ def write_demo_archives(demo_cfg: dict, workers: int = 1) -> Path:
     columns = ["archive", "image_id", "diagnosis", "style", "malignant", "skin_type", "frame", "hair", "ruler",
                "bubbles", "exif_orientation", "width", "height", "lesion", "patient", "duplicate_of"]
     write_csv(root / "demo_truth.csv", truth, columns)
+    outputs.write_json(root / "demo_provenance.json", {
+        "note": "Procedural demo archives in the published layouts; no patient data. Results computed on them "
+                "are not comparable to published numbers.",
+        "images": len(truth), "provenance": provenance("demo-archives", demo_cfg, seed=seed)})
     print(f"demo archives written to {root} ({len(truth)} images)", file=sys.stderr)
     return root
