@@ -1,0 +1,1 @@
+"""Evaluation: generative metrics on feature embeddings, and classification metrics."""

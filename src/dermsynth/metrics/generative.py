@@ -1,0 +1,107 @@
+"""Generative metrics on feature embeddings (Inception for FID/KID, VGG16 for precision/recall, …).
+
+FID and KID are clean-fid's own computations; precision/recall follow Kynkäänniemi et al. 2019
+(k-nearest-neighbour manifolds); α-precision, β-recall and authenticity follow Alaa et al. 2022
+(on the embedding itself, centred on the real mean); the memorisation check compares each
+generated (or projected) sample's distance to its nearest real image with that image's distance
+to its own nearest real neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from cleanfid import fid as clean_fid
+
+
+def fid(real: np.ndarray, fake: np.ndarray) -> float:
+    mu1, sigma1 = real.mean(axis=0), np.cov(real, rowvar=False)
+    mu2, sigma2 = fake.mean(axis=0), np.cov(fake, rowvar=False)
+    return float(clean_fid.frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
+    """Unbiased KID (cubic polynomial kernel) averaged over random subsets, seeded."""
+    state = np.random.get_state()  # clean-fid samples subsets from numpy's global generator
+    np.random.seed(seed)
+    try:
+        return clean_fid.kernel_distance(real, fake, num_subsets=subsets, max_subset_size=subset_size)
+    finally:
+        np.random.set_state(state)
+
+
+def _distances(a: np.ndarray, b: np.ndarray, batch: int = 4096) -> torch.Tensor:
+    a_t, b_t = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    return torch.cat([torch.cdist(a_t[i:i + batch], b_t) for i in range(0, len(a_t), batch)])
+
+
+def _kth_neighbour_radius(features: np.ndarray, k: int) -> torch.Tensor:
+    """Distance from each sample to its k-th nearest other sample."""
+    d = _distances(features, features)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the sample itself is at distance 0
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    real_radius, fake_radius = _kth_neighbour_radius(real, k), _kth_neighbour_radius(fake, k)
+    d = _distances(fake, real)  # (fake, real)
+    precision = (d <= real_radius[None, :]).any(dim=1).double().mean().item()
+    recall = (d.T <= fake_radius[None, :]).any(dim=1).double().mean().item()
+    return precision, recall
+
+
+def alpha_precision_beta_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
+                                levels: int = 20) -> dict:
+    """Integrated α-precision and β-recall (Alaa et al. 2022), 1 − 2·mean|curve − α| over α levels.
+
+    Computed on the embedding itself (no one-class network). β-recall saturates below 1 even for
+    samples of the same distribution (a real point is covered only if its nearest synthetic point
+    lies within its k-NN radius), so compare it between generators rather than to 1.
+    """
+    alphas = np.linspace(1 / levels, 1, levels)
+    centre_real, centre_fake = real.mean(axis=0), fake.mean(axis=0)
+    real_radius = np.linalg.norm(real - centre_real, axis=1)
+    fake_to_real_centre = np.linalg.norm(fake - centre_real, axis=1)
+    fake_radius = np.linalg.norm(fake - centre_fake, axis=1)
+    d = _distances(real, fake).numpy()  # (real, fake)
+    nearest_fake = d.argmin(axis=1)
+    real_knn = _kth_neighbour_radius(real, k).numpy()
+    close = d[np.arange(len(real)), nearest_fake] <= real_knn
+    precision_curve, recall_curve = [], []
+    for a in alphas:
+        precision_curve.append(float(np.mean(fake_to_real_centre <= np.quantile(real_radius, a))))
+        matched_radius = fake_radius[nearest_fake]  # β-support radii over the matched synthetic samples
+        in_support = matched_radius <= np.quantile(matched_radius, a)
+        recall_curve.append(float(np.mean(close & in_support)))
+    precision_curve, recall_curve = np.array(precision_curve), np.array(recall_curve)
+    return {
+        "alpha_precision": float(1 - 2 * np.abs(precision_curve - alphas).mean()),
+        "beta_recall": float(1 - 2 * np.abs(recall_curve - alphas).mean()),
+        "alphas": alphas.round(4).tolist(),
+        "alpha_precision_curve": precision_curve.round(4).tolist(),
+        "beta_recall_curve": recall_curve.round(4).tolist(),
+    }
+
+
+def nearest_real(real: np.ndarray, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """For each sample: its nearest real index, that distance, and the real's own 1-NN distance."""
+    d = _distances(samples, real)
+    nearest = d.argmin(dim=1)
+    distance = d[torch.arange(len(samples)), nearest]
+    real_nn = _kth_neighbour_radius(real, 1)[nearest]
+    return {"nearest": nearest.numpy(), "distance": distance.numpy(), "real_nn_distance": real_nn.numpy()}
+
+
+def authenticity(real: np.ndarray, fake: np.ndarray) -> float:
+    """Share of generated samples farther from their nearest real image than that image is from
+    its own nearest real neighbour (Alaa et al. 2022): ≈0 for copies of the training set."""
+    match = nearest_real(real, fake)
+    return float(np.mean(match["distance"] > match["real_nn_distance"]))
+
+
+def memorisation(real: np.ndarray, samples: np.ndarray, copy_ratio: float = 0.1) -> dict:
+    """Per sample: nearest real, distance ratio to the real-real 1-NN distance, and a copy flag."""
+    match = nearest_real(real, samples)
+    ratio = match["distance"] / np.maximum(match["real_nn_distance"], 1e-12)
+    return {"nearest_real": match["nearest"].tolist(), "distance": match["distance"].tolist(),
+            "ratio": ratio.tolist(), "copy": (ratio < copy_ratio).tolist(),
+            "copies": int((ratio < copy_ratio).sum()), "copy_ratio_threshold": copy_ratio}
