@@ -84,6 +84,16 @@ def test_fid_matches_a_direct_computation_and_grows_with_the_shift(features):
     assert fid(real, fake) == pytest.approx(_frechet_numpy(real, fake), rel=1e-4)
 
 
+def test_symmetric_form_equals_clean_fid_when_well_conditioned_and_works_when_singular(features):
+    from dermsynth.metrics.generative import frechet_distance_psd
+    real, fake = features(2000, seed=1), features(2000, shift=0.3, seed=2)
+    stats = [(x.mean(0), np.cov(x, rowvar=False)) for x in (real, fake)]
+    assert frechet_distance_psd(*stats[0], *stats[1]) == pytest.approx(fid(real, fake), rel=1e-6)
+    few_real, few_fake = features(20, seed=1), features(20, shift=0.5, seed=2)  # 20 samples, 32 dimensions
+    assert abs(fid(few_real, few_real)) < 1e-6 * np.trace(np.cov(few_real, rowvar=False))
+    assert fid(few_real, few_fake) > fid(few_real, features(20, seed=3))
+
+
 def _kid_unbiased_numpy(x: np.ndarray, y: np.ndarray) -> float:
     d = x.shape[1]
     kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3

@@ -83,6 +83,12 @@ def cmd_preview(args) -> None:
     preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
 
 
+def cmd_fetch_weights(args) -> None:
+    from .metrics.extractors import fetch_weights
+    for item in fetch_weights(args.weights_dir, tuple(args.timm)):
+        print(f"cached: {item}")
+
+
 def cmd_bench(args) -> None:
     from .bench import run_benchmark
     run_benchmark(args)
@@ -126,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=8)
+
+    p = verb("fetch-weights", cmd_fetch_weights, "On a connected machine: fill the local weights cache "
+             "(Inception for FID/KID, VGG16, AlexNet for LPIPS, timm classifiers) with each library's downloader.",
+             config=False)
+    p.add_argument("--weights-dir", default=None, help="default: $DERMSYNTH_WEIGHTS or resources/weights")
+    p.add_argument("--timm", nargs="*", default=["densenet121", "densenet169", "efficientnet_b2"],
+                   help="timm classifier weights to cache")
 
     p = verb("bench", cmd_bench, "Benchmarks: ingest throughput, LMDB read throughput.", config=False)
     p.add_argument("what", choices=["ingest", "lmdb-read"])

@@ -14,10 +14,35 @@ import torch
 from cleanfid import fid as clean_fid
 
 
+def rank_deficient(real: np.ndarray, fake: np.ndarray) -> bool:
+    """Fewer samples than feature dimensions: the covariances are singular (demo-sized sets)."""
+    return min(len(real), len(fake)) <= real.shape[1]
+
+
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
+    """clean-fid's Fréchet distance. With singular covariances (see `rank_deficient`), where its
+    general matrix square root turns complex, the trace term is computed in the symmetric form
+    tr √(Σ₁Σ₂) = Σ √λ(Σ₁^½ Σ₂ Σ₁^½), exact for any positive semi-definite pair. Such values are
+    only comparable with FIDs from the same numbers of samples."""
     mu1, sigma1 = real.mean(axis=0), np.cov(real, rowvar=False)
     mu2, sigma2 = fake.mean(axis=0), np.cov(fake, rowvar=False)
-    return float(clean_fid.frechet_distance(mu1, sigma1, mu2, sigma2))
+    if not rank_deficient(real, fake):
+        return float(clean_fid.frechet_distance(mu1, sigma1, mu2, sigma2))
+    return frechet_distance_psd(mu1, sigma1, mu2, sigma2)
+
+
+def _nonnegative(values: np.ndarray) -> np.ndarray:
+    """Eigenvalues below the rank tolerance (λmax · n · ε, as numpy's matrix_rank) are zero."""
+    tolerance = max(values.max(initial=0.0), 0.0) * len(values) * np.finfo(values.dtype).eps
+    return np.where(values > tolerance, values, 0.0)
+
+
+def frechet_distance_psd(mu1, sigma1, mu2, sigma2) -> float:
+    values, vectors = np.linalg.eigh(sigma1)
+    root1 = (vectors * np.sqrt(_nonnegative(values))) @ vectors.T
+    middle = root1 @ sigma2 @ root1
+    trace_covmean = np.sqrt(_nonnegative(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:

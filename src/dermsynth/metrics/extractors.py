@@ -1,0 +1,244 @@
+"""Feature networks for the metrics, loaded from a local weights cache.
+
+Layout of the cache (default `resources/weights/`, or `$DERMSYNTH_WEIGHTS`), each part filled by
+the owning library's own downloader (`dermsynth fetch-weights`, on a connected machine):
+
+    clean-fid/inception-2015-12-05.pt        Inception (FID/KID), clean-fid's TorchScript
+    torch/hub/checkpoints/vgg16-*.pth        VGG16 (precision/recall, PPL, projection loss), torchvision
+    torch/hub/checkpoints/alexnet-owt-*.pth  AlexNet trunk of LPIPS, torchvision
+    huggingface/                             timm classifier weights (classifier stage)
+
+When a file is missing the network is built with deterministic random weights (seed 0) and a
+warning says so. Every result records `Extractor.describe()`, whose `comparable_to_published` is
+False in that case: such numbers measure consistency within a run, not the published scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INCEPTION_FILE = "inception-2015-12-05.pt"
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def weights_dir(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("DERMSYNTH_WEIGHTS", "resources/weights"))
+
+
+@contextlib.contextmanager
+def torch_home(cache: Path):
+    """Point torchvision/torch.hub at our cache for the duration of a load."""
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(cache / "torch")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = previous
+
+
+def torchvision_checkpoint(cache: Path, url: str) -> Path:
+    return cache / "torch" / "hub" / "checkpoints" / Path(url).name
+
+
+def _random_init_warning(name: str, expected: Path) -> None:
+    warnings.warn(f"{name}: no weights at {expected}; using a deterministic randomly initialised network. "
+                  "Metrics will be marked as not comparable to published numbers. Fill the cache with "
+                  "`dermsynth fetch-weights` on a connected machine.", stacklevel=3)
+
+
+@dataclass
+class Extractor:
+    """A frozen feature network: uint8 images (N, 3, H, W) in, features (N, D) out."""
+
+    name: str
+    model: nn.Module
+    weights: str          # path of the weights file, or "random-init(seed=0)"
+    input_size: int
+    dim: int
+
+    @property
+    def real_weights(self) -> bool:
+        return not self.weights.startswith("random-init")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weights": self.weights, "feature_dim": self.dim,
+                "comparable_to_published": self.real_weights}
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+        self.model.to(device)
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].to(device)
+            out.append(self.model(batch).double().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim))
+
+
+class _CleanFidInception(nn.Module):
+    """clean-fid's Inception: PIL-bicubic resize to 299 ('clean' mode) then its TorchScript network."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        resized = _clean_resize(images, 299)
+        return self.base(resized)
+
+
+def _clean_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    from cleanfid.resize import make_resizer
+    resize = make_resizer("PIL", False, "bicubic", (size, size))
+    arrays = [resize(img.permute(1, 2, 0).cpu().numpy()) for img in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().to(images.device)
+
+
+class _RandomInception(nn.Module):
+    """torchvision's InceptionV3 architecture, seeded random weights, 2048-d pool features."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import inception_v3
+        torch.manual_seed(0)
+        self.net = inception_v3(weights=None, aux_logits=False, init_weights=True)
+        self.net.fc = nn.Identity()
+        _calibrate_batchnorm(self.net, torch.Generator().manual_seed(0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (_clean_resize(images, 299) - 128) / 128  # clean-fid's input convention
+        return self.net(x)
+
+
+@torch.no_grad()
+def _calibrate_batchnorm(net: nn.Module, generator: torch.Generator, size: int = 299) -> None:
+    """Give a randomly initialised network BatchNorm statistics from one fixed noise batch.
+
+    With the default statistics (mean 0, variance 1) activations grow layer after layer until
+    features reach ~1e9 and their covariances are numerically meaningless; calibrated, the
+    network stays deterministic and its features are of order one.
+    """
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: exactly this batch's statistics
+    net.train()
+    net(torch.randn(16, 3, size, size, generator=generator))
+    net.eval()
+
+
+def inception(cache: str | Path | None = None) -> Extractor:
+    cache = weights_dir(cache)
+    path = cache / "clean-fid" / INCEPTION_FILE
+    if path.exists():
+        from cleanfid.inception_torchscript import InceptionV3W
+        base = InceptionV3W(str(path.parent), download=False, resize_inside=False).eval()
+        return Extractor("inception_v3", _CleanFidInception(base), str(path), 299, 2048)
+    _random_init_warning("Inception (FID/KID)", path)
+    return Extractor("inception_v3", _RandomInception().eval(), "random-init(seed=0)", 299, 2048)
+
+
+class _Vgg16Fc2(nn.Module):
+    """VGG16 up to the second fully connected layer (4096-d), ImageNet preprocessing at 224²."""
+
+    def __init__(self, vgg: nn.Module):
+        super().__init__()
+        self.features, self.avgpool = vgg.features, vgg.avgpool
+        self.fc = vgg.classifier[:4]  # fc1, ReLU, dropout (inactive in eval), fc2
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images.float() / 255, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        x = (x - IMAGENET_MEAN.to(x.device)) / IMAGENET_STD.to(x.device)
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def vgg16(cache: str | Path | None = None) -> Extractor:
+    from torchvision.models import VGG16_Weights
+    from torchvision.models import vgg16 as build
+    cache = weights_dir(cache)
+    path = torchvision_checkpoint(cache, VGG16_Weights.IMAGENET1K_V1.url)
+    torch.manual_seed(0)
+    model = build(weights=None)
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        weights = str(path)
+    else:
+        _random_init_warning("VGG16 (precision/recall)", path)
+        weights = "random-init(seed=0)"
+    return Extractor("vgg16_fc2", _Vgg16Fc2(model).eval(), weights, 224, 4096)
+
+
+def lpips_alex(cache: str | Path | None = None):
+    """LPIPS with the AlexNet trunk (the HAM10000 study's variant). The calibrated linear layers ship
+    with the lpips package; the trunk's ImageNet weights come from the cache."""
+    import lpips
+    from torchvision.models import AlexNet_Weights
+    cache = weights_dir(cache)
+    path = torchvision_checkpoint(cache, AlexNet_Weights.IMAGENET1K_V1.url)
+    real = path.exists()
+    if not real:
+        _random_init_warning("AlexNet trunk of LPIPS", path)
+    torch.manual_seed(0)
+    with torch_home(cache), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's `pretrained=` deprecation notice
+        model = lpips.LPIPS(net="alex", pnet_rand=not real, verbose=False).eval()
+    info = {"name": "lpips_alex_v0.1", "trunk_weights": str(path) if real else "random-init(seed=0)",
+            "linear_layers": "lpips package v0.1", "comparable_to_published": real}
+    return model, info
+
+
+@torch.no_grad()
+def lpips_distance(model, first: torch.Tensor, second: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    """Per-pair LPIPS between uint8 image batches (N, 3, H, W)."""
+    out = []
+    for start in range(0, len(first), batch_size):
+        a = first[start:start + batch_size].float() / 127.5 - 1
+        b = second[start:start + batch_size].float() / 127.5 - 1
+        out.append(model(a, b).flatten().double())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+DEFAULT_TIMM_MODELS = ("densenet121", "densenet169", "efficientnet_b2")
+
+
+def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] = DEFAULT_TIMM_MODELS) -> list[str]:
+    """Fill the cache on a connected machine, each library downloading its own files."""
+    from urllib.error import URLError
+
+    from cleanfid.downloads_helper import check_download_inception
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+    from ..errors import DermsynthError
+    cache = weights_dir(cache)
+    done = []
+    try:
+        (cache / "clean-fid").mkdir(parents=True, exist_ok=True)
+        check_download_inception(fpath=str(cache / "clean-fid"))
+        done.append(str(cache / "clean-fid" / INCEPTION_FILE))
+        with torch_home(cache):
+            for weights in (VGG16_Weights.IMAGENET1K_V1, AlexNet_Weights.IMAGENET1K_V1):
+                weights.get_state_dict(progress=True)
+                done.append(str(torchvision_checkpoint(cache, weights.url)))
+        if timm_models:
+            import timm
+            os.environ["HF_HOME"] = str(cache / "huggingface")
+            for name in timm_models:
+                timm.create_model(name, pretrained=True)
+                done.append(f"timm:{name}")
+    except (URLError, OSError, RuntimeError) as exc:
+        raise DermsynthError(f"could not download pretrained weights ({exc}). Run `dermsynth fetch-weights` on a "
+                             f"machine with internet access, then copy {cache}/ to this machine "
+                             "(or set DERMSYNTH_WEIGHTS to where it is).") from None
+    return done
