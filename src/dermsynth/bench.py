@@ -3,6 +3,7 @@
 * ``dermsynth bench ingest``: images/s from a JPEG archive to LMDB, per resolution, number of
   worker processes and JPEG DCT-scaling on/off; source images are ISIC-2020-sized JPEGs.
 * ``dermsynth bench lmdb-read``: images/s read back through a PyTorch DataLoader with N workers.
+* ``dermsynth bench metrics``: images/s through each feature network, LPIPS pairs/s, FID/KID time.
 """
 
 from __future__ import annotations
@@ -107,8 +108,56 @@ def bench_lmdb_read(args) -> list[dict]:
     return rows
 
 
+def bench_metrics(args) -> list[dict]:
+    """Feature-extraction throughput per network, LPIPS pairs/s, and FID/KID time from features."""
+    import warnings
+
+    import torch
+
+    from .metrics import extractors, generative
+    device = torch.device(args.device)
+    rows = []
+    for resolution in args.resolutions:
+        images = torch.randint(0, 256, (args.images, 3, resolution, resolution), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nets = [extractors.inception(), extractors.vgg16()]
+            lpips_model, lpips_info = extractors.lpips_alex()
+        for net in nets:
+            net.features(images[:4], device=device)  # warm-up
+            start = time.perf_counter()
+            features = net.features(images, batch_size=32, device=device)
+            seconds = time.perf_counter() - start
+            rows.append({"what": f"features:{net.name}", "weights": net.weights, "resolution": resolution,
+                         "device": str(device), "images": len(images), "seconds": round(seconds, 2),
+                         "images_per_s": round(len(images) / seconds, 1)})
+            print(rows[-1], flush=True)
+        lpips_model.to(device)
+        start = time.perf_counter()
+        extractors.lpips_distance(lpips_model, images.to(device), images.flip(-1).to(device))
+        seconds = time.perf_counter() - start
+        rows.append({"what": "lpips_alex_pairs", "weights": lpips_info["trunk_weights"], "resolution": resolution,
+                     "device": str(device), "images": len(images), "seconds": round(seconds, 2),
+                     "images_per_s": round(len(images) / seconds, 1)})
+        print(rows[-1], flush=True)
+    rng = np.random.default_rng(0)
+    for n in (2_500, 10_000):
+        real, fake = rng.normal(size=(n, 2048)), rng.normal(size=(n, 2048)) + 0.05
+        start = time.perf_counter()
+        generative.fid(real, fake)
+        fid_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        generative.kid(real, fake)
+        rows.append({"what": "fid_kid_from_features", "samples": n, "fid_seconds": round(fid_seconds, 2),
+                     "kid_seconds": round(time.perf_counter() - start, 2)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def run_benchmark(args) -> None:
-    results = bench_ingest(args) if args.what == "ingest" else bench_lmdb_read(args)
+    runners = {"ingest": bench_ingest, "lmdb-read": bench_lmdb_read, "metrics": bench_metrics}
+    results = runners[args.what](args)
     machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                "platform": platform.platform()}
     out = Path(args.out)

@@ -1,0 +1,1 @@
+"""StyleGAN2(-ADA): networks, operators, training (the GAN stage)."""
