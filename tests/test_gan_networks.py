@@ -1,0 +1,149 @@
+"""StyleGAN2 networks at tiny resolution: shapes, styles, modulation, truncation, labels, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dermsynth.gan.networks import (Discriminator, FullyConnected, Generator, MinibatchStd, conv2d_resample,
+                                    modulated_conv2d)
+from dermsynth.gan.ops import setup_filter
+
+SMALL = dict(z_dim=32, w_dim=32, channel_base=512, channel_max=32)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    return Generator(img_resolution=32, **SMALL).eval()
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_shapes_and_number_of_styles(resolution):
+    torch.manual_seed(0)
+    G = Generator(img_resolution=resolution, **SMALL)
+    D = Discriminator(img_resolution=resolution, channel_base=512, channel_max=32)
+    images = G(torch.randn(4, 32))
+    assert images.shape == (4, 3, resolution, resolution) and images.dtype == torch.float32
+    assert G.num_ws == 2 * int(math.log2(resolution)) - 2
+    assert D(images).shape == (4, 1)
+    assert len(G.synthesis.style_layers()) == 3 * (int(math.log2(resolution)) - 2) + 2
+
+
+def test_modulated_conv_equals_a_per_sample_convolution():
+    torch.manual_seed(1)
+    x, weight, styles = torch.randn(3, 5, 8, 8, dtype=torch.float64), torch.randn(4, 5, 3, 3, dtype=torch.float64), \
+        torch.randn(3, 5, dtype=torch.float64)
+    ours = modulated_conv2d(x, weight, styles, demodulate=True)
+    for i in range(3):
+        w = weight * styles[i].view(1, 5, 1, 1)
+        w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
+        assert torch.allclose(ours[i:i + 1], F.conv2d(x[i:i + 1], w, padding=1), atol=1e-12)
+
+
+def test_demodulation_keeps_unit_variance():
+    torch.manual_seed(2)
+    x = torch.randn(8, 256, 16, 16)
+    out = modulated_conv2d(x, torch.randn(64, 256, 3, 3), torch.rand(8, 256) * 3 + 0.1, demodulate=True)
+    assert 0.9 < out.std().item() < 1.1
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_resampling_convolutions_halve_and_double(kernel):
+    f = setup_filter([1, 3, 3, 1])
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, kernel, kernel)
+    assert conv2d_resample(x, w, f, down=2).shape == (2, 6, 4, 4)
+    if kernel == 3:
+        assert conv2d_resample(x, w, f, up=2).shape == (2, 6, 16, 16)
+
+
+def test_upsampling_convolution_of_a_constant_is_flat_inside():
+    """Alignment: a constant image through a transposed conv + filter stays constant away from the border."""
+    f = setup_filter([1, 3, 3, 1]).double()
+    x, w = torch.ones(1, 1, 8, 8, dtype=torch.float64), torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    inner = conv2d_resample(x, w, f, up=2)[0, 0, 3:-3, 3:-3]
+    assert torch.allclose(inner, inner[0, 0].expand_as(inner))
+
+
+def test_equalised_learning_rate_scales():
+    torch.manual_seed(3)
+    layer = FullyConnected(512, 512, lr_multiplier=0.01)
+    assert layer.weight.std().item() == pytest.approx(100, rel=0.05)  # stored at 1/lr_multiplier
+    assert layer.effective_weight().std().item() == pytest.approx(1 / math.sqrt(512), rel=0.05)
+
+
+def test_w_and_broadcast_w_plus_give_the_same_image(generator):
+    torch.manual_seed(4)
+    ws = generator.mapping(torch.randn(2, 32))
+    assert ws.shape == (2, generator.num_ws, 32)
+    single = ws[:, 0]
+    assert torch.allclose(generator.synthesis(single, noise_mode="const"),
+                          generator.synthesis(single.unsqueeze(1).repeat(1, generator.num_ws, 1), noise_mode="const"))
+    with pytest.raises(ValueError, match="expected 8 styles"):
+        generator.synthesis(ws[:, :3])
+
+
+def test_truncation_to_the_average_removes_all_variation(generator):
+    generator.mapping.w_avg.copy_(torch.randn(32))
+    images = generator(torch.randn(3, 32), truncation_psi=0.0, noise_mode="const")
+    assert torch.allclose(images[0], images[1], atol=1e-5) and torch.allclose(images[0], images[2], atol=1e-5)
+    varied = generator(torch.randn(3, 32), truncation_psi=1.0, noise_mode="const")
+    assert not torch.allclose(varied[0], varied[1], atol=1e-3)
+
+
+def test_w_avg_tracks_the_mean_w(generator):
+    mapping = generator.mapping
+    mapping.w_avg.zero_()
+    z = torch.randn(64, 32)
+    with torch.no_grad():
+        for _ in range(2000):  # an EMA with β = 0.995 has forgotten its start after ~2000 steps
+            mapping(z, update_emas=True)
+        assert torch.allclose(mapping.w_avg, mapping(z)[:, 0].mean(dim=0), atol=1e-3)
+
+
+def test_noise_modes(generator):
+    z = torch.randn(2, 32)
+    for layer in generator.synthesis.modules():
+        if hasattr(layer, "noise_strength"):
+            layer.noise_strength.data.fill_(0.5)
+    assert torch.equal(generator(z, noise_mode="const"), generator(z, noise_mode="const"))
+    assert not torch.equal(generator(z, noise_mode="random"), generator(z, noise_mode="random"))
+    assert not torch.equal(generator(z, noise_mode="none"), generator(z, noise_mode="const"))
+
+
+def test_conditional_generator_and_projection_discriminator():
+    torch.manual_seed(5)
+    G = Generator(c_dim=7, img_resolution=32, **SMALL).eval()
+    D = Discriminator(c_dim=7, img_resolution=32, channel_base=512, channel_max=32)
+    z = torch.randn(1, 32).repeat(2, 1)
+    labels = torch.eye(7)[[0, 4]]
+    images = G(z, labels, noise_mode="const")
+    assert not torch.allclose(images[0], images[1], atol=1e-4)  # the label changes the image
+    scores = D(images[:1].repeat(2, 1, 1, 1), labels)
+    assert scores.shape == (2, 1) and not torch.allclose(scores[0], scores[1])  # and the verdict
+
+
+def test_minibatch_stddev_against_numpy():
+    x = torch.randn(8, 6, 4, 4, dtype=torch.float64)
+    out = MinibatchStd(group_size=4)(x)
+    assert out.shape == (8, 7, 4, 4)
+    a = x.numpy().reshape(4, 2, 6, 4, 4)  # sample i is in group member i // 2, slot i % 2
+    expected = np.sqrt(((a - a.mean(0)) ** 2).mean(0) + 1e-8).mean(axis=(1, 2, 3))
+    for i in range(8):
+        assert np.allclose(out[i, 6].numpy(), expected[i % 2])
+
+
+def test_losses_are_finite_and_gradients_reach_every_parameter():
+    torch.manual_seed(6)
+    G = Generator(img_resolution=32, **SMALL)
+    D = Discriminator(img_resolution=32, channel_base=512, channel_max=32)
+    fake = G(torch.randn(4, 32))
+    loss_g = F.softplus(-D(fake)).mean()
+    loss_g.backward()
+    assert torch.isfinite(loss_g)
+    missing = [n for n, p in G.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
