@@ -1,0 +1,241 @@
+"""StyleGAN2 training core (single process): losses, lazy regularisation, EMA, exact resume.
+
+One `step()` runs the four phases of StyleGAN2 training on one minibatch:
+
+    Gmain  non-saturating logistic loss, softplus(−D(G(z)))       (with style mixing)
+    Greg   path-length regularisation, every `pl_interval` steps   (lazy: loss × interval)
+    Dmain  logistic loss, softplus(D(G(z))) + softplus(−D(x))
+    Dreg   R1 penalty γ/2·‖∇ₓD(x)‖², every `r1_interval` steps     (lazy: loss × interval)
+
+Adam runs with β = (0, 0.99); with lazy regularisation its learning rate and betas are rescaled
+by interval/(interval+1), as in the paper. G_ema follows G with a half-life of `ema_kimg`.
+
+A checkpoint holds every piece of state — G, D, G_ema, both optimisers, the path-length mean, the
+counters, the data order position and all RNG states — as plain tensors and numbers (loadable with
+`torch.load(weights_only=True)`), written to a temporary file and renamed. Resuming continues
+exactly: on CPU, N + M steps in one run and N steps, resume, M steps give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .networks import Discriminator, Generator
+
+
+@dataclass
+class TrainingOptions:
+    batch: int = 32
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    style_mixing_prob: float = 0.9
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    mirror: bool = True  # random horizontal flips of real images (dataset augmentation)
+    seed: int = 0
+    network: dict = field(default_factory=dict)  # Generator/Discriminator keyword arguments
+
+
+class ResumableBatches:
+    """Seeded shuffled minibatches of dataset indices whose position can be saved and restored."""
+
+    def __init__(self, size: int, batch: int, seed: int):
+        if size < batch:
+            raise ValueError(f"the dataset has {size} images, fewer than one batch of {batch}")
+        self.size, self.batch, self.seed = size, batch, seed
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch > self.size:  # drop the incomplete tail, start the next epoch
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation()
+        indices = self._order[self.position:self.position + self.batch]
+        self.position += self.batch
+        return indices
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation()
+
+
+def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
+    ratio = interval / (interval + 1) if interval else 1.0  # lazy regularisation
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
+
+
+class GanTrainer:
+    def __init__(self, options: TrainingOptions, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu"):
+        """`images`: uint8 (N, 3, R, R) training images; `labels`: one-hot (N, C) for a conditional GAN."""
+        self.options, self.device = options, torch.device(device)
+        self.images, self.labels = images, labels
+        torch.manual_seed(options.seed)
+        c_dim = 0 if labels is None else labels.shape[1]
+        resolution = images.shape[-1]
+        self.G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network).to(self.device)
+        d_kwargs = {k: v for k, v in options.network.items() if k in ("channel_base", "channel_max", "conv_clamp")}
+        self.D = Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_G = _adam(self.G.parameters(), options.g_lr, options.betas, options.pl_interval)
+        self.opt_D = _adam(self.D.parameters(), options.d_lr, options.betas, options.r1_interval)
+        self.batches = ResumableBatches(len(images), options.batch, options.seed)
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.step_index, self.nimg = 0, 0
+
+    # --- data and latents -----------------------------------------------------------------------
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        indices = self.batches.next()
+        real = self.images[indices].to(self.device).float() / 127.5 - 1
+        if self.options.mirror:
+            flip = torch.rand(len(indices), device=self.device) < 0.5
+            real = torch.where(flip[:, None, None, None], real.flip(-1), real)
+        labels = None if self.labels is None else self.labels[indices].to(self.device).float()
+        return real, labels
+
+    def _latents(self, n: int, labels: torch.Tensor | None):
+        z = torch.randn(n, self.G.z_dim, device=self.device)
+        if labels is None:
+            return z, None
+        picks = torch.randint(len(self.labels), (n,), device="cpu")  # labels drawn from the data's distribution
+        return z, self.labels[picks].to(self.device).float()
+
+    def _generate(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        ws = self.G.mapping(z, c, update_emas=True)
+        if self.options.style_mixing_prob > 0 and torch.rand([]).item() < self.options.style_mixing_prob:
+            cutoff = int(torch.randint(1, ws.shape[1], ()).item())
+            mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+            ws = torch.cat([ws[:, :cutoff], mixed[:, cutoff:]], dim=1)
+        return self.G.synthesis(ws), ws
+
+    # --- the four phases ------------------------------------------------------------------------
+    def _g_main(self, c_real) -> float:
+        z, c = self._latents(self.options.batch, c_real)
+        fake, _ = self._generate(z, c)
+        loss = F.softplus(-self.D(fake, c)).mean()
+        self._optimise(self.opt_G, loss)
+        return loss.item()
+
+    def _g_reg(self, c_real) -> float:
+        n = max(self.options.batch // self.options.pl_batch_shrink, 1)
+        z, c = self._latents(n, c_real)
+        fake, ws = self._generate(z, c)
+        noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
+        grad, = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
+        self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean().detach(), self.options.pl_decay))
+        penalty = (lengths - self.pl_mean).square().mean()
+        self._optimise(self.opt_G, penalty * self.options.pl_weight * self.options.pl_interval)
+        return penalty.item()
+
+    def _d_main(self, real, c_real) -> tuple[float, float, float]:
+        z, c = self._latents(self.options.batch, c_real)
+        with torch.no_grad():
+            fake, _ = self._generate(z, c)
+        logits_fake, logits_real = self.D(fake, c), self.D(real, c_real)
+        loss = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
+        self._optimise(self.opt_D, loss)
+        return loss.item(), logits_real.mean().item(), logits_fake.mean().item()
+
+    def _d_reg(self, real, c_real) -> float:
+        real = real.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(self.D(real, c_real).sum(), real, create_graph=True)
+        penalty = grad.square().sum(dim=[1, 2, 3]).mean()
+        self._optimise(self.opt_D, penalty * (self.options.r1_gamma / 2) * self.options.r1_interval)
+        return penalty.item()
+
+    @staticmethod
+    def _optimise(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    def _update_ema(self) -> None:
+        ema_nimg = self.options.ema_kimg * 1000
+        if self.options.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * self.options.ema_rampup)
+        beta = 0.5 ** (self.options.batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.detach().lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+
+    def step(self) -> dict:
+        o = self.options
+        real, c_real = self._real_batch()
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        stats = {"loss_G": self._g_main(c_real)}
+        if o.pl_weight > 0 and o.pl_interval and self.step_index % o.pl_interval == 0:
+            stats["pl_penalty"] = self._g_reg(c_real)
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        stats["loss_D"], stats["logits_real"], stats["logits_fake"] = self._d_main(real, c_real)
+        if o.r1_gamma > 0 and o.r1_interval and self.step_index % o.r1_interval == 0:
+            stats["r1_penalty"] = self._d_reg(real, c_real)
+        self.D.requires_grad_(False)
+        self.step_index += 1
+        self.nimg += o.batch
+        self._update_ema()
+        return stats
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": "dermsynth-stylegan2-checkpoint-v1",
+            "options": json.dumps(asdict(self.options)),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "pl_mean": self.pl_mean.detach().cpu(), "step": self.step_index, "nimg": self.nimg,
+            "batches": self.batches.state(), "rng": rng,
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != "dermsynth-stylegan2-checkpoint-v1":
+            raise ValueError(f"{path} is not a dermsynth StyleGAN2 checkpoint")
+        if json.loads(state["options"]) != json.loads(json.dumps(asdict(self.options))):
+            raise ValueError(f"{path} was written with other training options; resume with the same config")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.pl_mean.copy_(state["pl_mean"])
+        self.step_index, self.nimg = int(state["step"]), int(state["nimg"])
+        self.batches.restore(state["batches"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
