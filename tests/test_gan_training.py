@@ -90,3 +90,22 @@ def test_conditional_training_steps(demo_images):
     assert trainer.G.c_dim == labels.shape[1] and trainer.D.c_dim == labels.shape[1]
     assert all(torch.isfinite(torch.tensor(list(s.values()))).all() for s in stats)
     assert "r1_penalty" in stats[0] and "pl_penalty" in stats[0]
+
+
+def test_ada_runs_inside_training_and_resumes_with_its_p(demo_images, tmp_path):
+    images, _ = demo_images
+    options = _options(augment="bgc", augment_p=0.2, ada_target=0.6, ada_interval=2, ada_kimg=0.1)
+    straight = GanTrainer(options, images)
+    for _ in range(4):
+        stats = straight.step()
+    assert "ada_rt" in stats and stats["augment_p"] != 0.2  # p adapted
+    first = GanTrainer(options, images)
+    for _ in range(2):
+        first.step()
+    first.save(tmp_path / "ada.pt")
+    resumed = GanTrainer(options, images)
+    resumed.load(tmp_path / "ada.pt")
+    for _ in range(2):
+        resumed.step()
+    assert float(resumed.augment.p) == float(straight.augment.p)
+    assert all(torch.equal(a, b) for a, b in zip(straight.G.state_dict().values(), resumed.G.state_dict().values()))

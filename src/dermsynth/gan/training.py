@@ -7,6 +7,8 @@ One `step()` runs the four phases of StyleGAN2 training on one minibatch:
     Dmain  logistic loss, softplus(D(G(z))) + softplus(−D(x))
     Dreg   R1 penalty γ/2·‖∇ₓD(x)‖², every `r1_interval` steps     (lazy: loss × interval)
 
+D sees every image through the ADA pipeline (`augment.py`), whose p adapts towards r_t = 0.6.
+
 Adam runs with β = (0, 0.99); with lazy regularisation its learning rate and betas are rescaled
 by interval/(interval+1), as in the paper. G_ema follows G with a half-life of `ema_kimg`.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .augment import AdaptiveP, AugmentPipe
 from .networks import Discriminator, Generator
 
 
@@ -47,6 +50,11 @@ class TrainingOptions:
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
     mirror: bool = True  # random horizontal flips of real images (dataset augmentation)
+    augment: str = "noaug"             # ADA pipeline for D's inputs: bgc | bg (no colour) | noaug
+    augment_p: float = 0.0             # initial (or, without ada_target, fixed) probability
+    ada_target: float | None = 0.6     # adapt p towards this r_t; None keeps p fixed
+    ada_interval: int = 4
+    ada_kimg: float = 500
     seed: int = 0
     network: dict = field(default_factory=dict)  # Generator/Discriminator keyword arguments
 
@@ -103,6 +111,12 @@ class GanTrainer:
         self.batches = ResumableBatches(len(images), options.batch, options.seed)
         self.pl_mean = torch.zeros([], device=self.device)
         self.step_index, self.nimg = 0, 0
+        self.augment = AugmentPipe(options.augment, options.augment_p).to(self.device)
+        self.ada = (AdaptiveP(self.augment, options.ada_target, options.ada_interval, options.ada_kimg, options.batch)
+                    if options.ada_target is not None and options.augment != "noaug" else None)
+
+    def _discriminate(self, images: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return self.D(self.augment(images), c)
 
     # --- data and latents -----------------------------------------------------------------------
     def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -133,7 +147,7 @@ class GanTrainer:
     def _g_main(self, c_real) -> float:
         z, c = self._latents(self.options.batch, c_real)
         fake, _ = self._generate(z, c)
-        loss = F.softplus(-self.D(fake, c)).mean()
+        loss = F.softplus(-self._discriminate(fake, c)).mean()
         self._optimise(self.opt_G, loss)
         return loss.item()
 
@@ -153,14 +167,16 @@ class GanTrainer:
         z, c = self._latents(self.options.batch, c_real)
         with torch.no_grad():
             fake, _ = self._generate(z, c)
-        logits_fake, logits_real = self.D(fake, c), self.D(real, c_real)
+        logits_fake, logits_real = self._discriminate(fake, c), self._discriminate(real, c_real)
         loss = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
         self._optimise(self.opt_D, loss)
+        if self.ada is not None:
+            self.ada.accumulate(logits_real)
         return loss.item(), logits_real.mean().item(), logits_fake.mean().item()
 
     def _d_reg(self, real, c_real) -> float:
         real = real.detach().requires_grad_(True)
-        grad, = torch.autograd.grad(self.D(real, c_real).sum(), real, create_graph=True)
+        grad, = torch.autograd.grad(self._discriminate(real, c_real).sum(), real, create_graph=True)
         penalty = grad.square().sum(dim=[1, 2, 3]).mean()
         self._optimise(self.opt_D, penalty * (self.options.r1_gamma / 2) * self.options.r1_interval)
         return penalty.item()
@@ -199,6 +215,9 @@ class GanTrainer:
         self.step_index += 1
         self.nimg += o.batch
         self._update_ema()
+        if self.ada is not None and (rt := self.ada.update(self.step_index)) is not None:
+            stats["ada_rt"] = rt
+        stats["augment_p"] = float(self.augment.p)
         return stats
 
     # --- checkpoints ----------------------------------------------------------------------------
@@ -213,6 +232,7 @@ class GanTrainer:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "pl_mean": self.pl_mean.detach().cpu(), "step": self.step_index, "nimg": self.nimg,
             "batches": self.batches.state(), "rng": rng,
+            "augment_p": float(self.augment.p), "ada": self.ada.state() if self.ada else {},
         }
 
     def save(self, path: str | Path) -> None:
@@ -236,6 +256,9 @@ class GanTrainer:
         self.pl_mean.copy_(state["pl_mean"])
         self.step_index, self.nimg = int(state["step"]), int(state["nimg"])
         self.batches.restore(state["batches"])
+        self.augment.p.fill_(float(state["augment_p"]))
+        if self.ada is not None:
+            self.ada.restore(state["ada"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])

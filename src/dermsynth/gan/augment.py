@@ -1,0 +1,183 @@
+"""Adaptive discriminator augmentation (Karras et al. 2020, "Training GANs with limited data").
+
+Every image shown to the discriminator — real or generated — goes through the same stochastic,
+differentiable pipeline; each transformation is applied independently with probability p:
+
+    blit   x-flip, 90° rotations, integer translation (±12.5 %)
+    geom   isotropic scaling (log-normal, σ = 0.2·ln 2), rotation (applied before and after the
+           anisotropic scaling, each with probability 1 − √(1 − p)), anisotropic scaling,
+           fractional translation (σ = 0.125)
+    color  brightness (σ = 0.2), contrast (log-normal, σ = 0.5·ln 2), luma flip, hue rotation
+           (uniform ±π about the luma axis), saturation (log-normal, σ = ln 2)
+
+Geometric transformations are composed into one matrix per image and resampled with bilinear
+interpolation and reflection padding (the paper's wavelet-based upsampling is not reproduced);
+colour transformations are one 4×4 matrix per image. Modes: `bgc` (all), `bg` (no colour: the
+ISIC study's "cGAN w/o colour"), `noaug`.
+
+`AdaptiveP` adjusts p so that r_t = E[sign(D(real))] approaches the target (0.6).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MODES = {"bgc": ("blit", "geom", "color"), "bg": ("blit", "geom"), "noaug": ()}
+LUMA = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3)
+
+
+def _translate(tx, ty):
+    m = torch.eye(3, device=tx.device).repeat(len(tx), 1, 1)
+    m[:, 0, 2], m[:, 1, 2] = tx, ty
+    return m
+
+
+def _scale(sx, sy):
+    m = torch.eye(3, device=sx.device).repeat(len(sx), 1, 1)
+    m[:, 0, 0], m[:, 1, 1] = sx, sy
+    return m
+
+
+def _rotate(theta):
+    m = torch.eye(3, device=theta.device).repeat(len(theta), 1, 1)
+    m[:, 0, 0], m[:, 0, 1] = torch.cos(theta), -torch.sin(theta)
+    m[:, 1, 0], m[:, 1, 1] = torch.sin(theta), torch.cos(theta)
+    return m
+
+
+def _where(mask, value, neutral):
+    return torch.where(mask, value, torch.full_like(value, neutral))
+
+
+class AugmentPipe(torch.nn.Module):
+    def __init__(self, mode: str = "bgc", p: float = 0.0):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown augmentation mode {mode!r}; choose from {', '.join(MODES)}")
+        self.mode = mode
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        groups = MODES[self.mode]
+        p = float(self.p)
+        if not groups or p <= 0:
+            return images
+        n, device = len(images), images.device
+        matrix = torch.eye(3, device=device).repeat(n, 1, 1)  # maps output coordinates to input coordinates
+        if "blit" in groups:
+            matrix = matrix @ self._blit(n, p, device)
+        if "geom" in groups:
+            matrix = matrix @ self._geom(n, p, device)
+        if not torch.equal(matrix, torch.eye(3, device=device).expand_as(matrix)):
+            images = self._resample(images, matrix)
+        if "color" in groups:
+            images = self._color(images, p)
+        return images
+
+    @staticmethod
+    def _draw(n, p, device):
+        return torch.rand(n, device=device) < p
+
+    def _blit(self, n, p, device):
+        flip = _where(self._draw(n, p, device), 1 - 2 * torch.randint(0, 2, (n,), device=device).float(), 1.0)
+        quarter = _where(self._draw(n, p, device), torch.randint(0, 4, (n,), device=device).float(), 0.0)
+        shift = torch.rand(n, 2, device=device) * 2 - 1
+        shift = _where(self._draw(n, p, device)[:, None].expand(n, 2), shift * 0.125, 0.0)
+        # normalised coordinates span [−1, 1], so a shift of 0.125 of the image is 0.25 units
+        return _scale(flip, torch.ones_like(flip)) @ _rotate(quarter * math.pi / 2) @ _translate(shift[:, 0] * 2, shift[:, 1] * 2)
+
+    def _geom(self, n, p, device):
+        iso = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device) * 0.2), 1.0)
+        p_rot = 1 - math.sqrt(1 - min(p, 1.0))
+        rot1 = _where(self._draw(n, p_rot, device), (torch.rand(n, device=device) * 2 - 1) * math.pi, 0.0)
+        aniso = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device) * 0.2), 1.0)
+        rot2 = _where(self._draw(n, p_rot, device), (torch.rand(n, device=device) * 2 - 1) * math.pi, 0.0)
+        shift = _where(self._draw(n, p, device)[:, None].expand(n, 2), torch.randn(n, 2, device=device) * 0.125, 0.0)
+        return (_scale(iso, iso) @ _rotate(rot1) @ _scale(aniso, 1 / aniso) @ _rotate(rot2)
+                @ _translate(shift[:, 0] * 2, shift[:, 1] * 2))
+
+    @staticmethod
+    def _resample(images, matrix):
+        grid = F.affine_grid(matrix[:, :2, :].to(images.dtype), list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def _color(self, images, p):
+        n, device = len(images), images.device
+        luma = LUMA.to(device)
+        eye = torch.eye(4, device=device).repeat(n, 1, 1)
+        brightness = _where(self._draw(n, p, device), torch.randn(n, device=device) * 0.2, 0.0)
+        contrast = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device) * 0.5), 1.0)
+        lumaflip = _where(self._draw(n, p, device), torch.randint(0, 2, (n,), device=device).float(), 0.0)
+        hue = _where(self._draw(n, p, device), (torch.rand(n, device=device) * 2 - 1) * math.pi, 0.0)
+        saturation = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device)), 1.0)
+        outer = torch.outer(luma, luma)
+        c = eye.clone()
+        c[:, :3, 3] = brightness[:, None]
+        c = _scale4(contrast) @ c
+        c = _householder(outer, lumaflip) @ c
+        c = _rotate_about(luma, hue) @ c
+        c = _saturate(outer, saturation) @ c
+        flat = images.reshape(n, 3, -1)
+        return (c[:, :3, :3] @ flat + c[:, :3, 3:]).reshape(images.shape)
+
+
+def _scale4(s):
+    m = torch.eye(4, device=s.device).repeat(len(s), 1, 1)
+    m[:, 0, 0] = m[:, 1, 1] = m[:, 2, 2] = s
+    return m
+
+
+def _householder(outer, flip):
+    m = torch.eye(4, device=flip.device).repeat(len(flip), 1, 1)
+    m[:, :3, :3] = torch.eye(3, device=flip.device) - 2 * outer * flip[:, None, None]
+    return m
+
+
+def _rotate_about(axis, theta):
+    """Rodrigues' rotation about a unit axis, per image."""
+    k = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], device=theta.device)
+    eye = torch.eye(3, device=theta.device)
+    rotation = eye + torch.sin(theta)[:, None, None] * k + (1 - torch.cos(theta))[:, None, None] * (k @ k)
+    m = torch.eye(4, device=theta.device).repeat(len(theta), 1, 1)
+    m[:, :3, :3] = rotation
+    return m
+
+
+def _saturate(outer, s):
+    m = torch.eye(4, device=s.device).repeat(len(s), 1, 1)
+    m[:, :3, :3] = outer + (torch.eye(3, device=s.device) - outer) * s[:, None, None]
+    return m
+
+
+class AdaptiveP:
+    """p ← p + sign(r_t − target) · (batch · interval) / (ada_kimg · 1000), clamped to [0, 1]."""
+
+    def __init__(self, pipe: AugmentPipe, target: float = 0.6, interval: int = 4, ada_kimg: float = 500,
+                 batch: int = 32):
+        self.pipe, self.target, self.interval = pipe, target, interval
+        self.step_size = batch * interval / (ada_kimg * 1000)
+        self.signs_sum, self.count = 0.0, 0
+
+    def accumulate(self, real_logits: torch.Tensor) -> None:
+        self.signs_sum += torch.sign(real_logits.detach()).sum().item()
+        self.count += real_logits.numel()
+
+    def update(self, step_index: int) -> float | None:
+        """At every `interval`-th step: adjust p; returns r_t when it did."""
+        if step_index % self.interval or self.count == 0:
+            return None
+        rt = self.signs_sum / self.count
+        new_p = float(self.pipe.p) + math.copysign(self.step_size, rt - self.target)
+        self.pipe.p.fill_(min(max(new_p, 0.0), 1.0))
+        self.signs_sum, self.count = 0.0, 0
+        return rt
+
+    def state(self) -> dict:
+        return {"p": float(self.pipe.p), "signs_sum": self.signs_sum, "count": self.count}
+
+    def restore(self, state: dict) -> None:
+        self.pipe.p.fill_(float(state["p"]))
+        self.signs_sum, self.count = float(state["signs_sum"]), int(state["count"])
