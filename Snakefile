@@ -18,9 +18,11 @@ localrules:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/gan.smk"
 
 
 rule all:
     input:
         data_outputs(),
+        gan_outputs(),
     default_target: True

@@ -31,6 +31,8 @@ def demo_config(root: Path, **overrides) -> dict:
         source["path"] = source["path"].replace("resources/demo", str(root / "demo"))
     raw["datasets"]["isic"]["federated"]["hospitals"] = {"hospital_1": 4, "hospital_2": 20, "hospital_3": 30}
     raw["ingest"]["workers"] = 1
+    for gan in raw.get("gans", {}).values():  # a few steps each: the stage runs, nothing converges
+        gan.update(kimg=0.032, snapshot_kimg=0.016)
     for key, value in overrides.items():
         raw[key] = value
     return raw

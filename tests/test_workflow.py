@@ -54,7 +54,8 @@ def test_lint_is_clean():
 def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
     jobs = _planned_jobs(_snakemake(workdir, "-n"))
-    assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3}
+    assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
+                    "train_gan": 6}
 
 
 def test_dry_run_of_one_target_lists_its_chain(tmp_path):
@@ -91,16 +92,20 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
         assert (workdir / f"logs/data/ingest/{dataset}.log").read_text().strip()
         assert (workdir / f"benchmarks/data/ingest/{dataset}.tsv").exists()
     assert "hospital_3" in (workdir / "results/data/isic/federated.csv").read_text()
+    for gan in ("ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"):
+        assert (workdir / f"results/gan/{gan}/network-final.pt").exists()
     assert "Nothing to be done" in _snakemake(workdir, "-n").stdout + _snakemake(workdir, "-n").stderr
 
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)
-    assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1}
+    # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
+    assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1,
+                                                          "train_gan": 5}
 
     raw["datasets"]["isic"]["resolution"] = 32  # an ingest parameter: that dataset is re-ingested, no other
     _workdir(tmp_path, raw)
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "ingest": 1, "preview": 1,
-                                                          "split": 1}
+                                                          "split": 1, "train_gan": 5}
     shutil.rmtree(workdir / "results")
 
 
@@ -123,9 +128,14 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", "slurm", "-n"], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3}
+    assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
+                                     "train_gan": 6}
     text = result.stdout + result.stderr
     ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]
     assert len(ingest_blocks) == 3
     for block in ingest_blocks:
         assert "threads: 16" in block and "slurm_partition=gpu" in block and "slurm_account=my_project" in block
+    gan_blocks = {block.split("results/gan/")[1].split("/")[0]: block for block in text.split("\n\n")
+                  if "rule train_gan:" in block}
+    assert set(gan_blocks) == {"ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"}
+    assert "gpu=4" in gan_blocks["ham10000"] and all("gpu=1" in gan_blocks[g] for g in gan_blocks if g != "ham10000")

@@ -78,6 +78,18 @@ def cmd_federated_split(args) -> None:
                       spec["federated"])
 
 
+def cmd_train_gan(args) -> None:
+    from .errors import ConfigError
+    from .gan.run import train_gan
+    cfg = _config(args)
+    if args.gan not in cfg["gans"]:
+        raise ConfigError(f"gan '{args.gan}' is not defined under 'gans' (defined: {', '.join(cfg['gans']) or 'none'})")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    train_gan(cfg, args.gan, args.lmdb, args.manifest, args.out, device=args.device)
+
+
 def cmd_preview(args) -> None:
     from .data.preview import preview_grid
     preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
@@ -126,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--summary", required=True)
+
+    p = verb("train-gan", cmd_train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
+             "newest snapshot).")
+    p.add_argument("--gan", required=True, help="name under `gans` in the config")
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (the job's allocation)")
 
     p = verb("preview", cmd_preview, "Grid of images per class read back from LMDB.", config=False)
     p.add_argument("--lmdb", required=True)

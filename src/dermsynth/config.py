@@ -84,6 +84,9 @@ def _check_semantics(cfg: dict) -> list[str]:
                             f"(they sum to {sum(fractions.values()):.4g})")
         if "train" not in fractions or fractions["train"] <= 0:
             problems.append(f"'datasets.{name}.split.fractions.train' must be > 0")
+    for name, gan in cfg.get("gans", {}).items():
+        if gan["dataset"] not in cfg["datasets"]:
+            problems.append(f"'gans.{name}.dataset': '{gan['dataset']}' is not defined under 'datasets'")
     return problems
 
 
@@ -106,6 +109,8 @@ def validate_config(raw: dict | None, origin: str = "config") -> dict:
         ds["split"].setdefault("seed", cfg["seed"])
         if "federated" in ds:
             ds["federated"].setdefault("seed", cfg["seed"])
+    for gan in cfg["gans"].values():
+        gan.setdefault("seed", cfg["seed"])
     return cfg
 
 

@@ -16,6 +16,7 @@ config = validate_config(config, origin="the workflow config (config/config.yaml
 
 DEMO_FILES, DEMO_FOLDERS = demo_expected_outputs(config["demo"])
 DATASETS = list(config["datasets"])
+GANS = list(config["gans"])
 FEDERATED = [name for name, ds in config["datasets"].items() if "federated" in ds]
 
 
@@ -52,6 +53,23 @@ def split_config(wildcards):
 def federated_config(wildcards):
     return rule_config({"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
                         "sources": _dataset_sources(wildcards.dataset)})
+
+
+def gan_config(wildcards):
+    """What a GAN training job reads: its own section and its dataset's (labels, resolution)."""
+    spec = config["gans"][wildcards.gan]
+    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
+    return rule_config({"gans": {wildcards.gan: spec}, "datasets": {spec["dataset"]: ds},
+                        "sources": _dataset_sources(spec["dataset"])})
+
+
+def gan_data(wildcards):
+    dataset = config["gans"][wildcards.gan]["dataset"]
+    return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+
+
+def gan_outputs():
+    return [f"results/gan/{name}/network-final.pt" for name in GANS]
 
 
 def dataset_inputs(wildcards):

@@ -1,0 +1,145 @@
+"""`dermsynth train-gan`: train one configured generator, with snapshots, logs and resume.
+
+Output folder (`results/gan/<name>/`):
+    network-snapshot-step<N>.pt   full training state every `snapshot_kimg` (resume points)
+    fakes-step<N>.png             G_ema samples for fixed seeds at that snapshot
+    training_log.jsonl            one line per logged step: kimg, losses, p, sec/kimg, memory
+    tensorboard/                  the same scalars for TensorBoard
+    network-final.pt (+ .json)    the finished state; G_ema is what later stages use
+
+Run again after a kill and it continues from the newest snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data.lmdb_store import LmdbImageStore
+from ..labels import scheme_classes
+from ..outputs import write_json
+from ..progress import Progress
+from ..provenance import provenance
+from .networks import Generator
+from .training import GanTrainer, TrainingOptions
+
+OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
+               "augment", "augment_p", "ada_target", "ada_kimg", "seed")
+GRID_SEEDS = range(32)
+
+
+def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
+    """uint8 images (N, 3, R, R), one-hot labels over the dataset's classes, and those class names."""
+    store = LmdbImageStore(lmdb_root)
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame = frame[frame["split"].isin(spec["splits"])]
+    classes = list(scheme_classes(store.index["labels"]))
+    if spec.get("classes"):
+        unknown = sorted(set(spec["classes"]) - set(classes))
+        if unknown:
+            from ..errors import ConfigError
+            raise ConfigError(f"gans: classes {unknown} are not classes of the dataset ({', '.join(classes)})")
+        frame = frame[frame["label"].isin(spec["classes"])]
+    images = torch.from_numpy(np.stack([store.get(k) for k in frame["key"]])).permute(0, 3, 1, 2).contiguous()
+    labels = F.one_hot(torch.tensor([classes.index(x) for x in frame["label"]]), len(classes)).float()
+    return images, labels, classes
+
+
+def options_from(spec: dict) -> TrainingOptions:
+    return TrainingOptions(**{k: spec[k] for k in OPTION_KEYS}, network=dict(spec["network"]))
+
+
+def _latest_snapshot(out_dir: Path) -> Path | None:
+    snapshots = sorted(out_dir.glob("network-snapshot-step*.pt"))
+    return snapshots[-1] if snapshots else None
+
+
+@torch.no_grad()
+def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -> None:
+    z = torch.stack([torch.from_numpy(np.random.RandomState(s).randn(G.z_dim)).float() for s in GRID_SEEDS]).to(device)
+    c = None if G.c_dim == 0 else labels[torch.arange(len(z)) % len(labels)].to(device)
+    images = G(z, c, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+    rows = images.reshape(4, 8, *images.shape[1:]).permute(0, 3, 1, 4, 2).reshape(4 * images.shape[2], 8 * images.shape[3], 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rows.numpy()).save(path)
+
+
+def _grid_labels(classes: list[str]) -> torch.Tensor:
+    """Conditional grids cycle through every class."""
+    return torch.eye(len(classes))
+
+
+def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
+              device: str | None = None) -> Path:
+    spec = cfg["gans"][name]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images, labels, classes = training_images(lmdb_root, manifest, spec)
+    trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device)
+    if (latest := _latest_snapshot(out_dir)) is not None:
+        trainer.load(latest)
+        print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)
+    total_steps = math.ceil(spec["kimg"] * 1000 / spec["batch"])
+    snapshot_every = max(1, math.ceil(spec["snapshot_kimg"] * 1000 / spec["batch"]))
+    print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
+          f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "
+          f"{total_steps} steps of {spec['batch']} on {device}", file=sys.stderr)
+    from torch.utils.tensorboard import SummaryWriter
+    writer = SummaryWriter(str(out_dir / "tensorboard"))
+    progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step")
+    with open(out_dir / "training_log.jsonl", "a") as log:
+        tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+        while trainer.step_index < total_steps:
+            stats = trainer.step()
+            progress.update()
+            last = trainer.step_index == total_steps
+            if trainer.step_index % snapshot_every == 0 or last:
+                seconds = time.perf_counter() - tick_start
+                kimg_done = (trainer.nimg - tick_nimg) / 1000
+                record = {"step": trainer.step_index, "kimg": trainer.nimg / 1000, **stats,
+                          "sec_per_kimg": seconds / max(kimg_done, 1e-9), "kimg_per_s": kimg_done / max(seconds, 1e-9),
+                          "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "cuda_max_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                for key, value in record.items():
+                    writer.add_scalar(key, value, trainer.step_index)
+                tag = f"step{trainer.step_index:07d}"
+                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", _grid_labels(classes), device)
+                trainer.save(out_dir / f"network-snapshot-{tag}.pt")
+                tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+    writer.close()
+    progress.close()
+    final = out_dir / "network-final.pt"
+    trainer.save(final)
+    write_json(out_dir / "network-final.json", {
+        "gan": name, "kimg": trainer.nimg / 1000, "steps": trainer.step_index, "classes": classes,
+        "trained_on_classes": spec.get("classes") or classes, "conditional": spec["conditional"],
+        "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
+        "num_ws": trainer.G.num_ws, "provenance": provenance("train-gan", spec, seed=spec["seed"])})
+    return final
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
+    """The generator stored in a training checkpoint (G_ema unless ema=False)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    options = json.loads(state["options"])
+    key = "G_ema" if ema else "G"
+    weights = state[key]
+    last_block = max(int(k.split(".")[2]) for k in weights if k.startswith("synthesis.blocks."))
+    resolution = 4 * 2 ** last_block
+    c_dim = weights["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in weights else 0
+    G = Generator(c_dim=c_dim, img_resolution=resolution, **options["network"]).to(device)
+    G.load_state_dict(weights)
+    return G.eval().requires_grad_(False)

@@ -1,0 +1,26 @@
+# GAN stage: train every generator under `gans` (ISIC study: ben-GAN, mal-GAN, cGAN variants;
+# HAM10000 study: one unconditional GAN). Snapshots in the output folder are resume points.
+
+
+rule train_gan:
+    input:
+        unpack(gan_data),
+    output:
+        "results/gan/{gan}/network-final.pt",
+    params:
+        config=gan_config,
+        out=subpath(output[0], parent=True),
+    log:
+        "logs/gan/train_gan/{gan}.log",
+    benchmark:
+        "benchmarks/gan/train_gan/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["gans"][wc.gan]["gpus"] else 1
+    resources:
+        gpu=lambda wc: config["gans"][wc.gan]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt if config["gans"][wc.gan]["gpus"] else 4000 * attempt,
+        runtime=lambda wc, attempt: int(config["gans"][wc.gan]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth train-gan --config {params.config} --gan {wildcards.gan} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"
