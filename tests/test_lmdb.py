@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -22,7 +21,7 @@ from dermsynth.config import validate_config
 from dermsynth.data.dataset import LmdbImageDataset
 from dermsynth.data.images import decode_image
 from dermsynth.data.ingest import ingest_dataset
-from dermsynth.data.lmdb_store import LmdbImageStore, iterate_prefix, shard_path
+from dermsynth.data.lmdb_store import LmdbImageStore, iterate_prefix
 
 from .conftest import demo_config
 

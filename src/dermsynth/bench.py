@@ -127,7 +127,7 @@ def bench_metrics(args) -> list[dict]:
         for net in nets:
             net.features(images[:4], device=device)  # warm-up
             start = time.perf_counter()
-            features = net.features(images, batch_size=32, device=device)
+            net.features(images, batch_size=32, device=device)
             seconds = time.perf_counter() - start
             rows.append({"what": f"features:{net.name}", "weights": net.weights, "resolution": resolution,
                          "device": str(device), "images": len(images), "seconds": round(seconds, 2),
