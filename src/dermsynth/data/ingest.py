@@ -93,7 +93,8 @@ def _process_chunk(job: dict) -> dict:
     """Decode, resize and store one chunk of images into one shard (runs in a worker process)."""
     writer = ShardWriter(job["shard_dir"], job["map_size"])
     reader = ContainerReader()
-    todo = [item for item in job["items"] if item[0] not in writer.done_keys([i[0] for i in job["items"]])]
+    done = writer.done_keys([item[0] for item in job["items"]])  # finished by an interrupted earlier run
+    todo = [item for item in job["items"] if item[0] not in done]
     entries, stored, rejected = [], 0, 0
     for key, container, member in todo:
         try:
