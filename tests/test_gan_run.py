@@ -75,3 +75,38 @@ def test_unknown_class_is_a_config_error(gan_setup, tmp_path):
     cfg, lmdb, manifest = gan_setup
     with pytest.raises(ConfigError, match=r"classes \['melanoma'\] are not classes of the dataset"):
         train_gan(_with_kimg(cfg, 0.008, classes=["melanoma"]), "tiny", lmdb, manifest, tmp_path, device="cpu")
+
+
+def test_generate_is_per_seed_and_writes_a_readable_store(gan_setup, tmp_path):
+    from dermsynth.data.dataset import LmdbImageDataset
+    from dermsynth.gan.generate import generate, generate_images, parse_seeds
+    cfg, lmdb, manifest = gan_setup
+    network = train_gan(_with_kimg(cfg, 0.008, classes=["mel"]), "tiny", lmdb, manifest, tmp_path / "mel", device="cpu")
+    G = load_generator(network)
+    together = generate_images(G, [3, 5, 7], batch=3)
+    alone = torch.cat([generate_images(G, [s], batch=1) for s in (7, 3, 5)])
+    # an image depends on its seed only (up to float rounding across batch shapes: ±1 grey level)
+    assert (together.int() - alone[[1, 2, 0]].int()).abs().max() <= 1
+    flat = generate_images(G, [1, 2, 3], truncation_psi=0.0)
+    assert torch.equal(flat[0], flat[1]) and torch.equal(flat[1], flat[2])
+    assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
+
+    store = generate(network, list(range(6)), tmp_path / "synthetic", fmt="lmdb", device="cpu")
+    synthetic = LmdbImageDataset(store / "lmdb", store / "manifest.csv")
+    assert len(synthetic) == 6 and {synthetic.classes[t] for t in synthetic.targets} == {"mel"}  # a one-class GAN
+    assert (synthetic[0][0].int() - generate_images(G, [0])[0].int()).abs().max() <= 1
+
+
+def test_generate_needs_the_class_of_a_conditional_generator(gan_setup, tmp_path):
+    import subprocess
+    import sys
+    cfg, lmdb, manifest = gan_setup
+    network = train_gan(_with_kimg(cfg, 0.008, conditional=True), "tiny", lmdb, manifest, tmp_path / "c", device="cpu")
+    command = [sys.executable, "-m", "dermsynth.cli", "generate", "--network", str(network), "--seeds", "0-3",
+               "--out", str(tmp_path / "png"), "--device", "cpu"]
+    failed = subprocess.run(command, capture_output=True, text=True)
+    assert failed.returncode == 2 and "give the class" in failed.stderr and "Traceback" not in failed.stderr
+    subprocess.run([*command, "--class", "bcc"], check=True, capture_output=True)
+    assert len(list((tmp_path / "png").glob("*.png"))) == 4
+    rows = pd.read_csv(tmp_path / "png" / "manifest.csv")
+    assert set(rows["label"]) == {"bcc"} and list(rows["seed"]) == [0, 1, 2, 3]

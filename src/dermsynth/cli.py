@@ -89,6 +89,17 @@ def cmd_train_gan(args) -> None:
     train_gan(cfg, args.gan, args.lmdb, args.manifest, args.out, device=args.device)
 
 
+def cmd_generate(args) -> None:
+    from .gan.generate import generate, parse_seeds
+    try:
+        out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name, args.batch,
+                       args.format, device=args.device)
+    except ValueError as exc:
+        from .errors import DermsynthError
+        raise DermsynthError(str(exc)) from None
+    print(f"generate: {out}", file=sys.stderr)
+
+
 def cmd_preview(args) -> None:
     from .data.preview import preview_grid
     preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
@@ -146,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (the job's allocation)")
+
+    p = verb("generate", cmd_generate, "Images from a trained generator: PNG files or an LMDB store + manifest.",
+             config=False)
+    p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
+    p.add_argument("--seeds", required=True, help="e.g. 0-999 or 0-9,100")
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--class", dest="class_name", help="class to generate (required for conditional generators)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--format", choices=["png", "lmdb"], default="png")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
 
     p = verb("preview", cmd_preview, "Grid of images per class read back from LMDB.", config=False)
     p.add_argument("--lmdb", required=True)

@@ -1,0 +1,118 @@
+"""`dermsynth generate`: images from a trained generator, by seed, as PNG files or an LMDB store.
+
+Each image's latent is drawn from its own seed (`numpy.random.RandomState(seed)`), so an image
+does not depend on the batch size or on which other seeds are generated with it (up to floating-point
+rounding: the convolution backend may pick another algorithm for another batch shape, ±1 grey level). An LMDB output
+is a store like the ingested ones (same reader, `index.json`) plus `manifest.csv` rows with the
+key, label, seed, truncation and network, ready to be concatenated with a real training split.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from ..outputs import write_csv, write_json
+from ..provenance import provenance
+from ..data.lmdb_store import INDEX_FILE, ShardWriter, encode_pixels, shard_of, shard_path
+from .run import load_generator
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-99,200,300-301' → [0, …, 99, 200, 300, 301]."""
+    seeds = []
+    for part in text.split(","):
+        start, _, end = part.strip().partition("-")
+        seeds += list(range(int(start), int(end or start) + 1))
+    return seeds
+
+
+def network_classes(network: str | Path) -> tuple[list[str], list[str]]:
+    """(classes of the dataset, classes the generator was trained on) from network-final.json."""
+    info_path = Path(network).with_suffix(".json")
+    if not info_path.exists():
+        return [], []
+    info = json.loads(info_path.read_text())
+    return info.get("classes", []), info.get("trained_on_classes", [])
+
+
+@torch.no_grad()
+def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_index: int | None = None,
+                    batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
+    """uint8 images (N, 3, R, R) for `seeds`."""
+    if G.c_dim > 0 and class_index is None:
+        raise ValueError("this generator is conditional: give the class to generate")
+    G = G.to(device)
+    out = []
+    for start in range(0, len(seeds), batch):
+        chunk = seeds[start:start + batch]
+        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in chunk])).float().to(device)
+        c = None
+        if G.c_dim > 0:
+            c = torch.zeros(len(chunk), G.c_dim, device=device)
+            c[:, class_index] = 1
+        images = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
+        out.append(images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
+    return torch.cat(out)
+
+
+def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_psi: float = 1.0,
+             class_name: str | None = None, batch: int = 32, fmt: str = "png", labels: str | None = None,
+             shards: int = 1, device: str | None = None) -> Path:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    G = load_generator(network, device)
+    classes, trained_on = network_classes(network)
+    class_index = None
+    if G.c_dim > 0:
+        if class_name is None:
+            raise ValueError(f"this generator is conditional: give the class to generate (one of {', '.join(classes)})")
+        if class_name not in classes:
+            raise ValueError(f"class {class_name!r} is not one of the generator's classes {classes}")
+        class_index = classes.index(class_name)
+    elif class_name is None and len(trained_on) == 1:
+        class_name = trained_on[0]  # a one-class generator (ben-GAN, mal-GAN) makes that class
+    images = generate_images(G, seeds, truncation_psi, class_index, batch, device)
+    out = Path(out)
+    rows = [{"key": f"{Path(network).parent.name}-seed{seed:07d}", "label": class_name or "", "seed": seed,
+             "truncation_psi": truncation_psi, "network": str(network), "split": "train"} for seed in seeds]
+    if fmt == "png":
+        out.mkdir(parents=True, exist_ok=True)
+        for row, image in zip(rows, images):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{row['key']}.png")
+        write_csv(out / "manifest.csv", pd.DataFrame(rows))
+        return out
+    _write_lmdb(out, rows, images, labels or ("binary" if set(classes) == {"benign", "malignant"} else "ham7"), shards)
+    write_json(out / "generate.json", {"network": str(network), "images": len(rows), "class": class_name,
+                                       "truncation_psi": truncation_psi,
+                                       "provenance": provenance("generate", {"seeds": [seeds[0], seeds[-1], len(seeds)]})})
+    return out
+
+
+def _write_lmdb(out: Path, rows: list[dict], images: torch.Tensor, labels: str, shards: int) -> None:
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "lmdb").mkdir(parents=True)
+    by_shard: dict[int, list] = {}
+    for row, image in zip(rows, images):
+        by_shard.setdefault(shard_of(row["key"], shards), []).append(
+            (b"img/" + row["key"].encode(), encode_pixels(image.permute(1, 2, 0).numpy(), "png")))
+    for shard, entries in by_shard.items():
+        writer = ShardWriter(shard_path(staging / "lmdb", shard), 64 << 20)
+        writer.write(entries)
+        writer.close()
+    from ..labels import scheme_classes
+    resolution = int(images.shape[-1])
+    (staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
+        "dataset": out.name, "labels": labels, "classes": list(scheme_classes(labels)), "count": len(rows),
+        "resolution": resolution, "encoding": "png", "shards": shards, "complete": True}))
+    write_csv(staging / "manifest.csv", pd.DataFrame(rows))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
