@@ -5,7 +5,7 @@ the owning library's own downloader (`dermsynth fetch-weights`, on a connected m
 
     clean-fid/inception-2015-12-05.pt        Inception (FID/KID), clean-fid's TorchScript
     torch/hub/checkpoints/vgg16-*.pth        VGG16 (precision/recall, PPL, projection loss), torchvision
-    torch/hub/checkpoints/alexnet-owt-*.pth  AlexNet trunk of LPIPS, torchvision
+    torch/hub/checkpoints/alexnet-owt-*.pth  AlexNet trunk of LPIPS, torchvision (VGG16 trunk: the file above)
     huggingface/                             timm classifier weights (classifier stage)
 
 When a file is missing the network is built with deterministic random weights (seed 0) and a
@@ -180,23 +180,28 @@ def vgg16(cache: str | Path | None = None) -> Extractor:
     return Extractor("vgg16_fc2", _Vgg16Fc2(model).eval(), weights, 224, 4096)
 
 
-def lpips_alex(cache: str | Path | None = None):
-    """LPIPS with the AlexNet trunk (the HAM10000 study's variant). The calibrated linear layers ship
-    with the lpips package; the trunk's ImageNet weights come from the cache."""
+def lpips_model(cache: str | Path | None = None, net: str = "alex"):
+    """LPIPS with an AlexNet trunk (the HAM10000 study's variant) or a VGG16 trunk (PPL). The calibrated
+    linear layers ship with the lpips package; the trunk's ImageNet weights come from the cache."""
     import lpips
-    from torchvision.models import AlexNet_Weights
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
     cache = weights_dir(cache)
-    path = torchvision_checkpoint(cache, AlexNet_Weights.IMAGENET1K_V1.url)
+    url = {"alex": AlexNet_Weights.IMAGENET1K_V1.url, "vgg": VGG16_Weights.IMAGENET1K_V1.url}[net]
+    path = torchvision_checkpoint(cache, url)
     real = path.exists()
     if not real:
-        _random_init_warning("AlexNet trunk of LPIPS", path)
+        _random_init_warning(f"{ {'alex': 'AlexNet', 'vgg': 'VGG16'}[net]} trunk of LPIPS", path)
     torch.manual_seed(0)
     with torch_home(cache), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's `pretrained=` deprecation notice
-        model = lpips.LPIPS(net="alex", pnet_rand=not real, verbose=False).eval()
-    info = {"name": "lpips_alex_v0.1", "trunk_weights": str(path) if real else "random-init(seed=0)",
+        model = lpips.LPIPS(net=net, pnet_rand=not real, verbose=False).eval()
+    info = {"name": f"lpips_{net}_v0.1", "trunk_weights": str(path) if real else "random-init(seed=0)",
             "linear_layers": "lpips package v0.1", "comparable_to_published": real}
     return model, info
+
+
+def lpips_alex(cache: str | Path | None = None):
+    return lpips_model(cache, "alex")
 
 
 @torch.no_grad()
