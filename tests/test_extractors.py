@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -88,7 +89,7 @@ def test_image_fid_is_zero_on_itself_and_grows_with_blur(tmp_path, images):
     values = []
     for sigma in (0.5, 1.5, 3.0):
         k = int(2 * round(3 * sigma) + 1)
-        blurred = torch.from_numpy(np.stack([__import__("cv2").GaussianBlur(img.permute(1, 2, 0).numpy(), (k, k), sigma)
+        blurred = torch.from_numpy(np.stack([cv2.GaussianBlur(img.permute(1, 2, 0).numpy(), (k, k), sigma)
                                              for img in images])).permute(0, 3, 1, 2)
         values.append(fid(real, inception.features(blurred)))
     assert values == sorted(values) and values[0] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -88,6 +89,7 @@ def test_w_and_broadcast_w_plus_give_the_same_image(generator):
 
 
 def test_truncation_to_the_average_removes_all_variation(generator):
+    generator = copy.deepcopy(generator)
     generator.mapping.w_avg.copy_(torch.randn(32))
     images = generator(torch.randn(3, 32), truncation_psi=0.0, noise_mode="const")
     assert torch.allclose(images[0], images[1], atol=1e-5) and torch.allclose(images[0], images[2], atol=1e-5)
@@ -96,7 +98,7 @@ def test_truncation_to_the_average_removes_all_variation(generator):
 
 
 def test_w_avg_tracks_the_mean_w(generator):
-    mapping = generator.mapping
+    mapping = copy.deepcopy(generator.mapping)
     mapping.w_avg.zero_()
     z = torch.randn(64, 32)
     with torch.no_grad():
@@ -106,6 +108,7 @@ def test_w_avg_tracks_the_mean_w(generator):
 
 
 def test_noise_modes(generator):
+    generator = copy.deepcopy(generator)
     z = torch.randn(2, 32)
     for layer in generator.synthesis.modules():
         if hasattr(layer, "noise_strength"):

@@ -69,3 +69,13 @@ def test_rgb_file_holding_a_grayscale_picture_is_caught(photo):
     with pytest.raises(ImageRejected) as info:
         decode_image(png.tobytes(), 32)
     assert info.value.reason == "grayscale_image"
+
+
+def test_damaged_exif_is_recorded_not_silently_ignored(photo):
+    data = encode_jpeg(photo)
+    garbage = b"MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\xff\xff\xff\xff" + b"\xff" * 40
+    app1 = b"\xff\xe1" + (len(garbage) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + garbage
+    decoded = decode_image(data[:2] + app1 + data[2:], 32)
+    assert "exif_damaged" in decoded.conversions
+    assert np.array_equal(decoded.pixels, decode_image(data, 32).pixels)  # the picture itself is kept
+    assert "exif_damaged" not in decode_image(data, 32).conversions

@@ -94,7 +94,8 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     assert "hospital_3" in (workdir / "results/data/isic/federated.csv").read_text()
     for gan in ("ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"):
         assert (workdir / f"results/gan/{gan}/network-final.pt").exists()
-    assert "Nothing to be done" in _snakemake(workdir, "-n").stdout + _snakemake(workdir, "-n").stderr
+    up_to_date = _snakemake(workdir, "-n")
+    assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
 
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)

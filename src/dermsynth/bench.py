@@ -162,8 +162,9 @@ def run_benchmark(args) -> None:
                "platform": platform.platform()}
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.exists() else {}
-    existing[args.what] = {"machine": machine, "source_images": args.images, "source_size":
-                           f"{args.max_side}x{args.max_side * 2 // 3} JPEG q90", "results": results,
-                           "versions": package_versions()}
+    record = {"machine": machine, "results": results, "versions": package_versions()}
+    if args.what in ("ingest", "lmdb-read"):
+        record.update(source_images=args.images, source_size=f"{args.max_side}x{args.max_side * 2 // 3} JPEG q90")
+    existing[args.what] = record
     write_json(out, existing)
     print(f"wrote {out}")

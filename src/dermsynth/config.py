@@ -13,7 +13,6 @@ import yaml
 from .errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
-SPLITS = ("train", "validation", "test")
 
 
 def load_schema() -> dict[str, Any]:
@@ -35,8 +34,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
         key = f"{where}.{unknown[0]}" if error.absolute_path else unknown[0]
         hint = f"allowed keys here: {', '.join(allowed)}" if allowed else "no other keys allowed here"
         return f"unknown key '{key}' ({hint})"
-    if error.validator == "required":
-        return f"'{where}': {error.message}"
     return f"'{where}': {error.message}"
 
 

@@ -42,17 +42,19 @@ def _png_bit_depth(data: bytes) -> int | None:
     return data[24] if data[:8] == _PNG_SIGNATURE and len(data) > 24 else None
 
 
-def _open(data: bytes, resolution: int, draft: bool) -> tuple[Image.Image, tuple[int, int]]:
-    """The decoded image (possibly DCT-downscaled by libjpeg) and the file's full (width, height)."""
+def _open(data: bytes, resolution: int, draft: bool) -> tuple[Image.Image, tuple[int, int], list[str]]:
+    """The decoded image (possibly DCT-downscaled by libjpeg), the file's full (width, height), and
+    the warnings Pillow raised while decoding (it skips damaged EXIF tags with a warning only)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             full_size = image.size
             if draft and image.format == "JPEG":
                 image.draft("RGB", (resolution, resolution))
             image.load()
-        return image, full_size
+        return image, full_size, [str(w.message) for w in caught]
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("corrupt_image", f"not a readable image ({exc}); re-download the file or "
                             "remove it from the archive and metadata") from None
@@ -106,16 +108,21 @@ def _to_rgb(image: Image.Image, data: bytes, grayscale_policy: str, conversions:
 
 def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
                  draft: bool = True) -> DecodedImage:
-    image, (width, height) = _open(data, resolution, draft)
+    image, (width, height), decoder_warnings = _open(data, resolution, draft)
     original_mode, conversions = image.mode, []
     if image.size != (width, height):
         conversions.append("jpeg_dct_downscale")
-    orientation = _orientation(image)
+    orientation, exif_unreadable = _orientation(image)
+    if exif_unreadable or any("exif" in w.lower() or "tag" in w.lower() for w in decoder_warnings):
+        conversions.append("exif_damaged")  # the orientation may be lost: keep the fact with the image
+    elif decoder_warnings:
+        conversions.append("decoder_warning")
     if orientation not in (None, 1):
         conversions.append(f"exif_orientation_{orientation}")
         if orientation in (5, 6, 7, 8):
             width, height = height, width
-    image = _to_rgb(ImageOps.exif_transpose(image), data, grayscale_policy, conversions)
+        image = ImageOps.exif_transpose(image)
+    image = _to_rgb(image, data, grayscale_policy, conversions)
     if min(width, height) < resolution:
         conversions.append("upsampled")
     square = image.crop(centre_square(*image.size))  # crop first: no pixel outside the square leaks in
@@ -128,11 +135,12 @@ def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
     return DecodedImage(pixels, (width, height), original_mode, conversions)
 
 
-def _orientation(image: Image.Image) -> int | None:
+def _orientation(image: Image.Image) -> tuple[int | None, bool]:
+    """The EXIF orientation tag (None when absent), and True when the EXIF block cannot be parsed."""
     try:
-        return image.getexif().get(0x0112)
+        return image.getexif().get(0x0112), False
     except Exception:  # noqa: BLE001 - a broken EXIF block must not reject an otherwise good image
-        return None
+        return None, True
 
 
 def _looks_grayscale(pixels: np.ndarray) -> bool:

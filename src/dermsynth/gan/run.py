@@ -74,11 +74,6 @@ def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -
     Image.fromarray(rows.numpy()).save(path)
 
 
-def _grid_labels(classes: list[str]) -> torch.Tensor:
-    """Conditional grids cycle through every class."""
-    return torch.eye(len(classes))
-
-
 def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
               device: str | None = None) -> Path:
     spec = cfg["gans"][name]
@@ -116,7 +111,7 @@ def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path,
                 for key, value in record.items():
                     writer.add_scalar(key, value, trainer.step_index)
                 tag = f"step{trainer.step_index:07d}"
-                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", _grid_labels(classes), device)
+                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles classes
                 trainer.save(out_dir / f"network-snapshot-{tag}.pt")
                 tick_start, tick_nimg = time.perf_counter(), trainer.nimg
     writer.close()
