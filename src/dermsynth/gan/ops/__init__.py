@@ -1,7 +1,9 @@
-"""Low-level operators of StyleGAN2. `reference` implementations are plain PyTorch (autograd gives
-the gradients) and define the semantics that the fused CUDA kernels must reproduce."""
+"""Low-level operators of StyleGAN2. The `*_reference` implementations are plain PyTorch (autograd gives
+the gradients) and define the semantics that the fused CUDA kernels (`fused`, `cuda/`) reproduce."""
 
-from .bias_act import ACTIVATIONS, bias_act
-from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from . import fused
+from .bias_act import ACTIVATIONS, bias_act, bias_act_reference
+from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_reference, upsample2d
 
-__all__ = ["ACTIVATIONS", "bias_act", "downsample2d", "filter2d", "setup_filter", "upfirdn2d", "upsample2d"]
+__all__ = ["ACTIVATIONS", "bias_act", "bias_act_reference", "downsample2d", "filter2d", "fused", "setup_filter",
+           "upfirdn2d", "upfirdn2d_reference", "upsample2d"]

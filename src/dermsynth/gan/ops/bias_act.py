@@ -9,6 +9,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import fused
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -31,12 +33,22 @@ ACTIVATIONS: dict[str, Activation] = {
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
              alpha: float = 0.2, gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
-    """Reference implementation. `b` is a vector broadcast along dimension `dim` of `x`."""
+    """`b` is a vector broadcast along dimension `dim` of `x`. CUDA tensors take the fused kernel when it
+    is available (see `fused`); everything else the reference implementation below."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; choose from {', '.join(ACTIVATIONS)}")
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(f"bias of shape {tuple(b.shape)} does not match dimension {dim} of {tuple(x.shape)}")
+    gain = ACTIVATIONS[act].default_gain if gain is None else gain
+    if act in fused.FUSED_ACTIVATIONS and fused.kernels_for(x) is not None:
+        return fused.bias_act(x, b, dim % x.ndim, act, alpha, gain, clamp if clamp is not None and clamp >= 0 else None)
+    return bias_act_reference(x, b, dim, act, alpha, gain, clamp)
+
+
+def bias_act_reference(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
+                       alpha: float = 0.2, gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
+    """Plain PyTorch; defines the semantics the fused kernel reproduces (autograd gives the gradients)."""
     if b is not None:
-        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
-            raise ValueError(f"bias of shape {tuple(b.shape)} does not match dimension {dim} of {tuple(x.shape)}")
         shape = [1] * x.ndim
         shape[dim] = -1
         x = x + b.reshape(shape)
