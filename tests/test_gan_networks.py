@@ -35,15 +35,69 @@ def test_shapes_and_number_of_styles(resolution):
     assert len(G.synthesis.style_layers()) == 3 * (int(math.log2(resolution)) - 2) + 2
 
 
-def test_modulated_conv_equals_a_per_sample_convolution():
+@pytest.mark.parametrize("fused", [True, False])
+def test_modulated_conv_equals_a_per_sample_convolution(fused):
     torch.manual_seed(1)
     x, weight, styles = torch.randn(3, 5, 8, 8, dtype=torch.float64), torch.randn(4, 5, 3, 3, dtype=torch.float64), \
         torch.randn(3, 5, dtype=torch.float64)
-    ours = modulated_conv2d(x, weight, styles, demodulate=True)
+    ours = modulated_conv2d(x, weight, styles, demodulate=True, fused=fused)
     for i in range(3):
         w = weight * styles[i].view(1, 5, 1, 1)
         w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
         assert torch.allclose(ours[i:i + 1], F.conv2d(x[i:i + 1], w, padding=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_training_and_inference_modulated_convs_agree_when_upsampling(demodulate):
+    """Training uses the batched (non-fused) form, inference the grouped one: same function."""
+    torch.manual_seed(3)
+    x, weight, styles = torch.randn(4, 6, 8, 8, dtype=torch.float64), torch.randn(5, 6, 3, 3, dtype=torch.float64), \
+        torch.randn(4, 6, dtype=torch.float64)
+    f = setup_filter([1, 3, 3, 1]).double()
+    grouped = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=2, f=f, fused=True)
+    batched = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=2, f=f, fused=False)
+    assert grouped.shape == (4, 5, 16, 16)
+    torch.testing.assert_close(batched, grouped)
+
+
+def test_generator_gives_the_same_images_in_train_and_eval_mode():
+    torch.manual_seed(4)
+    G = Generator(z_dim=16, w_dim=16, img_resolution=16, channel_base=256, channel_max=32).double()
+    z = torch.randn(3, 16, dtype=torch.float64)
+    train_images = G.train()(z, noise_mode="const")
+    eval_images = G.eval()(z, noise_mode="const")
+    torch.testing.assert_close(train_images, eval_images)
+
+
+def test_mixed_precision_settings_keep_cpu_in_float32():
+    """Reduced precision is a CUDA-only optimisation: on CPU the same weights give the same images."""
+    torch.manual_seed(5)
+    plain = Generator(z_dim=16, w_dim=16, img_resolution=32, channel_base=256, channel_max=32)
+    mixed = Generator(z_dim=16, w_dim=16, img_resolution=32, channel_base=256, channel_max=32, num_fp16_res=2,
+                      reduced_precision="bfloat16")
+    mixed.load_state_dict(plain.state_dict())
+    assert [b.reduced_precision for b in mixed.synthesis.blocks] == [False, False, True, True]  # 16² and 32²
+    z = torch.randn(2, 16)
+    torch.testing.assert_close(mixed(z, noise_mode="const"), plain(z, noise_mode="const"), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="reduced precision runs on CUDA only")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_mixed_precision_on_gpu_stays_close_to_float32(dtype):
+    torch.manual_seed(6)
+    kwargs = dict(z_dim=32, w_dim=32, img_resolution=64, channel_base=1024, channel_max=64)
+    plain = Generator(**kwargs).cuda().eval()
+    mixed = Generator(**kwargs, num_fp16_res=3, reduced_precision=dtype).cuda().eval()
+    mixed.load_state_dict(plain.state_dict())
+    D_plain = Discriminator(img_resolution=64, channel_base=1024, channel_max=64).cuda()
+    D_mixed = Discriminator(img_resolution=64, channel_base=1024, channel_max=64, num_fp16_res=3,
+                            reduced_precision=dtype).cuda()
+    D_mixed.load_state_dict(D_plain.state_dict())
+    z = torch.randn(8, 32, device="cuda")
+    images = mixed(z, noise_mode="const")
+    assert images.dtype == torch.float32
+    assert (images - plain(z, noise_mode="const")).abs().mean() < 0.02
+    assert (D_mixed(images) - D_plain(images)).abs().max() < 0.05 * D_plain(images).abs().max() + 0.05
 
 
 def test_demodulation_keeps_unit_variance():

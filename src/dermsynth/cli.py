@@ -84,8 +84,11 @@ def cmd_train_gan(args) -> None:
     if args.gan not in cfg["gans"]:
         raise ConfigError(f"gan '{args.gan}' is not defined under 'gans' (defined: {', '.join(cfg['gans']) or 'none'})")
     if args.threads:
+        import os
+
         import torch
-        torch.set_num_threads(args.threads)
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: the job's threads are shared
+        torch.set_num_threads(max(1, args.threads // processes))
     train_gan(cfg, args.gan, args.lmdb, args.manifest, args.out, device=args.device)
 
 
@@ -204,5 +207,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # also `torchrun -m dermsynth.cli train-gan ...` for multi-GPU training
     sys.exit(main())

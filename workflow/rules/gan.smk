@@ -1,5 +1,13 @@
 # GAN stage: train every generator under `gans` (ISIC study: ben-GAN, mal-GAN, cGAN variants;
 # HAM10000 study: one unconditional GAN). Snapshots in the output folder are resume points.
+# A job with several GPUs runs one process per GPU through torchrun inside its allocation.
+
+
+def gan_launcher(wildcards, resources):
+    if resources.gpu > 1:
+        return f"torchrun --standalone --nproc-per-node={resources.gpu} -m dermsynth.cli"
+    return "dermsynth"
+
 
 
 rule train_gan:
@@ -10,17 +18,18 @@ rule train_gan:
     params:
         config=gan_config,
         out=subpath(output[0], parent=True),
+        launcher=gan_launcher,
     log:
         "logs/gan/train_gan/{gan}.log",
     benchmark:
         "benchmarks/gan/train_gan/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["gans"][wc.gan]["gpus"] else 1
+    threads: lambda wc: 8 * config["gans"][wc.gan]["gpus"] if config["gans"][wc.gan]["gpus"] else 1
     resources:
         gpu=lambda wc: config["gans"][wc.gan]["gpus"],
         mem_mb=lambda wc, attempt: 16000 * attempt if config["gans"][wc.gan]["gpus"] else 4000 * attempt,
         runtime=lambda wc, attempt: int(config["gans"][wc.gan]["runtime_hours"] * 60 * attempt),
     shell:
-        "dermsynth train-gan --config {params.config} --gan {wildcards.gan} --lmdb {input.lmdb} "
+        "{params.launcher} train-gan --config {params.config} --gan {wildcards.gan} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"

@@ -156,8 +156,10 @@ class AdaptiveP:
     """p ← p + sign(r_t − target) · (batch · interval) / (ada_kimg · 1000), clamped to [0, 1]."""
 
     def __init__(self, pipe: AugmentPipe, target: float = 0.6, interval: int = 4, ada_kimg: float = 500,
-                 batch: int = 32):
+                 batch: int = 32, reduce=None):
+        """`batch` is the global batch; `reduce` averages a tensor over data-parallel ranks."""
         self.pipe, self.target, self.interval = pipe, target, interval
+        self.reduce = reduce or (lambda t: t)
         self.step_size = batch * interval / (ada_kimg * 1000)
         self.signs_sum, self.count = 0.0, 0
 
@@ -167,9 +169,13 @@ class AdaptiveP:
 
     def update(self, step_index: int) -> float | None:
         """At every `interval`-th step: adjust p; returns r_t when it did."""
-        if step_index % self.interval or self.count == 0:
+        if step_index % self.interval:
             return None
-        rt = self.signs_sum / self.count
+        signs_sum, count = self.reduce(torch.tensor([self.signs_sum, float(self.count)], dtype=torch.float64,
+                                                    device=self.pipe.p.device)).tolist()
+        if count == 0:
+            return None
+        rt = signs_sum / count
         new_p = float(self.pipe.p) + math.copysign(self.step_size, rt - self.target)
         self.pipe.p.fill_(min(max(new_p, 0.0), 1.0))
         self.signs_sum, self.count = 0.0, 0

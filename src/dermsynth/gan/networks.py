@@ -11,6 +11,10 @@ quality of StyleGAN"; 2020 "Training generative adversarial networks with limite
 
 Filters and activations go through `gan.ops`, whose reference implementations define the
 semantics (fused CUDA kernels, when present, must match them).
+
+Mixed precision: on CUDA, the `num_fp16_res` highest resolutions of both networks compute in
+float16 (or bfloat16) with channels_last activations; `conv_clamp` bounds their activations so they
+cannot overflow. Parameters, the toRGB image sum and everything on CPU stay float32.
 """
 
 from __future__ import annotations
@@ -76,10 +80,37 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     raise ValueError(f"unsupported resampling up={up} down={down}")
 
 
+REDUCED_PRECISION = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def fp16_resolution(img_resolution: int, num_fp16_res: int) -> int:
+    """The lowest resolution that runs in reduced precision (above img_resolution when none does)."""
+    return max(2 ** (int(np.log2(img_resolution)) + 1 - num_fp16_res), 8)
+
+
+def compute_format(x: torch.Tensor, reduced: bool, dtype: torch.dtype) -> tuple[torch.dtype, torch.memory_format]:
+    if reduced and x.device.type == "cuda":
+        return dtype, torch.channels_last
+    return torch.float32, torch.contiguous_format
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                     up: int = 1, f: torch.Tensor | None = None) -> torch.Tensor:
+                     up: int = 1, f: torch.Tensor | None = None, fused: bool = True) -> torch.Tensor:
     """Each sample's kernel is scaled per input channel by its style, then (optionally) every output
-    channel's kernel is renormalised to unit L2 norm; computed as one grouped convolution."""
+    channel's kernel is renormalised to unit L2 norm.
+
+    fused=True: one grouped convolution with per-sample kernels (cheapest for inference).
+    fused=False: scale the input by the styles, one ordinary convolution for the whole batch, scale the
+    output by the demodulation coefficients — the same function, and much faster to train on a GPU.
+    """
+    if not fused:
+        x = x * styles.to(x.dtype).reshape(*styles.shape, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=f, up=up)
+        if demodulate:
+            w = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)
+            coefficients = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+            x = x * coefficients.to(x.dtype).reshape(*coefficients.shape, 1, 1)
+        return x
     batch, in_channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
     w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)
@@ -106,7 +137,8 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, f=self.resample_filter)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, f=self.resample_filter,
+                             fused=not self.training)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength
@@ -126,7 +158,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=not self.training)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
@@ -134,9 +166,11 @@ class SynthesisBlock(nn.Module):
     """One resolution of the skip generator: (2× up) conv, conv, toRGB added to the upsampled image."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: float | None = None):
+                 conv_clamp: float | None = None, reduced_precision: bool = False,
+                 reduced_dtype: torch.dtype = torch.float16):
         super().__init__()
         self.resolution = resolution
+        self.reduced_precision, self.reduced_dtype = reduced_precision, reduced_dtype
         self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER))
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
@@ -150,19 +184,21 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random"):
         w_iter = iter(ws.unbind(dim=1))
+        dtype, memory_format = compute_format(ws, self.reduced_precision, self.reduced_dtype)
         if self.conv0 is None:
-            x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
+            x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1).to(dtype=dtype, memory_format=memory_format)
         else:
-            x = self.conv0(x, next(w_iter), noise_mode)
+            x = self.conv0(x.to(dtype=dtype, memory_format=memory_format), next(w_iter), noise_mode)
         x = self.conv1(x, next(w_iter), noise_mode)
-        y = self.torgb(x, next(w_iter))
+        y = self.torgb(x, next(w_iter)).to(dtype=torch.float32, memory_format=torch.contiguous_format)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
 
 class SynthesisNetwork(nn.Module):
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, channel_base: int = 32768,
-                 channel_max: int = 512, conv_clamp: float | None = 256):
+                 channel_max: int = 512, conv_clamp: float | None = 256, num_fp16_res: int = 0,
+                 reduced_precision: str = "float16"):
         super().__init__()
         if img_resolution < 4 or img_resolution & (img_resolution - 1):
             raise ValueError(f"img_resolution must be a power of two ≥ 4, got {img_resolution}")
@@ -171,9 +207,12 @@ class SynthesisNetwork(nn.Module):
         channels = {res: min(channel_base // res, channel_max) for res in self.resolutions}
         self.blocks = nn.ModuleList()
         self.num_ws = 0
+        lowest_reduced = fp16_resolution(img_resolution, num_fp16_res)
         for res in self.resolutions:
             in_channels = channels[res // 2] if res > 4 else 0
-            block = SynthesisBlock(in_channels, channels[res], w_dim, res, img_channels, conv_clamp=conv_clamp)
+            block = SynthesisBlock(in_channels, channels[res], w_dim, res, img_channels, conv_clamp=conv_clamp,
+                                   reduced_precision=res >= lowest_reduced,
+                                   reduced_dtype=REDUCED_PRECISION[reduced_precision])
             self.num_ws += block.num_conv
             self.blocks.append(block)
         self.num_ws += 1  # the last toRGB
@@ -236,11 +275,13 @@ class MappingNetwork(nn.Module):
 class Generator(nn.Module):
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 256,
                  img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
-                 mapping_lr_multiplier: float = 0.01, conv_clamp: float | None = 256):
+                 mapping_lr_multiplier: float = 0.01, conv_clamp: float | None = 256, num_fp16_res: int = 0,
+                 reduced_precision: str = "float16"):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp)
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp,
+                                          num_fp16_res, reduced_precision)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_multiplier)
 
@@ -253,15 +294,19 @@ class Generator(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """Residual block: two 3×3 convolutions (the second 2× down) plus a 1×1 down-sampled skip."""
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, conv_clamp: float | None = None):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, conv_clamp: float | None = None,
+                 reduced_precision: bool = False, reduced_dtype: torch.dtype = torch.float16):
         super().__init__()
         self.conv_clamp = conv_clamp
+        self.reduced_precision, self.reduced_dtype = reduced_precision, reduced_dtype
         self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER))
         self.conv0 = Conv2dLayer(in_channels, mid_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.conv1 = Conv2dLayer(mid_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
         self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype, memory_format = compute_format(x, self.reduced_precision, self.reduced_dtype)
+        x = x.to(dtype=dtype, memory_format=memory_format)
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
         return y + x
@@ -311,14 +356,19 @@ class MinibatchStd(nn.Module):
 class Discriminator(nn.Module):
     def __init__(self, c_dim: int = 0, img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, cmap_dim: int | None = None, mbstd_group_size: int = 4,
-                 conv_clamp: float | None = 256):
+                 conv_clamp: float | None = 256, num_fp16_res: int = 0, reduced_precision: str = "float16"):
         super().__init__()
         self.c_dim, self.img_resolution = c_dim, img_resolution
         resolutions = [2 ** i for i in range(int(np.log2(img_resolution)), 2, -1)]
         channels = {res: min(channel_base // res, channel_max) for res in resolutions + [4]}
+        lowest_reduced = fp16_resolution(img_resolution, num_fp16_res)
+        self.reduced_precision = img_resolution >= lowest_reduced  # of from_rgb, at the top resolution
+        self.reduced_dtype = REDUCED_PRECISION[reduced_precision]
         self.from_rgb = Conv2dLayer(img_channels, channels[img_resolution], 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.blocks = nn.ModuleList(DiscriminatorBlock(channels[res], channels[res], channels[res // 2], conv_clamp)
-                                    for res in resolutions)
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(channels[res], channels[res], channels[res // 2], conv_clamp,
+                               reduced_precision=res >= lowest_reduced, reduced_dtype=self.reduced_dtype)
+            for res in resolutions)
         self.cmap_dim = (channels[4] if cmap_dim is None else cmap_dim) if c_dim > 0 else 0
         self.mapping = MappingNetwork(0, c_dim, self.cmap_dim, None, lr_multiplier=1.0) if c_dim > 0 else None
         self.mbstd = MinibatchStd(mbstd_group_size)
@@ -327,9 +377,11 @@ class Discriminator(nn.Module):
         self.out = FullyConnected(channels[4], self.cmap_dim if c_dim > 0 else 1)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.from_rgb(img)
+        dtype, memory_format = compute_format(img, self.reduced_precision, self.reduced_dtype)
+        x = self.from_rgb(img.to(dtype=dtype, memory_format=memory_format))
         for block in self.blocks:
             x = block(x)
+        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         x = self.conv(self.mbstd(x))
         x = self.out(self.fc(x.flatten(1)))
         if self.c_dim > 0:  # projection discriminator

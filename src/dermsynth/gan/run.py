@@ -7,7 +7,9 @@ Output folder (`results/gan/<name>/`):
     tensorboard/                  the same scalars for TensorBoard
     network-final.pt (+ .json)    the finished state; G_ema is what later stages use
 
-Run again after a kill and it continues from the newest snapshot.
+Run again after a kill and it continues from the newest snapshot. Under `torchrun` (several processes)
+every rank trains on its slice of each batch and rank 0 writes everything. Training images are read
+from the LMDB batch by batch, so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -30,16 +32,34 @@ from ..labels import scheme_classes
 from ..outputs import write_json
 from ..progress import Progress
 from ..provenance import provenance
+from .distributed import join_world, leave_world
 from .networks import Generator
+from .ops import fused
 from .training import GanTrainer, TrainingOptions
 
 OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
-               "augment", "augment_p", "ada_target", "ada_kimg", "seed")
+               "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile")
 GRID_SEEDS = range(32)
 
 
+class LmdbTrainingImages:
+    """The chosen images of an LMDB store as uint8 (3, R, R), read when a batch asks for them."""
+
+    def __init__(self, lmdb_root: str | Path, keys: list[str]):
+        self.store, self.keys = LmdbImageStore(lmdb_root), list(keys)
+        resolution = int(self.store.index["resolution"])
+        self.shape = (len(self.keys), 3, resolution, resolution)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        pixels = np.stack([self.store.get(self.keys[i]) for i in indices.tolist()])
+        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
 def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
-    """uint8 images (N, 3, R, R), one-hot labels over the dataset's classes, and those class names."""
+    """The training images (`LmdbTrainingImages`), one-hot labels over the dataset's classes, and those classes."""
     store = LmdbImageStore(lmdb_root)
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     frame = frame[frame["split"].isin(spec["splits"])]
@@ -50,7 +70,7 @@ def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
             from ..errors import ConfigError
             raise ConfigError(f"gans: classes {unknown} are not classes of the dataset ({', '.join(classes)})")
         frame = frame[frame["label"].isin(spec["classes"])]
-    images = torch.from_numpy(np.stack([store.get(k) for k in frame["key"]])).permute(0, 3, 1, 2).contiguous()
+    images = LmdbTrainingImages(lmdb_root, frame["key"].tolist())
     labels = F.one_hot(torch.tensor([classes.index(x) for x in frame["label"]]), len(classes)).float()
     return images, labels, classes
 
@@ -74,55 +94,74 @@ def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -
     Image.fromarray(rows.numpy()).save(path)
 
 
+def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: float, device) -> dict:
+    return {"step": trainer.step_index, "kimg": trainer.nimg / 1000, **stats,
+            "sec_per_kimg": seconds / max(kimg_done, 1e-9), "kimg_per_s": kimg_done / max(seconds, 1e-9),
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cuda_max_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0,
+            "processes": trainer.world.size}
+
+
 def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
               device: str | None = None) -> Path:
     spec = cfg["gans"][name]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    world, device = join_world(device)
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    world.barrier()
     images, labels, classes = training_images(lmdb_root, manifest, spec)
-    trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device)
+    trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device, world)
     if (latest := _latest_snapshot(out_dir)) is not None:
         trainer.load(latest)
-        print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)
+        if world.is_main:
+            print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)
     total_steps = math.ceil(spec["kimg"] * 1000 / spec["batch"])
     snapshot_every = max(1, math.ceil(spec["snapshot_kimg"] * 1000 / spec["batch"]))
-    print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
-          f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "
-          f"{total_steps} steps of {spec['batch']} on {device}", file=sys.stderr)
+    if world.is_main:
+        print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
+              f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "
+              f"{total_steps} steps of {spec['batch']} on {world.size} × {device.type}", file=sys.stderr)
     from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(str(out_dir / "tensorboard"))
-    progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step")
-    with open(out_dir / "training_log.jsonl", "a") as log:
-        tick_start, tick_nimg = time.perf_counter(), trainer.nimg
-        while trainer.step_index < total_steps:
-            stats = trainer.step()
+    writer = SummaryWriter(str(out_dir / "tensorboard")) if world.is_main else None
+    progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step") if world.is_main else None
+    log = open(out_dir / "training_log.jsonl", "a") if world.is_main else None
+    tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+    while trainer.step_index < total_steps:
+        stats = trainer.step()
+        if progress:
             progress.update()
-            last = trainer.step_index == total_steps
-            if trainer.step_index % snapshot_every == 0 or last:
-                seconds = time.perf_counter() - tick_start
-                kimg_done = (trainer.nimg - tick_nimg) / 1000
-                record = {"step": trainer.step_index, "kimg": trainer.nimg / 1000, **stats,
-                          "sec_per_kimg": seconds / max(kimg_done, 1e-9), "kimg_per_s": kimg_done / max(seconds, 1e-9),
-                          "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                          "cuda_max_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                for key, value in record.items():
-                    writer.add_scalar(key, value, trainer.step_index)
-                tag = f"step{trainer.step_index:07d}"
-                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles classes
-                trainer.save(out_dir / f"network-snapshot-{tag}.pt")
-                tick_start, tick_nimg = time.perf_counter(), trainer.nimg
-    writer.close()
-    progress.close()
+        if trainer.step_index % snapshot_every and trainer.step_index != total_steps:
+            continue
+        if world.is_main:
+            record = _log_record(trainer, stats, time.perf_counter() - tick_start, (trainer.nimg - tick_nimg) / 1000,
+                                 device)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            for key, value in record.items():
+                writer.add_scalar(key, value, trainer.step_index)
+            tag = f"step{trainer.step_index:07d}"
+            sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles classes
+            trainer.save(out_dir / f"network-snapshot-{tag}.pt")
+        world.barrier()
+        tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+    world.assert_in_sync(trainer.G)
+    world.assert_in_sync(trainer.D)
     final = out_dir / "network-final.pt"
-    trainer.save(final)
-    write_json(out_dir / "network-final.json", {
-        "gan": name, "kimg": trainer.nimg / 1000, "steps": trainer.step_index, "classes": classes,
-        "trained_on_classes": spec.get("classes") or classes, "conditional": spec["conditional"],
-        "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
-        "num_ws": trainer.G.num_ws, "provenance": provenance("train-gan", spec, seed=spec["seed"])})
+    if world.is_main:
+        writer.close()
+        progress.close()
+        log.close()
+        trainer.save(final)
+        write_json(out_dir / "network-final.json", {
+            "gan": name, "kimg": trainer.nimg / 1000, "steps": trainer.step_index, "classes": classes,
+            "trained_on_classes": spec.get("classes") or classes, "conditional": spec["conditional"],
+            "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
+            "num_ws": trainer.G.num_ws, "processes": world.size, "device": str(device.type),
+            "fused_cuda_ops": fused.kernels() is not None if device.type == "cuda" else False,
+            "provenance": provenance("train-gan", spec, seed=spec["seed"])})
+    world.barrier()
+    leave_world()
     return final
 
 

@@ -12,6 +12,11 @@ D sees every image through the ADA pipeline (`augment.py`), whose p adapts towar
 Adam runs with β = (0, 0.99); with lazy regularisation its learning rate and betas are rescaled
 by interval/(interval+1), as in the paper. G_ema follows G with a half-life of `ema_kimg`.
 
+Several processes (torchrun) train data-parallel: each rank takes its slice of every global batch and
+gradients are averaged across ranks (`distributed.py`). Options `cuda_ops` (fused kernels) and
+`compile` (torch.compile of the main G and D passes; the regularisation passes differentiate through
+gradients, which compiled graphs do not support, and stay eager) only change speed, not the maths.
+
 A checkpoint holds every piece of state — G, D, G_ema, both optimisers, the path-length mean, the
 counters, the data order position and all RNG states — as plain tensors and numbers (loadable with
 `torch.load(weights_only=True)`), written to a temporary file and renamed. Resuming continues
@@ -31,7 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from .augment import AdaptiveP, AugmentPipe
+from .distributed import World
 from .networks import Discriminator, Generator
+from .ops import fused
 
 
 @dataclass
@@ -56,7 +63,11 @@ class TrainingOptions:
     ada_interval: int = 4
     ada_kimg: float = 500
     seed: int = 0
+    cuda_ops: str = "auto"             # fused CUDA kernels: auto | require | reference
+    compile: bool = False              # torch.compile the main (non-regularisation) passes
     network: dict = field(default_factory=dict)  # Generator/Discriminator keyword arguments
+
+D_NETWORK_KEYS = ("channel_base", "channel_max", "conv_clamp", "num_fp16_res", "reduced_precision")
 
 
 class ResumableBatches:
@@ -94,17 +105,24 @@ def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch
 
 
 class GanTrainer:
-    def __init__(self, options: TrainingOptions, images: torch.Tensor, labels: torch.Tensor | None = None,
-                 device: str | torch.device = "cpu"):
-        """`images`: uint8 (N, 3, R, R) training images; `labels`: one-hot (N, C) for a conditional GAN."""
-        self.options, self.device = options, torch.device(device)
+    def __init__(self, options: TrainingOptions, images, labels: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu", world: World | None = None):
+        """`images`: uint8 (N, 3, R, R) training images — a tensor, or anything indexable by a tensor of
+        indices with a `shape` (e.g. `LmdbTrainingImages`); `labels`: one-hot (N, C) for a conditional GAN."""
+        self.options, self.device, self.world = options, torch.device(device), world or World()
+        if options.batch % self.world.size:
+            raise ValueError(f"batch {options.batch} is not divisible by the {self.world.size} processes")
+        self.local_batch = options.batch // self.world.size
         self.images, self.labels = images, labels
-        torch.manual_seed(options.seed)
+        fused.set_mode(options.cuda_ops)
+        torch.manual_seed(options.seed)  # identical initial weights on every rank
         c_dim = 0 if labels is None else labels.shape[1]
         resolution = images.shape[-1]
         self.G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network).to(self.device)
-        d_kwargs = {k: v for k, v in options.network.items() if k in ("channel_base", "channel_max", "conv_clamp")}
+        d_kwargs = {k: v for k, v in options.network.items() if k in D_NETWORK_KEYS}
         self.D = Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs).to(self.device)
+        self.world.broadcast_module(self.G)
+        self.world.broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = _adam(self.G.parameters(), options.g_lr, options.betas, options.pl_interval)
         self.opt_D = _adam(self.D.parameters(), options.d_lr, options.betas, options.r1_interval)
@@ -112,15 +130,21 @@ class GanTrainer:
         self.pl_mean = torch.zeros([], device=self.device)
         self.step_index, self.nimg = 0, 0
         self.augment = AugmentPipe(options.augment, options.augment_p).to(self.device)
-        self.ada = (AdaptiveP(self.augment, options.ada_target, options.ada_interval, options.ada_kimg, options.batch)
+        self.ada = (AdaptiveP(self.augment, options.ada_target, options.ada_interval, options.ada_kimg, options.batch,
+                              reduce=self.world.mean)
                     if options.ada_target is not None and options.augment != "noaug" else None)
+        # Main passes may run compiled; regularisation passes need double backward and stay eager.
+        self._synthesis_main = torch.compile(self.G.synthesis) if options.compile else self.G.synthesis
+        self._D_main = torch.compile(self.D) if options.compile else self.D
+        torch.manual_seed(options.seed * 1_000_003 + self.world.rank)  # each rank its own latents and noise
 
-    def _discriminate(self, images: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        return self.D(self.augment(images), c)
+    def _discriminate(self, images: torch.Tensor, c: torch.Tensor | None, main: bool = True) -> torch.Tensor:
+        return (self._D_main if main else self.D)(self.augment(images), c)
 
     # --- data and latents -----------------------------------------------------------------------
     def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        indices = self.batches.next()
+        indices = self.batches.next()  # the global batch; this rank takes its slice
+        indices = indices[self.world.rank * self.local_batch:(self.world.rank + 1) * self.local_batch]
         real = self.images[indices].to(self.device).float() / 127.5 - 1
         if self.options.mirror:
             flip = torch.rand(len(indices), device=self.device) < 0.5
@@ -135,36 +159,36 @@ class GanTrainer:
         picks = torch.randint(len(self.labels), (n,), device="cpu")  # labels drawn from the data's distribution
         return z, self.labels[picks].to(self.device).float()
 
-    def _generate(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _generate(self, z: torch.Tensor, c: torch.Tensor | None, main: bool = True):
         ws = self.G.mapping(z, c, update_emas=True)
         if self.options.style_mixing_prob > 0 and torch.rand([]).item() < self.options.style_mixing_prob:
             cutoff = int(torch.randint(1, ws.shape[1], ()).item())
             mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
             ws = torch.cat([ws[:, :cutoff], mixed[:, cutoff:]], dim=1)
-        return self.G.synthesis(ws), ws
+        return (self._synthesis_main if main else self.G.synthesis)(ws), ws
 
     # --- the four phases ------------------------------------------------------------------------
     def _g_main(self, c_real) -> float:
-        z, c = self._latents(self.options.batch, c_real)
+        z, c = self._latents(self.local_batch, c_real)
         fake, _ = self._generate(z, c)
         loss = F.softplus(-self._discriminate(fake, c)).mean()
         self._optimise(self.opt_G, loss)
         return loss.item()
 
     def _g_reg(self, c_real) -> float:
-        n = max(self.options.batch // self.options.pl_batch_shrink, 1)
+        n = max(self.local_batch // self.options.pl_batch_shrink, 1)
         z, c = self._latents(n, c_real)
-        fake, ws = self._generate(z, c)
+        fake, ws = self._generate(z, c, main=False)
         noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
         grad, = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
         lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
-        self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean().detach(), self.options.pl_decay))
+        self.pl_mean.copy_(self.pl_mean.lerp(self.world.mean(lengths.mean().detach()), self.options.pl_decay))
         penalty = (lengths - self.pl_mean).square().mean()
         self._optimise(self.opt_G, penalty * self.options.pl_weight * self.options.pl_interval)
         return penalty.item()
 
     def _d_main(self, real, c_real) -> tuple[float, float, float]:
-        z, c = self._latents(self.options.batch, c_real)
+        z, c = self._latents(self.local_batch, c_real)
         with torch.no_grad():
             fake, _ = self._generate(z, c)
         logits_fake, logits_real = self._discriminate(fake, c), self._discriminate(real, c_real)
@@ -176,15 +200,19 @@ class GanTrainer:
 
     def _d_reg(self, real, c_real) -> float:
         real = real.detach().requires_grad_(True)
-        grad, = torch.autograd.grad(self._discriminate(real, c_real).sum(), real, create_graph=True)
+        grad, = torch.autograd.grad(self._discriminate(real, c_real, main=False).sum(), real, create_graph=True)
         penalty = grad.square().sum(dim=[1, 2, 3]).mean()
         self._optimise(self.opt_D, penalty * (self.options.r1_gamma / 2) * self.options.r1_interval)
         return penalty.item()
 
-    @staticmethod
-    def _optimise(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    def _optimise(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        params = [p for group in optimiser.param_groups for p in group["params"]]
+        self.world.average_gradients(params)
+        for p in params:  # a rare overflow in reduced precision must not poison the weights
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
         optimiser.step()
 
     def _update_ema(self) -> None:
@@ -212,6 +240,8 @@ class GanTrainer:
         if o.r1_gamma > 0 and o.r1_interval and self.step_index % o.r1_interval == 0:
             stats["r1_penalty"] = self._d_reg(real, c_real)
         self.D.requires_grad_(False)
+        if self.world.size > 1:  # keep the running w average identical on every rank
+            self.G.mapping.w_avg.copy_(self.world.mean(self.G.mapping.w_avg))
         self.step_index += 1
         self.nimg += o.batch
         self._update_ema()
@@ -262,3 +292,5 @@ class GanTrainer:
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        if self.world.size > 1:  # rank 0's saved stream on every rank would repeat latents: re-split
+            torch.manual_seed((self.options.seed * 1_000_003 + self.world.rank) * 7919 + self.step_index)

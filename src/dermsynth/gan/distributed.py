@@ -1,0 +1,89 @@
+"""Data-parallel training across processes started by `torchrun` (one per GPU, or per CPU slot).
+
+Every rank holds the same G, D and optimiser states and sees its own slice of each global minibatch.
+After each backward pass the gradients are averaged over ranks (one all-reduce of a flat buffer), so
+every rank takes the same optimiser step; the few statistics that depend on the data (ADA's r_t, the
+path-length mean, the mapping network's running w average) are averaged the same way. Rank 0 writes
+all outputs. Gradients are averaged by hand rather than with DistributedDataParallel because R1 and
+path-length regularisation differentiate through gradients (create_graph), which DDP's hooks don't
+support.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise mean of `tensor` over ranks (itself in a single process)."""
+        if self.size == 1:
+            return tensor
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor / self.size
+
+    def average_gradients(self, parameters) -> None:
+        params = [p for p in parameters if p.requires_grad]
+        if self.size == 1 or not params:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        flat = self.mean(flat)
+        for p, grad in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = grad.view_as(p).clone()
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Make every rank start from rank 0's parameters and buffers."""
+        if self.size == 1:
+            return
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+    def assert_in_sync(self, module: torch.nn.Module) -> None:
+        """Raise if the ranks' copies of `module` have drifted apart (they must take identical steps)."""
+        if self.size == 1:
+            return
+        flat = torch.cat([p.detach().double().flatten() for p in module.parameters()])
+        digest = torch.stack([flat.sum(), flat.square().sum(), (flat * torch.arange(len(flat), device=flat.device,
+                                                                                     dtype=flat.dtype)).sum()])
+        copies = [torch.empty_like(digest) for _ in range(self.size)]
+        dist.all_gather(copies, digest)
+        if any(not torch.equal(copy, copies[0]) for copy in copies):
+            raise RuntimeError(f"data-parallel ranks hold different weights: {[c.tolist() for c in copies]}")
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def join_world(device: str | None) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes in the environment (if any) and pick this rank's device."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        chosen = torch.device("cuda", local_rank if size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(chosen)
+    else:
+        chosen = torch.device(device or "cpu")
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return World(rank, size, local_rank), chosen
+
+
+def leave_world() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
