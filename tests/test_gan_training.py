@@ -109,3 +109,17 @@ def test_ada_runs_inside_training_and_resumes_with_its_p(demo_images, tmp_path):
         resumed.step()
     assert float(resumed.augment.p) == float(straight.augment.p)
     assert all(torch.equal(a, b) for a, b in zip(straight.G.state_dict().values(), resumed.G.state_dict().values()))
+
+
+def test_compiled_main_passes_train_alongside_eager_regularisation():
+    """compile=True compiles Gmain/Dmain; R1 and path length (both run at step 0) differentiate through
+    gradients and must stay eager — a compiled graph would refuse the double backward."""
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    net = {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128, "channel_max": 16}
+    trainer = GanTrainer(TrainingOptions(batch=4, augment="noaug", compile=True, network=net, seed=3), images)
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    stats = [trainer.step() for _ in range(2)]
+    assert "r1_penalty" in stats[0] and "pl_penalty" in stats[0]
+    assert all(torch.isfinite(torch.tensor(list(s.values()))).all() for s in stats)
+    assert trainer._D_main is not trainer.D and trainer._synthesis_main is not trainer.G.synthesis
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters()))

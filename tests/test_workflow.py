@@ -126,8 +126,8 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     (tmp_path / "profiles").symlink_to(REPO / "profiles")
     (tmp_path / "slurm").symlink_to("profiles/slurm")
-    result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", "slurm", "-n"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--profile", "slurm", "-n", "-p"],
+                            cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
                                      "train_gan": 6}
@@ -140,3 +140,7 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                   if "rule train_gan:" in block}
     assert set(gan_blocks) == {"ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"}
     assert "gpu=4" in gan_blocks["ham10000"] and all("gpu=1" in gan_blocks[g] for g in gan_blocks if g != "ham10000")
+    # Several GPUs: one process per GPU through torchrun inside the allocation; one GPU: a plain process.
+    assert "torchrun --standalone --nproc-per-node=4 -m dermsynth.cli train-gan" in gan_blocks["ham10000"]
+    assert all("torchrun" not in gan_blocks[g] and "dermsynth train-gan" in gan_blocks[g]
+               for g in gan_blocks if g != "ham10000")

@@ -4,6 +4,8 @@
   worker processes and JPEG DCT-scaling on/off; source images are ISIC-2020-sized JPEGs.
 * ``dermsynth bench lmdb-read``: images/s read back through a PyTorch DataLoader with N workers.
 * ``dermsynth bench metrics``: images/s through each feature network, LPIPS pairs/s, FID/KID time.
+* ``dermsynth bench gan-train``: StyleGAN2-ADA training sec/kimg and peak memory (ADA bgc, lazy R1,
+  path length, style mixing) for reference vs fused ops, fp32 vs mixed precision, eager vs compiled.
 """
 
 from __future__ import annotations
@@ -155,8 +157,59 @@ def bench_metrics(args) -> list[dict]:
     return rows
 
 
+GAN_TRAIN_VARIANTS = [  # (cuda_ops, num_fp16_res, compile)
+    ("reference", 0, False), ("require", 0, False), ("require", 4, False), ("reference", 4, True),
+]
+
+
+def _time_training(trainer, steps: int, device) -> float:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_gan_train(args) -> list[dict]:
+    """sec/kimg of the full training step at one resolution and batch, per ops/precision/compile variant."""
+    import torch
+
+    from .gan.training import GanTrainer, TrainingOptions
+    device = torch.device(args.device)
+    resolution = args.resolutions[0]
+    variants = GAN_TRAIN_VARIANTS if device.type == "cuda" else [("reference", 0, False)]
+    images = torch.randint(0, 256, (args.batch * 4, 3, resolution, resolution), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    rows = []
+    for cuda_ops, num_fp16_res, compiled in variants:
+        options = TrainingOptions(batch=args.batch, augment="bgc", augment_p=0.2, r1_gamma=1.0, cuda_ops=cuda_ops,
+                                  compile=compiled, network={"channel_base": args.channel_base,
+                                                             "num_fp16_res": num_fp16_res})
+        trainer = GanTrainer(options, images, device=device)
+        _time_training(trainer, args.warmup, device)  # kernel builds, compilation, cuDNN autotuning
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = _time_training(trainer, args.steps, device)
+        kimg = args.steps * args.batch / 1000
+        rows.append({"what": "gan_train", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "resolution": resolution, "batch": args.batch, "channel_base": args.channel_base,
+                     "ops": "fused" if cuda_ops == "require" else "reference",
+                     "precision": f"mixed (top {num_fp16_res} res fp16)" if num_fp16_res else "fp32",
+                     "compile": compiled, "steps": args.steps, "sec_per_kimg": round(seconds / kimg, 2),
+                     "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                     if device.type == "cuda" else None})
+        print(rows[-1], flush=True)
+        del trainer
+    return rows
+
+
 def run_benchmark(args) -> None:
-    runners = {"ingest": bench_ingest, "lmdb-read": bench_lmdb_read, "metrics": bench_metrics}
+    runners = {"ingest": bench_ingest, "lmdb-read": bench_lmdb_read, "metrics": bench_metrics,
+               "gan-train": bench_gan_train}
     results = runners[args.what](args)
     machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                "platform": platform.platform()}

@@ -185,14 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timm", nargs="*", default=["densenet121", "densenet169", "efficientnet_b2"],
                    help="timm classifier weights to cache")
 
-    p = verb("bench", cmd_bench, "Benchmarks: ingest and LMDB read throughput, metric throughput.", config=False)
-    p.add_argument("what", choices=["ingest", "lmdb-read", "metrics"])
+    p = verb("bench", cmd_bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
+             "sec/kimg.", config=False)
+    p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train"])
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--max-side", type=int, default=4000, help="source image size (ISIC 2020 reaches 6000)")
     p.add_argument("--workdir", default="benchmarks/bench-data")
-    p.add_argument("--device", default="cpu", help="metrics: cpu or cuda")
+    p.add_argument("--device", default="cpu", help="metrics, gan-train: cpu or cuda")
+    p.add_argument("--batch", type=int, default=32, help="gan-train: minibatch")
+    p.add_argument("--steps", type=int, default=20, help="gan-train: timed steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=5, help="gan-train: untimed steps first")
+    p.add_argument("--channel-base", type=int, default=16384, help="gan-train: network width (16384 = paper256)")
     p.add_argument("--out", default="benchmarks/data.json")
     return parser
 
