@@ -14,15 +14,18 @@ configfile: "config/config.yaml"
 
 localrules:
     all,
+    isic_table1,
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
+include: "workflow/rules/metrics.smk"
 
 
 rule all:
     input:
         data_outputs(),
         gan_outputs(),
+        metrics_outputs(),
     default_target: True

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from dermsynth.config import validate_config
 from dermsynth.data.demo.archives import write_demo_archives
+from dermsynth.data.splits import split_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +35,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["ingest"]["workers"] = 1
     for gan in raw.get("gans", {}).values():  # a few steps each: the stage runs, nothing converges
         gan.update(kimg=0.032, snapshot_kimg=0.016)
+    raw["evaluation"].update(fake_samples=12, real_samples=12, ppl_samples=6, kid_subset=6, snapshot_samples=6)
     for key, value in overrides.items():
         raw[key] = value
     return raw
@@ -58,3 +61,19 @@ def ingested_ham(demo_cfg, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ingested-ham10000")
     ingest_dataset(demo_cfg, "ham10000", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def gan_setup(demo_root, ingested_ham, tmp_path_factory):
+    """A tiny unconditional GAN config on the demo HAM10000 LMDB, with its split manifest."""
+    raw = demo_config(demo_root)
+    raw["gans"] = {"tiny": {"dataset": "ham10000", "kimg": 0.016, "snapshot_kimg": 0.008, "batch": 4,
+                            "augment": "bgc", "augment_p": 0.1, "gpus": 0,
+                            "network": {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 256,
+                                        "channel_max": 16}}}
+    raw["evaluation"] = {**raw["evaluation"], "table1_gans": ["tiny"]}
+    cfg = validate_config(raw)
+    manifest = tmp_path_factory.mktemp("gan") / "manifest.csv"
+    ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
+    split_dataset(ingested, cfg["datasets"]["ham10000"]["split"]).to_csv(manifest, index=False)
+    return cfg, ingested_ham / "lmdb", manifest

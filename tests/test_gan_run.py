@@ -18,20 +18,6 @@ from dermsynth.gan.run import load_generator, train_gan
 from .conftest import demo_config
 
 
-@pytest.fixture(scope="module")
-def gan_setup(demo_root, ingested_ham, tmp_path_factory):
-    raw = demo_config(demo_root)
-    raw["gans"] = {"tiny": {"dataset": "ham10000", "kimg": 0.016, "snapshot_kimg": 0.008, "batch": 4,
-                            "augment": "bgc", "augment_p": 0.1, "gpus": 0,
-                            "network": {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 256,
-                                        "channel_max": 16}}}
-    cfg = validate_config(raw)
-    manifest = tmp_path_factory.mktemp("gan") / "manifest.csv"
-    ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
-    split_dataset(ingested, cfg["datasets"]["ham10000"]["split"]).to_csv(manifest, index=False)
-    return cfg, ingested_ham / "lmdb", manifest
-
-
 def _with_kimg(cfg, kimg, **changes):
     cfg = copy.deepcopy(cfg)
     cfg["gans"]["tiny"].update(kimg=kimg, **changes)

@@ -92,6 +92,49 @@ def cmd_train_gan(args) -> None:
     train_gan(cfg, args.gan, args.lmdb, args.manifest, args.out, device=args.device)
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def _gan_spec(cfg: dict, name: str) -> None:
+    from .errors import ConfigError
+    if name not in cfg["gans"]:
+        raise ConfigError(f"gan '{name}' is not defined under 'gans' (defined: {', '.join(cfg['gans']) or 'none'})")
+
+
+def cmd_evaluate_gan(args) -> None:
+    from .metrics.gan_eval import evaluate_gan
+    cfg = _config(args)
+    _gan_spec(cfg, args.gan)
+    _set_threads(args.threads)
+    evaluate_gan(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.memorisation,
+                 device=args.device)
+
+
+def cmd_gan_curve(args) -> None:
+    from .metrics.gan_eval import snapshot_curve
+    cfg = _config(args)
+    _gan_spec(cfg, args.gan)
+    _set_threads(args.threads)
+    snapshot_curve(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.figure, device=args.device)
+
+
+def cmd_evaluate_images(args) -> None:
+    from .metrics.gan_eval import evaluate_images
+    result = evaluate_images(args.images, args.lmdb, args.manifest, args.splits, args.classes, args.out,
+                             samples=args.samples, real_samples=args.real_samples, device=args.device)
+    print(f"FID {result['fid']:.3f}  KID×100 {result['kid_percent']:.4f}  precision {result['precision']:.3f}  "
+          f"recall {result['recall']:.3f}  → {args.out}")
+
+
+def cmd_table1(args) -> None:
+    from .metrics.gan_eval import table1
+    table = table1(args.metrics, args.out, args.data_source)
+    print(table.to_string(index=False), file=sys.stderr)
+
+
 def cmd_generate(args) -> None:
     from .gan.generate import generate, parse_seeds
     try:
@@ -171,6 +214,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "lmdb"], default="png")
     p.add_argument("--out", required=True)
     p.add_argument("--device")
+
+    p = verb("evaluate-gan", cmd_evaluate_gan, "FID, KID, precision/recall, α/β, authenticity, PPL and "
+             "memorisation of a trained generator against its real training images.")
+    p.add_argument("--gan", required=True, help="name under `gans` in the config")
+    p.add_argument("--network", required=True)
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--memorisation", required=True, help="per-sample nearest-real CSV")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("gan-curve", cmd_gan_curve, "FID/KID of every training snapshot of a generator, as CSV and figure.")
+    p.add_argument("--gan", required=True)
+    p.add_argument("--network", required=True, help="network-final.pt; its folder's snapshots are evaluated")
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="CSV")
+    p.add_argument("--figure", required=True, help="PNG")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("evaluate-images", cmd_evaluate_images, "FID, KID, precision/recall, α/β and authenticity of any "
+             "image folder or LMDB store against a real split.", config=False)
+    p.add_argument("--images", required=True, help="folder of PNG/JPEG images, or a dermsynth LMDB store")
+    p.add_argument("--lmdb", required=True, help="the real dataset's LMDB")
+    p.add_argument("--manifest", required=True, help="the real dataset's manifest.csv")
+    p.add_argument("--splits", nargs="+", default=["train"])
+    p.add_argument("--classes", nargs="*", help="only real images of these classes")
+    p.add_argument("--samples", type=int, help="at most this many images of the set")
+    p.add_argument("--real-samples", type=int, help="a seeded subset of this many real images")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+
+    p = verb("table1", cmd_table1, "The ISIC study's Table 1 from evaluate-gan JSON files.", config=False)
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-source", required=True, help="what the numbers come from, e.g. 'demo archives'")
 
     p = verb("preview", cmd_preview, "Grid of images per class read back from LMDB.", config=False)
     p.add_argument("--lmdb", required=True)

@@ -17,6 +17,7 @@ config = validate_config(config, origin="the workflow config (config/config.yaml
 DEMO_FILES, DEMO_FOLDERS = demo_expected_outputs(config["demo"])
 DATASETS = list(config["datasets"])
 GANS = list(config["gans"])
+TABLE1_GANS = config["evaluation"].get("table1_gans") or GANS
 FEDERATED = [name for name, ds in config["datasets"].items() if "federated" in ds]
 
 
@@ -63,9 +64,53 @@ def gan_config(wildcards):
                         "sources": _dataset_sources(spec["dataset"])})
 
 
+EVALUATION_ONLY = ("fake_samples", "ppl_samples", "k", "copy_ratio")  # not read by the snapshot curve
+NOT_READ = ("table1_gans", "gpus", "runtime_hours", "snapshots")
+
+
+def evaluation_config(wildcards, curve=False):
+    """What evaluating one generator reads: its GAN section (splits, classes, dataset) and `evaluation`."""
+    spec = config["gans"][wildcards.gan]
+    skip = NOT_READ + (EVALUATION_ONLY if curve else ("snapshot_samples",))
+    ev = {k: v for k, v in config["evaluation"].items() if k not in skip}
+    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
+    return rule_config({"gans": {wildcards.gan: spec}, "evaluation": ev, "datasets": {spec["dataset"]: ds},
+                        "sources": _dataset_sources(spec["dataset"])})
+
+
+def curve_config(wildcards):
+    return evaluation_config(wildcards, curve=True)
+
+
+def data_source(dataset):
+    """'demo archives' when every source of the dataset is the embedded demo, else the source paths."""
+    demo = str(Path(config["demo"]["output"]))
+    paths = [spec["path"] for spec in _dataset_sources(dataset).values()]
+    if all(str(Path(p)).startswith(demo) for p in paths):
+        return "demo archives (procedural images, not real lesions)"
+    return "archives: " + ", ".join(paths)
+
+
+def metrics_outputs():
+    outputs = [f"results/metrics/gan/{name}.json" for name in GANS]
+    if config["evaluation"]["snapshots"]:
+        outputs += [f"results/figures/fid-over-kimg-{name}.png" for name in GANS]
+    if GANS:
+        outputs.append("results/tables/isic_table1.csv")
+    return outputs
+
+
 def gan_data(wildcards):
     dataset = config["gans"][wildcards.gan]["dataset"]
     return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+
+
+def gan_launcher(wildcards, resources):
+    """Several GPUs: one process per GPU through torchrun inside the job's allocation."""
+    if resources.gpu > 1:
+        return f"torchrun --standalone --nproc-per-node={resources.gpu} -m dermsynth.cli"
+    return "dermsynth"
+
 
 
 def gan_outputs():

@@ -3,13 +3,6 @@
 # A job with several GPUs runs one process per GPU through torchrun inside its allocation.
 
 
-def gan_launcher(wildcards, resources):
-    if resources.gpu > 1:
-        return f"torchrun --standalone --nproc-per-node={resources.gpu} -m dermsynth.cli"
-    return "dermsynth"
-
-
-
 rule train_gan:
     input:
         unpack(gan_data),

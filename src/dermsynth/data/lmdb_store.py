@@ -133,6 +133,19 @@ class LmdbImageStore:
         """(resolution, resolution, 3) uint8 RGB."""
         return decode_pixels(self.get_bytes(key), self.encoding, self.resolution)
 
+    def keys(self) -> list[str]:
+        """Every stored image key, sorted."""
+        found = []
+        for shard in range(self.shards):
+            with self._env(shard).begin() as txn:
+                cursor = txn.cursor()
+                if cursor.set_range(b"img/"):
+                    for key in cursor.iternext(values=False):
+                        if not key.startswith(b"img/"):
+                            break
+                        found.append(key[4:].decode())
+        return sorted(found)
+
     def meta(self, key: str) -> dict:
         with self._env(shard_of(key, self.shards)).begin() as txn:
             data = txn.get(b"meta/" + key.encode())

@@ -30,13 +30,14 @@ def load_split_images(lmdb_root: str | Path, manifest: str | Path, split: str, l
     return images, keys
 
 
-def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn) -> np.ndarray:
+def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn,
+                         device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
     key = {**identity, "extractor": extractor.name, "weights": extractor.weights}
     digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{identity.get('dataset', 'real')}-{identity.get('split', '')}-{extractor.name}-{digest}.npz"
     if path.exists():
         return np.load(path)["features"]
-    features = extractor.features(images_fn())
+    features = extractor.features(images_fn(), batch_size=batch_size, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, features=features, identity=repr(key))

@@ -1,0 +1,264 @@
+"""Evaluate trained generators against their real training images: the ISIC study's Table 1 metrics.
+
+`evaluate_gan` samples G_ema (seeds 0…n−1; a conditional generator gets classes in the proportions of
+its real training set), extracts Inception and VGG16 features, and writes one JSON per generator:
+FID, KID, precision/recall (k = 3), α-precision/β-recall, authenticity, PPL in W, a memorisation
+summary (and a CSV with every sample's nearest real image), the extractors used and whether the
+numbers are comparable with published ones. Real-set features are cached under
+`results/metrics/cache/` per (dataset, splits, classes, chosen images, extractor weights).
+
+`evaluate_images` computes the same image-set metrics (no PPL) for any image folder or LMDB store.
+`snapshot_curve` gives FID/KID per training snapshot; `table1` collects the generators into a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.lmdb_store import LmdbImageStore
+from ..outputs import write_csv, write_json
+from ..progress import Progress
+from ..provenance import provenance
+from . import extractors as feature_nets
+from . import generative
+from .evaluate import cached_real_features, generative_metrics
+from .ppl import perceptual_path_length
+
+CACHE_DIR = Path("results/metrics/cache")
+
+
+# --- the real side -------------------------------------------------------------------------------
+def real_reference(manifest: str | Path, splits: list[str], classes: list[str] | None, limit: int | None,
+                   seed: int) -> pd.DataFrame:
+    """Manifest rows of the generator's real images (its splits, its classes), a seeded subset if `limit`."""
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame = frame[frame["split"].isin(splits)]
+    if classes:
+        frame = frame[frame["label"].isin(classes)]
+    if len(frame) == 0:
+        raise ValueError(f"{manifest}: no images in splits {splits} with classes {classes or 'any'}")
+    if limit is not None and limit < len(frame):
+        frame = frame.sample(n=limit, random_state=seed).sort_values("key")
+    return frame.reset_index(drop=True)
+
+
+def read_images(lmdb_root: str | Path, keys: list[str]) -> torch.Tensor:
+    store = LmdbImageStore(lmdb_root)
+    return torch.from_numpy(np.stack([store.get(k) for k in keys])).permute(0, 3, 1, 2).contiguous()
+
+
+def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR) -> dict:
+    identity = {**identity, "keys": hashlib.sha256("\n".join(frame["key"]).encode()).hexdigest()[:16],
+                "count": len(frame)}
+    images = {}
+
+    def load():
+        if "x" not in images:
+            images["x"] = read_images(lmdb_root, frame["key"].tolist())
+        return images["x"]
+    return {net.name: cached_real_features(cache_dir, identity, net, load, device=device) for net in nets.values()}
+
+
+# --- the generated side --------------------------------------------------------------------------
+def class_schedule(G, classes: list[str], real_labels: pd.Series, count: int, seed: int) -> list[int | None]:
+    """The class index of every generated sample: real label proportions for a conditional G."""
+    if G.c_dim == 0:
+        return [None] * count
+    shares = real_labels.value_counts(normalize=True)
+    rng = np.random.default_rng(seed)
+    names = rng.choice(shares.index.to_numpy(), size=count, p=shares.to_numpy())
+    return [classes.index(name) for name in names]
+
+
+@torch.no_grad()
+def sample_generator(G, count: int, class_indices: list[int | None], truncation_psi: float, batch: int,
+                     device, label: str = "generate") -> torch.Tensor:
+    """uint8 images for seeds 0…count−1 (z from each seed, as `dermsynth generate`)."""
+    G = G.to(device)
+    progress = Progress(count, label, unit="img")
+    out = []
+    for start in range(0, count, batch):
+        seeds = range(start, min(start + batch, count))
+        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float().to(device)
+        c = None
+        if G.c_dim > 0:
+            c = torch.zeros(len(seeds), G.c_dim, device=device)
+            c[torch.arange(len(seeds)), torch.tensor([class_indices[s] for s in seeds])] = 1
+        images = G(z, c, truncation_psi=truncation_psi, noise_mode="const")
+        out.append(images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
+        progress.update(len(seeds))
+    progress.close()
+    return torch.cat(out)
+
+
+def _extract(nets: dict, images: torch.Tensor, batch: int, device) -> dict:
+    return {net.name: net.features(images, batch_size=batch, device=device) for net in nets.values()}
+
+
+def _memorisation_table(result: dict, real_keys: list[str], sample_ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"sample": sample_ids, "nearest_real": [real_keys[i] for i in result["nearest_real"]],
+                         "distance": np.round(result["distance"], 6), "ratio": np.round(result["ratio"], 6),
+                         "copy": result["copy"]})
+
+
+def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
+                 out_json: str | Path, out_memorisation: str | Path, device: str | None = None,
+                 cache_dir: str | Path = CACHE_DIR) -> dict:
+    from ..gan.generate import network_classes
+    from ..gan.run import load_generator
+    spec, ev = cfg["gans"][name], cfg["evaluation"]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    G = load_generator(network, device)
+    classes, _ = network_classes(network)
+    frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
+    nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
+    identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
+                "classes": ",".join(spec.get("classes") or []), "resolution": G.img_resolution}
+    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
+    schedule = class_schedule(G, classes, frame["label"], ev["fake_samples"], ev["seed"])
+    fakes = sample_generator(G, ev["fake_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
+                             f"evaluate-gan {name}")
+    fake = _extract(nets, fakes, ev["batch"], device)
+    metrics = generative_metrics(real, fake, nets, kid_subset=ev["kid_subset"], k=ev["k"])
+    lpips_vgg, lpips_info = feature_nets.lpips_model(net="vgg")
+    ppl = perceptual_path_length(G, lpips_vgg, samples=ev["ppl_samples"], batch=ev["batch"], seed=ev["seed"],
+                                 device=device)
+    copies = generative.memorisation(real[nets["vgg16"].name], fake[nets["vgg16"].name], ev["copy_ratio"])
+    write_csv(out_memorisation, _memorisation_table(copies, frame["key"].tolist(),
+                                                    [f"seed{s:07d}" for s in range(ev["fake_samples"])]))
+    result = {"gan": name, "network": str(network), **metrics, "kid_percent": metrics["kid"] * 100,
+              "ppl": ppl["ppl"], "ppl_details": {**ppl, "lpips": lpips_info},
+              "memorisation": {"copies": copies["copies"], "samples": ev["fake_samples"],
+                               "copy_ratio_threshold": ev["copy_ratio"],
+                               "median_ratio": float(np.median(copies["ratio"])), "features": nets["vgg16"].name},
+              "real_reference": {"dataset": spec["dataset"], "splits": spec["splits"],
+                                 "classes": spec.get("classes") or "all", "images": len(frame)},
+              "generated": {"seeds": f"0-{ev['fake_samples'] - 1}", "truncation_psi": ev["truncation_psi"],
+                            "classes": {classes[i]: schedule.count(i) for i in sorted(set(schedule))}
+                            if G.c_dim else "unconditional"},
+              "comparable_to_published": metrics["comparable_to_published"] and lpips_info["comparable_to_published"],
+              "provenance": provenance("evaluate-gan", {"gan": spec, "evaluation": ev}, seed=ev["seed"])}
+    write_json(out_json, result)
+    print(f"evaluate-gan {name}: FID {result['fid']:.2f}, KID×100 {result['kid_percent']:.3f}, "
+          f"P {result['precision']:.3f}, R {result['recall']:.3f}, PPL {result['ppl']:.1f}", file=sys.stderr)
+    return result
+
+
+# --- any image set ---------------------------------------------------------------------------------
+def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """uint8 images from a folder of PNG/JPEG files or an LMDB store written by dermsynth."""
+    from PIL import Image
+    path = Path(path)
+    if (path / "index.json").exists():  # an LMDB store
+        store = LmdbImageStore(path)
+        keys = sorted(store.keys())[:limit]
+        return read_images(path, keys), keys
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
+    if not files:
+        raise ValueError(f"{path}: no .png/.jpg images and no LMDB index.json")
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise ValueError(f"{path}: images have different sizes {sorted(sizes)[:3]}…; resize them to one size first")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), [f.name for f in files]
+
+
+def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes: list[str] | None,
+                    out_json, samples: int | None = None, real_samples: int | None = None, seed: int = 0,
+                    batch: int = 32, device: str | None = None, cache_dir=CACHE_DIR) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images, names = load_image_set(images_path, samples)
+    frame = real_reference(manifest, splits, classes, real_samples, seed)
+    nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
+    store = LmdbImageStore(lmdb_root)
+    identity = {"dataset": Path(lmdb_root).parent.name, "split": "+".join(splits), "classes": ",".join(classes or []),
+                "resolution": store.index["resolution"]}
+    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
+    metrics = generative_metrics(real, _extract(nets, images, batch, device), nets)
+    result = {"images": str(images_path), "n_images": len(names), **metrics, "kid_percent": metrics["kid"] * 100,
+              "real_reference": {"lmdb": str(lmdb_root), "splits": splits, "classes": classes or "all",
+                                 "images": len(frame)},
+              "provenance": provenance("evaluate-images", {"splits": splits, "classes": classes}, seed=seed)}
+    write_json(out_json, result)
+    return result
+
+
+# --- snapshots and the table -------------------------------------------------------------------------
+def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifest, out_csv, out_png,
+                   device: str | None = None, cache_dir=CACHE_DIR) -> pd.DataFrame:
+    """FID and KID (Inception) of every training snapshot next to `network`, against the real reference."""
+    from ..gan.generate import network_classes
+    from ..gan.run import load_generator
+    spec, ev = cfg["gans"][name], cfg["evaluation"]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    snapshots = sorted(Path(network).parent.glob("network-snapshot-step*.pt"))
+    if not snapshots:
+        raise ValueError(f"{Path(network).parent}: no network-snapshot-step*.pt files to evaluate")
+    classes, _ = network_classes(network)
+    frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
+    nets = {"inception": feature_nets.inception()}
+    identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
+                "classes": ",".join(spec.get("classes") or []), "resolution": None}
+    rows = []
+    for path in snapshots:
+        state_kimg = torch.load(path, map_location="cpu", weights_only=True)["nimg"] / 1000
+        G = load_generator(path, device)
+        identity["resolution"] = G.img_resolution
+        real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)[nets["inception"].name]
+        schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
+        fakes = sample_generator(G, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
+                                 f"snapshot {path.name}")
+        fake = nets["inception"].features(fakes, batch_size=ev["batch"], device=device)
+        rows.append({"snapshot": path.name, "kimg": state_kimg, "fid": generative.fid(real, fake),
+                     "kid": generative.kid(real, fake, subset_size=min(ev["kid_subset"], len(real), len(fake))),
+                     "n_fake": len(fake), "n_real": len(real), "inception_weights": nets["inception"].weights})
+    table = pd.DataFrame(rows)
+    write_csv(out_csv, table)
+    _plot_curve(table, name, out_png, nets["inception"].real_weights)
+    return table
+
+
+def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.plot(table["kimg"], table["fid"], marker="o")
+    ax.set_xlabel("training progress (kimg)")
+    ax.set_ylabel("FID")
+    note = "" if real_weights else " (random-init Inception: not comparable to published FIDs)"
+    ax.set_title(f"{name}: FID over training{note}", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+TABLE1_COLUMNS = {"gan": "GAN", "kid_percent": "KID (%)", "fid": "FID", "precision": "Precision",
+                  "recall": "Recall", "ppl": "PPL"}
+
+
+def table1(metric_files: list[str | Path], out_csv, data_source: str) -> pd.DataFrame:
+    """The ISIC study's Table 1 (KID %, FID, precision, recall, PPL per generator) plus the columns that
+    say how far the numbers can be trusted (sample counts, real weights or not, data source)."""
+    rows = []
+    for path in metric_files:
+        m = json.loads(Path(path).read_text())
+        rows.append({**{label: m[key] for key, label in TABLE1_COLUMNS.items()},
+                     "α-precision": m["alpha_precision"], "β-recall": m["beta_recall"],
+                     "authenticity": m["authenticity"], "copies": m["memorisation"]["copies"],
+                     "generated": m["n_fake"], "real": m["n_real"],
+                     "real weights": m["comparable_to_published"], "data": data_source})
+    table = pd.DataFrame(rows)
+    numeric = ["KID (%)", "FID", "Precision", "Recall", "PPL", "α-precision", "β-recall", "authenticity"]
+    table[numeric] = table[numeric].astype(float).round(4)
+    write_csv(out_csv, table)
+    return table

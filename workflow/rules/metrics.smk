@@ -1,0 +1,72 @@
+# Evaluation stage: every generator against its real training images (ISIC study Table 1 metrics),
+# FID over training snapshots, and the table itself.
+
+
+rule evaluate_gan:
+    input:
+        unpack(gan_data),
+        network="results/gan/{gan}/network-final.pt",
+    output:
+        metrics="results/metrics/gan/{gan}.json",
+        memorisation="results/metrics/gan/{gan}-memorisation.csv",
+    params:
+        config=evaluation_config,
+    log:
+        "logs/metrics/evaluate_gan/{gan}.log",
+    benchmark:
+        "benchmarks/metrics/evaluate_gan/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["evaluation"]["gpus"] else 1
+    resources:
+        gpu=config["evaluation"]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(config["evaluation"]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth evaluate-gan --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.metrics} "
+        "--memorisation {output.memorisation} --threads {threads} > {log} 2>&1"
+
+
+rule gan_curve:
+    input:
+        unpack(gan_data),
+        network="results/gan/{gan}/network-final.pt",
+    output:
+        table="results/metrics/gan/{gan}-snapshots.csv",
+        figure="results/figures/fid-over-kimg-{gan}.png",
+    params:
+        config=curve_config,
+    log:
+        "logs/metrics/gan_curve/{gan}.log",
+    benchmark:
+        "benchmarks/metrics/gan_curve/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["evaluation"]["gpus"] else 1
+    resources:
+        gpu=config["evaluation"]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(config["evaluation"]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth gan-curve --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.table} --figure {output.figure} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule isic_table1:
+    input:
+        expand("results/metrics/gan/{gan}.json", gan=TABLE1_GANS),
+    output:
+        "results/tables/isic_table1.csv",
+    params:
+        source=lambda wc: data_source(config["gans"][TABLE1_GANS[0]]["dataset"]),
+    log:
+        "logs/tables/isic_table1.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "dermsynth table1 --metrics {input} --out {output} --data-source '{params.source}' > {log} 2>&1"
