@@ -14,7 +14,7 @@ from torchvision.models import vgg16 as tv_vgg16
 
 from dermsynth.metrics import extractors
 from dermsynth.metrics.evaluate import cached_real_features, generative_metrics, load_split_images
-from dermsynth.metrics.generative import fid
+from dermsynth.metrics.generative import fid, kid
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,21 @@ def test_real_features_are_cached_and_metrics_say_which_extractor(tmp_path, imag
     assert report["feature_extractors"]["inception"]["weights"] == "random-init(seed=0)"
     assert report["fid"] > 0 and 0 <= report["precision"] <= 1
     json.dumps(report)  # serialisable as a metrics file
+
+
+def test_image_fid_and_kid_grow_with_a_colour_shift(tmp_path, images):
+    """A progressively stronger colour cast (red up, blue down) moves both FID and KID away from zero."""
+    with pytest.warns(UserWarning):
+        inception = extractors.inception(tmp_path)
+    images = images[:16]
+    real = inception.features(images)
+    fids, kids = [], []
+    for shift in (10, 30, 60):
+        shifted = images.int()
+        shifted[:, 0] += shift
+        shifted[:, 2] -= shift
+        fake = inception.features(shifted.clamp(0, 255).to(torch.uint8))
+        fids.append(fid(real, fake))
+        kids.append(kid(real, fake, subset_size=16))
+    assert fids == sorted(fids) and fids[0] > 0
+    assert kids == sorted(kids) and kids[-1] > 0
