@@ -79,11 +79,14 @@ class Extractor:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+        from ..progress import Progress
         self.model.to(device)
+        progress = Progress(len(images), f"features {self.name}")
         out = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)
             out.append(self.model(batch).double().cpu())
+            progress.update(len(batch))
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim))
 
 
