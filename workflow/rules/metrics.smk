@@ -69,4 +69,4 @@ rule isic_table1:
         mem_mb=2000,
         runtime=10,
     shell:
-        "dermsynth table1 --metrics {input} --out {output} --data-source '{params.source}' > {log} 2>&1"
+        "dermsynth table1 --metrics {input} --out {output} --data-source {params.source:q} > {log} 2>&1"

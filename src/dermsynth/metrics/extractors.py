@@ -78,10 +78,11 @@ class Extractor:
                 "comparable_to_published": self.real_weights}
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+    def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu",
+                 progress: bool = True) -> np.ndarray:
         from ..progress import Progress
         self.model.to(device)
-        progress = Progress(len(images), f"features {self.name}")
+        progress = Progress(len(images), f"features {self.name}", stream=None if progress else open(os.devnull, "w"))
         out = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)

@@ -78,12 +78,13 @@ def class_schedule(G, classes: list[str], real_labels: pd.Series, count: int, se
 
 
 @torch.no_grad()
-def sample_generator(G, count: int, class_indices: list[int | None], truncation_psi: float, batch: int,
-                     device, label: str = "generate") -> torch.Tensor:
-    """uint8 images for seeds 0…count−1 (z from each seed, as `dermsynth generate`)."""
+def generated_features(G, nets: dict, count: int, class_indices: list[int | None], truncation_psi: float,
+                       batch: int, device, label: str = "generate") -> dict:
+    """Features of images for seeds 0…count−1 (z from each seed, as `dermsynth generate`), extracted
+    batch by batch so that 50k generated images never sit in memory together."""
     G = G.to(device)
     progress = Progress(count, label, unit="img")
-    out = []
+    features = {net.name: [] for net in nets.values()}
     for start in range(0, count, batch):
         seeds = range(start, min(start + batch, count))
         z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float().to(device)
@@ -92,10 +93,12 @@ def sample_generator(G, count: int, class_indices: list[int | None], truncation_
             c = torch.zeros(len(seeds), G.c_dim, device=device)
             c[torch.arange(len(seeds)), torch.tensor([class_indices[s] for s in seeds])] = 1
         images = G(z, c, truncation_psi=truncation_psi, noise_mode="const")
-        out.append(images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
+        images = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+        for net in nets.values():
+            features[net.name].append(net.features(images, batch_size=batch, device=device, progress=False))
         progress.update(len(seeds))
     progress.close()
-    return torch.cat(out)
+    return {name: np.concatenate(parts) for name, parts in features.items()}
 
 
 def _extract(nets: dict, images: torch.Tensor, batch: int, device) -> dict:
@@ -123,9 +126,8 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
                 "classes": ",".join(spec.get("classes") or []), "resolution": G.img_resolution}
     real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
     schedule = class_schedule(G, classes, frame["label"], ev["fake_samples"], ev["seed"])
-    fakes = sample_generator(G, ev["fake_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
-                             f"evaluate-gan {name}")
-    fake = _extract(nets, fakes, ev["batch"], device)
+    fake = generated_features(G, nets, ev["fake_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
+                              f"evaluate-gan {name}")
     metrics = generative_metrics(real, fake, nets, kid_subset=ev["kid_subset"], k=ev["k"])
     lpips_vgg, lpips_info = feature_nets.lpips_model(net="vgg")
     ppl = perceptual_path_length(G, lpips_vgg, samples=ev["ppl_samples"], batch=ev["batch"], seed=ev["seed"],
@@ -213,9 +215,8 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
         identity["resolution"] = G.img_resolution
         real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)[nets["inception"].name]
         schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
-        fakes = sample_generator(G, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
-                                 f"snapshot {path.name}")
-        fake = nets["inception"].features(fakes, batch_size=ev["batch"], device=device)
+        fake = generated_features(G, nets, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"],
+                                  device, f"snapshot {path.name}")[nets["inception"].name]
         rows.append({"snapshot": path.name, "kimg": state_kimg, "fid": generative.fid(real, fake),
                      "kid": generative.kid(real, fake, subset_size=min(ev["kid_subset"], len(real), len(fake))),
                      "n_fake": len(fake), "n_real": len(real), "inception_weights": nets["inception"].weights})

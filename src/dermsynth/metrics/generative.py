@@ -55,22 +55,42 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
         np.random.set_state(state)
 
 
-def _distances(a: np.ndarray, b: np.ndarray, batch: int = 4096) -> torch.Tensor:
-    a_t, b_t = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    return torch.cat([torch.cdist(a_t[i:i + batch], b_t) for i in range(0, len(a_t), batch)])
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _row_blocks(a: np.ndarray, b: np.ndarray, batch: int = 2048):
+    """(row offset, distances of a block of rows of `a` to all of `b`), never the whole matrix: at
+    50k × 50k samples that would be 20 GB."""
+    device = _device()
+    b_t = torch.as_tensor(b, dtype=torch.float64, device=device)
+    for start in range(0, len(a), batch):
+        block = torch.as_tensor(a[start:start + batch], dtype=torch.float64, device=device)
+        yield start, torch.cdist(block, b_t)
 
 
 def _kth_neighbour_radius(features: np.ndarray, k: int) -> torch.Tensor:
     """Distance from each sample to its k-th nearest other sample."""
-    d = _distances(features, features)
-    return d.kthvalue(k + 1, dim=1).values  # +1: the sample itself is at distance 0
+    radii = [d.kthvalue(k + 1, dim=1).values.cpu() for _, d in _row_blocks(features, features)]
+    return torch.cat(radii)  # +1 above: the sample itself is at distance 0
+
+
+def _covered(samples: np.ndarray, centres: np.ndarray, radii: torch.Tensor) -> torch.Tensor:
+    """Whether each sample lies within the radius of at least one centre."""
+    radii = radii.to(_device())
+    return torch.cat([(d <= radii[None, :]).any(dim=1).cpu() for _, d in _row_blocks(samples, centres)])
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of `a`: the index of its nearest row of `b` and that distance."""
+    pairs = [d.min(dim=1) for _, d in _row_blocks(a, b)]
+    return torch.cat([p.indices.cpu() for p in pairs]), torch.cat([p.values.cpu() for p in pairs])
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     real_radius, fake_radius = _kth_neighbour_radius(real, k), _kth_neighbour_radius(fake, k)
-    d = _distances(fake, real)  # (fake, real)
-    precision = (d <= real_radius[None, :]).any(dim=1).double().mean().item()
-    recall = (d.T <= fake_radius[None, :]).any(dim=1).double().mean().item()
+    precision = _covered(fake, real, real_radius).double().mean().item()
+    recall = _covered(real, fake, fake_radius).double().mean().item()
     return precision, recall
 
 
@@ -87,10 +107,9 @@ def alpha_precision_beta_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
     real_radius = np.linalg.norm(real - centre_real, axis=1)
     fake_to_real_centre = np.linalg.norm(fake - centre_real, axis=1)
     fake_radius = np.linalg.norm(fake - centre_fake, axis=1)
-    d = _distances(real, fake).numpy()  # (real, fake)
-    nearest_fake = d.argmin(axis=1)
+    nearest_fake, nearest_distance = (t.numpy() for t in _nearest(real, fake))
     real_knn = _kth_neighbour_radius(real, k).numpy()
-    close = d[np.arange(len(real)), nearest_fake] <= real_knn
+    close = nearest_distance <= real_knn
     precision_curve, recall_curve = [], []
     for a in alphas:
         precision_curve.append(float(np.mean(fake_to_real_centre <= np.quantile(real_radius, a))))
@@ -109,9 +128,7 @@ def alpha_precision_beta_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
 
 def nearest_real(real: np.ndarray, samples: np.ndarray) -> dict[str, np.ndarray]:
     """For each sample: its nearest real index, that distance, and the real's own 1-NN distance."""
-    d = _distances(samples, real)
-    nearest = d.argmin(dim=1)
-    distance = d[torch.arange(len(samples)), nearest]
+    nearest, distance = _nearest(samples, real)
     real_nn = _kth_neighbour_radius(real, 1)[nearest]
     return {"nearest": nearest.numpy(), "distance": distance.numpy(), "real_nn_distance": real_nn.numpy()}
 
