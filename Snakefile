@@ -21,6 +21,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/latent.smk"
 
 
 rule all:
@@ -28,4 +29,5 @@ rule all:
         data_outputs(),
         gan_outputs(),
         metrics_outputs(),
+        latent_outputs(),
     default_target: True

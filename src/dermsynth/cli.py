@@ -135,6 +135,12 @@ def cmd_table1(args) -> None:
     print(table.to_string(index=False), file=sys.stderr)
 
 
+def cmd_sefa(args) -> None:
+    from .latent.run import run_sefa
+    cfg = _config(args)
+    run_sefa(cfg, args.network, args.layer_range, args.out, args.preview, device=args.device)
+
+
 def cmd_generate(args) -> None:
     from .gan.generate import generate, parse_seeds
     try:
@@ -246,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="at most this many images of the set")
     p.add_argument("--real-samples", type=int, help="a seeded subset of this many real images")
     p.add_argument("--out", required=True)
+    p.add_argument("--device")
+
+    p = verb("sefa", cmd_sefa, "Closed-form factorisation (SeFa) of a generator for one layer range: "
+             "directions (.npz + .json) and a preview grid.")
+    p.add_argument("--network", required=True)
+    p.add_argument("--layer-range", required=True, choices=["all", "coarse", "middle", "fine"])
+    p.add_argument("--out", required=True, help=".npz with directions and eigenvalues (a .json beside it)")
+    p.add_argument("--preview", required=True, help="PNG grid: rows = direction × sample, columns = magnitude")
     p.add_argument("--device")
 
     p = verb("table1", cmd_table1, "The ISIC study's Table 1 from evaluate-gan JSON files.", config=False)

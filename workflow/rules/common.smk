@@ -100,6 +100,18 @@ def metrics_outputs():
     return outputs
 
 
+SEFA_GANS = config["latent"]["sefa"].get("gans") or GANS
+
+
+def sefa_config(wildcards):
+    return rule_config({"latent": {"sefa": {k: v for k, v in config["latent"]["sefa"].items() if k != "gans"}}})
+
+
+def latent_outputs():
+    return [f"results/latent/{gan}/sefa-{layers}.png" for gan in SEFA_GANS
+            for layers in config["latent"]["sefa"]["layer_ranges"]]
+
+
 def gan_data(wildcards):
     dataset = config["gans"][wildcards.gan]["dataset"]
     return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}

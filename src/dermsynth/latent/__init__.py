@@ -1,0 +1,1 @@
+"""Latent-space stage: closed-form factorisation (SeFa), inversion, transformations, synthetic datasets."""

@@ -1,0 +1,93 @@
+"""Closed-form factorisation of a StyleGAN2 generator's latent space (SeFa; Shen & Zhou 2021).
+
+Every modulated layer turns w into styles through an affine map A_l (channels_l × w_dim). Moving w
+by n changes the styles of the chosen layers by A·n, with A the stacked A_l. The directions that
+change the styles most are the top right singular vectors of A: the unit n maximising ‖A n‖². As in
+the study, each row of A (one channel's weights) is first normalised to unit length — SeFa's
+"column normalisation" of Aᵀ — so that wide layers do not dominate by scale alone; then
+A = U Σ Vᵀ, and the columns of V sorted by σ² (the eigenvalues of AᵀA) are the directions.
+
+Layer ranges follow the synthesis resolutions: coarse = 4²–8², middle = 16²–32², fine = 64² and up
+(the toRGB styles of a block belong to its resolution); `all` takes every modulated layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+LAYER_RANGES = {"all": (0, 10**9), "coarse": (4, 8), "middle": (16, 32), "fine": (64, 10**9)}
+
+
+def layer_resolution(layer_name: str) -> int:
+    """'b16.conv1' → 16."""
+    return int(layer_name.split(".")[0][1:])
+
+
+def style_layers_in(G, layer_range: str) -> list[tuple[int, str, torch.nn.Module]]:
+    """(index in ws, name, affine layer) of the modulated layers in `layer_range`.
+
+    The ws index of a block's toRGB equals the next block's first conv (they share a style)."""
+    if layer_range not in LAYER_RANGES:
+        raise ValueError(f"unknown layer range {layer_range!r}; choose from {', '.join(LAYER_RANGES)}")
+    low, high = LAYER_RANGES[layer_range]
+    chosen, ws_index = [], 0
+    for block in G.synthesis.blocks:
+        for name in ("conv0", "conv1"):
+            layer = getattr(block, name)
+            if layer is not None:
+                if low <= block.resolution <= high:
+                    chosen.append((ws_index, f"b{block.resolution}.{name}", layer.affine))
+                ws_index += 1
+        if low <= block.resolution <= high:
+            chosen.append((ws_index, f"b{block.resolution}.torgb", block.torgb.affine))
+    return chosen
+
+
+def factorize(G, layer_range: str = "all") -> dict:
+    """Directions (rows, unit length, sorted by eigenvalue) and eigenvalues for one layer range."""
+    layers = style_layers_in(G, layer_range)
+    if not layers:
+        raise ValueError(f"the generator ({G.img_resolution}²) has no modulated layers in range {layer_range!r}")
+    weight = torch.cat([affine.effective_weight().detach().double().cpu() for _, _, affine in layers])
+    weight = weight / weight.norm(dim=1, keepdim=True)
+    _, singular, vh = torch.linalg.svd(weight, full_matrices=True)
+    eigenvalues = torch.zeros(weight.shape[1], dtype=torch.float64)
+    eigenvalues[:len(singular)] = singular.square()
+    return {"directions": vh.numpy(), "eigenvalues": eigenvalues.numpy(),
+            "layer_range": layer_range, "layer_names": [name for _, name, _ in layers],
+            "ws_indices": sorted({index for index, _, _ in layers})}
+
+
+def apply_direction(ws: torch.Tensor, direction: torch.Tensor, magnitude: float | torch.Tensor,
+                    ws_indices: list[int]) -> torch.Tensor:
+    """W+ latents (N, num_ws, w_dim) moved by magnitude × direction in the chosen layers only."""
+    ws = ws.clone()
+    magnitude = torch.as_tensor(magnitude, dtype=ws.dtype, device=ws.device).reshape(-1, 1)
+    ws[:, ws_indices] += (magnitude * direction.to(ws)[None, :])[:, None, :]
+    return ws
+
+
+@torch.no_grad()
+def preview_grid(G, factors: dict, directions: int = 8, samples: int = 3, magnitude: float = 3.0,
+                 steps: int = 5, truncation_psi: float = 0.7, seed: int = 0, class_index: int | None = None,
+                 device="cpu") -> np.ndarray:
+    """uint8 (H, W, 3) grid: one row per (direction, sample), columns from −magnitude to +magnitude
+    (distances in W along the unit direction, the units the transformations file uses)."""
+    G = G.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, G.z_dim, generator=generator).to(device)
+    c = None
+    if G.c_dim > 0:
+        c = torch.zeros(samples, G.c_dim, device=device)
+        c[:, class_index or 0] = 1
+    ws = G.mapping(z, c, truncation_psi=truncation_psi)
+    alphas = torch.linspace(-magnitude, magnitude, steps)
+    rows = []
+    vectors = torch.from_numpy(factors["directions"]).float()
+    for d in range(min(directions, len(vectors))):
+        for s in range(samples):
+            moved = apply_direction(ws[s:s + 1].repeat(steps, 1, 1), vectors[d], alphas, factors["ws_indices"])
+            images = G.synthesis(moved, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round()
+            rows.append(torch.cat(list(images.to(torch.uint8).cpu()), dim=2))  # (3, R, steps·R)
+    return torch.cat(rows, dim=1).permute(1, 2, 0).numpy()

@@ -1,0 +1,87 @@
+"""SeFa: directions against an independent numpy eigen-decomposition, layer ranges, and effect sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dermsynth.gan.networks import Generator
+from dermsynth.latent.sefa import apply_direction, factorize, preview_grid, style_layers_in
+from dermsynth.metrics import extractors
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    return Generator(z_dim=32, w_dim=32, img_resolution=64, channel_base=512, channel_max=32).eval()
+
+
+def test_directions_are_orthonormal_and_match_numpy_eigh(generator):
+    factors = factorize(generator, "all")
+    directions, eigenvalues = factors["directions"], factors["eigenvalues"]
+    assert directions.shape == (32, 32)
+    np.testing.assert_allclose(directions @ directions.T, np.eye(32), atol=1e-10)
+    assert np.all(np.diff(eigenvalues) <= 1e-12)  # sorted, largest first
+    # Independent: stack the affine weights from the state dict, normalise rows, eigh of AᵀA.
+    state = generator.state_dict()
+    rows = []
+    for name, _ in generator.synthesis.style_layers():
+        res, layer = name.split(".")
+        block = int(np.log2(int(res[1:]))) - 2
+        w = state[f"synthesis.blocks.{block}.{layer}.affine.weight"].double().numpy() / np.sqrt(32)
+        rows.append(w)
+    a = np.concatenate(rows)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    values, vectors = np.linalg.eigh(a.T @ a)
+    order = np.argsort(values)[::-1]
+    np.testing.assert_allclose(eigenvalues, values[order], rtol=1e-8, atol=1e-8)
+    for i in range(5):  # well-separated leading eigenvalues: vectors equal up to sign
+        assert abs(abs(directions[i] @ vectors[:, order[i]]) - 1) < 1e-8
+
+
+def test_layer_ranges_partition_the_styles_by_resolution(generator):
+    ranges = {r: style_layers_in(generator, r) for r in ("coarse", "middle", "fine")}
+    names = [name for r in ranges.values() for _, name, _ in r]
+    assert sorted(names) == sorted(name for name, _ in generator.synthesis.style_layers())
+    assert all(int(name.split(".")[0][1:]) <= 8 for _, name, _ in ranges["coarse"])
+    assert {name.split(".")[0] for _, name, _ in ranges["fine"]} == {"b64"}
+    fine = factorize(generator, "fine")
+    assert fine["ws_indices"] == [generator.num_ws - 3, generator.num_ws - 2, generator.num_ws - 1]
+    with pytest.raises(ValueError, match="choose from"):
+        factorize(generator, "medium")
+
+
+def test_moving_along_a_direction_touches_only_its_layers(generator):
+    ws = torch.randn(2, generator.num_ws, 32)
+    moved = apply_direction(ws, torch.ones(32), torch.tensor([1.0, -2.0]), [3, 4])
+    assert torch.equal(moved[:, [0, 1, 2, 5]], ws[:, [0, 1, 2, 5]])
+    torch.testing.assert_close(moved[1, 3] - ws[1, 3], torch.full((32,), -2.0))
+
+
+def test_top_direction_changes_images_more_than_a_low_one(generator):
+    """The top direction maximises the change of all styles; the image (LPIPS) follows."""
+    with pytest.warns(UserWarning):
+        lpips, _ = extractors.lpips_alex()
+    factors = factorize(generator, "all")
+    torch.manual_seed(1)
+    ws = generator.mapping(torch.randn(16, 32), None)
+    base = generator.synthesis(ws, noise_mode="const")
+
+    def change(index):
+        direction = torch.from_numpy(factors["directions"][index]).float()
+        moved = generator.synthesis(apply_direction(ws, direction, 3.0, factors["ws_indices"]), noise_mode="const")
+        return lpips(base, moved).mean().item()
+    with torch.no_grad():
+        assert change(0) > change(31)
+
+
+def test_preview_grid_layout(generator):
+    grid = preview_grid(generator, factorize(generator, "coarse"), directions=2, samples=3, steps=5)
+    assert grid.shape == (2 * 3 * 64, 5 * 64, 3) and grid.dtype == np.uint8
+    middle = grid[:64, 2 * 64:3 * 64]  # magnitude 0 in the middle column: the unedited image
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        unedited = generator(z, truncation_psi=0.7, noise_mode="const")[0].clamp(-1, 1).add(1).mul(127.5).round()
+    np.testing.assert_array_equal(middle, unedited.to(torch.uint8).permute(1, 2, 0).numpy())
+    assert not np.array_equal(middle, grid[:64, :64])
