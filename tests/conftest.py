@@ -72,6 +72,7 @@ def gan_setup(demo_root, ingested_ham, tmp_path_factory):
                             "network": {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 256,
                                         "channel_max": 16}}}
     raw["evaluation"] = {**raw["evaluation"], "table1_gans": ["tiny"]}
+    raw["latent"]["sefa"]["gans"] = ["tiny"]
     cfg = validate_config(raw)
     manifest = tmp_path_factory.mktemp("gan") / "manifest.csv"
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)

@@ -112,7 +112,7 @@ def test_real_features_are_cached_and_metrics_say_which_extractor(tmp_path, imag
     fake = {nets[n].name: nets[n].features(images.flip(-1)) for n in nets}
     report = generative_metrics(real, fake, nets, kid_subset=12)
     assert report["comparable_to_published"] is False and report["fid_rank_deficient"] is True
-    assert report["feature_extractors"]["inception"]["weights"] == "random-init(seed=0)"
+    assert report["feature_extractors"]["inception"]["weights"] == extractors.RANDOM_INCEPTION
     assert report["fid"] > 0 and 0 <= report["precision"] <= 1
     json.dumps(report)  # serialisable as a metrics file
 
