@@ -36,6 +36,7 @@ def demo_config(root: Path, **overrides) -> dict:
     for gan in raw.get("gans", {}).values():  # a few steps each: the stage runs, nothing converges
         gan.update(kimg=0.032, snapshot_kimg=0.016)
     raw["evaluation"].update(fake_samples=12, real_samples=12, ppl_samples=6, kid_subset=6, snapshot_samples=6)
+    raw["latent"]["projection"].update(images=4, steps=10, w_avg_samples=200)
     for key, value in overrides.items():
         raw[key] = value
     return raw
@@ -73,6 +74,7 @@ def gan_setup(demo_root, ingested_ham, tmp_path_factory):
                                         "channel_max": 16}}}
     raw["evaluation"] = {**raw["evaluation"], "table1_gans": ["tiny"]}
     raw["latent"]["sefa"]["gans"] = ["tiny"]
+    raw["latent"]["projection"].update(gans=["tiny"], images=4, steps=10, batch=2, w_avg_samples=200)
     cfg = validate_config(raw)
     manifest = tmp_path_factory.mktemp("gan") / "manifest.csv"
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)

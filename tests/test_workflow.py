@@ -56,7 +56,7 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
     jobs = _planned_jobs(_snakemake(workdir, "-n"))
     assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                    "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8}
+                    "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1}
 
 
 def test_dry_run_of_one_target_lists_its_chain(tmp_path):
@@ -105,6 +105,7 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
             directions = np.load(workdir / f"results/latent/{gan}/sefa-{layers}.npz")["directions"]
             np.testing.assert_allclose(directions @ directions.T, np.eye(len(directions)), atol=1e-8)
             assert (workdir / f"results/latent/{gan}/sefa-{layers}.png").exists()
+    assert json.loads((workdir / "results/latent/cgan/projection.json").read_text())["images"] == 4
     up_to_date = _snakemake(workdir, "-n")
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
 
@@ -113,19 +114,19 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1,
                                                           "train_gan": 5, "evaluate_gan": 5, "gan_curve": 5,
-                                                          "isic_table1": 1, "sefa": 4}
+                                                          "isic_table1": 1, "sefa": 4, "project": 1}
 
     raw["evaluation"]["ppl_samples"] = 4  # read by evaluate_gan only: not by training or the snapshot curves
     _workdir(tmp_path, raw)
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1,
                                                           "train_gan": 5, "evaluate_gan": 6, "gan_curve": 5,
-                                                          "isic_table1": 1, "sefa": 4}
+                                                          "isic_table1": 1, "sefa": 4, "project": 1}
 
     raw["datasets"]["isic"]["resolution"] = 32  # an ingest parameter: that dataset is re-ingested, no other
     _workdir(tmp_path, raw)
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "ingest": 1, "preview": 1,
                                                           "split": 1, "train_gan": 5, "evaluate_gan": 6,
-                                                          "gan_curve": 5, "isic_table1": 1, "sefa": 4}
+                                                          "gan_curve": 5, "isic_table1": 1, "sefa": 4, "project": 1}
     shutil.rmtree(workdir / "results")
 
 
@@ -149,7 +150,8 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                                     "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12}
+                                     "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
+                                     "project": 1}
     text = result.stdout + result.stderr
     ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]
     assert len(ingest_blocks) == 3

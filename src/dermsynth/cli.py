@@ -141,6 +141,14 @@ def cmd_sefa(args) -> None:
     run_sefa(cfg, args.network, args.layer_range, args.out, args.preview, device=args.device)
 
 
+def cmd_project(args) -> None:
+    from .latent.run import run_projection
+    cfg = _config(args)
+    _gan_spec(cfg, args.gan)
+    _set_threads(args.threads)
+    run_projection(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.preview, device=args.device)
+
+
 def cmd_generate(args) -> None:
     from .gan.generate import generate, parse_seeds
     try:
@@ -261,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz with directions and eigenvalues (a .json beside it)")
     p.add_argument("--preview", required=True, help="PNG grid: rows = direction × sample, columns = magnitude")
     p.add_argument("--device")
+
+    p = verb("project", cmd_project, "Project real images of a split into a generator's W/W+ (optimisation, "
+             "batched): latents + optimised noise (.npz), reconstruction report (.json), target|reconstruction grid.")
+    p.add_argument("--gan", required=True)
+    p.add_argument("--network", required=True)
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help=".npz (a .json report beside it)")
+    p.add_argument("--preview", required=True, help="PNG: pairs of target and reconstruction")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
 
     p = verb("table1", cmd_table1, "The ISIC study's Table 1 from evaluate-gan JSON files.", config=False)
     p.add_argument("--metrics", nargs="+", required=True)

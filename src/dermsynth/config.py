@@ -84,9 +84,10 @@ def _check_semantics(cfg: dict) -> list[str]:
     for name, gan in cfg.get("gans", {}).items():
         if gan["dataset"] not in cfg["datasets"]:
             problems.append(f"'gans.{name}.dataset': '{gan['dataset']}' is not defined under 'datasets'")
-    for i, name in enumerate(cfg.get("latent", {}).get("sefa", {}).get("gans", [])):
-        if name not in cfg.get("gans", {}):
-            problems.append(f"'latent.sefa.gans[{i}]': '{name}' is not defined under 'gans'")
+    for part in ("sefa", "projection"):
+        for i, name in enumerate(cfg.get("latent", {}).get(part, {}).get("gans", [])):
+            if name not in cfg.get("gans", {}):
+                problems.append(f"'latent.{part}.gans[{i}]': '{name}' is not defined under 'gans'")
     for i, name in enumerate(cfg.get("evaluation", {}).get("table1_gans", [])):
         if name not in cfg.get("gans", {}):
             problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "

@@ -107,9 +107,19 @@ def sefa_config(wildcards):
     return rule_config({"latent": {"sefa": {k: v for k, v in config["latent"]["sefa"].items() if k != "gans"}}})
 
 
+def projection_config(wildcards):
+    """What projecting into one generator reads: the projection settings and the GAN's section."""
+    settings = {k: v for k, v in config["latent"]["projection"].items() if k not in ("gans", "gpus", "runtime_hours")}
+    spec = config["gans"][wildcards.gan]
+    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
+    return rule_config({"latent": {"projection": settings}, "gans": {wildcards.gan: spec},
+                        "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
+
+
 def latent_outputs():
-    return [f"results/latent/{gan}/sefa-{layers}.png" for gan in SEFA_GANS
-            for layers in config["latent"]["sefa"]["layer_ranges"]]
+    outputs = [f"results/latent/{gan}/sefa-{layers}.png" for gan in SEFA_GANS
+               for layers in config["latent"]["sefa"]["layer_ranges"]]
+    return outputs + [f"results/latent/{gan}/projection.json" for gan in config["latent"]["projection"]["gans"]]
 
 
 def gan_data(wildcards):

@@ -135,11 +135,15 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`noise` (N, 1, R, R), when given, replaces the noise of `noise_mode` (projection optimises it)."""
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, f=self.resample_filter,
                              fused=not self.training)
-        if noise_mode == "random":
+        if noise is not None:
+            x = x + noise.to(x.dtype) * self.noise_strength
+        elif noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength
         elif noise_mode == "const":
@@ -182,14 +186,16 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if self.conv0 is None else 2
         self.num_ws = self.num_conv + 1  # the toRGB style is shared with the next block's first conv
 
-    def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random"):
+    def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None):
         w_iter = iter(ws.unbind(dim=1))
+        noise_iter = iter(noise or [None] * self.num_conv)
         dtype, memory_format = compute_format(ws, self.reduced_precision, self.reduced_dtype)
         if self.conv0 is None:
             x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1).to(dtype=dtype, memory_format=memory_format)
         else:
-            x = self.conv0(x.to(dtype=dtype, memory_format=memory_format), next(w_iter), noise_mode)
-        x = self.conv1(x, next(w_iter), noise_mode)
+            x = self.conv0(x.to(dtype=dtype, memory_format=memory_format), next(w_iter), noise_mode,
+                           next(noise_iter))
+        x = self.conv1(x, next(w_iter), noise_mode, next(noise_iter))
         y = self.torgb(x, next(w_iter)).to(dtype=torch.float32, memory_format=torch.contiguous_format)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
@@ -217,8 +223,13 @@ class SynthesisNetwork(nn.Module):
             self.blocks.append(block)
         self.num_ws += 1  # the last toRGB
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        """ws: (N, num_ws, w_dim) per-layer styles (W+), or (N, w_dim) broadcast to every layer (W)."""
+    def noise_resolutions(self) -> list[int]:
+        """Resolution of each noise input, in the order `forward(noise=...)` takes them."""
+        return [block.resolution for block in self.blocks for _ in range(block.num_conv)]
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None) -> torch.Tensor:
+        """ws: (N, num_ws, w_dim) per-layer styles (W+), or (N, w_dim) broadcast to every layer (W).
+        noise: optional explicit noise maps, one (N, 1, R, R) per conv layer (see `noise_resolutions`)."""
         if ws.ndim == 2:
             ws = ws.unsqueeze(1).repeat(1, self.num_ws, 1)
         if ws.shape[1] != self.num_ws:
@@ -226,7 +237,8 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         index = 0
         for block in self.blocks:
-            x, img = block(x, img, ws.narrow(1, index, block.num_ws), noise_mode)
+            block_noise = None if noise is None else noise[index:index + block.num_conv]
+            x, img = block(x, img, ws.narrow(1, index, block.num_ws), noise_mode, block_noise)
             index += block.num_conv
         return img
 

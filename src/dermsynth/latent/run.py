@@ -41,3 +41,65 @@ def run_sefa(cfg: dict, network: str | Path, layer_range: str, out_npz: str | Pa
     print(f"sefa {layer_range}: {len(factors['layer_names'])} layers, top-10 directions explain "
           f"{summary['explained_by_top10']:.1%} of the style variance", file=sys.stderr)
     return summary
+
+
+def run_projection(cfg: dict, gan: str, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
+                   out_npz: str | Path, out_png: str | Path, device: str | None = None) -> dict:
+    """Project `latent.projection.images` images of one split (seeded choice) and report reconstruction."""
+    import pandas as pd
+
+    from ..gan.generate import network_classes
+    from ..gan.run import load_generator
+    from ..metrics import extractors
+    from ..metrics.gan_eval import read_images
+    from .project import ProjectionOptions, project, reconstruct
+    settings, spec = cfg["latent"]["projection"], cfg["gans"][gan]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    G = load_generator(network, device)
+    classes, _ = network_classes(network)
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame = frame[frame["split"] == settings["split"]]
+    if spec.get("classes"):
+        frame = frame[frame["label"].isin(spec["classes"])]
+    frame = frame.sample(n=min(settings["images"], len(frame)), random_state=settings["seed"]).sort_values("key")
+    targets = read_images(lmdb_root, frame["key"].tolist())
+    lpips_vgg, lpips_info = extractors.lpips_model(net="vgg")
+    options = ProjectionOptions(steps=settings["steps"], space=settings["space"], seed=settings["seed"],
+                                w_avg_samples=settings["w_avg_samples"])
+    class_indices = [classes.index(label) for label in frame["label"]] if G.c_dim else None
+    ws, noise, curves = [], [], []
+    for start in range(0, len(frame), settings["batch"]):
+        part = slice(start, start + settings["batch"])
+        result = project(G, targets[part], lpips_vgg, options, None if class_indices is None else class_indices[part],
+                         device, label=f"project {gan} {start}/{len(frame)}")
+        ws.append(result["ws"])
+        noise.append(result["noise"])
+        curves.append(result["lpips_curve"])
+    ws = torch.cat(ws)
+    noise = [torch.cat(maps) for maps in zip(*noise)]
+    recon = reconstruct(G, ws, noise, device)
+    alex, alex_info = extractors.lpips_alex()
+    lpips_final = extractors.lpips_distance(alex, targets, recon)
+    l2 = ((recon.float() - targets.float()) / 127.5).square().mean(dim=[1, 2, 3]).numpy()
+    out_npz = Path(out_npz)
+    out_npz.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
+    np.savez(tmp, keys=np.array(frame["key"].tolist()), labels=np.array(frame["label"].tolist()), ws=ws.numpy(),
+             **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
+    tmp.replace(out_npz)
+    pairs = torch.stack([targets[:16], recon[:16]], dim=1).flatten(0, 1)  # target, reconstruction, …
+    rows = pairs.reshape(-1, 8, *pairs.shape[1:]).permute(0, 3, 1, 4, 2)
+    Image.fromarray(rows.reshape(rows.shape[0] * rows.shape[1], -1, 3).numpy()).save(out_png)
+    curve = torch.cat(curves, dim=1).mean(dim=1)
+    summary = {"gan": gan, "network": str(network), "split": settings["split"], "images": len(frame),
+               "space": settings["space"], "steps": settings["steps"],
+               "l2_mean": float(l2.mean()), "lpips_alex_mean": float(lpips_final.mean()),
+               "lpips_vgg_curve": {"first": float(curve[0]), "last": float(curve[-1])},
+               "lpips": {"loss": lpips_info, "report": alex_info},
+               "per_image": [{"key": k, "l2": float(a), "lpips_alex": float(b)}
+                             for k, a, b in zip(frame["key"], l2, lpips_final)],
+               "provenance": provenance("project", settings, seed=settings["seed"])}
+    write_json(out_npz.with_suffix(".json"), summary)
+    print(f"project {gan}: {len(frame)} images, L2 {summary['l2_mean']:.4f}, LPIPS {summary['lpips_alex_mean']:.4f}",
+          file=sys.stderr)
+    return summary
