@@ -73,7 +73,7 @@ def test_second_evaluation_reuses_the_real_features_and_repeats_exactly(evaluate
 def test_copies_of_the_training_images_score_as_copies(trained, tmp_path):
     """A 'generator' that outputs the real reference itself: FID ≈ 0, P = R = 1, authenticity 0."""
     cfg, lmdb, manifest, _ = trained
-    from dermsynth.metrics.gan_eval import read_images
+    from dermsynth.data.dataset import read_images
     reference = real_reference(manifest, ["train"], None, 12, 0)
     folder = tmp_path / "copies"
     folder.mkdir()

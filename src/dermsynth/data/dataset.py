@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
@@ -38,3 +39,9 @@ class LmdbImageDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[i]
+
+
+def read_images(store: LmdbImageStore | str | Path, keys: list[str]) -> torch.Tensor:
+    """uint8 images (N, 3, R, R) for `keys`, in that order."""
+    store = store if isinstance(store, LmdbImageStore) else LmdbImageStore(store)
+    return torch.from_numpy(np.stack([store.get(k) for k in keys])).permute(0, 3, 1, 2).contiguous()

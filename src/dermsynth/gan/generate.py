@@ -21,6 +21,7 @@ from PIL import Image
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
 from ..data.lmdb_store import INDEX_FILE, ShardWriter, encode_pixels, shard_of, shard_path
+from .networks import seed_latents
 from .run import load_generator
 
 
@@ -52,7 +53,7 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_inde
     out = []
     for start in range(0, len(seeds), batch):
         chunk = seeds[start:start + batch]
-        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in chunk])).float().to(device)
+        z = seed_latents(chunk, G.z_dim).to(device)
         c = None
         if G.c_dim > 0:
             c = torch.zeros(len(chunk), G.c_dim, device=device)

@@ -284,6 +284,11 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def seed_latents(seeds, z_dim: int) -> torch.Tensor:
+    """z for each seed: the same image for the same seed whatever the batch or the tool."""
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds])).float()
+
+
 class Generator(nn.Module):
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 256,
                  img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,

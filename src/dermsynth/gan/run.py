@@ -21,19 +21,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
 from ..labels import scheme_classes
 from ..outputs import write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .distributed import join_world, leave_world
-from .networks import Generator
+from .networks import Generator, seed_latents
 from .ops import fused
 from .training import GanTrainer, TrainingOptions
 
@@ -54,8 +54,7 @@ class LmdbTrainingImages:
         return len(self.keys)
 
     def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
-        pixels = np.stack([self.store.get(self.keys[i]) for i in indices.tolist()])
-        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        return read_images(self.store, [self.keys[i] for i in indices.tolist()])
 
 
 def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
@@ -86,7 +85,7 @@ def _latest_snapshot(out_dir: Path) -> Path | None:
 
 @torch.no_grad()
 def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -> None:
-    z = torch.stack([torch.from_numpy(np.random.RandomState(s).randn(G.z_dim)).float() for s in GRID_SEEDS]).to(device)
+    z = seed_latents(GRID_SEEDS, G.z_dim).to(device)
     c = None if G.c_dim == 0 else labels[torch.arange(len(z)) % len(labels)].to(device)
     images = G(z, c, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
     rows = images.reshape(4, 8, *images.shape[1:]).permute(0, 3, 1, 4, 2).reshape(4 * images.shape[2], 8 * images.shape[3], 3)

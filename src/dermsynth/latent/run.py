@@ -51,7 +51,7 @@ def run_projection(cfg: dict, gan: str, network: str | Path, lmdb_root: str | Pa
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
     from ..metrics import extractors
-    from ..metrics.gan_eval import read_images
+    from ..data.dataset import read_images
     from .project import ProjectionOptions, project, reconstruct
     settings, spec = cfg["latent"]["projection"], cfg["gans"][gan]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
 from . import generative
 from .extractors import Extractor
@@ -26,8 +27,7 @@ def load_split_images(lmdb_root: str | Path, manifest: str | Path, split: str, l
     keys = frame.loc[frame["split"] == split, "key"].tolist()
     if limit is not None and limit < len(keys):
         keys = sorted(np.random.default_rng(seed).choice(keys, size=limit, replace=False).tolist())
-    images = torch.from_numpy(np.stack([store.get(k) for k in keys])).permute(0, 3, 1, 2).contiguous()
-    return images, keys
+    return read_images(store, keys), keys
 
 
 def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn,

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
+from ..gan.networks import seed_latents
 from ..outputs import write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
@@ -47,11 +49,6 @@ def real_reference(manifest: str | Path, splits: list[str], classes: list[str] |
     if limit is not None and limit < len(frame):
         frame = frame.sample(n=limit, random_state=seed).sort_values("key")
     return frame.reset_index(drop=True)
-
-
-def read_images(lmdb_root: str | Path, keys: list[str]) -> torch.Tensor:
-    store = LmdbImageStore(lmdb_root)
-    return torch.from_numpy(np.stack([store.get(k) for k in keys])).permute(0, 3, 1, 2).contiguous()
 
 
 def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR) -> dict:
@@ -87,7 +84,7 @@ def generated_features(G, nets: dict, count: int, class_indices: list[int | None
     features = {net.name: [] for net in nets.values()}
     for start in range(0, count, batch):
         seeds = range(start, min(start + batch, count))
-        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float().to(device)
+        z = seed_latents(seeds, G.z_dim).to(device)
         c = None
         if G.c_dim > 0:
             c = torch.zeros(len(seeds), G.c_dim, device=device)
