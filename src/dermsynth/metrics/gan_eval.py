@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..data.dataset import read_images
-from ..data.lmdb_store import LmdbImageStore
+from ..data.lmdb_store import INDEX_FILE, LmdbImageStore
 from ..gan.networks import seed_latents
 from ..outputs import write_csv, write_json
 from ..progress import Progress
@@ -155,7 +155,7 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
     """uint8 images from a folder of PNG/JPEG files or an LMDB store written by dermsynth."""
     from PIL import Image
     path = Path(path)
-    if (path / "index.json").exists():  # an LMDB store
+    if (path / INDEX_FILE).exists():  # an LMDB store
         store = LmdbImageStore(path)
         keys = sorted(store.keys())[:limit]
         return read_images(path, keys), keys
