@@ -107,3 +107,15 @@ def test_table1_rows_equal_the_metric_files(evaluated, tmp_path):
     assert saved.loc[0, "KID (%)"] == pytest.approx(result["kid"] * 100, rel=1e-4)
     assert set(saved["data"]) == {"demo archives"} and not saved["real weights"].any()
     assert list(table.columns[:6]) == ["GAN", "KID (%)", "FID", "Precision", "Recall", "PPL"]
+
+
+def test_an_lmdb_of_generated_images_is_evaluated_whole(trained, tmp_path):
+    """`dermsynth generate --format lmdb` output is an image set too: every stored key is read."""
+    from dermsynth.data.lmdb_store import LmdbImageStore
+    from dermsynth.gan.generate import generate
+    cfg, lmdb, manifest, network = trained
+    store = generate(network, list(range(10)), tmp_path / "fakes", fmt="lmdb", device="cpu")
+    assert len(LmdbImageStore(store / "lmdb").keys()) == 10
+    result = evaluate_images(store, lmdb, manifest, ["train"], None, tmp_path / "fakes.json", real_samples=12,
+                             device="cpu", cache_dir=tmp_path / "cache")
+    assert result["n_images"] == 10 and np.isfinite(result["fid"])

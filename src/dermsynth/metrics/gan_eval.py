@@ -152,9 +152,12 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
 
 # --- any image set ---------------------------------------------------------------------------------
 def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:
-    """uint8 images from a folder of PNG/JPEG files or an LMDB store written by dermsynth."""
+    """uint8 images from a folder of PNG/JPEG files or a dermsynth LMDB store (the store itself, or a
+    folder holding it as `lmdb/`, as `dermsynth generate --format lmdb` and the data stage write)."""
     from PIL import Image
     path = Path(path)
+    if (path / "lmdb" / INDEX_FILE).exists():
+        path = path / "lmdb"
     if (path / INDEX_FILE).exists():  # an LMDB store
         store = LmdbImageStore(path)
         keys = sorted(store.keys())[:limit]
