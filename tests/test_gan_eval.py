@@ -115,7 +115,9 @@ def test_an_lmdb_of_generated_images_is_evaluated_whole(trained, tmp_path):
     from dermsynth.gan.generate import generate
     cfg, lmdb, manifest, network = trained
     store = generate(network, list(range(10)), tmp_path / "fakes", fmt="lmdb", device="cpu")
-    assert len(LmdbImageStore(store / "lmdb").keys()) == 10
+    written = LmdbImageStore(store / "lmdb")
+    assert len(written.keys()) == 10
+    written.close()  # LMDB allows one open handle per environment and process
     result = evaluate_images(store, lmdb, manifest, ["train"], None, tmp_path / "fakes.json", real_samples=12,
                              device="cpu", cache_dir=tmp_path / "cache")
     assert result["n_images"] == 10 and np.isfinite(result["fid"])

@@ -160,8 +160,10 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
         path = path / "lmdb"
     if (path / INDEX_FILE).exists():  # an LMDB store
         store = LmdbImageStore(path)
-        keys = sorted(store.keys())[:limit]
-        return read_images(path, keys), keys
+        keys = store.keys()[:limit]
+        images = read_images(store, keys)
+        store.close()
+        return images, keys
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     if not files:
         raise ValueError(f"{path}: no .png/.jpg images and no LMDB index.json")
