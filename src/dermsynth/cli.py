@@ -78,17 +78,14 @@ def cmd_federated_split(args) -> None:
 
 
 def cmd_train_gan(args) -> None:
-    from .errors import ConfigError
+    import os
+
     from .gan.run import train_gan
     cfg = _config(args)
-    if args.gan not in cfg["gans"]:
-        raise ConfigError(f"gan '{args.gan}' is not defined under 'gans' (defined: {', '.join(cfg['gans']) or 'none'})")
+    _gan_spec(cfg, args.gan)
     if args.threads:
-        import os
-
-        import torch
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: the job's threads are shared
-        torch.set_num_threads(max(1, args.threads // processes))
+        _set_threads(max(1, args.threads // processes))
     train_gan(cfg, args.gan, args.lmdb, args.manifest, args.out, device=args.device)
 
 

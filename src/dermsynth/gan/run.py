@@ -45,8 +45,8 @@ GRID_SEEDS = range(32)
 class LmdbTrainingImages:
     """The chosen images of an LMDB store as uint8 (3, R, R), read when a batch asks for them."""
 
-    def __init__(self, lmdb_root: str | Path, keys: list[str]):
-        self.store, self.keys = LmdbImageStore(lmdb_root), list(keys)
+    def __init__(self, store: LmdbImageStore, keys: list[str]):
+        self.store, self.keys = store, list(keys)
         resolution = int(self.store.index["resolution"])
         self.shape = (len(self.keys), 3, resolution, resolution)
 
@@ -69,7 +69,7 @@ def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
             from ..errors import ConfigError
             raise ConfigError(f"gans: classes {unknown} are not classes of the dataset ({', '.join(classes)})")
         frame = frame[frame["label"].isin(spec["classes"])]
-    images = LmdbTrainingImages(lmdb_root, frame["key"].tolist())
+    images = LmdbTrainingImages(store, frame["key"].tolist())
     labels = F.one_hot(torch.tensor([classes.index(x) for x in frame["label"]]), len(classes)).float()
     return images, labels, classes
 
@@ -166,7 +166,11 @@ def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path,
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
     """The generator stored in a training checkpoint (G_ema unless ema=False)."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    return generator_from_state(torch.load(path, map_location=device, weights_only=True), device, ema)
+
+
+def generator_from_state(state: dict, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
+    """The generator of an already loaded checkpoint (see `load_generator`)."""
     options = json.loads(state["options"])
     key = "G_ema" if ema else "G"
     weights = state[key]

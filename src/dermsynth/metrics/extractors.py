@@ -82,12 +82,13 @@ class Extractor:
                  progress: bool = True) -> np.ndarray:
         from ..progress import Progress
         self.model.to(device)
-        progress = Progress(len(images), f"features {self.name}", stream=None if progress else open(os.devnull, "w"))
+        progress = Progress(len(images), f"features {self.name}") if progress else None
         out = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)
             out.append(self.model(batch).double().cpu())
-            progress.update(len(batch))
+            if progress:
+                progress.update(len(batch))
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim))
 
 

@@ -199,7 +199,7 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
                    device: str | None = None, cache_dir=CACHE_DIR) -> pd.DataFrame:
     """FID and KID (Inception) of every training snapshot next to `network`, against the real reference."""
     from ..gan.generate import network_classes
-    from ..gan.run import load_generator
+    from ..gan.run import generator_from_state
     spec, ev = cfg["gans"][name], cfg["evaluation"]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     snapshots = sorted(Path(network).parent.glob("network-snapshot-step*.pt"))
@@ -209,13 +209,14 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
     frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
     nets = {"inception": feature_nets.inception()}
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
-                "classes": ",".join(spec.get("classes") or []), "resolution": None}
+                "classes": ",".join(spec.get("classes") or []),
+                "resolution": LmdbImageStore(lmdb_root).index["resolution"]}
+    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)[nets["inception"].name]
     rows = []
     for path in snapshots:
-        state_kimg = torch.load(path, map_location="cpu", weights_only=True)["nimg"] / 1000
-        G = load_generator(path, device)
-        identity["resolution"] = G.img_resolution
-        real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)[nets["inception"].name]
+        state = torch.load(path, map_location=device, weights_only=True)
+        state_kimg, G = state["nimg"] / 1000, generator_from_state(state, device)
+        del state  # D and the optimisers are not needed
         schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
         fake = generated_features(G, nets, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"],
                                   device, f"snapshot {path.name}")[nets["inception"].name]
