@@ -146,6 +146,67 @@ def cmd_project(args) -> None:
     run_projection(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.preview, device=args.device)
 
 
+def cmd_train_e4e(args) -> None:
+    from .latent.run_inversion import run_train_e4e
+    cfg = _config(args)
+    _gan_spec(cfg, args.gan)
+    _set_threads(args.threads)
+    run_train_e4e(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, device=args.device)
+
+
+def cmd_train_hyperstyle(args) -> None:
+    from .latent.run_inversion import run_train_hyperstyle
+    cfg = _config(args)
+    _gan_spec(cfg, args.gan)
+    _set_threads(args.threads)
+    run_train_hyperstyle(cfg, args.gan, args.network, args.e4e, args.lmdb, args.manifest, args.out,
+                         device=args.device)
+
+
+def cmd_invert(args) -> None:
+    from .latent.run_inversion import run_invert
+    cfg = _config(args)
+    _gan_spec(cfg, args.gan)
+    _set_threads(args.threads)
+    run_invert(cfg, args.gan, args.network, args.e4e, args.hyperstyle, args.lmdb, args.manifest, args.out,
+               device=args.device)
+
+
+def _transformation(cfg, name):
+    from .errors import ConfigError
+    from .latent.transform import load_transformations
+    entries = {t["name"]: t for t in load_transformations(cfg["latent"]["transform"]["file"])}
+    if name not in entries:
+        raise ConfigError(f"transformation {name!r} is not in {cfg['latent']['transform']['file']} "
+                          f"(defined: {', '.join(entries)})")
+    return entries[name]
+
+
+def cmd_transform(args) -> None:
+    from .latent.transform import run_transform
+    cfg = _config(args)
+    _set_threads(args.threads)
+    run_transform(cfg, _transformation(cfg, args.name), args.network, args.sefa, args.inversion, args.lmdb, args.out,
+                  device=args.device)
+
+
+def cmd_lpips_table(args) -> None:
+    from .latent.transform import write_lpips_table
+    table = write_lpips_table(args.reports, args.out, args.data_source)
+    print(table.to_string(index=False), file=sys.stderr)
+
+
+def cmd_synthetic_dataset(args) -> None:
+    from .synthetic.datasets import build_synthetic_dataset
+    cfg = _config(args)
+    sizes = cfg["synthetic"]["sizes"]
+    if args.name not in sizes:
+        from .errors import ConfigError
+        raise ConfigError(f"synthetic set {args.name!r} is not under synthetic.sizes (defined: {', '.join(sizes)})")
+    build_synthetic_dataset(args.name, sizes[args.name], cfg["synthetic"]["seed"], args.transformed, args.manifest,
+                            args.out)
+
+
 def cmd_generate(args) -> None:
     from .gan.generate import generate, parse_seeds
     try:
@@ -277,6 +338,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", required=True, help="PNG: pairs of target and reconstruction")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
+
+    p = verb("train-e4e", cmd_train_e4e, "Train an e4e encoder for a generator on its training images "
+             "(resumable); report held-out L2 / LPIPS / MS-SSIM.")
+    p.add_argument("--gan", required=True)
+    p.add_argument("--network", required=True)
+    p.add_argument("--lmdb", required=True, help="the generator's training LMDB")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help=".pt (a .json report beside it)")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("train-hyperstyle", cmd_train_hyperstyle, "Train a HyperStyle hypernetwork on top of an e4e encoder "
+             "(resumable); report held-out reconstruction per refinement iteration.")
+    p.add_argument("--gan", required=True)
+    p.add_argument("--network", required=True)
+    p.add_argument("--e4e", required=True)
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("invert", cmd_invert, "Invert one split of a dataset (e4e + HyperStyle): latents and kernel offsets "
+             "per image key (resumable by chunk).")
+    p.add_argument("--gan", required=True)
+    p.add_argument("--network", required=True)
+    p.add_argument("--e4e", required=True)
+    p.add_argument("--hyperstyle", required=True)
+    p.add_argument("--lmdb", required=True, help="the dataset's LMDB (latent.inversion.dataset)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("transform", cmd_transform, "Apply one named transformation to every inverted image: LMDB + manifest "
+             "with provenance and LPIPS, report JSON.")
+    p.add_argument("--name", required=True, help="a transformation of latent.transform.file")
+    p.add_argument("--network", required=True)
+    p.add_argument("--sefa", required=True, help="the generator's sefa-<range>.npz")
+    p.add_argument("--inversion", required=True, help="folder written by `invert`")
+    p.add_argument("--lmdb", required=True, help="the real images' LMDB (for LPIPS to the source)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("lpips-table", cmd_lpips_table, "The HAM10000 study's Table 1 (LPIPS per transformation).", config=False)
+    p.add_argument("--reports", nargs="+", required=True, help="transform.json files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-source", required=True)
+
+    p = verb("synthetic-dataset", cmd_synthetic_dataset, "Draw one SA-n synthetic training set from the "
+             "transformed images (n/T per transformation).")
+    p.add_argument("--name", required=True, help="a name under synthetic.sizes")
+    p.add_argument("--transformed", nargs="+", required=True, help="transformation output folders")
+    p.add_argument("--manifest", required=True, help="the real dataset's manifest (sources must be training images)")
+    p.add_argument("--out", required=True)
 
     p = verb("table1", cmd_table1, "The ISIC study's Table 1 from evaluate-gan JSON files.", config=False)
     p.add_argument("--metrics", nargs="+", required=True)

@@ -84,10 +84,13 @@ def _check_semantics(cfg: dict) -> list[str]:
     for name, gan in cfg.get("gans", {}).items():
         if gan["dataset"] not in cfg["datasets"]:
             problems.append(f"'gans.{name}.dataset': '{gan['dataset']}' is not defined under 'datasets'")
-    for part in ("sefa", "projection"):
+    for part in ("sefa", "projection", "inversion"):
         for i, name in enumerate(cfg.get("latent", {}).get(part, {}).get("gans", [])):
             if name not in cfg.get("gans", {}):
                 problems.append(f"'latent.{part}.gans[{i}]': '{name}' is not defined under 'gans'")
+    inversion = cfg.get("latent", {}).get("inversion", {})
+    if inversion.get("gans") and inversion.get("dataset") not in cfg["datasets"]:
+        problems.append(f"'latent.inversion.dataset': '{inversion.get('dataset')}' is not defined under 'datasets'")
     for i, name in enumerate(cfg.get("evaluation", {}).get("table1_gans", [])):
         if name not in cfg.get("gans", {}):
             problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "

@@ -11,6 +11,7 @@ import yaml
 from dermsynth.config import validate_config
 from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
 from dermsynth.data.sources import required_files
+from dermsynth.latent.transform import load_transformations
 
 config = validate_config(config, origin="the workflow config (config/config.yaml + --config)")
 
@@ -116,10 +117,68 @@ def projection_config(wildcards):
                         "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
 
 
+INVERSION_GANS = config["latent"]["inversion"]["gans"]
+TRANSFORMS = {t["name"]: t for t in load_transformations(config["latent"]["transform"]["file"], INVERSION_GANS)} \
+    if INVERSION_GANS else {}
+TRANSFORMATIONS = list(TRANSFORMS)
+SYNTHETIC = list(config["synthetic"]["sizes"]) if TRANSFORMS else []
+NOT_READ_BY_JOB = ("gans", "gpus", "runtime_hours")
+
+
+def _settings(section):
+    return {k: v for k, v in config["latent"][section].items() if k not in NOT_READ_BY_JOB}
+
+
+def inversion_training_config(wildcards, kind):
+    """What training e4e or HyperStyle reads: its settings, the held-out choice, the GAN's section."""
+    held_out = {k: config["latent"]["inversion"][k] for k in ("holdout", "report_images", "seed")}
+    spec = config["gans"][wildcards.gan]
+    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
+    return rule_config({"latent": {kind: _settings(kind), "inversion": held_out}, "gans": {wildcards.gan: spec},
+                        "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
+
+
+def inversion_config(wildcards):
+    settings = {k: v for k, v in _settings("inversion").items() if k not in ("holdout", "report_images")}
+    spec = config["gans"][wildcards.gan]
+    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
+    return rule_config({"latent": {"inversion": settings}, "gans": {wildcards.gan: spec},
+                        "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
+
+
+def inversion_data(wildcards):
+    dataset = config["latent"]["inversion"]["dataset"]
+    return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+
+
+def transform_inputs(wildcards):
+    spec = TRANSFORMS[wildcards.name]
+    return {"network": f"results/gan/{spec['gan']}/network-final.pt",
+            "sefa": f"results/latent/{spec['gan']}/sefa-{spec['layer_range']}.npz",
+            "inversion": f"results/latent/{spec['gan']}/inversion",
+            "lmdb": inversion_data(wildcards)["lmdb"]}
+
+
+def transform_config(wildcards):
+    """One transformation's entry (in a file of its own) and the transform settings: editing another
+    transformation does not re-run this one."""
+    file = rule_config({"transformations": [TRANSFORMS[wildcards.name]]})
+    return rule_config({"latent": {"transform": {**_settings("transform"), "file": file}}})
+
+
+def synthetic_config(wildcards):
+    return rule_config({"synthetic": {"sizes": {wildcards.synthetic: config["synthetic"]["sizes"][wildcards.synthetic]},
+                                      "seed": config["synthetic"]["seed"]}})
+
+
 def latent_outputs():
     outputs = [f"results/latent/{gan}/sefa-{layers}.png" for gan in SEFA_GANS
                for layers in config["latent"]["sefa"]["layer_ranges"]]
-    return outputs + [f"results/latent/{gan}/projection.json" for gan in config["latent"]["projection"]["gans"]]
+    outputs += [f"results/latent/{gan}/projection.json" for gan in config["latent"]["projection"]["gans"]]
+    outputs += [f"results/latent/{gan}/hyperstyle.json" for gan in INVERSION_GANS]
+    if TRANSFORMS:
+        outputs.append("results/tables/table1.csv")
+    return outputs + [f"results/synthetic/{name}" for name in SYNTHETIC]
 
 
 def gan_data(wildcards):

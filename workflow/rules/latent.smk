@@ -51,3 +51,147 @@ rule project:
         "dermsynth project --config {params.config} --gan {wildcards.gan} --network {input.network} "
         "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.latents} --preview {output.preview} "
         "--threads {threads} > {log} 2>&1"
+
+
+rule train_e4e:
+    input:
+        unpack(gan_data),
+        network="results/gan/{gan}/network-final.pt",
+    output:
+        model="results/latent/{gan}/e4e.pt",
+        report="results/latent/{gan}/e4e.json",
+    params:
+        config=lambda wc: inversion_training_config(wc, "e4e"),
+    log:
+        "logs/latent/train_e4e/{gan}.log",
+    benchmark:
+        "benchmarks/latent/train_e4e/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["latent"]["e4e"]["gpus"] else 2
+    resources:
+        gpu=config["latent"]["e4e"]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(config["latent"]["e4e"]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth train-e4e --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.model} --threads {threads} > {log} 2>&1"
+
+
+rule train_hyperstyle:
+    input:
+        unpack(gan_data),
+        network="results/gan/{gan}/network-final.pt",
+        e4e="results/latent/{gan}/e4e.pt",
+    output:
+        model="results/latent/{gan}/hyperstyle.pt",
+        report="results/latent/{gan}/hyperstyle.json",
+    params:
+        config=lambda wc: inversion_training_config(wc, "hyperstyle"),
+    log:
+        "logs/latent/train_hyperstyle/{gan}.log",
+    benchmark:
+        "benchmarks/latent/train_hyperstyle/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["latent"]["hyperstyle"]["gpus"] else 2
+    resources:
+        gpu=config["latent"]["hyperstyle"]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(config["latent"]["hyperstyle"]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth train-hyperstyle --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "--e4e {input.e4e} --lmdb {input.lmdb} --manifest {input.manifest} --out {output.model} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule invert:
+    input:
+        unpack(inversion_data),
+        network="results/gan/{gan}/network-final.pt",
+        e4e="results/latent/{gan}/e4e.pt",
+        hyperstyle="results/latent/{gan}/hyperstyle.pt",
+    output:
+        directory("results/latent/{gan}/inversion"),
+    params:
+        config=inversion_config,
+    log:
+        "logs/latent/invert/{gan}.log",
+    benchmark:
+        "benchmarks/latent/invert/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["latent"]["inversion"]["gpus"] else 2
+    resources:
+        gpu=config["latent"]["inversion"]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(config["latent"]["inversion"]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth invert --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "--e4e {input.e4e} --hyperstyle {input.hyperstyle} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "--out {output} --threads {threads} > {log} 2>&1"
+
+
+rule transform:
+    input:
+        unpack(transform_inputs),
+    output:
+        directory("results/latent/transformations/{name}"),
+    params:
+        config=transform_config,
+    log:
+        "logs/latent/transform/{name}.log",
+    benchmark:
+        "benchmarks/latent/transform/{name}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if config["latent"]["transform"]["gpus"] else 1
+    resources:
+        gpu=config["latent"]["transform"]["gpus"],
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: int(config["latent"]["transform"]["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth transform --config {params.config} --name {wildcards.name} --network {input.network} "
+        "--sefa {input.sefa} --inversion {input.inversion} --lmdb {input.lmdb} --out {output} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule lpips_table:
+    input:
+        expand("results/latent/transformations/{name}", name=TRANSFORMATIONS),
+    output:
+        "results/tables/table1.csv",
+    params:
+        reports=lambda wc, input: [f"{folder}/transform.json" for folder in input],
+        data=lambda wc: data_source(config["latent"]["inversion"]["dataset"]),
+    log:
+        "logs/tables/table1.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "dermsynth lpips-table --reports {params.reports} --out {output} --data-source {params.data:q} > {log} 2>&1"
+
+
+rule synthetic_dataset:
+    input:
+        transformed=expand("results/latent/transformations/{name}", name=TRANSFORMATIONS),
+        manifest=f"results/data/{config['latent']['inversion']['dataset']}/manifest.csv",
+    output:
+        directory("results/synthetic/{synthetic}"),
+    params:
+        config=synthetic_config,
+    log:
+        "logs/synthetic/{synthetic}.log",
+    benchmark:
+        "benchmarks/synthetic/{synthetic}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "dermsynth synthetic-dataset --config {params.config} --name {wildcards.synthetic} "
+        "--transformed {input.transformed} --manifest {input.manifest} --out {output} > {log} 2>&1"

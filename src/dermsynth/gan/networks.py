@@ -112,8 +112,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             x = x * coefficients.to(x.dtype).reshape(*coefficients.shape, 1, 1)
         return x
     batch, in_channels, height, width = x.shape
-    out_channels, _, kh, kw = weight.shape
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)
+    out_channels, _, kh, kw = weight.shape[-4:]
+    per_sample = weight if weight.ndim == 5 else weight.unsqueeze(0)  # (N, out, in, k, k): HyperStyle's kernels
+    w = per_sample * styles.reshape(batch, 1, in_channels, 1, 1)
     if demodulate:
         w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
     x = x.reshape(1, batch * in_channels, height, width)
@@ -136,11 +137,15 @@ class SynthesisLayer(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
-                noise: torch.Tensor | None = None) -> torch.Tensor:
-        """`noise` (N, 1, R, R), when given, replaces the noise of `noise_mode` (projection optimises it)."""
+                noise: torch.Tensor | None = None, weight_delta: torch.Tensor | None = None) -> torch.Tensor:
+        """`noise` (N, 1, R, R), when given, replaces the noise of `noise_mode` (projection optimises it).
+        `weight_delta` (N, out, in), when given, scales each sample's kernel by (1 + delta) (HyperStyle)."""
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, f=self.resample_filter,
-                             fused=not self.training)
+        weight = self.weight
+        if weight_delta is not None:
+            weight = weight.unsqueeze(0) * (1 + weight_delta.to(weight.dtype)[..., None, None])
+        x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up, f=self.resample_filter,
+                             fused=not self.training or weight_delta is not None)
         if noise is not None:
             x = x + noise.to(x.dtype) * self.noise_strength
         elif noise_mode == "random":
@@ -186,16 +191,18 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if self.conv0 is None else 2
         self.num_ws = self.num_conv + 1  # the toRGB style is shared with the next block's first conv
 
-    def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None):
+    def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None,
+                weight_deltas: dict | None = None):
         w_iter = iter(ws.unbind(dim=1))
+        deltas = weight_deltas or {}
         noise_iter = iter(noise or [None] * self.num_conv)
         dtype, memory_format = compute_format(ws, self.reduced_precision, self.reduced_dtype)
         if self.conv0 is None:
             x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1).to(dtype=dtype, memory_format=memory_format)
         else:
             x = self.conv0(x.to(dtype=dtype, memory_format=memory_format), next(w_iter), noise_mode,
-                           next(noise_iter))
-        x = self.conv1(x, next(w_iter), noise_mode, next(noise_iter))
+                           next(noise_iter), deltas.get(f"b{self.resolution}.conv0"))
+        x = self.conv1(x, next(w_iter), noise_mode, next(noise_iter), deltas.get(f"b{self.resolution}.conv1"))
         y = self.torgb(x, next(w_iter)).to(dtype=torch.float32, memory_format=torch.contiguous_format)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
@@ -227,9 +234,11 @@ class SynthesisNetwork(nn.Module):
         """Resolution of each noise input, in the order `forward(noise=...)` takes them."""
         return [block.resolution for block in self.blocks for _ in range(block.num_conv)]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None,
+                weight_deltas: dict | None = None) -> torch.Tensor:
         """ws: (N, num_ws, w_dim) per-layer styles (W+), or (N, w_dim) broadcast to every layer (W).
-        noise: optional explicit noise maps, one (N, 1, R, R) per conv layer (see `noise_resolutions`)."""
+        noise: optional explicit noise maps, one (N, 1, R, R) per conv layer (see `noise_resolutions`).
+        weight_deltas: optional {conv layer name ('b16.conv1'): (N, out, in)} relative kernel offsets."""
         if ws.ndim == 2:
             ws = ws.unsqueeze(1).repeat(1, self.num_ws, 1)
         if ws.shape[1] != self.num_ws:
@@ -238,9 +247,14 @@ class SynthesisNetwork(nn.Module):
         index = 0
         for block in self.blocks:
             block_noise = None if noise is None else noise[index:index + block.num_conv]
-            x, img = block(x, img, ws.narrow(1, index, block.num_ws), noise_mode, block_noise)
+            x, img = block(x, img, ws.narrow(1, index, block.num_ws), noise_mode, block_noise, weight_deltas)
             index += block.num_conv
         return img
+
+    def conv_layers(self) -> list[tuple[str, "SynthesisLayer"]]:
+        """(name, layer) of every modulated 3×3 convolution: the kernels HyperStyle offsets."""
+        return [(f"b{block.resolution}.{name}", getattr(block, name)) for block in self.blocks
+                for name in ("conv0", "conv1") if getattr(block, name) is not None]
 
     def style_layers(self) -> list[tuple[str, FullyConnected]]:
         """(name, affine layer) of every modulated layer, in the order of `ws`: what SeFa factorises."""

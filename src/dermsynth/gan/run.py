@@ -83,6 +83,18 @@ def _latest_snapshot(out_dir: Path) -> Path | None:
     return snapshots[-1] if snapshots else None
 
 
+def _set_aside(out_dir: Path, name: str) -> None:
+    """Snapshots of another config are not resumed: they move to superseded-<time>/ (nothing is deleted)."""
+    import time
+    aside = out_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in out_dir.iterdir():
+        if not path.name.startswith("superseded-"):
+            path.rename(aside / path.name)
+    print(f"train-gan {name}: the snapshots in {out_dir} were trained with other options; moved them to {aside} "
+          "and starting afresh", file=sys.stderr)
+
+
 @torch.no_grad()
 def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -> None:
     z = seed_latents(GRID_SEEDS, G.z_dim).to(device)
@@ -111,7 +123,14 @@ def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path,
     world.barrier()
     images, labels, classes = training_images(lmdb_root, manifest, spec)
     trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device, world)
-    if (latest := _latest_snapshot(out_dir)) is not None:
+    latest = _latest_snapshot(out_dir)
+    if latest is not None and not trainer.written_with_same_options(latest):
+        world.barrier()
+        if world.is_main:
+            _set_aside(out_dir, name)
+        world.barrier()
+        latest = None
+    if latest is not None:
         trainer.load(latest)
         if world.is_main:
             print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)

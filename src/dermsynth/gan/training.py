@@ -272,6 +272,10 @@ class GanTrainer:
         torch.save(self.state(), tmp)
         os.replace(tmp, path)
 
+    def written_with_same_options(self, path: str | Path) -> bool:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return json.loads(state["options"]) == json.loads(json.dumps(asdict(self.options)))
+
     def load(self, path: str | Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("format") != "dermsynth-stylegan2-checkpoint-v1":

@@ -1,0 +1,266 @@
+"""Training e4e and HyperStyle on a generator's training images, inverting images, reporting reconstruction.
+
+Both trainings are resumable and deterministic: each step's batch and latent draws come from a
+generator seeded with (seed, step), so a run killed and resumed from its checkpoint sees the same
+data as an uninterrupted one. The generator stays frozen throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..progress import Progress
+from .encoders import (E4eEncoder, HyperNetwork, LatentDiscriminator, accumulate, deltas_from_factors, hyper_layers,
+                       ws_resolutions)
+
+
+@dataclass
+class E4eOptions:
+    backbone: str = "resnet34"
+    input_resolution: int = 256
+    steps: int = 100_000
+    batch: int = 8
+    lr: float = 1e-4
+    l2_weight: float = 1.0
+    lpips_weight: float = 0.8
+    offset_weight: float = 2e-4
+    discriminator_weight: float = 0.1
+    discriminator_lr: float = 2e-5
+    r1_gamma: float = 10.0
+    r1_interval: int = 16
+    progressive_start: int = 20_000
+    progressive_every: int = 2_000
+    checkpoint_steps: int = 1_000
+    log_steps: int = 50
+    pretrained: bool = True
+    seed: int = 0
+
+
+@dataclass
+class HyperStyleOptions:
+    backbone: str = "resnet34"
+    input_resolution: int = 256
+    steps: int = 100_000
+    batch: int = 8
+    lr: float = 1e-4
+    iterations: int = 5
+    rank: int = 4
+    layer_ranges: list = field(default_factory=lambda: ["middle", "fine"])
+    l2_weight: float = 1.0
+    lpips_weight: float = 0.8
+    checkpoint_steps: int = 1_000
+    log_steps: int = 50
+    pretrained: bool = True
+    seed: int = 0
+
+
+def options_from(cls, settings: dict):
+    names = {f for f in cls.__dataclass_fields__}
+    return cls(**{k: v for k, v in settings.items() if k in names})
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+
+
+def progressive_offsets(options: E4eOptions, step: int, num_ws: int) -> int:
+    """How many offsets Δ_1… are switched on at `step` (e4e's progressive training)."""
+    if step < options.progressive_start:
+        return 0
+    return min(num_ws - 1, 1 + (step - options.progressive_start) // max(1, options.progressive_every))
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _resume(path: Path, modules: dict, optimizers: dict) -> int:
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, module in {**modules, **optimizers}.items():
+        module.load_state_dict(state[name])
+    print(f"resuming from {path} at step {state['step']}", flush=True)
+    return int(state["step"])
+
+
+def build_e4e(G, options: E4eOptions, weights_cache=None) -> E4eEncoder:
+    torch.manual_seed(options.seed)
+    encoder = E4eEncoder(G.num_ws, G.w_dim, ws_resolutions(G), options.input_resolution, options.backbone,
+                         weights_cache, options.pretrained)
+    encoder.w_avg.copy_(G.mapping.w_avg.detach().cpu())
+    return encoder
+
+
+def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, device="cpu",
+              weights_cache=None) -> tuple[E4eEncoder, list[dict]]:
+    """Train an e4e encoder on `images` (indexable by a LongTensor of positions → uint8 batch)."""
+    G = G.to(device).eval().requires_grad_(False)
+    lpips = lpips.to(device).eval().requires_grad_(False)
+    encoder = build_e4e(G, options, weights_cache).to(device)
+    discriminator = LatentDiscriminator(G.w_dim).to(device)
+    opt_e = torch.optim.Adam(encoder.parameters(), lr=options.lr)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=options.discriminator_lr, betas=(0.9, 0.999))
+    checkpoint = Path(checkpoint)
+    modules, optimizers = {"encoder": encoder, "discriminator": discriminator}, {"opt_e": opt_e, "opt_d": opt_d}
+    start = _resume(checkpoint, modules, optimizers)
+    history, progress = [], Progress(options.steps - start, "train e4e", unit="step")
+    for step in range(start, options.steps):
+        generator = step_generator(options.seed, step)
+        encoder.active_offsets.fill_(progressive_offsets(options, step, G.num_ws))
+        real = to_signed(images[torch.randint(len(images), (options.batch,), generator=generator)]).to(device)
+        active = int(encoder.active_offsets) + 1
+        d_loss = torch.zeros(())
+        if options.discriminator_weight > 0:
+            z = torch.randn(options.batch, G.z_dim, generator=generator).to(device)
+            d_loss = _discriminator_step(G, encoder, discriminator, opt_d, real, z, active, step, options)
+        ws, offsets = encoder(real)
+        reconstruction = G.synthesis(ws, noise_mode="const")
+        l2 = F.mse_loss(reconstruction, real)
+        perceptual = lpips(reconstruction, real).mean()
+        offset_norm = offsets.norm(dim=2).sum(dim=1).mean()
+        adversarial = F.softplus(-discriminator(ws[:, :active].flatten(0, 1))).mean() \
+            if options.discriminator_weight > 0 else torch.zeros((), device=device)
+        loss = (options.l2_weight * l2 + options.lpips_weight * perceptual + options.offset_weight * offset_norm
+                + options.discriminator_weight * adversarial)
+        opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_e.step()
+        if step % options.log_steps == 0 or step == options.steps - 1:
+            history.append({"step": step, "l2": float(l2), "lpips": float(perceptual), "offset_norm": float(offset_norm),
+                            "adversarial": float(adversarial), "discriminator": float(d_loss), "active_ws": active})
+        if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
+            _save(checkpoint, {**{k: m.state_dict() for k, m in {**modules, **optimizers}.items()}, "step": step + 1})
+        progress.update()
+    progress.close()
+    encoder.active_offsets.fill_(progressive_offsets(options, options.steps - 1, G.num_ws))
+    return encoder.eval(), history
+
+
+def _discriminator_step(G, encoder, discriminator, opt_d, real, z, active, step, options) -> torch.Tensor:
+    with torch.no_grad():
+        real_w = G.mapping(z, None if G.c_dim == 0 else torch.zeros(len(z), G.c_dim, device=z.device))[:, 0]
+        fake_w = encoder(real)[0][:, :active].flatten(0, 1)
+    loss = F.softplus(discriminator(fake_w)).mean() + F.softplus(-discriminator(real_w)).mean()
+    if step % options.r1_interval == 0:
+        real_w = real_w.detach().requires_grad_(True)
+        gradient, = torch.autograd.grad(discriminator(real_w).sum(), real_w, create_graph=True)
+        loss = loss + options.r1_gamma / 2 * gradient.square().sum(dim=1).mean() * options.r1_interval
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return loss.detach()
+
+
+def build_hypernetwork(G, options: HyperStyleOptions, weights_cache=None) -> HyperNetwork:
+    torch.manual_seed(options.seed)
+    layers = hyper_layers(G, list(options.layer_ranges))
+    if not layers:
+        raise ValueError(f"the generator has no 3×3 convolutions in layer ranges {options.layer_ranges}")
+    return HyperNetwork(layers, options.input_resolution, options.backbone, options.rank, weights_cache,
+                        options.pretrained)
+
+
+def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions, lpips, checkpoint: str | Path,
+                     device="cpu", weights_cache=None) -> tuple[HyperNetwork, list[dict]]:
+    """Train the hypernetwork on top of a frozen W-encoder; each iteration's loss is back-propagated
+    on its own (earlier offsets and reconstructions are inputs, not part of the graph), one optimiser
+    step per batch, as in HyperStyle."""
+    G = G.to(device).eval().requires_grad_(False)
+    encoder = encoder.to(device).eval().requires_grad_(False)
+    lpips = lpips.to(device).eval().requires_grad_(False)
+    hyper = build_hypernetwork(G, options, weights_cache).to(device)
+    optimizer = torch.optim.Adam(hyper.parameters(), lr=options.lr)
+    checkpoint = Path(checkpoint)
+    start = _resume(checkpoint, {"hypernetwork": hyper}, {"optimizer": optimizer})
+    history, progress = [], Progress(options.steps - start, "train hyperstyle", unit="step")
+    for step in range(start, options.steps):
+        generator = step_generator(options.seed, step)
+        real = to_signed(images[torch.randint(len(images), (options.batch,), generator=generator)]).to(device)
+        with torch.no_grad():
+            ws = encoder(real)[0]
+            previous = G.synthesis(ws, noise_mode="const")
+        optimizer.zero_grad(set_to_none=True)
+        factors, losses = None, []
+        for _ in range(options.iterations):
+            current = accumulate(factors, hyper(real, previous))
+            reconstruction = G.synthesis(ws, noise_mode="const", weight_deltas=deltas_from_factors(current))
+            l2 = F.mse_loss(reconstruction, real)
+            loss = options.l2_weight * l2 + options.lpips_weight * lpips(reconstruction, real).mean()
+            loss.backward()
+            losses.append(float(l2))
+            factors = {name: (a.detach(), b.detach()) for name, (a, b) in current.items()}
+            previous = reconstruction.detach()
+        optimizer.step()
+        if step % options.log_steps == 0 or step == options.steps - 1:
+            history.append({"step": step, "l2_per_iteration": losses})
+        if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
+            _save(checkpoint, {"hypernetwork": hyper.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
+        progress.update()
+    progress.close()
+    return hyper.eval(), history
+
+
+@torch.no_grad()
+def invert(G, encoder: E4eEncoder, images: torch.Tensor, hyper: HyperNetwork | None = None, iterations: int = 5,
+           device="cpu") -> dict:
+    """Invert uint8 images: ws from the encoder, then `iterations` HyperStyle refinements.
+    Returns ws, factors {layer: (A, B)} (Δ = A·Bᵀ) and the reconstructions after each stage."""
+    G, encoder = G.to(device).eval(), encoder.to(device).eval()
+    real = to_signed(images).to(device)
+    ws = encoder(real)[0]
+    reconstruction = G.synthesis(ws, noise_mode="const")
+    stages, factors = [to_uint8(reconstruction)], None
+    if hyper is not None:
+        hyper = hyper.to(device).eval()
+        for _ in range(iterations):
+            factors = accumulate(factors, hyper(real, reconstruction))
+            reconstruction = G.synthesis(ws, noise_mode="const", weight_deltas=deltas_from_factors(factors))
+            stages.append(to_uint8(reconstruction))
+    return {"ws": ws.cpu(), "stages": stages,
+            "factors": None if factors is None else {k: (a.cpu(), b.cpu()) for k, (a, b) in factors.items()}}
+
+
+def ms_ssim(first: torch.Tensor, second: torch.Tensor) -> tuple[np.ndarray, int]:
+    """Per-image five-scale MS-SSIM of uint8 batches (pytorch-msssim). The standard 11-pixel window
+    needs images above 160²; smaller images use the largest odd window that fits the coarsest scale
+    (3 pixels at 64²); at 32² and below it is undefined (NaN). Returns the values and the window."""
+    from pytorch_msssim import ms_ssim as msssim
+    side = min(first.shape[-2:])
+    window = 11
+    while window > 3 and (window - 1) * 16 >= side:
+        window -= 2
+    if (window - 1) * 16 >= side:  # four halvings leave less than the smallest window: undefined
+        return np.full(len(first), np.nan), None
+    values = msssim(first.float(), second.float(), data_range=255, size_average=False, win_size=window)
+    return values.numpy(), window
+
+
+def reconstruction_report(targets: torch.Tensor, reconstructions: torch.Tensor, lpips_alex) -> dict:
+    """Mean L2 (MSE on [−1, 1] pixels), LPIPS-Alex and MS-SSIM between uint8 targets and reconstructions."""
+    from ..metrics.extractors import lpips_distance
+    l2 = (to_signed(targets) - to_signed(reconstructions)).square().mean(dim=[1, 2, 3]).numpy()
+    perceptual = lpips_distance(lpips_alex, targets, reconstructions)
+    similarity, window = ms_ssim(targets, reconstructions)
+    return {"images": len(targets), "l2": float(l2.mean()), "lpips_alex": float(perceptual.mean()),
+            "ms_ssim": float(similarity.mean()), "ms_ssim_window": window}
+
+
+def options_dict(options) -> dict:
+    return asdict(options)

@@ -1,0 +1,226 @@
+"""`dermsynth train-e4e`, `train-hyperstyle` and `invert`: GAN inversion trained on the generator's own
+training images, reported on held-out ones, then applied to a whole split (latents stored per key).
+
+Stored inversion (a folder):
+    index.csv           key, label, split, row (row of the arrays below)
+    ws.npy              (N, num_ws, w_dim) float32 W+ latents from e4e
+    offsets-<layer>-a.npy, offsets-<layer>-b.npy
+                        (N, out, k) and (N, in, k) float16: HyperStyle's kernel offset of each conv
+                        layer is Δ = a·bᵀ, the kernel used θ ⊙ (1 + Δ)
+    report.json         reconstruction L2 / LPIPS / MS-SSIM of the e4e and the refined inversion
+    preview.png         rows of target | e4e | HyperStyle
+Chunks of `batch` images are written under chunks/ as they finish, so a killed job resumes there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from ..outputs import write_csv, write_json
+from ..provenance import provenance
+from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert, options_dict,
+                        options_from, reconstruction_report, train_e4e, train_hyperstyle)
+
+
+def _device(device):
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def holdout_split(keys: list[str], fraction: float, seed: int, limit: int) -> tuple[list[str], list[str]]:
+    """(training keys, held-out keys): a seeded choice of `fraction` of the keys (at most `limit`) is held out."""
+    rng = np.random.default_rng(seed)
+    count = min(limit, max(1, int(round(len(keys) * fraction))))
+    held = set(rng.choice(sorted(keys), size=count, replace=False).tolist())
+    return [k for k in keys if k not in held], sorted(held)
+
+
+def _gan_images(cfg: dict, gan: str, lmdb_root, manifest):
+    from ..gan.run import LmdbTrainingImages, training_images
+    images, _, _ = training_images(lmdb_root, manifest, cfg["gans"][gan])
+    settings = cfg["latent"]["inversion"]
+    train_keys, held_keys = holdout_split(images.keys, settings["holdout"], settings["seed"], settings["report_images"])
+    return LmdbTrainingImages(images.store, train_keys), images.store, held_keys
+
+
+def _save_model(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_e4e(path, G, device="cpu"):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    options = E4eOptions(**state["options"])
+    encoder = build_e4e(G, E4eOptions(**{**state["options"], "pretrained": False}))
+    encoder.load_state_dict(state["encoder"])
+    return encoder.to(device).eval(), options
+
+
+def load_hyperstyle(path, G, device="cpu"):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    options = HyperStyleOptions(**state["options"])
+    hyper = build_hypernetwork(G, HyperStyleOptions(**{**state["options"], "pretrained": False}))
+    hyper.load_state_dict(state["hypernetwork"])
+    return hyper.to(device).eval(), options
+
+
+def _report(G, encoder, hyper, iterations, store, held_keys, device) -> dict:
+    from ..data.dataset import read_images
+    from ..metrics.extractors import lpips_alex
+    targets = read_images(store, held_keys)
+    alex, alex_info = lpips_alex()
+    result = invert(G, encoder, targets, hyper, iterations, device)
+    report = {"held_out_images": len(held_keys), "lpips": alex_info,
+              "w_encoder": reconstruction_report(targets, result["stages"][0], alex)}
+    if hyper is not None:
+        report["per_iteration"] = [reconstruction_report(targets, stage, alex) for stage in result["stages"][1:]]
+        report["hyperstyle"] = report["per_iteration"][-1]
+    return report
+
+
+def run_train_e4e(cfg: dict, gan: str, network, lmdb_root, manifest, out, device=None) -> dict:
+    from ..gan.run import load_generator
+    from ..metrics.extractors import lpips_model
+    device = _device(device)
+    settings = cfg["latent"]["e4e"]
+    options = options_from(E4eOptions, settings)
+    G = load_generator(network, device)
+    images, store, held_keys = _gan_images(cfg, gan, lmdb_root, manifest)
+    lpips, _ = lpips_model(net="alex")
+    out = Path(out)
+    checkpoint = out.with_name(out.stem + ".resume.pt")
+    encoder, history = train_e4e(G, images, options, lpips, checkpoint, device)
+    _save_model(out, {"encoder": encoder.state_dict(), "options": options_dict(options), "network": str(network)})
+    checkpoint.unlink(missing_ok=True)
+    report = _report(G, encoder, None, 0, store, held_keys, device)
+    summary = {"gan": gan, "network": str(network), "training_images": len(images), "history": history,
+               "backbone_weights": encoder.pyramid.weights, "report": report,
+               "provenance": provenance("train-e4e", settings, seed=settings["seed"])}
+    write_json(out.with_suffix(".json"), summary)
+    r = report["w_encoder"]
+    print(f"e4e {gan}: held-out L2 {r['l2']:.4f}, LPIPS {r['lpips_alex']:.4f}, MS-SSIM {r['ms_ssim']:.4f}",
+          file=sys.stderr)
+    return summary
+
+
+def run_train_hyperstyle(cfg: dict, gan: str, network, e4e, lmdb_root, manifest, out, device=None) -> dict:
+    from ..gan.run import load_generator
+    from ..metrics.extractors import lpips_model
+    device = _device(device)
+    settings = cfg["latent"]["hyperstyle"]
+    options = options_from(HyperStyleOptions, settings)
+    G = load_generator(network, device)
+    encoder, _ = load_e4e(e4e, G, device)
+    images, store, held_keys = _gan_images(cfg, gan, lmdb_root, manifest)
+    lpips, _ = lpips_model(net="alex")
+    out = Path(out)
+    checkpoint = out.with_name(out.stem + ".resume.pt")
+    hyper, history = train_hyperstyle(G, encoder, images, options, lpips, checkpoint, device)
+    _save_model(out, {"hypernetwork": hyper.state_dict(), "options": options_dict(options), "network": str(network),
+                      "e4e": str(e4e)})
+    checkpoint.unlink(missing_ok=True)
+    report = _report(G, encoder, hyper, options.iterations, store, held_keys, device)
+    summary = {"gan": gan, "network": str(network), "e4e": str(e4e), "training_images": len(images),
+               "layers": hyper.layer_names, "history": history, "backbone_weights": hyper.pyramid.weights,
+               "report": report, "refined_beats_w_encoder": report["hyperstyle"]["l2"] < report["w_encoder"]["l2"],
+               "provenance": provenance("train-hyperstyle", settings, seed=settings["seed"])}
+    write_json(out.with_suffix(".json"), summary)
+    print(f"hyperstyle {gan}: held-out L2 {report['w_encoder']['l2']:.4f} (e4e) → {report['hyperstyle']['l2']:.4f} "
+          f"after {options.iterations} iterations", file=sys.stderr)
+    return summary
+
+
+def run_invert(cfg: dict, gan: str, network, e4e, hyperstyle, lmdb_root, manifest, out_dir, device=None) -> dict:
+    """Invert every image of `latent.inversion.split` of `latent.inversion.dataset` (resumable by chunk)."""
+    from ..data.dataset import read_images
+    from ..data.lmdb_store import LmdbImageStore
+    from ..gan.run import load_generator
+    from ..progress import Progress
+    device = _device(device)
+    settings = cfg["latent"]["inversion"]
+    G = load_generator(network, device)
+    encoder, _ = load_e4e(e4e, G, device)
+    hyper, hyper_options = load_hyperstyle(hyperstyle, G, device)
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame = frame[frame["split"] == settings["split"]].sort_values("key").reset_index(drop=True)
+    out_dir = Path(out_dir)
+    chunks = out_dir.with_name(out_dir.name + ".chunks")
+    chunks.mkdir(parents=True, exist_ok=True)
+    store = LmdbImageStore(lmdb_root)
+    batch = settings["batch"]
+    progress = Progress(len(frame), f"invert {gan}")
+    for start in range(0, len(frame), batch):
+        chunk = chunks / f"chunk-{start:08d}.pt"
+        if not chunk.exists():
+            result = invert(G, encoder, read_images(store, frame["key"][start:start + batch].tolist()), hyper,
+                            hyper_options.iterations, device)
+            _save_model(chunk, {"ws": result["ws"],
+                                "factors": {k: [a.half(), b.half()] for k, (a, b) in result["factors"].items()}})
+        progress.update(min(batch, len(frame) - start))
+    progress.close()
+    _merge_chunks(chunks, out_dir, frame, hyper.layer_names)
+    summary = {"gan": gan, "dataset_manifest": str(manifest), "split": settings["split"], "images": len(frame),
+               "iterations": hyper_options.iterations, "layers": hyper.layer_names,
+               "provenance": provenance("invert", settings, seed=None)}
+    write_json(out_dir / "inversion.json", summary)
+    _preview(G, store, frame, out_dir, encoder, hyper, hyper_options.iterations, device)
+    shutil.rmtree(chunks)
+    print(f"invert {gan}: {len(frame)} images of split {settings['split']}", file=sys.stderr)
+    return summary
+
+
+def _merge_chunks(chunks: Path, out_dir: Path, frame: pd.DataFrame, layers: list[str]) -> None:
+    parts = [torch.load(p, weights_only=True) for p in sorted(chunks.glob("chunk-*.pt"))]
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    np.save(staging / "ws.npy", torch.cat([p["ws"] for p in parts]).float().numpy())
+    for layer in layers:
+        for i, side in enumerate("ab"):
+            np.save(staging / f"offsets-{layer}-{side}.npy", torch.cat([p["factors"][layer][i] for p in parts]).numpy())
+    index = frame[["key", "label", "split"]].copy()
+    index["row"] = range(len(index))
+    write_csv(staging / "index.csv", index)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def _preview(G, store, frame, out_dir: Path, encoder, hyper, iterations, device, count: int = 8) -> None:
+    from ..data.dataset import read_images
+    targets = read_images(store, frame["key"][:count].tolist())
+    result = invert(G, encoder, targets, hyper, iterations, device)
+    rows = torch.stack([targets, result["stages"][0], result["stages"][-1]], dim=1)  # (n, 3 columns, C, H, W)
+    grid = rows.permute(0, 3, 1, 4, 2).reshape(rows.shape[0] * rows.shape[3], 3 * rows.shape[4], 3)
+    Image.fromarray(grid.numpy()).save(out_dir / "preview.png")
+
+
+class StoredInversion:
+    """Read access to an inversion folder: ws and HyperStyle offsets of chosen keys."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.index = pd.read_csv(self.folder / "index.csv", dtype={"key": str, "label": str, "split": str})
+        self.rows = dict(zip(self.index["key"], self.index["row"]))
+        self.ws = np.load(self.folder / "ws.npy", mmap_mode="r")
+        self.layers = sorted({p.name[len("offsets-"):-len("-a.npy")] for p in self.folder.glob("offsets-*-a.npy")})
+        self.factors = {layer: tuple(np.load(self.folder / f"offsets-{layer}-{s}.npy", mmap_mode="r") for s in "ab")
+                        for layer in self.layers}
+
+    def latents(self, keys: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(ws (N, num_ws, w_dim), {layer: Δ (N, out, in)}) of `keys`."""
+        rows = [self.rows[k] for k in keys]
+        ws = torch.from_numpy(np.ascontiguousarray(self.ws[rows]))
+        deltas = {}
+        for layer, (a, b) in self.factors.items():
+            a_rows = torch.from_numpy(np.ascontiguousarray(a[rows])).float()
+            b_rows = torch.from_numpy(np.ascontiguousarray(b[rows])).float()
+            deltas[layer] = a_rows @ b_rows.transpose(1, 2)
+        return ws, deltas

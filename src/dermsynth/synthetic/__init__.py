@@ -1,0 +1,1 @@
+"""Synthetic training sets: SA-n datasets drawn from the transformed images, and their filtered variants."""

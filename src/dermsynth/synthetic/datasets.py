@@ -1,0 +1,119 @@
+"""SA-n synthetic datasets: n images drawn from the accepted transformed images, n/T per transformation.
+
+Each size is its own seeded draw (seed, n), so SA-4k is not SA-2k plus 2000 more: the study draws
+each set independently. The images are copied (encoded bytes, no re-encoding) into an LMDB store
+of the same layout as an ingested dataset, with a manifest whose rows carry each image's label and
+provenance (source key, transformation, magnitude, LPIPS) — ready to be concatenated with the real
+training split. Every source image must belong to the real training split: a synthetic image derived
+from a validation or test image would leak it into training, so that is an error, not a warning.
+
+Filtered variants (SA-n-filter) need the unfiltered classifier's predictions: `filter_synthetic`
+drops the synthetic images that model misclassifies; the classifier stage calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.lmdb_store import INDEX_FILE, LmdbImageStore, ShardWriter, shard_of, shard_path
+from ..errors import DermsynthError
+from ..outputs import write_csv, write_json
+from ..provenance import provenance
+
+
+def per_transformation_counts(size: int, names: list[str]) -> dict[str, int]:
+    """n/T each; when T does not divide n the first n mod T transformations get one more."""
+    base, extra = divmod(size, len(names))
+    return {name: base + (1 if i < extra else 0) for i, name in enumerate(names)}
+
+
+def draw_synthetic(pools: dict[str, pd.DataFrame], size: int, seed: int) -> pd.DataFrame:
+    """Rows drawn without replacement from each transformation's accepted images."""
+    names = sorted(pools)
+    rng = np.random.default_rng([seed, size])
+    parts = []
+    for name, count in per_transformation_counts(size, names).items():
+        accepted = pools[name][pools[name]["accepted"].astype(str).str.lower() == "true"].sort_values("key")
+        if len(accepted) < count:
+            raise DermsynthError(f"synthetic set of {size}: transformation {name} has {len(accepted)} accepted "
+                                 f"images, {count} are needed. Raise latent.transform.variants (transformed "
+                                 "versions per source image) or lower synthetic.sizes.")
+        chosen = rng.choice(len(accepted), size=count, replace=False)
+        parts.append(accepted.iloc[np.sort(chosen)])
+    return pd.concat(parts, ignore_index=True)
+
+
+def check_sources_in_train(drawn: pd.DataFrame, real_manifest: pd.DataFrame) -> None:
+    split_of = dict(zip(real_manifest["key"], real_manifest["split"]))
+    leaked = drawn[drawn["source_key"].map(split_of) != "train"]
+    if len(leaked):
+        rows = ", ".join(f"{r.key} (source {r.source_key}: {split_of.get(r.source_key, 'not in the dataset')})"
+                         for r in leaked.head(5).itertuples())
+        raise DermsynthError(f"{len(leaked)} synthetic images derive from images outside the real training split, "
+                             f"e.g. {rows}. Invert the training split only (latent.inversion.split: train).")
+
+
+def copy_images(rows: pd.DataFrame, stores: dict[str, LmdbImageStore], out_dir: Path, labels: str,
+                resolution: int, dataset: str) -> None:
+    """Copy the encoded images of `rows` (from the store of each row's transformation) into out_dir/lmdb."""
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "lmdb").mkdir(parents=True)
+    writer = ShardWriter(shard_path(staging / "lmdb", 0), 64 << 20)
+    batch = []
+    for row in rows.itertuples():
+        batch.append((b"img/" + row.key.encode(), stores[row.transformation].get_bytes(row.key)))
+        if len(batch) == 512:
+            writer.write(batch)
+            batch = []
+    writer.write(batch)
+    writer.close()
+    encoding = next(iter(stores.values())).encoding
+    (staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
+        "dataset": dataset, "labels": labels, "count": len(rows), "resolution": resolution, "encoding": encoding,
+        "shards": 1, "complete": True}))
+    write_csv(staging / "manifest.csv", rows)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def build_synthetic_dataset(name: str, size: int, seed: int, transform_dirs: list[str | Path],
+                            real_manifest: str | Path, out_dir: str | Path) -> dict:
+    out_dir = Path(out_dir)
+    pools = {}
+    stores = {}
+    for folder in map(Path, transform_dirs):
+        frame = pd.read_csv(folder / "manifest.csv", dtype={"key": str, "source_key": str, "label": str})
+        transformation = frame["transformation"].iloc[0]
+        pools[transformation], stores[transformation] = frame, LmdbImageStore(folder / "lmdb")
+    drawn = draw_synthetic(pools, size, seed)
+    check_sources_in_train(drawn, pd.read_csv(real_manifest, dtype=str, keep_default_na=False))
+    first = next(iter(stores.values()))
+    drawn = drawn.assign(split="train", synthetic=True)
+    copy_images(drawn, stores, out_dir, first.index["labels"], first.resolution, name)
+    counts = drawn.groupby("transformation").size().to_dict()
+    summary = {"name": name, "size": size, "seed": seed, "per_transformation": counts,
+               "per_class": drawn.groupby("label").size().to_dict(), "sources": [str(p) for p in transform_dirs],
+               "lpips_mean": float(drawn["lpips"].mean()),
+               "provenance": provenance("synthetic-dataset", {"name": name, "size": size, "seed": seed}, seed=seed)}
+    write_json(out_dir / "summary.json", summary)
+    print(f"synthetic {name}: {size} images ({', '.join(f'{k} {v}' for k, v in counts.items())})", file=sys.stderr)
+    return summary
+
+
+def filter_synthetic(manifest: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, dropped): the synthetic rows whose predicted class (from the unfiltered model's
+    `predictions`, columns key, predicted) equals their label are kept."""
+    predicted = dict(zip(predictions["key"], predictions["predicted"]))
+    missing = sorted(set(manifest["key"]) - set(predicted))
+    if missing:
+        raise DermsynthError(f"{len(missing)} synthetic images have no prediction (e.g. {missing[:3]}); predict the "
+                             "whole synthetic set with the unfiltered model first")
+    correct = manifest["key"].map(predicted) == manifest["label"]
+    return manifest[correct].reset_index(drop=True), manifest[~correct].reset_index(drop=True)
