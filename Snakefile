@@ -15,6 +15,16 @@ configfile: "config/config.yaml"
 localrules:
     all,
     isic_table1,
+    lpips_table,
+    filter_synthetic,
+    ham_tables,
+    isic_table2,
+
+
+wildcard_constraints:
+    arch="[^/]+",
+    gan="[^/]+",
+    family="[^/]+",
 
 
 include: "workflow/rules/common.smk"
@@ -22,6 +32,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/latent.smk"
+include: "workflow/rules/classify.smk"
 
 
 rule all:
@@ -30,4 +41,5 @@ rule all:
         gan_outputs(),
         metrics_outputs(),
         latent_outputs(),
+        classifier_outputs(),
     default_target: True

@@ -37,6 +37,16 @@ def demo_config(root: Path, **overrides) -> dict:
         gan.update(kimg=0.032, snapshot_kimg=0.016)
     raw["evaluation"].update(fake_samples=12, real_samples=12, ppl_samples=6, kid_subset=6, snapshot_samples=6)
     raw["latent"]["projection"].update(images=4, steps=10, w_avg_samples=200)
+    raw["latent"]["e4e"].update(steps=4, batch=4, input_resolution=32, progressive_start=1, progressive_every=1,
+                                checkpoint_steps=2)
+    raw["latent"]["hyperstyle"].update(steps=2, batch=4, input_resolution=32, iterations=2, checkpoint_steps=1)
+    raw["latent"]["inversion"].update(report_images=4)
+    raw["latent"]["transform"].update(variants=1)
+    raw["synthetic"]["sizes"] = {"SA-2k": 10, "SA-4k": 15}
+    raw["classifiers"]["ham10000"].update(architectures=["resnet10t"])
+    raw["classifiers"]["ham10000"]["recipe"].update(epochs=1, input_resolution=16)
+    raw["classifiers"]["isic"].update(synth_images=20, aug_malignant=10)
+    raw["classifiers"]["isic"]["recipe"].update(epochs=1, input_resolution=16)
     for key, value in overrides.items():
         raw[key] = value
     return raw
@@ -75,6 +85,8 @@ def gan_setup(demo_root, ingested_ham, tmp_path_factory):
     raw["evaluation"] = {**raw["evaluation"], "table1_gans": ["tiny"]}
     raw["latent"]["sefa"]["gans"] = ["tiny"]
     raw["latent"]["projection"].update(gans=["tiny"], images=4, steps=10, batch=2, w_avg_samples=200)
+    raw["latent"]["inversion"]["gans"] = []
+    raw["classifiers"]["isic"]["enabled"] = False
     cfg = validate_config(raw)
     manifest = tmp_path_factory.mktemp("gan") / "manifest.csv"
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)

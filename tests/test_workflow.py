@@ -23,6 +23,8 @@ def _workdir(tmp_path: Path, raw: dict) -> Path:
     """A working directory holding only a config: everything else comes from the repository."""
     (tmp_path / "config").mkdir(parents=True, exist_ok=True)
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(raw))
+    if not (tmp_path / "config" / "transformations.yaml").exists():
+        shutil.copy(REPO / "config" / "transformations.yaml", tmp_path / "config" / "transformations.yaml")
     return tmp_path
 
 

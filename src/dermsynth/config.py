@@ -91,6 +91,13 @@ def _check_semantics(cfg: dict) -> list[str]:
     inversion = cfg.get("latent", {}).get("inversion", {})
     if inversion.get("gans") and inversion.get("dataset") not in cfg["datasets"]:
         problems.append(f"'latent.inversion.dataset': '{inversion.get('dataset')}' is not defined under 'datasets'")
+    isic = cfg.get("classifiers", {}).get("isic", {})
+    if isic.get("enabled") and cfg.get("gans"):  # (a job's own config may hold no generators at all)
+        for family, per_class in isic.get("generators", {}).items():
+            for label, name in per_class.items():
+                if name not in cfg.get("gans", {}):
+                    problems.append(f"'classifiers.isic.generators.{family}.{label}': '{name}' is not defined under "
+                                    "'gans' (or set classifiers.isic.enabled: false)")
     for i, name in enumerate(cfg.get("evaluation", {}).get("table1_gans", [])):
         if name not in cfg.get("gans", {}):
             problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "

@@ -3,6 +3,7 @@
 # content, so changing one section re-runs exactly the jobs that read it.
 
 import hashlib
+import re
 import json
 from pathlib import Path
 
@@ -210,3 +211,79 @@ def data_outputs():
         outputs += [f"results/data/{name}/manifest.csv", f"results/data/{name}/preview.png"]
     outputs += [f"results/data/{name}/federated.csv" for name in FEDERATED]
     return outputs
+
+
+HAM = config["classifiers"]["ham10000"]
+ISIC = config["classifiers"]["isic"]
+HAM_ARCHITECTURES = HAM["architectures"]
+HAM_SIZES = HAM.get("synthetic") or SYNTHETIC
+HAM_SCENARIOS = ["baseline"] + HAM_SIZES + ([f"{s}-filter" for s in HAM_SIZES] if HAM["filtered"] else [])
+ISIC_FAMILIES = list(ISIC["generators"]) if ISIC["enabled"] else []
+ISIC_SCENARIOS = (["baseline"] + [f"{f}-{k}" for f in ISIC_FAMILIES for k in ("synth", "aug")]) if ISIC["enabled"] else []
+SA_PATTERN = "|".join(map(re.escape, HAM_SIZES)) or "no-synthetic-sets"
+OTHER_SCENARIO_PATTERN = "|".join(["baseline"] + [re.escape(s) + "-filter" for s in HAM_SIZES]
+                                  + [f"{re.escape(f)}-(synth|aug)" for f in ISIC_FAMILIES])
+
+
+def classifier_config(wildcards):
+    """What a classifier job reads: its study's recipe (changing the learning rate re-runs the classifiers)."""
+    return rule_config({"classifiers": {wildcards.study: {"recipe": config["classifiers"][wildcards.study]["recipe"]}}})
+
+
+def isic_synthetic_config(wildcards):
+    keys = ("synth_images", "aug_malignant", "truncation_psi")
+    return rule_config({"classifiers": {"isic": {k: ISIC[k] for k in keys}}})
+
+
+def isic_synthetic_networks(wildcards):
+    generators = ISIC["generators"][wildcards.family]
+    classes = ["benign", "malignant"] if wildcards.kind == "synth" else ["malignant"]
+    return {name: f"results/gan/{generators[name]}/network-final.pt" for name in classes}
+
+
+def _study_data(study):
+    dataset = config["classifiers"][study]["dataset"]
+    return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+
+
+def classifier_inputs(wildcards):
+    inputs = _study_data(wildcards.study)
+    scenario = wildcards.scenario
+    if wildcards.study == "ham10000" and scenario != "baseline":
+        size = scenario[:-len("-filter")] if scenario.endswith("-filter") else scenario
+        inputs["synthetic"] = f"results/synthetic/{size}"
+        if scenario.endswith("-filter"):
+            inputs["filtered"] = f"results/synthetic/filtered/{wildcards.arch}/{size}.csv"
+    elif wildcards.study == "isic" and scenario != "baseline":
+        inputs["synthetic"] = f"results/synthetic/isic/{scenario}"
+    return inputs
+
+
+def classifier_arguments(wildcards, input):
+    if "synthetic" not in input.keys():
+        return ""
+    manifest = input.filtered if "filtered" in input.keys() else f"{input.synthetic}/manifest.csv"
+    args = f"--synthetic-lmdb {input.synthetic}/lmdb --synthetic-manifest {manifest}"
+    return args + (" --no-real-train" if wildcards.scenario.endswith("-synth") else "")
+
+
+def classifier_threads(wildcards):
+    return 8 if config["classifiers"][wildcards.study]["gpus"] else 1
+
+
+def _model_files(study, scenarios, architectures):
+    return [f"results/classifiers/{study}/{s}/{a}/{f}" for s in scenarios for a in architectures
+            for f in ("metrics.json", "predictions-test.csv", "predictions-validation.csv")]
+
+
+def ham_model_outputs(wildcards):
+    return _model_files("ham10000", HAM_SCENARIOS, HAM_ARCHITECTURES)
+
+
+def isic_model_outputs(wildcards):
+    return _model_files("isic", ISIC_SCENARIOS, ISIC["architectures"])
+
+
+def classifier_outputs():
+    outputs = ["results/tables/table2.csv"] if HAM_SIZES else []
+    return outputs + (["results/tables/isic_table2.csv"] if ISIC_SCENARIOS else [])

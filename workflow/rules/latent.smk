@@ -181,6 +181,8 @@ rule synthetic_dataset:
         manifest=f"results/data/{config['latent']['inversion']['dataset']}/manifest.csv",
     output:
         directory("results/synthetic/{synthetic}"),
+    wildcard_constraints:
+        synthetic="|".join(map(re.escape, SYNTHETIC)) or "no-synthetic-sets",
     params:
         config=synthetic_config,
     log:

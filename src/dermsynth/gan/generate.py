@@ -116,3 +116,49 @@ def _write_lmdb(out: Path, rows: list[dict], images: torch.Tensor, labels: str, 
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
+
+
+def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, truncation_psi: float = 1.0,
+                          batch: int = 64, device: str | None = None) -> pd.DataFrame:
+    """Stream images of several (network, class, seeds) parts into one LMDB store (memory stays one batch).
+
+    plan: [{"network": path, "class": name, "seeds": [..]}]; a conditional network gets the class, a
+    one-class network makes its own. Keys are '<network folder>-<class>-seed<seed>'."""
+    from ..labels import scheme_classes
+    from ..progress import Progress
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "lmdb").mkdir(parents=True)
+    writer = ShardWriter(shard_path(staging / "lmdb", 0), 256 << 20)
+    rows, resolution = [], None
+    progress = Progress(sum(len(part["seeds"]) for part in plan), f"generate {out.name}")
+    for part in plan:
+        G = load_generator(part["network"], device)
+        classes, _ = network_classes(part["network"])
+        class_index = classes.index(part["class"]) if G.c_dim > 0 else None
+        for start in range(0, len(part["seeds"]), batch):
+            seeds = part["seeds"][start:start + batch]
+            images = generate_images(G, seeds, truncation_psi, class_index, batch, device)
+            resolution = int(images.shape[-1])
+            entries = []
+            for seed, image in zip(seeds, images):
+                key = f"{Path(part['network']).parent.name}-{part['class']}-seed{seed:08d}"
+                entries.append((b"img/" + key.encode(), encode_pixels(image.permute(1, 2, 0).numpy(), "png")))
+                rows.append({"key": key, "label": part["class"], "split": "train", "seed": seed,
+                             "network": str(part["network"]), "truncation_psi": truncation_psi, "source_key": ""})
+            writer.write(entries)
+            progress.update(len(seeds))
+    writer.close()
+    progress.close()
+    (staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
+        "dataset": out.name, "labels": labels, "classes": list(scheme_classes(labels)), "count": len(rows),
+        "resolution": resolution, "encoding": "png", "shards": 1, "complete": True}))
+    frame = pd.DataFrame(rows)
+    write_csv(staging / "manifest.csv", frame)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return frame

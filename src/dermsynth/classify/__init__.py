@@ -1,0 +1,1 @@
+"""Skin-lesion classifiers: training recipes, scenarios (baseline / synthetic / augmented), predictions and the studies' tables."""

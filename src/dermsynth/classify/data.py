@@ -1,0 +1,120 @@
+"""Training sets made of real and synthetic images, the studies' augmentations, and class-balanced sampling.
+
+A set is a table of rows (store, key, label, synthetic, source_key) over one or more LMDB stores: the
+real dataset's store and, for augmented scenarios, a synthetic store. Images are read when a batch
+asks for them. No image of the real validation or test split, nor any synthetic image derived from
+one, may enter a training set: `assemble_training_set` refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ..data.lmdb_store import LmdbImageStore
+from ..errors import DermsynthError
+from ..metrics.extractors import IMAGENET_MEAN, IMAGENET_STD
+
+AUGMENTATIONS = ("hflip", "vflip", "rotate", "cutout")
+_OPEN_STORES: dict[tuple[int, Path], LmdbImageStore] = {}  # LMDB allows one handle per store and process
+
+
+def shared_store(root: Path) -> LmdbImageStore:
+    key = (os.getpid(), root.resolve())
+    if key not in _OPEN_STORES:
+        _OPEN_STORES[key] = LmdbImageStore(root)
+    return _OPEN_STORES[key]
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def assemble_training_set(real_manifest: pd.DataFrame, synthetic: pd.DataFrame | None = None,
+                          real_train: bool = True) -> pd.DataFrame:
+    """Rows of a training set: the real training split (unless real_train=False: synthetic only)
+    plus `synthetic` rows (columns key, label and source_key when derived from a real image)."""
+    rows = []
+    if real_train:
+        real = real_manifest[real_manifest["split"] == "train"]
+        rows.append(pd.DataFrame({"store": "real", "key": real["key"], "label": real["label"], "synthetic": False,
+                                  "source_key": ""}))
+    if synthetic is not None and len(synthetic):
+        source = synthetic["source_key"] if "source_key" in synthetic else ""
+        rows.append(pd.DataFrame({"store": "synthetic", "key": synthetic["key"], "label": synthetic["label"],
+                                  "synthetic": True, "source_key": source}))
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["store", "key", "label", "synthetic", "source_key"])
+    check_no_leak(frame, real_manifest)
+    return frame
+
+
+def check_no_leak(training: pd.DataFrame, real_manifest: pd.DataFrame) -> None:
+    held_out = set(real_manifest.loc[real_manifest["split"] != "train", "key"])
+    real_leaks = training[(training["store"] == "real") & training["key"].isin(held_out)]
+    derived_leaks = training[training["source_key"].isin(held_out)]
+    if len(real_leaks) or len(derived_leaks):
+        examples = real_leaks["key"].head(3).tolist() + derived_leaks["key"].head(3).tolist()
+        raise DermsynthError(f"{len(real_leaks)} validation/test images and {len(derived_leaks)} synthetic images "
+                             f"derived from them are in a training set (e.g. {examples}); synthetic sets must be "
+                             "built from training images only")
+
+
+def balanced_sample_weights(labels: list[str] | pd.Series) -> torch.Tensor:
+    """Per-row weight 1 / (count of its class): every class is drawn equally often in expectation."""
+    labels = pd.Series(list(labels))
+    counts = labels.value_counts()
+    return torch.tensor((1.0 / labels.map(counts)).to_numpy(), dtype=torch.double)
+
+
+def augmentation(names: list[str], resolution: int) -> v2.Transform:
+    unknown = sorted(set(names) - set(AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"unknown augmentations {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+    steps = []
+    if "rotate" in names:
+        steps.append(v2.RandomRotation(180))
+    if "hflip" in names:
+        steps.append(v2.RandomHorizontalFlip())
+    if "vflip" in names:
+        steps.append(v2.RandomVerticalFlip())
+    if "cutout" in names:  # one square hole of up to a quarter of the side, as in Cutout (DeVries & Taylor)
+        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.0625), ratio=(1.0, 1.0), value=0))
+    return v2.Compose(steps) if steps else v2.Identity()
+
+
+class ImageRows(Dataset):
+    """(normalised float image (3, R, R), class index) for each row; `stores` maps a row's store to its LMDB."""
+
+    def __init__(self, rows: pd.DataFrame, stores: dict[str, str | Path], classes: list[str], resolution: int,
+                 augment: list[str] | None = None):
+        self.rows = rows.reset_index(drop=True)
+        self.store_roots = {name: Path(root) for name, root in stores.items()}
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = sorted(set(self.rows["label"]) - set(index))
+        if unknown:
+            raise DermsynthError(f"labels {unknown} are not classes of this classifier ({', '.join(classes)})")
+        self.targets = np.array([index[label] for label in self.rows["label"]], dtype=np.int64)
+        self.resolution = resolution
+        self.augment = augmentation(augment or [], resolution)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _store(self, name: str) -> LmdbImageStore:
+        return shared_store(self.store_roots[name])
+
+    def __getitem__(self, i: int):
+        row = self.rows.iloc[i]
+        image = torch.from_numpy(self._store(row["store"]).get(row["key"])).permute(2, 0, 1)
+        if image.shape[-1] != self.resolution:
+            image = v2.functional.resize(image, [self.resolution, self.resolution], antialias=True)
+        image = self.augment(image)
+        image = (image.float() / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+        return image, int(self.targets[i])

@@ -1,0 +1,161 @@
+"""`dermsynth train-classifier`, `filter-synthetic`, `isic-synthetic`: one classifier per (study, scenario,
+architecture), evaluated on the untouched real test split only.
+
+Per model folder (results/classifiers/<study>/<scenario>/<architecture>/):
+    best.pt                    the best validation epoch's weights (resume.pt while training)
+    metrics.json               test report (accuracy, balanced accuracy, per-class recall/AUC, confusion),
+                               the best epoch's validation report, history, training-set counts, provenance
+    predictions-test.csv       per test image: key, label, predicted, p_<class>…
+    predictions-synthetic.csv  (unfiltered synthetic scenarios) the same for its synthetic images
+    confusion.png              row-normalised confusion matrix on the test split
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.lmdb_store import LmdbImageStore
+from ..errors import DermsynthError
+from ..labels import scheme_classes
+from ..metrics.classification import classification_report
+from ..outputs import write_csv, write_json
+from ..provenance import provenance
+from .data import ImageRows, assemble_training_set, read_manifest
+from .train import load_best, predict_probabilities, recipe_from, train_classifier
+
+
+def _device(device):
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def predictions_frame(rows: pd.DataFrame, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({"key": rows["key"].to_numpy(), "label": rows["label"].to_numpy(),
+                          "predicted": [classes[i] for i in probabilities.argmax(axis=1)]})
+    for k, name in enumerate(classes):
+        frame[f"p_{name}"] = probabilities[:, k]
+    return frame
+
+
+def report_from_predictions(frame: pd.DataFrame, classes: list[str]) -> dict:
+    """The classification report recomputed from a predictions CSV (what the tables are built from)."""
+    index = {name: i for i, name in enumerate(classes)}
+    probabilities = frame[[f"p_{name}" for name in classes]].to_numpy(dtype=float)
+    return classification_report(frame["label"].map(index).to_numpy(), probabilities, classes)
+
+
+def confusion_figure(report: dict, title: str, out_png: str | Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    classes = report["confusion"]["classes"]
+    matrix = np.array(report["confusion"]["normalised"])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.6 * len(classes)), dpi=120)
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def run_classifier(cfg: dict, study: str, scenario: str, architecture: str, real_lmdb, real_manifest, out_dir,
+                   synthetic_lmdb=None, synthetic_manifest=None, real_train: bool = True,
+                   predict_synthetic: bool = False, data_source: str = "", device=None) -> dict:
+    settings = cfg["classifiers"][study]
+    recipe = recipe_from(settings["recipe"])
+    device = _device(device)
+    out_dir = Path(out_dir)
+    store = LmdbImageStore(real_lmdb)
+    classes = list(scheme_classes(store.index["labels"]))
+    manifest = read_manifest(real_manifest)
+    synthetic = read_manifest(synthetic_manifest) if synthetic_manifest else None
+    training = assemble_training_set(manifest, synthetic, real_train)
+    if training.empty:
+        raise DermsynthError(f"scenario {scenario}: the training set is empty")
+    stores = {"real": real_lmdb, **({"synthetic": synthetic_lmdb} if synthetic_lmdb else {})}
+    train_set = ImageRows(training, stores, classes, recipe.input_resolution, recipe.augment)
+    split_rows = {split: manifest[manifest["split"] == split].assign(store="real") for split in ("validation", "test")}
+    validation_set = ImageRows(split_rows["validation"], stores, classes, recipe.input_resolution)
+    test_set = ImageRows(split_rows["test"], stores, classes, recipe.input_resolution)
+    print(f"classifier {study}/{scenario}/{architecture}: {len(train_set)} training images "
+          f"({int(training['synthetic'].sum())} synthetic), {len(validation_set)} validation, {len(test_set)} test",
+          file=sys.stderr)
+    result = train_classifier(architecture, classes, train_set, validation_set, recipe, out_dir, device)
+    model, best = load_best(out_dir, device)
+    test_predictions = predictions_frame(split_rows["test"], predict_probabilities(model, test_set, recipe, device,
+                                                                                   "predict test"), classes)
+    write_csv(out_dir / "predictions-test.csv", test_predictions)
+    validation_predictions = predictions_frame(
+        split_rows["validation"], predict_probabilities(model, validation_set, recipe, device), classes)
+    write_csv(out_dir / "predictions-validation.csv", validation_predictions)
+    if predict_synthetic and synthetic is not None:
+        synthetic_rows = synthetic.assign(store="synthetic")
+        synthetic_set = ImageRows(synthetic_rows, stores, classes, recipe.input_resolution)
+        write_csv(out_dir / "predictions-synthetic.csv", predictions_frame(
+            synthetic_rows, predict_probabilities(model, synthetic_set, recipe, device, "predict synthetic"), classes))
+    test_report = report_from_predictions(test_predictions, classes)
+    confusion_figure(test_report, f"{study} {scenario} {architecture}: test (balanced accuracy "
+                     f"{test_report['balanced_accuracy']:.3f})", out_dir / "confusion.png")
+    summary = {
+        "study": study, "scenario": scenario, "architecture": architecture, "classes": classes,
+        "weights": result["weights"], "real_weights": not result["weights"].startswith("random-init"),
+        "data": data_source, "best_epoch": best["epoch"], "epochs_run": result["epoch"],
+        "stopped_early": result["stopped_early"], "history": result["history"],
+        "training_set": {"images": len(training), "synthetic": int(training["synthetic"].sum()),
+                         "per_class": training.groupby("label").size().to_dict()},
+        "validation": report_from_predictions(validation_predictions, classes), "test": test_report,
+        "recipe": asdict(recipe), "device": str(device),
+        "provenance": provenance("train-classifier", settings, seed=recipe.seed)}
+    write_json(out_dir / "metrics.json", summary)
+    (out_dir / "resume.pt").unlink(missing_ok=True)
+    print(f"classifier {study}/{scenario}/{architecture}: test balanced accuracy "
+          f"{test_report['balanced_accuracy']:.4f}, accuracy {test_report['accuracy']:.4f}, "
+          f"mean AUC {test_report['mean_auc']:.4f}", file=sys.stderr)
+    return summary
+
+
+def run_filter_synthetic(synthetic_manifest, predictions, out_manifest) -> dict:
+    """SA-n-filter: the synthetic set minus the images the unfiltered model misclassifies."""
+    from ..synthetic.datasets import filter_synthetic
+    manifest = read_manifest(synthetic_manifest)
+    kept, dropped = filter_synthetic(manifest, read_manifest(predictions))
+    write_csv(out_manifest, kept)
+    summary = {"synthetic_manifest": str(synthetic_manifest), "predictions": str(predictions),
+               "images": len(manifest), "kept": len(kept), "dropped": len(dropped),
+               "dropped_percent": round(100 * len(dropped) / max(1, len(manifest)), 2),
+               "dropped_per_class": dropped.groupby("label").size().to_dict(),
+               "provenance": provenance("filter-synthetic", {"predictions": str(predictions)})}
+    write_json(Path(out_manifest).with_suffix(".json"), summary)
+    print(f"filter: dropped {len(dropped)} of {len(manifest)} synthetic images ({summary['dropped_percent']}%)",
+          file=sys.stderr)
+    return summary
+
+
+def isic_synthetic_plan(cfg: dict, family: str, kind: str, networks: dict[str, str]) -> list[dict]:
+    """ISIC study sets: `synth` = synth_images split equally between benign and malignant; `aug` =
+    aug_malignant malignant images. Seeds: one block per (kind, class), so the sets do not share images."""
+    settings = cfg["classifiers"]["isic"]
+    if kind == "synth":
+        half = settings["synth_images"] // 2
+        counts = {"benign": half, "malignant": settings["synth_images"] - half}
+    elif kind == "aug":
+        counts = {"malignant": settings["aug_malignant"]}
+    else:
+        raise ValueError(f"unknown ISIC synthetic kind {kind!r} (synth or aug)")
+    base = {"synth": 0, "aug": 50_000_000}[kind]
+    return [{"network": networks[name], "class": name,
+             "seeds": list(range(base + 10_000_000 * i, base + 10_000_000 * i + count))}
+            for i, (name, count) in enumerate(counts.items())]

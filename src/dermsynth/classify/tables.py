@@ -1,0 +1,134 @@
+"""The studies' classifier tables, computed from the saved per-image predictions.
+
+HAM10000 study:
+  table2.csv  rows architecture × filtered; the baseline's balanced accuracy on the test split and,
+              per SA size, the difference (SA − baseline), as the study's Table 2
+  table3.csv  per architecture: per-class AUC-ROC and their mean for the baseline, the best unfiltered
+              SA size and its filtered twin; "best" = highest balanced accuracy on the validation split
+              (choosing on test would leak it)
+  recall-per-class-<architecture>.png  per-class recall of the baseline and every SA model
+ISIC study:
+  isic_table2.csv  accuracy, balanced accuracy and AUC per scenario and architecture
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..outputs import write_csv
+from .run import report_from_predictions
+
+
+def load_models(folders: list[str | Path]) -> list[dict]:
+    """metrics.json of each model folder plus its test and validation reports recomputed from predictions."""
+    models = []
+    for folder in map(Path, folders):
+        info = json.loads((folder / "metrics.json").read_text())
+        classes = info["classes"]
+        for split in ("test", "validation"):
+            frame = pd.read_csv(folder / f"predictions-{split}.csv", dtype={"key": str, "label": str, "predicted": str})
+            info[f"{split}_recomputed"] = report_from_predictions(frame, classes)
+        info["folder"] = str(folder)
+        models.append(info)
+    return models
+
+
+def _split_scenario(scenario: str) -> tuple[str, bool]:
+    return (scenario[:-len("-filter")], True) if scenario.endswith("-filter") else (scenario, False)
+
+
+def _provenance_columns(models: list[dict]) -> dict:
+    return {"real weights": all(m["real_weights"] for m in models), "data": models[0]["data"] if models else ""}
+
+
+def table2(models: list[dict], sizes: list[str]) -> pd.DataFrame:
+    rows = []
+    for architecture in dict.fromkeys(m["architecture"] for m in models):
+        mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
+        baseline = mine["baseline"]["test_recomputed"]["balanced_accuracy"]
+        for filtered in (False, True):
+            row = {"architecture": architecture, "filtered": filtered, "baseline": round(baseline, 4)}
+            for size in sizes:
+                model = mine.get(f"{size}-filter" if filtered else size)
+                row[size] = None if model is None else round(model["test_recomputed"]["balanced_accuracy"] - baseline, 4)
+            rows.append(row)
+    return pd.DataFrame(rows).assign(**_provenance_columns(models))
+
+
+def best_size(models: list[dict], architecture: str, sizes: list[str]) -> str:
+    """The unfiltered SA size with the highest validation balanced accuracy (ties: the smaller size)."""
+    candidates = [m for m in models if m["architecture"] == architecture and m["scenario"] in sizes]
+    best = max(candidates, key=lambda m: (m["validation_recomputed"]["balanced_accuracy"],
+                                          -sizes.index(m["scenario"])))
+    return best["scenario"]
+
+
+def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
+    rows = []
+    for architecture in dict.fromkeys(m["architecture"] for m in models):
+        mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
+        chosen = best_size(models, architecture, sizes)
+        for scenario in ("baseline", chosen, f"{chosen}-filter"):
+            if scenario not in mine:
+                continue
+            report = mine[scenario]["test_recomputed"]
+            row = {"architecture": architecture, "model": scenario,
+                   "chosen on": "validation balanced accuracy" if scenario != "baseline" else ""}
+            row.update({name: round(v["auc"], 4) for name, v in report["per_class"].items()})
+            row["mean"] = round(report["mean_auc"], 4)
+            rows.append(row)
+    return pd.DataFrame(rows).assign(**_provenance_columns(models))
+
+
+def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_png: str | Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
+    classes = mine["baseline"]["classes"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), dpi=120, sharey=True)
+    for ax, filtered in zip(axes, (False, True)):
+        scenarios = ["baseline"] + [f"{s}-filter" if filtered else s for s in sizes]
+        scenarios = [s for s in scenarios if s in mine]
+        width = 0.8 / len(scenarios)
+        for i, scenario in enumerate(scenarios):
+            recall = [mine[scenario]["test_recomputed"]["per_class"][c]["recall"] for c in classes]
+            ax.bar(np.arange(len(classes)) + i * width, recall, width, label=scenario)
+        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
+        ax.set_title(f"{architecture}: recall per class ({'filtered' if filtered else 'unfiltered'})", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("recall (test)")
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def isic_table2(models: list[dict]) -> pd.DataFrame:
+    rows = []
+    for m in models:
+        report = m["test_recomputed"]
+        rows.append({"scenario": m["scenario"], "architecture": m["architecture"],
+                     "training images": m["training_set"]["images"], "synthetic": m["training_set"]["synthetic"],
+                     "accuracy": round(report["accuracy"], 4), "balanced accuracy": round(report["balanced_accuracy"], 4),
+                     "AUC": round(report["binary_auc"], 4)})
+    return pd.DataFrame(rows).assign(**_provenance_columns(models))
+
+
+def write_ham_tables(folders: list[str], sizes: list[str], table2_out, table3_out, figure_dir) -> None:
+    models = load_models(folders)
+    write_csv(table2_out, table2(models, sizes))
+    write_csv(table3_out, table3(models, sizes))
+    for architecture in dict.fromkeys(m["architecture"] for m in models):
+        recall_figure(models, architecture, sizes, Path(figure_dir) / f"recall-per-class-{architecture}.png")
+
+
+def write_isic_table(folders: list[str], out) -> pd.DataFrame:
+    table = isic_table2(load_models(folders))
+    write_csv(out, table)
+    return table

@@ -1,0 +1,140 @@
+"""Classifiers: balanced sampling, early stopping, exact resume, leak checks, tables from predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch.utils.data import WeightedRandomSampler
+
+from dermsynth.classify.data import ImageRows, assemble_training_set, balanced_sample_weights
+from dermsynth.classify.tables import isic_table2, load_models, table2, table3
+from dermsynth.classify.train import Recipe, train_classifier
+from dermsynth.errors import DermsynthError
+from dermsynth.labels import scheme_classes
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
+CLASSES = list(scheme_classes("ham7"))
+
+
+def test_oversampling_balances_classes_in_expectation():
+    labels = ["nv"] * 900 + ["mel"] * 90 + ["df"] * 10
+    weights = balanced_sample_weights(labels)
+    per_class = pd.Series(weights.numpy()).groupby(pd.Series(labels)).sum()
+    assert np.allclose(per_class.to_numpy(), per_class.iloc[0])  # every class carries the same total weight
+    drawn = list(WeightedRandomSampler(weights, 30_000, generator=torch.Generator().manual_seed(0)))
+    frequencies = pd.Series([labels[i] for i in drawn]).value_counts(normalize=True)
+    assert np.allclose(frequencies.to_numpy(), 1 / 3, atol=0.015)
+
+
+@pytest.fixture(scope="module")
+def sets(gan_setup):
+    _, lmdb, manifest = gan_setup
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    training = assemble_training_set(frame)
+    stores = {"real": lmdb}
+    train = ImageRows(training, stores, CLASSES, 16, ["hflip", "vflip", "cutout"])
+    validation = ImageRows(frame[frame["split"] == "validation"].assign(store="real"), stores, CLASSES, 16)
+    return train, validation
+
+
+def recipe(**overrides) -> Recipe:
+    return Recipe(**{**dict(input_resolution=16, batch=16, epochs=3, patience=5, lr=1e-3, pretrained=False,
+                            seed=5, augment=["hflip", "vflip", "cutout"]), **overrides})
+
+
+def test_early_stopping_stops(sets, tmp_path):
+    train, validation = sets
+    result = train_classifier("resnet10t", CLASSES, train, validation, recipe(epochs=20, patience=1, lr=0.0),
+                              tmp_path)
+    assert result["stopped_early"] and result["epoch"] == 2  # best at epoch 0, no gain at epoch 1: stop
+    assert result["best_epoch"] == 0 and (tmp_path / "best.pt").exists()
+
+
+def test_resume_after_a_kill_continues_exactly(sets, tmp_path):
+    train, validation = sets
+    straight = train_classifier("resnet10t", CLASSES, train, validation, recipe(epochs=2), tmp_path / "a")
+    train_classifier("resnet10t", CLASSES, train, validation, recipe(epochs=2), tmp_path / "b", stop_after_epochs=1)
+    resumed = train_classifier("resnet10t", CLASSES, train, validation, recipe(epochs=2), tmp_path / "b")
+    assert [h["train_loss"] for h in straight["history"]] == [h["train_loss"] for h in resumed["history"]]
+    a = torch.load(tmp_path / "a" / "resume.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "resume.pt", weights_only=True)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_no_held_out_image_or_its_derivative_enters_training(gan_setup):
+    _, _, manifest = gan_setup
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    test_key = frame.loc[frame["split"] == "validation", "key"].iloc[0]
+    train_key = frame.loc[frame["split"] == "train", "key"].iloc[0]
+    fine = pd.DataFrame({"key": ["s1"], "label": ["nv"], "source_key": [train_key]})
+    assert len(assemble_training_set(frame, fine)) == int((frame["split"] == "train").sum()) + 1
+    derived = pd.DataFrame({"key": ["s2"], "label": ["nv"], "source_key": [test_key]})
+    with pytest.raises(DermsynthError, match="derived from them"):
+        assemble_training_set(frame, derived)
+    synthetic_only = assemble_training_set(frame, fine, real_train=False)
+    assert synthetic_only["key"].tolist() == ["s1"]
+
+
+def _fake_model(folder, study, scenario, architecture, classes, rng, n=60, skill=1.0):
+    """A model folder with predictions of a given skill (and its metrics.json stub)."""
+    folder.mkdir(parents=True)
+    for split in ("test", "validation"):
+        labels = rng.integers(0, len(classes), n)
+        logits = rng.normal(size=(n, len(classes)))
+        logits[np.arange(n), labels] += skill * rng.uniform(0, 3, n)
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        frame = pd.DataFrame({"key": [f"{split}{i}" for i in range(n)], "label": [classes[i] for i in labels],
+                              "predicted": [classes[i] for i in p.argmax(axis=1)]})
+        for k, c in enumerate(classes):
+            frame[f"p_{c}"] = p[:, k]
+        frame.to_csv(folder / f"predictions-{split}.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps({
+        "study": study, "scenario": scenario, "architecture": architecture, "classes": classes,
+        "real_weights": False, "data": "demo", "training_set": {"images": 10, "synthetic": 3}}))
+    return folder
+
+
+def test_tables_equal_an_independent_computation_from_the_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = ["SA-2k", "SA-4k"]
+    folders = [_fake_model(tmp_path / f"{s}-{a}", "ham10000", s, a, CLASSES, rng, skill=1 + i / 3)
+               for a in ("netA", "netB") for i, s in
+               enumerate(["baseline", "SA-2k", "SA-4k", "SA-2k-filter", "SA-4k-filter"])]
+    models = load_models(folders)
+    t2 = table2(models, sizes)
+
+    def balanced(folder, split="test"):
+        frame = pd.read_csv(folder / f"predictions-{split}.csv")
+        return balanced_accuracy_score(frame["label"], frame["predicted"])
+
+    for row in t2.itertuples():
+        base = balanced(tmp_path / f"baseline-{row.architecture}")
+        assert row.baseline == pytest.approx(base, abs=1e-4)
+        for size in sizes:
+            name = f"{size}-filter" if row.filtered else size
+            assert t2.loc[row.Index, size] == pytest.approx(
+                balanced(tmp_path / f"{name}-{row.architecture}") - base, abs=1e-4)
+    t3 = table3(models, sizes)
+    for architecture in ("netA", "netB"):
+        best = max(sizes, key=lambda s: balanced(tmp_path / f"{s}-{architecture}", "validation"))
+        rows = t3[t3["architecture"] == architecture]
+        assert rows["model"].tolist() == ["baseline", best, f"{best}-filter"]
+        frame = pd.read_csv(tmp_path / f"{best}-{architecture}" / "predictions-test.csv")
+        aucs = [roc_auc_score(frame["label"] == c, frame[f"p_{c}"]) for c in CLASSES if (frame["label"] == c).any()]
+        assert rows.iloc[1]["mean"] == pytest.approx(np.mean(aucs), abs=1e-4)
+
+
+def test_isic_table_from_predictions(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = _fake_model(tmp_path / "m", "isic", "cgan-aug", "netA", ["benign", "malignant"], rng)
+    table = isic_table2(load_models([folder]))
+    frame = pd.read_csv(folder / "predictions-test.csv")
+    assert table.loc[0, "AUC"] == pytest.approx(roc_auc_score(frame["label"] == "malignant", frame["p_malignant"]),
+                                                abs=1e-4)
+    assert table.loc[0, "accuracy"] == pytest.approx((frame["label"] == frame["predicted"]).mean(), abs=1e-4)

@@ -1,0 +1,172 @@
+"""The latent pipeline on a tiny trained GAN: e4e + HyperStyle trained briefly, the training split
+inverted and stored per key, transformations applied, Table 1, SA datasets and their filtered variants."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from dermsynth.config import validate_config
+from dermsynth.data.dataset import read_images
+from dermsynth.errors import ConfigError, DermsynthError
+from dermsynth.gan.run import load_generator, train_gan
+from dermsynth.latent.inversion import invert
+from dermsynth.latent.run_inversion import (StoredInversion, load_e4e, load_hyperstyle, run_invert, run_train_e4e,
+                                            run_train_hyperstyle)
+from dermsynth.latent.sefa import factorize
+from dermsynth.latent.transform import load_transformations, run_transform, transform_images, write_lpips_table
+from dermsynth.synthetic.datasets import build_synthetic_dataset, filter_synthetic, per_transformation_counts
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
+
+TRANSFORMATIONS = [
+    {"name": "SV", "description": "size", "gan": "tiny", "layer_range": "coarse", "direction": 0, "magnitude": [-2.0, 2.0]},
+    {"name": "BCV", "description": "background", "gan": "tiny", "layer_range": "fine", "direction": 1,
+     "magnitude": [0.5, 1.5]},
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline(gan_setup, tmp_path_factory):
+    cfg, lmdb, manifest = gan_setup
+    out = tmp_path_factory.mktemp("latent")
+    (out / "transformations.yaml").write_text(yaml.safe_dump({"transformations": TRANSFORMATIONS}))
+    raw = copy.deepcopy(cfg)
+    raw["latent"].update(
+        inversion={"gans": ["tiny"], "dataset": "ham10000", "split": "train", "holdout": 0.1, "report_images": 6,
+                   "batch": 16, "gpus": 0},
+        e4e={"backbone": "resnet18", "input_resolution": 32, "steps": 6, "batch": 4, "progressive_start": 2,
+             "progressive_every": 1, "checkpoint_steps": 3, "pretrained": False, "gpus": 0},
+        hyperstyle={"backbone": "resnet18", "input_resolution": 32, "steps": 3, "batch": 4, "iterations": 2,
+                    "layer_ranges": ["all"], "pretrained": False, "gpus": 0},
+        transform={"file": str(out / "transformations.yaml"), "variants": 2, "batch": 16, "lpips_threshold": 0.2})
+    raw["synthetic"] = {"sizes": {"SA-a": 10, "SA-b": 15}, "seed": 4}
+    cfg = validate_config(raw)
+    network = train_gan(cfg, "tiny", lmdb, manifest, out / "gan", device="cpu")
+    run_train_e4e(cfg, "tiny", network, lmdb, manifest, out / "e4e.pt", device="cpu")
+    run_train_hyperstyle(cfg, "tiny", network, out / "e4e.pt", lmdb, manifest, out / "hyperstyle.pt", device="cpu")
+    run_invert(cfg, "tiny", network, out / "e4e.pt", out / "hyperstyle.pt", lmdb, manifest, out / "inversion", "cpu")
+    G = load_generator(network)
+    for spec in TRANSFORMATIONS:
+        factors = factorize(G, spec["layer_range"])
+        np.savez(out / f"sefa-{spec['layer_range']}.npz", directions=factors["directions"],
+                 eigenvalues=factors["eigenvalues"], ws_indices=np.array(factors["ws_indices"]))
+        run_transform(cfg, spec, network, out / f"sefa-{spec['layer_range']}.npz", out / "inversion", lmdb,
+                      out / "transformations" / spec["name"], device="cpu")
+    return cfg, lmdb, manifest, network, out
+
+
+def test_encoder_reports_and_inversion_are_stored_per_key(pipeline):
+    cfg, lmdb, manifest, network, out = pipeline
+    e4e = json.loads((out / "e4e.json").read_text())
+    hyper = json.loads((out / "hyperstyle.json").read_text())
+    assert e4e["report"]["held_out_images"] == 6 and e4e["backbone_weights"] == "random-init(seed=0)"
+    assert {"l2", "lpips_alex", "ms_ssim"} <= set(hyper["report"]["hyperstyle"])
+    assert len(hyper["report"]["per_iteration"]) == 2
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    train_keys = sorted(frame.loc[frame["split"] == "train", "key"])
+    stored = StoredInversion(out / "inversion")
+    assert stored.index["key"].tolist() == train_keys
+    assert not (out / "inversion.chunks").exists()
+    ws, deltas = stored.latents(train_keys[:3])
+    assert ws.shape[0] == 3 and set(deltas) == set(hyper["layers"])
+    assert (out / "inversion" / "preview.png").stat().st_size > 1000
+
+
+def test_magnitude_zero_reproduces_the_inversion(pipeline):
+    cfg, lmdb, manifest, network, out = pipeline
+    G = load_generator(network)
+    stored = StoredInversion(out / "inversion")
+    keys = stored.index["key"].tolist()[:6]
+    encoder, _ = load_e4e(out / "e4e.pt", G)
+    hyper, options = load_hyperstyle(out / "hyperstyle.pt", G)
+    direct = invert(G, encoder, read_images(lmdb, keys), hyper, options.iterations)["stages"][-1]
+    ws, deltas = stored.latents(keys)
+    direction = torch.from_numpy(np.load(out / "sefa-coarse.npz")["directions"][0]).float()
+    from_store = transform_images(G, ws, deltas, direction, torch.zeros(len(keys)), [0, 1, 2], "cpu")
+    difference = (direct.int() - from_store.int()).abs()
+    assert difference.float().mean() < 0.5 and difference.max() <= 3  # offsets are stored in float16
+    moved = transform_images(G, ws, deltas, direction, torch.full((len(keys),), 2.0), [0, 1, 2], "cpu")
+    assert (moved.int() - from_store.int()).abs().float().mean() > 0.5
+
+
+def test_transformed_images_keep_label_and_record_provenance(pipeline):
+    cfg, lmdb, manifest, network, out = pipeline
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    label_of = dict(zip(frame["key"], frame["label"]))
+    n_train = int((frame["split"] == "train").sum())
+    for spec in TRANSFORMATIONS:
+        folder = out / "transformations" / spec["name"]
+        rows = pd.read_csv(folder / "manifest.csv", dtype={"key": str, "source_key": str, "label": str})
+        assert len(rows) == 2 * n_train
+        assert (rows["label"] == rows["source_key"].map(label_of)).all()
+        assert (rows["transformation"] == spec["name"]).all() and (rows["direction"] == spec["direction"]).all()
+        assert rows["magnitude"].between(*spec["magnitude"]).all()
+        assert (rows["accepted"] == (rows["lpips"] <= 0.2)).all()
+        assert rows["lpips"].ge(0).all() and rows["lpips_to_inversion"].ge(0).all()
+        report = json.loads((folder / "transform.json").read_text())
+        assert report["rejected"] == int((~rows["accepted"]).sum())
+        assert report["lpips_mean"] == pytest.approx(rows["lpips"].mean())
+        assert len(read_images(folder / "lmdb", rows["key"].tolist()[:5])) == 5
+
+
+def test_lpips_table_rows_match_the_transformations_file(pipeline, tmp_path):
+    cfg, lmdb, manifest, network, out = pipeline
+    reports = [out / "transformations" / t["name"] / "transform.json" for t in TRANSFORMATIONS]
+    table = write_lpips_table(reports, tmp_path / "table1.csv", "demo")
+    assert table["transformation"].tolist() == [t["name"] for t in TRANSFORMATIONS]
+    for row, spec in zip(table.itertuples(), TRANSFORMATIONS):
+        rows = pd.read_csv(out / "transformations" / spec["name"] / "manifest.csv")
+        assert row.LPIPS == pytest.approx(rows["lpips"].mean(), abs=1e-4)
+        assert row._11 == int((~rows["accepted"]).sum())  # rejected (> threshold)
+    assert pd.read_csv(tmp_path / "table1.csv")["data"].eq("demo").all()
+
+
+def test_synthetic_sets_have_exact_counts_are_independent_and_hold_no_test_sources(pipeline, tmp_path):
+    cfg, lmdb, manifest, network, out = pipeline
+    folders = [out / "transformations" / t["name"] for t in TRANSFORMATIONS]
+    sets = {}
+    for name, size in cfg["synthetic"]["sizes"].items():
+        build_synthetic_dataset(name, size, cfg["synthetic"]["seed"], folders, manifest, tmp_path / name)
+        sets[name] = pd.read_csv(tmp_path / name / "manifest.csv", dtype={"key": str, "source_key": str})
+        counts = sets[name].groupby("transformation").size().to_dict()
+        assert counts == per_transformation_counts(size, sorted(t["name"] for t in TRANSFORMATIONS))
+        assert sets[name]["key"].is_unique and sets[name]["accepted"].all()
+        assert read_images(tmp_path / name / "lmdb", sets[name]["key"].tolist()).shape[0] == size
+    assert not set(sets["SA-a"]["key"]) <= set(sets["SA-b"]["key"])  # not nested: independent draws
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    train = set(frame.loc[frame["split"] == "train", "key"])
+    assert all(set(s["source_key"]) <= train for s in sets.values())
+    assert per_transformation_counts(7, ["a", "b", "c"]) == {"a": 3, "b": 2, "c": 2}
+
+    leaky = frame.copy()
+    victim = sets["SA-a"]["source_key"].iloc[0]
+    leaky.loc[leaky["key"] == victim, "split"] = "test"
+    leaky.to_csv(tmp_path / "leaky.csv", index=False)
+    with pytest.raises(DermsynthError, match="outside the real training split"):
+        build_synthetic_dataset("SA-a", 10, 4, folders, tmp_path / "leaky.csv", tmp_path / "leak")
+
+
+def test_filtered_set_is_the_unfiltered_minus_the_misclassified(pipeline):
+    manifest = pd.DataFrame({"key": ["a", "b", "c", "d"], "label": ["nv", "mel", "bcc", "nv"]})
+    predictions = pd.DataFrame({"key": ["d", "c", "b", "a"], "predicted": ["nv", "nv", "mel", "mel"]})
+    kept, dropped = filter_synthetic(manifest, predictions)
+    assert kept["key"].tolist() == ["b", "d"] and dropped["key"].tolist() == ["a", "c"]
+    with pytest.raises(DermsynthError, match="no prediction"):
+        filter_synthetic(manifest, predictions.iloc[:2])
+
+
+def test_bad_transformations_file_is_named(tmp_path):
+    bad = copy.deepcopy(TRANSFORMATIONS) + [dict(TRANSFORMATIONS[0], layer_range="mid")]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"transformations": bad}))
+    with pytest.raises(ConfigError) as error:
+        load_transformations(tmp_path / "t.yaml", gans=["other"])
+    text = str(error.value)
+    assert "transformations[2]: name 'SV' is used twice" in text and "layer_range 'mid'" in text
+    assert "gan 'tiny' has no inversion" in text
