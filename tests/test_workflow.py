@@ -17,6 +17,10 @@ from .conftest import REPO, demo_config
 
 pytestmark = pytest.mark.workflow
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+LATENT_JOBS = {"train_e4e": 1, "train_hyperstyle": 1, "invert": 1, "transform": 5, "lpips_table": 1}
+# the test config (conftest.demo_config): two SA sets, one HAM10000 architecture, the three ISIC families
+CLASSIFY_JOBS = {"synthetic_dataset": 2, "classifier_sa": 2, "filter_synthetic": 2, "ham_tables": 1}
+ISIC_CLASSIFY_JOBS = {"isic_synthetic": 6, "classifier": 7, "isic_table2": 1}
 
 
 def _workdir(tmp_path: Path, raw: dict) -> Path:
@@ -58,7 +62,17 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
     jobs = _planned_jobs(_snakemake(workdir, "-n"))
     assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                    "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1}
+                    "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
+                    **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10, "filter_synthetic": 10,
+                    "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1}
+
+
+def test_table2_target_plans_the_whole_chain_from_the_raw_archives(tmp_path):
+    workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
+    jobs = _planned_jobs(_snakemake(workdir, "-n", "results/tables/table2.csv"))
+    assert jobs == {"demo_archives": 1, "ingest": 2, "split": 2, "train_gan": 1, "sefa": 4, "train_e4e": 1,
+                    "train_hyperstyle": 1, "invert": 1, "transform": 5, "synthetic_dataset": 5, "classifier_sa": 10, "filter_synthetic": 10, "classifier": 12,
+                    "ham_tables": 1}
 
 
 def test_dry_run_of_one_target_lists_its_chain(tmp_path):
@@ -108,28 +122,76 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
             np.testing.assert_allclose(directions @ directions.T, np.eye(len(directions)), atol=1e-8)
             assert (workdir / f"results/latent/{gan}/sefa-{layers}.png").exists()
     assert json.loads((workdir / "results/latent/cgan/projection.json").read_text())["images"] == 4
+    _check_latent_and_classifier_outputs(workdir)
     up_to_date = _snakemake(workdir, "-n")
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
 
+    transformations_file = workdir / "config" / "transformations.yaml"
+    original = transformations_file.read_text()
+    changed = yaml.safe_load(original)
+    changed["transformations"][1]["magnitude"] = [-1.0, 1.0]  # one transformation's magnitude (SV)
+    transformations_file.write_text(yaml.safe_dump(changed))
+    assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "transform": 1, "lpips_table": 1,
+                                                          "synthetic_dataset": 2, "classifier_sa": 2,
+                                                          "filter_synthetic": 2, "classifier": 2, "ham_tables": 1}
+    transformations_file.write_text(original)
+
+    raw["classifiers"]["ham10000"]["recipe"]["lr"] = 0.002  # the HAM10000 classifiers' learning rate
+    _workdir(tmp_path, raw)
+    assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "classifier_sa": 2, "filter_synthetic": 2,
+                                                          "classifier": 3, "ham_tables": 1}
+    raw["classifiers"]["ham10000"]["recipe"]["lr"] = 0.001
+    _workdir(tmp_path, raw)
+
+    isic_reruns = {"isic_table1": 1, "sefa": 4, "project": 1, **ISIC_CLASSIFY_JOBS}
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)
     # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1,
                                                           "train_gan": 5, "evaluate_gan": 5, "gan_curve": 5,
-                                                          "isic_table1": 1, "sefa": 4, "project": 1}
+                                                          **isic_reruns}
 
     raw["evaluation"]["ppl_samples"] = 4  # read by evaluate_gan only: not by training or the snapshot curves
     _workdir(tmp_path, raw)
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "preview": 1, "split": 1,
                                                           "train_gan": 5, "evaluate_gan": 6, "gan_curve": 5,
-                                                          "isic_table1": 1, "sefa": 4, "project": 1}
+                                                          **isic_reruns}
 
     raw["datasets"]["isic"]["resolution"] = 32  # an ingest parameter: that dataset is re-ingested, no other
     _workdir(tmp_path, raw)
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "federated_split": 1, "ingest": 1, "preview": 1,
                                                           "split": 1, "train_gan": 5, "evaluate_gan": 6,
-                                                          "gan_curve": 5, "isic_table1": 1, "sefa": 4, "project": 1}
+                                                          "gan_curve": 5, **isic_reruns}
     shutil.rmtree(workdir / "results")
+
+
+def _check_latent_and_classifier_outputs(workdir: Path) -> None:
+    table1 = pd.read_csv(workdir / "results/tables/table1.csv")
+    file = yaml.safe_load((workdir / "config/transformations.yaml").read_text())
+    assert table1["transformation"].tolist() == [t["name"] for t in file["transformations"]]
+    hyperstyle = json.loads((workdir / "results/latent/ham10000/hyperstyle.json").read_text())
+    assert hyperstyle["report"]["held_out_images"] == 4
+    for name, size in (("SA-2k", 10), ("SA-4k", 15)):
+        assert len(pd.read_csv(workdir / f"results/synthetic/{name}/manifest.csv")) == size
+        kept = pd.read_csv(workdir / f"results/synthetic/filtered/resnet10t/{name}.csv")
+        predictions = pd.read_csv(workdir / f"results/classifiers/ham10000/{name}/resnet10t/predictions-synthetic.csv")
+        assert set(kept["key"]) == set(predictions.loc[predictions["label"] == predictions["predicted"], "key"])
+    table2 = pd.read_csv(workdir / "results/tables/table2.csv")
+    assert table2[["architecture", "filtered"]].values.tolist() == [["resnet10t", False], ["resnet10t", True]]
+    baseline = pd.read_csv(workdir / "results/classifiers/ham10000/baseline/resnet10t/predictions-test.csv")
+    from sklearn.metrics import balanced_accuracy_score
+    assert table2["baseline"].iloc[0] == pytest.approx(
+        balanced_accuracy_score(baseline["label"], baseline["predicted"]), abs=1e-4)
+    test_keys = set(pd.read_csv(workdir / "results/data/ham10000/manifest.csv").query("split == 'test'")["key"])
+    assert set(baseline["key"]) == test_keys  # evaluated on the real test split, all of it
+    assert table2["data"].str.startswith("demo archives").all() and not table2["real weights"].any()
+    assert len(pd.read_csv(workdir / "results/tables/table3.csv")) == 3
+    assert (workdir / "results/figures/recall-per-class-resnet10t.png").exists()
+    isic = pd.read_csv(workdir / "results/tables/isic_table2.csv")
+    assert sorted(isic["scenario"]) == sorted(["baseline"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color")
+                                                               for k in ("synth", "aug")])
+    assert isic.loc[isic["scenario"] == "gan-synth", "synthetic"].item() == 20
+    assert isic.loc[isic["scenario"] == "cgan-aug", "synthetic"].item() == 10
 
 
 def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
@@ -153,8 +215,14 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
                                      "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
-                                     "project": 1}
+                                     "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
+                                     "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
+                                     "isic_table2": 1}
     text = result.stdout + result.stderr
+    for rule in ("train_e4e", "train_hyperstyle", "invert", "transform", "classifier", "classifier_sa",
+                 "isic_synthetic"):
+        blocks = [block for block in text.split("\n\n") if f"rule {rule}:" in block]
+        assert blocks and all("gpu=1" in block for block in blocks), rule
     ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]
     assert len(ingest_blocks) == 3
     for block in ingest_blocks:

@@ -64,7 +64,7 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
             fill_defaults(item, schema["items"], root)
 
 
-def _check_semantics(cfg: dict) -> list[str]:
+def _check_semantics(cfg: dict, raw: dict) -> list[str]:
     problems = []
     for name, source in cfg["sources"].items():
         if source["type"] == "isic2018_task3" and "part" not in source:
@@ -92,7 +92,7 @@ def _check_semantics(cfg: dict) -> list[str]:
     if inversion.get("gans") and inversion.get("dataset") not in cfg["datasets"]:
         problems.append(f"'latent.inversion.dataset': '{inversion.get('dataset')}' is not defined under 'datasets'")
     isic = cfg.get("classifiers", {}).get("isic", {})
-    if isic.get("enabled") and cfg.get("gans"):  # (a job's own config may hold no generators at all)
+    if isic.get("enabled") and "gans" in raw and "classifiers" in raw:  # (not in a job's partial config)
         for family, per_class in isic.get("generators", {}).items():
             for label, name in per_class.items():
                 if name not in cfg.get("gans", {}):
@@ -116,7 +116,7 @@ def validate_config(raw: dict | None, origin: str = "config") -> dict:
         raise ConfigError(f"{origin} is invalid:\n{lines}\n"
                           f"See workflow/schemas/config.schema.yaml for every key and its type.")
     fill_defaults(cfg, schema, schema)
-    problems = _check_semantics(cfg)
+    problems = _check_semantics(cfg, raw or {})
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{origin} is invalid:\n{lines}")

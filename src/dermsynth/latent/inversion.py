@@ -143,8 +143,8 @@ def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, dev
         loss.backward()
         opt_e.step()
         if step % options.log_steps == 0 or step == options.steps - 1:
-            history.append({"step": step, "l2": float(l2), "lpips": float(perceptual), "offset_norm": float(offset_norm),
-                            "adversarial": float(adversarial), "discriminator": float(d_loss), "active_ws": active})
+            history.append({"step": step, "l2": l2.item(), "lpips": perceptual.item(), "offset_norm": offset_norm.item(),
+                            "adversarial": adversarial.item(), "discriminator": d_loss.item(), "active_ws": active})
         if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
             _save(checkpoint, {**{k: m.state_dict() for k, m in {**modules, **optimizers}.items()}, "step": step + 1})
         progress.update()
@@ -204,7 +204,7 @@ def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions,
             l2 = F.mse_loss(reconstruction, real)
             loss = options.l2_weight * l2 + options.lpips_weight * lpips(reconstruction, real).mean()
             loss.backward()
-            losses.append(float(l2))
+            losses.append(l2.item())
             factors = {name: (a.detach(), b.detach()) for name, (a, b) in current.items()}
             previous = reconstruction.detach()
         optimizer.step()
