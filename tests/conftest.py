@@ -41,7 +41,7 @@ def demo_config(root: Path, **overrides) -> dict:
                                 checkpoint_steps=2)
     raw["latent"]["hyperstyle"].update(steps=2, batch=4, input_resolution=32, iterations=2, checkpoint_steps=1)
     raw["latent"]["inversion"].update(report_images=4)
-    raw["latent"]["transform"].update(variants=1)
+    raw["latent"]["transform"].update(variants=1, file=str(REPO / "config" / "transformations.yaml"))
     raw["synthetic"]["sizes"] = {"SA-2k": 10, "SA-4k": 15}
     raw["classifiers"]["ham10000"].update(architectures=["resnet10t"])
     raw["classifiers"]["ham10000"]["recipe"].update(epochs=1, input_resolution=16)

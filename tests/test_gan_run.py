@@ -10,12 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dermsynth.config import validate_config
-from dermsynth.data.splits import split_dataset
 from dermsynth.errors import ConfigError
 from dermsynth.gan.run import load_generator, train_gan
 
-from .conftest import demo_config
 
 
 def _with_kimg(cfg, kimg, **changes):

@@ -8,7 +8,6 @@ one, may enter a training set: `assemble_training_set` refuses it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,6 @@ from ..errors import DermsynthError
 from ..metrics.extractors import IMAGENET_MEAN, IMAGENET_STD
 
 AUGMENTATIONS = ("hflip", "vflip", "rotate", "cutout")
-_OPEN_STORES: dict[tuple[int, Path], LmdbImageStore] = {}  # LMDB allows one handle per store and process
-
-
-def shared_store(root: Path) -> LmdbImageStore:
-    key = (os.getpid(), root.resolve())
-    if key not in _OPEN_STORES:
-        _OPEN_STORES[key] = LmdbImageStore(root)
-    return _OPEN_STORES[key]
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
@@ -95,7 +86,7 @@ class ImageRows(Dataset):
     def __init__(self, rows: pd.DataFrame, stores: dict[str, str | Path], classes: list[str], resolution: int,
                  augment: list[str] | None = None):
         self.rows = rows.reset_index(drop=True)
-        self.store_roots = {name: Path(root) for name, root in stores.items()}
+        self.stores = {name: LmdbImageStore(root) for name, root in stores.items()}
         index = {name: i for i, name in enumerate(classes)}
         unknown = sorted(set(self.rows["label"]) - set(index))
         if unknown:
@@ -107,12 +98,9 @@ class ImageRows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _store(self, name: str) -> LmdbImageStore:
-        return shared_store(self.store_roots[name])
-
     def __getitem__(self, i: int):
         row = self.rows.iloc[i]
-        image = torch.from_numpy(self._store(row["store"]).get(row["key"])).permute(2, 0, 1)
+        image = torch.from_numpy(self.stores[row["store"]].get(row["key"])).permute(2, 0, 1)
         if image.shape[-1] != self.resolution:
             image = v2.functional.resize(image, [self.resolution, self.resolution], antialias=True)
         image = self.augment(image)

@@ -31,7 +31,7 @@ from ..outputs import write_csv, write_json
 from ..provenance import config_digest, provenance
 from .containers import ContainerReader
 from .images import ImageRejected, decode_image
-from .lmdb_store import INDEX_FILE, ShardWriter, encode_pixels, iterate_prefix, shard_of, shard_path
+from .lmdb_store import INDEX_FILE, ShardWriter, close_readers_under, encode_pixels, iterate_prefix, shard_of, shard_path
 from .records import REJECTION_COLUMNS, Record, Rejection
 from .sources import make_reader
 
@@ -242,6 +242,7 @@ def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | 
     (staging / INDEX_FILE).write_text(json.dumps(index, indent=2))
     final = out_dir / "lmdb"
     if final.exists():
+        close_readers_under(final)
         shutil.rmtree(final)
     staging.rename(final)
 

@@ -81,6 +81,45 @@ class ShardWriter:
         self.env.close()
 
 
+class ImageSetWriter:
+    """Writes an image set folder — `lmdb/` (one shard + index.json) and `manifest.csv` — under
+    `<out>.partial`, renamed to `<out>` by `finish`: a killed job leaves no half set behind.
+    Used for generated, transformed and drawn synthetic sets."""
+
+    def __init__(self, out: str | Path, map_size: int = 256 << 20):
+        import shutil
+        self.out = Path(out)
+        self.staging = self.out.with_name(self.out.name + ".partial")
+        shutil.rmtree(self.staging, ignore_errors=True)
+        (self.staging / "lmdb").mkdir(parents=True)
+        self.writer = ShardWriter(shard_path(self.staging / "lmdb", 0), map_size)
+        self.count = 0
+
+    def add(self, key: str, encoded: bytes) -> None:
+        self.add_many([(key, encoded)])
+
+    def add_many(self, items: list[tuple[str, bytes]]) -> None:
+        self.writer.write([(b"img/" + key.encode(), data) for key, data in items])
+        self.count += len(items)
+
+    def finish(self, manifest, labels: str, resolution: int, encoding: str = "png") -> Path:
+        """Write index.json and manifest.csv (a DataFrame with one row per image), then publish."""
+        import shutil
+
+        from ..labels import scheme_classes
+        self.writer.close()
+        if len(manifest) != self.count:
+            raise ValueError(f"{self.out}: the manifest has {len(manifest)} rows for {self.count} stored images")
+        (self.staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
+            "dataset": self.out.name, "labels": labels, "classes": list(scheme_classes(labels)), "count": self.count,
+            "resolution": int(resolution), "encoding": encoding, "shards": 1, "complete": True}))
+        manifest.to_csv(self.staging / "manifest.csv", index=False)
+        close_readers_under(self.out)
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.staging.rename(self.out)
+        return self.out
+
+
 def iterate_prefix(path: str | Path, prefix: bytes):
     """(key, value) pairs of one shard whose key starts with `prefix` (prefix stripped)."""
     env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
@@ -96,6 +135,17 @@ def iterate_prefix(path: str | Path, prefix: bytes):
         env.close()
 
 
+# LMDB allows one open environment per file and process: every store object of a process shares them.
+_OPEN_READERS: dict[tuple[int, str], lmdb.Environment] = {}
+
+
+def close_readers_under(folder: str | Path) -> None:
+    """Close this process's read handles on stores inside `folder` (before it is replaced or deleted)."""
+    prefix = str(Path(folder).resolve()) + os.sep
+    for key in [k for k in _OPEN_READERS if k[0] == os.getpid() and k[1].startswith(prefix)]:
+        _OPEN_READERS.pop(key).close()
+
+
 class LmdbImageStore:
     """Read-only access by key. Opens environments lazily in each process (after fork or spawn)."""
 
@@ -109,17 +159,18 @@ class LmdbImageStore:
         self.resolution = int(self.index["resolution"])
         self.encoding = self.index["encoding"]
         self.shards = int(self.index["shards"])
-        self._envs: dict[int, lmdb.Environment] = {}
-        self._pid = os.getpid()
+    def _key(self, shard: int) -> tuple[int, str]:
+        return os.getpid(), str(shard_path(self.root, shard).resolve())
 
     def _env(self, shard: int) -> lmdb.Environment:
-        if self._pid != os.getpid():  # an LMDB handle must not cross a fork
-            self._envs, self._pid = {}, os.getpid()
-        env = self._envs.get(shard)
+        key = self._key(shard)  # keyed by process: an LMDB handle must not cross a fork
+        env = _OPEN_READERS.get(key)
         if env is None:
-            env = lmdb.open(str(shard_path(self.root, shard)), readonly=True, lock=False, readahead=False,
-                            meminit=False, max_readers=1024, subdir=True)
-            self._envs[shard] = env
+            for inherited in [k for k in _OPEN_READERS if k[0] != key[0]]:  # a forked child drops its parent's
+                del _OPEN_READERS[inherited]
+            env = lmdb.open(key[1], readonly=True, lock=False, readahead=False, meminit=False, max_readers=1024,
+                            subdir=True)
+            _OPEN_READERS[key] = env
         return env
 
     def get_bytes(self, key: str) -> bytes:
@@ -153,12 +204,9 @@ class LmdbImageStore:
             raise KeyError(f"image '{key}' is not in {self.root}")
         return json.loads(data)
 
-    def __getstate__(self):  # picklable for spawn-based DataLoader workers: handles are reopened
-        state = self.__dict__.copy()
-        state["_envs"] = {}
-        return state
-
     def close(self) -> None:
-        for env in self._envs.values():
-            env.close()
-        self._envs.clear()
+        """Close this store's handles (another store object on the same files reopens them when it reads)."""
+        for shard in range(self.shards):
+            env = _OPEN_READERS.pop(self._key(shard), None)
+            if env is not None:
+                env.close()

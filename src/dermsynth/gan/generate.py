@@ -10,7 +10,6 @@ key, label, seed, truncation and network, ready to be concatenated with a real t
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ from PIL import Image
 
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
-from ..data.lmdb_store import INDEX_FILE, ShardWriter, encode_pixels, shard_of, shard_path
+from ..data.lmdb_store import ImageSetWriter, encode_pixels
 from .networks import seed_latents
 from .run import load_generator
 
@@ -64,7 +63,7 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_inde
 
 def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_psi: float = 1.0,
              class_name: str | None = None, batch: int = 32, fmt: str = "png", labels: str | None = None,
-             shards: int = 1, device: str | None = None) -> Path:
+             device: str | None = None) -> Path:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
@@ -87,35 +86,19 @@ def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{row['key']}.png")
         write_csv(out / "manifest.csv", pd.DataFrame(rows))
         return out
-    _write_lmdb(out, rows, images, labels or ("binary" if set(classes) == {"benign", "malignant"} else "ham7"), shards)
+    write_image_set(out, rows, images, labels or ("binary" if set(classes) == {"benign", "malignant"} else "ham7"))
     write_json(out / "generate.json", {"network": str(network), "images": len(rows), "class": class_name,
                                        "truncation_psi": truncation_psi,
                                        "provenance": provenance("generate", {"seeds": [seeds[0], seeds[-1], len(seeds)]})})
     return out
 
 
-def _write_lmdb(out: Path, rows: list[dict], images: torch.Tensor, labels: str, shards: int) -> None:
-    staging = out.with_name(out.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    (staging / "lmdb").mkdir(parents=True)
-    by_shard: dict[int, list] = {}
-    for row, image in zip(rows, images):
-        by_shard.setdefault(shard_of(row["key"], shards), []).append(
-            (b"img/" + row["key"].encode(), encode_pixels(image.permute(1, 2, 0).numpy(), "png")))
-    for shard, entries in by_shard.items():
-        writer = ShardWriter(shard_path(staging / "lmdb", shard), 64 << 20)
-        writer.write(entries)
-        writer.close()
-    from ..labels import scheme_classes
-    resolution = int(images.shape[-1])
-    (staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
-        "dataset": out.name, "labels": labels, "classes": list(scheme_classes(labels)), "count": len(rows),
-        "resolution": resolution, "encoding": "png", "shards": shards, "complete": True}))
-    write_csv(staging / "manifest.csv", pd.DataFrame(rows))
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+def write_image_set(out: Path, rows: list[dict], images: torch.Tensor, labels: str) -> None:
+    """uint8 images (N, 3, R, R) with one manifest row each → an image set folder (lmdb/ + manifest.csv)."""
+    writer = ImageSetWriter(out)
+    writer.add_many([(row["key"], encode_pixels(image.permute(1, 2, 0).numpy(), "png"))
+                     for row, image in zip(rows, images)])
+    writer.finish(pd.DataFrame(rows), labels, images.shape[-1])
 
 
 def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, truncation_psi: float = 1.0,
@@ -124,17 +107,11 @@ def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, trunca
 
     plan: [{"network": path, "class": name, "seeds": [..]}]; a conditional network gets the class, a
     one-class network makes its own. Keys are '<network folder>-<class>-seed<seed>'."""
-    from ..labels import scheme_classes
     from ..progress import Progress
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = Path(out)
-    staging = out.with_name(out.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    (staging / "lmdb").mkdir(parents=True)
-    writer = ShardWriter(shard_path(staging / "lmdb", 0), 256 << 20)
+    writer = ImageSetWriter(out)
     rows, resolution = [], None
-    progress = Progress(sum(len(part["seeds"]) for part in plan), f"generate {out.name}")
+    progress = Progress(sum(len(part["seeds"]) for part in plan), f"generate {Path(out).name}")
     for part in plan:
         G = load_generator(part["network"], device)
         classes, _ = network_classes(part["network"])
@@ -143,22 +120,15 @@ def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, trunca
             seeds = part["seeds"][start:start + batch]
             images = generate_images(G, seeds, truncation_psi, class_index, batch, device)
             resolution = int(images.shape[-1])
-            entries = []
+            items = []
             for seed, image in zip(seeds, images):
                 key = f"{Path(part['network']).parent.name}-{part['class']}-seed{seed:08d}"
-                entries.append((b"img/" + key.encode(), encode_pixels(image.permute(1, 2, 0).numpy(), "png")))
+                items.append((key, encode_pixels(image.permute(1, 2, 0).numpy(), "png")))
                 rows.append({"key": key, "label": part["class"], "split": "train", "seed": seed,
                              "network": str(part["network"]), "truncation_psi": truncation_psi, "source_key": ""})
-            writer.write(entries)
+            writer.add_many(items)
             progress.update(len(seeds))
-    writer.close()
     progress.close()
-    (staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
-        "dataset": out.name, "labels": labels, "classes": list(scheme_classes(labels)), "count": len(rows),
-        "resolution": resolution, "encoding": "png", "shards": 1, "complete": True}))
     frame = pd.DataFrame(rows)
-    write_csv(staging / "manifest.csv", frame)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    writer.finish(frame, labels, resolution)
     return frame

@@ -7,8 +7,7 @@ data as an uninterrupted one. The generator stays frozen throughout.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +260,3 @@ def reconstruction_report(targets: torch.Tensor, reconstructions: torch.Tensor, 
     return {"images": len(targets), "l2": float(l2.mean()), "lpips_alex": float(perceptual.mean()),
             "ms_ssim": float(similarity.mean()), "ms_ssim_window": window}
 
-
-def options_dict(options) -> dict:
-    return asdict(options)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ from PIL import Image
 
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
-from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert, options_dict,
-                        options_from, reconstruction_report, train_e4e, train_hyperstyle)
+from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert, options_from,
+                        reconstruction_report, train_e4e, train_hyperstyle)
 
 
 def _device(device):
@@ -98,7 +99,7 @@ def run_train_e4e(cfg: dict, gan: str, network, lmdb_root, manifest, out, device
     out = Path(out)
     checkpoint = out.with_name(out.stem + ".resume.pt")
     encoder, history = train_e4e(G, images, options, lpips, checkpoint, device)
-    _save_model(out, {"encoder": encoder.state_dict(), "options": options_dict(options), "network": str(network)})
+    _save_model(out, {"encoder": encoder.state_dict(), "options": asdict(options), "network": str(network)})
     checkpoint.unlink(missing_ok=True)
     report = _report(G, encoder, None, 0, store, held_keys, device)
     summary = {"gan": gan, "network": str(network), "training_images": len(images), "history": history,
@@ -124,7 +125,7 @@ def run_train_hyperstyle(cfg: dict, gan: str, network, e4e, lmdb_root, manifest,
     out = Path(out)
     checkpoint = out.with_name(out.stem + ".resume.pt")
     hyper, history = train_hyperstyle(G, encoder, images, options, lpips, checkpoint, device)
-    _save_model(out, {"hypernetwork": hyper.state_dict(), "options": options_dict(options), "network": str(network),
+    _save_model(out, {"hypernetwork": hyper.state_dict(), "options": asdict(options), "network": str(network),
                       "e4e": str(e4e)})
     checkpoint.unlink(missing_ok=True)
     report = _report(G, encoder, hyper, options.iterations, store, held_keys, device)

@@ -103,7 +103,7 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
     """One transformation over every inverted image: LMDB of transformed images + manifest + report."""
     from ..data.dataset import read_images
     from ..data.lmdb_store import LmdbImageStore
-    from ..gan.generate import _write_lmdb
+    from ..gan.generate import write_image_set
     from ..gan.run import load_generator
     from ..metrics.extractors import lpips_alex, lpips_distance
     from ..progress import Progress
@@ -148,7 +148,7 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
     progress.close()
     out_dir = Path(out_dir)
     frame = pd.DataFrame(rows)
-    _write_lmdb(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"], shards=1)
+    write_image_set(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"])
     summary = _summary(spec, frame, settings, alex_info, inversion_dir)
     write_json(out_dir / "transform.json", summary)
     print(f"transform {spec['name']}: {len(frame)} images, mean LPIPS {summary['lpips_mean']:.4f}, "

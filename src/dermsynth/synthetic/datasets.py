@@ -13,17 +13,15 @@ drops the synthetic images that model misclassifies; the classifier stage calls 
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..data.lmdb_store import INDEX_FILE, LmdbImageStore, ShardWriter, shard_of, shard_path
+from ..data.lmdb_store import ImageSetWriter, LmdbImageStore
 from ..errors import DermsynthError
-from ..outputs import write_csv, write_json
+from ..outputs import write_json
 from ..provenance import provenance
 
 
@@ -59,30 +57,6 @@ def check_sources_in_train(drawn: pd.DataFrame, real_manifest: pd.DataFrame) -> 
                              f"e.g. {rows}. Invert the training split only (latent.inversion.split: train).")
 
 
-def copy_images(rows: pd.DataFrame, stores: dict[str, LmdbImageStore], out_dir: Path, labels: str,
-                resolution: int, dataset: str) -> None:
-    """Copy the encoded images of `rows` (from the store of each row's transformation) into out_dir/lmdb."""
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "lmdb").mkdir(parents=True)
-    writer = ShardWriter(shard_path(staging / "lmdb", 0), 64 << 20)
-    batch = []
-    for row in rows.itertuples():
-        batch.append((b"img/" + row.key.encode(), stores[row.transformation].get_bytes(row.key)))
-        if len(batch) == 512:
-            writer.write(batch)
-            batch = []
-    writer.write(batch)
-    writer.close()
-    encoding = next(iter(stores.values())).encoding
-    (staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
-        "dataset": dataset, "labels": labels, "count": len(rows), "resolution": resolution, "encoding": encoding,
-        "shards": 1, "complete": True}))
-    write_csv(staging / "manifest.csv", rows)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
-
-
 def build_synthetic_dataset(name: str, size: int, seed: int, transform_dirs: list[str | Path],
                             real_manifest: str | Path, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
@@ -96,7 +70,11 @@ def build_synthetic_dataset(name: str, size: int, seed: int, transform_dirs: lis
     check_sources_in_train(drawn, pd.read_csv(real_manifest, dtype=str, keep_default_na=False))
     first = next(iter(stores.values()))
     drawn = drawn.assign(split="train", synthetic=True)
-    copy_images(drawn, stores, out_dir, first.index["labels"], first.resolution, name)
+    writer = ImageSetWriter(out_dir)  # encoded bytes copied as they are: no re-encoding
+    for start in range(0, len(drawn), 512):
+        part = drawn.iloc[start:start + 512]
+        writer.add_many([(row.key, stores[row.transformation].get_bytes(row.key)) for row in part.itertuples()])
+    writer.finish(drawn, first.index["labels"], first.resolution, first.encoding)
     counts = drawn.groupby("transformation").size().to_dict()
     summary = {"name": name, "size": size, "seed": seed, "per_transformation": counts,
                "per_class": drawn.groupby("label").size().to_dict(), "sources": [str(p) for p in transform_dirs],
