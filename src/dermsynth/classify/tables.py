@@ -37,10 +37,6 @@ def load_models(folders: list[str | Path]) -> list[dict]:
     return models
 
 
-def _split_scenario(scenario: str) -> tuple[str, bool]:
-    return (scenario[:-len("-filter")], True) if scenario.endswith("-filter") else (scenario, False)
-
-
 def _provenance_columns(models: list[dict]) -> dict:
     return {"real weights": all(m["real_weights"] for m in models), "data": models[0]["data"] if models else ""}
 

@@ -125,11 +125,12 @@ def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, dev
         encoder.active_offsets.fill_(progressive_offsets(options, step, G.num_ws))
         real = to_signed(images[torch.randint(len(images), (options.batch,), generator=generator)]).to(device)
         active = int(encoder.active_offsets) + 1
+        ws, offsets = encoder(real)
         d_loss = torch.zeros(())
         if options.discriminator_weight > 0:
             z = torch.randn(options.batch, G.z_dim, generator=generator).to(device)
-            d_loss = _discriminator_step(G, encoder, discriminator, opt_d, real, z, active, step, options)
-        ws, offsets = encoder(real)
+            d_loss = _discriminator_step(G, discriminator, opt_d, ws[:, :active].detach().flatten(0, 1), z, step,
+                                         options)
         reconstruction = G.synthesis(ws, noise_mode="const")
         l2 = F.mse_loss(reconstruction, real)
         perceptual = lpips(reconstruction, real).mean()
@@ -152,10 +153,10 @@ def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, dev
     return encoder.eval(), history
 
 
-def _discriminator_step(G, encoder, discriminator, opt_d, real, z, active, step, options) -> torch.Tensor:
+def _discriminator_step(G, discriminator, opt_d, fake_w, z, step, options) -> torch.Tensor:
+    """One latent-discriminator update: mapping-network w's are real, the encoder's (detached) are fake."""
     with torch.no_grad():
         real_w = G.mapping(z, None if G.c_dim == 0 else torch.zeros(len(z), G.c_dim, device=z.device))[:, 0]
-        fake_w = encoder(real)[0][:, :active].flatten(0, 1)
     loss = F.softplus(discriminator(fake_w)).mean() + F.softplus(-discriminator(real_w)).mean()
     if step % options.r1_interval == 0:
         real_w = real_w.detach().requires_grad_(True)
