@@ -64,7 +64,7 @@ def balanced_sample_weights(labels: list[str] | pd.Series) -> torch.Tensor:
     return torch.tensor((1.0 / labels.map(counts)).to_numpy(), dtype=torch.double)
 
 
-def augmentation(names: list[str], resolution: int) -> v2.Transform:
+def augmentation(names: list[str]) -> v2.Transform:
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; choose from {', '.join(AUGMENTATIONS)}")
@@ -93,7 +93,7 @@ class ImageRows(Dataset):
             raise DermsynthError(f"labels {unknown} are not classes of this classifier ({', '.join(classes)})")
         self.targets = np.array([index[label] for label in self.rows["label"]], dtype=np.int64)
         self.resolution = resolution
-        self.augment = augmentation(augment or [], resolution)
+        self.augment = augmentation(augment or [])
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -57,20 +57,21 @@ def _save_model(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def load_e4e(path, G, device="cpu"):
+def _load(path, build, options_class, weights_key: str, G, device):
+    """A trained encoder or hypernetwork: rebuilt from its saved options (no backbone download), then its weights."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    options = E4eOptions(**state["options"])
-    encoder = build_e4e(G, E4eOptions(**{**state["options"], "pretrained": False}))
-    encoder.load_state_dict(state["encoder"])
-    return encoder.to(device).eval(), options
+    options = options_class(**state["options"])
+    model = build(G, options_class(**{**state["options"], "pretrained": False}))
+    model.load_state_dict(state[weights_key])
+    return model.to(device).eval(), options
+
+
+def load_e4e(path, G, device="cpu"):
+    return _load(path, build_e4e, E4eOptions, "encoder", G, device)
 
 
 def load_hyperstyle(path, G, device="cpu"):
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    options = HyperStyleOptions(**state["options"])
-    hyper = build_hypernetwork(G, HyperStyleOptions(**{**state["options"], "pretrained": False}))
-    hyper.load_state_dict(state["hypernetwork"])
-    return hyper.to(device).eval(), options
+    return _load(path, build_hypernetwork, HyperStyleOptions, "hypernetwork", G, device)
 
 
 def _report(G, encoder, hyper, iterations, store, held_keys, device) -> dict:
