@@ -81,6 +81,17 @@ class ShardWriter:
         self.env.close()
 
 
+# LMDB allows one open environment per file and process: every store object of a process shares them.
+_OPEN_READERS: dict[tuple[int, str], lmdb.Environment] = {}
+
+
+def close_readers_under(folder: str | Path) -> None:
+    """Close this process's read handles on stores inside `folder` (before it is replaced or deleted)."""
+    prefix = str(Path(folder).resolve()) + os.sep
+    for key in [k for k in _OPEN_READERS if k[0] == os.getpid() and k[1].startswith(prefix)]:
+        _OPEN_READERS.pop(key).close()
+
+
 class ImageSetWriter:
     """Writes an image set folder — `lmdb/` (one shard + index.json) and `manifest.csv` — under
     `<out>.partial`, renamed to `<out>` by `finish`: a killed job leaves no half set behind.
@@ -94,9 +105,6 @@ class ImageSetWriter:
         (self.staging / "lmdb").mkdir(parents=True)
         self.writer = ShardWriter(shard_path(self.staging / "lmdb", 0), map_size)
         self.count = 0
-
-    def add(self, key: str, encoded: bytes) -> None:
-        self.add_many([(key, encoded)])
 
     def add_many(self, items: list[tuple[str, bytes]]) -> None:
         self.writer.write([(b"img/" + key.encode(), data) for key, data in items])
@@ -133,17 +141,6 @@ def iterate_prefix(path: str | Path, prefix: bytes):
                     yield key[len(prefix):].decode(), bytes(value)
     finally:
         env.close()
-
-
-# LMDB allows one open environment per file and process: every store object of a process shares them.
-_OPEN_READERS: dict[tuple[int, str], lmdb.Environment] = {}
-
-
-def close_readers_under(folder: str | Path) -> None:
-    """Close this process's read handles on stores inside `folder` (before it is replaced or deleted)."""
-    prefix = str(Path(folder).resolve()) + os.sep
-    for key in [k for k in _OPEN_READERS if k[0] == os.getpid() and k[1].startswith(prefix)]:
-        _OPEN_READERS.pop(key).close()
 
 
 class LmdbImageStore:

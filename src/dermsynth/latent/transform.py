@@ -28,6 +28,7 @@ import yaml
 from ..errors import ConfigError
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
+from .inversion import to_uint8
 from .sefa import LAYER_RANGES
 
 REQUIRED = ("name", "gan", "layer_range", "direction", "magnitude", "description")
@@ -86,8 +87,7 @@ def transform_images(G, ws: torch.Tensor, deltas: dict, direction: torch.Tensor,
     from .sefa import apply_direction
     moved = apply_direction(ws.to(device), direction.to(device), magnitudes.to(device), ws_indices)
     deltas = {k: v.to(device) for k, v in deltas.items()}
-    images = G.synthesis(moved, noise_mode="const", weight_deltas=deltas or None)
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+    return to_uint8(G.synthesis(moved, noise_mode="const", weight_deltas=deltas or None))
 
 
 def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
