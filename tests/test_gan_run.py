@@ -6,13 +6,14 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from dermsynth.errors import ConfigError
 from dermsynth.gan.run import load_generator, train_gan
-
 
 
 def _with_kimg(cfg, kimg, **changes):
@@ -94,6 +95,17 @@ def test_generate_needs_the_class_of_a_conditional_generator(gan_setup, tmp_path
     assert len(list((tmp_path / "png").glob("*.png"))) == 4
     rows = pd.read_csv(tmp_path / "png" / "manifest.csv")
     assert set(rows["label"]) == {"bcc"} and list(rows["seed"]) == [0, 1, 2, 3]
+
+    # the sample sheet: one row per class, the same seeds in every row
+    subprocess.run([sys.executable, "-m", "dermsynth.cli", "sample-sheet", "--network", str(network), "--columns", "4",
+                    "--out", str(tmp_path / "sheet.png"), "--device", "cpu"], check=True, capture_output=True)
+    names = json.loads((tmp_path / "sheet.json").read_text())["rows"]
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png")).astype(int)
+    assert sheet.shape == (7 * 64, 4 * 64, 3) and len(names) == 7
+    row = names.index("bcc") * 64
+    for column, seed in enumerate(rows["seed"]):
+        png = np.asarray(Image.open(tmp_path / "png" / f"c-seed{seed:07d}.png")).astype(int)
+        assert np.abs(sheet[row:row + 64, column * 64:(column + 1) * 64] - png).max() <= 1
 
 
 def test_data_parallel_training_with_torchrun(gan_setup, tmp_path):

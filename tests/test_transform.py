@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from dermsynth.config import validate_config
 from dermsynth.data.dataset import read_images
@@ -114,6 +115,13 @@ def test_transformed_images_keep_label_and_record_provenance(pipeline):
         assert report["rejected"] == int((~rows["accepted"]).sum())
         assert report["lpips_mean"] == pytest.approx(rows["lpips"].mean())
         assert len(read_images(folder / "lmdb", rows["key"].tolist()[:5])) == 5
+        preview = np.asarray(Image.open(folder / "preview.png"))  # rows: source | inversion | variant 0 | 1
+        first = rows["source_key"].iloc[0]
+        stored = read_images(folder / "lmdb", [f"{spec['name']}-{first}-v0", f"{spec['name']}-{first}-v1"])
+        size = stored.shape[-1]
+        assert preview.shape == (8 * size, 4 * size, 3)
+        for column, image in ((2, stored[0]), (3, stored[1])):
+            np.testing.assert_array_equal(preview[:size, column * size:(column + 1) * size], image.permute(1, 2, 0))
 
 
 def test_lpips_table_rows_match_the_transformations_file(pipeline, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import DermsynthError
 
@@ -256,6 +257,16 @@ def cmd_generate(args) -> None:
     print(f"generate: {out}", file=sys.stderr)
 
 
+def cmd_sample_sheet(args) -> None:
+    from .gan.generate import sample_sheet
+    from .outputs import write_json
+    from .provenance import provenance
+    sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)
+    settings = {"columns": args.columns, "rows": args.rows, "truncation_psi": args.truncation}
+    write_json(Path(args.out).with_suffix(".json"), {**sheet, "provenance": provenance("sample-sheet", settings)})
+    print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
+
+
 def cmd_preview(args) -> None:
     from .data.preview import preview_grid
     preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
@@ -323,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--format", choices=["png", "lmdb"], default="png")
     p.add_argument("--out", required=True)
+    p.add_argument("--device")
+
+    p = verb("sample-sheet", cmd_sample_sheet, "A picture of a trained generator: the same seeds in every row; "
+             "one row per class for a conditional generator (+ a JSON naming the rows).", config=False)
+    p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--columns", type=int, default=8)
+    p.add_argument("--rows", type=int, default=4, help="rows of an unconditional generator")
+    p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--device")
 
     p = verb("evaluate-gan", cmd_evaluate_gan, "FID, KID, precision/recall, α/β, authenticity, PPL and "

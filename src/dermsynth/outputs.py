@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -25,4 +26,18 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     path = Path(path)
     tmp = _temporary(path)
     frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def tile(images) -> np.ndarray:
+    """uint8 images (rows, columns, 3, H, W) → one picture (rows·H, columns·W, 3)."""
+    rows, columns, channels, height, width = images.shape
+    return np.asarray(images).transpose(0, 3, 1, 4, 2).reshape(rows * height, columns * width, channels)
+
+
+def write_png(path: str | Path, picture: np.ndarray) -> None:
+    from PIL import Image
+    path = Path(path)
+    tmp = _temporary(path)
+    Image.fromarray(picture).save(tmp, format="PNG")
     tmp.replace(path)

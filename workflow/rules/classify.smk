@@ -38,7 +38,9 @@ rule classifier_sa:
         metrics="results/classifiers/{study}/{scenario}/{arch}/metrics.json",
         test="results/classifiers/{study}/{scenario}/{arch}/predictions-test.csv",
         validation="results/classifiers/{study}/{scenario}/{arch}/predictions-validation.csv",
-        confusion="results/classifiers/{study}/{scenario}/{arch}/confusion.png",
+        confusion=report("results/classifiers/{study}/{scenario}/{arch}/confusion.png", caption="../report/confusion.rst",
+                         category="5. Classifiers", subcategory="{study}: confusion matrices",
+                         labels={"scenario": "{scenario}", "architecture": "{arch}"}),
         synthetic="results/classifiers/{study}/{scenario}/{arch}/predictions-synthetic.csv",
     wildcard_constraints:
         study="ham10000",
@@ -71,7 +73,9 @@ use rule classifier_sa as classifier with:
         metrics="results/classifiers/{study}/{scenario}/{arch}/metrics.json",
         test="results/classifiers/{study}/{scenario}/{arch}/predictions-test.csv",
         validation="results/classifiers/{study}/{scenario}/{arch}/predictions-validation.csv",
-        confusion="results/classifiers/{study}/{scenario}/{arch}/confusion.png",
+        confusion=report("results/classifiers/{study}/{scenario}/{arch}/confusion.png", caption="../report/confusion.rst",
+                         category="5. Classifiers", subcategory="{study}: confusion matrices",
+                         labels={"scenario": "{scenario}", "architecture": "{arch}"}),
     wildcard_constraints:
         study="ham10000|isic",
         scenario=OTHER_SCENARIO_PATTERN,
@@ -105,9 +109,13 @@ rule ham_tables:
     input:
         ham_model_outputs,
     output:
-        table2="results/tables/table2.csv",
-        table3="results/tables/table3.csv",
-        figures=expand("results/figures/recall-per-class-{arch}.png", arch=HAM_ARCHITECTURES),
+        table2=report("results/tables/table2.csv", caption="../report/table2.rst", category="5. Classifiers",
+                      subcategory="HAM10000 study, Tables 2 and 3", labels={"table": "Table 2: balanced accuracy"}),
+        table3=report("results/tables/table3.csv", caption="../report/table3.rst", category="5. Classifiers",
+                      subcategory="HAM10000 study, Tables 2 and 3", labels={"table": "Table 3: AUC per class"}),
+        figures=report(expand("results/figures/recall-per-class-{arch}.png", arch=HAM_ARCHITECTURES),
+                       caption="../report/recall.rst", category="5. Classifiers",
+                       subcategory="HAM10000 study, recall per class"),
     params:
         models=lambda wc, input: sorted({str(Path(f).parent) for f in input}),
         sizes=" ".join(HAM_SIZES),
@@ -127,7 +135,8 @@ rule isic_table2:
     input:
         isic_model_outputs,
     output:
-        "results/tables/isic_table2.csv",
+        report("results/tables/isic_table2.csv", caption="../report/isic_table2.rst", category="5. Classifiers",
+               subcategory="ISIC study, Table 2"),
     params:
         models=lambda wc, input: sorted({str(Path(f).parent) for f in input}),
     log:

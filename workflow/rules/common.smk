@@ -196,7 +196,7 @@ def gan_launcher(wildcards, resources):
 
 
 def gan_outputs():
-    return [f"results/gan/{name}/network-final.pt" for name in GANS]
+    return [f"results/gan/{name}/samples.png" for name in GANS]
 
 
 def dataset_inputs(wildcards):

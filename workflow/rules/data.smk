@@ -27,7 +27,9 @@ rule ingest:
     output:
         lmdb=directory("results/data/{dataset}/lmdb"),
         ingested="results/data/{dataset}/ingested.csv",
-        rejections="results/data/{dataset}/rejections.csv",
+        rejections=report("results/data/{dataset}/rejections.csv", caption="../report/data_rejections.rst",
+                          category="1. Data", subcategory="{dataset}",
+                          labels={"dataset": "{dataset}", "result": "images not ingested, and why"}),
         report="results/data/{dataset}/ingest.json",
     params:
         config=ingest_config,
@@ -98,7 +100,8 @@ rule preview:
         lmdb="results/data/{dataset}/lmdb",
         manifest="results/data/{dataset}/manifest.csv",
     output:
-        "results/data/{dataset}/preview.png",
+        report("results/data/{dataset}/preview.png", caption="../report/data_preview.rst", category="1. Data",
+               subcategory="{dataset}", labels={"dataset": "{dataset}", "result": "images per class"}),
     log:
         "logs/data/preview/{dataset}.log",
     benchmark:

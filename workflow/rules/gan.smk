@@ -26,3 +26,22 @@ rule train_gan:
     shell:
         "{params.launcher} train-gan --config {params.config} --gan {wildcards.gan} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"
+
+
+rule gan_samples:
+    """The final generator at a glance: the same seeds in every row, one row per class when conditional."""
+    input:
+        "results/gan/{gan}/network-final.pt",
+    output:
+        sheet=report("results/gan/{gan}/samples.png", caption="../report/gan_samples.rst", category="2. Generators",
+                     subcategory="{gan}", labels={"generator": "{gan}", "figure": "samples of the final G_ema"}),
+        rows="results/gan/{gan}/samples.json",
+    log:
+        "logs/gan/gan_samples/{gan}.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "dermsynth sample-sheet --network {input} --out {output.sheet} --device cpu > {log} 2>&1"

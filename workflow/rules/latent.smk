@@ -7,7 +7,9 @@ rule sefa:
     output:
         directions="results/latent/{gan}/sefa-{layers}.npz",
         summary="results/latent/{gan}/sefa-{layers}.json",
-        preview="results/latent/{gan}/sefa-{layers}.png",
+        preview=report("results/latent/{gan}/sefa-{layers}.png", caption="../report/sefa.rst",
+                       category="4. Latent space", subcategory="{gan}",
+                       labels={"generator": "{gan}", "result": "SeFa directions, {layers} layers"}),
     wildcard_constraints:
         layers="all|coarse|middle|fine",
     params:
@@ -33,7 +35,9 @@ rule project:
     output:
         latents="results/latent/{gan}/projection.npz",
         report="results/latent/{gan}/projection.json",
-        preview="results/latent/{gan}/projection.png",
+        preview=report("results/latent/{gan}/projection.png", caption="../report/projection.rst",
+                       category="4. Latent space", subcategory="{gan}",
+                       labels={"generator": "{gan}", "result": "projection into W"}),
     params:
         config=projection_config,
     log:
@@ -112,7 +116,9 @@ rule invert:
         e4e="results/latent/{gan}/e4e.pt",
         hyperstyle="results/latent/{gan}/hyperstyle.pt",
     output:
-        directory("results/latent/{gan}/inversion"),
+        report(directory("results/latent/{gan}/inversion"), patterns=["preview.png"], caption="../report/inversion.rst",
+               category="4. Latent space", subcategory="{gan}",
+               labels={"generator": "{gan}", "result": "inversion: e4e, HyperStyle"}),
     params:
         config=inversion_config,
     log:
@@ -136,7 +142,9 @@ rule transform:
     input:
         unpack(transform_inputs),
     output:
-        directory("results/latent/transformations/{name}"),
+        report(directory("results/latent/transformations/{name}"), patterns=["preview.png"],
+               caption="../report/transformation.rst", category="4. Latent space", subcategory="transformations",
+               labels={"transformation": "{name}"}),
     params:
         config=transform_config,
     log:
@@ -160,7 +168,8 @@ rule lpips_table:
     input:
         expand("results/latent/transformations/{name}", name=TRANSFORMATIONS),
     output:
-        "results/tables/table1.csv",
+        report("results/tables/table1.csv", caption="../report/table1.rst", category="4. Latent space",
+               subcategory="HAM10000 study, Table 1"),
     params:
         reports=lambda wc, input: [f"{folder}/transform.json" for folder in input],
         data=lambda wc: data_source(config["latent"]["inversion"]["dataset"]),

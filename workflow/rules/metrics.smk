@@ -34,7 +34,9 @@ rule gan_curve:
         network="results/gan/{gan}/network-final.pt",
     output:
         table="results/metrics/gan/{gan}-snapshots.csv",
-        figure="results/figures/fid-over-kimg-{gan}.png",
+        figure=report("results/figures/fid-over-kimg-{gan}.png", caption="../report/fid_curve.rst",
+                      category="3. Generator evaluation", subcategory="FID over training",
+                      labels={"generator": "{gan}"}),
     params:
         config=curve_config,
     log:
@@ -58,7 +60,8 @@ rule isic_table1:
     input:
         expand("results/metrics/gan/{gan}.json", gan=TABLE1_GANS),
     output:
-        "results/tables/isic_table1.csv",
+        report("results/tables/isic_table1.csv", caption="../report/isic_table1.rst",
+               category="3. Generator evaluation", subcategory="ISIC study, Table 1"),
     params:
         source=lambda wc: data_source(config["gans"][TABLE1_GANS[0]]["dataset"]),
     log:

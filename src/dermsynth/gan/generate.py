@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..outputs import write_csv, write_json
+from ..outputs import tile, write_csv, write_json, write_png
 from ..provenance import provenance
 from ..data.lmdb_store import ImageSetWriter, encode_pixels
 from .networks import seed_latents
@@ -59,6 +59,26 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_inde
         images = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
         out.append(images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
     return torch.cat(out)
+
+
+def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, rows: int = 4,
+                 truncation_psi: float = 1.0, device: str | None = None) -> dict:
+    """A picture of the final generator: seeds 0…columns−1 in each row; a conditional generator gets
+    one row per class (in the dataset's class order, the same seeds in every row), others `rows` rows."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    G = load_generator(network, device)
+    classes, trained_on = network_classes(network)
+    if G.c_dim > 0:
+        sheet = [generate_images(G, list(range(columns)), truncation_psi, index, columns, device)
+                 for index in range(G.c_dim)]
+        row_names = classes or [f"class {index}" for index in range(G.c_dim)]
+    else:
+        sheet = list(generate_images(G, list(range(rows * columns)), truncation_psi, None, columns, device)
+                     .reshape(rows, columns, 3, G.img_resolution, G.img_resolution))
+        row_names = [f"seeds {r * columns}–{(r + 1) * columns - 1} ({', '.join(trained_on) or 'all classes'})"
+                     for r in range(rows)]
+    write_png(out_png, tile(torch.stack(sheet)))
+    return {"network": str(network), "rows": row_names, "columns": columns, "truncation_psi": truncation_psi}
 
 
 def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_psi: float = 1.0,

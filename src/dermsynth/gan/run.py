@@ -24,12 +24,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
 from ..labels import scheme_classes
-from ..outputs import write_json
+from ..outputs import tile, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
 from .distributed import join_world, leave_world
@@ -100,9 +99,7 @@ def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -
     z = seed_latents(GRID_SEEDS, G.z_dim).to(device)
     c = None if G.c_dim == 0 else labels[torch.arange(len(z)) % len(labels)].to(device)
     images = G(z, c, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
-    rows = images.reshape(4, 8, *images.shape[1:]).permute(0, 3, 1, 4, 2).reshape(4 * images.shape[2], 8 * images.shape[3], 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rows.numpy()).save(path)
+    write_png(path, tile(images.reshape(4, 8, *images.shape[1:])))
 
 
 def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: float, device) -> dict:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..outputs import write_json
+from ..outputs import tile, write_json, write_png
 from ..provenance import provenance
 from .sefa import factorize, preview_grid
 
@@ -30,7 +29,7 @@ def run_sefa(cfg: dict, network: str | Path, layer_range: str, out_npz: str | Pa
     grid = preview_grid(G, factors, settings["preview_directions"], settings["preview_samples"],
                         settings["preview_magnitude"], settings["preview_steps"], settings["truncation_psi"],
                         settings["seed"], device=device)
-    Image.fromarray(grid).save(out_png)
+    write_png(out_png, grid)
     eigenvalues = factors["eigenvalues"]
     summary = {"network": str(network), "layer_range": layer_range, "layer_names": factors["layer_names"],
                "ws_indices": factors["ws_indices"], "top_eigenvalues": eigenvalues[:20].round(6).tolist(),
@@ -88,8 +87,7 @@ def run_projection(cfg: dict, gan: str, network: str | Path, lmdb_root: str | Pa
              **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
     tmp.replace(out_npz)
     pairs = torch.stack([targets[:16], recon[:16]], dim=1).flatten(0, 1)  # target, reconstruction, …
-    rows = pairs.reshape(-1, 8, *pairs.shape[1:]).permute(0, 3, 1, 4, 2)
-    Image.fromarray(rows.reshape(rows.shape[0] * rows.shape[1], -1, 3).numpy()).save(out_png)
+    write_png(out_png, tile(pairs.reshape(-1, 8, *pairs.shape[1:])))
     curve = torch.cat(curves, dim=1).mean(dim=1)
     summary = {"gan": gan, "network": str(network), "split": settings["split"], "images": len(frame),
                "space": settings["space"], "steps": settings["steps"],

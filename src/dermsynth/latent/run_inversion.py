@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
-from ..outputs import write_csv, write_json
+from ..outputs import tile, write_csv, write_json, write_png
 from ..provenance import provenance
 from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert, options_from,
                         reconstruction_report, train_e4e, train_hyperstyle)
@@ -199,9 +198,7 @@ def _preview(G, store, frame, out_dir: Path, encoder, hyper, iterations, device,
     from ..data.dataset import read_images
     targets = read_images(store, frame["key"][:count].tolist())
     result = invert(G, encoder, targets, hyper, iterations, device)
-    rows = torch.stack([targets, result["stages"][0], result["stages"][-1]], dim=1)  # (n, 3 columns, C, H, W)
-    grid = rows.permute(0, 3, 1, 4, 2).reshape(rows.shape[0] * rows.shape[3], 3 * rows.shape[4], 3)
-    Image.fromarray(grid.numpy()).save(out_dir / "preview.png")
+    write_png(out_dir / "preview.png", tile(torch.stack([targets, result["stages"][0], result["stages"][-1]], dim=1)))
 
 
 class StoredInversion:

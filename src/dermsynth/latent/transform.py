@@ -26,11 +26,12 @@ import torch
 import yaml
 
 from ..errors import ConfigError
-from ..outputs import write_csv, write_json
+from ..outputs import tile, write_csv, write_json, write_png
 from ..provenance import provenance
 from .inversion import to_uint8
 from .sefa import LAYER_RANGES
 
+PREVIEW_ROWS, PREVIEW_VARIANTS = 8, 4  # preview.png: source | inversion | up to 4 transformed variants
 REQUIRED = ("name", "gan", "layer_range", "direction", "magnitude", "description")
 
 
@@ -124,13 +125,15 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
     variants = settings["variants"]
     magnitudes = draw_magnitudes(spec, keys, variants, settings["seed"])
     alex, alex_info = lpips_alex()
-    rows, images_out = [], []
+    rows, images_out, preview_columns = [], [], []
     progress = Progress(len(keys) * variants, f"transform {spec['name']}")
     for start in range(0, len(keys), settings["batch"]):
         chunk = keys[start:start + settings["batch"]]
         ws, deltas = inversion.latents(chunk)
         sources = at_resolution(read_images(store, chunk), G.img_resolution)
         inverted = transform_images(G, ws, deltas, direction, torch.zeros(len(chunk)), ws_indices, device)
+        if start == 0:
+            preview_columns += [sources[:PREVIEW_ROWS], inverted[:PREVIEW_ROWS]]
         for v in range(variants):
             m = torch.from_numpy(magnitudes[start:start + len(chunk), v]).float()
             moved = transform_images(G, ws, deltas, direction, m, ws_indices, device)
@@ -144,11 +147,14 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
                              "lpips_to_inversion": float(d_inv),
                              "accepted": bool(d_src <= settings["lpips_threshold"])})
             images_out.append(moved)
+            if start == 0 and v < PREVIEW_VARIANTS:
+                preview_columns.append(moved[:PREVIEW_ROWS])
             progress.update(len(chunk))
     progress.close()
     out_dir = Path(out_dir)
     frame = pd.DataFrame(rows)
     write_image_set(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"])
+    write_png(out_dir / "preview.png", tile(torch.stack(preview_columns, dim=1)))
     summary = _summary(spec, frame, settings, alex_info, inversion_dir)
     write_json(out_dir / "transform.json", summary)
     print(f"transform {spec['name']}: {len(frame)} images, mean LPIPS {summary['lpips_mean']:.4f}, "
