@@ -36,6 +36,7 @@ include: "workflow/rules/gan.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/latent.smk"
 include: "workflow/rules/classify.smk"
+include: "workflow/rules/explain.smk"
 
 
 rule all:
@@ -45,4 +46,5 @@ rule all:
         metrics_outputs(),
         latent_outputs(),
         classifier_outputs(),
+        explain_outputs(),
     default_target: True

@@ -47,6 +47,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["classifiers"]["ham10000"]["recipe"].update(epochs=1, input_resolution=16)
     raw["classifiers"]["isic"].update(synth_images=20, aug_malignant=10)
     raw["classifiers"]["isic"]["recipe"].update(epochs=1, input_resolution=16)
+    raw["explain"]["authenticity"].update(edge_cases=1)
     for key, value in overrides.items():
         raw[key] = value
     return raw
@@ -87,6 +88,7 @@ def gan_setup(demo_root, ingested_ham, tmp_path_factory):
     raw["latent"]["projection"].update(gans=["tiny"], images=4, steps=10, batch=2, w_avg_samples=200)
     raw["latent"]["inversion"]["gans"] = []
     raw["classifiers"]["isic"]["enabled"] = False
+    raw["explain"]["authenticity"]["gans"] = []
     cfg = validate_config(raw)
     manifest = tmp_path_factory.mktemp("gan") / "manifest.csv"
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)

@@ -62,9 +62,9 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
     jobs = _planned_jobs(_snakemake(workdir, "-n"))
     assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                    "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
+                    "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
                     **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10, "filter_synthetic": 10,
-                    "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1}
+                    "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1}
 
 
 def test_table2_target_plans_the_whole_chain_from_the_raw_archives(tmp_path):
@@ -124,6 +124,8 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
             assert (workdir / f"results/latent/{gan}/sefa-{layers}.png").exists()
     assert json.loads((workdir / "results/latent/cgan/projection.json").read_text())["images"] == 4
     _check_latent_and_classifier_outputs(workdir)
+    _check_authenticity_outputs(workdir)
+    _check_report(workdir)
     up_to_date = _snakemake(workdir, "-n")
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
 
@@ -144,7 +146,8 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     raw["classifiers"]["ham10000"]["recipe"]["lr"] = 0.001
     _workdir(tmp_path, raw)
 
-    isic_reruns = {"isic_table1": 1, "sefa": 4, "project": 1, **ISIC_CLASSIFY_JOBS}
+    isic_reruns = {"isic_table1": 1, "sefa": 4, "project": 1, "gan_samples": 5, **ISIC_CLASSIFY_JOBS,
+                   "authenticity": 1}
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)
     # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
@@ -195,6 +198,23 @@ def _check_latent_and_classifier_outputs(workdir: Path) -> None:
     assert isic.loc[isic["scenario"] == "cgan-aug", "synthetic"].item() == 10
 
 
+def _check_authenticity_outputs(workdir: Path) -> None:
+    table = pd.read_csv(workdir / "results/explain/cgan/authenticity.csv", dtype={"key": str, "nearest_key": str})
+    projection = np.load(workdir / "results/latent/cgan/projection.npz")
+    assert table["key"].tolist() == projection["keys"].tolist()  # every projected image, in order
+    assert table["distance_to_projection"].between(0, 2).all()
+    own_is_nearest = (table["nearest_key"] == table["key"]) & (table["nearest_kind"] == "projection")
+    assert (table["memorisation_flag"] == own_is_nearest).all()
+    summary = json.loads((workdir / "results/explain/cgan/authenticity.json").read_text())
+    assert summary["images"] == 4 and summary["memorisation_flags"] == int(own_is_nearest.sum())
+    assert summary["classifier"]["folder"] == "results/classifiers/isic/cgan-aug/resnet10t"
+    assert summary["classifier"]["weights"].startswith("random-init")
+    assert summary["distance_to_projection"]["median"] == pytest.approx(table["distance_to_projection"].median())
+    tsne = pd.read_csv(workdir / "results/explain/cgan/tsne.csv")
+    assert len(tsne) == 8 and sorted(tsne["kind"].unique()) == ["projection", "real"]
+    assert (workdir / "results/explain/cgan/tsne.png").stat().st_size > 10_000
+
+
 def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     """The study config with placeholder archives: every job planned with the profile's cluster settings."""
     from dermsynth.config import load_config
@@ -215,13 +235,13 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                                     "train_gan": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
+                                     "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
                                      "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
                                      "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
-                                     "isic_table2": 1}
+                                     "isic_table2": 1, "authenticity": 1}
     text = result.stdout + result.stderr
     for rule in ("train_e4e", "train_hyperstyle", "invert", "transform", "classifier", "classifier_sa",
-                 "isic_synthetic"):
+                 "isic_synthetic", "authenticity"):
         blocks = [block for block in text.split("\n\n") if f"rule {rule}:" in block]
         assert blocks and all("gpu=1" in block for block in blocks), rule
     ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]

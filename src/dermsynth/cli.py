@@ -147,6 +147,14 @@ def cmd_project(args) -> None:
     run_projection(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.preview, device=args.device)
 
 
+def cmd_authenticity(args) -> None:
+    from .explain.authenticity import run_authenticity
+    cfg = _config(args)
+    _set_threads(args.threads)
+    run_authenticity(cfg, args.gan, args.network, args.projection, args.lmdb, args.classifier, args.out,
+                     device=args.device)
+
+
 def cmd_train_e4e(args) -> None:
     from .latent.run_inversion import run_train_e4e
     cfg = _config(args)
@@ -394,6 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help=".npz (a .json report beside it)")
     p.add_argument("--preview", required=True, help="PNG: pairs of target and reconstruction")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("authenticity", cmd_authenticity, "Real images and their projections embedded by a classifier: "
+             "cosine distances, nearest neighbours and memorisation flags, 3-D t-SNE, edge and central cases.")
+    p.add_argument("--gan", required=True)
+    p.add_argument("--network", required=True)
+    p.add_argument("--projection", required=True, help="the projection .npz of `dermsynth project`")
+    p.add_argument("--lmdb", required=True, help="the real images' LMDB store")
+    p.add_argument("--classifier", required=True, help="a classifier folder (best.pt)")
+    p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 

@@ -287,3 +287,27 @@ def isic_model_outputs(wildcards):
 def classifier_outputs():
     outputs = ["results/tables/table2.csv"] if HAM_SIZES else []
     return outputs + (["results/tables/isic_table2.csv"] if ISIC_SCENARIOS else [])
+
+
+AUTHENTICITY = config["explain"]["authenticity"]
+AUTHENTICITY_CLASSIFIER = (AUTHENTICITY["classifier"], AUTHENTICITY.get("architecture") or ISIC["architectures"][0])
+if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[0] not in ISIC_SCENARIOS:
+    raise ValueError(f"explain.authenticity.classifier: '{AUTHENTICITY_CLASSIFIER[0]}' is not an ISIC classifier "
+                     f"scenario of this config (scenarios: {', '.join(ISIC_SCENARIOS) or 'none'})")
+
+
+def authenticity_config(wildcards):
+    keys = ("edge_cases", "perplexity", "batch", "seed")
+    return rule_config({"explain": {"authenticity": {k: AUTHENTICITY[k] for k in keys}}})
+
+
+def authenticity_inputs(wildcards):
+    scenario, arch = AUTHENTICITY_CLASSIFIER
+    return {**gan_data(wildcards), "network": f"results/gan/{wildcards.gan}/network-final.pt",
+            "projection": f"results/latent/{wildcards.gan}/projection.npz",
+            "classifier": f"results/classifiers/isic/{scenario}/{arch}/metrics.json"}
+
+
+def explain_outputs():
+    return [f"results/explain/{gan}/{name}" for gan in AUTHENTICITY["gans"]
+            for name in ("authenticity.json", "tsne.png")]

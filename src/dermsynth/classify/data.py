@@ -80,6 +80,18 @@ def augmentation(names: list[str]) -> v2.Transform:
     return v2.Compose(steps) if steps else v2.Identity()
 
 
+def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 image(s) (…, 3, R, R) at the classifier's input resolution (antialiased)."""
+    if images.shape[-1] == resolution:
+        return images
+    return v2.functional.resize(images, [resolution, resolution], antialias=True)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 image(s) (…, 3, R, R) → the float input every classifier here was trained on."""
+    return (images.float() / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+
+
 class ImageRows(Dataset):
     """(normalised float image (3, R, R), class index) for each row; `stores` maps a row's store to its LMDB."""
 
@@ -101,8 +113,4 @@ class ImageRows(Dataset):
     def __getitem__(self, i: int):
         row = self.rows.iloc[i]
         image = torch.from_numpy(self.stores[row["store"]].get(row["key"])).permute(2, 0, 1)
-        if image.shape[-1] != self.resolution:
-            image = v2.functional.resize(image, [self.resolution, self.resolution], antialias=True)
-        image = self.augment(image)
-        image = (image.float() / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
-        return image, int(self.targets[i])
+        return normalise(self.augment(resize(image, self.resolution))), int(self.targets[i])

@@ -1,0 +1,1 @@
+"""Explanations: how real images and their projections sit in a classifier's embedding space."""
