@@ -47,7 +47,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["classifiers"]["ham10000"]["recipe"].update(epochs=1, input_resolution=16)
     raw["classifiers"]["isic"].update(synth_images=20, aug_malignant=10)
     raw["classifiers"]["isic"]["recipe"].update(epochs=1, input_resolution=16)
-    raw["explain"]["authenticity"].update(edge_cases=1)
+    raw["explain"]["authenticity"].update(edge_cases=1, xrai_images=1, xrai_steps=4)
     for key, value in overrides.items():
         raw[key] = value
     return raw

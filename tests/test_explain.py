@@ -82,3 +82,25 @@ def test_embeddings_are_the_pooled_features_the_head_classifies():
     np.testing.assert_allclose(features, pooled.numpy(), atol=2e-2)  # uint8 vs float resize
     np.testing.assert_allclose(probabilities, expected.numpy(), atol=2e-2)
     assert probabilities.sum(axis=1) == pytest.approx(np.ones(3))
+
+
+class _TopLeftDetector(torch.nn.Module):
+    """Class 1's logit is the mean of the top-left quadrant's red channel; class 0's its negative."""
+
+    def forward(self, x):
+        quadrant = x[:, 0, : x.shape[2] // 2, : x.shape[3] // 2].mean(dim=(1, 2))
+        return torch.stack([-quadrant, quadrant], dim=1)
+
+
+def test_xrai_puts_the_attribution_where_the_decision_is_made(tmp_path):
+    from dermsynth.explain.xrai import xrai_figure, xrai_heatmaps
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    heatmaps = xrai_heatmaps(_TopLeftDetector(), images, [1, 1], 32, "cpu", steps=8)
+    assert heatmaps.shape == (2, 32, 32)
+    for heatmap in heatmaps:
+        inside = heatmap[:16, :16].mean()
+        outside = np.concatenate([heatmap[16:].ravel(), heatmap[:16, 16:].ravel()]).mean()
+        assert inside > 2 * outside
+    xrai_figure(images, heatmaps, ["a", "b"], tmp_path / "xrai.png")
+    assert (tmp_path / "xrai.png").stat().st_size > 5_000

@@ -297,7 +297,7 @@ if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[0] not in ISIC_SCENARIOS:
 
 
 def authenticity_config(wildcards):
-    keys = ("edge_cases", "perplexity", "batch", "seed")
+    keys = ("edge_cases", "perplexity", "xrai_images", "xrai_steps", "batch", "seed")
     return rule_config({"explain": {"authenticity": {k: AUTHENTICITY[k] for k in keys}}})
 
 

@@ -15,6 +15,9 @@ rule authenticity:
                      subcategory="{gan}", labels={"generator": "{gan}", "figure": "closest and farthest pairs"}),
         cases=report("results/explain/{gan}/cases.png", caption="../report/cases.rst", category="6. Explanations",
                      subcategory="{gan}", labels={"generator": "{gan}", "figure": "edge and central cases"}),
+        heatmaps="results/explain/{gan}/xrai.npz",
+        xrai=report("results/explain/{gan}/xrai.png", caption="../report/xrai.rst", category="6. Explanations",
+                    subcategory="{gan}", labels={"generator": "{gan}", "figure": "XRAI: edge and central cases"}),
     params:
         config=authenticity_config,
         classifier=lambda wc, input: str(Path(input.classifier).parent),

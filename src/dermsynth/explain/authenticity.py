@@ -9,7 +9,7 @@ the generator may have memorised the image (the study: 2 of 12,000, median dista
 
 A 3-D t-SNE of all embeddings shows the class clusters. Edge cases are the real images the classifier
 is least sure about (smallest margin between its two most probable classes); central cases are the
-ones nearest their own class's centroid.
+ones nearest their own class's centroid. XRAI heatmaps show what the classifier looked at in both.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ class _Projections:
 
 def run_authenticity(cfg: dict, gan: str, network, projection_npz, lmdb_root, classifier_dir, out_dir,
                      device: str | None = None) -> dict:
-    """authenticity.csv + .json, tsne.csv + tsne.png, pairs.png (closest and farthest), cases.png."""
+    """authenticity.csv + .json, tsne.csv + tsne.png, pairs.png (closest and farthest), cases.png,
+    xrai.npz + xrai.png (heatmaps of edge and central cases)."""
     from ..classify.train import load_best
     from ..data.dataset import read_images
     from ..data.lmdb_store import LmdbImageStore
@@ -181,6 +182,7 @@ def run_authenticity(cfg: dict, gan: str, network, projection_npz, lmdb_root, cl
                 f"{saved['architecture']} features ({weights})", out_dir / "tsne.png")
     _pairs_figure(table, store, projections, out_dir / "pairs.png")
     _cases_figure(table, store, out_dir / "cases.png")
+    _explain_cases(model, table, store, saved["classes"], resolution, settings, out_dir, device)
     summary = _summary(gan, table, saved, classifier_dir, projection_npz, settings)
     write_json(out_dir / "authenticity.json", summary)
     print(f"authenticity {gan}: {len(table)} images, median distance to projection "
@@ -224,6 +226,25 @@ def _cases_figure(table: pd.DataFrame, store, out_png: Path) -> None:
             row[:len(keys)] = images
         rows.append(row)
     write_png(out_png, tile(torch.stack(rows)))
+
+
+def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolution: int, settings: dict,
+                   out_dir: Path, device) -> None:
+    """XRAI heatmaps of the classifier's predicted class for the first edge and central cases."""
+    from ..data.dataset import read_images
+    from .xrai import xrai_figure, xrai_heatmaps
+    count = settings["xrai_images"]
+    chosen = pd.concat([table[table["case"] == "edge"].sort_values(["margin", "key"])[:count],
+                        table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])[:count]])
+    images = read_images(store, chosen["key"].tolist())
+    predicted = [classes.index(name) for name in chosen["predicted"]]
+    heatmaps = xrai_heatmaps(model, images, predicted, resolution, device, steps=settings["xrai_steps"])
+    np.savez(out_dir / "xrai.tmp.npz", keys=np.array(chosen["key"].tolist()), explained_class=np.array(chosen["predicted"]),
+             case=np.array(chosen["case"]), heatmaps=heatmaps)
+    (out_dir / "xrai.tmp.npz").replace(out_dir / "xrai.npz")
+    titles = [f"{row.case}: {row.key}\n{row.label} → {row.predicted} (margin {row.margin:.2f})"
+              for row in chosen.itertuples()]
+    xrai_figure(images, heatmaps, titles, out_dir / "xrai.png")
 
 
 def _summary(gan, table, saved, classifier_dir, projection_npz, settings) -> dict:
