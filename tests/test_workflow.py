@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -196,6 +197,56 @@ def _check_latent_and_classifier_outputs(workdir: Path) -> None:
                                                                for k in ("synth", "aug")])
     assert isic.loc[isic["scenario"] == "gan-synth", "synthetic"].item() == 20
     assert isic.loc[isic["scenario"] == "cgan-aug", "synthetic"].item() == 10
+
+
+REPORT_CATEGORIES = ["1. Data", "2. Generators", "3. Generator evaluation", "4. Latent space", "5. Classifiers",
+                     "6. Explanations"]
+
+
+def _embedded(html: str, name: str):
+    """The JSON a Snakemake report embeds as `<script id="<name>"> var <name> = …;`."""
+    start = html.index(f"var {name} = ", html.index(f'<script id="{name}">')) + len(f"var {name} = ")
+    return json.JSONDecoder().raw_decode(html[start:])[0]
+
+
+def _check_report(workdir: Path) -> None:
+    """`snakemake --report`: every figure and table, each with its caption, under the six stage categories;
+    and the page renders in a real browser (headless Chromium) with those categories in its menu."""
+    _snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    results = _embedded(html, "results")
+    gans = ["ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"]
+    expected = {f"results/data/{d}/{f}" for d in ("ham10000", "ham10000_gan", "isic")
+                for f in ("preview.png", "rejections.csv")}
+    expected |= {f"results/gan/{g}/samples.png" for g in gans} | {f"results/figures/fid-over-kimg-{g}.png" for g in gans}
+    expected |= {f"results/latent/{g}/sefa-{r}.png" for g in ("ham10000", "mal_gan")
+                 for r in ("all", "coarse", "middle", "fine")}
+    expected |= {"results/latent/cgan/projection.png", "results/latent/ham10000/inversion/preview.png"}
+    expected |= {f"results/latent/transformations/{t}/preview.png" for t in ("SPV", "SV", "BCV", "GV", "PS")}
+    expected |= {f"results/classifiers/ham10000/{s}/resnet10t/confusion.png"
+                 for s in ("baseline", "SA-2k", "SA-4k", "SA-2k-filter", "SA-4k-filter")}
+    expected |= {f"results/classifiers/isic/{s}/resnet10t/confusion.png"
+                 for s in ["baseline"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color") for k in ("synth", "aug")]}
+    expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2")}
+    expected |= {"results/figures/recall-per-class-resnet10t.png"}
+    expected |= {f"results/explain/cgan/{f}.png" for f in ("tsne", "pairs", "cases", "xrai")}
+    assert set(results) == expected
+    for path, result in results.items():
+        assert len(result["caption"]) > 50 and "{{" not in result["caption"], path  # wildcards filled in
+        assert result["data_uri"].startswith("data:"), path
+    assert "ham10000_gan" in results["results/data/ham10000_gan/preview.png"]["caption"]
+    assert sorted(_embedded(html, "categories")) == REPORT_CATEGORIES
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        assert not os.environ.get("CI"), "CI installs chromium (.ci/run) to render the report"
+        return
+    rendered = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                               "--dump-dom", (workdir / "report.html").as_uri()],
+                              capture_output=True, text=True, timeout=180)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    for category in REPORT_CATEGORIES:
+        assert f">{category}<" in rendered.stdout, category
 
 
 def _check_authenticity_outputs(workdir: Path) -> None:

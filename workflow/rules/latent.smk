@@ -116,7 +116,7 @@ rule invert:
         e4e="results/latent/{gan}/e4e.pt",
         hyperstyle="results/latent/{gan}/hyperstyle.pt",
     output:
-        report(directory("results/latent/{gan}/inversion"), patterns=["preview.png"], caption="../report/inversion.rst",
+        report(directory("results/latent/{gan}/inversion"), patterns=["{figure}.png"], caption="../report/inversion.rst",
                category="4. Latent space", subcategory="{gan}",
                labels={"generator": "{gan}", "result": "inversion: e4e, HyperStyle"}),
     params:
@@ -142,7 +142,7 @@ rule transform:
     input:
         unpack(transform_inputs),
     output:
-        report(directory("results/latent/transformations/{name}"), patterns=["preview.png"],
+        report(directory("results/latent/transformations/{name}"), patterns=["{figure}.png"],
                caption="../report/transformation.rst", category="4. Latent space", subcategory="transformations",
                labels={"transformation": "{name}"}),
     params:
