@@ -38,6 +38,8 @@ rule gan_samples:
         rows="results/gan/{gan}/samples.json",
     log:
         "logs/gan/gan_samples/{gan}.log",
+    benchmark:
+        "benchmarks/gan/gan_samples/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
     resources:
