@@ -264,6 +264,10 @@ def _check_authenticity_outputs(workdir: Path) -> None:
     tsne = pd.read_csv(workdir / "results/explain/cgan/tsne.csv")
     assert len(tsne) == 8 and sorted(tsne["kind"].unique()) == ["projection", "real"]
     assert (workdir / "results/explain/cgan/tsne.png").stat().st_size > 10_000
+    xrai = np.load(workdir / "results/explain/cgan/xrai.npz")  # plain arrays: loads without pickle
+    cases = table.set_index("key")["case"]
+    assert sorted(xrai["case"]) == ["central", "edge"] and [cases[k] for k in xrai["keys"]] == list(xrai["case"])
+    assert xrai["heatmaps"].shape == (2, 16, 16)  # the classifier's input resolution in the test config
 
 
 def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):

@@ -24,14 +24,22 @@ import torch
 from sklearn.manifold import TSNE
 from sklearn.metrics.pairwise import cosine_distances
 
+from ..classify.data import normalise, resize
+from ..classify.train import load_best
+from ..data.dataset import read_images
+from ..data.lmdb_store import LmdbImageStore
+from ..gan.run import load_generator
+from ..latent.project import reconstruct
+from ..latent.transform import at_resolution
 from ..outputs import tile, write_csv, write_json, write_png
+from ..progress import Progress
 from ..provenance import provenance
+from .xrai import xrai_figure, xrai_heatmaps
 
 
 @torch.no_grad()
 def embed(model, images: torch.Tensor, resolution: int, device) -> tuple[np.ndarray, np.ndarray]:
     """(pooled last-convolution features (N, D), class probabilities (N, C)) of uint8 images (N, 3, R, R)."""
-    from ..classify.data import normalise, resize
     features = model.forward_features(normalise(resize(images, resolution)).to(device))
     pooled = model.forward_head(features, pre_logits=True)
     probabilities = model.forward_head(features).softmax(dim=1)
@@ -139,7 +147,6 @@ class _Projections:
         self.G, self.device = G, device
 
     def images(self, rows: slice | list[int]) -> torch.Tensor:
-        from ..latent.project import reconstruct
         return reconstruct(self.G, self.ws[rows], [m[rows] for m in self.noise], self.device)
 
 
@@ -147,11 +154,6 @@ def run_authenticity(cfg: dict, gan: str, network, projection_npz, lmdb_root, cl
                      device: str | None = None) -> dict:
     """authenticity.csv + .json, tsne.csv + tsne.png, pairs.png (closest and farthest), cases.png,
     xrai.npz + xrai.png (heatmaps of edge and central cases)."""
-    from ..classify.train import load_best
-    from ..data.dataset import read_images
-    from ..data.lmdb_store import LmdbImageStore
-    from ..gan.run import load_generator
-    from ..progress import Progress
     settings = cfg["explain"]["authenticity"]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     projections = _Projections(projection_npz, load_generator(network, device), device)
@@ -203,8 +205,6 @@ def _pairs_figure(table: pd.DataFrame, store, projections: _Projections, out_png
     most distant."""
     ordered = table.sort_values(["distance_to_projection", "key"])
     chosen = list(ordered.index[:count]) + [i for i in ordered.index[::-1][:count] if i not in ordered.index[:count]]
-    from ..data.dataset import read_images
-    from ..latent.transform import at_resolution
     fakes = projections.images(chosen)
     reals = at_resolution(read_images(store, table["key"][chosen].tolist()), fakes.shape[-1])
     write_png(out_png, tile(torch.stack([reals, fakes])))
@@ -213,34 +213,26 @@ def _pairs_figure(table: pd.DataFrame, store, projections: _Projections, out_png
 def _cases_figure(table: pd.DataFrame, store, out_png: Path) -> None:
     """Row 1: edge cases (smallest margin first); row 2: central cases (nearest their centroid first);
     at most 8 each, black where a row has fewer."""
-    from ..data.dataset import read_images
     edge = table[table["case"] == "edge"].sort_values(["margin", "key"])["key"].tolist()[:8]
     central = table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])["key"].tolist()[:8]
-    columns = max(len(edge), len(central))
-    rows = []
-    for keys in (edge, central):
-        images = read_images(store, keys) if keys else None
-        row = torch.zeros(columns, *(images.shape[1:] if images is not None else read_images(store, edge[:1]).shape[1:]),
-                          dtype=torch.uint8)
-        if images is not None:
-            row[:len(keys)] = images
-        rows.append(row)
-    write_png(out_png, tile(torch.stack(rows)))
+    rows = [read_images(store, keys) for keys in (edge, central) if keys]
+    columns = max(len(row) for row in rows)
+    padded = [torch.cat([row, torch.zeros(columns - len(row), *row.shape[1:], dtype=torch.uint8)]) for row in rows]
+    write_png(out_png, tile(torch.stack(padded)))
 
 
 def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolution: int, settings: dict,
                    out_dir: Path, device) -> None:
     """XRAI heatmaps of the classifier's predicted class for the first edge and central cases."""
-    from ..data.dataset import read_images
-    from .xrai import xrai_figure, xrai_heatmaps
     count = settings["xrai_images"]
     chosen = pd.concat([table[table["case"] == "edge"].sort_values(["margin", "key"])[:count],
                         table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])[:count]])
     images = read_images(store, chosen["key"].tolist())
     predicted = [classes.index(name) for name in chosen["predicted"]]
     heatmaps = xrai_heatmaps(model, images, predicted, resolution, device, steps=settings["xrai_steps"])
-    np.savez(out_dir / "xrai.tmp.npz", keys=np.array(chosen["key"].tolist()), explained_class=np.array(chosen["predicted"]),
-             case=np.array(chosen["case"]), heatmaps=heatmaps)
+    np.savez(out_dir / "xrai.tmp.npz", keys=chosen["key"].to_numpy(dtype=str),
+             explained_class=chosen["predicted"].to_numpy(dtype=str), case=chosen["case"].to_numpy(dtype=str),
+             heatmaps=heatmaps)
     (out_dir / "xrai.tmp.npz").replace(out_dir / "xrai.npz")
     titles = [f"{row.case}: {row.key}\n{row.label} → {row.predicted} (margin {row.margin:.2f})"
               for row in chosen.itertuples()]

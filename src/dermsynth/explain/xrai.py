@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..classify.data import normalise, resize
+
 
 def xrai_heatmaps(model, images: torch.Tensor, class_indices: list[int], resolution: int, device,
                   steps: int = 100, batch: int = 16) -> np.ndarray:
     """XRAI attribution (N, R, R) of uint8 images (N, 3, H, W) for the given class of each, at the
     classifier's input resolution R."""
     import saliency.core as saliency
-    from ..classify.data import normalise, resize
     model = model.to(device).eval()
     inputs = normalise(resize(images, resolution)).permute(0, 2, 3, 1).numpy()  # HWC, as the library wants
     full = torch.full((1, 3, resolution, resolution), 255, dtype=torch.uint8)
@@ -40,7 +41,6 @@ def xrai_figure(images: torch.Tensor, heatmaps: np.ndarray, titles: list[str], o
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..classify.data import resize
     pictures = resize(images, heatmaps.shape[-1]).permute(0, 2, 3, 1).numpy()
     figure, axes = plt.subplots(3, len(pictures), figsize=(2 * len(pictures), 6.4), squeeze=False)
     for column, (picture, heatmap, title) in enumerate(zip(pictures, heatmaps, titles)):
