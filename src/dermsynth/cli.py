@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .errors import DermsynthError
 
@@ -267,11 +266,7 @@ def cmd_generate(args) -> None:
 
 def cmd_sample_sheet(args) -> None:
     from .gan.generate import sample_sheet
-    from .outputs import write_json
-    from .provenance import provenance
     sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)
-    settings = {"columns": args.columns, "rows": args.rows, "truncation_psi": args.truncation}
-    write_json(Path(args.out).with_suffix(".json"), {**sheet, "provenance": provenance("sample-sheet", settings)})
     print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
 
 

@@ -98,10 +98,9 @@ def _check_semantics(cfg: dict, raw: dict) -> list[str]:
                 if name not in cfg.get("gans", {}):
                     problems.append(f"'classifiers.isic.generators.{family}.{label}': '{name}' is not defined under "
                                     "'gans' (or set classifiers.isic.enabled: false)")
-    authenticity = cfg.get("explain", {}).get("authenticity", {})
     if "latent" in raw and "explain" in raw:  # (not in a job's partial config)
         projected = cfg["latent"]["projection"]["gans"]
-        for i, name in enumerate(authenticity.get("gans", [])):
+        for i, name in enumerate(cfg["explain"]["authenticity"]["gans"]):
             if name not in projected:
                 problems.append(f"'explain.authenticity.gans[{i}]': '{name}' is not projected; add it to "
                                 f"'latent.projection.gans' (now: {', '.join(projected) or 'none'})")

@@ -294,6 +294,9 @@ AUTHENTICITY_CLASSIFIER = (AUTHENTICITY["classifier"], AUTHENTICITY.get("archite
 if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[0] not in ISIC_SCENARIOS:
     raise ValueError(f"explain.authenticity.classifier: '{AUTHENTICITY_CLASSIFIER[0]}' is not an ISIC classifier "
                      f"scenario of this config (scenarios: {', '.join(ISIC_SCENARIOS) or 'none'})")
+if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[1] not in ISIC["architectures"]:
+    raise ValueError(f"explain.authenticity.architecture: '{AUTHENTICITY_CLASSIFIER[1]}' is not trained here "
+                     f"(classifiers.isic.architectures: {', '.join(ISIC['architectures'])})")
 
 
 def authenticity_config(wildcards):

@@ -63,8 +63,9 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_inde
 
 def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, rows: int = 4,
                  truncation_psi: float = 1.0, device: str | None = None) -> dict:
-    """A picture of the final generator: seeds 0…columns−1 in each row; a conditional generator gets
-    one row per class (in the dataset's class order, the same seeds in every row), others `rows` rows."""
+    """A picture of the final generator (+ a JSON beside it naming the rows): seeds 0…columns−1 in each
+    row; a conditional generator gets one row per class (in the dataset's class order, the same seeds in
+    every row), others `rows` rows."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
@@ -78,7 +79,11 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
         row_names = [f"seeds {r * columns}–{(r + 1) * columns - 1} ({', '.join(trained_on) or 'all classes'})"
                      for r in range(rows)]
     write_png(out_png, tile(torch.stack(sheet)))
-    return {"network": str(network), "rows": row_names, "columns": columns, "truncation_psi": truncation_psi}
+    settings = {"columns": columns, "rows": rows, "truncation_psi": truncation_psi}
+    summary = {"network": str(network), "rows": row_names, "columns": columns, "truncation_psi": truncation_psi,
+               "provenance": provenance("sample-sheet", settings)}
+    write_json(Path(out_png).with_suffix(".json"), summary)
+    return summary
 
 
 def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_psi: float = 1.0,
