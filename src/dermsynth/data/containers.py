@@ -7,47 +7,74 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
-# Files every archive tool adds: never images, never worth a rejection entry.
-_NOISE_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db"}
+from .names import canonical_name
+
+# Files that belong to an archive's published layout or a folder's paperwork: listed (one row each in
+# rejections.csv, reason `not_an_image`), never decoded. Everything else is a candidate image, so a
+# format nobody listed here (WebP, JFIF, GIF, HEIC, DICOM …) is matched to its metadata row and then
+# decoded or rejected as `unsupported_format` — never skipped.
+DOCUMENT_SUFFIXES = {".csv", ".tsv", ".txt", ".md", ".rst", ".json", ".yaml", ".yml", ".xml", ".html", ".htm",
+                     ".pdf", ".doc", ".docx", ".odt", ".rtf", ".xls", ".xlsx", ".ods", ".log", ".sha256", ".md5"}
+DOCUMENT_STEMS = {"license", "licence", "readme", "attribution", "copying", "notice", "citation", "authors"}
+# Files that archive tools and desktops add on their own (macOS resource forks and Finder state,
+# Windows thumbnail caches): listed with reason `archive_tool_file`, never data.
+_TOOL_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".Spotlight-V100", ".Trashes"}
 
 
 @dataclass
 class MemberListing:
-    images: list[str]        # image members, posix paths inside the container
-    unsafe: list[str]        # members whose path escapes the container ('..', absolute)
-    non_images: list[str]    # other files (licences, attribution notes, …)
+    """The files of a container, by what they are. Names are exactly as stored (read with these);
+    match on `names.canonical_name(name)`."""
+
+    images: list[str]        # candidate image files (anything that is not a document or tool file)
+    unsafe: list[str]        # members whose path escapes the container ('..', absolute, drive letter)
+    documents: list[str]     # licences, attribution notes, CSVs … of the published layout
+    tool_files: list[str]    # __MACOSX/, ._*, .DS_Store, Thumbs.db …
 
 
 def is_unsafe(name: str) -> bool:
+    """True for a path that would escape its container: absolute, `..` anywhere, or a drive letter
+    (with either separator, since Windows-made zips use `\\`)."""
     path = PurePosixPath(name.replace("\\", "/"))
     return name.startswith(("/", "\\")) or ".." in path.parts or (len(name) > 1 and name[1] == ":")
 
 
+def is_tool_file(name: str) -> bool:
+    parts = PurePosixPath(canonical_name(name)).parts
+    return any(p in _TOOL_PARTS or p.startswith("._") for p in parts)
+
+
+def is_document(name: str) -> bool:
+    path = PurePosixPath(canonical_name(name))
+    return path.suffix.lower() in DOCUMENT_SUFFIXES or path.stem.lower() in DOCUMENT_STEMS
+
+
 def _classify(names: list[str]) -> MemberListing:
-    listing = MemberListing([], [], [])
+    listing = MemberListing([], [], [], [])
     for name in names:
-        parts = PurePosixPath(name).parts
-        if any(p in _NOISE_PARTS or p.startswith("._") for p in parts):
-            continue
         if is_unsafe(name):
             listing.unsafe.append(name)
-        elif PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
-            listing.images.append(name)
+        elif is_tool_file(name):
+            listing.tool_files.append(name)
+        elif is_document(name):
+            listing.documents.append(name)
         else:
-            listing.non_images.append(name)
+            listing.images.append(name)
     return listing
 
 
 def list_members(container: str | Path) -> MemberListing:
-    """Classify the files of a zip archive or folder (recursively)."""
+    """Classify every file of a zip archive or folder (recursively). Zip directory entries are not
+    files; every other member lands in exactly one list."""
     container = Path(container)
     if container.is_dir():
         names = sorted(str(p.relative_to(container).as_posix())
                        for p in container.rglob("*") if p.is_file())
         return _classify(names)
     with zipfile.ZipFile(container) as archive:
-        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        # a directory entry written on Windows ends in '\\', which zipfile does not see as a directory
+        names = [info.filename for info in archive.infolist()
+                 if not info.is_dir() and not (info.filename.endswith("\\") and info.file_size == 0)]
     return _classify(names)
 
 

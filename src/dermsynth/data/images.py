@@ -8,8 +8,10 @@ image that cannot be turned into a trustworthy RGB image raises `ImageRejected` 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,6 +32,7 @@ class DecodedImage:
     original_size: tuple[int, int]           # (width, height) after EXIF orientation
     original_mode: str
     conversions: list[str] = field(default_factory=list)
+    original_format: str = ""                # Pillow's format name: JPEG, PNG, WEBP, GIF, …
 
 
 def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
@@ -42,7 +45,42 @@ def _png_bit_depth(data: bytes) -> int | None:
     return data[24] if data[:8] == _PNG_SIGNATURE and len(data) > 24 else None
 
 
-def _open(data: bytes, resolution: int, draft: bool) -> tuple[Image.Image, tuple[int, int], list[str]]:
+# Signatures of formats Pillow cannot decode without plug-ins (first bytes, or bytes 4-12 for ISO
+# media files): named in the `unsupported_format` rejection so the user knows what to convert.
+_FOREIGN_FORMATS = [
+    (lambda d: d[4:12] in (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1"), "HEIC/HEIF (iPhone photo)"),
+    (lambda d: d[4:12] in (b"ftypavif", b"ftypavis"), "AVIF"),
+    (lambda d: d[128:132] == b"DICM", "DICOM"),
+    (lambda d: d[:4] == b"%PDF", "PDF"),
+    (lambda d: d.lstrip()[:5] in (b"<svg ", b"<?xml") and b"<svg" in d[:1024], "SVG (vector graphics)"),
+    (lambda d: d[:2] == b"\xff\x0a" or d[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (lambda d: d[:4] in (b"PK\x03\x04",), "a zip archive"),
+    (lambda d: d[:6] in (b"7z\xbc\xaf\x27\x1c",) or d[:4] == b"Rar!", "a compressed archive"),
+    (lambda d: d[4:8] in (b"ftyp", b"moov", b"mdat"), "a video (MP4/MOV)"),
+]
+# Formats Pillow reads: a file whose bytes or extension claim one of these but that does not decode
+# is damaged (`corrupt_image`), not foreign.
+_READABLE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp",
+                      ".ppm", ".pgm", ".pbm", ".tga", ".ico", ".jp2", ".j2k"}
+_READABLE_MAGIC = (b"\xff\xd8", _PNG_SIGNATURE, b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+# Formats recorded as a conversion (`from_<format>`): the studies' archives are JPEG (and PNG).
+_NATIVE_FORMATS = {"JPEG", "PNG", "MPO"}
+
+
+def _foreign_format(data: bytes, name: str) -> str | None:
+    """The name of a format Pillow cannot read, or None when the file claims a readable one."""
+    if data.startswith(_READABLE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return None
+    for matches, fmt in _FOREIGN_FORMATS:
+        if matches(data):
+            return fmt
+    suffix = Path(name).suffix.lower()
+    if suffix in _READABLE_SUFFIXES:
+        return None
+    return f"unknown ({suffix or 'no extension'}; first bytes {data[:8].hex(' ')})"
+
+
+def _open(data: bytes, resolution: int, draft: bool, name: str = "") -> tuple[Image.Image, tuple[int, int], list[str]]:
     """The decoded image (possibly DCT-downscaled by libjpeg), the file's full (width, height), and
     the warnings Pillow raised while decoding (it skips damaged EXIF tags with a warning only)."""
     try:
@@ -55,12 +93,25 @@ def _open(data: bytes, resolution: int, draft: bool) -> tuple[Image.Image, tuple
                 image.draft("RGB", (resolution, resolution))
             image.load()
         return image, full_size, [str(w.message) for w in caught]
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("corrupt_image", f"not a readable image ({exc}); re-download the file or "
-                            "remove it from the archive and metadata") from None
+    except UnidentifiedImageError:
+        foreign = _foreign_format(data, name)
+        if foreign:
+            raise ImageRejected("unsupported_format", f"the file is {foreign}, a format that cannot be decoded "
+                                "here; convert it to PNG or JPEG (keeping the name) or remove it") from None
+        raise ImageRejected("corrupt_image", "not a readable image: the bytes match no image format although "
+                            "the name says it is one; re-copy the file or remove it from the archive and "
+                            "metadata") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("corrupt_image", f"refused as a decompression bomb ({_plain(exc)}); "
+                            "check the file, or remove it") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({exc}); re-download "
+        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({_plain(exc)}); re-copy "
                             "the file or remove it from the archive and metadata") from None
+
+
+def _plain(exc: Exception) -> str:
+    """An exception's text without Python object reprs such as `<_io.BytesIO object at 0x…>`."""
+    return re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 
 def _to_rgb(image: Image.Image, data: bytes, grayscale_policy: str, conversions: list[str]) -> Image.Image:
@@ -107,9 +158,25 @@ def _to_rgb(image: Image.Image, data: bytes, grayscale_policy: str, conversions:
 
 
 def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
-                 draft: bool = True) -> DecodedImage:
-    image, (width, height), decoder_warnings = _open(data, resolution, draft)
-    original_mode, conversions = image.mode, []
+                 draft: bool = True, name: str = "") -> DecodedImage:
+    """Decode one image file's bytes into a (resolution, resolution, 3) uint8 RGB array.
+
+    `name` (the file name) only helps to name a format that cannot be decoded. Multi-frame files
+    (GIF, animated WebP/PNG, multi-page TIFF) give their first frame, recorded as
+    `first_of_<n>_frames`; formats other than JPEG/PNG are recorded as `from_<format>`.
+
+    Raises:
+        ImageRejected: reason `corrupt_image`, `unsupported_format`, `grayscale_image` or
+            `unsupported_image`, with a message that says what to do.
+    """
+    image, (width, height), decoder_warnings = _open(data, resolution, draft, name)
+    original_mode, conversions, image_format = image.mode, [], image.format or ""
+    if image.format and image.format not in _NATIVE_FORMATS:
+        conversions.append(f"from_{image.format.lower()}")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        image.seek(0)
+        conversions.append(f"first_of_{frames}_frames")
     if image.size != (width, height):
         conversions.append("jpeg_dct_downscale")
     orientation, exif_unreadable = _orientation(image)
@@ -132,7 +199,7 @@ def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
         raise ImageRejected("grayscale_image", "image is stored as RGB but all three channels are equal "
                             "(a grayscale picture). Provide the colour original, or set "
                             "ingest.grayscale: replicate to use it anyway")
-    return DecodedImage(pixels, (width, height), original_mode, conversions)
+    return DecodedImage(pixels, (width, height), original_mode, conversions, image_format)
 
 
 def _orientation(image: Image.Image) -> tuple[int | None, bool]:

@@ -20,11 +20,13 @@ import multiprocessing
 import shutil
 import sys
 import time
+import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import InputError
 from ..labels import class_for, scheme_classes
 from ..progress import Progress
 from ..outputs import write_csv, write_json
@@ -37,7 +39,7 @@ from .sources import make_reader
 
 INGESTED_COLUMNS = ["key", "source", "image_id", "label", "diagnosis", "raw_label", "patient_id", "lesion_id",
                     "split_rule", "archive", "member", "metadata_file", "row", "shard", "sha256",
-                    "original_width", "original_height", "original_mode", "conversions"]
+                    "original_width", "original_height", "original_mode", "original_format", "conversions"]
 CHUNK = 32
 
 
@@ -100,18 +102,21 @@ def _process_chunk(job: dict) -> dict:
         try:
             data = reader.read(container, member)
             digest = hashlib.sha256(data).hexdigest()
-            decoded = decode_image(data, job["resolution"], job["grayscale"], job["draft"])
+            decoded = decode_image(data, job["resolution"], job["grayscale"], job["draft"], name=member)
         except ImageRejected as exc:
-            entries.append((b"rej/" + key.encode(), json.dumps({"reason": exc.reason, "message": exc.message}).encode()))
+            message = f"{container}:{member}: {exc.message}"
+            entries.append((b"rej/" + key.encode(), json.dumps({"reason": exc.reason, "message": message}).encode()))
             rejected += 1
             continue
-        except (OSError, KeyError, ValueError) as exc:  # unreadable zip member, CRC error, …
-            message = f"cannot read {member} from {container} ({exc}); re-download the archive"
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:  # unreadable zip member, CRC error, …
+            message = (f"{container}:{member} cannot be read ({exc}); the archive is damaged: re-copy or "
+                       "re-download it")
             entries.append((b"rej/" + key.encode(), json.dumps({"reason": "unreadable_member", "message": message}).encode()))
             rejected += 1
             continue
         meta = {"sha256": digest, "original_width": decoded.original_size[0],
                 "original_height": decoded.original_size[1], "original_mode": decoded.original_mode,
+                "original_format": decoded.original_format,
                 "conversions": ";".join(decoded.conversions)}
         entries += [(b"img/" + key.encode(), encode_pixels(decoded.pixels, job["encoding"])),
                     (b"meta/" + key.encode(), json.dumps(meta).encode())]
@@ -235,6 +240,8 @@ def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | 
     totals = _run_jobs(_jobs(candidates, staging, settings), workers, f"ingest {dataset}")
     rows, decode_rejections = _finalise(candidates, staging, settings["shards"])
     rejections += decode_rejections
+    if not rows:
+        _fail_empty(dataset, out_dir, rejections, staging)
 
     classes = scheme_classes(spec["labels"])
     index = {"dataset": dataset, "labels": spec["labels"], "classes": list(classes), "count": len(rows),
@@ -253,6 +260,23 @@ def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | 
     write_json(out_dir / "ingest.json", summary)
     _print_summary(dataset, summary)
     return summary
+
+
+def _fail_empty(dataset: str, out_dir: Path, rejections: list[Rejection], staging: Path) -> None:
+    """An ingest that stores nothing is an error: write the rejection report, then say why."""
+    report = out_dir / "rejections.csv"
+    rows = sorted((r.as_row() for r in rejections), key=lambda r: (r["source"], r["reason"], r["key"]))
+    write_csv(report, _table(rows, REJECTION_COLUMNS))
+    shutil.rmtree(staging, ignore_errors=True)
+    if not rejections:
+        raise InputError(f"ingest {dataset}: no image was stored and nothing was rejected: the dataset's sources "
+                         "list no images. Check datasets.{dataset}.sources and each source's path.")
+    by_reason = Counter(r.reason for r in rejections)
+    reason, count = by_reason.most_common(1)[0]
+    example = next(r for r in rejections if r.reason == reason)
+    raise InputError(f"ingest {dataset}: no image was stored; all {len(rejections)} files/rows were rejected "
+                     f"({', '.join(f'{n} {k}' for k, n in by_reason.most_common())}). Most common, e.g.: "
+                     f"{example.message} Every rejection is listed in {report}.")
 
 
 def _summary(cfg, dataset, rows, rejections, per_source, totals, seconds, workers) -> dict:

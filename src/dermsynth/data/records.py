@@ -11,7 +11,10 @@ class Member:
     """An image file inside a container (a zip archive or a folder)."""
 
     container: str  # path of the zip file or folder
-    name: str       # posix path inside it
+    name: str       # path inside it exactly as stored (read with this; may hold '\\' or NFD accents)
+
+    def key(self) -> tuple[str, str]:
+        return self.container, self.name
 
 
 @dataclass

@@ -7,6 +7,8 @@ accounted for exactly once.
 
 from __future__ import annotations
 
+import hashlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
@@ -15,6 +17,7 @@ import pandas as pd
 
 from ...errors import InputError
 from ..containers import list_members
+from ..names import canonical_name, describe_difference, lookup_key, same_format
 from ..records import Member, Record, Rejection
 
 
@@ -61,14 +64,96 @@ def isic_key(name: str) -> str:
     return stem[: -len("_downsampled")] if stem.endswith("_downsampled") else stem
 
 
-def assemble(source: str, records: list[Record], rejections: list[Rejection],
-             containers: list[Path], member_key: Callable[[str], str]) -> SourceCatalog:
-    """Match metadata rows to image files and account for every row and every file once.
+def assemble(source: str, records: list[Record], rejections: list[Rejection], containers: list[Path],
+             member_key: Callable[[str], str], ids_are_paths: bool = False) -> SourceCatalog:
+    """Match metadata rows to image files and account for every row and every file exactly once.
 
     `records` are the rows that passed row validation; `rejections` hold the rows that did not
-    (their image files are attached to those entries rather than reported again).
+    (their image files are attached to those entries rather than reported again). `member_key`
+    maps a file's canonical path (see `names.canonical_name`) to the id a row names; rows and files
+    meet on the case-insensitive form of that id. With `ids_are_paths` (a folder's CSV, Derm7pt)
+    a row names one file by its path, so among files with the same id the one with that path (then
+    the same path in another letter case, then the same format under another extension spelling)
+    is chosen; a row without an extension, or an archive id, must match exactly one file.
+
+    Outcomes per row: stored, `missing_image`, `ambiguous_image` (several different files match),
+    `unsafe_member_path`. Per file: stored with its row, `duplicate_member` (byte-identical second
+    copy), `ambiguous_member`, `not_in_metadata`, `not_an_image` (documents of the layout),
+    `archive_tool_file` (__MACOSX, .DS_Store …), `unsafe_member_path`.
+
+    Raises:
+        InputError: a container (zip or folder) does not exist.
     """
     catalog = SourceCatalog(source)
+    accepted = _drop_duplicate_rows(source, records, rejections)
+    index, unsafe = _index_files(source, catalog, rejections, containers, member_key)
+    claimants = accepted + [r for r in rejections if r.key and r.metadata_file and not r.member]
+
+    def lookup(entry) -> str:
+        return lookup_key(member_key(canonical_name(entry.image_id)) if ids_are_paths else entry.key)
+
+    claimed: dict[tuple[str, str], object] = {}
+    unmatched: dict[str, list[Record]] = defaultdict(list)
+    with _ByteDigests() as digests:
+        for entry in sorted(claimants, key=lambda e: (e.row or 0)):
+            candidates = index.get(lookup(entry), [])
+            chosen = _choose(entry.image_id, candidates) if ids_are_paths else list(candidates)
+            if len(chosen) > 1:
+                chosen = _collapse_identical(source, entry, chosen, claimed, rejections, digests)
+            if not chosen:
+                if isinstance(entry, Record):
+                    unmatched[lookup(entry)].append(entry)
+                    entry.member = None
+                    entry.attributes["_near_misses"] = candidates
+            elif len(chosen) > 1:
+                _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted)
+            elif chosen[0].key() in claimed:
+                _reject_same_file(source, entry, chosen[0], claimed, rejections, accepted)
+            else:
+                claimed[chosen[0].key()] = entry
+                if isinstance(entry, Record):
+                    entry.member = chosen[0]
+                else:
+                    entry.archive, entry.member = chosen[0].container, chosen[0].name
+
+    for container, name in unsafe:
+        waiting = unmatched.get(lookup_key(member_key(canonical_name(name))))
+        record = waiting.pop(0) if waiting else None
+        where = (dict(image_id=record.image_id, metadata_file=record.metadata_file, row=record.row)
+                 if record else {})
+        if record:
+            record.attributes["_absorbed"] = True
+        rejections.append(Rejection(
+            source, "unsafe_member_path",
+            f"{container} contains '{name}', a path that escapes the archive; it is not read. "
+            "Re-create the archive with relative member paths.",
+            key=record.key if record else member_key(canonical_name(name)), archive=str(container), member=name,
+            **where))
+
+    for members in index.values():
+        for member in members:
+            if member.key() not in claimed:
+                rejections.append(Rejection(
+                    source, "not_in_metadata",
+                    f"{member.container}:{member.name} is not listed in the metadata, so it has no label. "
+                    "Add a row for it or remove the file.",
+                    key=member_key(canonical_name(member.name)), archive=member.container, member=member.name))
+
+    for record in accepted:
+        if record.attributes.pop("_absorbed", False) or record.attributes.get("_rejected"):
+            record.attributes.pop("_near_misses", None)
+            record.attributes.pop("_rejected", None)
+            continue
+        near = record.attributes.pop("_near_misses", [])
+        if record.member is None:
+            rejections.append(_missing(source, record, containers, near))
+        else:
+            catalog.records.append(record)
+    catalog.rejections = rejections
+    return catalog
+
+
+def _drop_duplicate_rows(source: str, records: list[Record], rejections: list[Rejection]) -> list[Record]:
     by_key: dict[str, Record] = {}
     for record in records:
         if record.key in by_key:
@@ -81,57 +166,133 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection],
                 row=record.row))
         else:
             by_key[record.key] = record
-    rejected_by_key = {r.key: r for r in rejections if r.key}
+    return list(by_key.values())
 
-    found: dict[str, Member] = {}
+
+def _index_files(source: str, catalog: SourceCatalog, rejections: list[Rejection], containers: list[Path],
+                 member_key: Callable[[str], str]) -> tuple[dict[str, list[Member]], list[tuple[Path, str]]]:
+    """Candidate image files by lookup id; documents and tool files get their rejection rows here."""
+    index: dict[str, list[Member]] = defaultdict(list)
+    unsafe: list[tuple[Path, str]] = []
     for container in containers:
         if not container.exists():
             raise InputError(f"{container} not found; the {source} archive is incomplete. "
                              "Check the source's `path`, or re-download the archive.")
         listing = list_members(container)
-        catalog.ignored_files += [f"{container}:{n}" for n in listing.non_images]
-        for name in listing.unsafe:
-            key = member_key(name)
-            record = by_key.pop(key, None)  # a listed image stored under an unsafe path: one entry for both
-            where = (dict(image_id=record.image_id, metadata_file=record.metadata_file, row=record.row)
-                     if record else {})
+        catalog.ignored_files += [f"{container}:{n}" for n in listing.documents]
+        for name in listing.documents:
             rejections.append(Rejection(
-                source, "unsafe_member_path",
-                f"{container} contains '{name}', a path that escapes the archive; it is not read. "
-                "Re-create the archive with relative member paths.",
-                key=key, archive=str(container), member=name, **where))
+                source, "not_an_image", f"{container}:{name} is a document of the archive layout (licence, "
+                "notes, metadata), not an image; listed so that every file is accounted for.",
+                archive=str(container), member=name))
+        for name in listing.tool_files:
+            rejections.append(Rejection(
+                source, "archive_tool_file", f"{container}:{name} was added by an archive tool or desktop "
+                "(macOS __MACOSX/._ resource forks, .DS_Store, Windows Thumbs.db); it holds no image data.",
+                archive=str(container), member=name))
+        unsafe += [(container, name) for name in listing.unsafe]
         for name in listing.images:
-            key = member_key(name)
-            if key in found:
-                rejections.append(Rejection(
-                    source, "duplicate_member",
-                    f"image '{key}' is stored twice: {found[key].container}:{found[key].name} and "
-                    f"{container}:{name}; the first is used. Remove one copy.",
-                    key=key, archive=str(container), member=name))
-            elif key in by_key:
-                found[key] = Member(str(container), name)
-                by_key[key].member = found[key]
-            elif key in rejected_by_key and not rejected_by_key[key].member:
-                rejected_by_key[key].archive, rejected_by_key[key].member = str(container), name
-                found[key] = Member(str(container), name)
-            else:
-                rejections.append(Rejection(
-                    source, "not_in_metadata",
-                    f"{container}:{name} is not listed in the metadata, so it has no label. "
-                    "Add a row for it or remove the file.",
-                    key=key, archive=str(container), member=name))
+            index[lookup_key(member_key(canonical_name(name)))].append(Member(str(container), name))
+    return index, unsafe
 
-    for key, record in by_key.items():
-        if record.member is None:
-            rejections.append(Rejection(
-                source, "missing_image",
-                f"{record.metadata_file} row {record.row} lists '{record.image_id}' but no such image "
-                f"is in {', '.join(str(c) for c in containers)}. Re-download the archive or drop the row.",
-                key=key, image_id=record.image_id, metadata_file=record.metadata_file, row=record.row))
-        else:
-            catalog.records.append(record)
-    catalog.rejections = rejections
-    return catalog
+
+def _choose(listed: str, candidates: list[Member]) -> list[Member]:
+    """Among files with a row's id, the ones its listed path names (see `assemble`)."""
+    wanted = canonical_name(listed)
+    for same in (lambda n: n == wanted, lambda n: n.casefold() == wanted.casefold()):
+        hits = [m for m in candidates if same(canonical_name(m.name))]
+        if hits:
+            return hits
+    if not PurePosixPath(wanted).suffix:
+        return list(candidates)
+    return [m for m in candidates if same_format(m.name, wanted)]
+
+
+class _ByteDigests:
+    """sha256 of member bytes, read only for the few files whose ids collide."""
+
+    def __enter__(self):
+        from ..containers import ContainerReader
+        self.reader, self.cache = ContainerReader(), {}
+        return self
+
+    def __call__(self, member: Member) -> str:
+        if member.key() not in self.cache:
+            self.cache[member.key()] = hashlib.sha256(self.reader.read(member.container, member.name)).hexdigest()
+        return self.cache[member.key()]
+
+    def __exit__(self, *exc):
+        self.reader.close()
+
+
+def _collapse_identical(source, entry, chosen, claimed, rejections, digests) -> list[Member]:
+    """Byte-identical copies (the same image in both HAM10000 zips) are one image: keep the first."""
+    try:
+        if len({digests(m) for m in chosen}) > 1:
+            return chosen
+    except (OSError, KeyError, ValueError):
+        return chosen  # unreadable: let the ambiguity be reported
+    first, *copies = chosen
+    for copy in copies:
+        claimed[copy.key()] = entry
+        rejections.append(Rejection(
+            source, "duplicate_member",
+            f"{copy.container}:{copy.name} is a byte-identical copy of {first.container}:{first.name}, "
+            f"which is used for '{entry.image_id}'. Remove one copy.",
+            key=entry.key, archive=copy.container, member=copy.name))
+    return [first]
+
+
+def _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted) -> None:
+    """Several different files match one row: neither is stored, the row and each file say why."""
+    names = [f"{m.container}:{m.name}" for m in chosen]
+    differences = "; ".join(f"'{a.name}' vs '{b.name}': {describe_difference(a.name, b.name)}"
+                            for a, b in zip(chosen, chosen[1:]))
+    advice = ("list each file by its full name (with its extension) in its own row, or remove the files that are "
+              "not this image")
+    _reject_row(source, entry, "ambiguous_image",
+                f"{entry.metadata_file} row {entry.row} names '{entry.image_id}', which matches {len(chosen)} "
+                f"different files ({', '.join(names)}; they differ in {differences}); none is used, so that no "
+                f"label lands on another file's pixels. To fix: {advice}.", rejections, accepted)
+    for member in chosen:
+        claimed[member.key()] = entry
+        rejections.append(Rejection(
+            source, "ambiguous_member",
+            f"{member.container}:{member.name} is one of {len(chosen)} different files matching "
+            f"'{entry.image_id}' ({entry.metadata_file} row {entry.row}); it is not used. To fix: {advice}.",
+            key=entry.key, archive=member.container, member=member.name))
+
+
+def _reject_same_file(source, entry, member, claimed, rejections, accepted) -> None:
+    first = claimed[member.key()]
+    _reject_row(source, entry, "duplicate_id",
+                f"{entry.metadata_file} row {entry.row} names '{entry.image_id}', the same file "
+                f"({member.container}:{member.name}) as row {first.row} ('{first.image_id}'), which is used. "
+                "Remove the duplicate row.", rejections, accepted)
+
+
+def _reject_row(source, entry, reason, message, rejections, accepted) -> None:
+    """Turn a row into a rejection; a row already rejected for its own reason gets the text appended."""
+    if isinstance(entry, Record):
+        entry.attributes["_rejected"] = True
+        rejections.append(Rejection(source, reason, message, key=entry.key, image_id=entry.image_id,
+                                    metadata_file=entry.metadata_file, row=entry.row))
+    else:
+        entry.message += f" Also: {message}"
+
+
+def _missing(source: str, record: Record, containers: list[Path], near: list[Member]) -> Rejection:
+    where = ", ".join(str(c) for c in containers)
+    if near:
+        others = "; ".join(f"'{m.name}' differs in {describe_difference(m.name, record.image_id)}" for m in near)
+        message = (f"{record.metadata_file} row {record.row} lists '{record.image_id}', which is not in {where}; "
+                   f"files with the same name but another extension are ({others}). Correct the row's path "
+                   "if one of them is this image.")
+    else:
+        message = (f"{record.metadata_file} row {record.row} lists '{record.image_id}' but no such image is in "
+                   f"{where}. Check the path (or re-download the archive), or drop the row.")
+    return Rejection(source, "missing_image", message, key=record.key, image_id=record.image_id,
+                     metadata_file=record.metadata_file, row=record.row)
 
 
 def row_rejection(source: str, reason: str, message: str, metadata_file: Path, row: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from ..names import canonical_name
 from ..records import Record, Rejection
 from .base import SourceCatalog, assemble, first_existing, read_metadata_csv, row_rejection
 
@@ -18,7 +19,7 @@ DIAGNOSIS_MAP = {
 
 
 def _member_key(name: str) -> str:
-    return str(PurePosixPath(name).with_suffix("")).lower()
+    return str(PurePosixPath(canonical_name(name)).with_suffix("")).lower()
 
 
 class Derm7ptReader:
@@ -55,4 +56,4 @@ class Derm7ptReader:
                                             f"{meta} row {line}: '{clinic}' is the case's clinical (non-dermoscopic) "
                                             "photograph; only dermoscopic images are used.",
                                             key=_member_key(clinic), image_id=clinic, metadata_file=str(meta), row=line))
-        return assemble(self.name, records, rejections, [self.image_container()], _member_key)
+        return assemble(self.name, records, rejections, [self.image_container()], _member_key, ids_are_paths=True)

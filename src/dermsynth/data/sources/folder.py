@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from ...labels import DIAGNOSES
 from ..containers import is_unsafe
+from ..names import canonical_name
 from ..records import Record, Rejection
 from .base import SourceCatalog, assemble, read_metadata_csv, row_rejection
 
@@ -23,7 +25,17 @@ class FolderReader:
         return [self.csv, self.images]
 
     def _key(self, member: str) -> str:
-        return f"{self.name}/{PurePosixPath(member).with_suffix('')}"
+        """`<source>/<path without extension>`, the path in canonical spelling (see names.canonical_name)."""
+        path = PurePosixPath(canonical_name(member))
+        return f"{self.name}/{path.with_suffix('') if path.suffix else path}"
+
+    def _unique_keys(self, records: list[Record]) -> None:
+        """Rows whose paths differ only in the extension (`case17.png`, `case17.jpg`) are different
+        files: they keep the extension in their keys, so neither can take the other's place."""
+        stems = Counter(r.key.casefold() for r in records)
+        for record in records:
+            if stems[record.key.casefold()] > 1:
+                record.key = f"{self.name}/{canonical_name(record.image_id)}"
 
     def _harmonise(self, label: str) -> tuple[str | None, bool | None] | None:
         mapped = self.label_map.get(label, label.lower())
@@ -39,7 +51,7 @@ class FolderReader:
         rejections: list[Rejection] = []
         allowed = ", ".join([*DIAGNOSES, "benign", "malignant"])
         for index, row in frame.iterrows():
-            line, path, label = index + 2, row["path"].strip().replace("\\", "/"), row["label"].strip()
+            line, path, label = index + 2, canonical_name(row["path"]), row["label"].strip()
             key = self._key(path)
             if is_unsafe(path):
                 rejections.append(row_rejection(self.name, "unsafe_member_path",
@@ -55,4 +67,5 @@ class FolderReader:
             records.append(Record(self.name, key, path, str(self.csv), line, label, *harmonised,
                                   patient_id=row.get("patient_id", "").strip(),
                                   lesion_id=row.get("lesion_id", "").strip()))
-        return assemble(self.name, records, rejections, [self.images], self._key)
+        self._unique_keys(records)
+        return assemble(self.name, records, rejections, [self.images], self._key, ids_are_paths=True)
