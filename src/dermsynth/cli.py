@@ -36,7 +36,7 @@ def cmd_ingest(args) -> None:
 
 
 def _write_assignment(frame, table_path: str, summary_path: str, by: str, dataset: str, step: str,
-                      section: dict) -> dict:
+                      section: dict, warnings: list[str] | None = None) -> dict:
     """Write a split/hospital assignment and its summary (counts, class ratios, provenance)."""
     from .data.splits import check_disjoint, split_summary
     from .outputs import write_csv, write_json
@@ -44,7 +44,8 @@ def _write_assignment(frame, table_path: str, summary_path: str, by: str, datase
     check_disjoint(frame, by)
     write_csv(table_path, frame)
     summary = split_summary(frame, by)
-    write_json(summary_path, {"dataset": dataset, **summary, "provenance": provenance(step, section, seed=section["seed"])})
+    write_json(summary_path, {"dataset": dataset, **summary, "warnings": warnings or [],
+                              "provenance": provenance(step, section, seed=section["seed"])})
     print(f"{step} {dataset}: images {summary['images']}, groups {summary['groups']}", file=sys.stderr)
     return summary
 
@@ -58,7 +59,8 @@ def cmd_split(args) -> None:
     spec = dataset_config(cfg, args.dataset)
     ingested = pd.read_csv(args.ingested, dtype=str, keep_default_na=False)
     manifest = split_dataset(ingested, spec["split"])
-    _write_assignment(manifest, args.manifest, args.summary, "split", args.dataset, "split", spec["split"])
+    _write_assignment(manifest, args.manifest, args.summary, "split", args.dataset, "split", spec["split"],
+                      manifest.attrs.get("warnings", []))
 
 
 def cmd_federated_split(args) -> None:
@@ -119,11 +121,10 @@ def cmd_gan_curve(args) -> None:
 
 
 def cmd_evaluate_images(args) -> None:
-    from .metrics.gan_eval import evaluate_images
+    from .metrics.gan_eval import evaluate_images, summary
     result = evaluate_images(args.images, args.lmdb, args.manifest, args.splits, args.classes, args.out,
                              samples=args.samples, real_samples=args.real_samples, device=args.device)
-    print(f"FID {result['fid']:.3f}  KID×100 {result['kid_percent']:.4f}  precision {result['precision']:.3f}  "
-          f"recall {result['recall']:.3f}  → {args.out}")
+    print(f"{summary(result)}  → {args.out}")
 
 
 def cmd_table1(args) -> None:

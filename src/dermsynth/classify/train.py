@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
+from ..errors import InputError
 from ..metrics.classification import classification_report
 from ..metrics.extractors import timm_model
 from ..progress import Progress
@@ -56,6 +57,31 @@ def monitored_value(report: dict, monitor: str) -> float:
     if monitor == "auc":
         return report["binary_auc"] if "binary_auc" in report else report["mean_auc"]
     return report[monitor]
+
+
+def check_monitor_defined(y_val, classes: list[str], monitor: str, where: str = "the validation split") -> list[str]:
+    """Stop before training when the early-stopping metric cannot be computed on the validation set.
+
+    AUC (binary or one-vs-rest mean) needs images of at least two classes; every metric needs at
+    least one image. A class missing from validation leaves balanced accuracy defined over the
+    classes present, which is returned as a warning.
+
+    Raises:
+        InputError: the validation set is empty, or `monitor` is `auc` and it holds one class only.
+    """
+    present = sorted({classes[int(i)] for i in np.asarray(y_val, dtype=int)})
+    advice = ("Re-split the dataset so that validation holds every class (split.require_all_classes reports it; "
+              "more patients/lesions of the class help), or choose another early-stopping metric in the recipe "
+              "(`monitor`: balanced_accuracy or accuracy).")
+    if not present:
+        raise InputError(f"{where} is empty: early stopping on validation {monitor} is impossible. Give "
+                         "datasets.<name>.split.fractions a validation share, or force a source into validation.")
+    if monitor == "auc" and len(present) < 2:
+        raise InputError(f"{where} holds only class '{present[0]}' ({len(y_val)} images): validation AUC, the "
+                         f"early-stopping metric (recipe.monitor: auc), is undefined with one class, so no epoch "
+                         f"could be chosen as best. {advice}")
+    missing = [c for c in classes if c not in present]
+    return [f"{where} has no image of class(es) {', '.join(missing)}: validation {monitor} ignores them"] if missing else []
 
 
 def _loader(dataset: ImageRows, recipe: Recipe, epoch: int | None, device: torch.device) -> DataLoader:
@@ -105,6 +131,8 @@ def train_classifier(architecture: str, classes: list[str], train_set: ImageRows
     """Train with early stopping; writes best.pt (the best validation epoch) and resume.pt (every
     epoch) in out_dir. `stop_after_epochs` ends the call early (as a kill would), for tests.
     Returns the history and the best epoch."""
+    for warning in check_monitor_defined(validation_set.targets, classes, recipe.monitor):
+        print(f"warning: {warning}", flush=True)
     device = torch.device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +171,9 @@ def train_classifier(architecture: str, classes: list[str], train_set: ImageRows
             losses.append(float(loss.detach()))
         report = classification_report(y_val, predict_probabilities(model, validation_set, recipe, device), classes)
         value = monitored_value(report, recipe.monitor)
+        if not math.isfinite(value):
+            raise InputError(f"validation {recipe.monitor} is undefined ({value}) after epoch {epoch + 1}; "
+                             "early stopping cannot choose a best epoch. Check the validation split's classes.")
         improved = value > state["best"]
         if improved:
             state.update(best=value, best_epoch=epoch, since_best=0)

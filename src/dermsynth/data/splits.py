@@ -8,6 +8,7 @@ groups mix classes (an ISIC 2020 patient with one melanoma and many nevi).
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -34,17 +35,22 @@ def group_ids(frame: pd.DataFrame, group_by: str) -> pd.Series:
 
 
 def assign_groups(group_counts: dict[str, Counter], targets: dict[str, dict[str, float]],
-                  rng: np.random.Generator) -> dict[str, str]:
-    """Place every group in one bin, filling per-class targets as evenly as groups allow."""
+                  rng: np.random.Generator, initial: dict[str, str] | None = None) -> dict[str, str]:
+    """Place every group in one bin, filling per-class targets as evenly as groups allow.
+
+    `initial` holds groups already placed (by `cover_classes`); they count towards their bins.
+    """
     class_totals = Counter()
     for counts in group_counts.values():
         class_totals.update(counts)
-    groups = list(group_counts)
+    placement = dict(initial or {})
+    groups = [g for g in group_counts if g not in placement]
     rng.shuffle(groups)
     groups.sort(key=lambda g: (min(class_totals[c] for c in group_counts[g]), -sum(group_counts[g].values())))
     filled = {b: Counter() for b in targets}
+    for group, b in placement.items():
+        filled[b].update(group_counts[group])
     bins = list(targets)
-    placement = {}
     for group in groups:
         counts = group_counts[group]
 
@@ -56,6 +62,51 @@ def assign_groups(group_counts: dict[str, Counter], targets: dict[str, dict[str,
         placement[group] = best
         filled[best].update(counts)
     return placement
+
+
+def cover_classes(group_counts: dict[str, Counter], targets: dict[str, dict[str, float]],
+                  covered: dict[str, set], rng: np.random.Generator) -> dict[str, str]:
+    """Seed placement so that each bin gets one group of each class while the class has groups left.
+
+    Greedy filling alone puts both groups of a class with two patients into the biggest bin
+    (training), leaving validation and test without the class. Rarest classes first; a class's
+    bins are served in order of their target share (train, then test, then validation for the
+    usual fractions), each with the smallest remaining group holding the class, so that the class
+    ratios move as little as possible. `covered[bin]` holds the classes that forced images already
+    give the bin.
+    """
+    totals = Counter()
+    for counts in group_counts.values():
+        totals.update(counts)
+    covered = {b: set(covered.get(b, ())) for b in targets}
+    order = list(group_counts)
+    rng.shuffle(order)
+    placement: dict[str, str] = {}
+    for cls in sorted(totals, key=lambda c: (totals[c], c)):
+        needing = sorted((b for b in targets if targets[b].get(cls, 0) > 0 and cls not in covered[b]),
+                         key=lambda b: -targets[b][cls])
+        free = sorted((g for g in order if cls in group_counts[g] and g not in placement),
+                      key=lambda g: sum(group_counts[g].values()))
+        for b, group in zip(needing, free):
+            placement[group] = b
+            covered[b].update(group_counts[group])
+    return placement
+
+
+def missing_classes(frame: pd.DataFrame, expected_splits: list[str]) -> list[tuple[str, str]]:
+    """(class, split) pairs where a class of the dataset has no image in a split that should hold it."""
+    present = frame.groupby("split")["label"].agg(set).to_dict()
+    return [(cls, split) for split in expected_splits for cls in sorted(set(frame["label"]))
+            if cls not in present.get(split, set())]
+
+
+def _coverage_message(frame: pd.DataFrame, cls: str, split: str, group_by: str) -> str:
+    rows = frame[frame["label"] == cls]
+    where = ", ".join(f"{n} in {s}" for s, n in rows.groupby("split")["group"].nunique().items())
+    return (f"class '{cls}' has no image in the {split} split: its {len(rows)} image(s) belong to "
+            f"{rows['group'].nunique()} {group_by} group(s) ({where}), and a group never straddles two splits. "
+            f"Metrics of this class on {split} (recall, per-class and binary AUC, balanced accuracy) are "
+            "undefined. Add images of this class from more patients/lesions, or drop the split.")
 
 
 def _class_counts_by_group(frame: pd.DataFrame) -> dict[str, Counter]:
@@ -81,14 +132,37 @@ def split_dataset(ingested: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
     frame.loc[frame["group"].isin(forced_split.index), "split"] = frame["group"].map(forced_split)
 
     pool = frame[frame["split"] == ""]
+    fractions = {s: f for s, f in split_cfg["fractions"].items() if f > 0}
     if len(pool):
-        fractions = {s: f for s, f in split_cfg["fractions"].items() if f > 0}
         totals = Counter(pool["label"])
         targets = {s: {c: f * n for c, n in totals.items()} for s, f in fractions.items()}
-        placement = assign_groups(_class_counts_by_group(pool), targets,
-                                  np.random.default_rng(split_cfg["seed"]))
+        rng = np.random.default_rng(split_cfg["seed"])
+        group_counts = _class_counts_by_group(pool)
+        covered = frame[frame["split"] != ""].groupby("split")["label"].agg(set).to_dict()
+        initial = cover_classes(group_counts, targets, covered, rng)
+        placement = assign_groups(group_counts, targets, rng, initial)
         frame.loc[pool.index, "split"] = pool["group"].map(placement)
+    _check_coverage(frame, split_cfg, list(fractions) if len(pool) else [])
     return frame
+
+
+def _check_coverage(frame: pd.DataFrame, split_cfg: dict, auto_splits: list[str]) -> None:
+    """Warn about (or, with `require_all_classes`, refuse) a class missing from a split.
+
+    The expected splits are those with a positive fraction (when images are split automatically)
+    and those that sources force images into. Warnings are kept in `frame.attrs["warnings"]`.
+
+    Raises:
+        InputError: `split.require_all_classes` is set and a class is missing from a split.
+    """
+    expected = [s for s in ("train", "validation", "test") if s in auto_splits or s in set(frame["split"])]
+    problems = [_coverage_message(frame, c, s, split_cfg["group_by"]) for c, s in missing_classes(frame, expected)]
+    frame.attrs["warnings"] = problems
+    if problems and split_cfg.get("require_all_classes"):
+        raise InputError(" ".join(problems) + " (split.require_all_classes is set; set it to false to accept "
+                         "such a split with a warning.)")
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
 
 
 def federated_split(manifest: pd.DataFrame, fed_cfg: dict) -> pd.DataFrame:
@@ -128,4 +202,4 @@ def check_disjoint(frame: pd.DataFrame, by: str) -> None:
         raise AssertionError(f"groups in several {by}s: {list(spread[spread > 1].index[:5])}")
 
 
-__all__ = ["assign_groups", "check_disjoint", "federated_split", "split_dataset", "split_summary"]
+__all__ = ["assign_groups", "check_disjoint", "cover_classes", "missing_classes", "federated_split", "split_dataset", "split_summary"]

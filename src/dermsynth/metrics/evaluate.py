@@ -15,7 +15,7 @@ import torch
 
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
-from . import generative
+from . import generative, preconditions
 from .extractors import Extractor
 
 
@@ -45,22 +45,44 @@ def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extra
     return features
 
 
+IMAGE_SET_METRICS = ["fid", "kid", "precision_recall", "alpha_beta", "authenticity"]
+
+
 def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
-                       extractors: dict[str, Extractor], kid_subset: int = 1000, k: int = 3) -> dict:
-    """FID/KID on Inception features; precision/recall, α/β and authenticity on VGG16 features."""
+                       extractors: dict[str, Extractor], kid_subset: int = 1000, k: int = 3,
+                       undefined: dict[str, str] | None = None) -> dict:
+    """FID/KID on Inception features; precision/recall, α/β and authenticity on VGG16 features.
+
+    A metric whose minimum sample sizes (`preconditions.minimums`) are not met is written as null,
+    with the reason under `undefined` (`undefined`: the reasons the caller's check already found)."""
     inc, vgg = extractors["inception"].name, extractors["vgg16"].name
-    precision, recall = generative.precision_recall(real[vgg], fake[vgg], k=k)
-    alpha_beta = generative.alpha_precision_beta_recall(real[vgg], fake[vgg], k=k)
+    n_real, n_fake = len(real[inc]), len(fake[inc])
+    if undefined is None:
+        undefined = preconditions.undefined(n_real, n_fake, IMAGE_SET_METRICS, k)
+    result = {key: None for key in preconditions.null_keys(undefined, k) if key != "memorisation"}
+    if "fid" not in undefined:
+        result["fid"] = generative.fid(real[inc], fake[inc])
+        result["fid_rank_deficient"] = generative.rank_deficient(real[inc], fake[inc])
+    kid_size = min(kid_subset, n_real, n_fake)
+    if "kid" not in undefined:
+        result["kid"] = generative.kid(real[inc], fake[inc], subset_size=kid_size)
+        result["kid_percent"] = result["kid"] * 100
+    if "precision_recall" not in undefined:
+        result["precision"], result["recall"] = generative.precision_recall(real[vgg], fake[vgg], k=k)
+    if "alpha_beta" not in undefined:
+        alpha_beta = generative.alpha_precision_beta_recall(real[vgg], fake[vgg], k=k)
+        result["alpha_precision"], result["beta_recall"] = alpha_beta["alpha_precision"], alpha_beta["beta_recall"]
+    if "authenticity" not in undefined:
+        result["authenticity"] = generative.authenticity(real[vgg], fake[vgg])
+    order = ["fid", "fid_rank_deficient", "kid", "kid_percent", "precision", "recall", "alpha_precision",
+             "beta_recall", "authenticity"]
     return {
-        "fid": generative.fid(real[inc], fake[inc]),
-        "fid_rank_deficient": generative.rank_deficient(real[inc], fake[inc]),
-        "kid": generative.kid(real[inc], fake[inc], subset_size=min(kid_subset, len(real[inc]), len(fake[inc]))),
-        "precision": precision,
-        "recall": recall,
-        "alpha_precision": alpha_beta["alpha_precision"],
-        "beta_recall": alpha_beta["beta_recall"],
-        "authenticity": generative.authenticity(real[vgg], fake[vgg]),
-        "n_real": int(len(real[inc])), "n_fake": int(len(fake[inc])),
+        **{key: result[key] for key in order},
+        "kid_subset_size": kid_size if "kid" not in undefined else None,
+        "k": k,
+        "undefined": {key: reason for key, reason in preconditions.null_keys(undefined, k).items()
+                      if key in order},
+        "n_real": int(n_real), "n_fake": int(n_fake),
         "feature_extractors": {name: e.describe() for name, e in extractors.items()},
         "comparable_to_published": all(e.real_weights for e in extractors.values()),
     }

@@ -29,8 +29,8 @@ from ..outputs import write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from . import extractors as feature_nets
-from . import generative
-from .evaluate import cached_real_features, generative_metrics
+from . import generative, preconditions
+from .evaluate import IMAGE_SET_METRICS, cached_real_features, generative_metrics
 from .ppl import perceptual_path_length
 
 CACHE_DIR = Path("results/metrics/cache")
@@ -45,7 +45,11 @@ def real_reference(manifest: str | Path, splits: list[str], classes: list[str] |
     if classes:
         frame = frame[frame["label"].isin(classes)]
     if len(frame) == 0:
-        raise ValueError(f"{manifest}: no images in splits {splits} with classes {classes or 'any'}")
+        present = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        raise preconditions.TooFewImages(
+            f"{manifest}: no real images in splits {splits} with classes {classes or 'any'} (the manifest has "
+            f"splits {sorted(set(present['split']))}, classes {sorted(set(present['label']))}); choose splits and "
+            f"classes that hold images")
     if limit is not None and limit < len(frame):
         frame = frame.sample(n=limit, random_state=seed).sort_values("key")
     return frame.reset_index(drop=True)
@@ -118,6 +122,10 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
     G = load_generator(network, device)
     classes, _ = network_classes(network)
     frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
+    undefined = preconditions.check(
+        len(frame), ev["fake_samples"], IMAGE_SET_METRICS + ["memorisation"], ev["k"], f"evaluate-gan {name}",
+        f"raise evaluation.fake_samples, or give gans.{name} more real images (its splits {spec['splits']} "
+        f"and classes in {manifest}; evaluation.real_samples: {ev['real_samples']})")
     nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
                 "classes": ",".join(spec.get("classes") or []), "resolution": G.img_resolution}
@@ -125,14 +133,14 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
     schedule = class_schedule(G, classes, frame["label"], ev["fake_samples"], ev["seed"])
     fake = generated_features(G, nets, ev["fake_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
                               f"evaluate-gan {name}")
-    metrics = generative_metrics(real, fake, nets, kid_subset=ev["kid_subset"], k=ev["k"])
+    metrics = generative_metrics(real, fake, nets, kid_subset=ev["kid_subset"], k=ev["k"], undefined=undefined)
     lpips_vgg, lpips_info = feature_nets.lpips_model(net="vgg")
     ppl = perceptual_path_length(G, lpips_vgg, samples=ev["ppl_samples"], batch=ev["batch"], seed=ev["seed"],
                                  device=device)
     copies = generative.memorisation(real[nets["vgg16"].name], fake[nets["vgg16"].name], ev["copy_ratio"])
     write_csv(out_memorisation, _memorisation_table(copies, frame["key"].tolist(),
                                                     [f"seed{s:07d}" for s in range(ev["fake_samples"])]))
-    result = {"gan": name, "network": str(network), **metrics, "kid_percent": metrics["kid"] * 100,
+    result = {"gan": name, "network": str(network), **metrics,
               "ppl": ppl["ppl"], "ppl_details": {**ppl, "lpips": lpips_info},
               "memorisation": {"copies": copies["copies"], "samples": ev["fake_samples"],
                                "copy_ratio_threshold": ev["copy_ratio"],
@@ -145,9 +153,16 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
               "comparable_to_published": metrics["comparable_to_published"] and lpips_info["comparable_to_published"],
               "provenance": provenance("evaluate-gan", {"gan": spec, "evaluation": ev}, seed=ev["seed"])}
     write_json(out_json, result)
-    print(f"evaluate-gan {name}: FID {result['fid']:.2f}, KID×100 {result['kid_percent']:.3f}, "
-          f"P {result['precision']:.3f}, R {result['recall']:.3f}, PPL {result['ppl']:.1f}", file=sys.stderr)
+    print(f"evaluate-gan {name}: {summary(result)}, PPL {result['ppl']:.1f}", file=sys.stderr)
     return result
+
+
+def summary(result: dict) -> str:
+    """One line of the main metrics; an undefined one prints as `n/a`."""
+    def show(key, digits):
+        return "n/a" if result.get(key) is None else f"{result[key]:.{digits}f}"
+    return (f"FID {show('fid', 3)}  KID×100 {show('kid_percent', 4)}  precision {show('precision', 3)}  "
+            f"recall {show('recall', 3)}")
 
 
 # --- any image set ---------------------------------------------------------------------------------
@@ -166,27 +181,34 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
         return images, keys
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     if not files:
-        raise ValueError(f"{path}: no .png/.jpg images and no LMDB index.json")
+        raise preconditions.TooFewImages(f"{path}: no .png/.jpg images and no LMDB index.json; give a folder of "
+                                         f"PNG/JPEG images of one size, or a dermsynth LMDB store")
     arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
-        raise ValueError(f"{path}: images have different sizes {sorted(sizes)[:3]}…; resize them to one size first")
+        raise preconditions.TooFewImages(f"{path}: images have different sizes {sorted(sizes)[:3]}…; "
+                                         f"resize them to one size first")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), [f.name for f in files]
 
 
 def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes: list[str] | None,
                     out_json, samples: int | None = None, real_samples: int | None = None, seed: int = 0,
-                    batch: int = 32, device: str | None = None, cache_dir=CACHE_DIR) -> dict:
+                    batch: int = 32, device: str | None = None, cache_dir=CACHE_DIR, k: int = 3) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images, names = load_image_set(images_path, samples)
     frame = real_reference(manifest, splits, classes, real_samples, seed)
+    undefined = preconditions.check(
+        len(frame), len(names), IMAGE_SET_METRICS, k, f"evaluate-images {images_path}",
+        f"add images to {images_path}" + (" or raise --samples" if samples is not None else "")
+        + f"; the real side is splits {splits}" + (f", classes {classes}" if classes else "") + f" of {manifest}"
+        + (" (--real-samples limits it)" if real_samples is not None else ""))
     nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
     store = LmdbImageStore(lmdb_root)
     identity = {"dataset": Path(lmdb_root).parent.name, "split": "+".join(splits), "classes": ",".join(classes or []),
                 "resolution": store.index["resolution"]}
     real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
-    metrics = generative_metrics(real, _extract(nets, images, batch, device), nets)
-    result = {"images": str(images_path), "n_images": len(names), **metrics, "kid_percent": metrics["kid"] * 100,
+    metrics = generative_metrics(real, _extract(nets, images, batch, device), nets, k=k, undefined=undefined)
+    result = {"images": str(images_path), "n_images": len(names), **metrics,
               "real_reference": {"lmdb": str(lmdb_root), "splits": splits, "classes": classes or "all",
                                  "images": len(frame)},
               "provenance": provenance("evaluate-images", {"splits": splits, "classes": classes}, seed=seed)}
@@ -207,6 +229,9 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
         raise ValueError(f"{Path(network).parent}: no network-snapshot-step*.pt files to evaluate")
     classes, _ = network_classes(network)
     frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
+    preconditions.check(len(frame), ev["snapshot_samples"], ["fid", "kid"], ev["k"], f"gan-curve {name}",
+                        f"raise evaluation.snapshot_samples, or give gans.{name} more real images (its splits "
+                        f"{spec['splits']} and classes in {manifest})")
     nets = {"inception": feature_nets.inception()}
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
                 "classes": ",".join(spec.get("classes") or []),
@@ -260,7 +285,8 @@ def table1(metric_files: list[str | Path], out_csv, data_source: str) -> pd.Data
                      "α-precision": m["alpha_precision"], "β-recall": m["beta_recall"],
                      "authenticity": m["authenticity"], "copies": m["memorisation"]["copies"],
                      "generated": m["n_fake"], "real": m["n_real"],
-                     "real weights": m["comparable_to_published"], "data": data_source})
+                     "real weights": m["comparable_to_published"], "data": data_source,
+                     "undefined": "; ".join(dict.fromkeys(m.get("undefined", {}).values()))})
     table = pd.DataFrame(rows)
     numeric = ["KID (%)", "FID", "Precision", "Recall", "PPL", "α-precision", "β-recall", "authenticity"]
     table[numeric] = table[numeric].astype(float).round(4)

@@ -8,6 +8,7 @@ accounted for exactly once.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,22 +30,61 @@ class SourceCatalog:
     ignored_files: list[str] = field(default_factory=list)  # non-image files (licences, notes)
 
 
-def read_metadata_csv(path: Path, required: Iterable[str], layout: str) -> pd.DataFrame:
-    """Read a metadata CSV as strings; a missing file or column is an error naming both."""
+def read_metadata_csv(path: Path, required: Iterable[str], layout: str, own_file: bool = False) -> pd.DataFrame:
+    """Read a metadata CSV (UTF-8, with or without a byte-order mark) as strings.
+
+    `own_file` marks a CSV the user wrote (a folder source's labels): advice then says how to fix
+    the file, not to re-download it.
+
+    Raises:
+        InputError: the file is missing, is not UTF-8 (names the line and byte, the encoding it
+            probably is, and how to save it as UTF-8), is not valid CSV, or lacks a required column.
+    """
     if not path.exists():
         raise InputError(f"{path} not found. A {layout} archive must contain this file as published; "
                          "check the source's `path` in the config.")
+    data = path.read_bytes()
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path} cannot be read as CSV ({exc}); re-download the {layout} metadata.") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(_encoding_advice(path, data, exc, own_file)) from None
+    fix = ("correct the file" if own_file else f"re-download the {layout} metadata, or, if you edited it, "
+           "correct it")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty; {fix}.") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{path} cannot be read as CSV ({str(exc).strip()}); a field that contains a comma must "
+                         f"be quoted. {fix[0].upper() + fix[1:]}.") from None
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
+        hint = ""
+        if len(frame.columns) == 1 and any(d in frame.columns[0] for d in ";\t|"):
+            hint = (" The header looks separated by ';' or tabs (a spreadsheet's regional setting): save the "
+                    "file with commas as separators.")
         raise InputError(f"{path} is missing column(s) {', '.join(repr(c) for c in missing)} "
                          f"(found: {', '.join(frame.columns)}). This does not look like the published "
-                         f"{layout} layout; check the file or the source's `type`.")
+                         f"{layout} layout; check the file or the source's `type`.{hint}")
     return frame
+
+
+def _encoding_advice(path: Path, data: bytes, exc: UnicodeDecodeError, own_file: bool) -> str:
+    line = data[:exc.start].count(b"\n") + 1
+    byte = data[exc.start]
+    try:
+        data.decode("cp1252")
+        guess = "Windows-1252 (the default of Excel on Windows)"
+    except UnicodeDecodeError:
+        guess = "Latin-1 or another legacy 8-bit encoding"
+    how = ("Save it as UTF-8: in Excel choose 'CSV UTF-8 (Comma delimited)'; in LibreOffice tick 'Edit filter "
+           f"settings' and choose 'Unicode (UTF-8)'; or run `iconv -f CP1252 -t UTF-8 {path.name} > "
+           f"{path.stem}-utf8.csv`.")
+    origin = "" if own_file else " The published file is UTF-8, so it was re-saved by another program; "\
+        "re-download it or convert it."
+    return (f"{path} is not UTF-8: line {line} holds byte 0x{byte:02x}, which is not valid UTF-8. It is probably "
+            f"{guess}. dermsynth reads metadata as UTF-8. {how}{origin}")
 
 
 def first_existing(*candidates: Path) -> Path:

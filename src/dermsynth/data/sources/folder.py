@@ -46,7 +46,8 @@ class FolderReader:
         return None
 
     def read(self) -> SourceCatalog:
-        frame = read_metadata_csv(self.csv, ["path", "label"], "image folder + CSV (path,label[,patient_id])")
+        frame = read_metadata_csv(self.csv, ["path", "label"], "image folder + CSV (path,label[,patient_id])",
+                                  own_file=True)
         records: list[Record] = []
         rejections: list[Rejection] = []
         allowed = ", ".join([*DIAGNOSES, "benign", "malignant"])
