@@ -116,12 +116,51 @@ def test_resampling_convolutions_halve_and_double(kernel):
         assert conv2d_resample(x, w, f, up=2).shape == (2, 6, 16, 16)
 
 
-def test_upsampling_convolution_of_a_constant_is_flat_inside():
-    """Alignment: a constant image through a transposed conv + filter stays constant away from the border."""
+def _up_conv_scipy(x: np.ndarray, w: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """2× up-sampling convolution of one (C, H, W) image: zero insertion, full convolution with the kernel
+    (summed over input channels) and with the 2-D filter (gain 4), cropped so that input pixel j (centre
+    j + ½) lands at output index 2j + ½. A 3-tap kernel and a 4-tap filter spread the inserted sample 2j
+    over 2j … 2j + 5, centre 2j + 2.5: the crop starts 2 samples in."""
+    from scipy import signal
+    _, height, width = x.shape
+    out = []
+    for w_o in w:
+        full = sum(signal.convolve2d(np.kron(x_c, [[1, 0], [0, 0]]), w_oc) for x_c, w_oc in zip(x, w_o))
+        full = signal.convolve2d(full, np.outer(f, f) * 4)
+        out.append(full[2:2 + 2 * height, 2:2 + 2 * width])
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_upsampling_modulated_conv_matches_scipy_on_random_images(fused, demodulate):
+    rng = np.random.default_rng(4)
+    x, weight, styles = rng.normal(size=(2, 3, 5, 7)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(2, 3))
+    f = np.array([1.0, 3.0, 3.0, 1.0]) / 8
+    ours = modulated_conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(styles),
+                            demodulate=demodulate, up=2, f=torch.from_numpy(f), fused=fused).numpy()
+    for n in range(2):
+        w = weight * styles[n][None, :, None, None]
+        if demodulate:
+            w = w / np.sqrt((w ** 2).sum(axis=(1, 2, 3), keepdims=True) + 1e-8)
+        np.testing.assert_allclose(ours[n], _up_conv_scipy(x[n], w, f), atol=1e-10)
+
+
+def test_upsampling_convolution_of_a_ramp_samples_it_at_the_new_pixel_centres():
+    """Alignment: a centred symmetric kernel and filter reproduce a ramp, so the ×2 output is the ramp at
+    the output pixel centres (input index (k − ½)/2); a filter padding off by one shifts it by half a slope."""
     f = setup_filter([1, 3, 3, 1]).double()
-    x, w = torch.ones(1, 1, 8, 8, dtype=torch.float64), torch.ones(1, 1, 3, 3, dtype=torch.float64)
-    inner = conv2d_resample(x, w, f, up=2)[0, 0, 3:-3, 3:-3]
-    assert torch.allclose(inner, inner[0, 0].expand_as(inner))
+    y, x = np.meshgrid(np.arange(8.0), np.arange(10.0), indexing="ij")
+    ramp = torch.from_numpy(0.4 * y - 0.3 * x + 2)[None, None]
+    w = torch.from_numpy(np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16)[None, None]
+    out = conv2d_resample(ramp, w, f, up=2)[0, 0].numpy()
+    k_y, k_x = np.meshgrid(np.arange(16.0), np.arange(20.0), indexing="ij")
+    expected = 0.4 * (k_y - 0.5) / 2 - 0.3 * (k_x - 0.5) / 2 + 2
+    np.testing.assert_allclose(out[3:-3, 3:-3], expected[3:-3, 3:-3], atol=1e-12)
+    down = conv2d_resample(ramp, w, f, down=2)[0, 0].numpy()  # ÷2: output o centred on input index 2o + ½
+    o_y, o_x = np.meshgrid(np.arange(4.0), np.arange(5.0), indexing="ij")
+    np.testing.assert_allclose(down[1:-1, 1:-1], (0.4 * (2 * o_y + 0.5) - 0.3 * (2 * o_x + 0.5) + 2)[1:-1, 1:-1],
+                               atol=1e-12)
 
 
 def test_equalised_learning_rate_scales():

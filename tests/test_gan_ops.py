@@ -101,3 +101,117 @@ def test_bias_act_gain_clamp_dim_and_gradients():
     assert torch.autograd.gradcheck(lambda t, c: bias_act(t, c, act="lrelu"), (x, b))
     with pytest.raises(ValueError, match="does not match dimension"):
         bias_act(x, torch.zeros(4, dtype=torch.float64))
+
+
+# --- alignment against a known sub-pixel reference (random, non-constant inputs) ------------------------
+# Pixel k of an image covers [k, k+1) in continuous coordinates, so its centre sits at k + ½. Resampling by 2
+# must keep every point where it is: input pixel j (centre j + ½) lands at output index 2j + ½ after ×2, and
+# output pixel o of a ÷2 image is centred on input index 2o + ½. A symmetric filter reproduces linear
+# functions exactly, so a ramp comes out as the ramp sampled at the new centres — off by a whole slope
+# when the padding is off by one, which a constant image cannot show.
+
+F4 = [1.0, 3.0, 3.0, 1.0]
+
+
+def _ramp(height: int, width: int, slope_y: float = -0.21, slope_x: float = 0.37, offset: float = 1.5):
+    """(1, 1, H, W) float64 image a·y + b·x + c, different slopes so that x and y cannot be confused."""
+    y, x = np.meshgrid(np.arange(height, dtype=float), np.arange(width, dtype=float), indexing="ij")
+    return torch.from_numpy(slope_y * y + slope_x * x + offset)[None, None]
+
+
+def _scipy_2d(x: np.ndarray, f: np.ndarray, up=(1, 1), down=(1, 1), pad=(0, 0, 0, 0), gain=1.0) -> np.ndarray:
+    """The documented semantics with separate factors along x (columns) and y (rows), via scipy."""
+    (ux, uy), (dx, dy), (x0, x1, y0, y1) = up, down, pad
+    rows = np.stack([_upfirdn_1d(r, f, ux, dx, x0, x1, math.sqrt(gain)) for r in x])
+    return np.stack([_upfirdn_1d(c, f, uy, dy, y0, y1, math.sqrt(gain)) for c in rows.T]).T
+
+
+def test_upsample2d_keeps_an_impulse_centre_of_mass_at_its_pixel_centre():
+    from scipy import ndimage
+    f = setup_filter(F4).double()
+    for i, j in [(3, 5), (6, 2), (1, 10)]:
+        x = torch.zeros(1, 1, 10, 12, dtype=torch.float64)
+        x[0, 0, i, j] = 1
+        y = upsample2d(x, f)[0, 0].numpy()
+        assert y.sum() == pytest.approx(4.0)  # gain up² keeps the mean
+        assert ndimage.center_of_mass(y) == pytest.approx((2 * i + 0.5, 2 * j + 0.5), abs=1e-12)
+
+
+def test_upsample2d_and_downsample2d_of_a_ramp_sample_it_at_the_new_pixel_centres():
+    f = setup_filter(F4).double()
+    x = _ramp(12, 14)
+    up = upsample2d(x, f)[0, 0].numpy()
+    k_y, k_x = np.meshgrid(np.arange(24.0), np.arange(28.0), indexing="ij")
+    expected_up = -0.21 * (k_y - 0.5) / 2 + 0.37 * (k_x - 0.5) / 2 + 1.5
+    np.testing.assert_allclose(up[2:-2, 2:-2], expected_up[2:-2, 2:-2], atol=1e-12)
+    down = downsample2d(x, f)[0, 0].numpy()
+    o_y, o_x = np.meshgrid(np.arange(6.0), np.arange(7.0), indexing="ij")
+    expected_down = -0.21 * (2 * o_y + 0.5) + 0.37 * (2 * o_x + 0.5) + 1.5
+    np.testing.assert_allclose(down[1:-1, 1:-1], expected_down[1:-1, 1:-1], atol=1e-12)
+    # up then down by 2 is the identity on a ramp, away from the borders
+    np.testing.assert_allclose(downsample2d(upsample2d(x, f), f)[0, 0, 2:-2, 2:-2].numpy(),
+                               x[0, 0, 2:-2, 2:-2].numpy(), atol=1e-12)
+
+
+def test_filter2d_of_a_ramp_shifts_it_by_half_the_even_filter_length_and_not_at_all_for_odd():
+    x = _ramp(9, 11)
+    even, odd = setup_filter(F4).double(), setup_filter([1.0, 2.0, 1.0]).double()
+    y, xx = np.meshgrid(np.arange(9.0), np.arange(11.0), indexing="ij")
+    np.testing.assert_allclose(filter2d(x, odd)[0, 0, 1:-1, 1:-1].numpy(), x[0, 0, 1:-1, 1:-1].numpy(), atol=1e-12)
+    shifted = -0.21 * (y - 0.5) + 0.37 * (xx - 0.5) + 1.5  # the StyleGAN2 convention: pads fw//2 before
+    np.testing.assert_allclose(filter2d(x, even)[0, 0, 2:-2, 2:-2].numpy(), shifted[2:-2, 2:-2], atol=1e-12)
+
+
+@pytest.mark.parametrize("extra", [(0, 0, 0, 0), (1, 2, 0, 3), (-1, 0, 2, -1)])
+def test_resampling_helpers_on_random_images_match_scipy(extra):
+    rng = np.random.default_rng(sum(extra) + 7)
+    x = rng.normal(size=(9, 13))
+    f = np.array(F4) / 8
+    t, tf = torch.from_numpy(x)[None, None], torch.from_numpy(f)
+    e0, e1, e2, e3 = extra
+    # upsample2d pads (fw + up − 1)//2 = 2 before and (fw − up)//2 = 1 after (the impulse test above pins this)
+    up = upsample2d(t, tf, padding=extra, gain=1.5)[0, 0].numpy()
+    np.testing.assert_allclose(up, _scipy_2d(x, f, (2, 2), (1, 1), (2 + e0, 1 + e1, 2 + e2, 1 + e3), 6.0),
+                               atol=1e-12)
+    down = downsample2d(t, tf, padding=extra, gain=0.5)[0, 0].numpy()
+    np.testing.assert_allclose(down, _scipy_2d(x, f, (1, 1), (2, 2), (1 + e0, 1 + e1, 1 + e2, 1 + e3), 0.5),
+                               atol=1e-12)
+    same = filter2d(t, tf, padding=extra, gain=2.0)[0, 0].numpy()
+    np.testing.assert_allclose(same, _scipy_2d(x, f, (1, 1), (1, 1), (2 + e0, 1 + e1, 2 + e2, 1 + e3), 2.0),
+                               atol=1e-12)
+
+
+def test_different_factors_along_x_and_y_and_a_non_square_2d_filter_match_scipy():
+    from scipy import signal as sig
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(7, 10))
+    f = np.array([1.0, 2.0, 4.0, 1.0]) / 8  # asymmetric: a flip or an x/y swap shows
+    ours = upfirdn2d(torch.from_numpy(x)[None, None], torch.from_numpy(f), up=(2, 1), down=(1, 2),
+                     padding=(1, 2, 0, 3), gain=3.0)[0, 0].numpy()
+    np.testing.assert_allclose(ours, _scipy_2d(x, f, (2, 1), (1, 2), (1, 2, 0, 3), 3.0), atol=1e-12)
+    f2 = rng.normal(size=(3, 5))  # fh = 3 rows, fw = 5 columns
+    same = filter2d(torch.from_numpy(x)[None, None], torch.from_numpy(f2))[0, 0].numpy()
+    np.testing.assert_allclose(same, sig.convolve2d(x, f2, mode="same"), atol=1e-12)
+    flipped = filter2d(torch.from_numpy(x)[None, None], torch.from_numpy(f2), flip_filter=True)[0, 0].numpy()
+    np.testing.assert_allclose(flipped, sig.correlate2d(x, f2, mode="same"), atol=1e-12)
+    f3 = rng.normal(size=(2, 4))  # even sizes: upsample2d/downsample2d pad by the filter's own width and height
+    t3 = torch.from_numpy(f3)
+    up = upsample2d(torch.from_numpy(x)[None, None], t3)[0, 0].numpy()
+    full = sig.convolve2d(np.kron(x, [[1, 0], [0, 0]]), f3 * 4)  # zero insertion, then full convolution
+    # upsample2d pads (fw+1)//2 = 2 columns before and (fh+1)//2 = 1 row before: output (r, c) ↔ full (r+fh−1−1, c+fw−1−2)
+    np.testing.assert_allclose(up, full[0:14, 1:21], atol=1e-12)
+    down = downsample2d(torch.from_numpy(x)[None, None], t3)[0, 0].numpy()
+    # pads (fw−1)//2 = 1 column and (fh−1)//2 = 0 rows before: output (r, c) ↔ full (2r+fh−1, 2c+fw−1−1)
+    full = sig.convolve2d(x, f3)
+    np.testing.assert_allclose(down, full[1:1 + 2 * 3:2, 2:2 + 2 * 5:2][:3, :5], atol=1e-12)
+
+
+def test_setup_filter_normalises_and_builds_the_separable_product():
+    f = setup_filter([1, 3, 3, 1])
+    assert f.ndim == 1 and torch.allclose(f, torch.tensor([1, 3, 3, 1]) / 8)
+    full = setup_filter([1, 3, 3, 1], separable=False)
+    assert full.shape == (4, 4) and torch.allclose(full, torch.outer(f, f)) and full.sum().item() == pytest.approx(1)
+    assert torch.equal(setup_filter([1, 3, 3, 1], normalize=False), torch.tensor([1.0, 3.0, 3.0, 1.0]))
+    assert torch.equal(setup_filter(None), torch.tensor([1.0])) and setup_filter(2.0).shape == (1,)
+    with pytest.raises(ValueError, match="expected \\(N, C, H, W\\)"):
+        upfirdn2d(torch.zeros(3, 4, 4), f)
