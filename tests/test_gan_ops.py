@@ -215,3 +215,30 @@ def test_setup_filter_normalises_and_builds_the_separable_product():
     assert torch.equal(setup_filter(None), torch.tensor([1.0])) and setup_filter(2.0).shape == (1,)
     with pytest.raises(ValueError, match="expected \\(N, C, H, W\\)"):
         upfirdn2d(torch.zeros(3, 4, 4), f)
+
+
+@pytest.mark.parametrize("act,reference", [
+    ("elu", F.elu), ("selu", F.selu), ("relu", lambda v: torch.clamp(v, min=0) * math.sqrt(2))])
+def test_bias_act_remaining_activations_and_default_gains(act, reference):
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    b = torch.randn(4, dtype=torch.float64)
+    assert torch.allclose(bias_act(x, b, act=act), reference(x + b[None, :, None]), atol=1e-12)
+
+
+def test_bias_act_alpha_dim_gain_and_clamp_against_numpy():
+    rng = np.random.default_rng(5)
+    x, b = rng.normal(size=(3, 4, 5)), rng.normal(size=5)
+    v = x + b[None, None, :]  # bias along the last dimension
+    lrelu = np.where(v > 0, v, 0.05 * v)
+    for dim in (2, -1):
+        ours = bias_act(torch.from_numpy(x), torch.from_numpy(b), dim=dim, act="lrelu", alpha=0.05).numpy()
+        np.testing.assert_allclose(ours, lrelu * math.sqrt(2), atol=1e-12)
+    ours = bias_act(torch.from_numpy(x), torch.from_numpy(b), dim=2, act="lrelu", alpha=0.05, gain=1.0).numpy()
+    np.testing.assert_allclose(ours, lrelu, atol=1e-12)  # an explicit gain 1 overrides the default √2
+    no_bias = bias_act(torch.from_numpy(x), act="linear", gain=-2.5).numpy()
+    np.testing.assert_allclose(no_bias, -2.5 * x, atol=1e-12)
+    assert np.all(bias_act(torch.from_numpy(x), act="linear", clamp=0.0).numpy() == 0)  # clamp 0 is a clamp
+    unclamped = bias_act(torch.from_numpy(x * 100), act="linear", clamp=-1.0).numpy()  # negative: no clamp
+    np.testing.assert_allclose(unclamped, x * 100)
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        bias_act(torch.from_numpy(x), act="gelu")
