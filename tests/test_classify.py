@@ -49,10 +49,13 @@ def recipe(**overrides) -> Recipe:
 
 def test_early_stopping_stops(sets, tmp_path):
     train, validation = sets
-    result = train_classifier("resnet10t", CLASSES, train, validation, recipe(epochs=20, patience=1, lr=0.0),
+    result = train_classifier("resnet10t", CLASSES, train, validation, recipe(epochs=20, patience=2, lr=0.0),
                               tmp_path)
-    assert result["stopped_early"] and result["epoch"] == 2  # best at epoch 0, no gain at epoch 1: stop
-    assert result["best_epoch"] == 0 and (tmp_path / "best.pt").exists()
+    history = [h["validation_balanced_accuracy"] for h in result["history"]]
+    best = int(np.argmax(history))  # first epoch with the highest value (later ties are no gain)
+    assert result["stopped_early"] and result["best_epoch"] == best
+    assert result["epoch"] == best + 1 + 2 < 20  # stopped `patience` epochs after the best one
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == best
 
 
 def test_resume_after_a_kill_continues_exactly(sets, tmp_path):
@@ -138,3 +141,16 @@ def test_isic_table_from_predictions(tmp_path):
     assert table.loc[0, "AUC"] == pytest.approx(roc_auc_score(frame["label"] == "malignant", frame["p_malignant"]),
                                                 abs=1e-4)
     assert table.loc[0, "accuracy"] == pytest.approx((frame["label"] == frame["predicted"]).mean(), abs=1e-4)
+
+
+def test_auc_early_stopping_with_one_validation_class_stops_before_training(sets, tmp_path):
+    train, validation = sets
+    one_class = validation.rows["label"] == validation.rows["label"].iloc[0]
+    stores = {name: store.root for name, store in validation.stores.items()}
+    single = ImageRows(validation.rows[one_class], stores, CLASSES, 16)
+    with pytest.raises(DermsynthError, match=r"holds only class .*AUC.*undefined"):
+        train_classifier("resnet10t", CLASSES, train, single, recipe(monitor="auc"), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+    with pytest.raises(DermsynthError, match="is empty"):
+        train_classifier("resnet10t", CLASSES, train, ImageRows(validation.rows[:0], stores, CLASSES, 16),
+                         recipe(), tmp_path)
