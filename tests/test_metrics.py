@@ -102,12 +102,51 @@ def _kid_unbiased_numpy(x: np.ndarray, y: np.ndarray) -> float:
                  - 2 * kxy.mean())
 
 
+def _mmd2_unbiased_by_sums(x: np.ndarray, y: np.ndarray) -> float:
+    """MMD² with the cubic polynomial kernel k(a, b) = (a·b/d + 1)³, written as explicit sums over pairs:
+    mean k over distinct pairs within x, within y, minus twice the mean k over all cross pairs."""
+    d, m = x.shape[1], len(x)
+    k = lambda a, b: (float(a @ b) / d + 1) ** 3  # noqa: E731
+    within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    cross = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    return within - 2 * cross
+
+
 def test_kid_is_the_unbiased_mmd_estimator_and_grows_with_the_shift(features):
     real, fake = features(300, seed=1), features(300, shift=0.2, seed=2)
     assert kid(real, fake, subsets=1, subset_size=300) == pytest.approx(_kid_unbiased_numpy(real, fake), rel=1e-9)
+    small_real, small_fake = real[:40], fake[:40]
+    assert kid(small_real, small_fake, subsets=1, subset_size=40) == pytest.approx(
+        _mmd2_unbiased_by_sums(small_real, small_fake), rel=1e-9)
     values = [kid(real, features(300, shift=s, seed=3), subsets=20, subset_size=200) for s in (0.0, 0.2, 0.5)]
-    assert values == sorted(values)
-    assert kid(real, fake, seed=5) == kid(real, fake, seed=5)  # seeded: repeatable
+    assert values == sorted(values) and values[0] < values[-1] / 10
+
+
+def test_kid_averages_the_mmd_of_random_subsets_of_the_stated_size(features):
+    """clean-fid's sampling, seeded: per subset, `subset_size` generated rows then `subset_size` real rows,
+    drawn without replacement from numpy's global generator; KID is the mean MMD² over the subsets."""
+    real, fake = features(50, seed=1), features(45, shift=0.3, seed=2)
+    for size, subsets, seed in ((12, 3, 0), (20, 2, 7)):
+        rng = np.random.RandomState(seed)
+        expected = []
+        for _ in range(subsets):
+            x = fake[rng.choice(len(fake), size, replace=False)]
+            y = real[rng.choice(len(real), size, replace=False)]
+            expected.append(_mmd2_unbiased_by_sums(x, y))
+        assert kid(real, fake, subsets=subsets, subset_size=size, seed=seed) == pytest.approx(np.mean(expected),
+                                                                                              rel=1e-9)
+    # whatever the sampling order: subsets smaller than the sets vary with the seed, whole sets do not
+    assert len({round(kid(real, fake, subsets=1, subset_size=10, seed=s), 12) for s in range(4)}) == 4
+    whole = {round(kid(real[:45], fake, subsets=1, subset_size=45, seed=s), 12) for s in range(3)}
+    assert whole == {round(_kid_unbiased_numpy(fake, real[:45]), 12)}
+
+
+def test_kid_leaves_numpys_global_generator_as_it_found_it(features):
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    kid(features(30, seed=1), features(30, seed=2), subsets=3, subset_size=10, seed=4)
+    assert np.random.rand() == expected
 
 
 def test_precision_recall_identical_sets_and_half_noise(features):
