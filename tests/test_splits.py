@@ -168,3 +168,29 @@ def test_a_lesion_seen_with_and_without_its_patient_stays_in_one_split():
                          "lesion_id": [f"L{i}" for i in range(20)] * 2, "split_rule": "auto"})
     manifest = split_dataset(rows, {"group_by": "patient", "fractions": {"train": 0.5, "test": 0.5}, "seed": 0})
     assert (manifest.groupby("lesion_id")["split"].nunique() == 1).all()
+
+
+def test_federated_hospitals_on_patients_and_patientless_lesions():
+    rows = _mixed_identity_rows(4)
+    manifest = split_dataset(rows, {"group_by": "patient", "fractions": {"train": 0.8, "test": 0.2}, "seed": 4})
+    pool = manifest[manifest["split"] == "train"]
+    sizes = {"h1": 20, "h2": 40, "h3": 60}
+    fed = federated_split(manifest, {"hospitals": sizes, "pool": ["train"], "seed": 1})
+    assert sorted(fed["key"]) == sorted(pool["key"]) and fed["key"].is_monotonic_increasing
+    counts = fed["hospital"].value_counts()
+    leftover = len(pool) - sum(sizes.values())
+    for name, size in {**sizes, "unassigned": leftover}.items():
+        assert abs(counts.get(name, 0) - size) <= 6, (name, counts.get(name, 0), size)
+    identified = fed.merge(manifest[["key", "patient_id", "lesion_id"]], on="key")
+    with_patient = identified[identified["patient_id"] != ""]
+    assert (with_patient.groupby("patient_id")["hospital"].nunique() == 1).all()
+    lesions = identified[(identified["patient_id"] == "") & (identified["lesion_id"] != "")]
+    assert (lesions.groupby("lesion_id")["hospital"].nunique() == 1).all()
+    overall = (pool["label"] == "mel").mean()
+    for name in ("h2", "h3"):
+        assert abs((fed.loc[fed["hospital"] == name, "label"] == "mel").mean() - overall) < 0.1
+    exact = federated_split(manifest, {"hospitals": {"a": len(pool) // 2, "b": len(pool) - len(pool) // 2},
+                                       "pool": ["train"], "seed": 1})
+    assert set(exact["hospital"]) == {"a", "b"}  # no leftover: no 'unassigned' bin
+    with pytest.raises(ConfigError, match=f"ask for {len(pool) + 1} images but the pool"):
+        federated_split(manifest, {"hospitals": {"a": len(pool) + 1}, "pool": ["train"], "seed": 1})
