@@ -241,3 +241,45 @@ def test_a_csv_with_a_byte_order_mark_is_read(case):
     csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())  # Excel's "CSV UTF-8" writes one
     assert _ingest("clinic") == 0
     assert len(_tables(folder)[0]) == 3
+
+
+def _clear_utf8_flag(path: Path) -> None:
+    """Rewrite a zip as tools that store UTF-8 names without the UTF-8 flag (bit 11) do."""
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            flags = int.from_bytes(data[start + offset:start + offset + 2], "little") & ~0x800
+            data[start + offset:start + offset + 2] = flags.to_bytes(2, "little")
+            start += 4
+    path.write_bytes(bytes(data))
+
+
+def test_zip_names_in_utf8_without_the_utf8_flag_are_matched(case):
+    folder = case("unicode-normalisation-names")
+    images = folder / "data/img"
+    with zipfile.ZipFile(folder / "data/images.zip", "w") as archive:
+        for path in images.iterdir():
+            archive.writestr(f"img/{unicodedata.normalize('NFC', path.name)}", path.read_bytes())
+    _clear_utf8_flag(folder / "data/images.zip")
+    with zipfile.ZipFile(folder / "data/images.zip") as archive:
+        assert not any(c in n for n in archive.namelist() for c in "éó")  # zipfile reads them as mojibake
+    shutil.rmtree(images)
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("path: data}", "path: data, images: images.zip}"))
+    assert _ingest("clinic") == 0
+    ingested, rejections = _tables(folder)
+    assert len(ingested) == 3 and not set(rejections["reason"]) & {"missing_image", "not_in_metadata"}
+
+
+def test_file_names_with_windows_1252_bytes_on_disk_are_matched_and_written_readably(case):
+    folder = case("unicode-normalisation-names")
+    images = folder / "data/img"
+    for path in list(images.iterdir()):
+        if not path.name.isascii():  # as `unzip` leaves names from a Windows zip: cp1252 bytes
+            raw = unicodedata.normalize("NFC", path.name).encode("cp1252")
+            path.rename(images / raw.decode("utf-8", "surrogateescape"))
+    assert _ingest("clinic") == 0
+    ingested, rejections = _tables(folder)
+    assert len(ingested) == 3 and not set(rejections["reason"]) & {"missing_image", "not_in_metadata"}
+    assert any("\\xe9" in m for m in ingested["member"])  # the stored bytes, shown readably

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .names import canonical_name
+from .names import canonical_name, meant_on_disk
 
 # Files that belong to an archive's published layout or a folder's paperwork: listed (one row each in
 # rejections.csv, reason `not_an_image`), never decoded. Everything else is a candidate image, so a
@@ -30,6 +30,7 @@ class MemberListing:
     unsafe: list[str]        # members whose path escapes the container ('..', absolute, drive letter)
     documents: list[str]     # licences, attribution notes, CSVs … of the published layout
     tool_files: list[str]    # __MACOSX/, ._*, .DS_Store, Thumbs.db …
+    meant: dict[str, str] = field(default_factory=dict)  # stored name → the name its writer meant (see below)
 
 
 def is_unsafe(name: str) -> bool:
@@ -70,12 +71,28 @@ def list_members(container: str | Path) -> MemberListing:
     if container.is_dir():
         names = sorted(str(p.relative_to(container).as_posix())
                        for p in container.rglob("*") if p.is_file())
-        return _classify(names)
+        listing = _classify(names)
+        listing.meant = {n: meant for n in names if (meant := meant_on_disk(n)) != n}
+        return listing
     with zipfile.ZipFile(container) as archive:
         # a directory entry written on Windows ends in '\\', which zipfile does not see as a directory
-        names = [info.filename for info in archive.infolist()
+        infos = [info for info in archive.infolist()
                  if not info.is_dir() and not (info.filename.endswith("\\") and info.file_size == 0)]
-    return _classify(names)
+    listing = _classify([info.filename for info in infos])
+    listing.meant = {info.filename: meant for info in infos if (meant := _utf8_name(info)) != info.filename}
+    return listing
+
+
+def _utf8_name(info: zipfile.ZipInfo) -> str:
+    """The name a zip tool meant. Without the zip's UTF-8 flag, names are read as code page 437
+    (the zip standard), but macOS Archive Utility and many other tools write UTF-8 bytes without
+    setting the flag, so `lésion.jpg` would read as `lΓÇª`-style mojibake and match no row."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return info.filename
 
 
 class ContainerReader:

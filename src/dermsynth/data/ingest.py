@@ -33,6 +33,7 @@ from ..outputs import write_csv, write_json
 from ..provenance import config_digest, provenance
 from .containers import ContainerReader
 from .images import ImageRejected, decode_image
+from .names import printable
 from .lmdb_store import INDEX_FILE, ShardWriter, close_readers_under, encode_pixels, iterate_prefix, shard_of, shard_path
 from .records import REJECTION_COLUMNS, Record, Rejection
 from .sources import make_reader
@@ -203,7 +204,7 @@ def _finalise(candidates: list[Candidate], staging: Path, shards: int) -> tuple[
                      "diagnosis": record.diagnosis or "", "raw_label": record.raw_label,
                      "patient_id": record.patient_id, "lesion_id": record.lesion_id,
                      "split_rule": candidate.split_rule, "archive": record.member.container,
-                     "member": record.member.name, "metadata_file": record.metadata_file, "row": record.row,
+                     "member": printable(record.member.name), "metadata_file": record.metadata_file, "row": record.row,
                      "shard": shard_of(key, shards), **meta})
     _drop_from_store(staging, shards, [r.key for r in rejections if r.reason == "duplicate_content"])
     return rows, rejections

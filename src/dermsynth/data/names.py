@@ -67,3 +67,24 @@ def describe_difference(a: str, b: str) -> str:
                     if pa.suffix.lower() == pb.suffix.lower() else f"the extension ({pa.suffix or 'none'} vs "
                     f"{pb.suffix or 'none'})")
     return " and ".join(what)
+
+
+def printable(text: str) -> str:
+    """Text safe to write as UTF-8: a file name holding bytes that are not UTF-8 (read from disk with
+    Python's surrogate escapes) shows them as `\\xe9` instead of breaking the CSV writer."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def meant_on_disk(name: str) -> str:
+    """The name a file on disk was meant to have when its bytes are not UTF-8 (a zip made on Windows
+    and extracted on Linux leaves Windows-1252 bytes): decoded as Windows-1252, else Latin-1."""
+    raw = name.encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+        return name
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

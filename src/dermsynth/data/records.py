@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .names import printable
+
 
 @dataclass
 class Member:
@@ -12,6 +14,11 @@ class Member:
 
     container: str  # path of the zip file or folder
     name: str       # path inside it exactly as stored (read with this; may hold '\\' or NFD accents)
+    meant: str = "" # the name its writer meant, when the zip stored UTF-8 without saying so
+
+    @property
+    def spelled(self) -> str:
+        return self.meant or self.name
 
     def key(self) -> tuple[str, str]:
         return self.container, self.name
@@ -50,7 +57,8 @@ class Rejection:
     member: str = ""
 
     def as_row(self) -> dict:
-        return dataclasses.asdict(self)
+        """The CSV row; names that hold non-UTF-8 bytes are written with `\\x..` escapes."""
+        return {k: printable(v) if isinstance(v, str) else v for k, v in dataclasses.asdict(self).items()}
 
 
 REJECTION_COLUMNS = [f.name for f in dataclasses.fields(Rejection)]

@@ -177,7 +177,7 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
                     source, "not_in_metadata",
                     f"{member.container}:{member.name} is not listed in the metadata, so it has no label. "
                     "Add a row for it or remove the file.",
-                    key=member_key(canonical_name(member.name)), archive=member.container, member=member.name))
+                    key=member_key(canonical_name(member.spelled)), archive=member.container, member=member.name))
 
     for record in accepted:
         if record.attributes.pop("_absorbed", False) or record.attributes.get("_rejected"):
@@ -232,7 +232,8 @@ def _index_files(source: str, catalog: SourceCatalog, rejections: list[Rejection
                 archive=str(container), member=name))
         unsafe += [(container, name) for name in listing.unsafe]
         for name in listing.images:
-            index[lookup_key(member_key(canonical_name(name)))].append(Member(str(container), name))
+            meant = listing.meant.get(name, "")
+            index[lookup_key(member_key(canonical_name(meant or name)))].append(Member(str(container), name, meant))
     return index, unsafe
 
 
@@ -240,12 +241,12 @@ def _choose(listed: str, candidates: list[Member]) -> list[Member]:
     """Among files with a row's id, the ones its listed path names (see `assemble`)."""
     wanted = canonical_name(listed)
     for same in (lambda n: n == wanted, lambda n: n.casefold() == wanted.casefold()):
-        hits = [m for m in candidates if same(canonical_name(m.name))]
+        hits = [m for m in candidates if same(canonical_name(m.spelled))]
         if hits:
             return hits
     if not PurePosixPath(wanted).suffix:
         return list(candidates)
-    return [m for m in candidates if same_format(m.name, wanted)]
+    return [m for m in candidates if same_format(m.spelled, wanted)]
 
 
 class _ByteDigests:
@@ -286,7 +287,7 @@ def _collapse_identical(source, entry, chosen, claimed, rejections, digests) -> 
 def _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted) -> None:
     """Several different files match one row: neither is stored, the row and each file say why."""
     names = [f"{m.container}:{m.name}" for m in chosen]
-    differences = "; ".join(f"'{a.name}' vs '{b.name}': {describe_difference(a.name, b.name)}"
+    differences = "; ".join(f"'{a.name}' vs '{b.name}': {describe_difference(a.spelled, b.spelled)}"
                             for a, b in zip(chosen, chosen[1:]))
     advice = ("list each file by its full name (with its extension) in its own row, or remove the files that are "
               "not this image")
@@ -324,7 +325,7 @@ def _reject_row(source, entry, reason, message, rejections, accepted) -> None:
 def _missing(source: str, record: Record, containers: list[Path], near: list[Member]) -> Rejection:
     where = ", ".join(str(c) for c in containers)
     if near:
-        others = "; ".join(f"'{m.name}' differs in {describe_difference(m.name, record.image_id)}" for m in near)
+        others = "; ".join(f"'{m.name}' differs in {describe_difference(m.spelled, record.image_id)}" for m in near)
         message = (f"{record.metadata_file} row {record.row} lists '{record.image_id}', which is not in {where}; "
                    f"files with the same name but another extension are ({others}). Correct the row's path "
                    "if one of them is this image.")
