@@ -158,9 +158,6 @@ def test_lesion_grouping_ignores_patients_and_images_without_ids_are_their_own_g
     assert (by_image[by_image["lesion_id"] != ""].groupby("lesion_id")["split"].nunique() > 1).any()
 
 
-@pytest.mark.xfail(strict=True, reason="splits.group_ids takes the first id per row: a lesion whose images carry a "
-                                       "patient id in one archive and none in another becomes two groups "
-                                       "(reported to the lead; remove this mark with the fix)")
 def test_a_lesion_seen_with_and_without_its_patient_stays_in_one_split():
     """Connected identities: image a (patient P, lesion L) and image b (no patient, lesion L) are one lesion."""
     rows = pd.DataFrame({"key": [f"k{i}" for i in range(40)], "source": ["isic2020"] * 20 + ["isic2019"] * 20,

@@ -20,18 +20,49 @@ GROUP_FALLBACK = {"patient": ("patient_id", "lesion_id"), "lesion": ("lesion_id"
 
 
 def group_ids(frame: pd.DataFrame, group_by: str) -> pd.Series:
-    """`patient:<id>`, `lesion:<id>` or `image:<key>`: the first id the row has, in fallback order.
+    """The group of each image: connected components of the ids in `GROUP_FALLBACK[group_by]`.
+
+    Two images are in one group when they share any of those ids, directly or through other
+    images: with `patient`, an image (patient P, lesion L) and an image (no patient, lesion L) are
+    one group — the same lesion seen in an archive that records patients and in one that does not
+    (ISIC 2020 vs ISIC 2019) must not straddle two splits. A group is named after its smallest
+    patient id (`patient:<id>`), else its smallest lesion id (`lesion:<id>`), else `image:<key>`.
 
     Ids are not prefixed by source on purpose: a lesion id that two archives share (HAM10000 lesions
     reappear in ISIC 2019) must stay one group, or its images could leak across splits.
     """
-    def one(row) -> str:
-        for column in GROUP_FALLBACK[group_by]:
-            value = str(row.get(column, "") or "").strip()
+    if not len(frame):
+        return pd.Series([], dtype=str)
+    columns = [c for c in GROUP_FALLBACK[group_by] if c in frame.columns]
+    parent = list(range(len(frame)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for column in columns:
+        first_with: dict[str, int] = {}
+        for i, value in enumerate(frame[column].fillna("").astype(str).str.strip()):
             if value:
-                return f"{column.removesuffix('_id')}:{value}"
-        return f"image:{row['key']}"
-    return frame.apply(one, axis=1) if len(frame) else pd.Series([], dtype=str)
+                j = first_with.setdefault(value, i)
+                parent[root(i)] = root(j)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(frame)):
+        members[root(i)].append(i)
+    names = [""] * len(frame)
+    keys = frame["key"].astype(str).tolist()
+    for rows in members.values():
+        name = f"image:{keys[rows[0]]}"
+        for column in columns:
+            ids = sorted({str(frame[column].iloc[i]).strip() for i in rows} - {"", "nan"})
+            if ids:
+                name = f"{column.removesuffix('_id')}:{ids[0]}"
+                break
+        for i in rows:
+            names[i] = name
+    return pd.Series(names, index=frame.index)
 
 
 def assign_groups(group_counts: dict[str, Counter], targets: dict[str, dict[str, float]],
