@@ -9,7 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config is the default, not a base: a config given with `--configfile` (or by a profile's
+# `configfile:`) replaces it, so a user's config holds exactly the datasets and generators it names.
+# `--config key=value` applies on top of either.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

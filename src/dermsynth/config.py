@@ -64,7 +64,26 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
             fill_defaults(item, schema["items"], root)
 
 
-def _check_semantics(cfg: dict, raw: dict) -> list[str]:
+def _workflow_defaults(cfg: dict, raw: dict) -> list[str]:
+    """Defaults that depend on the rest of a whole workflow config (the Snakefile's, not a job's part):
+    the ISIC study's classifiers are on by default only when the config defines their dataset and
+    generators, so a config with only its own datasets and generators plans only those; switched on
+    explicitly, a missing dataset is an error."""
+    problems = []
+    isic = cfg["classifiers"]["isic"]
+    given = isinstance(raw.get("classifiers"), dict) and "enabled" in (raw["classifiers"].get("isic") or {})
+    missing = [isic["dataset"]] if isic["dataset"] not in cfg["datasets"] else []
+    missing += [name for per_class in isic["generators"].values() for name in per_class.values()
+                if name not in cfg["gans"]]
+    if isic["enabled"] and missing and not given:
+        isic["enabled"] = False
+    elif isic["enabled"] and isic["dataset"] not in cfg["datasets"]:
+        problems.append(f"'classifiers.isic.dataset': '{isic['dataset']}' is not defined under 'datasets' "
+                        f"(defined: {', '.join(cfg['datasets']) or 'none'}; or set classifiers.isic.enabled: false)")
+    return problems
+
+
+def _check_semantics(cfg: dict, raw: dict, workflow: bool = False) -> list[str]:
     problems = []
     for name, source in cfg["sources"].items():
         if source["type"] == "isic2018_task3" and "part" not in source:
@@ -92,7 +111,7 @@ def _check_semantics(cfg: dict, raw: dict) -> list[str]:
     if inversion.get("gans") and inversion.get("dataset") not in cfg["datasets"]:
         problems.append(f"'latent.inversion.dataset': '{inversion.get('dataset')}' is not defined under 'datasets'")
     isic = cfg.get("classifiers", {}).get("isic", {})
-    if isic.get("enabled") and "gans" in raw and "classifiers" in raw:  # (not in a job's partial config)
+    if isic.get("enabled") and (workflow or ("gans" in raw and "classifiers" in raw)):  # (not in a job's part)
         for family, per_class in isic.get("generators", {}).items():
             for label, name in per_class.items():
                 if name not in cfg.get("gans", {}):
@@ -111,8 +130,11 @@ def _check_semantics(cfg: dict, raw: dict) -> list[str]:
     return problems
 
 
-def validate_config(raw: dict | None, origin: str = "config") -> dict:
-    """Return a validated copy of `raw` with defaults filled; raise ConfigError naming the key."""
+def validate_config(raw: dict | None, origin: str = "config", workflow: bool = False) -> dict:
+    """Return a validated copy of `raw` with defaults filled; raise ConfigError naming the key.
+
+    `workflow`: `raw` is a whole workflow config (the Snakefile's), not the part one job reads: the
+    defaults that depend on the rest of the config are filled and cross-references checked."""
     schema = load_schema()
     cfg = copy.deepcopy(raw) if raw is not None else {}
     validator = jsonschema.Draft202012Validator(schema)
@@ -122,7 +144,8 @@ def validate_config(raw: dict | None, origin: str = "config") -> dict:
         raise ConfigError(f"{origin} is invalid:\n{lines}\n"
                           f"See workflow/schemas/config.schema.yaml for every key and its type.")
     fill_defaults(cfg, schema, schema)
-    problems = _check_semantics(cfg, raw or {})
+    problems = _workflow_defaults(cfg, raw or {}) if workflow else []
+    problems += _check_semantics(cfg, raw or {}, workflow)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{origin} is invalid:\n{lines}")
@@ -154,3 +177,42 @@ def dataset_config(cfg: dict, name: str) -> dict:
         raise ConfigError(f"dataset '{name}' is not defined under 'datasets' "
                           f"(defined: {', '.join(cfg['datasets'])})")
     return cfg["datasets"][name]
+
+
+def missing_archives(cfg: dict, produced: list[str | Path] = (), produced_folders: list[str | Path] = (),
+                     config_files: list[str] = ("config/config.yaml",)) -> list[str]:
+    """One message per source that a dataset of `cfg` reads whose published files are not on disk:
+    the source key, the folder looked in, the files its layout needs (those missing), and the config
+    key to change. Files a rule writes (`produced`, or anything under `produced_folders`: the demo
+    archives) are not missing. Paths are relative to the working directory, as the workflow reads them."""
+    from .data.sources import required_files
+    produced = {Path(p) for p in produced}
+    folders = [Path(d) for d in produced_folders]
+
+    def made_by_a_rule(path: Path) -> bool:
+        return path in produced or any(path == d or d in path.parents for d in folders)
+
+    used = sorted({entry["source"] for ds in cfg["datasets"].values() for entry in ds["sources"]})
+    where = " + ".join(map(str, config_files))
+    messages = []
+    for name in used:
+        spec = cfg["sources"][name]
+        needed = [Path(p) for p in required_files(name, spec)]
+        absent = [p for p in needed if not p.exists() and not made_by_a_rule(p)]
+        if not absent:
+            continue
+        folder = Path(spec["path"])
+
+        def shown(path: Path) -> str:
+            if path == folder:
+                return "the folder itself"
+            return str(path.relative_to(folder)) if folder in path.parents else str(path)
+        state = "does not exist" if not folder.exists() else "exists but lacks " + ", ".join(map(shown, absent))
+        layout = ", ".join(map(shown, needed))
+        datasets = sorted(d for d, ds in cfg["datasets"].items() if any(e["source"] == name for e in ds["sources"]))
+        messages.append(
+            f"source '{name}' (type {spec['type']}, read by dataset {', '.join(datasets)}): looked in {folder} "
+            f"({folder.resolve()}), which {state}; the published layout needs {layout} — put the archive's "
+            f"files there as published, or set sources.{name}.path in {where} to the folder that holds them "
+            f"(README, 'Using the real archives': the files per type)")
+    return messages

@@ -5,18 +5,33 @@
 import hashlib
 import re
 import json
+import sys
 from pathlib import Path
 
 import yaml
 
-from dermsynth.config import validate_config
+from dermsynth.config import missing_archives, validate_config
 from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
 from dermsynth.data.sources import required_files
 from dermsynth.latent.transform import load_transformations
 
-config = validate_config(config, origin="the workflow config (config/config.yaml + --config)")
+# The config files in use: the demo's config/config.yaml unless --configfile (or a profile) gave others,
+# which replace it (see the Snakefile); --config key=value applies on top.
+CONFIG_FILES = [str(Path(p).relative_to(Path.cwd())) if Path(p).is_relative_to(Path.cwd()) else str(p)
+                for p in workflow.config_settings.configfiles] or ["config/config.yaml"]
+config = validate_config(config, workflow=True, origin="the workflow config ("
+                         + " + ".join(CONFIG_FILES) + (" + --config" if workflow.config_settings.config else "") + ")")
 
 DEMO_FILES, DEMO_FOLDERS = demo_expected_outputs(config["demo"])
+# Archives the config points at that are not there (and that no rule writes, as the demo rule writes the
+# demo's): one message per source, before Snakemake lists the ingest jobs' missing inputs. A warning, not
+# an error: targets that do not read those sources still run.
+MISSING_ARCHIVES = missing_archives(config, DEMO_FILES, DEMO_FOLDERS, CONFIG_FILES)
+if MISSING_ARCHIVES:
+    print(f"dermsynth: {len(MISSING_ARCHIVES)} configured source(s) not found; the ingest jobs that read them "
+          "cannot run:", file=sys.stderr)
+    for message in MISSING_ARCHIVES:
+        print(f"  - {message}", file=sys.stderr)
 DATASETS = list(config["datasets"])
 GANS = list(config["gans"])
 TABLE1_GANS = config["evaluation"].get("table1_gans") or GANS
