@@ -311,3 +311,12 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     assert "torchrun --standalone --nproc-per-node=4 -m dermsynth.cli train-gan" in gan_blocks["ham10000"]
     assert all("torchrun" not in gan_blocks[g] and "dermsynth train-gan" in gan_blocks[g]
                for g in gan_blocks if g != "ham10000")
+    # The profile's config replaces the demo config (not merged into it): full-size networks and the
+    # published evaluation protocol, nothing of the demo's tiny settings.
+    job_config = gan_blocks["ham10000"].split("--config ")[1].split()[0]
+    gan = yaml.safe_load((tmp_path / job_config).read_text())["gans"]["ham10000"]
+    assert gan["network"]["z_dim"] == 512 and gan["network"]["channel_max"] == 512 and gan["kimg"] == 28800
+    evaluation = [block for block in text.split("\n\n") if "rule evaluate_gan:" in block][0]
+    evaluation = yaml.safe_load((tmp_path / evaluation.split("--config ")[1].split()[0]).read_text())["evaluation"]
+    assert evaluation["kid_subset"] == 1000 and evaluation["fake_samples"] == 50000
+    assert "demo" not in text and "resources/demo" not in text
