@@ -121,3 +121,66 @@ def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise():
     noisy = (images.float() + 40 * torch.randn_like(images.float())).clamp(0, 255).to(torch.uint8)
     assert (ms_ssim(images, noisy)[0] < 0.95).all()
     assert np.isnan(ms_ssim(images[..., :32, :32], images[..., :32, :32])[0]).all()  # undefined at 32²
+
+
+def _hyper_options(**overrides) -> HyperStyleOptions:
+    settings = dict(backbone="resnet18", input_resolution=32, steps=4, batch=4, lr=3e-4, iterations=2,
+                    layer_ranges=["middle"], log_steps=1, pretrained=False, checkpoint_steps=2, seed=5)
+    return HyperStyleOptions(**{**settings, **overrides})
+
+
+def test_hyperstyle_resumes_exactly_after_a_kill(tiny, tmp_path):
+    """Four steps straight vs two steps (the checkpoint is all a killed run leaves) and two more."""
+    G, images, lpips = tiny
+    encoder, _ = train_e4e(G, images, e4e_options(steps=2), lpips, tmp_path / "e4e.pt")
+    straight, _ = train_hyperstyle(G, encoder, images, _hyper_options(), lpips, tmp_path / "straight.pt")
+    killed, _ = train_hyperstyle(G, encoder, images, _hyper_options(steps=2, checkpoint_steps=1), lpips,
+                                 tmp_path / "resumed.pt")  # checkpoints at step 1 only (never at its last step)
+    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["step"] == 1
+    resumed, history = train_hyperstyle(G, encoder, images, _hyper_options(), lpips, tmp_path / "resumed.pt")
+    assert [h["step"] for h in history] == [1, 2, 3]  # started at the checkpoint's step 1, not at 0
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(straight.state_dict().values(), killed.state_dict().values()))
+
+
+def test_resuming_with_other_options_is_refused_and_schedule_options_are_not_options(tiny, tmp_path):
+    from dermsynth.latent.inversion import checkpoint_differences
+    G, images, lpips = tiny
+    train_e4e(G, images, e4e_options(steps=3, checkpoint_steps=2), lpips, tmp_path / "e4e.pt")  # leaves step 2
+    assert checkpoint_differences(tmp_path / "e4e.pt", e4e_options(steps=9, checkpoint_steps=5, log_steps=3)) == []
+    with pytest.raises(ValueError, match=r"other training options \(lr, seed\)"):
+        train_e4e(G, images, e4e_options(steps=3, checkpoint_steps=2, lr=1e-3, seed=4), lpips, tmp_path / "e4e.pt")
+    encoder, _ = train_e4e(G, images, e4e_options(steps=3, checkpoint_steps=7), lpips, tmp_path / "e4e.pt")
+    train_hyperstyle(G, encoder, images, _hyper_options(steps=3, checkpoint_steps=2), lpips, tmp_path / "h.pt")
+    with pytest.raises(ValueError, match=r"other training options \(layer_ranges, rank\)"):
+        train_hyperstyle(G, encoder, images, _hyper_options(steps=3, rank=2, layer_ranges=["all"]), lpips,
+                         tmp_path / "h.pt")
+    torch.save({"step": 1}, tmp_path / "old.pt")  # a checkpoint that records no options is not resumed either
+    assert checkpoint_differences(tmp_path / "old.pt", _hyper_options()) == ["options"]
+
+
+def test_merging_inversion_chunks_checks_keys_and_row_counts(tmp_path):
+    import pandas as pd
+
+    from dermsynth.latent.run_inversion import StoredInversion, _merge_chunks
+    frame = pd.DataFrame({"key": [f"k{i}" for i in range(5)], "label": "nv", "split": "train"})
+    chunks = []
+    for start, keys in ((0, ["k0", "k1", "k2"]), (3, ["k3", "k4"])):
+        path = tmp_path / f"chunk-{start:08d}.pt"
+        n = len(keys)
+        torch.save({"keys": keys, "ws": torch.arange(n * 4.0).reshape(n, 2, 2) + start,
+                    "factors": {"b8.conv1": [torch.ones(n, 3, 1).half(), torch.ones(n, 2, 1).half()]}}, path)
+        chunks.append(path)
+    _merge_chunks(chunks, tmp_path / "inv", frame, ["b8.conv1"])
+    stored = StoredInversion(tmp_path / "inv")
+    ws, deltas = stored.latents(["k4", "k0"])
+    torch.testing.assert_close(ws, torch.stack([torch.arange(4.0, 8.0).reshape(2, 2) + 3,
+                                                torch.arange(4.0).reshape(2, 2)]))
+    assert deltas["b8.conv1"].shape == (2, 3, 2)
+    with pytest.raises(RuntimeError, match="the inversion chunks hold 3 rows for 3 keys, but the split has 5"):
+        _merge_chunks(chunks[:1], tmp_path / "inv2", frame, ["b8.conv1"])
+    torch.save({"keys": ["k3", "k4"], "ws": torch.zeros(3, 2, 2), "factors": {}}, chunks[1])  # 3 rows for 2 keys
+    with pytest.raises(RuntimeError, match="6 rows for 5 keys"):
+        _merge_chunks(chunks, tmp_path / "inv3", frame, [])
+    assert not (tmp_path / "inv2").exists() and not (tmp_path / "inv3").exists()

@@ -7,7 +7,8 @@ data as an uninterrupted one. The generator stays frozen throughout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,35 @@ def _save(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def _resume(path: Path, modules: dict, optimizers: dict) -> int:
+# Options that only say how long to train or how often to write: a checkpoint resumes across them.
+SCHEDULE_ONLY = ("steps", "checkpoint_steps", "log_steps")
+
+
+def resume_options(options) -> dict:
+    """The options a checkpoint must have been written with to be resumed (all but SCHEDULE_ONLY)."""
+    return {k: v for k, v in asdict(options).items() if k not in SCHEDULE_ONLY}
+
+
+def checkpoint_differences(path: str | Path, options) -> list[str]:
+    """Names of the options whose values differ between the checkpoint at `path` and `options`
+    ('options' itself when the checkpoint records none)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved, wanted = state.get("options"), json.loads(json.dumps(resume_options(options)))
+    if not isinstance(saved, dict):
+        return ["options"]
+    return sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+
+
+def _resume(path: Path, modules: dict, optimizers: dict, options) -> int:
+    """The step to start from: 0 without a checkpoint, else the checkpoint's, after loading its states.
+
+    Raises ValueError when the checkpoint was written with other options (like the GAN trainer)."""
     if not path.exists():
         return 0
+    differences = checkpoint_differences(path, options)
+    if differences:
+        raise ValueError(f"{path} was written with other training options ({', '.join(differences)}); "
+                         "resume with the same config or delete the checkpoint")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for name, module in {**modules, **optimizers}.items():
         module.load_state_dict(state[name])
@@ -118,7 +145,7 @@ def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, dev
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=options.discriminator_lr, betas=(0.9, 0.999))
     checkpoint = Path(checkpoint)
     modules, optimizers = {"encoder": encoder, "discriminator": discriminator}, {"opt_e": opt_e, "opt_d": opt_d}
-    start = _resume(checkpoint, modules, optimizers)
+    start = _resume(checkpoint, modules, optimizers, options)
     history, progress = [], Progress(options.steps - start, "train e4e", unit="step")
     for step in range(start, options.steps):
         generator = step_generator(options.seed, step)
@@ -146,7 +173,8 @@ def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, dev
             history.append({"step": step, "l2": l2.item(), "lpips": perceptual.item(), "offset_norm": offset_norm.item(),
                             "adversarial": adversarial.item(), "discriminator": d_loss.item(), "active_ws": active})
         if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
-            _save(checkpoint, {**{k: m.state_dict() for k, m in {**modules, **optimizers}.items()}, "step": step + 1})
+            _save(checkpoint, {**{k: m.state_dict() for k, m in {**modules, **optimizers}.items()}, "step": step + 1,
+                               "options": json.loads(json.dumps(resume_options(options)))})
         progress.update()
     progress.close()
     encoder.active_offsets.fill_(progressive_offsets(options, options.steps - 1, G.num_ws))
@@ -188,7 +216,7 @@ def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions,
     hyper = build_hypernetwork(G, options, weights_cache).to(device)
     optimizer = torch.optim.Adam(hyper.parameters(), lr=options.lr)
     checkpoint = Path(checkpoint)
-    start = _resume(checkpoint, {"hypernetwork": hyper}, {"optimizer": optimizer})
+    start = _resume(checkpoint, {"hypernetwork": hyper}, {"optimizer": optimizer}, options)
     history, progress = [], Progress(options.steps - start, "train hyperstyle", unit="step")
     for step in range(start, options.steps):
         generator = step_generator(options.seed, step)
@@ -211,7 +239,8 @@ def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions,
         if step % options.log_steps == 0 or step == options.steps - 1:
             history.append({"step": step, "l2_per_iteration": losses})
         if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
-            _save(checkpoint, {"hypernetwork": hyper.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
+            _save(checkpoint, {"hypernetwork": hyper.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                               "options": json.loads(json.dumps(resume_options(options)))})
         progress.update()
     progress.close()
     return hyper.eval(), history

@@ -25,8 +25,8 @@ import torch
 
 from ..outputs import tile, write_csv, write_json, write_png
 from ..provenance import provenance
-from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert, options_from,
-                        reconstruction_report, train_e4e, train_hyperstyle)
+from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, checkpoint_differences, invert,
+                        options_from, reconstruction_report, train_e4e, train_hyperstyle)
 
 
 def _device(device):
@@ -73,6 +73,20 @@ def load_hyperstyle(path, G, device="cpu"):
     return _load(path, build_hypernetwork, HyperStyleOptions, "hypernetwork", G, device)
 
 
+def _set_aside_stale(checkpoint: Path, options, what: str) -> None:
+    """A resume checkpoint written with other options is not resumed: it moves beside itself as
+    <name>.superseded-<time>.pt (nothing is deleted) and training starts over."""
+    import time
+    if not checkpoint.exists():
+        return
+    differences = checkpoint_differences(checkpoint, options)
+    if differences:
+        aside = checkpoint.with_name(f"{checkpoint.stem}.superseded-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+        checkpoint.replace(aside)
+        print(f"{what}: {checkpoint.name} was written with other options ({', '.join(differences)}); "
+              f"moved to {aside.name}, training starts over", file=sys.stderr)
+
+
 def _report(G, encoder, hyper, iterations, store, held_keys, device) -> dict:
     from ..data.dataset import read_images
     from ..metrics.extractors import lpips_alex
@@ -98,6 +112,7 @@ def run_train_e4e(cfg: dict, gan: str, network, lmdb_root, manifest, out, device
     lpips, _ = lpips_model(net="alex")
     out = Path(out)
     checkpoint = out.with_name(out.stem + ".resume.pt")
+    _set_aside_stale(checkpoint, options, f"train-e4e {gan}")
     encoder, history = train_e4e(G, images, options, lpips, checkpoint, device)
     _save_model(out, {"encoder": encoder.state_dict(), "options": asdict(options), "network": str(network)})
     checkpoint.unlink(missing_ok=True)
@@ -124,6 +139,7 @@ def run_train_hyperstyle(cfg: dict, gan: str, network, e4e, lmdb_root, manifest,
     lpips, _ = lpips_model(net="alex")
     out = Path(out)
     checkpoint = out.with_name(out.stem + ".resume.pt")
+    _set_aside_stale(checkpoint, options, f"train-hyperstyle {gan}")
     hyper, history = train_hyperstyle(G, encoder, images, options, lpips, checkpoint, device)
     _save_model(out, {"hypernetwork": hyper.state_dict(), "options": asdict(options), "network": str(network),
                       "e4e": str(e4e)})
@@ -158,16 +174,18 @@ def run_invert(cfg: dict, gan: str, network, e4e, hyperstyle, lmdb_root, manifes
     store = LmdbImageStore(lmdb_root)
     batch = settings["batch"]
     progress = Progress(len(frame), f"invert {gan}")
+    plan = []
     for start in range(0, len(frame), batch):
+        keys = frame["key"][start:start + batch].tolist()
         chunk = chunks / f"chunk-{start:08d}.pt"
-        if not chunk.exists():
-            result = invert(G, encoder, read_images(store, frame["key"][start:start + batch].tolist()), hyper,
-                            hyper_options.iterations, device)
-            _save_model(chunk, {"ws": result["ws"],
+        if not _chunk_holds(chunk, keys):  # a chunk of another batch size or manifest is recomputed
+            result = invert(G, encoder, read_images(store, keys), hyper, hyper_options.iterations, device)
+            _save_model(chunk, {"keys": keys, "ws": result["ws"],
                                 "factors": {k: [a.half(), b.half()] for k, (a, b) in result["factors"].items()}})
-        progress.update(min(batch, len(frame) - start))
+        plan.append(chunk)
+        progress.update(len(keys))
     progress.close()
-    _merge_chunks(chunks, out_dir, frame, hyper.layer_names)
+    _merge_chunks(plan, out_dir, frame, hyper.layer_names)
     summary = {"gan": gan, "dataset_manifest": str(manifest), "split": settings["split"], "images": len(frame),
                "iterations": hyper_options.iterations, "layers": hyper.layer_names,
                "provenance": provenance("invert", settings, seed=None)}
@@ -178,8 +196,23 @@ def run_invert(cfg: dict, gan: str, network, e4e, hyperstyle, lmdb_root, manifes
     return summary
 
 
-def _merge_chunks(chunks: Path, out_dir: Path, frame: pd.DataFrame, layers: list[str]) -> None:
-    parts = [torch.load(p, weights_only=True) for p in sorted(chunks.glob("chunk-*.pt"))]
+def _chunk_holds(chunk: Path, keys: list[str]) -> bool:
+    """Whether a finished chunk holds exactly the inversions of `keys`, in that order."""
+    if not chunk.exists():
+        return False
+    return torch.load(chunk, weights_only=True).get("keys") == keys
+
+
+def _merge_chunks(plan: list[Path], out_dir: Path, frame: pd.DataFrame, layers: list[str]) -> None:
+    """One folder from the chunks of `plan` (in order); every row of `frame` must be there exactly once.
+
+    Raises RuntimeError when the chunks' keys or row counts do not add up to `frame`."""
+    parts = [torch.load(p, weights_only=True) for p in plan]
+    keys = [k for p in parts for k in p.get("keys", [])]
+    rows = sum(len(p["ws"]) for p in parts)
+    if keys != frame["key"].tolist() or rows != len(frame) or any(len(p["ws"]) != len(p["keys"]) for p in parts):
+        raise RuntimeError(f"the inversion chunks hold {rows} rows for {len(keys)} keys, but the split has "
+                           f"{len(frame)} images in another order or number; delete {plan[0].parent} and rerun")
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
