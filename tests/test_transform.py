@@ -80,6 +80,35 @@ def test_encoder_reports_and_inversion_are_stored_per_key(pipeline):
     assert (out / "inversion" / "preview.png").stat().st_size > 1000
 
 
+def test_a_killed_inversion_resumes_from_its_chunks(pipeline, tmp_path):
+    """What a killed `invert` leaves: finished chunks under <out>.chunks. The rerun reuses a chunk that
+    holds its keys (marked here so its reuse shows), recomputes one of another batch size, and the merged
+    folder equals the uninterrupted inversion everywhere else."""
+    cfg, lmdb, manifest, network, out = pipeline
+    batch = cfg["latent"]["inversion"]["batch"]
+    complete = StoredInversion(out / "inversion")
+    keys = complete.index["key"].tolist()
+    assert len(keys) > batch + 8
+    G = load_generator(network)
+    encoder, _ = load_e4e(out / "e4e.pt", G)
+    hyper, options = load_hyperstyle(out / "hyperstyle.pt", G)
+    chunks = tmp_path / "inversion.chunks"
+    chunks.mkdir()
+    first = invert(G, encoder, read_images(lmdb, keys[:batch]), hyper, options.iterations)
+    torch.save({"keys": keys[:batch], "ws": first["ws"] + 100.0,
+                "factors": {k: [a.half(), b.half()] for k, (a, b) in first["factors"].items()}},
+               chunks / "chunk-00000000.pt")
+    torch.save({"keys": keys[batch:batch + 8], "ws": torch.zeros(8, G.num_ws, G.w_dim), "factors": {}},
+               chunks / f"chunk-{batch:08d}.pt")  # from a run with batch 8: other keys at this offset
+    run_invert(cfg, "tiny", network, out / "e4e.pt", out / "hyperstyle.pt", lmdb, manifest, tmp_path / "inversion",
+               "cpu")
+    resumed = StoredInversion(tmp_path / "inversion")
+    assert resumed.index["key"].tolist() == keys and not chunks.exists()
+    ws, expected = np.load(tmp_path / "inversion" / "ws.npy"), np.load(out / "inversion" / "ws.npy")
+    np.testing.assert_allclose(ws[:batch], expected[:batch] + 100.0, atol=1e-4)  # the finished chunk, reused
+    np.testing.assert_allclose(ws[batch:], expected[batch:], atol=1e-4)  # the stale one recomputed
+
+
 def test_magnitude_zero_reproduces_the_inversion(pipeline):
     cfg, lmdb, manifest, network, out = pipeline
     G = load_generator(network)
