@@ -77,3 +77,34 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "unknown key 'ingest.encodnig'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workflow_config_reads_snakemakes_string_overrides_as_the_schema_types():
+    """`--config evaluation="{'snapshots': True}"` reaches the Snakefile as 'True' (Snakemake reads nested
+    values as strings): where the schema wants a boolean/number/null, the string's YAML value is used;
+    strings the schema accepts stay strings, and a string that is no such value is still named."""
+    raw = _raw()
+    raw["evaluation"].update(snapshots="True", kid_subset="8", real_samples="null", copy_ratio="0.2")
+    raw["sources"]["ham10000"]["path"] = "2026"
+    cfg = validate_config(raw, workflow=True)
+    assert cfg["evaluation"]["snapshots"] is True and cfg["evaluation"]["kid_subset"] == 8
+    assert cfg["evaluation"]["real_samples"] is None and cfg["evaluation"]["copy_ratio"] == 0.2
+    assert cfg["sources"]["ham10000"]["path"] == "2026"
+    raw["evaluation"]["snapshots"] = "maybe"
+    with pytest.raises(ConfigError, match=r"'evaluation\.snapshots': 'maybe' is not of type 'boolean'"):
+        validate_config(raw, workflow=True)
+    raw["evaluation"]["snapshots"] = "True"
+    with pytest.raises(ConfigError, match=r"'evaluation\.snapshots': 'True' is not of type 'boolean'"):
+        validate_config(raw)  # a file's own values are not reinterpreted
+
+
+def test_isic_classifiers_default_on_only_with_their_dataset_and_generators():
+    raw = {"sources": {"c": {"type": "folder", "path": "c"}},
+           "datasets": {"c": {"labels": "ham7", "resolution": 32, "sources": [{"source": "c"}],
+                              "split": {"group_by": "patient", "fractions": {"train": 1.0}}}},
+           "gans": {"g": {"dataset": "c", "kimg": 1}}}
+    assert validate_config(raw, workflow=True)["classifiers"]["isic"]["enabled"] is False
+    assert validate_config(_raw(), workflow=True)["classifiers"]["isic"]["enabled"] is True  # the demo's
+    with pytest.raises(ConfigError, match=r"'classifiers\.isic\.dataset': 'isic' is not defined under 'datasets' "
+                                          r"\(defined: c; or set classifiers\.isic\.enabled: false\)"):
+        validate_config({**raw, "classifiers": {"isic": {"enabled": True}}}, workflow=True)

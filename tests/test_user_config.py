@@ -74,8 +74,9 @@ def test_a_user_config_plans_only_its_own_dataset_and_generator(workdir):
 
 
 def test_config_overrides_apply_on_top_of_a_user_config(workdir):
-    result = _dry_run(workdir, "--configfile", "my.yaml", "--config", "latent={'sefa': {'layer_ranges': ['all']}}")
-    assert _planned(result) == {**USER_JOBS, "sefa": 1}
+    result = _dry_run(workdir, "--configfile", "my.yaml", "--config", "latent={'sefa': {'layer_ranges': ['all']}}",
+                      "evaluation={'snapshots': True}")  # Snakemake passes the nested True as 'True'
+    assert _planned(result) == {**USER_JOBS, "sefa": 1, "gan_curve": 1}
 
 
 def test_a_profile_configfile_replaces_the_demo_config_too(workdir):

@@ -130,6 +130,34 @@ def _check_semantics(cfg: dict, raw: dict, workflow: bool = False) -> list[str]:
     return problems
 
 
+SCALAR_TYPES = {"boolean": (bool,), "integer": (int,), "number": (int, float), "null": (type(None),)}
+
+
+def _typed_overrides(cfg: dict, validator) -> None:
+    """Snakemake reads nested `--config` values as strings (`evaluation={'snapshots': True}` gives
+    'True'): where the schema wants a boolean, number or null and such a string reads as one in YAML,
+    use that value. Strings the schema accepts are left alone."""
+    for _ in range(100):
+        for error in validator.iter_errors(cfg):
+            if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+                continue
+            wanted = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+            try:
+                value = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                continue
+            if any(t in SCALAR_TYPES and isinstance(value, SCALAR_TYPES[t])
+                   and not (t in ("integer", "number") and isinstance(value, bool)) for t in wanted):
+                *parents, last = error.absolute_path
+                target = cfg
+                for part in parents:
+                    target = target[part]
+                target[last] = value
+                break  # the errors are recomputed for the changed config
+        else:
+            return
+
+
 def validate_config(raw: dict | None, origin: str = "config", workflow: bool = False) -> dict:
     """Return a validated copy of `raw` with defaults filled; raise ConfigError naming the key.
 
@@ -138,6 +166,8 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
     schema = load_schema()
     cfg = copy.deepcopy(raw) if raw is not None else {}
     validator = jsonschema.Draft202012Validator(schema)
+    if workflow:
+        _typed_overrides(cfg, validator)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
