@@ -17,12 +17,14 @@ def generator():
     return Generator(z_dim=32, w_dim=32, img_resolution=64, channel_base=512, channel_max=32).eval()
 
 
-def test_directions_are_orthonormal_and_match_numpy_eigh(generator):
+def test_directions_match_numpy_eigh_of_the_row_normalised_styles(generator):
     factors = factorize(generator, "all")
     directions, eigenvalues = factors["directions"], factors["eigenvalues"]
     assert directions.shape == (32, 32)
-    np.testing.assert_allclose(directions @ directions.T, np.eye(32), atol=1e-10)
     assert np.all(np.diff(eigenvalues) <= 1e-12)  # sorted, largest first
+    # every row of A has unit length, so the eigenvalues of AᵀA sum to its number of rows (channels)
+    channels = sum(affine.weight.shape[0] for _, _, affine in style_layers_in(generator, "all"))
+    assert eigenvalues.sum() == pytest.approx(channels, rel=1e-10)
     # Independent: stack the affine weights from the state dict, normalise rows, eigh of AᵀA.
     state = generator.state_dict()
     rows = []
@@ -85,3 +87,23 @@ def test_preview_grid_layout(generator):
         unedited = generator(z, truncation_psi=0.7, noise_mode="const")[0].clamp(-1, 1).add(1).mul(127.5).round()
     np.testing.assert_array_equal(middle, unedited.to(torch.uint8).permute(1, 2, 0).numpy())
     assert not np.array_equal(middle, grid[:64, :64])
+
+
+def test_conditional_preview_shows_the_chosen_class():
+    """A conditional generator's preview is drawn for one class: the middle (unedited) column equals the
+    generator's own image of that class; class_index None means the first class."""
+    torch.manual_seed(2)
+    G = Generator(z_dim=16, w_dim=16, c_dim=3, img_resolution=16, channel_base=128, channel_max=16).eval()
+    factors = factorize(G, "all")
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(4))
+
+    def unedited(class_index):
+        c = torch.nn.functional.one_hot(torch.tensor([class_index] * 2), 3).float()
+        with torch.no_grad():
+            images = G(z, c, truncation_psi=0.7, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round()
+        return torch.cat(list(images.to(torch.uint8)), dim=1).permute(1, 2, 0).numpy()  # samples stacked in rows
+
+    grids = {k: preview_grid(G, factors, directions=1, samples=2, steps=3, seed=4, class_index=k) for k in (None, 0, 2)}
+    for k, expected_class in ((None, 0), (0, 0), (2, 2)):
+        np.testing.assert_array_equal(grids[k][:, 16:32], unedited(expected_class))
+    assert not np.array_equal(grids[0], grids[2])
