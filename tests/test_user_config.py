@@ -75,8 +75,14 @@ def test_a_user_config_plans_only_its_own_dataset_and_generator(workdir):
 
 def test_config_overrides_apply_on_top_of_a_user_config(workdir):
     result = _dry_run(workdir, "--configfile", "my.yaml", "--config", "latent={'sefa': {'layer_ranges': ['all']}}",
-                      "evaluation={'snapshots': True}")  # Snakemake passes the nested True as 'True'
+                      "evaluation={'snapshots': True, 'fake_samples': 3}")  # nested values arrive as strings
     assert _planned(result) == {**USER_JOBS, "sefa": 1, "gan_curve": 1}
+    # too few generated images for k-NN precision/recall: said at planning time, with the key to change
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("dermsynth: evaluation.")]
+    assert warnings == ["dermsynth: evaluation.fake_samples: 3 generated images per generator leave precision/recall "
+                        "undefined (null in results/metrics/gan/*.json): it needs at least 4 (each image's k-th "
+                        "nearest other image in its own set, k = 3); raise evaluation.fake_samples or lower "
+                        "evaluation.k"]
 
 
 def test_a_profile_configfile_replaces_the_demo_config_too(workdir):

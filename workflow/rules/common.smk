@@ -13,6 +13,7 @@ import yaml
 from dermsynth.config import missing_archives, validate_config
 from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
 from dermsynth.data.sources import required_files
+from dermsynth.metrics.preconditions import config_warnings as evaluation_warnings
 from dermsynth.latent.transform import load_transformations
 
 # The config files in use: the demo's config/config.yaml unless --configfile (or a profile) gave others,
@@ -34,6 +35,9 @@ if MISSING_ARCHIVES:
         print(f"  - {message}", file=sys.stderr)
 DATASETS = list(config["datasets"])
 GANS = list(config["gans"])
+if GANS:  # sample sizes too small for a metric (issue 19): said now, not after training
+    for message in evaluation_warnings(config["evaluation"]):
+        print(f"dermsynth: {message}", file=sys.stderr)
 TABLE1_GANS = config["evaluation"].get("table1_gans") or GANS
 FEDERATED = [name for name, ds in config["datasets"].items() if "federated" in ds]
 

@@ -105,3 +105,21 @@ def null_keys(reasons: dict[str, str], k: int = 3) -> dict[str, str]:
     """The reasons per JSON key (every key an undefined metric fills), for the JSON's `undefined` field."""
     table = minimums(k)
     return {key: reason for name, reason in reasons.items() for key in table[name].keys}
+
+
+def config_warnings(evaluation: dict) -> list[str]:
+    """What the `evaluation` section's own sample sizes leave undefined, known before any job runs (the
+    real side's size is known only after the split): one message per metric, naming the key to change."""
+    k, messages = evaluation["k"], []
+    checks = [("fake_samples", evaluation["fake_samples"], "generated"),
+              ("real_samples", evaluation.get("real_samples"), "real")]
+    for key, count, side in checks:
+        if count is None:
+            continue
+        for m in minimums(k).values():
+            least = m.generated if side == "generated" else m.real
+            if count < least:
+                messages.append(f"evaluation.{key}: {count} {side} images per generator leave {m.name} undefined "
+                                f"(null in results/metrics/gan/*.json): it needs at least {least} ({m.why}); "
+                                f"raise evaluation.{key}" + (" or lower evaluation.k" if least == k + 1 else ""))
+    return messages
