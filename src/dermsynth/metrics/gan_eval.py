@@ -9,6 +9,11 @@ numbers are comparable with published ones. Real-set features are cached under
 
 `evaluate_images` computes the same image-set metrics (no PPL) for any image folder or LMDB store.
 `snapshot_curve` gives FID/KID per training snapshot; `table1` collects the generators into a table.
+
+Each evaluator counts both sets first and checks every metric's minimum sample sizes
+(`preconditions`, docs/metrics.md) before extracting features: a metric below its minimum is written
+as null with the reason under `undefined`, the rest computed; with no computable metric the command
+stops with one line naming the minimums.
 """
 
 from __future__ import annotations
