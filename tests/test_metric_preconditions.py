@@ -94,6 +94,9 @@ def test_no_computable_metric_is_one_line_error_before_any_feature(case):
     for minimum in ("FID ≥ 2 in each set", "KID ≥ 2 in each set", "precision/recall ≥ 4 in each set",
                     "authenticity ≥ 2 real and ≥ 1 generated", "k = 3"):
         assert minimum in line, minimum
+    # advice for the short sides: the real selection, and (for precision/recall) the generated set
+    assert "choose more real images (splits ['train'] of out/manifest.csv, --real-samples)" in line
+    assert "add images to fake2" in line
 
 
 def test_a_real_selection_without_images_names_the_splits_that_exist(case):

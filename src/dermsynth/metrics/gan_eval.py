@@ -29,6 +29,7 @@ import torch
 
 from ..data.dataset import read_images
 from ..data.lmdb_store import INDEX_FILE, LmdbImageStore
+from ..errors import InputError
 from ..gan.networks import seed_latents
 from ..outputs import write_csv, write_json
 from ..progress import Progress
@@ -129,8 +130,10 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
     frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
     undefined = preconditions.check(
         len(frame), ev["fake_samples"], IMAGE_SET_METRICS + ["memorisation"], ev["k"], f"evaluate-gan {name}",
-        f"raise evaluation.fake_samples, or give gans.{name} more real images (its splits {spec['splits']} "
-        f"and classes in {manifest}; evaluation.real_samples: {ev['real_samples']})")
+        {"real": f"give gans.{name} more real images (its splits {spec['splits']}"
+                 + (f" and classes {spec['classes']}" if spec.get("classes") else "") + f" in {manifest}"
+                 + (f"; evaluation.real_samples: {ev['real_samples']}" if ev["real_samples"] else "") + ")",
+         "generated": "raise evaluation.fake_samples"})
     nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
                 "classes": ",".join(spec.get("classes") or []), "resolution": G.img_resolution}
@@ -186,13 +189,12 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
         return images, keys
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     if not files:
-        raise preconditions.TooFewImages(f"{path}: no .png/.jpg images and no LMDB index.json; give a folder of "
-                                         f"PNG/JPEG images of one size, or a dermsynth LMDB store")
+        raise InputError(f"{path}: no .png/.jpg images and no LMDB index.json; give a folder of PNG/JPEG images "
+                         f"of one size, or a dermsynth LMDB store")
     arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
-        raise preconditions.TooFewImages(f"{path}: images have different sizes {sorted(sizes)[:3]}…; "
-                                         f"resize them to one size first")
+        raise InputError(f"{path}: images have different sizes {sorted(sizes)[:3]}…; resize them to one size first")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), [f.name for f in files]
 
 
@@ -204,9 +206,9 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
     frame = real_reference(manifest, splits, classes, real_samples, seed)
     undefined = preconditions.check(
         len(frame), len(names), IMAGE_SET_METRICS, k, f"evaluate-images {images_path}",
-        f"add images to {images_path}" + (" or raise --samples" if samples is not None else "")
-        + f"; the real side is splits {splits}" + (f", classes {classes}" if classes else "") + f" of {manifest}"
-        + (" (--real-samples limits it)" if real_samples is not None else ""))
+        {"generated": f"add images to {images_path}" + (" or raise --samples" if samples is not None else ""),
+         "real": f"choose more real images (splits {splits}" + (f", classes {classes}" if classes else "")
+                 + f" of {manifest}" + (", --real-samples" if real_samples is not None else "") + ")"})
     nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
     store = LmdbImageStore(lmdb_root)
     identity = {"dataset": Path(lmdb_root).parent.name, "split": "+".join(splits), "classes": ",".join(classes or []),
@@ -235,8 +237,10 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
     classes, _ = network_classes(network)
     frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
     preconditions.check(len(frame), ev["snapshot_samples"], ["fid", "kid"], ev["k"], f"gan-curve {name}",
-                        f"raise evaluation.snapshot_samples, or give gans.{name} more real images (its splits "
-                        f"{spec['splits']} and classes in {manifest})")
+                        {"real": f"give gans.{name} more real images (its splits {spec['splits']}"
+                                 + (f" and classes {spec['classes']}" if spec.get("classes") else "")
+                                 + f" in {manifest})",
+                         "generated": "raise evaluation.snapshot_samples"})
     nets = {"inception": feature_nets.inception()}
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
                 "classes": ",".join(spec.get("classes") or []),

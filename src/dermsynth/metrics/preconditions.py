@@ -70,20 +70,35 @@ def requirement(m: Minimum) -> str:
     return f"{m.name} ≥ {m.real} real and ≥ {m.generated} generated"
 
 
-def undefined(n_real: int, n_generated: int, metrics: list[str], k: int = 3, advice: str = "") -> dict[str, str]:
-    """{metric: reason} for each of `metrics` (names of `minimums`) whose minimum is not met."""
+def _advice(advice: str | dict[str, str], short: list[str]) -> str:
+    """The advice for the sides ('real', 'generated') that are short: one text, or one per side."""
+    if isinstance(advice, str):
+        return f" — {advice}" if advice else ""
+    parts = [advice[side] for side in short if advice.get(side)]
+    return f" — {'; '.join(parts)}" if parts else ""
+
+
+def _short(m: Minimum, n_real: int, n_generated: int) -> list[str]:
+    return [side for side, n, least in (("real", n_real, m.real), ("generated", n_generated, m.generated)) if n < least]
+
+
+def undefined(n_real: int, n_generated: int, metrics: list[str], k: int = 3,
+              advice: str | dict[str, str] = "") -> dict[str, str]:
+    """{metric: reason} for each of `metrics` (names of `minimums`) whose minimum is not met. `advice`:
+    what to do, one text or one per short side ({'real': …, 'generated': …})."""
     table, reasons = minimums(k), {}
     for name in metrics:
         m = table[name]
-        if n_real < m.real or n_generated < m.generated:
+        short = _short(m, n_real, n_generated)
+        if short:
             reasons[name] = (f"{m.name} needs at least {m.real} real and {m.generated} generated "
                              f"image{'' if m.generated == 1 else 's'} ({m.why}); got {n_real} real, {n_generated} generated"
-                             + (f" — {advice}" if advice else ""))
+                             + _advice(advice, short))
     return reasons
 
 
 def check(n_real: int, n_generated: int, metrics: list[str], k: int = 3, what: str = "",
-          advice: str = "") -> dict[str, str]:
+          advice: str | dict[str, str] = "") -> dict[str, str]:
     """The reasons of the undefined metrics (see `undefined`), each also printed as one line to stderr;
     raises `TooFewImages` (one line: the counts, every metric's minimum, the advice) when none of
     `metrics` is defined. Call it before extracting features."""
@@ -95,7 +110,9 @@ def check(n_real: int, n_generated: int, metrics: list[str], k: int = 3, what: s
                            f"{n_generated} generated; minimums: "
                            + "; ".join(requirement(table[name]) for name in metrics)
                            + (f" (k = {k} nearest neighbours)" if uses_k else "")
-                           + (f" — {advice}" if advice else ""))
+                           + _advice(advice, sorted({side for name in metrics
+                                                     for side in _short(table[name], n_real, n_generated)},
+                                                    key=["real", "generated"].index)))
     for name, reason in reasons.items():
         print(f"{what + ': ' if what else ''}{reason}; written as null", file=sys.stderr)
     return reasons
