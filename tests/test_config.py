@@ -98,7 +98,7 @@ def test_workflow_config_reads_snakemakes_string_overrides_as_the_schema_types()
         validate_config(raw)  # a file's own values are not reinterpreted
 
 
-def test_isic_classifiers_default_on_only_with_their_dataset_and_generators():
+def test_isic_classifiers_default_on_only_when_the_config_names_their_dataset_or_generators():
     raw = {"sources": {"c": {"type": "folder", "path": "c"}},
            "datasets": {"c": {"labels": "ham7", "resolution": 32, "sources": [{"source": "c"}],
                               "split": {"group_by": "patient", "fractions": {"train": 1.0}}}},
@@ -108,3 +108,9 @@ def test_isic_classifiers_default_on_only_with_their_dataset_and_generators():
     with pytest.raises(ConfigError, match=r"'classifiers\.isic\.dataset': 'isic' is not defined under 'datasets' "
                                           r"\(defined: c; or set classifiers\.isic\.enabled: false\)"):
         validate_config({**raw, "classifiers": {"isic": {"enabled": True}}}, workflow=True)
+    partial = _raw()  # the ISIC study with one of its generators deleted: named, not silently switched off
+    del partial["gans"]["cgan_no_color"]
+    partial["evaluation"]["table1_gans"].remove("cgan_no_color")
+    with pytest.raises(ConfigError, match=r"'classifiers\.isic\.generators\.cgan_no_color\.benign': 'cgan_no_color' "
+                                          r"is not defined under 'gans' \(or set classifiers\.isic\.enabled: false\)"):
+        validate_config(partial, workflow=True)

@@ -66,16 +66,14 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
 
 def _workflow_defaults(cfg: dict, raw: dict) -> list[str]:
     """Defaults that depend on the rest of a whole workflow config (the Snakefile's, not a job's part):
-    the ISIC study's classifiers are on by default only when the config defines their dataset and
-    generators, so a config with only its own datasets and generators plans only those; switched on
-    explicitly, a missing dataset is an error."""
+    the ISIC study's classifiers are on by default only when the config defines their dataset or one
+    of their generators, so a config with only its own datasets and generators plans only those. When
+    they are on, each missing name is an error (`_check_semantics`)."""
     problems = []
     isic = cfg["classifiers"]["isic"]
     given = isinstance(raw.get("classifiers"), dict) and "enabled" in (raw["classifiers"].get("isic") or {})
-    missing = [isic["dataset"]] if isic["dataset"] not in cfg["datasets"] else []
-    missing += [name for per_class in isic["generators"].values() for name in per_class.values()
-                if name not in cfg["gans"]]
-    if isic["enabled"] and missing and not given:
+    named = {isic["dataset"]} | {name for per_class in isic["generators"].values() for name in per_class.values()}
+    if isic["enabled"] and not given and not named & (set(cfg["datasets"]) | set(cfg["gans"])):
         isic["enabled"] = False
     elif isic["enabled"] and isic["dataset"] not in cfg["datasets"]:
         problems.append(f"'classifiers.isic.dataset': '{isic['dataset']}' is not defined under 'datasets' "
