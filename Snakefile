@@ -3,6 +3,7 @@
 #
 #   snakemake --cores 2                     # everything, on the config's data (demo by default)
 #   snakemake -n results/data/isic/manifest.csv   # what would run for one target
+#   snakemake -n --configfile my.yaml       # your own config: replaces config/config.yaml (the demo)
 
 from snakemake.utils import min_version
 
