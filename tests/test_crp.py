@@ -72,7 +72,7 @@ def test_explained_keys_are_the_studys_case_then_configured_keys():
     baseline = pd.DataFrame({"key": ["a", "b", "c", "d"], "label": ["mel", "mel", "mel", "nv"],
                              "predicted": ["bkl", "bkl", "mel", "bkl"]})
     augmented = pd.DataFrame({"key": ["a", "b", "c", "d"], "predicted": ["mel", "bkl", "mel", "mel"]})
-    settings = {"case": {"true": "mel", "baseline": "bkl", "augmented": "mel"}, "images": 4, "keys": ["d"]}
+    settings = {"case": {"label": "mel", "baseline": "bkl", "augmented": "mel"}, "images": 4, "keys": ["d"]}
     assert explained_keys(baseline, augmented, settings) == (["a", "d"], "case")
     none = {**settings, "keys": []}
     keys, selection = explained_keys(baseline, augmented.assign(predicted="bkl"), none)

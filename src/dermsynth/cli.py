@@ -155,6 +155,20 @@ def cmd_authenticity(args) -> None:
                      device=args.device)
 
 
+def cmd_crp(args) -> None:
+    from .explain.crp import run_crp
+    cfg = _config(args)
+    _set_threads(args.threads)
+    run_crp(cfg, args.models, args.sizes, args.lmdb, args.manifest, args.out, device=args.device)
+
+
+def cmd_pcx(args) -> None:
+    from .explain.pcx import run_pcx
+    cfg = _config(args)
+    _set_threads(args.threads)
+    run_pcx(cfg, args.models, args.sizes, args.crp, args.lmdb, args.manifest, args.out, device=args.device)
+
+
 def cmd_train_e4e(args) -> None:
     from .latent.run_inversion import run_train_e4e
     cfg = _config(args)
@@ -408,6 +422,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--projection", required=True, help="the projection .npz of `dermsynth project`")
     p.add_argument("--lmdb", required=True, help="the real images' LMDB store")
     p.add_argument("--classifier", required=True, help="a classifier folder (best.pt)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("crp", cmd_crp, "Concept Relevance Propagation of one architecture's HAM10000 baseline and best "
+             "filtered SA model: top concepts, conditional heatmaps and reference images of chosen test images.")
+    p.add_argument("--models", nargs="+", required=True, help="the architecture's HAM10000 model folders")
+    p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order (for the Table 3 choice)")
+    p.add_argument("--lmdb", required=True, help="the classifiers' dataset LMDB")
+    p.add_argument("--manifest", required=True, help="its manifest.csv (splits)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = verb("pcx", cmd_pcx, "Prototypical concept-based explanations of one class for the same two models: "
+             "Gaussian-mixture prototypes of concept relevances, test images assigned or flagged as novelties.")
+    p.add_argument("--models", nargs="+", required=True, help="the architecture's HAM10000 model folders")
+    p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order (for the Table 3 choice)")
+    p.add_argument("--crp", required=True, help="the `dermsynth crp` output folder (cached concept relevances)")
+    p.add_argument("--lmdb", required=True)
+    p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)

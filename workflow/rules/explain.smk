@@ -36,3 +36,104 @@ rule authenticity:
         "dermsynth authenticity --config {params.config} --gan {wildcards.gan} --network {input.network} "
         "--projection {input.projection} --lmdb {input.lmdb} --classifier {params.classifier} "
         "--out $(dirname {output.table}) --threads {threads} > {log} 2>&1"
+
+
+# HAM10000 study (section 3.3, Fig. 7, App. B–D): CRP and PCX of each architecture's baseline and best
+# filtered SA model (the Table 3 choice, made by the job from the models' validation predictions).
+CRP = config["explain"]["crp"]
+PCX = config["explain"]["pcx"]
+CRP_ARCHITECTURES = HAM_ARCHITECTURES if CRP["enabled"] and HAM["filtered"] and HAM_SIZES else []
+NOT_READ_BY_CRP = ("enabled", "gpus", "runtime_hours")
+
+
+def crp_config(wildcards):
+    return rule_config({"explain": {"crp": {k: v for k, v in CRP.items() if k not in NOT_READ_BY_CRP}}})
+
+
+def pcx_config(wildcards):
+    """PCX reads its own section and the LRP settings of CRP (composite, batch)."""
+    return rule_config({"explain": {"pcx": PCX, "crp": {k: CRP[k] for k in ("composite", "batch")}}})
+
+
+def explained_models(wildcards):
+    """The architecture's HAM10000 models (baseline, SA-n, SA-n-filter) and the classifiers' dataset."""
+    return {**_study_data("ham10000"), "models": _model_files("ham10000", HAM_SCENARIOS, [wildcards.arch])}
+
+
+def model_folders(wildcards, input):
+    return sorted({str(Path(f).parent) for f in input.models})
+
+
+def crp_pcx_outputs():
+    return [f"results/explain/{kind}/{arch}/{kind}.json" for arch in CRP_ARCHITECTURES for kind in ("crp", "pcx")]
+
+
+rule crp:
+    input:
+        unpack(explained_models),
+    output:
+        table="results/explain/crp/{arch}/crp.csv",
+        summary="results/explain/crp/{arch}/crp.json",
+        figure=report("results/explain/crp/{arch}/crp.png", caption="../report/crp.rst", category="6. Explanations",
+                      subcategory="HAM10000 study: CRP and PCX",
+                      labels={"architecture": "{arch}", "figure": "CRP, predicted class (Fig. 7)"}),
+        true_class=report("results/explain/crp/{arch}/crp-true.png", caption="../report/crp.rst",
+                          category="6. Explanations", subcategory="HAM10000 study: CRP and PCX",
+                          labels={"architecture": "{arch}", "figure": "CRP, true class (Fig. B.1)"}),
+        heatmaps="results/explain/crp/{arch}/heatmaps.npz",
+        baseline="results/explain/crp/{arch}/concepts-baseline.npz",
+        augmented="results/explain/crp/{arch}/concepts-augmented.npz",
+    params:
+        config=crp_config,
+        models=model_folders,
+        sizes=" ".join(HAM_SIZES),
+    log:
+        "logs/explain/crp/{arch}.log",
+    benchmark:
+        "benchmarks/explain/crp/{arch}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if CRP["gpus"] else 1
+    resources:
+        gpu=CRP["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(CRP["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth crp --config {params.config} --models {params.models} --sizes {params.sizes} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --out $(dirname {output.table}) --threads {threads} > {log} 2>&1"
+
+
+rule pcx:
+    input:
+        unpack(explained_models),
+        baseline="results/explain/crp/{arch}/concepts-baseline.npz",
+        augmented="results/explain/crp/{arch}/concepts-augmented.npz",
+    output:
+        table="results/explain/pcx/{arch}/pcx.csv",
+        prototypes="results/explain/pcx/{arch}/prototypes.csv",
+        summary="results/explain/pcx/{arch}/pcx.json",
+        baseline_figure=report("results/explain/pcx/{arch}/pcx-baseline.png", caption="../report/pcx.rst",
+                               category="6. Explanations", subcategory="HAM10000 study: CRP and PCX",
+                               labels={"architecture": "{arch}", "figure": "PCX, baseline (Fig. D.1)"}),
+        augmented_figure=report("results/explain/pcx/{arch}/pcx-augmented.png", caption="../report/pcx.rst",
+                                category="6. Explanations", subcategory="HAM10000 study: CRP and PCX",
+                                labels={"architecture": "{arch}", "figure": "PCX, filtered SA model (Fig. D.2)"}),
+    params:
+        config=pcx_config,
+        models=model_folders,
+        sizes=" ".join(HAM_SIZES),
+    log:
+        "logs/explain/pcx/{arch}.log",
+    benchmark:
+        "benchmarks/explain/pcx/{arch}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: lambda wc: 8 if CRP["gpus"] else 1
+    resources:
+        gpu=CRP["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: int(CRP["runtime_hours"] * 60 * attempt),
+    shell:
+        "dermsynth pcx --config {params.config} --models {params.models} --sizes {params.sizes} "
+        "--crp $(dirname {input.baseline}) --lmdb {input.lmdb} --manifest {input.manifest} "
+        "--out $(dirname {output.table}) --threads {threads} > {log} 2>&1"

@@ -154,18 +154,18 @@ def reference_crops(explainer: ConceptExplainer, images: torch.Tensor, targets: 
 
 
 def explained_keys(baseline: pd.DataFrame, augmented: pd.DataFrame, settings: dict) -> tuple[list[str], str]:
-    """Test keys to explain and how they were chosen: the study's case (true `case.true`, baseline
+    """Test keys to explain and how they were chosen: the study's case (true class `case.label`, baseline
     predicts `case.baseline`, augmented model predicts `case.augmented`), then `keys`; when neither
-    gives any, the first images of class `case.true` (so the figure is never empty)."""
+    gives any, the first images of class `case.label` (so the figure is never empty)."""
     case = settings["case"]
     merged = baseline.merge(augmented[["key", "predicted"]], on="key", suffixes=("", "_augmented"))
-    chosen = merged[(merged["label"] == case["true"]) & (merged["predicted"] == case["baseline"])
+    chosen = merged[(merged["label"] == case["label"]) & (merged["predicted"] == case["baseline"])
                     & (merged["predicted_augmented"] == case["augmented"])]["key"].tolist()
     keys = list(dict.fromkeys(sorted(chosen)[:settings["images"]] + list(settings["keys"])))
     if keys:
         return keys, "case" if chosen else "configured keys"
-    fallback = sorted(baseline.loc[baseline["label"] == case["true"], "key"])[:settings["images"]]
-    return fallback, f"no test image of the case; first {case['true']} test images"
+    fallback = sorted(baseline.loc[baseline["label"] == case["label"], "key"])[:settings["images"]]
+    return fallback, f"no test image of the case; first {case['label']} test images"
 
 
 def choose_models(folders: list[str | Path], sizes: list[str]) -> dict[str, dict]:
@@ -190,12 +190,13 @@ def choose_models(folders: list[str | Path], sizes: list[str]) -> dict[str, dict
 
 
 def reference_pool(manifest: pd.DataFrame, settings: dict) -> pd.DataFrame:
-    """The training images whose concept relevances are computed (all, or a seeded subset of
-    `reference_pool` images), sorted by key."""
+    """The training images whose concept relevances are computed (reference samples and PCX's input):
+    all, or at most `reference_pool` per class (a seeded choice), sorted by key."""
     train = manifest[manifest["split"] == "train"].sort_values("key")
-    size = settings.get("reference_pool")
-    if size and size < len(train):
-        train = train.sample(n=size, random_state=settings["seed"]).sort_values("key")
+    cap = settings.get("reference_pool")
+    if cap:
+        shuffled = train.sample(frac=1.0, random_state=settings["seed"])
+        train = shuffled.groupby("label").head(cap).sort_values("key")
     return train.reset_index(drop=True)
 
 

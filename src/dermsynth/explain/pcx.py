@@ -103,7 +103,7 @@ def pcx_figure(prototype_images: list[list], concept_ids: np.ndarray, percentage
     import matplotlib.pyplot as plt
     shown = max([len(r) for r in references] + [1])
     columns = shown + len(prototype_images)
-    figure, axes = plt.subplots(1 + len(concept_ids), columns, figsize=(1.1 * columns, 1.1 * (1 + len(concept_ids))),
+    figure, axes = plt.subplots(1 + len(concept_ids), columns, figsize=(max(4.0, 1.1 * columns), 1.1 * (1 + len(concept_ids))),
                                 squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
@@ -127,6 +127,17 @@ def pcx_figure(prototype_images: list[list], concept_ids: np.ndarray, percentage
     tmp.replace(out_png)
 
 
+def message_figure(text: str, out_png: Path) -> None:
+    """A figure holding only `text` (an output that must exist when there is nothing to draw)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure = plt.figure(figsize=(5, 1))
+    figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
+    figure.savefig(out_png, dpi=110)
+    plt.close(figure)
+
+
 def _test_vectors(explainer: ConceptExplainer, store, keys: list[str], target: int, resolution: int,
                   batch: int) -> np.ndarray:
     rows = [explainer.concept_relevances(normalise(resize(read_images(store, keys[s:s + batch]), resolution)),
@@ -142,8 +153,13 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
     explainer = ConceptExplainer(model, cache["layer"], crp_settings["composite"], device)
     name = settings["class"]
     members = np.array([label == name for label in cache["labels"]])
-    if members.sum() < 2:
-        raise DermsynthError(f"PCX {role}: {members.sum()} training images of class {name!r} in the reference pool")
+    if members.sum() < 2:  # too few to cluster (tiny demo data): say so in every output instead of failing
+        note = f"{int(members.sum())} training image(s) of class {name!r} in the reference pool: too few for PCX"
+        message_figure(note, out_dir / f"pcx-{role}.png")
+        return pd.DataFrame(), pd.DataFrame(), {"scenario": info["scenario"], "folder": info["folder"],
+                                                "real_weights": bool(info.get("real_weights")), "prototypes": 0,
+                                                "training_vectors": int(members.sum()), "test_images": 0,
+                                                "novelties": 0, "note": note}
     vectors = relevance_shares(cache["relevances"][members])
     keys = [k for k, m in zip(cache["keys"], members) if m]
     prototypes = fit_prototypes(vectors, settings.get("prototypes"), settings["max_prototypes"],

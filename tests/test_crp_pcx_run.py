@@ -1,0 +1,99 @@
+"""`dermsynth crp` and `dermsynth pcx` end to end on the demo HAM10000 LMDB, with model folders written here
+(random-init resnet10t weights saved as `train-classifier` saves them, predictions chosen so that the
+study's case — MEL called BKL by the baseline, MEL by the filtered SA model — exists)."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dermsynth.classify.train import Recipe, build_model
+from dermsynth.config import validate_config
+from dermsynth.data.splits import split_dataset
+from dermsynth.explain.crp import run_crp
+from dermsynth.explain.pcx import run_pcx
+from dermsynth.labels import SCHEMES
+
+from .conftest import demo_config
+
+CLASSES = list(SCHEMES["ham7"])
+
+
+def _predictions(rows: pd.DataFrame, predicted: list[str]) -> pd.DataFrame:
+    frame = rows[["key", "label"]].assign(predicted=predicted)
+    for name in CLASSES:
+        frame[f"p_{name}"] = [0.9 if p == name else 0.1 / 6 for p in predicted]
+    return frame
+
+
+def _model_folder(root, scenario, seed, manifest, mel_prediction):
+    folder = root / scenario / "resnet10t"
+    folder.mkdir(parents=True)
+    recipe = Recipe(input_resolution=32, pretrained=False, seed=seed)
+    torch.manual_seed(seed)
+    model, weights = build_model("resnet10t", len(CLASSES), recipe)
+    with torch.no_grad():  # each folder its own weights (timm's random init does not follow the seed)
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    torch.save({"model": model.state_dict(), "epoch": 0, "architecture": "resnet10t", "classes": CLASSES,
+                "recipe": json.dumps(asdict(recipe)), "weights": weights}, folder / "best.pt")
+    for split in ("test", "validation"):
+        rows = manifest[manifest["split"] == split]
+        predicted = [mel_prediction if label == "mel" else label for label in rows["label"]]
+        _predictions(rows, predicted).to_csv(folder / f"predictions-{split}.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps({
+        "scenario": scenario, "architecture": "resnet10t", "classes": CLASSES, "real_weights": False,
+        "weights": weights, "data": "demo archives"}))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def explained(ingested_ham, demo_root, tmp_path_factory):
+    raw = demo_config(demo_root)
+    raw["explain"]["crp"].update(concepts=2, references=2, reference_pool=8, images=2)
+    raw["explain"]["pcx"].update(max_prototypes=2, concepts=3, prototype_images=2, references=1)
+    cfg = validate_config(raw)
+    ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
+    manifest = split_dataset(ingested, cfg["datasets"]["ham10000"]["split"])
+    root = tmp_path_factory.mktemp("explain")
+    manifest.to_csv(root / "manifest.csv", index=False)
+    folders = [_model_folder(root, "baseline", 0, manifest, "bkl"), _model_folder(root, "SA-2k", 1, manifest, "mel"),
+               _model_folder(root, "SA-2k-filter", 2, manifest, "mel")]
+    lmdb = ingested_ham / "lmdb"
+    crp = run_crp(cfg, folders, ["SA-2k"], lmdb, root / "manifest.csv", root / "crp", device="cpu")
+    pcx = run_pcx(cfg, folders, ["SA-2k"], root / "crp", lmdb, root / "manifest.csv", root / "pcx", device="cpu")
+    return manifest, root, crp, pcx
+
+
+def test_crp_explains_the_case_with_both_models_and_both_classes(explained):
+    manifest, root, summary, _ = explained
+    mel_test = manifest[(manifest["split"] == "test") & (manifest["label"] == "mel")]["key"]
+    assert summary["selection"] == "case" and set(summary["explained_keys"]) <= set(mel_test)
+    assert summary["models"]["augmented"]["scenario"] == "SA-2k-filter" and summary["real_weights"] is False
+    assert summary["layer"] == "layer4" and summary["provenance"]["versions"]["torch"]
+    table = pd.read_csv(root / "crp" / "crp.csv", dtype={"key": str})
+    per_panel = table.groupby(["key", "model", "explained"]).size()
+    assert len(per_panel) == 4 * len(summary["explained_keys"]) and (per_panel == 2).all()
+    true_rows = table[table["explained"] == "true"]
+    assert (true_rows["explained_class"] == "mel").all()
+    cache = np.load(root / "crp" / "concepts-baseline.npz")
+    assert cache["relevances"].shape == (len(cache["keys"]), 512)
+    for name in ("crp.png", "crp-true.png"):
+        assert (root / "crp" / name).stat().st_size > 5_000
+
+
+def test_pcx_assigns_every_mel_test_image_or_flags_it(explained):
+    manifest, root, _, summary = explained
+    mel_test = manifest[(manifest["split"] == "test") & (manifest["label"] == "mel")]
+    assignments = pd.read_csv(root / "pcx" / "pcx.csv", dtype={"key": str})
+    for role, model in summary["models"].items():
+        mine = assignments[assignments["model"] == role]
+        assert sorted(mine["key"]) == sorted(mel_test["key"]) and model["test_images"] == len(mel_test)
+        assert mine["prototype"].between(0, model["prototypes"] - 1).all()
+        assert (root / "pcx" / f"pcx-{role}.png").stat().st_size > 3_000
+    matrix = pd.read_csv(root / "pcx" / "prototypes.csv")
+    assert set(matrix["model"]) == {"baseline", "augmented"}
+    assert summary["real_weights"] is False and summary["provenance"]["config"]["pcx"]["class"] == "mel"
