@@ -332,4 +332,4 @@ def authenticity_inputs(wildcards):
 
 def explain_outputs():
     return [f"results/explain/{gan}/{name}" for gan in AUTHENTICITY["gans"]
-            for name in ("authenticity.json", "tsne.png")]
+            for name in ("authenticity.json", "tsne.png")] + crp_pcx_outputs()  # crp_pcx_outputs: explain.smk

@@ -103,8 +103,8 @@ def pcx_figure(prototype_images: list[list], concept_ids: np.ndarray, percentage
     import matplotlib.pyplot as plt
     shown = max([len(r) for r in references] + [1])
     columns = shown + len(prototype_images)
-    figure, axes = plt.subplots(1 + len(concept_ids), columns, figsize=(max(4.0, 1.1 * columns), 1.1 * (1 + len(concept_ids))),
-                                squeeze=False)
+    size = (max(4.0, 1.1 * columns), 1.1 * (1 + len(concept_ids)))
+    figure, axes = plt.subplots(1 + len(concept_ids), columns, figsize=size, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for p, images in enumerate(prototype_images):
