@@ -65,7 +65,8 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
                     "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
                     **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10, "filter_synthetic": 10,
-                    "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1}
+                    "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1,
+                    "crp": 2, "pcx": 2}
 
 
 def test_table2_target_plans_the_whole_chain_from_the_raw_archives(tmp_path):
@@ -137,13 +138,14 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     transformations_file.write_text(yaml.safe_dump(changed))
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "transform": 1, "lpips_table": 1,
                                                           "synthetic_dataset": 2, "classifier_sa": 2,
-                                                          "filter_synthetic": 2, "classifier": 2, "ham_tables": 1}
+                                                          "filter_synthetic": 2, "classifier": 2, "ham_tables": 1,
+                                                          "crp": 1, "pcx": 1}
     transformations_file.write_text(original)
 
     raw["classifiers"]["ham10000"]["recipe"]["lr"] = 0.002  # the HAM10000 classifiers' learning rate
     _workdir(tmp_path, raw)
     assert _planned_jobs(_snakemake(workdir, "-n")) == {"all": 1, "classifier_sa": 2, "filter_synthetic": 2,
-                                                          "classifier": 3, "ham_tables": 1}
+                                                          "classifier": 3, "ham_tables": 1, "crp": 1, "pcx": 1}
     raw["classifiers"]["ham10000"]["recipe"]["lr"] = 0.001
     _workdir(tmp_path, raw)
 
@@ -230,6 +232,8 @@ def _check_report(workdir: Path) -> None:
     expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2")}
     expected |= {"results/figures/recall-per-class-resnet10t.png"}
     expected |= {f"results/explain/cgan/{f}.png" for f in ("tsne", "pairs", "cases", "xrai")}
+    expected |= {f"results/explain/{f}.png" for f in ("crp/resnet10t/crp", "crp/resnet10t/crp-true",
+                                                      "pcx/resnet10t/pcx-baseline", "pcx/resnet10t/pcx-augmented")}
     assert set(results) == expected
     for path, result in results.items():
         assert len(result["caption"]) > 50 and "{{" not in result["caption"], path  # wildcards filled in
@@ -293,7 +297,7 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                                      "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
                                      "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
                                      "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
-                                     "isic_table2": 1, "authenticity": 1}
+                                     "isic_table2": 1, "authenticity": 1, "crp": 2, "pcx": 2}
     text = result.stdout + result.stderr
     for rule in ("train_e4e", "train_hyperstyle", "invert", "transform", "classifier", "classifier_sa",
                  "isic_synthetic", "authenticity"):

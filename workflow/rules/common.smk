@@ -332,4 +332,33 @@ def authenticity_inputs(wildcards):
 
 def explain_outputs():
     return [f"results/explain/{gan}/{name}" for gan in AUTHENTICITY["gans"]
-            for name in ("authenticity.json", "tsne.png")] + crp_pcx_outputs()  # crp_pcx_outputs: explain.smk
+            for name in ("authenticity.json", "tsne.png")] + crp_pcx_outputs()
+
+
+# CRP and PCX (HAM10000 study, Fig. 7, App. B-D): per HAM10000 architecture, its baseline and best filtered SA model.
+CRP = config["explain"]["crp"]
+PCX = config["explain"]["pcx"]
+CRP_ARCHITECTURES = HAM_ARCHITECTURES if CRP["enabled"] and HAM["filtered"] and HAM_SIZES else []
+NOT_READ_BY_CRP = ("enabled", "gpus", "runtime_hours")
+
+
+def crp_config(wildcards):
+    return rule_config({"explain": {"crp": {k: v for k, v in CRP.items() if k not in NOT_READ_BY_CRP}}})
+
+
+def pcx_config(wildcards):
+    """PCX reads its own section and the LRP settings of CRP (composite, batch)."""
+    return rule_config({"explain": {"pcx": PCX, "crp": {k: CRP[k] for k in ("composite", "batch")}}})
+
+
+def explained_models(wildcards):
+    """The architecture's HAM10000 models (baseline, SA-n, SA-n-filter) and the classifiers' dataset."""
+    return {**_study_data("ham10000"), "models": _model_files("ham10000", HAM_SCENARIOS, [wildcards.arch])}
+
+
+def model_folders(wildcards, input):
+    return sorted({str(Path(f).parent) for f in input.models})
+
+
+def crp_pcx_outputs():
+    return [f"results/explain/{kind}/{arch}/{kind}.json" for arch in CRP_ARCHITECTURES for kind in ("crp", "pcx")]

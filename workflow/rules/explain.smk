@@ -1,4 +1,4 @@
-# Explanations stage (ISIC study, section 4.3): real images and their projections into a generator,
+# Explanations stage. ISIC study (section 4.3): real images and their projections into a generator,
 # embedded by an ISIC classifier — distances, nearest neighbours (memorisation), 3-D t-SNE, edge cases.
 
 
@@ -40,34 +40,6 @@ rule authenticity:
 
 # HAM10000 study (section 3.3, Fig. 7, App. B–D): CRP and PCX of each architecture's baseline and best
 # filtered SA model (the Table 3 choice, made by the job from the models' validation predictions).
-CRP = config["explain"]["crp"]
-PCX = config["explain"]["pcx"]
-CRP_ARCHITECTURES = HAM_ARCHITECTURES if CRP["enabled"] and HAM["filtered"] and HAM_SIZES else []
-NOT_READ_BY_CRP = ("enabled", "gpus", "runtime_hours")
-
-
-def crp_config(wildcards):
-    return rule_config({"explain": {"crp": {k: v for k, v in CRP.items() if k not in NOT_READ_BY_CRP}}})
-
-
-def pcx_config(wildcards):
-    """PCX reads its own section and the LRP settings of CRP (composite, batch)."""
-    return rule_config({"explain": {"pcx": PCX, "crp": {k: CRP[k] for k in ("composite", "batch")}}})
-
-
-def explained_models(wildcards):
-    """The architecture's HAM10000 models (baseline, SA-n, SA-n-filter) and the classifiers' dataset."""
-    return {**_study_data("ham10000"), "models": _model_files("ham10000", HAM_SCENARIOS, [wildcards.arch])}
-
-
-def model_folders(wildcards, input):
-    return sorted({str(Path(f).parent) for f in input.models})
-
-
-def crp_pcx_outputs():
-    return [f"results/explain/{kind}/{arch}/{kind}.json" for arch in CRP_ARCHITECTURES for kind in ("crp", "pcx")]
-
-
 rule crp:
     input:
         unpack(explained_models),
