@@ -14,7 +14,8 @@ def _config(args):
 
 
 def cmd_check_config(args) -> None:
-    cfg = _config(args)
+    from .config import load_config
+    cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
     print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
 
 

@@ -186,7 +186,8 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
     return cfg
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path, workflow: bool = False) -> dict:
+    """Read and validate a config file; `workflow`: it is a whole workflow config (see validate_config)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; pass --config with the workflow's "
@@ -197,7 +198,7 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
-    return validate_config(raw, origin=str(path))
+    return validate_config(raw, origin=str(path), workflow=workflow)
 
 
 def dataset_config(cfg: dict, name: str) -> dict:
