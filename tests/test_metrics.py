@@ -173,3 +173,118 @@ def test_alpha_precision_beta_recall(features):
     shifted = alpha_precision_beta_recall(real, features(800, shift=1.0, seed=2))
     assert same["alpha_precision"] > 0.8 and same["beta_recall"] > shifted["beta_recall"]
     assert shifted["alpha_precision"] < same["alpha_precision"] - 0.2
+
+
+# --- against direct implementations of the documented formulas (scipy distances, numpy) --------------------
+
+def test_classification_report_fields_against_numpy():
+    rng = np.random.default_rng(3)
+    classes = ["a", "b", "c", "d", "e"]
+    y = rng.choice([0, 1, 3, 4], size=60)  # class c (2) never occurs in the truth
+    probs = rng.dirichlet(np.ones(5), 60)
+    probs[:, 4] *= 0.01  # class e is (almost) never predicted
+    probs /= probs.sum(axis=1, keepdims=True)
+    report = classification_report(list(y), probs.tolist(), classes)
+    predicted = probs.argmax(axis=1)
+    assert report["n"] == 60 and report["accuracy"] == pytest.approx((predicted == y).mean())
+    counts = np.array([[np.sum((y == t) & (predicted == p)) for p in range(5)] for t in range(5)])
+    assert report["confusion"]["classes"] == classes and report["confusion"]["counts"] == counts.tolist()
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.where(rows > 0, counts / np.maximum(rows, 1), 0.0)
+    np.testing.assert_allclose(report["confusion"]["normalised"], normalised.round(6), atol=0)
+    for k, name in enumerate(classes):
+        entry = report["per_class"][name]
+        assert entry["support"] == int((y == k).sum())
+        assert entry["recall"] == pytest.approx((predicted[y == k] == k).mean() if (y == k).any() else 0.0)
+        expected_precision = (y[predicted == k] == k).mean() if (predicted == k).any() else 0.0  # zero_division=0
+        assert entry["precision"] == pytest.approx(expected_precision)
+    assert np.isnan(report["per_class"]["c"]["auc"]) and report["per_class"]["e"]["precision"] == 0.0
+    present = [k for k in range(5) if (y == k).any()]
+    assert report["balanced_accuracy"] == pytest.approx(np.mean([(predicted[y == k] == k).mean() for k in present]))
+    assert report["mean_auc"] == pytest.approx(np.mean([_auc_mann_whitney(probs[y == k, k], probs[y != k, k])
+                                                        for k in present]))
+    assert "binary_auc" not in report
+    all_positive = classification_report([1, 1, 1], [[.2, .8], [.6, .4], [.3, .7]], ["benign", "malignant"])
+    assert np.isnan(all_positive["per_class"]["malignant"]["auc"]) and np.isnan(all_positive["mean_auc"])
+    assert np.isnan(all_positive["binary_auc"])
+    with pytest.raises(ValueError, match=r"probabilities have shape \(3, 2\), expected \(3, 3\)"):
+        classification_report([0, 1, 2], [[.5, .5]] * 3, ["a", "b", "c"])
+
+
+def _kth_radius_scipy(x: np.ndarray, k: int) -> np.ndarray:
+    from scipy.spatial.distance import cdist
+    return np.sort(cdist(x, x), axis=1)[:, k]  # column 0 is the point itself
+
+
+def test_precision_recall_against_scipy_knn_manifolds(features):
+    from scipy.spatial.distance import cdist
+    real, fake = features(150, seed=1) + 3.0, features(120, shift=0.4, seed=2) + 3.0
+    for k in (3, 5):
+        real_r, fake_r = _kth_radius_scipy(real, k), _kth_radius_scipy(fake, k)
+        precision = np.mean((cdist(fake, real) <= real_r[None, :]).any(axis=1))
+        recall = np.mean((cdist(real, fake) <= fake_r[None, :]).any(axis=1))
+        ours = precision_recall(real, fake, k=k) if k != 3 else precision_recall(real, fake)  # k = 3 is the default
+        assert ours == pytest.approx((precision, recall), abs=1e-12)
+        assert 0.2 < precision < 1.0  # neither trivially 0 nor 1
+    # on the manifold's boundary counts as inside (≤): integer points at unit spacing
+    line = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    assert precision_recall(line, np.array([[5.0], [7.0]]), k=1) == (0.5, pytest.approx(0.4))  # < would give (0, 0.2)
+
+
+def _alpha_beta_numpy(real, fake, k=3, levels=20):
+    """Alaa et al. 2022 as documented: α-precision from distances to the real centre, β-recall from the
+    real points whose nearest synthetic point lies within their k-NN radius and inside the β-support."""
+    from scipy.spatial.distance import cdist
+    alphas = np.linspace(1 / levels, 1, levels)
+    real_radius = np.linalg.norm(real - real.mean(0), axis=1)
+    fake_distance = np.linalg.norm(fake - real.mean(0), axis=1)
+    fake_radius = np.linalg.norm(fake - fake.mean(0), axis=1)
+    to_fake = cdist(real, fake)
+    nearest = to_fake.argmin(axis=1)
+    close = to_fake.min(axis=1) <= _kth_radius_scipy(real, k)
+    p_curve = np.array([np.mean(fake_distance <= np.quantile(real_radius, a)) for a in alphas])
+    matched = fake_radius[nearest]
+    r_curve = np.array([np.mean(close & (matched <= np.quantile(matched, a))) for a in alphas])
+    return alphas, p_curve, r_curve
+
+
+def test_alpha_precision_beta_recall_against_numpy(features):
+    real, fake = features(300, seed=1) + 2.0, features(250, shift=0.3, seed=2) + 2.0  # off the origin
+    ours = alpha_precision_beta_recall(real, fake)
+    alphas, p_curve, r_curve = _alpha_beta_numpy(real, fake)
+    assert ours["alphas"] == alphas.round(4).tolist() and len(ours["alphas"]) == 20
+    assert ours["alpha_precision_curve"] == p_curve.round(4).tolist()
+    assert ours["beta_recall_curve"] == r_curve.round(4).tolist()
+    assert ours["alpha_precision"] == pytest.approx(1 - 2 * np.abs(p_curve - alphas).mean(), abs=1e-12)
+    assert ours["beta_recall"] == pytest.approx(1 - 2 * np.abs(r_curve - alphas).mean(), abs=1e-12)
+    other = alpha_precision_beta_recall(real, fake, k=5, levels=10)
+    alphas, p_curve, r_curve = _alpha_beta_numpy(real, fake, k=5, levels=10)
+    assert other["beta_recall"] == pytest.approx(1 - 2 * np.abs(r_curve - alphas).mean(), abs=1e-12)
+
+
+def test_memorisation_and_authenticity_against_hand_made_distances():
+    """1-D features: reals at 0, 10 and 30 (1-NN distances 10, 10, 20)."""
+    real = np.array([[0.0], [10.0], [30.0]])
+    samples = np.array([[1.0], [-10.0], [31.0], [22.0]])
+    report = memorisation(real, samples, copy_ratio=0.1)
+    assert report["nearest_real"] == [0, 0, 2, 2]
+    assert report["distance"] == [1.0, 10.0, 1.0, 8.0]
+    assert report["ratio"] == [0.1, 1.0, 0.05, 0.4]
+    assert report["copy"] == [False, False, True, False]  # a ratio equal to the threshold is not a copy
+    assert report["copies"] == 1 and report["copy_ratio_threshold"] == 0.1
+    # authenticity: farther from the nearest real than that real's own 1-NN distance (equal is not farther)
+    assert authenticity(real, samples) == 0.0
+    assert authenticity(real, np.array([[-10.5], [31.0]])) == 0.5
+
+
+def test_kid_defaults_are_clean_fids_protocol():
+    """100 subsets of at most 1000 images, seed 0."""
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 4)), rng.normal(size=(30, 4)) + 0.1  # subsets of 30 of the 40 reals
+    default = kid(real, fake)
+    assert default == kid(real, fake, subsets=100, subset_size=1000, seed=0)
+    assert default != kid(real, fake, subsets=99, subset_size=1000, seed=0)
+    assert default != kid(real, fake, subsets=100, subset_size=1000, seed=1)
+    real, fake = rng.normal(size=(1001, 4)), rng.normal(size=(1001, 4)) + 0.1  # one subset: 1000 of 1001
+    assert kid(real, fake, subsets=1) == kid(real, fake, subsets=1, subset_size=1000)
+    assert kid(real, fake, subsets=1) != kid(real, fake, subsets=1, subset_size=1001)
