@@ -125,6 +125,14 @@ class ConceptExplainer:
         return self.attribution(x, conditions, self.composite).heatmap.cpu().float().numpy()
 
 
+    def concept_heatmaps(self, images: torch.Tensor, targets: list[int], concept: int) -> np.ndarray:
+        """Conditional heatmaps (M, R, R) float32 of one concept in M images (M, 3, R, R), each for its
+        own target logit (one backward pass for all: how reference images are cropped)."""
+        x = images.to(self.device).requires_grad_(True)
+        conditions = [{self.layer: [concept], "y": [t]} for t in targets]
+        return self.attribution(x, conditions, self.composite).heatmap.cpu().float().numpy()
+
+
 def top_concepts(relevances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, signed shares) of the k most relevant concepts of one relevance vector (C,): share =
     R_c / Σ|R|, so the shares of all concepts have absolute values summing to 1."""
@@ -145,12 +153,11 @@ def reference_crops(explainer: ConceptExplainer, images: torch.Tensor, targets: 
                     resolution: int) -> list:
     """PIL images: each uint8 image (3, H, W) cropped to where `concept` is relevant for its target
     (the conditional heatmap above 10 % of its maximum) and dimmed where it is below 20 %."""
-    pictures = resize(images, resolution)
-    heatmaps = [explainer.conditional_heatmaps(normalise(picture), target, [concept])[0]
-                for picture, target in zip(pictures, targets)]
-    if not heatmaps:
+    if not len(images):
         return []
-    return vis_opaque_img(pictures.float() / 255, torch.from_numpy(np.stack(heatmaps)), rf=True)
+    pictures = resize(images, resolution)
+    heatmaps = explainer.concept_heatmaps(normalise(pictures), targets, concept)
+    return vis_opaque_img(pictures.float() / 255, torch.from_numpy(heatmaps), rf=True)
 
 
 def explained_keys(baseline: pd.DataFrame, augmented: pd.DataFrame, settings: dict) -> tuple[list[str], str]:
@@ -226,6 +233,20 @@ def load_concept_relevances(npz: str | Path) -> dict:
             "layer": str(saved["layer"])}
 
 
+def concept_references(explainer: ConceptExplainer, concept: int, cache: dict, store, classes: list[str],
+                       count: int, resolution: int) -> dict:
+    """{'keys', 'crops'} of a concept's reference images, computed once per concept and kept in
+    cache['references'] (the same concepts recur across explained images and classes)."""
+    known = cache.setdefault("references", {})
+    if concept not in known:
+        rows = reference_indices(cache["relevances"], concept, count)
+        keys = [cache["keys"][r] for r in rows]
+        targets = [classes.index(cache["labels"][r]) for r in rows]
+        crops = reference_crops(explainer, read_images(store, keys), targets, concept, resolution) if keys else []
+        known[concept] = {"keys": keys, "crops": crops}
+    return known[concept]
+
+
 def explain_image(explainer: ConceptExplainer, image: torch.Tensor, target: int, cache: dict, store,
                   classes: list[str], settings: dict, resolution: int) -> dict:
     """CRP of one uint8 image (3, H, W) for class index `target`: its LRP heatmap (R, R), the top
@@ -234,13 +255,8 @@ def explain_image(explainer: ConceptExplainer, image: torch.Tensor, target: int,
     x = normalise(resize(image, resolution))
     relevances = explainer.concept_relevances(x[None], [target])[0]
     concepts, shares = top_concepts(relevances, settings["concepts"])
-    references = []
-    for concept in concepts:
-        rows = reference_indices(cache["relevances"], int(concept), settings["references"])
-        keys = [cache["keys"][r] for r in rows]
-        targets = [classes.index(cache["labels"][r]) for r in rows]
-        crops = reference_crops(explainer, read_images(store, keys), targets, int(concept), resolution) if keys else []
-        references.append({"keys": keys, "crops": crops})
+    references = [concept_references(explainer, int(concept), cache, store, classes, settings["references"],
+                                     resolution) for concept in concepts]
     return {"target": classes[target], "concepts": concepts, "shares": shares, "heatmap": explainer.heatmap(x, target),
             "conditional": explainer.conditional_heatmaps(x, target, concepts.tolist()), "references": references,
             "total_relevance": float(relevances.sum())}

@@ -27,7 +27,7 @@ from ..data.dataset import read_images
 from ..errors import DermsynthError
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
-from .crp import (ConceptExplainer, choose_models, load_concept_relevances, reference_crops, reference_indices)
+from .crp import ConceptExplainer, choose_models, concept_references, load_concept_relevances
 
 
 def relevance_shares(relevances: np.ndarray) -> np.ndarray:
@@ -169,12 +169,8 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
     test_keys = sorted(table.loc[(table["split"] == "test") & (table["label"] == name), "key"])
     test = _test_vectors(explainer, store, test_keys, classes.index(name), resolution, crp_settings["batch"])
     assigned, likelihood, novel = prototypes.assign(test) if len(test_keys) else ([], [], [])
-    references = []
-    for concept in concept_ids:
-        rows = reference_indices(cache["relevances"], int(concept), settings["references"])
-        ref_keys = [cache["keys"][r] for r in rows]
-        references.append(reference_crops(explainer, read_images(store, ref_keys), [classes.index(
-            cache["labels"][r]) for r in rows], int(concept), resolution) if ref_keys else [])
+    references = [concept_references(explainer, int(c), cache, store, classes, settings["references"],
+                                     resolution)["crops"] for c in concept_ids]
     pictures = [[image.permute(1, 2, 0).numpy() for image in resize(read_images(store, [keys[i] for i in rows]),
                                                                       resolution)] for rows in closest]
     pcx_figure(pictures, concept_ids, percentages, references,
