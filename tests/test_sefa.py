@@ -107,3 +107,21 @@ def test_conditional_preview_shows_the_chosen_class():
     for k, expected_class in ((None, 0), (0, 0), (2, 2)):
         np.testing.assert_array_equal(grids[k][:, 16:32], unedited(expected_class))
     assert not np.array_equal(grids[0], grids[2])
+
+
+def test_a_range_with_fewer_channels_than_w_dims_gets_a_full_basis_with_zero_eigenvalues():
+    """The middle range of a narrow generator has 3 × 8 = 24 style rows for 64 w dimensions: the 24 leading
+    directions span A's row space, the other 40 are its null space (A·d = 0) with eigenvalue 0."""
+    torch.manual_seed(3)
+    G = Generator(z_dim=8, w_dim=64, img_resolution=16, channel_base=128, channel_max=8).eval()
+    factors = factorize(G, "middle")
+    assert factors["layer_range"] == "middle" and factors["layer_names"] == ["b16.conv0", "b16.conv1", "b16.torgb"]
+    a = torch.cat([layer.effective_weight().detach().double() for _, _, layer in style_layers_in(G, "middle")]).numpy()
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    assert a.shape == (24, 64) and factors["directions"].shape == (64, 64)
+    np.testing.assert_allclose(factors["eigenvalues"][24:], 0.0)
+    np.testing.assert_allclose(a @ factors["directions"][24:].T, 0.0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(a @ factors["directions"][:24].T, axis=0) ** 2,
+                               factors["eigenvalues"][:24], rtol=1e-9)
+    everything = factorize(G)  # the default range is every modulated layer
+    assert everything["layer_range"] == "all" and len(everything["layer_names"]) == len(G.synthesis.style_layers())

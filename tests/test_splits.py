@@ -191,3 +191,31 @@ def test_federated_hospitals_on_patients_and_patientless_lesions():
     assert set(exact["hospital"]) == {"a", "b"}  # no leftover: no 'unassigned' bin
     with pytest.raises(ConfigError, match=f"ask for {len(pool) + 1} images but the pool"):
         federated_split(manifest, {"hospitals": {"a": len(pool) + 1}, "pool": ["train"], "seed": 1})
+
+
+def test_assign_groups_places_big_groups_first_into_the_least_filled_bin():
+    """By hand: groups of 5, 2, 1, 1 images of one class, targets 6 and 3. Biggest first: 5 → a (5·5/6 < 5·5/3),
+    2 → b (2·2/3 < 2·7/6), 1 → a (tie 1 = 1: the first bin), 1 → b (3/3 < 7/6): exactly 6 and 3."""
+    groups = {"g5": Counter({"x": 5}), "g2": Counter({"x": 2}), "g1": Counter({"x": 1}), "h1": Counter({"x": 1})}
+    for seed in range(5):  # the shuffle only orders groups of equal size and rarity
+        placement = assign_groups(groups, {"a": {"x": 6.0}, "b": {"x": 3.0}}, np.random.default_rng(seed))
+        filled = Counter()
+        for group, b in placement.items():
+            filled[b] += sum(groups[group].values())
+        assert placement["g5"] == "a" and placement["g2"] == "b" and filled == {"a": 6, "b": 3}
+    # a class a bin has no target for counts as (almost) full there
+    placement = assign_groups({"m": Counter({"mel": 1})}, {"a": {"nv": 5.0}, "b": {"mel": 1.0, "nv": 1.0}},
+                              np.random.default_rng(0))
+    assert placement == {"m": "b"}
+
+
+def test_split_fractions_count_images_not_groups():
+    """Groups of 4 images and single images: the split sizes follow the fractions in images."""
+    rows = pd.DataFrame({"key": [f"k{i:03d}" for i in range(120)], "source": "s", "label": "nv", "patient_id": "",
+                         "lesion_id": [f"L{i // 4}" if i < 80 else "" for i in range(120)], "split_rule": "auto"})
+    manifest = split_dataset(rows, {"group_by": "lesion", "fractions": {"train": 0.75, "test": 0.25, "none": 0.0},
+                                    "seed": 0})
+    sizes = manifest["split"].value_counts()
+    assert abs(sizes["train"] - 90) <= 3 and abs(sizes["test"] - 30) <= 3 and "none" not in sizes
+    assert (manifest[manifest["lesion_id"] != ""].groupby("lesion_id")["split"].nunique() == 1).all()
+    assert manifest.loc[manifest["lesion_id"] == "", "group"].str.startswith("image:k").all()
