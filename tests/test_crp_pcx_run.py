@@ -1,4 +1,4 @@
-"""`dermsynth crp` and `dermsynth pcx` end to end on the demo HAM10000 LMDB, with model folders written here
+"""`dermsynth crp` and `dermsynth pcx` (the CLI the rules call) end to end on the demo HAM10000 LMDB, with model folders written here
 (random-init resnet10t weights saved as `train-classifier` saves them, predictions chosen so that the
 study's case — MEL called BKL by the baseline, MEL by the filtered SA model — exists)."""
 
@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from dermsynth.classify.train import Recipe, build_model
+from dermsynth.cli import main
 from dermsynth.config import validate_config
 from dermsynth.data.splits import split_dataset
-from dermsynth.explain.crp import run_crp
-from dermsynth.explain.pcx import run_pcx
 from dermsynth.labels import SCHEMES
 
 from .conftest import demo_config
@@ -62,10 +62,13 @@ def explained(ingested_ham, demo_root, tmp_path_factory):
     manifest.to_csv(root / "manifest.csv", index=False)
     folders = [_model_folder(root, "baseline", 0, manifest, "bkl"), _model_folder(root, "SA-2k", 1, manifest, "mel"),
                _model_folder(root, "SA-2k-filter", 2, manifest, "mel")]
-    lmdb = ingested_ham / "lmdb"
-    crp = run_crp(cfg, folders, ["SA-2k"], lmdb, root / "manifest.csv", root / "crp", device="cpu")
-    pcx = run_pcx(cfg, folders, ["SA-2k"], root / "crp", lmdb, root / "manifest.csv", root / "pcx", device="cpu")
-    return manifest, root, crp, pcx
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    common = ["--config", str(root / "config.yaml"), "--models", *folders, "--sizes", "SA-2k", "--lmdb",
+              str(ingested_ham / "lmdb"), "--manifest", str(root / "manifest.csv"), "--device", "cpu"]
+    assert main(["crp", *common, "--out", str(root / "crp")]) == 0       # as the workflow's rules call them
+    assert main(["pcx", *common, "--crp", str(root / "crp"), "--out", str(root / "pcx")]) == 0
+    summaries = [json.loads((root / kind / f"{kind}.json").read_text()) for kind in ("crp", "pcx")]
+    return manifest, root, *summaries
 
 
 def test_crp_explains_the_case_with_both_models_and_both_classes(explained):
