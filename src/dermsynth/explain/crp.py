@@ -228,6 +228,7 @@ def cache_concept_relevances(explainer: ConceptExplainer, store, pool: pd.DataFr
 
 
 def load_concept_relevances(npz: str | Path) -> dict:
+    """What `cache_concept_relevances` wrote: keys, labels, relevances (N, C) float32, layer."""
     saved = np.load(npz)
     return {"keys": saved["keys"].tolist(), "labels": saved["labels"].tolist(), "relevances": saved["relevances"],
             "layer": str(saved["layer"])}
@@ -268,7 +269,7 @@ def _show_heatmap(axis, heatmap: np.ndarray) -> None:
 
 
 def crp_figure(image: torch.Tensor, panels: dict[str, dict], titles: dict[str, str], out_png: Path) -> None:
-    """Fig. 7 of the study: one block of columns per model (baseline left, augmented right); first row
+    """Fig. 7 of the study, for a uint8 image (3, H, W) and the `explain_image` panel of each model: one block of columns per model (baseline left, augmented right); first row
     the image and its LRP heatmap, then one row per concept: its conditional heatmap and references."""
     import matplotlib
     matplotlib.use("Agg")

@@ -148,10 +148,13 @@ def _test_vectors(explainer: ConceptExplainer, store, keys: list[str], target: i
 
 def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFrame, settings: dict,
                    crp_settings: dict, out_dir: Path, device) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """PCX of one model: (test assignments, concept × prototype matrix, summary); writes pcx-<role>.png."""
     model, saved = load_best(info["folder"], device)
     resolution, classes = json.loads(saved["recipe"])["input_resolution"], saved["classes"]
     explainer = ConceptExplainer(model, cache["layer"], crp_settings["composite"], device)
     name = settings["class"]
+    if name not in classes:
+        raise DermsynthError(f"explain.pcx.class {name!r} is not a class of {info['folder']} ({', '.join(classes)})")
     members = np.array([label == name for label in cache["labels"]])
     if members.sum() < 2:  # too few to cluster (tiny demo data): say so in every output instead of failing
         note = f"{int(members.sum())} training image(s) of class {name!r} in the reference pool: too few for PCX"
