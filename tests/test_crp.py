@@ -4,31 +4,37 @@ from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
+import pytest
 import timm
 import torch
+from timm.models.densenet import DenseNet
 from zennit.attribution import Gradient
 
 from dermsynth.explain.crp import ConceptExplainer, explained_keys, lrp_composite, top_concepts
 
 
-def test_concept_relevances_and_conditional_heatmaps_add_up_to_plain_lrp():
+@pytest.mark.parametrize("name", ["resnet10t", "densenet"])
+def test_concept_relevances_and_conditional_heatmaps_add_up_to_plain_lrp(name):
     """Σ over all concepts of the conditional heatmaps = the unconditioned LRP heatmap (pixelwise), and a
-    relevance vector sums to the relevance reaching the layer — both computed here with zennit alone."""
+    relevance vector sums to the relevance reaching the layer — both computed here with zennit alone.
+    Layer: the default (last convolutional block) of the canonized timm ResNet and DenseNet."""
     torch.manual_seed(0)
-    model = timm.create_model("resnet10t", num_classes=3).eval()
+    model = (timm.create_model("resnet10t", num_classes=3) if name == "resnet10t"
+             else DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), bn_size=2, num_classes=3)).eval()
     x = torch.randn(1, 3, 32, 32)
-    explainer = ConceptExplainer(model, layer="layer3")
+    explainer = ConceptExplainer(model)
     relevances = explainer.concept_relevances(x, [2])[0]
     conditional = explainer.conditional_heatmaps(x[0], 2, list(range(len(relevances))))
 
     captured = {}
-    hook = model.layer3.register_forward_hook(lambda m, i, o: (o.retain_grad(), captured.update(out=o)) and None)
+    layer = dict(model.named_modules())[explainer.layer]
+    hook = layer.register_forward_hook(lambda m, i, o: (o.retain_grad(), captured.update(out=o)) and None)
     with Gradient(model, lrp_composite("epsilon_plus_flat", model)) as attributor:
         _, plain = attributor(x, lambda logits: torch.eye(3)[[2]] * logits)
     hook.remove()
     layer_total = captured["out"].grad.sum().item()
 
-    assert len(relevances) == 256
+    assert len(relevances) == captured["out"].shape[1]
     np.testing.assert_allclose(relevances.sum(), layer_total, rtol=1e-4)
     np.testing.assert_allclose(conditional.sum(axis=(1, 2)), relevances, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(conditional.sum(axis=0), plain[0].sum(dim=0).numpy(), rtol=1e-3, atol=1e-6)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGES = ("dermsynth", "numpy", "pandas", "pillow", "opencv-python-headless", "lmdb", "torch",
-             "torchvision", "snakemake", "scikit-learn", "timm")
+             "torchvision", "snakemake", "scikit-learn", "timm", "zennit", "zennit-crp")
 
 
 def package_versions() -> dict[str, str]:
