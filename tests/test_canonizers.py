@@ -1,4 +1,4 @@
-"""LRP canonizers for timm ResNet and DenseNet: the canonized model computes what the original does, and
+"""LRP canonizers for timm ResNet, DenseNet and EfficientNet: the canonized model computes what the original does, and
 with an LRP-ε composite the input relevance sums to the explained logit (conservation, Bach et al. 2015).
 
 Biases absorb relevance under LRP-ε by design, so the conservation tests give every BatchNorm a zero
@@ -25,17 +25,24 @@ def tiny_densenet() -> DenseNet:
     return DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), bn_size=2, num_classes=4)
 
 
-def models():
-    return {"resnet10t": timm.create_model("resnet10t", num_classes=4),
-            "resnet18": timm.create_model("resnet18", num_classes=4), "densenet": tiny_densenet()}
+def model_named(name: str) -> torch.nn.Module:
+    if name == "densenet":
+        return tiny_densenet()
+    return timm.create_model(name, num_classes=4)
 
 
-def randomise_batchnorm(model, shifts: bool, seed: int = 0):
+# EfficientNet's squeeze-and-excitation gates and SiLUs shrink a random network's signal towards zennit's
+# fixed 1e-6 stabiliser (logits ~1e-5); BatchNorm scales twice as large keep the logit far above it.
+GAIN = {"efficientnet_b0": 2.0}
+NAMES = ["resnet10t", "resnet18", "densenet", "efficientnet_b0"]
+
+
+def randomise_batchnorm(model, shifts: bool, gain: float = 1.0, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     for bn in model.modules():
         if isinstance(bn, torch.nn.BatchNorm2d):
             n = bn.num_features
-            bn.weight.data = torch.randn(n, generator=generator, dtype=torch.float64)  # both signs
+            bn.weight.data = gain * torch.randn(n, generator=generator, dtype=torch.float64)  # both signs
             bn.running_var.data = torch.rand(n, generator=generator, dtype=torch.float64) + 0.5
             scale = 0.5 if shifts else 0.0
             bn.running_mean.data = scale * torch.randn(n, generator=generator, dtype=torch.float64)
@@ -57,10 +64,10 @@ def input_relevance(model, x, target, composite):
     return x.grad.sum(dim=(1, 2, 3)), logits[:, target].detach()
 
 
-@pytest.mark.parametrize("name", ["resnet10t", "resnet18", "densenet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_canonized_model_computes_the_same_outputs(name):
     torch.manual_seed(0)
-    model = randomise_batchnorm(models()[name].double().eval(), shifts=True)
+    model = randomise_batchnorm(model_named(name).double().eval(), shifts=True)
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     before = model(x)
     with epsilon_composite(model).context(model) as canonized:
@@ -69,10 +76,10 @@ def test_canonized_model_computes_the_same_outputs(name):
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)  # remove() restores every parameter
 
 
-@pytest.mark.parametrize("name", ["resnet10t", "resnet18", "densenet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_input_relevance_sums_to_the_logit(name):
     torch.manual_seed(1)
-    model = randomise_batchnorm(models()[name].double().eval(), shifts=False)
+    model = randomise_batchnorm(model_named(name).double().eval(), shifts=False, gain=GAIN.get(name, 1.0))
     model.get_classifier().bias.data.zero_()
     relevance, logit = input_relevance(model, torch.randn(4, 3, 32, 32, dtype=torch.float64), 1,
                                        epsilon_composite(model))

@@ -17,6 +17,9 @@ ResNet and VGG only; these are for timm's models:
   (or the classifier's) input channels and what stays is a `ThresholdReLU`, which composites give
   the Pass rule. The stem's BatchNorm follows conv0 and is merged into it. The canonized DenseNet
   has no bias anywhere except the stem's conv0 and the classifier's.
+* `EfficientNetCanonizer` (timm EfficientNet-B0…B7, the ISIC study's B2): BatchNorm merged into the
+  preceding convolution, skip additions as Sum modules, squeeze-and-excitation gates held constant
+  (`ConstantGate`, Pass rule); SiLU gets the Pass rule like every activation.
 
 Every canonizer is temporary: zennit applies it when a composite is registered and `remove()`
 restores each parameter, buffer and method exactly. Models must be in eval mode (running statistics).
@@ -26,7 +29,10 @@ from __future__ import annotations
 
 import torch
 from timm.layers import BatchNormAct2d
+from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual, InvertedResidual,
+                                              SqueezeExcite)
 from timm.models.densenet import DenseLayer, DenseNet, DenseTransition
+from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from zennit.canonizers import Canonizer
 from zennit.layer import Sum
@@ -50,6 +56,20 @@ class ThresholdReLU(torch.nn.ReLU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.sign[:, None, None] * (x - self.threshold[:, None, None]))
+
+
+class ConstantGate(torch.nn.ReLU):
+    """x · g(x) for float input (N, C, H, W), with the gate g (N, C, 1, 1) held constant: what a
+    squeeze-and-excitation block computes, with no relevance flowing into its gate (the usual LRP
+    treatment of multiplicative gates; Arras et al. 2017). A ReLU subclass so that zennit composites
+    give it the Pass rule: the relevance of x · g goes to x unchanged."""
+
+    def __init__(self, gate):
+        super().__init__()
+        self.__dict__["gate"] = gate  # a plain function, not a registered submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x.detach())
 
 
 def batchnorm_affine(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,7 +225,42 @@ class DenseNetCanonizer(_TimmCanonizer):
         self.fold_batchnorm_relu(features.norm5, model.classifier)
 
 
-CANONIZERS = {ResNet: ResNetCanonizer, DenseNet: DenseNetCanonizer}
+def _skip_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """A timm EfficientNet block's forward with `drop_path(x) + shortcut` as a Sum module: the class's
+    own forward runs with has_skip switched off, then the shortcut is added here."""
+    y = type(self).forward(self, x)
+    return self.canonizer_sum(torch.stack([x, self.drop_path(y)], dim=-1))
+
+
+def _squeeze_excite_gate(se: SqueezeExcite):
+    """The gate of timm's SqueezeExcite: sigmoid(expand(act(reduce(mean over H, W))))."""
+    def gate(x: torch.Tensor) -> torch.Tensor:
+        return se.gate(se.conv_expand(se.act1(se.conv_reduce(x.mean((2, 3), keepdim=True)))))
+    return gate
+
+
+class EfficientNetCanonizer(_TimmCanonizer):
+    """timm EfficientNet (efficientnet_b0…b7, lite): BatchNorm merged into the preceding convolution,
+    skip additions as Sum modules, squeeze-and-excitation gates held constant (ConstantGate). SiLU
+    activations get the Pass rule, as every activation in zennit composites.
+    Raises DermsynthError on another architecture."""
+
+    def canonize(self, model: torch.nn.Module) -> None:
+        if not isinstance(model, EfficientNet):
+            raise DermsynthError(f"EfficientNetCanonizer needs a timm EfficientNet, got {type(model).__name__}")
+        for conv, bn in _conv_batchnorm_pairs(model):
+            self.merge_batchnorm(conv, bn)
+        for module in list(model.modules()):
+            if isinstance(module, SqueezeExcite):
+                self._set(module, "canonizer_gate", ConstantGate(_squeeze_excite_gate(module)))
+                self._set(module, "forward", lambda x, se=module: se.canonizer_gate(x))
+            elif isinstance(module, (ConvBnAct, DepthwiseSeparableConv, InvertedResidual, EdgeResidual)) \
+                    and module.has_skip:
+                self._set(module, "has_skip", False)
+                self.sum_residual(module, _skip_forward)
+
+
+CANONIZERS = {ResNet: ResNetCanonizer, DenseNet: DenseNetCanonizer, EfficientNet: EfficientNetCanonizer}
 
 
 def canonizers_for(model: torch.nn.Module) -> list[Canonizer]:

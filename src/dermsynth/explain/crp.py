@@ -30,6 +30,7 @@ from crp.attribution import CondAttribution
 from crp.concepts import ChannelConcept
 from crp.image import vis_opaque_img
 from timm.models.densenet import DenseNet
+from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import ResNet
 from zennit.composites import LAYER_MAP_BASE, EpsilonPlusFlat, LayerMapComposite
 from zennit.rules import Epsilon
@@ -46,13 +47,13 @@ from ..provenance import provenance
 from .canonizers import canonizers_for
 
 # The last convolutional block: what the study explains (DenseNet: the concatenated output of the
-# last dense block, i.e. after the last transition block).
-DEFAULT_LAYERS = {ResNet: "layer4", DenseNet: "features.denseblock4"}
+# last dense block, i.e. after the last transition block; EfficientNet: conv_head after its BN + SiLU).
+DEFAULT_LAYERS = {ResNet: "layer4", DenseNet: "features.denseblock4", EfficientNet: "bn2"}
 COMPOSITES = ("epsilon_plus_flat", "epsilon")
 
 
 def default_layer(model: torch.nn.Module) -> str:
-    """Name of the last convolutional block of a timm ResNet or DenseNet.
+    """Name of the last convolutional block of a timm ResNet, DenseNet or EfficientNet.
 
     Raises:
         DermsynthError: another architecture (give `explain.crp.layer`).
