@@ -32,7 +32,7 @@ def _predictions(rows: pd.DataFrame, predicted: list[str]) -> pd.DataFrame:
 def _model_folder(root, scenario, seed, manifest, mel_prediction):
     folder = root / scenario / "resnet10t"
     folder.mkdir(parents=True)
-    recipe = Recipe(input_resolution=32, pretrained=False, seed=seed)
+    recipe = Recipe(input_resolution=16, pretrained=False, seed=seed)  # as the workflow test config
     torch.manual_seed(seed)
     model, weights = build_model("resnet10t", len(CLASSES), recipe)
     with torch.no_grad():  # each folder its own weights (timm's random init does not follow the seed)
