@@ -318,8 +318,13 @@ def _panel_rows(key: str, label: str, role: str, scenario: str, which: str, pane
 def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out_dir, device=None) -> dict:
     """crp.csv (per explained image × model × explained class: top concepts, shares, reference keys),
     crp.png / crp-true.png (Fig. 7 / Fig. B.1 style, first explained image), figures/ (every image),
-    heatmaps.npz, concepts-<baseline|augmented>.npz (cached concept relevances of the training pool)
-    and crp.json (models, selection, layer, provenance)."""
+    heatmaps.npz ('keys', and '<i>/<baseline|augmented>/<predicted|true>' → conditional heatmaps
+    (K, R, R) float32 of explained image i), concepts-<baseline|augmented>.npz (cached concept
+    relevances of the training pool) and crp.json (models, selection, layer, provenance).
+
+    Raises:
+        DermsynthError: no baseline or filtered SA model among `folders`, or no canonizer for them.
+    """
     from ..data.lmdb_store import LmdbImageStore
     settings = cfg["explain"]["crp"]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
