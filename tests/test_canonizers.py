@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from timm.models.densenet import DenseNet
+from timm.models.resnet import Bottleneck, ResNet
 from zennit.composites import LAYER_MAP_BASE, LayerMapComposite
 from zennit.rules import Epsilon
 from zennit.types import Linear
@@ -28,13 +29,15 @@ def tiny_densenet() -> DenseNet:
 def model_named(name: str) -> torch.nn.Module:
     if name == "densenet":
         return tiny_densenet()
+    if name == "bottleneck-resnet":  # resnet50's block type, one block per stage
+        return ResNet(block=Bottleneck, layers=(1, 1, 1, 1), num_classes=4)
     return timm.create_model(name, num_classes=4)
 
 
 # EfficientNet's squeeze-and-excitation gates and SiLUs shrink a random network's signal towards zennit's
 # fixed 1e-6 stabiliser (logits ~1e-5); BatchNorm scales twice as large keep the logit far above it.
 GAIN = {"efficientnet_b0": 2.0}
-NAMES = ["resnet10t", "resnet18", "densenet", "efficientnet_b0"]
+NAMES = ["resnet10t", "resnet18", "bottleneck-resnet", "densenet", "efficientnet_b0"]
 
 
 def randomise_batchnorm(model, shifts: bool, gain: float = 1.0, seed: int = 0):
