@@ -323,7 +323,8 @@ def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out
     relevances of the training pool) and crp.json (models, selection, layer, provenance).
 
     Raises:
-        DermsynthError: no baseline or filtered SA model among `folders`, or no canonizer for them.
+        DermsynthError: no baseline or filtered SA model among `folders`, no canonizer for them, or a
+        configured key that is not in the manifest.
     """
     from ..data.lmdb_store import LmdbImageStore
     settings = cfg["explain"]["crp"]
@@ -350,6 +351,9 @@ def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out
         for name in ("crp.png", "crp-true.png"):
             message_figure(selection, out_dir / name)
     labels = table.set_index("key")["label"]
+    unknown = [key for key in keys if key not in labels.index]
+    if unknown:
+        raise DermsynthError(f"explain.crp.keys: {unknown[:5]} are not images of {manifest}")
     rows, heatmaps = [], {}
     for index, key in enumerate(keys):
         image = read_images(store, [key])[0]
