@@ -142,3 +142,41 @@ def test_table1_rows_from_reports(tmp_path):
     written = pd.read_csv(tmp_path / "table1.csv")
     assert written["data"].eq("archives").all() and len(written) == 2
     assert lpips_table([], "demo").columns.tolist() == TABLE1_COLUMNS
+
+
+def test_every_problem_of_every_entry_is_listed_one_per_line(tmp_path):
+    partial = {k: v for k, v in GOOD.items() if k != "description"}
+    entries = [partial, dict(GOOD, layer_range="mid"), dict(GOOD, direction=-2), dict(GOOD, name="SV", gan="g")]
+    with pytest.raises(ConfigError) as error:
+        load_transformations(_write(tmp_path, {"transformations": entries}))
+    lines = str(error.value).split("\n")
+    assert lines[0] == "invalid transformations:"
+    assert lines[1:] == [f"  - {tmp_path / 't.yaml'}: transformations[0] lacks description",
+                         f"  - {tmp_path / 't.yaml'}: transformations[1]: layer_range 'mid' is not one of all, coarse, "
+                         "middle, fine",
+                         f"  - {tmp_path / 't.yaml'}: transformations[2]: name 'SV' is used twice",
+                         f"  - {tmp_path / 't.yaml'}: transformations[2]: direction must be an eigenvector index ≥ 0",
+                         f"  - {tmp_path / 't.yaml'}: transformations[3]: name 'SV' is used twice"]
+
+
+def test_resizing_keeps_black_black_and_handles_a_non_square_source():
+    black = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    assert torch.equal(at_resolution(black, 16), torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    white = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    assert torch.equal(at_resolution(white, 8), torch.full((1, 3, 8, 8), 255, dtype=torch.uint8))
+    tall = torch.zeros(1, 3, 32, 16, dtype=torch.uint8)  # as wide as the generator, not as high
+    assert at_resolution(tall, 16).shape == (1, 3, 16, 16)
+
+
+def test_table1_rounds_to_four_digits_and_counts_edge_cases(tmp_path):
+    single = _report(tmp_path, "one", [0.2])  # one image exactly at the threshold: kept, not rejected
+    precise = _report(tmp_path, "p", [0.123456, 0.234567, 0.1])
+    table = lpips_table([single, precise], "demo").set_index("transformation")
+    assert table.loc["one", "rejected %"] == 0.0 and table.loc["one", "images"] == 1
+    assert bool(table.loc["one", "transformation kept"])  # mean 0.2 ≤ threshold 0.2
+    mean = np.mean([0.123456, 0.234567, 0.1])
+    assert table.loc["p", "LPIPS"] == round(mean, 4) and table.loc["p", "LPIPS to inversion"] == round(mean / 2, 4)
+    assert table.loc["p", "description"] == "size" and table.loc["p", "direction"] == 0
+    assert table.loc["p", "rejected (> threshold)"] == 1 and table.loc["p", "rejected %"] == round(100 / 3, 2)
+    many = _report(tmp_path, "m", [0.3])
+    assert lpips_table([many], "demo").iloc[0]["rejected %"] == 100.0  # 1 of 1

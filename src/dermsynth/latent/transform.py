@@ -93,7 +93,7 @@ def transform_images(G, ws: torch.Tensor, deltas: dict, direction: torch.Tensor,
 
 def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """uint8 images resized (antialiased) to the generator's resolution when the dataset's differs."""
-    if images.shape[-1] == resolution:
+    if tuple(images.shape[-2:]) == (resolution, resolution):
         return images
     resized = torch.nn.functional.interpolate(images.float(), size=(resolution, resolution), mode="bilinear",
                                               antialias=True, align_corners=False)
