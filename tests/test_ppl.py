@@ -102,3 +102,15 @@ def test_full_sampling_and_the_shared_class_of_a_conditional_generator():
     assert one["sampling"] == "full"
     with pytest.raises(ValueError, match="sampling is 'end'"):
         perceptual_path_length(G, _squared_l2, samples=4, sampling="middle")
+
+
+def test_images_above_256_are_area_downsampled_before_the_distance():
+    """A 512² linear generator: the distance is taken between 2×2-averaged images (avg_pool2d here)."""
+    G = _LinearGenerator(z_dim=3, w_dim=2, pixels=3 * 512 * 512, image_side=512)
+    ours = perceptual_path_length(G, _squared_l2, samples=20, batch=10, seed=2, epsilon=0.5)
+    generator = torch.Generator().manual_seed(2)
+    z = torch.cat([torch.randn(20, 3, generator=generator).reshape(2, 10, 3) for _ in range(2)], dim=1)
+    delta = ((z[1] - z[0]).double() @ (G.A.double() @ G.M.double()).T).reshape(20, 3, 512, 512)
+    values = torch.nn.functional.avg_pool2d(delta, 2).square().flatten(1).sum(dim=1).numpy()
+    low, high = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
+    assert ours["ppl"] == pytest.approx(values[(values >= low) & (values <= high)].mean(), rel=1e-4)

@@ -68,12 +68,19 @@ def apply_direction(ws: torch.Tensor, direction: torch.Tensor, magnitude: float 
     return ws
 
 
-@torch.no_grad()
 def preview_grid(G, factors: dict, directions: int = 8, samples: int = 3, magnitude: float = 3.0,
                  steps: int = 5, truncation_psi: float = 0.7, seed: int = 0, class_index: int | None = None,
                  device="cpu") -> np.ndarray:
     """uint8 (H, W, 3) grid: one row per (direction, sample), columns from −magnitude to +magnitude
-    (distances in W along the unit direction, the units the transformations file uses)."""
+    (distances in W along the unit direction, the units the transformations file uses). A conditional
+    generator draws every row for class `class_index` (the first class when None)."""
+    with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
+        return _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_psi, seed, class_index,
+                             device)
+
+
+def _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_psi, seed, class_index,
+                  device) -> np.ndarray:
     G = G.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(samples, G.z_dim, generator=generator).to(device)

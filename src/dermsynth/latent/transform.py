@@ -81,14 +81,14 @@ def draw_magnitudes(spec: dict, keys: list[str], variants: int, seed: int) -> np
     return out
 
 
-@torch.no_grad()
 def transform_images(G, ws: torch.Tensor, deltas: dict, direction: torch.Tensor, magnitudes: torch.Tensor,
                      ws_indices: list[int], device="cpu") -> torch.Tensor:
     """uint8 images of latents moved by magnitude × direction in `ws_indices`, with their kernel offsets."""
     from .sefa import apply_direction
     moved = apply_direction(ws.to(device), direction.to(device), magnitudes.to(device), ws_indices)
     deltas = {k: v.to(device) for k, v in deltas.items()}
-    return to_uint8(G.synthesis(moved, noise_mode="const", weight_deltas=deltas or None))
+    with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
+        return to_uint8(G.synthesis(moved, noise_mode="const", weight_deltas=deltas or None))
 
 
 def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
