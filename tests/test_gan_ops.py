@@ -213,6 +213,8 @@ def test_setup_filter_normalises_and_builds_the_separable_product():
     assert full.shape == (4, 4) and torch.allclose(full, torch.outer(f, f)) and full.sum().item() == pytest.approx(1)
     assert torch.equal(setup_filter([1, 3, 3, 1], normalize=False), torch.tensor([1.0, 3.0, 3.0, 1.0]))
     assert torch.equal(setup_filter(None), torch.tensor([1.0])) and setup_filter(2.0).shape == (1,)
+    assert torch.equal(setup_filter(None, normalize=False), torch.tensor([1.0]))  # no filter: the identity
+    assert setup_filter([1, 2, 1]).dtype == torch.float32
     with pytest.raises(ValueError, match="expected \\(N, C, H, W\\)"):
         upfirdn2d(torch.zeros(3, 4, 4), f)
 

@@ -50,7 +50,7 @@ def test_layer_ranges_partition_the_styles_by_resolution(generator):
     assert {name.split(".")[0] for _, name, _ in ranges["fine"]} == {"b64"}
     fine = factorize(generator, "fine")
     assert fine["ws_indices"] == [generator.num_ws - 3, generator.num_ws - 2, generator.num_ws - 1]
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ValueError, match="unknown layer range 'medium'; choose from all, coarse, middle, fine"):
         factorize(generator, "medium")
 
 
