@@ -244,3 +244,18 @@ def test_bias_act_alpha_dim_gain_and_clamp_against_numpy():
     np.testing.assert_allclose(unclamped, x * 100)
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         bias_act(torch.from_numpy(x), act="gelu")
+
+
+def test_downsample2d_with_a_long_asymmetric_filter_matches_scipy():
+    """Six taps: downsample2d pads (fw − down + 1)//2 = 2 before and (fw − down)//2 = 2 after; flip_filter
+    correlates instead of convolving."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(10, 12))
+    f = np.array([1.0, 2.0, 5.0, 3.0, 1.0, 0.5])
+    t, tf = torch.from_numpy(x)[None, None], torch.from_numpy(f)
+    np.testing.assert_allclose(downsample2d(t, tf)[0, 0].numpy(), _scipy_2d(x, f, (1, 1), (2, 2), (2, 2, 2, 2)),
+                               atol=1e-12)
+    np.testing.assert_allclose(downsample2d(t, tf, flip_filter=True)[0, 0].numpy(),
+                               _scipy_2d(x, f[::-1].copy(), (1, 1), (2, 2), (2, 2, 2, 2)), atol=1e-12)
+    np.testing.assert_allclose(upsample2d(t, tf, flip_filter=True)[0, 0].numpy(),
+                               _scipy_2d(x, f[::-1].copy(), (2, 2), (1, 1), (3, 2, 3, 2), 4.0), atol=1e-12)

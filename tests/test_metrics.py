@@ -179,15 +179,16 @@ def test_alpha_precision_beta_recall(features):
 
 def test_classification_report_fields_against_numpy():
     rng = np.random.default_rng(3)
-    classes = ["a", "b", "c", "d", "e"]
-    y = rng.choice([0, 1, 3, 4], size=60)  # class c (2) never occurs in the truth
-    probs = rng.dirichlet(np.ones(5), 60)
+    classes = ["a", "b", "c", "d", "e", "f"]
+    y = rng.choice([0, 1, 3, 4], size=60)  # class c (2) never occurs in the truth, f (5) neither
+    probs = rng.dirichlet(np.ones(6), 60)
     probs[:, 4] *= 0.01  # class e is (almost) never predicted
+    probs[:, 5] = 0.0  # class f is never predicted either
     probs /= probs.sum(axis=1, keepdims=True)
     report = classification_report(list(y), probs.tolist(), classes)
     predicted = probs.argmax(axis=1)
     assert report["n"] == 60 and report["accuracy"] == pytest.approx((predicted == y).mean())
-    counts = np.array([[np.sum((y == t) & (predicted == p)) for p in range(5)] for t in range(5)])
+    counts = np.array([[np.sum((y == t) & (predicted == p)) for p in range(6)] for t in range(6)])
     assert report["confusion"]["classes"] == classes and report["confusion"]["counts"] == counts.tolist()
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.where(rows > 0, counts / np.maximum(rows, 1), 0.0)
@@ -199,7 +200,9 @@ def test_classification_report_fields_against_numpy():
         expected_precision = (y[predicted == k] == k).mean() if (predicted == k).any() else 0.0  # zero_division=0
         assert entry["precision"] == pytest.approx(expected_precision)
     assert np.isnan(report["per_class"]["c"]["auc"]) and report["per_class"]["e"]["precision"] == 0.0
-    present = [k for k in range(5) if (y == k).any()]
+    present = [k for k in range(6) if (y == k).any()]
+    assert report["per_class"]["f"] == {"recall": 0.0, "precision": 0.0, "auc": report["per_class"]["f"]["auc"],
+                                        "support": 0}
     assert report["balanced_accuracy"] == pytest.approx(np.mean([(predicted[y == k] == k).mean() for k in present]))
     assert report["mean_auc"] == pytest.approx(np.mean([_auc_mann_whitney(probs[y == k, k], probs[y != k, k])
                                                         for k in present]))
@@ -249,7 +252,7 @@ def _alpha_beta_numpy(real, fake, k=3, levels=20):
 
 
 def test_alpha_precision_beta_recall_against_numpy(features):
-    real, fake = features(300, seed=1) + 2.0, features(250, shift=0.3, seed=2) + 2.0  # off the origin
+    real, fake = features(300, seed=1) + 2.0, features(240, shift=0.3, seed=2) + 2.0  # off the origin
     ours = alpha_precision_beta_recall(real, fake)
     alphas, p_curve, r_curve = _alpha_beta_numpy(real, fake)
     assert ours["alphas"] == alphas.round(4).tolist() and len(ours["alphas"]) == 20
@@ -272,6 +275,8 @@ def test_memorisation_and_authenticity_against_hand_made_distances():
     assert report["ratio"] == [0.1, 1.0, 0.05, 0.4]
     assert report["copy"] == [False, False, True, False]  # a ratio equal to the threshold is not a copy
     assert report["copies"] == 1 and report["copy_ratio_threshold"] == 0.1
+    small = memorisation(real / 100, samples / 100, copy_ratio=0.1)  # distances below 1: the same ratios
+    np.testing.assert_allclose(small["ratio"], [0.1, 1.0, 0.05, 0.4])
     # authenticity: farther from the nearest real than that real's own 1-NN distance (equal is not farther)
     assert authenticity(real, samples) == 0.0
     assert authenticity(real, np.array([[-10.5], [31.0]])) == 0.5

@@ -123,5 +123,7 @@ def test_a_range_with_fewer_channels_than_w_dims_gets_a_full_basis_with_zero_eig
     np.testing.assert_allclose(a @ factors["directions"][24:].T, 0.0, atol=1e-10)
     np.testing.assert_allclose(np.linalg.norm(a @ factors["directions"][:24].T, axis=0) ** 2,
                                factors["eigenvalues"][:24], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"the generator \(16²\) has no modulated layers in range 'fine'"):
+        factorize(G, "fine")
     everything = factorize(G)  # the default range is every modulated layer
     assert everything["layer_range"] == "all" and len(everything["layer_names"]) == len(G.synthesis.style_layers())
