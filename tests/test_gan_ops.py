@@ -259,3 +259,16 @@ def test_downsample2d_with_a_long_asymmetric_filter_matches_scipy():
                                _scipy_2d(x, f[::-1].copy(), (1, 1), (2, 2), (2, 2, 2, 2)), atol=1e-12)
     np.testing.assert_allclose(upsample2d(t, tf, flip_filter=True)[0, 0].numpy(),
                                _scipy_2d(x, f[::-1].copy(), (2, 2), (1, 1), (3, 2, 3, 2), 4.0), atol=1e-12)
+
+
+def test_bias_act_reference_defaults_and_a_gain_of_two():
+    """The reference is public (the fused kernels are checked against it): its defaults are bias along
+    dimension 1, linear, α = 0.2 for lrelu with the activation's default gain."""
+    from dermsynth.gan.ops import bias_act_reference
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    assert torch.allclose(bias_act_reference(x, b), x + b[None, :, None], atol=1e-12)
+    assert torch.allclose(bias_act_reference(x, act="lrelu"), F.leaky_relu(x, 0.2) * math.sqrt(2), atol=1e-12)
+    assert torch.allclose(bias_act(x, act="linear", gain=2.0), 2 * x, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; choose from linear, relu, lrelu, tanh"):
+        bias_act(x, act="gelu")
