@@ -77,8 +77,13 @@ def test_isic2019_names_labels_and_overlap_with_ham(demo_cfg, demo_root):
     assert len(catalog.records) == len(gt)
     downsampled = [r for r in catalog.records if r.image_id.endswith("_downsampled")]
     assert downsampled and all(r.key == isic_key(r.image_id) and "_downsampled" not in r.key for r in downsampled)
-    diagnoses = {r.raw_label: r.diagnosis for r in catalog.records}
-    assert diagnoses.get("AK", "akiec") == "akiec" and diagnoses.get("SCC", "scc") == "scc"
+    expected = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "BKL": "bkl", "DF": "df", "VASC": "vasc",
+                "SCC": "scc", "UNK": None}  # ISIC 2019 columns → HAM10000 codes, written out here
+    one_hot = gt.set_index("image")[list(expected)].astype(float)
+    for record in catalog.records:  # each record's diagnosis is its own row's one-hot column
+        column = one_hot.loc[record.image_id].idxmax()
+        assert record.raw_label == column and record.diagnosis == expected[column]
+        assert record.melanoma == (None if column == "UNK" else column == "MEL")
     ham_ids = set(_rows(demo_root / "demo/HAM10000/HAM10000_metadata.csv")["image_id"])
     assert len({r.key for r in catalog.records} & ham_ids) == 8
 

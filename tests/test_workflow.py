@@ -257,7 +257,6 @@ def _check_authenticity_outputs(workdir: Path) -> None:
     table = pd.read_csv(workdir / "results/explain/cgan/authenticity.csv", dtype={"key": str, "nearest_key": str})
     projection = np.load(workdir / "results/latent/cgan/projection.npz")
     assert table["key"].tolist() == projection["keys"].tolist()  # every projected image, in order
-    assert table["distance_to_projection"].between(0, 2).all()
     own_is_nearest = (table["nearest_key"] == table["key"]) & (table["nearest_kind"] == "projection")
     assert (table["memorisation_flag"] == own_is_nearest).all()
     summary = json.loads((workdir / "results/explain/cgan/authenticity.json").read_text())
