@@ -51,3 +51,50 @@ def test_forced_splits_count_as_covered_and_are_checked():
     # the one malignant patient goes to train; validation and the forced test split lack the class
     assert any("validation split" in m for m in messages) and any("test split" in m for m in messages)
     assert set(out.loc[out["label"] == "malignant", "split"]) == {"train"}
+
+
+def test_cover_classes_serves_the_biggest_share_first_with_the_smallest_group():
+    from collections import Counter
+
+    import numpy as np
+
+    from dermsynth.data.splits import cover_classes
+    groups = {"m1": Counter(mel=1), "m2": Counter(mel=3), "m3": Counter(mel=2), "m4": Counter(mel=4),
+              **{f"n{i}": Counter(nv=1 + i % 3) for i in range(12)}}
+    totals = {"mel": 10, "nv": 24}
+    targets = {b: {c: f * n for c, n in totals.items()} for b, f in (("train", 0.7), ("validation", 0.1),
+                                                                      ("test", 0.2))}
+    placed = cover_classes(groups, targets, {}, np.random.default_rng(0))
+    mel = {g: b for g, b in placed.items() if g.startswith("m")}
+    assert mel == {"m1": "train", "m3": "test", "m2": "validation"}  # sizes 1, 2, 3 by share 0.7, 0.2, 0.1
+    nv = sorted(b for g, b in placed.items() if g.startswith("n"))
+    assert nv == ["test", "train", "validation"]  # one nv group per split, nothing more
+    assert all(sum(groups[g].values()) == 1 for g, b in placed.items() if g.startswith("n"))  # the smallest
+
+    forced = cover_classes(groups, targets, {"test": {"mel"}}, np.random.default_rng(0))
+    assert {g: b for g, b in forced.items() if g.startswith("m")} == {"m1": "train", "m3": "validation"}
+
+
+def test_cover_classes_takes_the_rarest_class_first_and_counts_mixed_groups_for_every_class():
+    from collections import Counter
+
+    import numpy as np
+
+    from dermsynth.data.splits import cover_classes
+    groups = {"mixed": Counter(mel=1, nv=1), "mel2": Counter(mel=2), "nv_a": Counter(nv=1), "nv_b": Counter(nv=3),
+              "nv_c": Counter(nv=2)}
+    targets = {"train": {"mel": 2.4, "nv": 5.6}, "test": {"mel": 0.6, "nv": 1.4}}
+    placed = cover_classes(groups, targets, {}, np.random.default_rng(0))
+    # mel (3 images) first: train gets the smallest mel group (mixed, 2 images), test the other;
+    # mixed already gives train its nv, so nv covers test only, with its smallest group
+    assert placed == {"mixed": "train", "mel2": "test", "nv_a": "test"}
+
+
+def test_the_warning_says_where_the_class_went():
+    cfg = {"group_by": "patient", "fractions": {"train": 0.7, "validation": 0.1, "test": 0.2}, "seed": 0}
+    frame = split_dataset(_ingested({"benign": 30}, rare_groups=2), cfg)
+    assert frame.attrs["warnings"] == [
+        "class 'malignant' has no image in the validation split: its 3 image(s) belong to 2 patient group(s) "
+        "(1 in test, 1 in train), and a group never straddles two splits. Metrics of this class on validation "
+        "(recall, per-class and binary AUC, balanced accuracy) are undefined. Add images of this class from more "
+        "patients/lesions, or drop the split."]
