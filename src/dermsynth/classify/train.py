@@ -28,6 +28,8 @@ from .data import ImageRows, balanced_sample_weights
 
 @dataclass
 class Recipe:
+    """A classifier training recipe (the studies' defaults: HAM10000 DenseNet). `input_resolution` in pixels;
+    `lr` Adam learning rate; `monitor` the validation metric early stopping maximises."""
     input_resolution: int = 224
     batch: int = 32
     epochs: int = 100
@@ -44,6 +46,7 @@ class Recipe:
 
 
 def recipe_from(settings: dict) -> Recipe:
+    """A Recipe from a config's `recipe` section (unknown keys ignored)."""
     return Recipe(**{k: v for k, v in settings.items() if k in Recipe.__dataclass_fields__})
 
 
@@ -54,6 +57,8 @@ def build_model(architecture: str, classes: int, recipe: Recipe, pretrained: boo
 
 
 def monitored_value(report: dict, monitor: str) -> float:
+    """The value of `monitor` in a classification report (binary AUC for two classes, else the mean
+    one-vs-rest AUC); NaN when undefined."""
     if monitor == "auc":
         return report["binary_auc"] if "binary_auc" in report else report["mean_auc"]
     return report[monitor]
@@ -102,6 +107,7 @@ def _loader(dataset: ImageRows, recipe: Recipe, epoch: int | None, device: torch
 @torch.no_grad()
 def predict_probabilities(model, dataset: ImageRows, recipe: Recipe, device: torch.device,
                           label: str | None = None) -> np.ndarray:
+    """Softmax probabilities, float (N, classes) in [0, 1], of every image of `dataset` in order."""
     model.eval()
     out = []
     progress = Progress(len(dataset), label) if label else None
@@ -197,6 +203,10 @@ def train_classifier(architecture: str, classes: list[str], train_set: ImageRows
 
 
 def load_best(out_dir: str | Path, device="cpu"):
+    """(model in eval mode on `device`, the saved best.pt dict) of a trained classifier folder.
+
+    Raises:
+        FileNotFoundError: the folder has no best.pt (training has not run)."""
     saved = torch.load(Path(out_dir) / "best.pt", map_location="cpu", weights_only=True)
     recipe = Recipe(**json.loads(saved["recipe"]))
     model, _ = build_model(saved["architecture"], len(saved["classes"]), recipe, pretrained=False)

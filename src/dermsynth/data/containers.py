@@ -41,11 +41,13 @@ def is_unsafe(name: str) -> bool:
 
 
 def is_tool_file(name: str) -> bool:
+    """True for files archive tools and desktops add (`__MACOSX/`, `._*`, `.DS_Store`, `Thumbs.db` …)."""
     parts = PurePosixPath(canonical_name(name)).parts
     return any(p in _TOOL_PARTS or p.startswith("._") for p in parts)
 
 
 def is_document(name: str) -> bool:
+    """True for documents of an archive's layout (licence, notes, CSV, PDF …): listed, never decoded."""
     path = PurePosixPath(canonical_name(name))
     return path.suffix.lower() in DOCUMENT_SUFFIXES or path.stem.lower() in DOCUMENT_STEMS
 

@@ -21,6 +21,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageRejected(Exception):
+    """An image that cannot be stored: `reason` (a rejections.csv code) and `message` (what to do)."""
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
@@ -28,6 +29,7 @@ class ImageRejected(Exception):
 
 @dataclass
 class DecodedImage:
+    """One decoded image, ready for LMDB, and what was done to it (`conversions`)."""
     pixels: np.ndarray                       # (resolution, resolution, 3) uint8
     original_size: tuple[int, int]           # (width, height) after EXIF orientation
     original_mode: str
@@ -36,6 +38,7 @@ class DecodedImage:
 
 
 def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred square of a width × height image, in pixels."""
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     return left, top, left + side, top + side

@@ -46,6 +46,7 @@ CHUNK = 32
 
 @dataclasses.dataclass
 class Candidate:
+    """A record that passed the label scheme and filters, with its class and split rule."""
     record: Record
     label: str
     split_rule: str  # auto | train | validation | test
@@ -225,6 +226,10 @@ def _table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | None = None) -> dict:
+    """Ingest every source of `dataset` into `out_dir` (see the module docstring); the summary dict.
+
+    Raises:
+        InputError: an archive or metadata file cannot be used, or no image at all was stored."""
     started = time.monotonic()
     out_dir = Path(out_dir)
     spec = cfg["datasets"][dataset]

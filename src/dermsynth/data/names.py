@@ -34,6 +34,7 @@ def lookup_key(key: str) -> str:
 
 
 def suffix(name: str) -> str:
+    """The lower-case extension of a name in canonical spelling ('' when there is none)."""
     return PurePosixPath(canonical_name(name)).suffix.lower()
 
 

@@ -216,6 +216,7 @@ def federated_split(manifest: pd.DataFrame, fed_cfg: dict) -> pd.DataFrame:
 
 
 def split_summary(frame: pd.DataFrame, by: str) -> dict:
+    """Images, groups, class counts and class fractions per bin (split or hospital) of an assignment."""
     table = frame.groupby([by, "label"]).size().unstack(fill_value=0)
     return {
         "images": {k: int(v) for k, v in frame[by].value_counts().sort_index().items()},

@@ -24,6 +24,7 @@ from ..records import Member, Record, Rejection
 
 @dataclass
 class SourceCatalog:
+    """What a reader makes of one archive: usable records, and a rejection for every other file and row."""
     source: str
     records: list[Record] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -88,6 +89,7 @@ def _encoding_advice(path: Path, data: bytes, exc: UnicodeDecodeError, own_file:
 
 
 def first_existing(*candidates: Path) -> Path:
+    """The first of `candidates` that exists (a zip or its unpacked folder), else the first."""
     for candidate in candidates:
         if candidate.exists():
             return candidate
@@ -95,6 +97,7 @@ def first_existing(*candidates: Path) -> Path:
 
 
 def stem_key(name: str) -> str:
+    """The id of an archive image file: its name without folder and extension."""
     return PurePosixPath(name).stem
 
 
@@ -338,6 +341,7 @@ def _missing(source: str, record: Record, containers: list[Path], near: list[Mem
 
 def row_rejection(source: str, reason: str, message: str, metadata_file: Path, row: int,
                   image_id: str, key: str) -> Rejection:
+    """A rejection of one metadata row (its image file is attached later by `assemble`)."""
     return Rejection(source, reason, message, key=key, image_id=image_id,
                      metadata_file=str(metadata_file), row=row)
 

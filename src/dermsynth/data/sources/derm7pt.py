@@ -23,6 +23,7 @@ def _member_key(name: str) -> str:
 
 
 class Derm7ptReader:
+    """Derm7pt: one dermoscopic image per case is used; the clinical photograph is listed as not_dermoscopic."""
     type_name = "derm7pt"
 
     def __init__(self, name: str, spec: dict):

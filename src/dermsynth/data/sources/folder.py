@@ -13,6 +13,8 @@ from .base import SourceCatalog, assemble, read_metadata_csv, row_rejection
 
 
 class FolderReader:
+    """A folder (or zip) of images with a UTF-8 CSV `path,label[,patient_id[,lesion_id]]`; paths relative
+    to `images`."""
     type_name = "folder"
 
     def __init__(self, name: str, spec: dict):
