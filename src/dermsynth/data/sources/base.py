@@ -149,9 +149,9 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
                     entry.member = None
                     entry.attributes["_near_misses"] = candidates
             elif len(chosen) > 1:
-                _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted)
+                _reject_ambiguous(source, entry, chosen, claimed, rejections)
             elif chosen[0].key() in claimed:
-                _reject_same_file(source, entry, chosen[0], claimed, rejections, accepted)
+                _reject_same_file(source, entry, chosen[0], claimed, rejections)
             else:
                 claimed[chosen[0].key()] = entry
                 if isinstance(entry, Record):
@@ -287,7 +287,7 @@ def _collapse_identical(source, entry, chosen, claimed, rejections, digests) -> 
     return [first]
 
 
-def _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted) -> None:
+def _reject_ambiguous(source, entry, chosen, claimed, rejections) -> None:
     """Several different files match one row: neither is stored, the row and each file say why."""
     names = [f"{m.container}:{m.name}" for m in chosen]
     differences = "; ".join(f"'{a.name}' vs '{b.name}': {describe_difference(a.spelled, b.spelled)}"
@@ -297,7 +297,7 @@ def _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted) -> N
     _reject_row(source, entry, "ambiguous_image",
                 f"{entry.metadata_file} row {entry.row} names '{entry.image_id}', which matches {len(chosen)} "
                 f"different files ({', '.join(names)}; they differ in {differences}); none is used, so that no "
-                f"label lands on another file's pixels. To fix: {advice}.", rejections, accepted)
+                f"label lands on another file's pixels. To fix: {advice}.", rejections)
     for member in chosen:
         claimed[member.key()] = entry
         rejections.append(Rejection(
@@ -307,15 +307,15 @@ def _reject_ambiguous(source, entry, chosen, claimed, rejections, accepted) -> N
             key=entry.key, archive=member.container, member=member.name))
 
 
-def _reject_same_file(source, entry, member, claimed, rejections, accepted) -> None:
+def _reject_same_file(source, entry, member, claimed, rejections) -> None:
     first = claimed[member.key()]
     _reject_row(source, entry, "duplicate_id",
                 f"{entry.metadata_file} row {entry.row} names '{entry.image_id}', the same file "
                 f"({member.container}:{member.name}) as row {first.row} ('{first.image_id}'), which is used. "
-                "Remove the duplicate row.", rejections, accepted)
+                "Remove the duplicate row.", rejections)
 
 
-def _reject_row(source, entry, reason, message, rejections, accepted) -> None:
+def _reject_row(source, entry, reason, message, rejections) -> None:
     """Turn a row into a rejection; a row already rejected for its own reason gets the text appended."""
     if isinstance(entry, Record):
         entry.attributes["_rejected"] = True
