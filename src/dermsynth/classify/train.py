@@ -131,6 +131,24 @@ def _save(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def train_step(model, optimizer, scaler, images: torch.Tensor, targets: torch.Tensor,
+               device: torch.device) -> torch.Tensor:
+    """One optimisation step on a batch: images float (N, 3, R, R) normalised as the loader gives them,
+    targets int64 (N,) class indices. On CUDA: channels_last activations and float16 autocast with the
+    gradient scaler (mixed precision, Micikevicius et al. 2018); on CPU plain float32. Returns the
+    detached cross-entropy loss (a 0-d tensor on `device`)."""
+    images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        loss = F.cross_entropy(model(images), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_classifier(architecture: str, classes: list[str], train_set: ImageRows, validation_set: ImageRows,
                      recipe: Recipe, out_dir: str | Path, device: str | torch.device = "cpu",
                      stop_after_epochs: int | None = None) -> dict:
@@ -165,16 +183,7 @@ def train_classifier(architecture: str, classes: list[str], train_set: ImageRows
         model.train()
         losses = []
         for images, targets in _loader(train_set, recipe, epoch, device):
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                loss = F.cross_entropy(model(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
+            losses.append(float(train_step(model, optimizer, scaler, images, targets, device)))
         report = classification_report(y_val, predict_probabilities(model, validation_set, recipe, device), classes)
         value = monitored_value(report, recipe.monitor)
         if not math.isfinite(value):
