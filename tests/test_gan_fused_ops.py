@@ -249,7 +249,7 @@ def _away_from_clamp(x, b, act, gain, clamp):
     raise AssertionError("could not move the inputs away from the clamp")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("act,clamp", [("linear", None), ("lrelu", None), ("lrelu", 0.5), ("relu", 1.0)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_bias_act_parity(device, dtype, act, clamp, channels_last):
@@ -265,7 +265,7 @@ def test_bias_act_parity(device, dtype, act, clamp, channels_last):
 
 @pytest.mark.parametrize("up,down,padding,filter_hw", GEOMETRIES + [((2, 2), (1, 1), (2, 1, 2, 1), None),
                                                                    ((1, 1), (2, 2), (1, 1, 1, 1), None)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_upfirdn2d_parity(device, up, down, padding, filter_hw, dtype, channels_last):
     """2-D filters of every geometry, and the networks' separable 1-D filter (None) up and down by 2."""
@@ -278,7 +278,7 @@ def test_upfirdn2d_parity(device, up, down, padding, filter_hw, dtype, channels_
     _assert_parity(fast, slow, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_parity_at_a_realistic_size(device, dtype):
     """A 256²-generator layer: 2× upsampling then bias + lrelu + clamp on 128 channels at 128², channels_last."""
     torch.manual_seed(0)

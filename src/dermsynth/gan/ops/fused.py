@@ -79,9 +79,11 @@ def toolkit_problem() -> str | None:
     home = cpp_extension.CUDA_HOME
     if home is None:
         return f"no CUDA toolkit found (nvcc; set CUDA_HOME to a toolkit matching torch's CUDA {torch.version.cuda})"
-    missing = [h for h in ("cuda_runtime.h", "cusparse.h") if not (Path(home) / "include" / h).exists()]
+    folders = [Path(home) / "include"] + [Path(p) for p in os.environ.get("CPATH", "").split(os.pathsep) if p]
+    missing = [h for h in ("cuda_runtime.h", "cusparse.h") if not any((f / h).exists() for f in folders)]
     if missing:
-        return f"the CUDA toolkit at {home} lacks {', '.join(missing)} (torch's CUDA headers need a full toolkit)"
+        return (f"the CUDA toolkit at {home} lacks {', '.join(missing)} (torch's CUDA headers need a full toolkit; "
+                f"or add the folders holding them to CPATH)")
     return None
 
 

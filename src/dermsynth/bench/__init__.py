@@ -1,0 +1,45 @@
+"""Benchmarks (reported figures, never test assertions): `dermsynth bench WHAT`.
+
+* ``ingest``, ``lmdb-read`` (`data`): images/s from a JPEG archive to LMDB, per resolution, worker
+  processes and JPEG DCT-scaling; images/s read back through a DataLoader with N workers.
+* ``metrics`` (`metrics`): images/s through each feature network, LPIPS pairs/s, FID/KID time.
+* ``gan-train`` (`gan`): StyleGAN2-ADA training sec/kimg, peak memory, model FLOPs and share of the
+  GPU's peak, for fused vs reference ops × fp32 vs mixed precision × eager vs compiled.
+* ``project``, ``invert``, ``classify-train`` (`stages`): projection images/hour, e4e/HyperStyle
+  ms/image, classifier training images/s.
+
+`bench/gpu-check` runs the GPU-relevant ones in one prepared, time-boxed run (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from ..outputs import write_json
+from ..provenance import package_versions
+from .data import bench_ingest, bench_lmdb_read
+from .gan import bench_gan_train
+from .metrics import bench_metrics
+from .stages import bench_classify_train, bench_invert, bench_project
+
+RUNNERS = {"ingest": bench_ingest, "lmdb-read": bench_lmdb_read, "metrics": bench_metrics,
+           "gan-train": bench_gan_train, "project": bench_project, "invert": bench_invert,
+           "classify-train": bench_classify_train}
+
+
+def run_benchmark(args) -> None:
+    """Run benchmark `args.what` and merge its record ({machine, results, versions}) into `args.out` (JSON)."""
+    results = RUNNERS[args.what](args)
+    machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+               "platform": platform.platform()}
+    out = Path(args.out)
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    record = {"machine": machine, "results": results, "versions": package_versions()}
+    if args.what in ("ingest", "lmdb-read"):
+        record.update(source_images=args.images, source_size=f"{args.max_side}x{args.max_side * 2 // 3} JPEG q90")
+    existing[args.what] = record
+    write_json(out, existing)
+    print(f"wrote {out}")
