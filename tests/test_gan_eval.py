@@ -44,7 +44,13 @@ def test_metrics_file_holds_table1_numbers_and_provenance(evaluated):
     ev = cfg["evaluation"]
     assert saved["n_fake"] == ev["fake_samples"] and saved["n_real"] == ev["real_samples"]
     assert saved["comparable_to_published"] is False  # random-init extractors here, and it says so
-    assert all("random-init" in e["weights"] for e in saved["feature_extractors"].values())
+    assert all("random-init" in saved["feature_extractors"][n]["weights"] for n in ("inception", "vgg16"))
+    # FD/KID in EfficientNet-Lite0 features beside them, whose weights (real where the cache has them) are named
+    lite = saved["feature_extractors"]["lite0"]
+    assert np.isfinite(saved["fd_lite0"]) and saved["fd_lite0"] >= 0 and np.isfinite(saved["kid_lite0"])
+    assert saved["kid_lite0_percent"] == pytest.approx(saved["kid_lite0"] * 100)
+    assert lite["name"] == "tf_efficientnet_lite0_pool" and lite["comparable_to_published"] is False
+    assert saved["lite0_real_weights"] is lite["real_weights"] is ("random-init" not in lite["weights"])
     assert saved["provenance"]["config"]["evaluation"]["fake_samples"] == ev["fake_samples"]
 
 
@@ -62,11 +68,11 @@ def test_second_evaluation_reuses_the_real_features_and_repeats_exactly(evaluate
     cfg, out, cache, first = evaluated
     _, lmdb, manifest, network = trained
     cached = sorted(p.name for p in cache.iterdir())
-    assert len(cached) == 2  # Inception and VGG16 features of the real reference
+    assert len(cached) == 3  # Inception, VGG16 and EfficientNet-Lite0 features of the real reference
     again = evaluate_gan(cfg, "tiny", network, lmdb, manifest, tmp_path / "t.json", tmp_path / "m.csv",
                          device="cpu", cache_dir=cache)
     assert sorted(p.name for p in cache.iterdir()) == cached
-    for key in ("fid", "kid", "precision", "recall", "ppl", "authenticity"):
+    for key in ("fid", "kid", "precision", "recall", "ppl", "authenticity", "fd_lite0", "kid_lite0"):
         assert again[key] == first[key], key
 
 
@@ -81,7 +87,7 @@ def test_copies_of_the_training_images_score_as_copies(trained, tmp_path):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{key}.png")
     result = evaluate_images(folder, lmdb, manifest, ["train"], None, tmp_path / "copies.json", real_samples=12,
                              device="cpu", cache_dir=tmp_path / "cache")
-    assert result["fid"] == pytest.approx(0, abs=1e-6)
+    assert result["fid"] == pytest.approx(0, abs=1e-6) and result["fd_lite0"] == pytest.approx(0, abs=1e-6)
     assert result["precision"] == 1 and result["recall"] == 1 and result["authenticity"] == 0
 
 
@@ -92,6 +98,7 @@ def test_snapshot_curve_has_one_row_per_snapshot(trained, tmp_path):
     snapshots = sorted(network.parent.glob("network-snapshot-step*.pt"))
     assert list(table["snapshot"]) == [p.name for p in snapshots]
     assert table["kimg"].is_monotonic_increasing and np.isfinite(table["fid"]).all()
+    assert np.isfinite(table["fd_lite0"]).all() and np.isfinite(table["kid_lite0"]).all()
     assert (tmp_path / "curve.png").stat().st_size > 5_000
 
 
@@ -106,7 +113,11 @@ def test_table1_rows_equal_the_metric_files(evaluated, tmp_path):
     assert saved.loc[1, "FID"] == 12.5
     assert saved.loc[0, "KID (%)"] == pytest.approx(result["kid"] * 100, rel=1e-4)
     assert set(saved["data"]) == {"demo archives"} and not saved["real weights"].any()
-    assert list(table.columns[:6]) == ["GAN", "KID (%)", "FID", "Precision", "Recall", "PPL"]
+    assert list(table.columns[:9]) == ["GAN", "KID (%)", "FID", "Precision", "Recall", "PPL", "FD_lite0",
+                                       "KID_lite0 (%)", "Lite0 real weights"]
+    assert saved.loc[0, "FD_lite0"] == pytest.approx(result["fd_lite0"], rel=1e-4)
+    assert saved.loc[0, "KID_lite0 (%)"] == pytest.approx(result["kid_lite0"] * 100, rel=1e-4)
+    assert list(saved["Lite0 real weights"]) == [result["lite0_real_weights"]] * 2
 
 
 def test_an_lmdb_of_generated_images_is_evaluated_whole(trained, tmp_path):

@@ -51,7 +51,15 @@ IMAGE_SET_METRICS = ["fid", "kid", "precision_recall", "alpha_beta", "authentici
 def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
                        extractors: dict[str, Extractor], kid_subset: int = 1000, k: int = 3,
                        undefined: dict[str, str] | None = None) -> dict:
-    """FID/KID on Inception features; precision/recall, α/β and authenticity on VGG16 features.
+    """FID/KID on Inception features; precision/recall, α/β and authenticity on VGG16 features; and, when
+    `extractors` has a "lite0" entry, the same Fréchet distance and KID in EfficientNet-Lite0 pooled features
+    (`fd_lite0`, `kid_lite0`, `kid_lite0_percent`: not FID, whose scale is Inception's; with the package's
+    ImageNet weights they are the demo's one real feature space, see `metrics.lite0`). Those have FID's and
+    KID's minimum sample sizes.
+
+    `real`/`fake`: extractor name → float (N, D) features. `comparable_to_published`: Inception and VGG16
+    both have real weights (Lite0 does not count: no published number lives in its space); `lite0_real_weights`
+    says whether the Lite0 numbers come from ImageNet weights (None without a Lite0 extractor).
 
     A metric whose minimum sample sizes (`preconditions.minimums`) are not met is written as null,
     with the reason under `undefined` (`undefined`: the reasons the caller's check already found)."""
@@ -67,6 +75,13 @@ def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
     if "kid" not in undefined:
         result["kid"] = generative.kid(real[inc], fake[inc], subset_size=kid_size)
         result["kid_percent"] = result["kid"] * 100
+    lite = extractors["lite0"].name if "lite0" in extractors else None
+    if lite is not None:
+        result["fd_lite0"] = None if "fid" in undefined else generative.fid(real[lite], fake[lite])
+        result["fd_lite0_rank_deficient"] = None if "fid" in undefined else generative.rank_deficient(real[lite],
+                                                                                                     fake[lite])
+        result["kid_lite0"] = None if "kid" in undefined else generative.kid(real[lite], fake[lite], subset_size=kid_size)
+        result["kid_lite0_percent"] = None if result["kid_lite0"] is None else result["kid_lite0"] * 100
     if "precision_recall" not in undefined:
         result["precision"], result["recall"] = generative.precision_recall(real[vgg], fake[vgg], k=k)
     if "alpha_beta" not in undefined:
@@ -76,13 +91,19 @@ def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
         result["authenticity"] = generative.authenticity(real[vgg], fake[vgg])
     order = ["fid", "fid_rank_deficient", "kid", "kid_percent", "precision", "recall", "alpha_precision",
              "beta_recall", "authenticity"]
+    lite_keys = ["fd_lite0", "fd_lite0_rank_deficient", "kid_lite0", "kid_lite0_percent"] if lite is not None else []
+    undefined_out = {key: reason for key, reason in preconditions.null_keys(undefined, k).items() if key in order}
+    for key, source in (("fd_lite0", "fid"), ("fd_lite0_rank_deficient", "fid"), ("kid_lite0", "kid"),
+                        ("kid_lite0_percent", "kid")):
+        if lite is not None and source in undefined_out:
+            undefined_out[key] = undefined_out[source]
     return {
-        **{key: result[key] for key in order},
+        **{key: result[key] for key in order + lite_keys},
         "kid_subset_size": kid_size if "kid" not in undefined else None,
         "k": k,
-        "undefined": {key: reason for key, reason in preconditions.null_keys(undefined, k).items()
-                      if key in order},
+        "undefined": undefined_out,
         "n_real": int(n_real), "n_fake": int(n_fake),
         "feature_extractors": {name: e.describe() for name, e in extractors.items()},
-        "comparable_to_published": all(e.real_weights for e in extractors.values()),
+        "comparable_to_published": all(e.real_weights for e in extractors.values() if e.published),
+        "lite0_real_weights": extractors["lite0"].real_weights if lite is not None else None,
     }

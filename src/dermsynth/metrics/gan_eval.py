@@ -1,8 +1,10 @@
 """Evaluate trained generators against their real training images: the ISIC study's Table 1 metrics.
 
 `evaluate_gan` samples G_ema (seeds 0…n−1; a conditional generator gets classes in the proportions of
-its real training set), extracts Inception and VGG16 features, and writes one JSON per generator:
-FID, KID, precision/recall (k = 3), α-precision/β-recall, authenticity, PPL in W, a memorisation
+its real training set), extracts Inception, VGG16 and EfficientNet-Lite0 features, and writes one JSON per
+generator: FID, KID, precision/recall (k = 3), α-precision/β-recall, authenticity, Fréchet distance and KID in
+Lite0 features (`fd_lite0`, `kid_lite0`: the one feature space with real ImageNet weights offline, never
+called FID), PPL in W, a memorisation
 summary (and a CSV with every sample's nearest real image), the extractors used and whether the
 numbers are comparable with published ones. Real-set features are cached under
 `results/metrics/cache/` per (dataset, splits, classes, chosen images, extractor weights).
@@ -40,6 +42,14 @@ from .evaluate import IMAGE_SET_METRICS, cached_real_features, generative_metric
 from .ppl import perceptual_path_length
 
 CACHE_DIR = Path("results/metrics/cache")
+
+
+def feature_networks() -> dict:
+    """The evaluation's feature networks from the weights cache: Inception (FID/KID), VGG16 (precision/recall,
+    α/β, authenticity, memorisation) and EfficientNet-Lite0 (`fd_lite0`/`kid_lite0`, `metrics.lite0`), each
+    random-init with a warning when its weights are not cached."""
+    from .lite0 import lite0_extractor
+    return {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16(), "lite0": lite0_extractor()}
 
 
 # --- the real side -------------------------------------------------------------------------------
@@ -134,7 +144,7 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
                  + (f" and classes {spec['classes']}" if spec.get("classes") else "") + f" in {manifest}"
                  + (f"; evaluation.real_samples: {ev['real_samples']}" if ev["real_samples"] else "") + ")",
          "generated": "raise evaluation.fake_samples"})
-    nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
+    nets = feature_networks()
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
                 "classes": ",".join(spec.get("classes") or []), "resolution": G.img_resolution}
     real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
@@ -169,8 +179,12 @@ def summary(result: dict) -> str:
     """One line of the main metrics; an undefined one prints as `n/a`."""
     def show(key, digits):
         return "n/a" if result.get(key) is None else f"{result[key]:.{digits}f}"
-    return (f"FID {show('fid', 3)}  KID×100 {show('kid_percent', 4)}  precision {show('precision', 3)}  "
+    line = (f"FID {show('fid', 3)}  KID×100 {show('kid_percent', 4)}  precision {show('precision', 3)}  "
             f"recall {show('recall', 3)}")
+    if "fd_lite0" in result:
+        line += (f"  FD_lite0 {show('fd_lite0', 3)}  KID_lite0×100 {show('kid_lite0_percent', 4)}"
+                 f" (Lite0 real weights: {str(bool(result.get('lite0_real_weights'))).lower()})")
+    return line
 
 
 # --- any image set ---------------------------------------------------------------------------------
@@ -209,7 +223,7 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
         {"generated": f"add images to {images_path}" + (" or raise --samples" if samples is not None else ""),
          "real": f"choose more real images (splits {splits}" + (f", classes {classes}" if classes else "")
                  + f" of {manifest}" + (", --real-samples" if real_samples is not None else "") + ")"})
-    nets = {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16()}
+    nets = feature_networks()
     store = LmdbImageStore(lmdb_root)
     identity = {"dataset": Path(lmdb_root).parent.name, "split": "+".join(splits), "classes": ",".join(classes or []),
                 "resolution": store.index["resolution"]}
@@ -226,7 +240,10 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
 # --- snapshots and the table -------------------------------------------------------------------------
 def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifest, out_csv, out_png,
                    device: str | None = None, cache_dir=CACHE_DIR) -> pd.DataFrame:
-    """FID and KID (Inception) of every training snapshot next to `network`, against the real reference."""
+    """FID and KID (Inception) of every training snapshot next to `network`, against the real reference, and
+    FD/KID in EfficientNet-Lite0 features (`fd_lite0`, `kid_lite0`) beside them. Writes one CSV row per
+    snapshot (kimg, fid, kid, fd_lite0, kid_lite0, sample counts, each extractor's weights) and a figure of
+    FID and FD_lite0 over kimg."""
     from ..gan.generate import network_classes
     from ..gan.run import generator_from_state
     spec, ev = cfg["gans"][name], cfg["evaluation"]
@@ -241,11 +258,14 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
                                  + (f" and classes {spec['classes']}" if spec.get("classes") else "")
                                  + f" in {manifest})",
                          "generated": "raise evaluation.snapshot_samples"})
-    nets = {"inception": feature_nets.inception()}
+    from .lite0 import lite0_extractor
+    nets = {"inception": feature_nets.inception(), "lite0": lite0_extractor()}
+    inc, lite = nets["inception"].name, nets["lite0"].name
     identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
                 "classes": ",".join(spec.get("classes") or []),
                 "resolution": LmdbImageStore(lmdb_root).index["resolution"]}
-    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)[nets["inception"].name]
+    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
+    kid_size = min(ev["kid_subset"], len(frame), ev["snapshot_samples"])
     rows = []
     for path in snapshots:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -253,27 +273,42 @@ def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifes
         del state  # D and the optimisers are not needed
         schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
         fake = generated_features(G, nets, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"],
-                                  device, f"snapshot {path.name}")[nets["inception"].name]
-        rows.append({"snapshot": path.name, "kimg": state_kimg, "fid": generative.fid(real, fake),
-                     "kid": generative.kid(real, fake, subset_size=min(ev["kid_subset"], len(real), len(fake))),
-                     "n_fake": len(fake), "n_real": len(real), "inception_weights": nets["inception"].weights})
+                                  device, f"snapshot {path.name}")
+        rows.append({"snapshot": path.name, "kimg": state_kimg, "fid": generative.fid(real[inc], fake[inc]),
+                     "kid": generative.kid(real[inc], fake[inc], subset_size=kid_size),
+                     "fd_lite0": generative.fid(real[lite], fake[lite]),
+                     "kid_lite0": generative.kid(real[lite], fake[lite], subset_size=kid_size),
+                     "n_fake": len(fake[inc]), "n_real": len(real[inc]), "inception_weights": nets["inception"].weights,
+                     "lite0_weights": nets["lite0"].weights, "lite0_real_weights": nets["lite0"].real_weights})
     table = pd.DataFrame(rows)
     write_csv(out_csv, table)
-    _plot_curve(table, name, out_png, nets["inception"].real_weights)
+    _plot_curve(table, name, out_png, nets["inception"].real_weights, nets["lite0"].real_weights)
     return table
 
 
-def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool) -> None:
+def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool, lite0_real_weights: bool | None = None
+                ) -> None:
+    """FID over kimg (left) and, when the table has `fd_lite0`, FD in Lite0 features over kimg (right)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    lite = "fd_lite0" in table
+    fig, axes = plt.subplots(1, 2 if lite else 1, figsize=(9 if lite else 5, 3.2), dpi=120, squeeze=False)
+    ax = axes[0, 0]
     ax.plot(table["kimg"], table["fid"], marker="o")
     ax.set_xlabel("training progress (kimg)")
     ax.set_ylabel("FID")
-    note = "" if real_weights else " (random-init Inception: not comparable to published FIDs)"
+    note = "" if real_weights else " (random-init Inception:\nnot comparable to published FIDs)"
     ax.set_title(f"{name}: FID over training{note}", fontsize=8)
     ax.grid(alpha=0.3)
+    if lite:
+        ax = axes[0, 1]
+        ax.plot(table["kimg"], table["fd_lite0"], marker="o", color="tab:green")
+        ax.set_xlabel("training progress (kimg)")
+        ax.set_ylabel("FD in EfficientNet-Lite0 features")
+        weights = "ImageNet weights" if lite0_real_weights else "random-init weights"
+        ax.set_title(f"{name}: FD_lite0 over training (Lite0 {weights};\nnot an FID)", fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png)
@@ -282,11 +317,14 @@ def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool) -> 
 
 TABLE1_COLUMNS = {"gan": "GAN", "kid_percent": "KID (%)", "fid": "FID", "precision": "Precision",
                   "recall": "Recall", "ppl": "PPL"}
+LITE0_COLUMNS = {"fd_lite0": "FD_lite0", "kid_lite0_percent": "KID_lite0 (%)"}
 
 
 def table1(metric_files: list[str | Path], out_csv, data_source: str) -> pd.DataFrame:
     """The ISIC study's Table 1 (KID %, FID, precision, recall, PPL per generator) plus the columns that
-    say how far the numbers can be trusted (sample counts, real weights or not, data source)."""
+    say how far the numbers can be trusted (sample counts, real weights or not, data source). When the metric
+    files have them: FD and KID (%) in EfficientNet-Lite0 features (`FD_lite0`, `KID_lite0 (%)`) and whether
+    those came from ImageNet weights (`Lite0 real weights`); `real weights` is about Inception, VGG16 and LPIPS."""
     rows = []
     for path in metric_files:
         m = json.loads(Path(path).read_text())
@@ -296,8 +334,15 @@ def table1(metric_files: list[str | Path], out_csv, data_source: str) -> pd.Data
                      "generated": m["n_fake"], "real": m["n_real"],
                      "real weights": m["comparable_to_published"], "data": data_source,
                      "undefined": "; ".join(dict.fromkeys(m.get("undefined", {}).values()))})
+        if "fd_lite0" in m:
+            rows[-1].update({label: m[key] for key, label in LITE0_COLUMNS.items()})
+            rows[-1]["Lite0 real weights"] = bool(m.get("lite0_real_weights"))
     table = pd.DataFrame(rows)
+    if "FD_lite0" in table:  # the study's columns, then the Lite0 ones beside them
+        first = [c for c in [*TABLE1_COLUMNS.values(), *LITE0_COLUMNS.values(), "Lite0 real weights"] if c in table]
+        table = table[first + [c for c in table.columns if c not in first]]
     numeric = ["KID (%)", "FID", "Precision", "Recall", "PPL", "α-precision", "β-recall", "authenticity"]
+    numeric += [label for label in LITE0_COLUMNS.values() if label in table]
     table[numeric] = table[numeric].astype(float).round(4)
     write_csv(out_csv, table)
     return table
