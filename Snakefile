@@ -23,6 +23,7 @@ report: "workflow/report/workflow.rst"
 
 localrules:
     all,
+    lite0_weights,
     isic_table1,
     lpips_table,
     filter_synthetic,

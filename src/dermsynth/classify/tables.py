@@ -37,8 +37,11 @@ def load_models(folders: list[str | Path]) -> list[dict]:
     return models
 
 
-def _provenance_columns(models: list[dict]) -> dict:
-    return {"real weights": all(m["real_weights"] for m in models), "data": models[0]["data"] if models else ""}
+def _with_provenance(table: pd.DataFrame, models: list[dict], key: str) -> pd.DataFrame:
+    """`real weights` per row (whether every model of the row's `key` value, e.g. its architecture, started
+    from ImageNet weights: a random-init resnet10t row and an ImageNet Lite0 row can share a table) and `data`."""
+    real = {value: all(m["real_weights"] for m in models if m[key] == value) for value in table[key]}
+    return table.assign(**{"real weights": table[key].map(real), "data": models[0]["data"] if models else ""})
 
 
 def table2(models: list[dict], sizes: list[str]) -> pd.DataFrame:
@@ -52,7 +55,7 @@ def table2(models: list[dict], sizes: list[str]) -> pd.DataFrame:
                 model = mine.get(f"{size}-filter" if filtered else size)
                 row[size] = None if model is None else round(model["test_recomputed"]["balanced_accuracy"] - baseline, 4)
             rows.append(row)
-    return pd.DataFrame(rows).assign(**_provenance_columns(models))
+    return _with_provenance(pd.DataFrame(rows), models, "architecture")
 
 
 def best_size(models: list[dict], architecture: str, sizes: list[str]) -> str:
@@ -77,7 +80,7 @@ def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
             row.update({name: round(v["auc"], 4) for name, v in report["per_class"].items()})
             row["mean"] = round(report["mean_auc"], 4)
             rows.append(row)
-    return pd.DataFrame(rows).assign(**_provenance_columns(models))
+    return _with_provenance(pd.DataFrame(rows), models, "architecture")
 
 
 def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_png: str | Path) -> None:
@@ -112,8 +115,9 @@ def isic_table2(models: list[dict]) -> pd.DataFrame:
         rows.append({"scenario": m["scenario"], "architecture": m["architecture"],
                      "training images": m["training_set"]["images"], "synthetic": m["training_set"]["synthetic"],
                      "accuracy": round(report["accuracy"], 4), "balanced accuracy": round(report["balanced_accuracy"], 4),
-                     "AUC": round(report["binary_auc"], 4)})
-    return pd.DataFrame(rows).assign(**_provenance_columns(models))
+                     "AUC": round(report["binary_auc"], 4), "real weights": m["real_weights"],
+                     "data": m["data"]})
+    return pd.DataFrame(rows)
 
 
 def write_ham_tables(folders: list[str], sizes: list[str], table2_out, table3_out, figure_dir) -> None:

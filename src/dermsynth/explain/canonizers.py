@@ -242,7 +242,8 @@ def _squeeze_excite_gate(se: SqueezeExcite):
 class EfficientNetCanonizer(_TimmCanonizer):
     """timm EfficientNet (efficientnet_b0…b7, lite): BatchNorm merged into the preceding convolution,
     skip additions as Sum modules, squeeze-and-excitation gates held constant (ConstantGate). SiLU
-    activations get the Pass rule, as every activation in zennit composites.
+    activations get the Pass rule, as every activation in zennit composites; so do Lite's ReLU6, whose
+    clipping at 6 is not positively homogeneous: relevance through a clipped unit is not conserved exactly.
     Raises DermsynthError on another architecture."""
 
     def canonize(self, model: torch.nn.Module) -> None:
