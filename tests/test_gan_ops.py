@@ -272,3 +272,57 @@ def test_bias_act_reference_defaults_and_a_gain_of_two():
     assert torch.allclose(bias_act(x, act="linear", gain=2.0), 2 * x, atol=1e-12)
     with pytest.raises(ValueError, match="unknown activation 'gelu'; choose from linear, relu, lrelu, tanh"):
         bias_act(x, act="gelu")
+
+
+def test_two_element_padding_is_x_then_y_and_upsampling_along_y_alone_matches_scipy():
+    """padding=(px, py) pads px on both sides along x and py along y; up=(1, 2) inserts zeros along y only."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(7, 9))
+    f = np.array([1.0, 2.0, 4.0, 1.0]) / 8  # asymmetric
+    t, tf = torch.from_numpy(x)[None, None], torch.from_numpy(f)
+    np.testing.assert_allclose(upfirdn2d(t, tf, padding=(1, 3))[0, 0].numpy(), _scipy_2d(x, f, pad=(1, 1, 3, 3)),
+                               atol=1e-12)
+    np.testing.assert_allclose(upfirdn2d(t, tf, up=(1, 2), padding=(2, 1, 0, 3), gain=2.0)[0, 0].numpy(),
+                               _scipy_2d(x, f, (1, 2), (1, 1), (2, 1, 0, 3), 2.0), atol=1e-12)
+
+
+def test_setup_filter_is_float32_whatever_it_is_given():
+    """Integers stay integers in torch.as_tensor, and numpy float64 stays float64: the filter is float32 anyway."""
+    assert setup_filter([1, 3, 3, 1], normalize=False).dtype == torch.float32
+    assert setup_filter(np.array([1.0, 2.0, 1.0]), normalize=False).dtype == torch.float32
+    assert setup_filter(np.array([1.0, 2.0, 1.0])).dtype == torch.float32
+
+
+def test_upsample2d_with_an_odd_filter_puts_an_impulse_half_a_pixel_late():
+    """An odd filter cannot keep a pixel centre after ×2 (the centre 2j + ½ falls between taps); StyleGAN2's padding
+    ((fw + up − 1)//2 before) rounds it to 2j + 1 along both axes, for every odd length."""
+    from scipy import ndimage
+    for taps in ([1.0, 2.0, 1.0], [1.0, 4.0, 6.0, 4.0, 1.0]):
+        f = setup_filter(taps).double()
+        x = torch.zeros(1, 1, 8, 11, dtype=torch.float64)
+        x[0, 0, 3, 6] = 1
+        y = upsample2d(x, f)[0, 0].numpy()
+        assert y.shape == (16, 22) and y.sum() == pytest.approx(4.0)
+        assert ndimage.center_of_mass(y) == pytest.approx((2 * 3 + 1, 2 * 6 + 1), abs=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_setup_filter_on_the_device_asked_for():
+    assert setup_filter([1, 3, 3, 1], device="cuda").device.type == "cuda"
+    assert setup_filter(None, device="cuda").device.type == "cuda"
+
+
+def test_defaults_are_plain_filtering_and_a_float32_filter_works_on_float64_images():
+    """upfirdn2d and the public reference default to no resampling, no padding, convolution, gain 1; the float32
+    filter setup_filter returns is applied to float64 images in float64 (its taps, eighths, are exact in both)."""
+    from dermsynth.gan.ops import upfirdn2d_reference
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(6, 9))
+    f = setup_filter([1.0, 2.0, 4.0, 1.0])  # float32, asymmetric
+    assert f.dtype == torch.float32
+    expected = _scipy_2d(x, np.array([1.0, 2.0, 4.0, 1.0]) / 8)
+    assert expected.shape == (3, 6)
+    for fn in (upfirdn2d, upfirdn2d_reference):
+        ours = fn(torch.from_numpy(x)[None, None], f)
+        assert ours.dtype == torch.float64
+        np.testing.assert_allclose(ours[0, 0].numpy(), expected, atol=1e-12)
