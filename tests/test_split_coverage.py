@@ -98,3 +98,65 @@ def test_the_warning_says_where_the_class_went():
         "(1 in test, 1 in train), and a group never straddles two splits. Metrics of this class on validation "
         "(recall, per-class and binary AUC, balanced accuracy) are undefined. Add images of this class from more "
         "patients/lesions, or drop the split."]
+
+
+def test_a_split_left_without_any_image_misses_every_class():
+    """Two one-image patients of one class, three splits: train and validation (the bigger share of the two equal
+    ones comes first in a stable sort) get one each, test gets nothing — and is still reported."""
+    rows = pd.DataFrame({"key": ["a", "b"], "label": "nv", "patient_id": ["P1", "P2"], "lesion_id": "",
+                         "split_rule": "auto"})
+    cfg = {"group_by": "patient", "fractions": {"train": 0.9, "validation": 0.05, "test": 0.05}, "seed": 0}
+    frame = split_dataset(rows, cfg)
+    assert sorted(frame["split"]) == ["train", "validation"]
+    assert frame.attrs["warnings"] == [
+        "class 'nv' has no image in the test split: its 2 image(s) belong to 2 patient group(s) "
+        "(1 in train, 1 in validation), and a group never straddles two splits. Metrics of this class on test "
+        "(recall, per-class and binary AUC, balanced accuracy) are undefined. Add images of this class from more "
+        "patients/lesions, or drop the split."]
+
+
+def test_a_class_only_in_a_forced_split_is_missing_from_train_too():
+    """The pool holds nevi only; melanomas come only from a source forced into test: train and validation lack them."""
+    pool = pd.DataFrame({"key": [f"n{i}" for i in range(6)], "label": "nv", "patient_id": [f"P{i}" for i in range(6)],
+                         "lesion_id": "", "split_rule": "auto"})
+    forced = pd.DataFrame({"key": ["m0", "m1"], "label": "mel", "patient_id": ["Q0", "Q1"], "lesion_id": "",
+                           "split_rule": "test"})
+    cfg = {"group_by": "patient", "fractions": {"train": 0.7, "validation": 0.3}, "seed": 0}
+    frame = split_dataset(pd.concat([pool, forced], ignore_index=True), cfg)
+    missing = [m.split(":")[0] for m in frame.attrs["warnings"]]
+    assert missing == ["class 'mel' has no image in the train split", "class 'mel' has no image in the validation split",
+                       "class 'nv' has no image in the test split"]
+
+    with pytest.raises(InputError) as refused:
+        split_dataset(pd.concat([pool, forced], ignore_index=True), {**cfg, "require_all_classes": True})
+    first, second, third = frame.attrs["warnings"]
+    assert str(refused.value) == (f"{first} {second} {third} (split.require_all_classes is set; set it to false to "
+                                  "accept such a split with a warning.)")
+
+
+def test_cover_classes_orders_classes_by_count_not_by_name():
+    """The rarest-first case above with the rare class named after the common one (vasc 3 images, akiec 6)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from dermsynth.data.splits import cover_classes
+    groups = {"mixed": Counter(vasc=1, akiec=1), "vasc2": Counter(vasc=2), "ak_a": Counter(akiec=1),
+              "ak_b": Counter(akiec=3), "ak_c": Counter(akiec=2)}
+    targets = {"train": {"vasc": 2.4, "akiec": 5.6}, "test": {"vasc": 0.6, "akiec": 1.4}}
+    assert cover_classes(groups, targets, {}, np.random.default_rng(0)) == {"mixed": "train", "vasc2": "test",
+                                                                           "ak_a": "test"}
+
+
+def test_cover_classes_skips_bins_without_a_target_for_the_class():
+    """A bin with no target for a class, or a zero target, is not given a group of it."""
+    from collections import Counter
+
+    import numpy as np
+
+    from dermsynth.data.splits import cover_classes
+    groups = {"m1": Counter(mel=1), "m2": Counter(mel=1), "m3": Counter(mel=1), "n1": Counter(nv=1)}
+    targets = {"train": {"mel": 2.0, "nv": 1.0}, "validation": {"nv": 0.5}, "test": {"mel": 0.0, "nv": 0.5}}
+    placed = cover_classes(groups, targets, {}, np.random.default_rng(0))
+    assert sorted(b for g, b in placed.items() if g.startswith("m")) == ["train"]
+    assert placed["n1"] == "train"
