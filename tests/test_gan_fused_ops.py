@@ -322,6 +322,16 @@ def test_networks_parity_with_r1_and_path_length_gradients(device, num_fp16_res)
     slow = torch.autograd.grad(run(z), parameters, allow_unused=True)
     fused.set_mode("auto")
     tol = 1e-4 if num_fp16_res == 0 else 2e-2
+    # float16 double backward can overflow (the trainer zeroes such gradients with nan_to_num); the
+    # kernels must overflow exactly where the reference ops do, and agree everywhere else
+    for name, a, b in zip(names, fast, slow):
+        if a is not None and b is not None:
+            finite_a, finite_b = torch.isfinite(a), torch.isfinite(b)
+            assert torch.equal(finite_a, finite_b), (
+                f"{name}: {int((~finite_a).sum())} non-finite values on the fused path, "
+                f"{int((~finite_b).sum())} on the reference path, of {a.numel()}")
+    fast = [None if a is None else torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0) for a in fast]
+    slow = [None if b is None else torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0) for b in slow]
     errors = {name: relative_error(a, b) for name, a, b in zip(names, fast, slow)}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= tol, f"{worst}: max |fused − reference| is {errors[worst]:.2e} of its largest value"

@@ -26,6 +26,51 @@ import torch
 import torch.nn.functional as F
 
 MODES = {"bgc": ("blit", "geom", "color"), "bg": ("blit", "geom"), "noaug": ()}
+BILINEAR, REFLECTION = 0, 2  # aten's codes for grid_sampler's interpolation and padding modes
+
+
+class _GridSample(torch.autograd.Function):
+    """Bilinear `grid_sample` (reflection padding, align_corners=False) whose input gradient can be
+    differentiated again. R1 on augmented reals differentiates a function of ∂D/∂x, and PyTorch's CUDA
+    `grid_sampler_2d_backward` has no derivative (seen on an H200, torch 2.11). grid_sample is linear in
+    the image (y = S·x for a sampling matrix S fixed by the grid), so the input gradient is Sᵀ·dy and its
+    derivative with respect to dy is S again: every order is a grid_sample or its transpose. The grid is
+    a constant here (the pipeline draws it), so no gradient flows to it."""
+
+    @staticmethod
+    def forward(ctx, images, grid):
+        ctx.save_for_backward(grid)
+        ctx.image_shape = images.shape
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, dy):
+        grid, = ctx.saved_tensors
+        return _GridSampleTranspose.apply(dy, grid, ctx.image_shape), None
+
+
+class _GridSampleTranspose(torch.autograd.Function):
+    """dx = Sᵀ·dy (aten's grid_sampler_2d_backward, input gradient only); its own gradient is S·ddx."""
+
+    @staticmethod
+    def forward(ctx, dy, grid, image_shape):
+        ctx.save_for_backward(grid)
+        placeholder = dy.new_empty(image_shape)  # read for its shape only: the grid gradient is not asked for
+        dx, _ = torch.ops.aten.grid_sampler_2d_backward(dy, placeholder, grid, BILINEAR, REFLECTION, False,
+                                                        [True, False])
+        return dx
+
+    @staticmethod
+    def backward(ctx, ddx):
+        grid, = ctx.saved_tensors
+        return _GridSample.apply(ddx, grid), None, None
+
+
+def grid_sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of images (N, C, H, W) at `grid` (N, H', W', 2) in normalised [−1, 1]
+    coordinates, reflection padding, align_corners=False: `F.grid_sample`'s values, with gradients of
+    every order with respect to the images (none with respect to the grid)."""
+    return _GridSample.apply(images, grid.detach())
 LUMA = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3)
 
 
@@ -102,7 +147,7 @@ class AugmentPipe(torch.nn.Module):
     @staticmethod
     def _resample(images, matrix):
         grid = F.affine_grid(matrix[:, :2, :].to(images.dtype), list(images.shape), align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return grid_sample(images, grid)
 
     def _color(self, images, p):
         n, device = len(images), images.device

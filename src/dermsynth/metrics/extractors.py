@@ -223,12 +223,12 @@ def lpips_alex(cache: str | Path | None = None):
 
 @torch.no_grad()
 def lpips_distance(model, first: torch.Tensor, second: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """Per-pair LPIPS between uint8 image batches (N, 3, H, W)."""
+    """Per-pair LPIPS between uint8 image batches (N, 3, H, W) on the model's device; float64 (N,) on the CPU."""
     out = []
     for start in range(0, len(first), batch_size):
         a = first[start:start + batch_size].float() / 127.5 - 1
         b = second[start:start + batch_size].float() / 127.5 - 1
-        out.append(model(a, b).flatten().double())
+        out.append(model(a, b).flatten().double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
