@@ -295,43 +295,70 @@ def test_parity_at_a_realistic_size(device, dtype):
     _assert_parity(fast, slow, dtype)
 
 
-@pytest.mark.parametrize("num_fp16_res", [0, 2])
-def test_networks_parity_with_r1_and_path_length_gradients(device, num_fp16_res):
-    """Every parameter's gradient of image + R1 + path-length terms (double backward through G and D)
-    agrees between the fused and reference ops, relative to that gradient's own scale."""
-    if num_fp16_res and device.type == "cpu":
-        pytest.skip("CPU computes in float32 whatever num_fp16_res says (test_gan_networks)")
+def _networks(device, num_fp16_res, like=None):
     torch.manual_seed(0)
     kwargs = dict(img_resolution=32, channel_base=512, channel_max=64, num_fp16_res=num_fp16_res)
     G = Generator(z_dim=32, w_dim=32, **kwargs).to(device)
     D = Discriminator(**kwargs).to(device)
-    z = torch.randn(4, 32, device=device)
-    parameters = list(G.parameters()) + list(D.parameters())
-    names = [f"G.{n}" for n, _ in G.named_parameters()] + [f"D.{n}" for n, _ in D.named_parameters()]
+    if like is not None:  # the same weights in another precision
+        G.load_state_dict(like[0].state_dict())
+        D.load_state_dict(like[1].state_dict())
+    return G, D
 
-    def run(z):
+
+def _network_gradients(G, D, z, mode: str) -> dict:
+    """Every parameter's gradient of image + path-length + R1 terms (double backward through G and D)."""
+    def loss():
         ws = G.mapping(z, None)
         img = G.synthesis(ws, noise_mode="const")
         pl_grad, = torch.autograd.grad(img.sum(), ws, create_graph=True)
         r1_grad, = torch.autograd.grad(D(img).sum(), img, create_graph=True)
         return img.sum() + pl_grad.square().sum() + r1_grad.square().sum()
 
-    fused.set_mode("require")
-    fast = torch.autograd.grad(run(z), parameters, allow_unused=True)
-    fused.set_mode("reference")
-    slow = torch.autograd.grad(run(z), parameters, allow_unused=True)
-    fused.set_mode("auto")
-    tol = 1e-4 if num_fp16_res == 0 else 2e-2
-    # float16 double backward can overflow (the trainer zeroes such gradients with nan_to_num); the
-    # kernels must overflow exactly where the reference ops do, and agree everywhere else
-    for name, a, b in zip(names, fast, slow):
-        if a is not None and b is not None:
-            finite_a, finite_b = torch.isfinite(a), torch.isfinite(b)
-            assert torch.equal(finite_a, finite_b), (
-                f"{name}: {int((~finite_a).sum())} non-finite values on the fused path, "
-                f"{int((~finite_b).sum())} on the reference path, of {a.numel()}")
-    fast = [None if a is None else torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0) for a in fast]
-    slow = [None if b is None else torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0) for b in slow]
-    errors = {name: relative_error(a, b) for name, a, b in zip(names, fast, slow)}
+    named = [(f"G.{n}", p) for n, p in G.named_parameters()] + [(f"D.{n}", p) for n, p in D.named_parameters()]
+    fused.set_mode(mode)
+    try:
+        grads = torch.autograd.grad(loss(), [p for _, p in named], allow_unused=True)
+    finally:
+        fused.set_mode("auto")
+    return {name: g for (name, _), g in zip(named, grads)}
+
+
+def test_networks_parity_with_r1_and_path_length_gradients(device):
+    """float32: every parameter's gradient agrees between the fused and reference ops, relative to that
+    gradient's own scale (gradients here reach 1e5: an absolute tolerance would test nothing useful)."""
+    G, D = _networks(device, 0)
+    z = torch.randn(4, 32, device=device, generator=torch.Generator(device=device).manual_seed(1))
+    fast, slow = _network_gradients(G, D, z, "require"), _network_gradients(G, D, z, "reference")
+    errors = {name: relative_error(fast[name], slow[name]) for name in slow}
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= tol, f"{worst}: max |fused − reference| is {errors[worst]:.2e} of its largest value"
+    assert errors[worst] <= 1e-4, f"{worst}: max |fused − reference| is {errors[worst]:.2e} of its largest value"
+
+
+def test_mixed_precision_is_as_accurate_with_fused_ops(device):
+    """float16 in the top two resolutions: both paths round, so they are compared with the float32
+    gradients of the same weights. The fused kernels must overflow only where the reference ops do
+    (the trainer zeroes such values) and be no less accurate than the reference ops, parameter by
+    parameter. (On the H200 a direct fused-vs-reference comparison differed by 25 % of the largest
+    value for one discriminator bias: float16 cancellation in a sum, not a property of either path.)"""
+    if device.type == "cpu":
+        pytest.skip("CPU computes in float32 whatever num_fp16_res says (test_gan_networks)")
+    G16, D16 = _networks(device, 2)
+    G32, D32 = _networks(device, 0, like=(G16, D16))
+    z = torch.randn(4, 32, device=device, generator=torch.Generator(device=device).manual_seed(1))
+    truth = _network_gradients(G32, D32, z, "reference")
+    fast, slow = _network_gradients(G16, D16, z, "require"), _network_gradients(G16, D16, z, "reference")
+    report = []
+    for name, exact in truth.items():
+        if exact is None:
+            continue
+        a, b = fast[name], slow[name]
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b)), (
+            f"{name}: {int((~torch.isfinite(a)).sum())} non-finite values on the fused path, "
+            f"{int((~torch.isfinite(b)).sum())} on the reference path")
+        finite = torch.isfinite(b)
+        error_fused = relative_error(a[finite], exact[finite]) if finite.any() else 0.0
+        error_reference = relative_error(b[finite], exact[finite]) if finite.any() else 0.0
+        if error_fused > 2 * error_reference + 1e-3:
+            report.append(f"{name}: fused {error_fused:.2e} vs reference {error_reference:.2e} of the float32 scale")
+    assert not report, "fused ops less accurate than the reference ops in mixed precision:\n" + "\n".join(report)

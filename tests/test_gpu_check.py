@@ -5,6 +5,7 @@ and the results come back as the four files the device machine can return."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ SCRIPT = REPO / "bench" / "gpu-check"
 
 def _run(tmp_path, *extra, timeout=900):
     out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: threads only contend with each other
     result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--work", str(tmp_path / "work"),
-                             "--no-install", *extra], capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+                             "--no-install", *extra], capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                            env=env)
     return result, out
 
 
@@ -34,6 +37,7 @@ def test_quick_cpu_run_completes_every_step(tmp_path):
     results = json.loads((out / "results.json").read_text())
     status = {s["step"]: s["status"] for s in results["steps"]}
     assert status["environment"] == status["parity"] == status["gan-train:reference-fp32"] == "ok"
+    assert status["gan-flops"] == "ok" and results["gan_flops"]["flops_per_kimg"] > 0
     assert all(status[s] == "ok" for s in ("metrics", "classify-train", "project", "invert"))
     assert status["install"] == status["build"] == status["gan-train:fused-fp32-compiled"] == "skipped"
     assert all(s.get("reason") for s in results["steps"] if s["status"] == "skipped")

@@ -605,8 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "whole regularisation cycles of 16")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--channel-base", type=int, default=16384, help="generator width (16384 = paper256)")
-    p.add_argument("--variants", nargs="+", default=None, help="gan-train: variants to run (default: all on "
-                   "CUDA, reference-fp32 on CPU), e.g. fused-fp32 fused-mixed reference-mixed-compiled")
+    p.add_argument("--variants", nargs="*", default=None, help="gan-train: variants to run (default: all on "
+                   "CUDA, reference-fp32 on CPU; none with --flops: the FLOP count alone), e.g. fused-fp32 "
+                   "fused-mixed reference-mixed-compiled")
     p.add_argument("--flops", action="store_true", help="gan-train: count model FLOPs per kimg (one cycle)")
     p.add_argument("--time-budget", type=float, default=None, help="gan-train: skip variants after this many s")
     p.add_argument("--fid-samples", type=int, nargs="*", default=[2_500, 10_000],

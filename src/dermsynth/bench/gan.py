@@ -109,13 +109,15 @@ def count_flops_per_kimg(args, images, device) -> dict:
 def bench_gan_train(args) -> list[dict]:
     """sec/kimg and peak memory of the full StyleGAN2-ADA training step (ADA bgc, lazy R1, path length,
     style mixing) at one resolution and batch, per variant of ops × precision × compilation
-    (`--variants`; on CPU the reference fp32 variant only). With `--flops`, also the counted model FLOPs
-    per kimg and, per variant, the achieved TFLOP/s and its share of the GPU's dense fp16 peak. Variants
-    that would start after `--time-budget` seconds are recorded as skipped."""
+    (`--variants`; default all on CUDA, the reference fp32 variant on CPU; none: only the FLOP count).
+    With `--flops`, first a row with the counted model FLOPs per kimg, then per variant the achieved
+    TFLOP/s and its share of the GPU's dense fp16 peak. Variants that would start after
+    `--time-budget` seconds are recorded as skipped."""
     import torch
     device = torch.device(args.device)
     resolution = args.resolutions[0]
-    names = args.variants or (list(GAN_TRAIN_VARIANTS) if device.type == "cuda" else ["reference-fp32"])
+    default = list(GAN_TRAIN_VARIANTS) if device.type == "cuda" else ["reference-fp32"]
+    names = default if args.variants is None else args.variants  # an empty list: the FLOP count alone
     unknown = [n for n in names if n not in GAN_TRAIN_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(GAN_TRAIN_VARIANTS)}")
@@ -124,11 +126,13 @@ def bench_gan_train(args) -> list[dict]:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     started = time.perf_counter()
     flops = count_flops_per_kimg(args, images, device) if args.flops else None
+    rows = []
     if flops:
-        print({"what": "gan_train_flops", **flops}, flush=True)
+        rows.append({"what": "gan_train_flops", "device": device_name, "resolution": resolution,
+                     "batch": args.batch, "channel_base": args.channel_base, **flops})
+        print(rows[-1], flush=True)
     peak = peak_tflops(device_name)
     steps = max(CYCLE, math.ceil(args.steps / CYCLE) * CYCLE)  # whole regularisation cycles
-    rows = []
     for name in names:
         cuda_ops, num_fp16_res, compiled = GAN_TRAIN_VARIANTS[name]
         row = {"what": "gan_train", "variant": name, "device": device_name, "resolution": resolution,
