@@ -243,7 +243,7 @@ def lite0_extractor(cache: str | Path | None = None, pretrained: bool = True):
     record = source_record(cache) if not label.startswith("random-init") else None
     if record:
         label = f"{label} mapped from {record['package']}=={record['version']}"
-    return Extractor(f"{TIMM_NAME}_pool", _Lite0Pool(model).eval(), label, INPUT_SIZE, FEATURE_DIM)
+    return Extractor(f"{TIMM_NAME}_pool", _Lite0Pool(model).eval(), label, INPUT_SIZE, FEATURE_DIM, published=False)
 
 
 def lite0_record_json(cache: str | Path | None = None) -> dict:
