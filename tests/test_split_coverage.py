@@ -160,3 +160,36 @@ def test_cover_classes_skips_bins_without_a_target_for_the_class():
     placed = cover_classes(groups, targets, {}, np.random.default_rng(0))
     assert sorted(b for g, b in placed.items() if g.startswith("m")) == ["train"]
     assert placed["n1"] == "train"
+
+
+def test_a_zero_fraction_is_no_split():
+    """validation 0.0: no image goes there, and no class is reported missing from it."""
+    rows = pd.DataFrame({"key": [f"k{i}" for i in range(4)], "label": ["nv", "nv", "mel", "mel"],
+                         "patient_id": ["P0", "P1", "P2", "P3"], "lesion_id": "", "split_rule": "auto"})
+    frame = split_dataset(rows, {"group_by": "patient", "fractions": {"train": 0.5, "validation": 0.0, "test": 0.5},
+                                 "seed": 0})
+    assert sorted(frame["split"]) == ["test", "test", "train", "train"]
+    assert frame.attrs["warnings"] == []
+
+
+def test_all_images_forced_expects_only_the_forced_splits():
+    """Nothing left to split: the configured validation fraction does not make an empty validation split expected."""
+    rows = pd.DataFrame({"key": ["a", "b", "c", "d"], "label": ["mel", "nv", "mel", "nv"],
+                         "patient_id": ["P0", "P1", "P2", "P3"], "lesion_id": "",
+                         "split_rule": ["train", "train", "test", "test"]})
+    frame = split_dataset(rows, {"group_by": "patient", "fractions": {"train": 0.7, "validation": 0.1, "test": 0.2},
+                                 "seed": 0})
+    assert frame["split"].tolist() == ["train", "train", "test", "test"]
+    assert frame.attrs["warnings"] == []
+
+
+def test_a_class_a_forced_split_already_has_is_not_covered_again():
+    """Pool: melanoma lesions of 1, 2 and 4 images, halves (targets 3.5 and 3.5); a forced test image already gives
+    test a melanoma. Covering: only train, with m1. Then m4: train 4·5/3.5 > test 4·4/3.5, test; m2: train
+    2·3/3.5 < test 2·6/3.5, train. (Covering test again with m2 would send m4 to train: 5 images against 2.)"""
+    rows = pd.DataFrame({"key": ["a", "b", "c", "d", "e", "f", "g", "forced"], "label": "mel", "patient_id": "",
+                         "lesion_id": ["m1", "m2", "m2", "m4", "m4", "m4", "m4", "F"],
+                         "split_rule": ["auto"] * 7 + ["test"]})
+    frame = split_dataset(rows, {"group_by": "lesion", "fractions": {"train": 0.5, "test": 0.5}, "seed": 0})
+    assert frame.groupby("lesion_id")["split"].first().to_dict() == {"F": "test", "m1": "train", "m2": "train",
+                                                                     "m4": "test"}

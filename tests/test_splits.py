@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from dermsynth.data.ingest import ingest_dataset
-from dermsynth.data.splits import assign_groups, federated_split, split_dataset
+from dermsynth.data.splits import assign_groups, federated_split, group_ids, split_dataset
 from dermsynth.errors import ConfigError, InputError
 
 
@@ -69,8 +69,10 @@ def test_lesion_shared_by_two_sources_is_one_group():
 def test_contradicting_forced_splits_are_an_error():
     rows = pd.DataFrame({"key": ["a", "b"], "source": ["s1", "s2"], "label": ["mel", "mel"], "patient_id": ["P", "P"],
                          "lesion_id": "", "split_rule": ["train", "test"]})
-    with pytest.raises(InputError, match="patient:P"):
+    with pytest.raises(InputError) as refused:
         split_dataset(rows, {"group_by": "patient", "fractions": {"train": 1.0}, "seed": 0})
+    assert str(refused.value) == ("group patient:P has images that sources force into different splits (test, train); "
+                                  "a patient/lesion cannot straddle splits — fix the sources' `split` settings")
 
 
 def test_assign_groups_against_hand_made_targets():
@@ -219,3 +221,77 @@ def test_split_fractions_count_images_not_groups():
     assert abs(sizes["train"] - 90) <= 3 and abs(sizes["test"] - 30) <= 3 and "none" not in sizes
     assert (manifest[manifest["lesion_id"] != ""].groupby("lesion_id")["split"].nunique() == 1).all()
     assert manifest.loc[manifest["lesion_id"] == "", "group"].str.startswith("image:k").all()
+
+
+def test_group_ids_by_hand_with_missing_ids_and_a_labelled_index():
+    """Missing ids (NaN, as after concatenating a source that has no patient column) join nothing and name nothing;
+    ids are stripped; the groups keep the frame's own index. By hand, with `patient`: r0 and r1 share lesion L1
+    (named after r0's patient P2); r5 (" P1 ") and r6 share patient P1, r6 and r3 lesion L3; r2 is its lesion L2;
+    r4 has no id at all. With `lesion`: patients are ignored, r5 has no lesion."""
+    nan = float("nan")
+    frame = pd.DataFrame({"key": [f"k{i}" for i in range(7)],
+                          "patient_id": ["P2", nan, nan, nan, nan, " P1 ", "P1"],
+                          "lesion_id": ["L1", "L1", "L2", "L3", nan, nan, "L3"]},
+                         index=[f"r{i}" for i in range(7)])
+    assert group_ids(frame, "patient").to_dict() == {
+        "r0": "patient:P2", "r1": "patient:P2", "r2": "lesion:L2", "r3": "patient:P1", "r4": "image:k4",
+        "r5": "patient:P1", "r6": "patient:P1"}
+    assert group_ids(frame, "lesion").to_dict() == {
+        "r0": "lesion:L1", "r1": "lesion:L1", "r2": "lesion:L2", "r3": "lesion:L3", "r4": "image:k4",
+        "r5": "image:k5", "r6": "lesion:L3"}
+
+
+def test_assign_groups_counts_the_groups_placed_beforehand():
+    """Two groups of 2, targets 2 and 2, group a already in bin A: b goes to B (2·4/2 > 2·2/2), not to A."""
+    groups = {"a": Counter({"x": 2}), "b": Counter({"x": 2})}
+    placement = assign_groups(groups, {"A": {"x": 2.0}, "B": {"x": 2.0}}, np.random.default_rng(0), {"a": "A"})
+    assert placement == {"a": "A", "b": "B"}
+
+
+def test_assign_groups_places_the_rarest_class_before_bigger_groups():
+    """The only melanoma (in a group with a nevus) chooses first, before the bigger nevus group. Targets: A and B
+    {nv: 2, mel: 0.5} each. mix: 1/0.5 + 1/2 = 2.5 in both, a tie: A. nv3: A 3·(1+3)/2 = 6, B 3·3/2 = 4.5: B.
+    (Biggest first, nv3 would take A and push the melanoma to B.)"""
+    groups = {"nv3": Counter({"nv": 3}), "mix": Counter({"mel": 1, "nv": 1})}
+    targets = {"A": {"nv": 2.0, "mel": 0.5}, "B": {"nv": 2.0, "mel": 0.5}}
+    for seed in range(3):
+        assert assign_groups(groups, targets, np.random.default_rng(seed)) == {"mix": "A", "nv3": "B"}
+
+
+def _lesions(sizes: dict[str, str]) -> pd.DataFrame:
+    """One image per letter: {"L1": "mn"} is lesion L1 with a melanoma and a nevus image."""
+    labels = {"m": "mel", "n": "nv"}
+    return pd.DataFrame([{"key": f"{lesion}-{i}", "label": labels[c], "patient_id": "", "lesion_id": lesion,
+                          "split_rule": "auto"} for lesion, letters in sizes.items() for i, c in enumerate(letters)])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_by_hand_counts_images_per_group(seed):
+    """Lesions of 4, 3, 2 and 1 nevus images, halves (targets 5 and 5). Covering: the smallest group to train
+    (L1), the next to test (L2). Then biggest first: L4 to train (4·5/5 = 4 < 4·6/5), L3 to test
+    (3·5/5 = 3 < 3·8/5): 5 images each. No ties, so every seed gives this."""
+    frame = split_dataset(_lesions({"L4": "nnnn", "L3": "nnn", "L2": "nn", "L1": "n"}),
+                          {"group_by": "lesion", "fractions": {"train": 0.5, "test": 0.5}, "seed": seed})
+    assert frame.groupby("lesion_id")["split"].first().to_dict() == {"L1": "train", "L2": "test", "L3": "test",
+                                                                     "L4": "train"}
+
+
+def test_split_targets_weigh_each_class_by_its_own_total():
+    """Mixed lesions, halves: mel 5 images (targets 2.5 and 2.5), nv 13 (6.5 and 6.5). Covering, rarest class
+    first: mel gives train G0 (1 image) and test G4 (mmn: also test's nevus); nv gives train G2. Then G1 (mmnnnnn,
+    rarer class than G3's): train 2·3/2.5 + 5·7/6.5 = 7.78 < test 2·4/2.5 + 5·6/6.5 = 7.82; G3 (5 nv):
+    train 5·12/6.5 > test 5·6/6.5. Targets not proportional to the class totals would send G1 to test."""
+    frame = split_dataset(_lesions({"G0": "m", "G1": "mmnnnnn", "G2": "nn", "G3": "nnnnn", "G4": "mmn"}),
+                          {"group_by": "lesion", "fractions": {"train": 0.5, "test": 0.5}, "seed": 0})
+    assert frame.groupby("lesion_id")["split"].first().to_dict() == {"G0": "train", "G1": "train", "G2": "train",
+                                                                     "G3": "test", "G4": "test"}
+
+
+def test_the_seed_decides_the_split():
+    """Many equal groups (ties that only the seeded shuffle orders): the same seed twice gives the same split,
+    on a fresh copy of the rows; five other seeds do not all give that split."""
+    rows = _mixed_identity_rows(5)
+    cfg = {"group_by": "patient", "fractions": {"train": 0.6, "validation": 0.2, "test": 0.2}, "seed": 11}
+    first = split_dataset(rows.copy(), cfg)["split"]
+    assert first.equals(split_dataset(rows.copy(), cfg)["split"])
+    assert not all(first.equals(split_dataset(rows.copy(), {**cfg, "seed": s})["split"]) for s in range(5))
