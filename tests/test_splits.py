@@ -92,7 +92,7 @@ def test_assign_groups_against_hand_made_targets():
             assert abs(filled[b][c] - targets[b][c]) <= 6, (b, c, filled[b][c], targets[b][c])
 
 
-def test_federated_hospitals(demo_cfg, isic_ingested):
+def test_federated_hospitals_of_the_demo_archives(demo_cfg, isic_ingested):
     manifest = split_dataset(isic_ingested, demo_cfg["datasets"]["isic"]["split"])
     fed = federated_split(manifest, {"hospitals": {"h1": 6, "h2": 30, "h3": 50}, "pool": ["train", "validation"],
                                      "seed": 3})
