@@ -1,0 +1,322 @@
+"""What the review page shows, computed without a UI: generators with SeFa outputs, their directions, a
+source latent (a sample, a dataset image, an upload), the edited image and its LPIPS (AlexNet) to the source.
+
+Images are uint8 tensors (3, R, R) (or (N, 3, R, R)) at the generator's resolution R; latents are W+
+(1, num_ws, w_dim) float32 with HyperStyle kernel offsets {layer: Δ (1, out, in)} where the source was
+inverted with a hypernetwork. Edits move the latent by magnitude × the unit direction in the layer range's
+ws indices and re-synthesise with constant noise and the source's offsets — `transform_images`, the code the
+`transform` rule runs — and LPIPS is `lpips_alex` + `lpips_distance`, the code of Table 1.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import DermsynthError
+from ..latent.sefa import LAYER_RANGES
+
+UPLOAD_MAX_PIXELS = 40_000_000   # an upload above this (width × height) is refused before decoding
+UPLOAD_MAX_BYTES = 50 * 2 ** 20  # and above 50 MB (Streamlit's server.maxUploadSize is set to the same)
+WAYWARD_LPIPS = 0.2              # the study's threshold (latent.transform.lpips_threshold overrides it)
+
+
+class UploadRejected(DermsynthError):
+    """An uploaded file that is not a usable image; the message says why and what to do."""
+
+
+@dataclass
+class GeneratorInfo:
+    """A generator under `results/gan/<name>/network-final.pt` with SeFa files for `layer_ranges`."""
+    name: str
+    network: Path
+    layer_ranges: list[str]
+
+
+@dataclass
+class Directions:
+    """One SeFa file: `directions` (K, w_dim) float32 unit rows sorted by `eigenvalues` (K,) float64,
+    descending; `ws_indices` are the W+ rows the layer range moves."""
+    gan: str
+    layer_range: str
+    directions: np.ndarray
+    eigenvalues: np.ndarray
+    ws_indices: list[int]
+    layer_names: list[str]
+
+    def vector(self, index: int) -> torch.Tensor:
+        """Direction `index` as a float32 (w_dim,) tensor. Raises IndexError for an index ≥ K or < 0."""
+        if not 0 <= index < len(self.directions):
+            raise IndexError(f"direction {index} does not exist ({len(self.directions)} directions)")
+        return torch.from_numpy(np.asarray(self.directions[index], dtype=np.float32))
+
+
+@dataclass
+class Source:
+    """The image a direction is tried on: `image` (the reference LPIPS is measured to: the real image, or
+    the sample itself), `inversion` (its reconstruction from `ws`/`deltas`), how it was obtained (`method`:
+    sample, stored inversion, e4e + HyperStyle, e4e, projection) and a `label` for the page."""
+    label: str
+    method: str
+    image: torch.Tensor                       # (3, R, R) uint8
+    inversion: torch.Tensor                   # (3, R, R) uint8
+    ws: torch.Tensor                          # (1, num_ws, w_dim) float32
+    deltas: dict = field(default_factory=dict)  # {layer: (1, out, in) float32}
+    noise: list | None = None                 # projection's optimised noise maps, one (1, 1, r, r) per layer
+
+
+@dataclass
+class Edit:
+    """One rendered edit: `image` (3, R, R) uint8, LPIPS to the source and to the inversion, whether it is
+    wayward (LPIPS to the source > threshold) and the seconds the render took (synthesis + LPIPS)."""
+    image: torch.Tensor
+    magnitude: float
+    lpips_to_source: float
+    lpips_to_inversion: float
+    wayward: bool
+    seconds: float
+
+
+def list_generators(root: str | Path = ".") -> list[GeneratorInfo]:
+    """Generators under `root`/results/gan with a final checkpoint and at least one SeFa file, by name."""
+    root = Path(root)
+    out = []
+    for network in sorted((root / "results" / "gan").glob("*/network-final.pt")):
+        name = network.parent.name
+        ranges = [r for r in LAYER_RANGES if (root / "results" / "latent" / name / f"sefa-{r}.npz").exists()]
+        if ranges:
+            out.append(GeneratorInfo(name, network, ranges))
+    return out
+
+
+def load_directions(root: str | Path, gan: str, layer_range: str) -> Directions:
+    """The SeFa file results/latent/<gan>/sefa-<layer_range>.npz (written by `dermsynth sefa`).
+
+    Raises FileNotFoundError when it does not exist."""
+    path = Path(root) / "results" / "latent" / gan / f"sefa-{layer_range}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `snakemake {path}` first")
+    with np.load(path) as data:
+        return Directions(gan, layer_range, data["directions"].astype(np.float32),
+                          data["eigenvalues"].astype(np.float64), [int(i) for i in data["ws_indices"]],
+                          [str(n) for n in data["layer_names"]])
+
+
+def decode_upload(data: bytes, name: str, resolution: int, grayscale_policy: str = "reject") -> torch.Tensor:
+    """An uploaded file's bytes → uint8 (3, resolution, resolution), with ingest's preprocessing
+    (`decode_image`: EXIF orientation, colour mode to 8-bit RGB, centre square, Lanczos resize).
+
+    Nothing is written to disk (the name is only used in messages). Raises UploadRejected for an empty or
+    too large file, more than UPLOAD_MAX_PIXELS pixels (checked from the header, before decoding: a
+    decompression bomb), a file that is not an image, a damaged one, or a pixel mode that cannot be
+    turned into RGB (grayscale unless grayscale_policy is 'replicate')."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data.images import ImageRejected, decode_image
+    shown = Path(str(name)).name or "upload"
+    if not data:
+        raise UploadRejected(f"{shown}: the file is empty")
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise UploadRejected(f"{shown}: {len(data) / 2 ** 20:.0f} MB is more than the {UPLOAD_MAX_BYTES // 2 ** 20} MB "
+                             "an upload may have")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        width = height = None  # decode_image names what it is
+    if width is not None and width * height > UPLOAD_MAX_PIXELS:
+        raise UploadRejected(f"{shown}: {width}×{height} pixels is more than the {UPLOAD_MAX_PIXELS // 10 ** 6} "
+                             "megapixels an upload may have (a decompression bomb, or a scan far larger than a "
+                             "dermoscopic image); downscale it first")
+    try:
+        decoded = decode_image(data, resolution, grayscale_policy, name=shown)
+    except ImageRejected as exc:
+        raise UploadRejected(f"{shown}: {exc.message}") from None
+    return torch.from_numpy(np.array(decoded.pixels, copy=True)).permute(2, 0, 1).contiguous()
+
+
+class ReviewEngine:
+    """One generator loaded for review (on `device`), with the LPIPS (AlexNet) of Table 1 and, when
+    trained, its e4e encoder and HyperStyle hypernetwork. `cfg` (the workflow config, optional) supplies
+    the generator's dataset, the stored inversion's dataset, the LPIPS threshold and projection settings."""
+
+    def __init__(self, root: str | Path, gan: str, cfg: dict | None = None, device: str = "cpu"):
+        from ..gan.run import load_generator
+        from ..metrics.extractors import lpips_alex
+        self.root, self.gan, self.cfg, self.device = Path(root), gan, cfg or {}, torch.device(device)
+        self.network = self.root / "results" / "gan" / gan / "network-final.pt"
+        if not self.network.exists():
+            raise FileNotFoundError(f"{self.network} not found: train the generator first (snakemake {self.network})")
+        self.G = load_generator(self.network, self.device)
+        self.resolution = int(self.G.img_resolution)
+        self.lpips, self.lpips_info = lpips_alex()
+        self.lpips = self.lpips.to(self.device)
+        latent = self.cfg.get("latent", {})
+        self.threshold = float(latent.get("transform", {}).get("lpips_threshold", WAYWARD_LPIPS))
+        self.latent_dir = self.root / "results" / "latent" / gan
+        self._encoder = self._hyper = None
+        self._stored = None
+
+    # ---- sources -------------------------------------------------------------------------------------
+    def _synthesise(self, ws: torch.Tensor, deltas: dict | None = None, noise: list | None = None) -> torch.Tensor:
+        from ..latent.inversion import to_uint8
+        with torch.no_grad():
+            return to_uint8(self.G.synthesis(ws.to(self.device), noise_mode="const",
+                                             noise=None if noise is None else [n.to(self.device) for n in noise],
+                                             weight_deltas={k: v.to(self.device) for k, v in (deltas or {}).items()}
+                                             or None))
+
+    def sample_source(self, seed: int, truncation_psi: float = 0.7, class_index: int | None = None) -> Source:
+        """A generated image: z from `seed`, mapped with truncation ψ (class `class_index`, default the first,
+        for a conditional generator). Source image and inversion are the sample itself."""
+        z = torch.randn(1, self.G.z_dim, generator=torch.Generator().manual_seed(int(seed))).to(self.device)
+        c = None
+        if self.G.c_dim > 0:
+            c = torch.zeros(1, self.G.c_dim, device=self.device)
+            c[:, class_index or 0] = 1
+        with torch.no_grad():
+            ws = self.G.mapping(z, c, truncation_psi=truncation_psi).cpu()
+        image = self._synthesise(ws)[0]
+        return Source(f"sample seed {seed} (ψ {truncation_psi})", "sample", image, image, ws)
+
+    def dataset_choices(self) -> list[str]:
+        """The datasets whose images can be browsed: the generator's own and the stored inversion's, those
+        with a manifest and LMDB under results/data."""
+        names = []
+        gan_spec = self.cfg.get("gans", {}).get(self.gan, {})
+        inversion = self.cfg.get("latent", {}).get("inversion", {})
+        for name in (gan_spec.get("dataset"), inversion.get("dataset")):
+            folder = self.root / "results" / "data" / str(name)
+            if name and name not in names and (folder / "manifest.csv").exists() and (folder / "lmdb").exists():
+                names.append(name)
+        return names
+
+    def dataset_images(self, dataset: str) -> pd.DataFrame:
+        """key, label, split of a dataset's manifest, plus `stored` (True where this generator's stored
+        inversion holds the key and the inversion was made from this dataset)."""
+        frame = pd.read_csv(self.root / "results" / "data" / dataset / "manifest.csv", dtype=str,
+                            keep_default_na=False)[["key", "label", "split"]]
+        stored = self.stored_inversion(dataset)
+        frame["stored"] = frame["key"].isin(list(stored.rows)) if stored is not None else False
+        return frame
+
+    def stored_inversion(self, dataset: str):
+        """The `invert` output of this generator (a StoredInversion) when it was made from `dataset`, else None."""
+        from ..latent.run_inversion import StoredInversion
+        folder = self.latent_dir / "inversion"
+        if dataset != self.cfg.get("latent", {}).get("inversion", {}).get("dataset") \
+                or not (folder / "index.csv").exists():
+            return None
+        if self._stored is None:
+            self._stored = StoredInversion(folder)
+        return self._stored
+
+    def dataset_source(self, dataset: str, key: str) -> Source:
+        """A real image of `dataset` by key: its stored inversion when `invert` has run on it, otherwise
+        inverted now (`invert_image`). Raises KeyError for a key not in the dataset."""
+        from ..data.dataset import read_images
+        from ..latent.transform import at_resolution
+        image = at_resolution(read_images(self.root / "results" / "data" / dataset / "lmdb", [key]),
+                              self.resolution)[0]
+        stored = self.stored_inversion(dataset)
+        if stored is not None and key in stored.rows:
+            ws, deltas = stored.latents([key])
+            return Source(f"{dataset} {key}", "stored inversion", image, self._synthesise(ws, deltas)[0], ws, deltas)
+        return self.invert_image(image, f"{dataset} {key}")
+
+    def upload_source(self, data: bytes, name: str) -> Source:
+        """An uploaded JPEG/PNG, preprocessed as at ingest and inverted (`invert_image`).
+        Raises UploadRejected (see `decode_upload`)."""
+        policy = self.cfg.get("ingest", {}).get("grayscale", "reject")
+        image = decode_upload(data, name, self.resolution, policy)
+        return self.invert_image(image, f"upload {Path(str(name)).name}")
+
+    def invert_image(self, image: torch.Tensor, label: str) -> Source:
+        """Invert a uint8 (3, R, R) image with the trained e4e + HyperStyle of this generator
+        (results/latent/<gan>/e4e.pt, hyperstyle.pt); with e4e only when there is no hypernetwork; by
+        projection into W (latent.projection settings) when neither exists."""
+        from ..latent.encoders import deltas_from_factors
+        from ..latent.inversion import invert
+        from ..latent.run_inversion import load_e4e, load_hyperstyle
+        e4e, hyper = self.latent_dir / "e4e.pt", self.latent_dir / "hyperstyle.pt"
+        if e4e.exists():
+            if self._encoder is None:
+                self._encoder, _ = load_e4e(e4e, self.G, self.device)
+                if hyper.exists():
+                    self._hyper = load_hyperstyle(hyper, self.G, self.device)
+            model, options = self._hyper if self._hyper is not None else (None, None)
+            result = invert(self.G, self._encoder, image[None], model, options.iterations if options else 0,
+                            self.device)
+            deltas = deltas_from_factors(result["factors"]) if result["factors"] else {}
+            method = "e4e + HyperStyle" if model is not None else "e4e"
+            return Source(label, method, image, result["stages"][-1][0], result["ws"], deltas)
+        return self._project(image, label)
+
+    def _project(self, image: torch.Tensor, label: str) -> Source:
+        from ..latent.project import ProjectionOptions, project, reconstruct
+        from ..metrics.extractors import lpips_model
+        settings = self.cfg.get("latent", {}).get("projection", {})
+        options = ProjectionOptions(steps=int(settings.get("steps", 200)),
+                                    w_avg_samples=int(settings.get("w_avg_samples", 2000)))
+        vgg, _ = lpips_model(net="vgg")
+        result = project(self.G, image[None], vgg, options, [0] if self.G.c_dim else None, self.device)
+        return Source(label, "projection", image, reconstruct(self.G, result["ws"], result["noise"], self.device)[0],
+                      result["ws"], {}, result["noise"])
+
+    # ---- edits ---------------------------------------------------------------------------------------
+    def edit_images(self, source: Source, directions: Directions, index: int, magnitudes) -> torch.Tensor:
+        """uint8 (M, 3, R, R): the source latent moved by each of `magnitudes` (W distances) along direction
+        `index`, with the source's kernel offsets (and projection noise)."""
+        from ..latent.sefa import apply_direction
+        from ..latent.transform import transform_images
+        magnitudes = torch.as_tensor(np.asarray(magnitudes, dtype=np.float32)).reshape(-1)
+        count = len(magnitudes)
+        ws = source.ws.repeat(count, 1, 1)
+        deltas = {k: v.repeat(count, 1, 1) for k, v in source.deltas.items()}
+        if source.noise is None:
+            return transform_images(self.G, ws, deltas, directions.vector(index), magnitudes,
+                                    directions.ws_indices, self.device)
+        moved = apply_direction(ws, directions.vector(index), magnitudes, directions.ws_indices)
+        return self._synthesise(moved, deltas, [n.repeat(count, 1, 1, 1) for n in source.noise])
+
+    def lpips_to(self, reference: torch.Tensor, images: torch.Tensor) -> np.ndarray:
+        """LPIPS (AlexNet, Table 1's code) between one uint8 (3, R, R) reference and each of N images;
+        float64 (N,)."""
+        from ..metrics.extractors import lpips_distance
+        return lpips_distance(self.lpips, reference[None].expand(len(images), -1, -1, -1).to(self.device),
+                              images.to(self.device))
+
+    def render(self, source: Source, directions: Directions, index: int, magnitude: float) -> Edit:
+        """One edit at `magnitude` with its LPIPS to the source image (Table 1's measure, compared with the
+        threshold) and to the inversion (what the edit alone changed)."""
+        start = time.perf_counter()
+        image = self.edit_images(source, directions, index, [magnitude])
+        to_source = float(self.lpips_to(source.image, image)[0])
+        to_inversion = float(self.lpips_to(source.inversion, image)[0])
+        return Edit(image[0], float(magnitude), to_source, to_inversion, to_source > self.threshold,
+                    time.perf_counter() - start)
+
+    def strip(self, sources: list[Source], directions: Directions, index: int, low: float, high: float,
+              steps: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One direction on several images: a uint8 (len(sources)·R, steps·R, 3) picture, a row per source and a
+        column per magnitude of linspace(low, high, steps); with the magnitudes (steps,) and the LPIPS to
+        each row's source (len(sources), steps) float64."""
+        from ..outputs import tile
+        magnitudes = np.linspace(low, high, steps, dtype=np.float32)
+        rows, distances = [], []
+        for source in sources:
+            images = self.edit_images(source, directions, index, magnitudes)
+            rows.append(images)
+            distances.append(self.lpips_to(source.image, images))
+        return tile(torch.stack(rows).numpy()), magnitudes, np.stack(distances)
+
+
+def to_picture(image: torch.Tensor) -> np.ndarray:
+    """uint8 (3, H, W) tensor → (H, W, 3) numpy array for display."""
+    return image.permute(1, 2, 0).contiguous().numpy()

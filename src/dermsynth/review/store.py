@@ -1,0 +1,352 @@
+"""The transformations file as a reviewer changes it: accept a direction (a named entry), reject one (the
+`rejected:` list), see which directions are used, and which reviews a changed generator made stale.
+
+Every write is a round trip (ruamel.yaml): comments, key order, quoting and the other entries stay as they
+were. The new text is first written to a temporary file beside the target and checked with the workflow's
+own `load_transformations` (plus the checks of the `rejected:` list below); only a valid text replaces the
+file (os.replace: atomic on one file system). A file that is already invalid is never written: every
+change raises `InvalidTransformationsFile` with the validator's message, so the reviewer fixes it by hand.
+
+An accepted entry carries its review under `review:` (reviewed_by, reviewed_on, checkpoint_sha256); the
+workflow leaves that key out of the per-transformation config it hashes (workflow/rules/common.smk), so
+re-reviewing an entry without changing it re-runs nothing. A rejected direction is recorded as
+
+    rejected:
+      - {gan, layer_range, direction, reason, reviewed_by, reviewed_on, checkpoint_sha256}
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ConfigError, DermsynthError
+from ..latent.sefa import LAYER_RANGES
+from ..latent.transform import load_transformations
+
+REVIEW_KEY = "review"
+HEADER = ("# Transformations reviewed with `dermsynth review`: SeFa directions of a generator, named, with a\n"
+          "# magnitude range (distance in W along the unit direction). See config/transformations.yaml.\n")
+
+
+class ReviewError(DermsynthError):
+    """A review action that cannot be saved (invalid name, unknown direction, …); the file is unchanged."""
+
+
+class InvalidTransformationsFile(ReviewError):
+    """The transformations file on disk does not pass the workflow's checks; it is never overwritten."""
+
+
+def _yaml():
+    from ruamel.yaml import YAML
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the layout of config/transformations.yaml
+    yaml.width = 4096
+    return yaml
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """SHA-256 (64 hex characters) of a generator checkpoint's bytes, cached per (path, size, mtime).
+
+    Raises FileNotFoundError when the file does not exist."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def reviewer_name(option: str | None = None) -> str:
+    """`option` when given (stripped, non-empty), else the OS user, else 'unknown'."""
+    if option and option.strip():
+        return option.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no USER/LOGNAME (some containers)
+        return "unknown"
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 to the second, e.g. '2026-11-30T02:31:05+00:00'."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class StaleReview:
+    """A saved review whose generator checkpoint changed since (or is gone: current is None)."""
+    kind: str              # "transformation" or "rejected"
+    label: str             # the transformation's name, or "<gan> <layer_range> #<direction>"
+    gan: str
+    reviewed: str          # checkpoint_sha256 recorded with the review
+    current: str | None    # the checkpoint's hash now
+
+
+def _plain(node):
+    """ruamel containers → plain dicts/lists (for display and tests)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _check_rejected(rejected, where: str) -> list[str]:
+    if rejected is None:
+        return []
+    if not isinstance(rejected, list):
+        return [f"{where}: 'rejected:' must be a list"]
+    problems = []
+    for i, entry in enumerate(rejected):
+        at = f"{where}: rejected[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{at} is not a mapping")
+            continue
+        missing = [k for k in ("gan", "layer_range", "direction", "reason") if k not in entry]
+        if missing:
+            problems.append(f"{at} lacks {', '.join(missing)}")
+            continue
+        if entry["layer_range"] not in LAYER_RANGES:
+            problems.append(f"{at}: layer_range {entry['layer_range']!r} is not one of {', '.join(LAYER_RANGES)}")
+        if not isinstance(entry["direction"], int) or isinstance(entry["direction"], bool) or entry["direction"] < 0:
+            problems.append(f"{at}: direction must be an eigenvector index ≥ 0")
+        if not str(entry["reason"] or "").strip():
+            problems.append(f"{at}: the reason is empty")
+    return problems
+
+
+def validate_text(text: str, path: str | Path, gans: list[str] | None = None) -> list[dict]:
+    """Check a transformations file's text exactly as the workflow does (`load_transformations`, read by
+    PyYAML) plus the `rejected:` list; the text is written to a temporary file beside `path`.
+
+    Returns the transformations (plain dicts). Raises ConfigError with the validator's message, the
+    temporary name replaced by `path`."""
+    import yaml
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        try:
+            entries = load_transformations(tmp, gans)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(tmp, str(path))) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}".replace(tmp, str(path))) from None
+        raw = yaml.safe_load(text) or {}
+        problems = _check_rejected(raw.get("rejected"), str(path))
+        if problems:
+            raise ConfigError("invalid transformations:\n" + "\n".join(f"  - {p}" for p in problems))
+        return entries
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class TransformationsFile:
+    """One transformations file (it need not exist yet): read, check, accept and reject directions.
+
+    `gans`, when given, are the generators the workflow inverts (latent.inversion.gans): an entry for
+    another generator is refused, as the workflow would refuse it."""
+
+    def __init__(self, path: str | Path, gans: list[str] | None = None):
+        self.path = Path(path)
+        self.gans = gans
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def problem(self) -> str | None:
+        """The validator's message when the file on disk is invalid, else None (also when it is missing)."""
+        if not self.path.exists():
+            return None
+        try:
+            validate_text(self.path.read_text(), self.path, self.gans)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def _document(self):
+        """The round-trip document (a new one with a header comment when the file does not exist).
+
+        Raises InvalidTransformationsFile when the file on disk fails the checks."""
+        message = self.problem()
+        if message:
+            raise InvalidTransformationsFile(f"{self.path} is invalid and will not be overwritten; fix it first:\n"
+                                             f"{message}")
+        if not self.path.exists():
+            return _yaml().load(HEADER + "\ntransformations: []\n")
+        return _yaml().load(self.path.read_text())
+
+    def transformations(self) -> list[dict]:
+        """The accepted entries as plain dicts ([] when the file is missing). Raises InvalidTransformationsFile."""
+        return _plain(list(self._document().get("transformations") or []))
+
+    def rejected(self) -> list[dict]:
+        """The `rejected:` records as plain dicts. Raises InvalidTransformationsFile."""
+        return _plain(list(self._document().get("rejected") or []))
+
+    def usage(self, gan: str, layer_range: str) -> dict[int, dict]:
+        """{direction: {"names": [transformation names], "rejected": [reasons]}} for one generator and layer
+        range: what the direction list marks. Raises InvalidTransformationsFile."""
+        document = self._document()
+        marks: dict[int, dict] = {}
+        for entry in document.get("transformations") or []:
+            if entry.get("gan") == gan and entry.get("layer_range") == layer_range:
+                marks.setdefault(int(entry["direction"]), {"names": [], "rejected": []})["names"].append(
+                    str(entry["name"]))
+        for entry in document.get("rejected") or []:
+            if entry.get("gan") == gan and entry.get("layer_range") == layer_range:
+                marks.setdefault(int(entry["direction"]), {"names": [], "rejected": []})["rejected"].append(
+                    str(entry["reason"]))
+        return marks
+
+    def stale(self, current_hashes: dict[str, str | None]) -> list[StaleReview]:
+        """Reviews recorded for a checkpoint other than the current one of their generator.
+
+        `current_hashes`: {gan: checkpoint_hash or None when it is missing}; generators not in it are not
+        judged, nor are entries without a recorded review. Raises InvalidTransformationsFile."""
+        document = self._document()
+        out = []
+        for entry in document.get("transformations") or []:
+            review = entry.get(REVIEW_KEY) or {}
+            gan = entry.get("gan")
+            if "checkpoint_sha256" in review and gan in current_hashes \
+                    and review["checkpoint_sha256"] != current_hashes[gan]:
+                out.append(StaleReview("transformation", str(entry["name"]), gan, str(review["checkpoint_sha256"]),
+                                       current_hashes[gan]))
+        for entry in document.get("rejected") or []:
+            gan = entry.get("gan")
+            if "checkpoint_sha256" in entry and gan in current_hashes \
+                    and entry["checkpoint_sha256"] != current_hashes[gan]:
+                out.append(StaleReview("rejected", f"{gan} {entry['layer_range']} #{entry['direction']}", gan,
+                                       str(entry["checkpoint_sha256"]), current_hashes[gan]))
+        return out
+
+    # ---- writing -------------------------------------------------------------------------------------
+    def accept(self, *, name: str, description: str, gan: str, layer_range: str, direction: int,
+               magnitude: tuple[float, float], checkpoint_sha256: str, reviewed_by: str,
+               direction_count: int | None = None, replace: bool = False) -> dict:
+        """Add (or, with replace=True, update in place) the transformation `name`; a `rejected:` record of
+        the same (gan, layer_range, direction) is removed. Returns the saved entry (plain dict).
+
+        `magnitude` is (low, high) in W distance, low ≤ high; `direction_count`, when given, is the number of
+        directions in the SeFa file (the index must be below it). Raises ReviewError when the entry or the
+        resulting file is invalid (the validator's message) or the name exists and replace is False, and
+        InvalidTransformationsFile when the file on disk is already invalid; the file is then unchanged."""
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+        from ruamel.yaml.scalarstring import SingleQuotedScalarString
+        name, description = str(name).strip(), str(description).strip()
+        if not description:
+            raise ReviewError("describe what the direction changes (the description is empty)")
+        _check_direction(direction, direction_count)
+        document = self._document()
+        entries = document.get("transformations")
+        if not entries:  # missing, null or `[]` (flow style): a block list, like the hand-written file
+            entries = document["transformations"] = CommentedSeq()
+        existing = next((e for e in entries if str(e.get("name")) == name), None)
+        if existing is not None and not replace:
+            raise ReviewError(f"a transformation named {name!r} exists already ({existing.get('gan')} "
+                              f"{existing.get('layer_range')} #{existing.get('direction')}); choose another name "
+                              "or replace it")
+        low, high = (float(m) for m in magnitude)
+        span = CommentedSeq([low, high])
+        span.fa.set_flow_style()
+        review = CommentedMap([("reviewed_by", reviewed_by), ("reviewed_on", SingleQuotedScalarString(now_iso())),
+                               ("checkpoint_sha256", checkpoint_sha256)])
+        values = [("name", name), ("description", description), ("gan", gan), ("layer_range", layer_range),
+                  ("direction", int(direction)), ("magnitude", span), (REVIEW_KEY, review)]
+        if existing is None:
+            existing = CommentedMap(values)
+            entries.append(existing)
+        else:
+            for key, value in values:
+                existing[key] = value
+        rejected = document.get("rejected")
+        if rejected:
+            for record in [r for r in rejected if _same_direction(r, gan, layer_range, direction)]:
+                rejected.remove(record)
+        self._write(document)
+        return _plain(existing)
+
+    def reject(self, *, gan: str, layer_range: str, direction: int, reason: str, checkpoint_sha256: str,
+               reviewed_by: str, direction_count: int | None = None) -> dict:
+        """Record a rejected direction with its reason (replacing an earlier record of the same direction).
+
+        Returns the record (plain dict). Raises ReviewError when the reason is empty, the direction is a
+        named transformation (remove that entry by hand first) or the resulting file is invalid (a file
+        needs at least one transformation), and InvalidTransformationsFile when the file is invalid."""
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+        from ruamel.yaml.scalarstring import SingleQuotedScalarString
+        reason = str(reason).strip()
+        if not reason:
+            raise ReviewError("give the reason for rejecting the direction (the reason is empty)")
+        _check_direction(direction, direction_count)
+        document = self._document()
+        users = [str(e["name"]) for e in document.get("transformations") or []
+                 if _same_direction(e, gan, layer_range, direction)]
+        if users:
+            raise ReviewError(f"direction {gan} {layer_range} #{direction} is used by {', '.join(users)}; remove "
+                              f"that entry from {self.path} before rejecting the direction")
+        rejected = document.get("rejected")
+        if not rejected:
+            rejected = document["rejected"] = CommentedSeq()
+        for old in [r for r in rejected if _same_direction(r, gan, layer_range, direction)]:
+            rejected.remove(old)
+        record = CommentedMap([("gan", gan), ("layer_range", layer_range), ("direction", int(direction)),
+                               ("reason", reason), ("reviewed_by", reviewed_by),
+                               ("reviewed_on", SingleQuotedScalarString(now_iso())),
+                               ("checkpoint_sha256", checkpoint_sha256)])
+        rejected.append(record)
+        self._write(document)
+        return _plain(record)
+
+    def _write(self, document) -> None:
+        buffer = io.StringIO()
+        _yaml().dump(document, buffer)
+        text = buffer.getvalue()
+        if not (document.get("transformations") or []):
+            raise ReviewError(f"{self.path} would hold no transformation, and the workflow needs at least one: "
+                              "accept a direction first")
+        try:
+            validate_text(text, self.path, self.gans)
+        except ConfigError as exc:
+            raise ReviewError(f"not saved: {exc}") from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            if self.path.exists():
+                os.chmod(tmp, self.path.stat().st_mode & 0o777)
+            else:
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _same_direction(entry, gan: str, layer_range: str, direction: int) -> bool:
+    return entry.get("gan") == gan and entry.get("layer_range") == layer_range \
+        and entry.get("direction") == int(direction)
+
+
+def _check_direction(direction, count: int | None) -> None:
+    if not isinstance(direction, int) or isinstance(direction, bool) or direction < 0:
+        raise ReviewError(f"direction must be an eigenvector index ≥ 0, not {direction!r}")
+    if count is not None and direction >= count:
+        raise ReviewError(f"direction {direction} does not exist (the SeFa file has {count})")
