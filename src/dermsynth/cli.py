@@ -316,6 +316,13 @@ def cmd_fetch_weights(args) -> None:
         print(f"cached: {item}")
 
 
+def cmd_review(args) -> None:
+    from .review.server import serve
+    status = serve(args.gan, args.port, args.host, args.transformations, args.config, args.reviewer)
+    if status:
+        sys.exit(status)
+
+
 def cmd_bench(args) -> None:
     from .bench import run_benchmark
     run_benchmark(args)
@@ -616,6 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifiers", nargs="+", default=["densenet169:512", "efficientnet_b2:256"],
                    help="classify-train: ARCH:RESOLUTION pairs (timm names)")
     p.add_argument("--out", default="benchmarks/data.json")
+
+    p = verb("review", cmd_review, "Review SeFa directions in the browser (the HAM10000 study's human-in-the-loop "
+             "step): try a direction on a sample, dataset image or upload, then accept it as a named transformation "
+             "or reject it, written to the transformations file.")
+    p.add_argument("--gan", required=True, help="generator with results/latent/<gan>/sefa-<range>.npz")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only; "
+                   "any other address prints a warning: the page has no login)")
+    p.add_argument("--transformations", default=None, help="file to write (default: latent.transform.file of "
+                   "--config, else config/transformations.yaml)")
+    p.add_argument("--reviewer", default=None, help="recorded as reviewed_by (default: the OS user)")
     return parser
 
 

@@ -1,0 +1,238 @@
+"""The review page (Streamlit). Started by `dermsynth review`, which passes its options in the environment:
+
+    DERMSYNTH_REVIEW_ROOT             working directory holding results/ (default: the current one)
+    DERMSYNTH_REVIEW_GAN              generator shown first
+    DERMSYNTH_REVIEW_TRANSFORMATIONS  the transformations file to write
+    DERMSYNTH_REVIEW_CONFIG           workflow config (datasets, LPIPS threshold, latent.inversion.gans)
+    DERMSYNTH_REVIEW_REVIEWER         recorded as reviewed_by (default: the OS user)
+
+The generator, LPIPS network, encoders and SeFa files are loaded once (st.cache_resource, keyed by the files'
+modification times); the source latent of each choice is kept in the browser session (st.session_state), so a
+slider move only re-synthesises one image and measures its LPIPS.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dermsynth.review import render, store
+
+
+def _settings() -> dict:
+    root = Path(os.environ.get("DERMSYNTH_REVIEW_ROOT") or ".").resolve()
+    config = os.environ.get("DERMSYNTH_REVIEW_CONFIG") or str(root / "config" / "config.yaml")
+    return {"root": root, "gan": os.environ.get("DERMSYNTH_REVIEW_GAN") or "",
+            "transformations": os.environ.get("DERMSYNTH_REVIEW_TRANSFORMATIONS")
+            or str(root / "config" / "transformations.yaml"),
+            "config": config, "reviewer": store.reviewer_name(os.environ.get("DERMSYNTH_REVIEW_REVIEWER"))}
+
+
+def _mtime(path) -> int:
+    path = Path(path)
+    return path.stat().st_mtime_ns if path.exists() else 0
+
+
+@st.cache_resource(show_spinner=False)
+def _config(path: str, mtime: int) -> dict:
+    from dermsynth.config import load_config
+    return load_config(path) if mtime else {}
+
+
+@st.cache_resource(show_spinner="loading the generator, LPIPS (AlexNet) and the encoders")
+def _engine(root: str, gan: str, config_path: str, network_mtime: int, config_mtime: int) -> render.ReviewEngine:
+    return render.ReviewEngine(root, gan, _config(config_path, config_mtime))
+
+
+@st.cache_resource(show_spinner=False)
+def _directions(root: str, gan: str, layer_range: str, mtime: int) -> render.Directions:
+    return render.load_directions(root, gan, layer_range)
+
+
+def _source_cache() -> dict:
+    return st.session_state.setdefault("sources", {})
+
+
+def _cached_source(key: tuple, make):
+    cache = _source_cache()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def main() -> None:
+    st.set_page_config(page_title="dermsynth · direction review", layout="wide")
+    settings = _settings()
+    root = settings["root"]
+    st.title("SeFa direction review")
+    generators = render.list_generators(root)
+    if not generators:
+        st.error(f"No generator with SeFa outputs under {root}/results: run `snakemake` for "
+                 "results/latent/<gan>/sefa-<range>.npz first.")
+        return
+    cfg = _config(settings["config"], _mtime(settings["config"]))
+    inversion_gans = cfg.get("latent", {}).get("inversion", {}).get("gans") or None
+    file = store.TransformationsFile(settings["transformations"], inversion_gans)
+
+    names = [g.name for g in generators]
+    side = st.sidebar
+    gan = side.selectbox("generator", names, index=names.index(settings["gan"]) if settings["gan"] in names else 0,
+                         key="gan")
+    info = generators[names.index(gan)]
+    layer_range = side.selectbox("layer range", info.layer_ranges, key="layer_range")
+    directions = _directions(str(root), gan, layer_range,
+                             _mtime(root / "results" / "latent" / gan / f"sefa-{layer_range}.npz"))
+    checkpoint = store.checkpoint_hash(info.network)
+
+    problem = file.problem()
+    marks = {} if problem else file.usage(gan, layer_range)
+
+    # the option labels stay the same whatever the file says (a selectbox keeps its choice by label);
+    # what the file says about each direction is the table below it
+    index = side.selectbox("direction (eigenvalue)", list(range(len(directions.directions))),
+                           format_func=lambda i: f"#{i}  λ = {directions.eigenvalues[i]:.3f}", key="direction")
+    side.dataframe(pd.DataFrame({
+        "direction": range(len(directions.directions)), "eigenvalue": np.round(directions.eigenvalues, 4),
+        "named": [", ".join(marks.get(i, {}).get("names", [])) for i in range(len(directions.directions))],
+        "rejected": ["; ".join(marks.get(i, {}).get("rejected", [])) for i in range(len(directions.directions))]}),
+        hide_index=True, height=260)
+    side.caption(f"transformations file: `{file.path}` · reviewer: **{settings['reviewer']}** · "
+                 f"checkpoint sha256 `{checkpoint[:12]}…`")
+    if problem:
+        st.error(f"The transformations file is invalid and will not be written until it is fixed by hand:\n\n"
+                 f"```\n{problem}\n```")
+    else:
+        current = {g.name: store.checkpoint_hash(g.network) for g in generators}
+        stale = file.stale(current)
+        if stale:
+            st.warning("Stale reviews (the generator changed since): " + "; ".join(
+                f"{s.kind} {s.label} (reviewed on checkpoint {s.reviewed[:12]}…, now "
+                f"{(s.current or 'missing')[:12]}…)" for s in stale))
+        if marks.get(index, {}).get("rejected"):
+            st.info("This direction was rejected: " + "; ".join(marks[index]["rejected"]))
+
+    engine = _engine(str(root), gan, settings["config"], _mtime(info.network), _mtime(settings["config"]))
+    source = _choose_source(engine, gan)
+    if source is None:
+        return
+
+    low_col, high_col, _ = st.columns([1, 1, 4])
+    low = low_col.number_input("range low", value=-3.0, step=0.5, key="low")
+    high = high_col.number_input("range high", value=3.0, step=0.5, key="high")
+    if low >= high:
+        st.error("The range's low end must be below its high end.")
+        return
+    magnitude = st.slider("magnitude (distance in W along the unit direction)", float(low), float(high),
+                          min(max(0.0, float(low)), float(high)), step=(high - low) / 60, key="magnitude")
+    edit = engine.render(source, directions, index, magnitude)
+
+    columns = st.columns(3)
+    with columns[0].container(key="source_image"):
+        st.image(render.to_picture(source.image), caption=f"source: {source.label}", width="stretch")
+    with columns[1].container(key="inversion_image"):
+        st.image(render.to_picture(source.inversion), caption=f"inversion ({source.method})", width="stretch")
+    with columns[2].container(key="edited_image"):
+        st.image(render.to_picture(edit.image), caption=f"edited: direction #{index} at {magnitude:+.2f}",
+                 width="stretch")
+    metric_col, inv_col, time_col = st.columns(3)
+    metric_col.metric("LPIPS (AlexNet) to the source", f"{edit.lpips_to_source:.4f}",
+                      delta=f"{edit.lpips_to_source - engine.threshold:+.4f} vs threshold {engine.threshold}",
+                      delta_color="inverse")
+    inv_col.metric("LPIPS to the inversion", f"{edit.lpips_to_inversion:.4f}")
+    time_col.metric("render time", f"{edit.seconds * 1000:.0f} ms")
+    if edit.wayward:
+        st.warning(f"Wayward at this magnitude: LPIPS {edit.lpips_to_source:.3f} > {engine.threshold} — such images "
+                   "are rejected by the transform step.")
+    if not engine.lpips_info.get("comparable_to_published"):
+        st.caption("LPIPS trunk without ImageNet weights (random init): run `dermsynth fetch-weights` for values "
+                   "comparable to the study's.")
+
+    if st.toggle("strip: this direction on several images across the range", key="show_strip"):
+        samples = [source] + [_cached_source((gan, "sample", s, 0.7), lambda s=s: engine.sample_source(s))
+                              for s in range(3)]
+        picture, magnitudes, distances = engine.strip(samples, directions, index, float(low), float(high))
+        st.image(picture, caption="rows: this source, samples 0–2 · columns: " +
+                 ", ".join(f"{m:+.1f}" for m in magnitudes), width="stretch")
+        st.dataframe({f"{m:+.1f}": np.round(distances[:, j], 4) for j, m in enumerate(magnitudes)})
+
+    _decision(file, problem, gan, layer_range, index, (float(low), float(high)), checkpoint, settings["reviewer"],
+              len(directions.directions), marks)
+
+
+def _choose_source(engine: render.ReviewEngine, gan: str):
+    kinds = ["random sample", "dataset image", "upload"]
+    kind = st.radio("image", kinds, horizontal=True, key="source_kind")
+    try:
+        if kind == "random sample":
+            seed_col, psi_col = st.columns(2)
+            seed = int(seed_col.number_input("seed", min_value=0, value=0, step=1, key="seed"))
+            psi = float(psi_col.slider("truncation ψ", 0.0, 1.0, 0.7, key="psi"))
+            return _cached_source((gan, "sample", seed, psi), lambda: engine.sample_source(seed, psi))
+        if kind == "dataset image":
+            datasets = engine.dataset_choices()
+            if not datasets:
+                st.info("No ingested dataset of this generator under results/data (run the data stage).")
+                return None
+            dataset = st.selectbox("dataset", datasets, key="dataset")
+            images = engine.dataset_images(dataset)
+            classes = sorted(images["label"].unique())
+            label = st.selectbox("class", classes, key="class")
+            chosen = images[images["label"] == label]
+            stored = dict(zip(chosen["key"], chosen["stored"]))
+            key = st.selectbox("image key", list(chosen["key"]), key="image_key",
+                               format_func=lambda k: f"{k} (stored inversion)" if stored[k] else k)
+            with st.spinner("inverting"):
+                return _cached_source((gan, "dataset", dataset, key), lambda: engine.dataset_source(dataset, key))
+        upload = st.file_uploader("a dermoscopic JPEG or PNG (preprocessed as at ingest, then inverted)",
+                                  type=["jpg", "jpeg", "png"], key="upload")
+        if upload is None:
+            return None
+        data = upload.getvalue()
+        with st.spinner("inverting"):
+            return _cached_source((gan, "upload", upload.file_id), lambda: engine.upload_source(data, upload.name))
+    except render.UploadRejected as exc:
+        st.error(f"This upload cannot be used: {exc}")
+    return None
+
+
+def _decision(file: store.TransformationsFile, problem, gan, layer_range, index, magnitude, checkpoint, reviewer,
+              count, marks) -> None:
+    st.subheader("Decision")
+    if problem:
+        st.info("Saving is disabled while the transformations file is invalid.")
+        return
+    used = marks.get(index, {}).get("names", [])
+    if used:
+        st.caption(f"This direction is already named: {', '.join(used)} (accepting under that name with "
+                   "'replace' updates the entry).")
+    name_col, description_col = st.columns([1, 3])
+    name = name_col.text_input("name (letters, digits, '-', '_')", key="name")
+    description = description_col.text_input("description: what the direction changes", key="description")
+    replace = st.checkbox("replace the entry of that name if it exists", key="replace")
+    reason = st.text_input("reason (when rejecting)", key="reason")
+    accept_col, reject_col, _ = st.columns([1, 1, 4])
+    try:
+        if accept_col.button("Accept", type="primary", key="accept"):
+            entry = file.accept(name=name, description=description, gan=gan, layer_range=layer_range,
+                                direction=int(index), magnitude=magnitude, checkpoint_sha256=checkpoint,
+                                reviewed_by=reviewer, direction_count=count, replace=replace)
+            st.session_state["saved"] = (f"Saved transformation {entry['name']} ({gan} {layer_range} #{index}, "
+                                         f"magnitude {entry['magnitude']}) to {file.path}. `snakemake -n` now "
+                                         "lists its jobs.")
+            st.rerun()  # the direction table shows the new entry
+        if reject_col.button("Reject", key="reject"):
+            file.reject(gan=gan, layer_range=layer_range, direction=int(index), reason=reason,
+                        checkpoint_sha256=checkpoint, reviewed_by=reviewer, direction_count=count)
+            st.session_state["saved"] = f"Recorded {gan} {layer_range} #{index} as rejected in {file.path}."
+            st.rerun()
+    except store.ReviewError as exc:
+        st.error(str(exc))
+    if "saved" in st.session_state:
+        st.success(st.session_state.pop("saved"))
+
+
+main()
