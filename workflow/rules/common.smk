@@ -181,8 +181,10 @@ def transform_inputs(wildcards):
 
 def transform_config(wildcards):
     """One transformation's entry (in a file of its own) and the transform settings: editing another
-    transformation does not re-run this one."""
-    file = rule_config({"transformations": [TRANSFORMS[wildcards.name]]})
+    transformation does not re-run this one. The entry's `review:` (who, when, which checkpoint: written by
+    `dermsynth review`) is left out, so re-reviewing an unchanged entry re-runs nothing."""
+    entry = {k: v for k, v in TRANSFORMS[wildcards.name].items() if k != "review"}
+    file = rule_config({"transformations": [entry]})
     return rule_config({"latent": {"transform": {**_settings("transform"), "file": file}}})
 
 
