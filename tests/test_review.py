@@ -1,0 +1,411 @@
+"""`dermsynth review` without a browser: the transformations file as accepted/rejected directions change it,
+stale reviews, rendering edits with LPIPS, uploads, the server's address, and the page through AppTest.
+
+The generator is random-init at the demo's size (64², the demo network) and its SeFa files are written by
+the real `run_sefa`; nothing here is mocked."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from dermsynth.config import validate_config
+from dermsynth.gan.networks import Generator
+from dermsynth.latent.transform import load_transformations
+from dermsynth.review import render, store
+from dermsynth.review.server import is_loopback, prepare
+
+from .conftest import REPO, demo_config
+
+DEMO_NETWORK = {"z_dim": 64, "w_dim": 64, "mapping_layers": 4, "channel_base": 1024, "channel_max": 64}
+GAN = "ham10000"  # the generator the repository's transformations file names
+
+
+def save_generator(path: Path, seed: int) -> Path:
+    """A random-init generator of the demo's size saved as a training checkpoint (`load_generator` reads it)."""
+    torch.manual_seed(seed)
+    G = Generator(img_resolution=64, **DEMO_NETWORK)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"options": json.dumps({"network": DEMO_NETWORK}), "G_ema": G.state_dict()}, path)
+    return path
+
+
+def make_workdir(root: Path) -> Path:
+    """A working directory as the workflow leaves it after `sefa`: config/ (the demo config, transformations
+    file copied from the repository), results/gan/ham10000/network-final.pt, SeFa files for `all` and `coarse`."""
+    from dermsynth.latent.run import run_sefa
+    raw = demo_config(root)
+    raw["latent"]["transform"]["file"] = "config/transformations.yaml"
+    raw["demo"]["output"] = "resources/demo"
+    for source in raw["sources"].values():
+        source["path"] = source["path"].replace(str(root / "demo"), "resources/demo")
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(raw))
+    shutil.copy(REPO / "config" / "transformations.yaml", root / "config" / "transformations.yaml")
+    cfg = validate_config(raw)
+    network = save_generator(root / "results" / "gan" / GAN / "network-final.pt", seed=0)
+    for layer_range in ("all", "coarse"):
+        out = root / "results" / "latent" / GAN / f"sefa-{layer_range}.npz"
+        run_sefa(cfg, network, layer_range, out, out.with_suffix(".png"), device="cpu")
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return make_workdir(tmp_path_factory.mktemp("review"))
+
+
+@pytest.fixture
+def file(tmp_path) -> store.TransformationsFile:
+    path = tmp_path / "transformations.yaml"
+    shutil.copy(REPO / "config" / "transformations.yaml", path)
+    return store.TransformationsFile(path, [GAN])
+
+
+def _accept(file, name="NEW", direction=3, **overrides):
+    values = dict(name=name, description="lesion border sharpness", gan=GAN, layer_range="coarse",
+                  direction=direction, magnitude=(-2.0, 2.5), checkpoint_sha256="a" * 64, reviewed_by="tester",
+                  direction_count=64)
+    return file.accept(**{**values, **overrides})
+
+
+# ---- the transformations file ------------------------------------------------------------------------
+def test_accept_appends_a_valid_entry_and_keeps_comments_and_other_entries(file):
+    original = file.path.read_text()
+    before = load_transformations(file.path, [GAN])
+    saved = _accept(file)
+    text = file.path.read_text()
+    assert text.startswith(original)  # comments, layout and the five entries byte for byte; the new one appended
+    after = load_transformations(file.path, [GAN])  # the workflow's own check
+    assert after[:5] == before
+    new = after[5]
+    assert {k: new[k] for k in ("name", "description", "gan", "layer_range", "direction", "magnitude")} == {
+        "name": "NEW", "description": "lesion border sharpness", "gan": GAN, "layer_range": "coarse",
+        "direction": 3, "magnitude": [-2.0, 2.5]}
+    review = new["review"]
+    assert review["reviewed_by"] == "tester" and review["checkpoint_sha256"] == "a" * 64
+    from datetime import datetime
+    assert datetime.fromisoformat(review["reviewed_on"]).tzinfo is not None  # ISO 8601, UTC, a string
+    assert saved["name"] == "NEW" and saved["magnitude"] == [-2.0, 2.5]
+    assert "    magnitude: [-2.0, 2.5]\n" in text  # flow style, like the hand-written entries
+    assert list(file.path.parent.iterdir()) == [file.path]  # no temporary file left behind
+
+
+def test_round_trip_of_the_repository_file_is_byte_identical(file):
+    document = store._yaml().load(file.path.read_text())
+    out = io.StringIO()
+    store._yaml().dump(document, out)
+    assert out.getvalue() == file.path.read_text()
+
+
+def test_replacing_an_entry_updates_it_in_place(file):
+    with pytest.raises(store.ReviewError, match="a transformation named 'SV' exists already"):
+        _accept(file, name="SV")
+    _accept(file, name="SV", direction=1, magnitude=(-1.0, 1.0), replace=True)
+    entries = load_transformations(file.path, [GAN])
+    assert [e["name"] for e in entries] == ["SPV", "SV", "BCV", "GV", "PS"]
+    assert entries[1]["magnitude"] == [-1.0, 1.0] and entries[1]["description"] == "lesion border sharpness"
+    assert "# The HAM10000 study's five transformations" in file.path.read_text()
+
+
+def test_reject_records_the_reason_and_a_later_accept_removes_it(file):
+    _ = file.reject(gan=GAN, layer_range="fine", direction=5, reason="only changes the noise texture",
+                    checkpoint_sha256="b" * 64, reviewed_by="tester", direction_count=64)
+    raw = yaml.safe_load(file.path.read_text())
+    assert raw["rejected"] == [{"gan": GAN, "layer_range": "fine", "direction": 5,
+                                "reason": "only changes the noise texture", "reviewed_by": "tester",
+                                "reviewed_on": raw["rejected"][0]["reviewed_on"], "checkpoint_sha256": "b" * 64}]
+    assert len(load_transformations(file.path, [GAN])) == 5  # still a valid workflow file
+    assert file.usage(GAN, "fine") == {0: {"names": ["BCV"], "rejected": []},
+                                      5: {"names": [], "rejected": ["only changes the noise texture"]}}
+    with pytest.raises(store.ReviewError, match="give the reason"):
+        file.reject(gan=GAN, layer_range="fine", direction=6, reason="  ", checkpoint_sha256="b" * 64,
+                    reviewed_by="tester")
+    with pytest.raises(store.ReviewError, match="is used by SPV"):
+        file.reject(gan=GAN, layer_range="coarse", direction=0, reason="no", checkpoint_sha256="b" * 64,
+                    reviewed_by="tester")
+    _accept(file, name="FN", layer_range="fine", direction=5)
+    assert yaml.safe_load(file.path.read_text())["rejected"] == []
+
+
+@pytest.mark.parametrize("name, message", [("bad name!", "may hold letters, digits, '-' and '_' only"),
+                                           ("", "may hold letters, digits"),
+                                           ("SPV", "exists already")])
+def test_an_invalid_name_is_refused_and_the_file_is_unchanged(file, name, message):
+    original = file.path.read_bytes()
+    with pytest.raises(store.ReviewError, match=message):
+        _accept(file, name=name)
+    assert file.path.read_bytes() == original
+    assert list(file.path.parent.iterdir()) == [file.path]
+
+
+def test_other_refusals_leave_the_file_unchanged(file):
+    original = file.path.read_bytes()
+    with pytest.raises(store.ReviewError, match="direction 64 does not exist"):
+        _accept(file, direction=64)
+    with pytest.raises(store.ReviewError, match="magnitude must be"):
+        _accept(file, magnitude=(2.0, -2.0))
+    with pytest.raises(store.ReviewError, match="description is empty"):
+        _accept(file, description=" ")
+    restricted = store.TransformationsFile(file.path, ["cgan"])  # ham10000 not inverted by this config
+    with pytest.raises(store.InvalidTransformationsFile, match="has no inversion"):
+        _accept(restricted)
+    assert file.path.read_bytes() == original
+
+
+def test_an_invalid_file_shows_the_validators_message_and_is_never_overwritten(file):
+    broken = file.path.read_text().replace("name: SV\n", "name: SPV\n")
+    file.path.write_text(broken)
+    assert "name 'SPV' is used twice" in file.problem()
+    with pytest.raises(store.InvalidTransformationsFile, match="is used twice"):
+        _accept(file)
+    with pytest.raises(store.InvalidTransformationsFile):
+        file.reject(gan=GAN, layer_range="fine", direction=5, reason="x", checkpoint_sha256="b" * 64,
+                    reviewed_by="t")
+    assert file.path.read_text() == broken
+    file.path.write_text("transformations: [unclosed\n")
+    assert "not valid YAML" in file.problem() or "expected" in file.problem()
+
+
+def test_a_new_file_needs_an_accepted_direction_first(tmp_path):
+    new = store.TransformationsFile(tmp_path / "new.yaml")
+    with pytest.raises(store.ReviewError, match="accept a direction first"):
+        new.reject(gan=GAN, layer_range="fine", direction=5, reason="x", checkpoint_sha256="b" * 64,
+                   reviewed_by="t")
+    assert not new.path.exists()
+    _accept(new)
+    assert [e["name"] for e in load_transformations(new.path)] == ["NEW"]
+
+
+def test_reviews_go_stale_when_the_generator_changes(tmp_path, file):
+    network = save_generator(tmp_path / "gan" / "network-final.pt", seed=0)
+    first = store.checkpoint_hash(network)
+    assert len(first) == 64 and first == store.checkpoint_hash(network)
+    _accept(file, checkpoint_sha256=first)
+    file.reject(gan=GAN, layer_range="fine", direction=5, reason="noise", checkpoint_sha256=first,
+                reviewed_by="tester")
+    assert file.stale({GAN: first}) == []  # the five hand-written entries carry no review: not judged
+    time.sleep(0.01)
+    save_generator(network, seed=1)  # retrained: other weights
+    second = store.checkpoint_hash(network)
+    assert second != first
+    stale = file.stale({GAN: second})
+    assert [(s.kind, s.label, s.reviewed, s.current) for s in stale] == [
+        ("transformation", "NEW", first, second), ("rejected", f"{GAN} fine #5", first, second)]
+    assert file.stale({"other": second}) == []
+
+
+def test_reviewer_name_defaults_to_the_os_user(monkeypatch):
+    assert store.reviewer_name(" alice ") == "alice"
+    monkeypatch.setenv("USER", "bob")
+    monkeypatch.setenv("LOGNAME", "bob")
+    assert store.reviewer_name(None) == "bob"
+
+
+# ---- rendering -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(workdir):
+    with warnings.catch_warnings():  # LPIPS' AlexNet trunk without cached ImageNet weights
+        warnings.simplefilter("ignore", UserWarning)
+        return render.ReviewEngine(workdir, GAN, validate_config(yaml.safe_load(
+            (workdir / "config" / "config.yaml").read_text())))
+
+
+def test_generators_and_directions_are_listed(workdir):
+    generators = render.list_generators(workdir)
+    assert [(g.name, g.layer_ranges) for g in generators] == [(GAN, ["all", "coarse"])]
+    directions = render.load_directions(workdir, GAN, "coarse")
+    assert directions.directions.shape == (64, 64) and directions.directions.dtype == np.float32
+    assert np.all(np.diff(directions.eigenvalues) <= 1e-9)
+    with pytest.raises(FileNotFoundError, match="sefa-fine.npz"):
+        render.load_directions(workdir, GAN, "fine")
+
+
+def test_an_edit_moves_the_image_and_lpips_follows(engine, workdir):
+    directions = render.load_directions(workdir, GAN, "all")
+    source = engine.sample_source(seed=3)
+    assert source.image.shape == (3, 64, 64) and source.image.dtype == torch.uint8
+    still = engine.render(source, directions, 0, 0.0)
+    assert torch.equal(still.image, source.image) and still.lpips_to_source == pytest.approx(0, abs=1e-6)
+    moved = engine.render(source, directions, 0, 3.0)
+    assert (moved.image.int() - source.image.int()).abs().float().mean() > 1.0
+    assert moved.lpips_to_source > 0 and moved.wayward == (moved.lpips_to_source > 0.2)
+    assert engine.threshold == 0.2  # latent.transform.lpips_threshold of the config
+    picture, magnitudes, distances = engine.strip([source, engine.sample_source(4)], directions, 0, -3.0, 3.0, 5)
+    assert picture.shape == (2 * 64, 5 * 64, 3) and picture.dtype == np.uint8
+    np.testing.assert_allclose(magnitudes, [-3, -1.5, 0, 1.5, 3])
+    assert distances.shape == (2, 5) and np.all(distances[:, 2] < 1e-3)
+    same = np.abs(picture[:64, 4 * 64:].astype(int) - render.to_picture(moved.image).astype(int))
+    assert same.max() <= 1  # the same edit (batched: rounding may move a pixel by one level)
+
+
+def test_slider_render_is_under_a_second_at_64(engine, workdir):
+    """The issue's responsiveness bar: one slider move (synthesis + two LPIPS) under 1 s on CPU at 64²."""
+    torch.set_num_threads(1)
+    directions = render.load_directions(workdir, GAN, "coarse")
+    source = engine.sample_source(seed=0)
+    engine.render(source, directions, 2, 0.5)  # warm-up
+    seconds = [engine.render(source, directions, 2, m).seconds for m in np.linspace(-3, 3, 15)]
+    median = statistics.median(seconds)
+    print(f"slider re-render at 64² on CPU (1 thread): median {median * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms")
+    assert median < 1.0
+
+
+# ---- uploads -------------------------------------------------------------------------------------------
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_bad_uploads_get_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(render.UploadRejected, match="not a readable image|cannot be decoded"):
+        render.decode_upload(b"this is a text file", "lesion.png", 64)
+    with pytest.raises(render.UploadRejected, match="the file is empty"):
+        render.decode_upload(b"", "lesion.png", 64)
+    bomb = _png(Image.new("1", (9000, 9000)))  # 81 MP of zeros: a few kB compressed
+    assert len(bomb) < 100_000
+    with pytest.raises(render.UploadRejected, match="9000×9000 pixels is more than the 40 megapixels"):
+        render.decode_upload(bomb, "bomb.png", 64)
+    with pytest.raises(render.UploadRejected, match="grayscale image"):
+        render.decode_upload(_png(Image.new("L", (80, 60), 128)), "gray.png", 64)
+    noise = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    truncated = _png(Image.fromarray(noise))[:2000]
+    with pytest.raises(render.UploadRejected, match="damaged or truncated"):
+        render.decode_upload(truncated, "cut.png", 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_odd_modes_and_hostile_names_are_decoded_without_writing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    cmyk = io.BytesIO()
+    rgb.convert("CMYK").save(cmyk, format="JPEG")
+    image = render.decode_upload(cmyk.getvalue(), "../../../etc/cmyk.jpg", 64)
+    assert image.shape == (3, 64, 64) and image.dtype == torch.uint8
+    rgba = render.decode_upload(_png(rgb.convert("RGBA")), "/tmp/../x.png", 64)
+    palette = render.decode_upload(_png(rgb.convert("P")), "p.png", 64)
+    assert rgba.shape == palette.shape == (3, 64, 64)
+    assert list(tmp_path.iterdir()) == []  # the name is never used as a path
+
+
+def test_an_upload_is_inverted_by_projection_without_encoders(engine):
+    rng = np.random.default_rng(1)
+    data = _png(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    engine.cfg = {**engine.cfg, "latent": {**engine.cfg["latent"], "projection": {"steps": 3, "w_avg_samples": 50}}}
+    source = engine.upload_source(data, "lesion.png")
+    assert source.method == "projection" and source.ws.shape == (1, engine.G.num_ws, 64)
+    assert source.inversion.shape == (3, 64, 64)
+
+
+# ---- the server ----------------------------------------------------------------------------------------
+def test_the_page_binds_the_loopback_address_unless_told_otherwise(workdir):
+    command, env, warnings = prepare(GAN, 8765, "127.0.0.1", None, "config/config.yaml", "ann", root=workdir)
+    assert command[command.index("--server.address") + 1] == "127.0.0.1" and warnings == []
+    assert command[command.index("--server.port") + 1] == "8765"
+    assert env["DERMSYNTH_REVIEW_REVIEWER"] == "ann" and env["DERMSYNTH_REVIEW_GAN"] == GAN
+    assert env["DERMSYNTH_REVIEW_TRANSFORMATIONS"] == str((workdir / "config/transformations.yaml").resolve())
+    assert env["DERMSYNTH_REVIEW_CONFIG"] == str((workdir / "config/config.yaml").resolve())
+    _, _, warnings = prepare(GAN, 8765, "0.0.0.0", "t.yaml", "missing.yaml", None, root=workdir)
+    assert len(warnings) == 1 and "reachable from other machines" in warnings[0]
+    from dermsynth.cli import build_parser
+    args = build_parser().parse_args(["review", "--gan", GAN])
+    assert args.host == "127.0.0.1" and args.port == 8501 and args.transformations is None
+    assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("192.168.1.4")
+    from dermsynth.errors import ConfigError
+    with pytest.raises(ConfigError, match="generator 'cgan' has no results/gan/cgan/network-final.pt"):
+        prepare("cgan", 8765, "127.0.0.1", None, "missing.yaml", None, root=workdir)
+
+
+# ---- the page, through Streamlit's AppTest ------------------------------------------------------------
+@pytest.fixture
+def app(workdir, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from dermsynth.review.server import APP
+    transformations = tmp_path / "transformations.yaml"
+    shutil.copy(REPO / "config" / "transformations.yaml", transformations)
+    monkeypatch.setenv("DERMSYNTH_REVIEW_ROOT", str(workdir))
+    monkeypatch.setenv("DERMSYNTH_REVIEW_GAN", GAN)
+    monkeypatch.setenv("DERMSYNTH_REVIEW_TRANSFORMATIONS", str(transformations))
+    monkeypatch.setenv("DERMSYNTH_REVIEW_CONFIG", str(workdir / "config" / "config.yaml"))
+    monkeypatch.setenv("DERMSYNTH_REVIEW_REVIEWER", "apptest")
+    return AppTest.from_file(str(APP), default_timeout=180), transformations
+
+
+def test_the_page_accepts_a_direction_with_a_name(app):
+    at, transformations = app
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="gan").value == GAN
+    at.selectbox(key="layer_range").set_value("coarse").run()
+    assert at.selectbox(key="direction").options[0].startswith("#0  λ = ")
+    table = at.sidebar.dataframe[0].value
+    assert table["named"].tolist()[:3] == ["SPV", "SV", ""] and len(table) == 64
+    at.selectbox(key="direction").set_value(4).run()
+    first = at.metric[0].value
+    at.slider(key="magnitude").set_value(2.5).run()
+    assert at.metric[0].value != first and float(at.metric[0].value) > 0
+    at.text_input(key="name").input("BORDER").run()
+    at.text_input(key="description").input("border sharpness").run()
+    at.button(key="accept").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert "Saved transformation BORDER" in at.success[0].value
+    entry = load_transformations(transformations, [GAN])[-1]
+    assert (entry["name"], entry["layer_range"], entry["direction"], entry["magnitude"]) == \
+        ("BORDER", "coarse", 4, [-3.0, 3.0])
+    assert entry["review"]["reviewed_by"] == "apptest"
+    assert at.sidebar.dataframe[0].value["named"].tolist()[4] == "BORDER"  # the table shows it at once
+    assert at.selectbox(key="direction").value == 4
+
+
+def test_the_page_refuses_a_bad_name_and_records_a_rejection(app):
+    at, transformations = app
+    at.run()
+    original = transformations.read_text()
+    at.text_input(key="name").input("no spaces").run()
+    at.text_input(key="description").input("x").run()
+    at.button(key="accept").click().run()
+    assert "may hold letters, digits" in at.error[0].value and transformations.read_text() == original
+    at.selectbox(key="direction").set_value(7).run()
+    at.text_input(key="reason").input("duplicates direction 0").run()
+    at.button(key="reject").click().run()
+    assert "Recorded ham10000 all #7 as rejected" in at.success[0].value
+    assert yaml.safe_load(transformations.read_text())["rejected"][0]["reason"] == "duplicates direction 0"
+    assert at.sidebar.dataframe[0].value["rejected"].tolist()[7] == "duplicates direction 0"
+    assert any("This direction was rejected: duplicates direction 0" in i.value for i in at.info)
+
+
+def test_the_page_shows_an_invalid_file_and_saves_nothing(app):
+    at, transformations = app
+    broken = transformations.read_text().replace("layer_range: fine", "layer_range: finest")
+    transformations.write_text(broken)
+    at.run()
+    assert not at.exception
+    assert "layer_range 'finest' is not one of all, coarse, middle, fine" in at.error[0].value
+    with pytest.raises(KeyError):
+        at.button(key="accept")  # saving is disabled
+    assert transformations.read_text() == broken
+
+
+def test_the_page_reports_a_bad_upload(app):
+    at, _ = app
+    at.run()
+    at.radio(key="source_kind").set_value("upload").run()
+    uploader = at.file_uploader(key="upload")
+    uploader.upload("lesion.png", b"%PDF-1.4 not a lesion", "image/png").run()
+    assert not at.exception
+    assert "This upload cannot be used: lesion.png: the file is PDF" in at.error[0].value
