@@ -409,3 +409,73 @@ def test_the_page_reports_a_bad_upload(app):
     uploader.upload("lesion.png", b"%PDF-1.4 not a lesion", "image/png").run()
     assert not at.exception
     assert "This upload cannot be used: lesion.png: the file is PDF" in at.error[0].value
+
+
+# ---- dataset images: inverted on the fly by e4e + HyperStyle, or read from a stored inversion ----------
+def test_dataset_images_use_the_stored_inversion_or_are_inverted_on_the_fly(workdir, ingested_ham, tmp_path):
+    """Random-init e4e and HyperStyle (saved as the training verbs save them, read by `load_e4e` and
+    `load_hyperstyle`) invert a demo HAM10000 image on the fly; after the inversion is stored (the chunk
+    merge `invert` runs), the same key comes from the stored latents with the same reconstruction."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from dermsynth.data.splits import split_dataset
+    from dermsynth.gan.run import load_generator
+    from dermsynth.latent.inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert)
+    from dermsynth.latent.run_inversion import _merge_chunks
+    root = tmp_path / "work"
+    shutil.copytree(workdir / "results" / "gan", root / "results" / "gan")
+    shutil.copytree(workdir / "results" / "latent", root / "results" / "latent")
+    data = root / "results" / "data" / "ham10000"
+    data.mkdir(parents=True)
+    (data / "lmdb").symlink_to(ingested_ham / "lmdb")
+    cfg = validate_config(yaml.safe_load((workdir / "config" / "config.yaml").read_text()))
+    ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
+    split_dataset(ingested, cfg["datasets"]["ham10000"]["split"]).to_csv(data / "manifest.csv", index=False)
+    G = load_generator(root / "results" / "gan" / GAN / "network-final.pt")
+    e4e = E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False)
+    hyper_options = HyperStyleOptions(backbone="resnet18", input_resolution=32, iterations=2, pretrained=False)
+    encoder, hyper = build_e4e(G, e4e), build_hypernetwork(G, hyper_options)
+    torch.save({"encoder": encoder.state_dict(), "options": asdict(e4e)}, root / "results/latent" / GAN / "e4e.pt")
+    torch.save({"hypernetwork": hyper.state_dict(), "options": asdict(hyper_options)},
+               root / "results/latent" / GAN / "hyperstyle.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        engine = render.ReviewEngine(root, GAN, cfg)
+    assert engine.dataset_choices() == ["ham10000"]  # the GAN's own (ham10000_gan) is not ingested here
+    images = engine.dataset_images("ham10000")
+    keys = images["key"].tolist()[:2]
+    assert not images["stored"].any()
+    live = engine.dataset_source("ham10000", keys[0])
+    assert live.method == "e4e + HyperStyle" and set(live.deltas) == set(hyper.layer_names)
+    assert live.image.shape == live.inversion.shape == (3, 64, 64)
+    edit = engine.render(live, render.load_directions(root, GAN, "coarse"), 1, 0.0)
+    assert (edit.image.int() - live.inversion.int()).abs().max() <= 1  # magnitude 0: the inversion itself
+
+    from dermsynth.data.dataset import read_images
+    result = invert(G, encoder, read_images(data / "lmdb", keys), hyper, hyper_options.iterations)
+    chunk = tmp_path / "chunk-0.pt"
+    torch.save({"keys": keys, "ws": result["ws"],
+                "factors": {k: [a.half(), b.half()] for k, (a, b) in result["factors"].items()}}, chunk)
+    frame = images[images["key"].isin(keys)][["key", "label", "split"]].reset_index(drop=True)
+    _merge_chunks([chunk], root / "results/latent" / GAN / "inversion", frame, hyper.layer_names)
+    engine._stored = None
+    assert engine.dataset_images("ham10000")["stored"].sum() == 2
+    stored = engine.dataset_source("ham10000", keys[0])
+    assert stored.method == "stored inversion" and torch.equal(stored.image, live.image)
+    assert (stored.inversion.int() - live.inversion.int()).abs().float().mean() < 1.0  # float16 offsets
+
+
+def test_the_page_flags_stale_reviews_and_draws_the_strip(app):
+    at, transformations = app
+    old = store.TransformationsFile(transformations, [GAN])
+    _accept(old, name="OLD", checkpoint_sha256="0" * 64)  # reviewed on another checkpoint
+    at.run()
+    assert not at.exception
+    assert any("Stale reviews" in w.value and "transformation OLD" in w.value for w in at.warning)
+    at.toggle(key="show_strip").set_value(True).run()
+    captions = [caption for image in at.image for caption in image.captions]
+    assert captions[:2] == ["source: sample seed 0 (ψ 0.7)", "inversion (sample)"]
+    assert captions[3].startswith("rows: this source, samples 0–2 · columns: -3.0, -2.0, -1.0, +0.0")
+    assert at.main.dataframe[-1].value.shape == (4, 7)  # LPIPS per source row and magnitude column
