@@ -295,3 +295,41 @@ def test_the_seed_decides_the_split():
     first = split_dataset(rows.copy(), cfg)["split"]
     assert first.equals(split_dataset(rows.copy(), cfg)["split"])
     assert not all(first.equals(split_dataset(rows.copy(), {**cfg, "seed": s})["split"]) for s in range(5))
+
+
+def _single_image_groups(n_per_class: dict) -> pd.DataFrame:
+    """A manifest already split: every image its own group, all in 'train'."""
+    rows = [{"key": f"{label}{i:02d}", "label": label, "split": "train", "group": f"g-{label}{i:02d}"}
+            for label, n in n_per_class.items() for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_federated_hospitals_get_exact_sizes_and_class_ratios_by_hand():
+    """20 one-image groups, 10 nv and 10 mel; hospitals of 4 and 8: with the pool's 1:1 ratio the targets are
+    2+2, 4+4 and 4+4 unassigned, and single-image groups can meet every one exactly. The output has exactly
+    the five documented columns, sorted by key, with a fresh index."""
+    manifest = _single_image_groups({"nv": 10, "mel": 10})
+    fed = federated_split(manifest, {"hospitals": {"h1": 4, "h2": 8}, "pool": ["train"], "seed": 0})
+    assert list(fed.columns) == ["key", "hospital", "split", "label", "group"]
+    assert list(fed.index) == list(range(20)) and fed["key"].tolist() == sorted(manifest["key"])
+    counts = fed.groupby(["hospital", "label"]).size().to_dict()
+    assert counts == {("h1", "mel"): 2, ("h1", "nv"): 2, ("h2", "mel"): 4, ("h2", "nv"): 4,
+                      ("unassigned", "mel"): 4, ("unassigned", "nv"): 4}
+
+
+def test_federated_assignment_follows_its_seed():
+    """Ties between equal one-image groups are broken by the configured seed: the same seed twice gives the
+    same hospitals (a reproducibility check; the seed decides among many equally good assignments)."""
+    manifest = _single_image_groups({"nv": 30, "mel": 30})
+    config = {"hospitals": {"h1": 10, "h2": 20}, "pool": ["train"], "seed": 5}
+    first = federated_split(manifest, config)["hospital"].tolist()
+    assert federated_split(manifest, config)["hospital"].tolist() == first
+
+
+def test_federated_pool_too_small_names_the_numbers_and_the_fix():
+    manifest = _single_image_groups({"nv": 3, "mel": 2})
+    manifest.loc[0, "split"] = "validation"
+    with pytest.raises(ConfigError) as caught:
+        federated_split(manifest, {"hospitals": {"h1": 3, "h2": 2}, "pool": ["train", "test"], "seed": 0})
+    assert str(caught.value) == ("federated.hospitals ask for 5 images but the pool (splits train, test) has 4; "
+                                 "reduce the sizes or widen federated.pool")
