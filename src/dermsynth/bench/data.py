@@ -43,6 +43,8 @@ def _config(source: Path, resolution: int, draft: bool, encoding: str = "png") -
 
 
 def bench_ingest(args) -> list[dict]:
+    """Ingest throughput (images/s, per core) from a zip of ISIC-2020-sized JPEGs to LMDB, per resolution, JPEG
+    DCT-scaling on/off and worker count. Returns one row per combination."""
     from ..data.ingest import ingest_dataset
     workdir = Path(args.workdir)
     source = _make_sources(workdir, args.images, args.max_side)
@@ -66,6 +68,8 @@ def bench_ingest(args) -> list[dict]:
 
 
 def bench_lmdb_read(args) -> list[dict]:
+    """Read throughput (images/s over three epochs, after a warm-up epoch) of the LMDB through a PyTorch
+    DataLoader, per resolution, stored encoding (png | raw) and number of loader workers."""
     import torch
     from torch.utils.data import DataLoader
 

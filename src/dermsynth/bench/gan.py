@@ -79,7 +79,7 @@ class _FlopCount:
         counter = self
         self.total = 0
 
-        class Mode(TorchDispatchMode):
+        class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
                 out = func(*args, **kwargs)
@@ -88,7 +88,7 @@ class _FlopCount:
                     counter.total += count(*args, **kwargs, out_val=out)
                 return out
 
-        self.mode = Mode()
+        self.mode = _Mode()
 
 
 def count_flops_per_kimg(args, images, device) -> dict:

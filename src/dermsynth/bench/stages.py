@@ -56,7 +56,7 @@ def bench_project(args) -> list[dict]:
     for batch in sorted({1, args.batch}):
         targets = _targets(batch, args.resolutions[0])
 
-        def run(steps):
+        def _run(steps):
             options = ProjectionOptions(steps=steps, space="w+", w_avg_samples=1000)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -66,9 +66,9 @@ def bench_project(args) -> list[dict]:
                 torch.cuda.synchronize(device)
             return time.perf_counter() - start
 
-        run(args.warmup)  # cuDNN autotuning and allocator growth, not counted
-        short = run(args.warmup)
-        per_step = max(run(args.warmup + args.steps) - short, 1e-9) / args.steps
+        _run(args.warmup)  # cuDNN autotuning and allocator growth, not counted
+        short = _run(args.warmup)
+        per_step = max(_run(args.warmup + args.steps) - short, 1e-9) / args.steps
         rows.append({"what": "project", "device": str(device), "resolution": args.resolutions[0], "batch": batch,
                      "seconds_per_step": round(per_step, 4),
                      "images_per_hour": round(batch / (per_step * args.projection_steps) * 3600, 1),

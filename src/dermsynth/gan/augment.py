@@ -98,6 +98,9 @@ def _where(mask, value, neutral):
 
 
 class AugmentPipe(torch.nn.Module):
+    """The ADA pipeline (module docstring) as a module: images float (N, 3, H, W) in [−1, 1] in, the same
+    shape out; `p` (a buffer, 0…1) is the probability of each transformation; raises ValueError for an
+    unknown mode."""
     def __init__(self, mode: str = "bgc", p: float = 0.0):
         super().__init__()
         if mode not in MODES:
@@ -209,6 +212,7 @@ class AdaptiveP:
         self.signs_sum, self.count = 0.0, 0
 
     def accumulate(self, real_logits: torch.Tensor) -> None:
+        """Add the signs of D's logits on real images (any shape) to the running r_t estimate."""
         self.signs_sum += torch.sign(real_logits.detach()).sum().item()
         self.count += real_logits.numel()
 
@@ -227,8 +231,10 @@ class AdaptiveP:
         return rt
 
     def state(self) -> dict:
+        """p and the running r_t sums, for a checkpoint (plain floats and ints)."""
         return {"p": float(self.pipe.p), "signs_sum": self.signs_sum, "count": self.count}
 
     def restore(self, state: dict) -> None:
+        """Set p and the running r_t sums from `state()`'s dict (a resumed run continues exactly)."""
         self.pipe.p.fill_(float(state["p"]))
         self.signs_sum, self.count = float(state["signs_sum"]), int(state["count"])

@@ -34,6 +34,7 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def weights_dir(path: str | Path | None = None) -> Path:
+    """The weights cache: `path`, else $DERMSYNTH_WEIGHTS, else resources/weights (relative to the cwd)."""
     return Path(path or os.environ.get("DERMSYNTH_WEIGHTS", "resources/weights"))
 
 
@@ -52,6 +53,7 @@ def torch_home(cache: Path):
 
 
 def torchvision_checkpoint(cache: Path, url: str) -> Path:
+    """Where torchvision's downloader stores the file of `url` under the cache (torch hub layout)."""
     return cache / "torch" / "hub" / "checkpoints" / Path(url).name
 
 
@@ -74,6 +76,7 @@ class Extractor:
 
     @property
     def real_weights(self) -> bool:
+        """True when the network's weights come from a file (not random-init)."""
         return not self.weights.startswith("random-init")
 
     def describe(self) -> dict:
@@ -85,6 +88,7 @@ class Extractor:
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu",
                  progress: bool = True) -> np.ndarray:
+        """Features float64 (N, dim) of uint8 images (N, 3, H, W), computed in batches on `device`."""
         from ..progress import Progress
         self.model.to(device)
         progress = Progress(len(images), f"features {self.name}") if progress else None
@@ -157,6 +161,8 @@ def _calibrate_batchnorm(net: nn.Module, generator: torch.Generator, size: int =
 
 
 def inception(cache: str | Path | None = None) -> Extractor:
+    """Inception-v3 pool3 features (2048-d) as clean-fid computes FID (its TorchScript weights from the
+    cache, clean resize to 299²); without them a deterministic random-init network, with a warning."""
     cache = weights_dir(cache)
     path = cache / "clean-fid" / INCEPTION_FILE
     if path.exists():
@@ -182,6 +188,8 @@ class _Vgg16Fc2(nn.Module):
 
 
 def vgg16(cache: str | Path | None = None) -> Extractor:
+    """VGG16 fc2 features (4096-d, Kynkäänniemi et al. 2019's precision/recall space) at 224², ImageNet
+    weights from the cache; without them random-init, with a warning."""
     from torchvision.models import VGG16_Weights
     from torchvision.models import vgg16 as build
     cache = weights_dir(cache)
@@ -218,6 +226,7 @@ def lpips_model(cache: str | Path | None = None, net: str = "alex"):
 
 
 def lpips_alex(cache: str | Path | None = None):
+    """LPIPS with the AlexNet trunk (the HAM10000 study's Table 1 variant): (model, info) as `lpips_model`."""
     return lpips_model(cache, "alex")
 
 

@@ -43,12 +43,14 @@ class FusedOpsError(RuntimeError):
 
 
 def set_mode(mode: str) -> None:
+    """Choose the fused-ops mode (auto | require | reference, module docstring); ValueError otherwise."""
     if mode not in MODES:
         raise ValueError(f"unknown fused-ops mode {mode!r}; choose from {', '.join(MODES)}")
     _state["mode"] = mode
 
 
 def get_mode() -> str:
+    """The current fused-ops mode."""
     return _state["mode"]
 
 
@@ -70,6 +72,7 @@ def build_tag() -> str:
 
 
 def cache_dir() -> Path:
+    """Where compiled extensions are cached: $DERMSYNTH_EXTENSIONS_DIR or ~/.cache/dermsynth/extensions."""
     return Path(os.environ.get("DERMSYNTH_EXTENSIONS_DIR", Path.home() / ".cache" / "dermsynth" / "extensions"))
 
 
@@ -141,6 +144,8 @@ def kernels():
 
 
 def kernels_for(x: torch.Tensor):
+    """The compiled extension for ops on `x`, or None: CPU tensors and code being traced by torch.compile
+    take the reference ops (inductor fuses those itself)."""
     if not x.is_cuda or torch.compiler.is_compiling():  # torch.compile fuses the reference ops itself
         return None
     return kernels()
@@ -189,6 +194,7 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
 
 # --- upfirdn2d -------------------------------------------------------------------------------------
 def output_size(in_size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -> int:
+    """Output length of upfirdn2d along one axis: (in·up + pad0 + pad1 − taps) // down + 1 samples."""
     return (in_size * up + pad0 + pad1 - taps) // down + 1
 
 
@@ -235,6 +241,7 @@ def separable_passes(f: torch.Tensor, up, down, padding, gain: float):
 
 
 def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
+    """Fused path of `ops.upfirdn2d` (same arguments, normalised): one kernel launch per separable pass."""
     for f2d, up_, down_, padding_, gain_ in separable_passes(f, up, down, padding, gain):
         x = _UpFirDn2d.apply(x, f2d.float().contiguous(), up_, down_, padding_, flip_filter, float(gain_))
     return x
