@@ -28,9 +28,10 @@ USER_CONFIG = {
                                                                            "test": 0.25}}}},
     "gans": {"clinic_gan": {"dataset": "clinic", "kimg": 0.032}},
 }
-# what USER_CONFIG plans: its dataset's data stage, its generator, its evaluation, SeFa's 4 layer ranges
+# what USER_CONFIG plans: its dataset's data stage, its generator, its evaluation (with the Lite0 weights it
+# computes FD_lite0 in), SeFa's 4 layer ranges
 USER_JOBS = {"all": 1, "ingest": 1, "split": 1, "preview": 1, "train_gan": 1, "gan_samples": 1, "evaluate_gan": 1,
-             "isic_table1": 1, "sefa": 4}
+             "lite0_weights": 1, "isic_table1": 1, "sefa": 4}
 
 
 def _dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:

