@@ -132,3 +132,31 @@ def test_an_lmdb_of_generated_images_is_evaluated_whole(trained, tmp_path):
     result = evaluate_images(store, lmdb, manifest, ["train"], None, tmp_path / "fakes.json", real_samples=12,
                              device="cpu", cache_dir=tmp_path / "cache")
     assert result["n_images"] == 10 and np.isfinite(result["fid"])
+
+
+def test_image_sets_read_every_format_pillow_decodes_and_name_the_files_it_cannot(tmp_path):
+    """A folder of generated images: PNG, JPEG, JFIF, WebP and GIF are all read (in name order, RGB); a
+    corrupt PNG or a stray text file is an error naming each file, never silently left out."""
+    from PIL import Image
+
+    from dermsynth.errors import InputError
+    from dermsynth.metrics.gan_eval import load_image_set
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i, (name, fmt) in enumerate([("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.jfif", "JPEG"), ("d.webp", "WEBP"),
+                                     ("e.gif", "GIF")]):
+        options = {"lossless": True} if fmt == "WEBP" else {}
+        Image.fromarray(pixels[i]).save(folder / name, format=fmt, **options)
+    images, names = load_image_set(folder)
+    assert names == ["a.png", "b.jpg", "c.jfif", "d.webp", "e.gif"] and images.shape == (5, 3, 8, 8)
+    np.testing.assert_array_equal(images[0].permute(1, 2, 0).numpy(), pixels[0])  # lossless formats exact
+    np.testing.assert_array_equal(images[3].permute(1, 2, 0).numpy(), pixels[3])
+    (folder / "broken.png").write_bytes(b"garbage")
+    (folder / "notes.txt").write_text("seeds 0-4")
+    with pytest.raises(InputError) as caught:
+        load_image_set(folder)
+    message = str(caught.value)
+    assert "2 cannot be decoded" in message and "broken.png (" in message and "notes.txt (" in message
+    assert "object at 0x" not in message and "Move them out of the folder" in message

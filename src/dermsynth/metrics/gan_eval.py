@@ -189,9 +189,15 @@ def summary(result: dict) -> str:
 
 # --- any image set ---------------------------------------------------------------------------------
 def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:
-    """uint8 images from a folder of PNG/JPEG files or a dermsynth LMDB store (the store itself, or a
-    folder holding it as `lmdb/`, as `dermsynth generate --format lmdb` and the data stage write)."""
+    """uint8 images (N, 3, H, W) and their names from a folder of image files or a dermsynth LMDB store
+    (the store itself, or a folder holding it as `lmdb/`, as `dermsynth generate --format lmdb` and the data
+    stage write). In a folder every visible file counts as an image: whatever Pillow decodes (PNG, JPEG,
+    WebP, JFIF, GIF, TIFF, BMP, …; the first frame of an animation), converted to RGB, in name order, the
+    first `limit`. Raises InputError naming every file that cannot be decoded (nothing is skipped
+    silently: the metrics depend on exactly which images are in the set) and for images of several sizes."""
     from PIL import Image
+
+    from ..data.images import _plain
     path = Path(path)
     if (path / "lmdb" / INDEX_FILE).exists():
         path = path / "lmdb"
@@ -201,11 +207,24 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
         images = read_images(store, keys)
         store.close()
         return images, keys
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder; give a folder of images of one size, or a dermsynth LMDB store")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))[:limit]
     if not files:
-        raise InputError(f"{path}: no .png/.jpg images and no LMDB index.json; give a folder of PNG/JPEG images "
-                         f"of one size, or a dermsynth LMDB store")
-    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        raise InputError(f"{path}: no image files and no LMDB index.json; give a folder of images of one size, "
+                         f"or a dermsynth LMDB store")
+    arrays, problems = [], []
+    for f in files:
+        try:
+            with Image.open(f) as image:
+                image.seek(0)
+                arrays.append(np.asarray(image.convert("RGB")))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            problems.append(f"{f.name} ({_plain(exc)})")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InputError(f"{path}: every file in the folder is read as an image, and {len(problems)} cannot be "
+                         f"decoded: {shown}. Move them out of the folder, or re-save them as PNG")
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
         raise InputError(f"{path}: images have different sizes {sorted(sizes)[:3]}…; resize them to one size first")
