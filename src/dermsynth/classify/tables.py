@@ -45,6 +45,9 @@ def _with_provenance(table: pd.DataFrame, models: list[dict], key: str) -> pd.Da
 
 
 def table2(models: list[dict], sizes: list[str]) -> pd.DataFrame:
+    """HAM10000 study Table 2: one row per architecture × (unfiltered, filtered SA sets): the baseline's
+    balanced multi-class accuracy on the test split (0–1) and, per SA size, the change against it (−1…1;
+    None where that model was not trained), with the rows' real-weights provenance."""
     rows = []
     for architecture in dict.fromkeys(m["architecture"] for m in models):
         mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
@@ -67,6 +70,8 @@ def best_size(models: list[dict], architecture: str, sizes: list[str]) -> str:
 
 
 def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
+    """HAM10000 study Table 3: per architecture, the baseline and the SA size chosen on validation balanced
+    accuracy (unfiltered and filtered): test AUC (0–1) of every class, one-vs-rest, and their mean."""
     rows = []
     for architecture in dict.fromkeys(m["architecture"] for m in models):
         mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
@@ -84,6 +89,7 @@ def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
 
 
 def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_png: str | Path) -> None:
+    """Bar chart of per-class test recall for one architecture, baseline vs each SA model, written as PNG."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -109,6 +115,8 @@ def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_p
 
 
 def isic_table2(models: list[dict]) -> pd.DataFrame:
+    """ISIC study Table 2: one row per classifier scenario (baseline, synth, aug per GAN): training images,
+    synthetic count, accuracy, balanced accuracy and binary AUC (0–1) on the real test split, real weights."""
     rows = []
     for m in models:
         report = m["test_recomputed"]
@@ -121,6 +129,7 @@ def isic_table2(models: list[dict]) -> pd.DataFrame:
 
 
 def write_ham_tables(folders: list[str], sizes: list[str], table2_out, table3_out, figure_dir) -> None:
+    """Load the classifier folders and write Tables 2 and 3 (CSV) and one recall figure per architecture."""
     models = load_models(folders)
     write_csv(table2_out, table2(models, sizes))
     write_csv(table3_out, table3(models, sizes))
@@ -129,6 +138,7 @@ def write_ham_tables(folders: list[str], sizes: list[str], table2_out, table3_ou
 
 
 def write_isic_table(folders: list[str], out) -> pd.DataFrame:
+    """Load the ISIC classifier folders and write ISIC Table 2 (CSV); returns the table."""
     table = isic_table2(load_models(folders))
     write_csv(out, table)
     return table
