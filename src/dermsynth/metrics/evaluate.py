@@ -32,6 +32,9 @@ def load_split_images(lmdb_root: str | Path, manifest: str | Path, split: str, l
 
 def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn,
                          device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
+    """Features float64 (N, dim) of a real image set in `extractor`'s space, cached on disk under a key of
+    `identity` (dataset, split, resolution, keys hash, count), the extractor's name and its weights;
+    `images_fn()` gives the uint8 (N, 3, H, W) images only when the cache misses."""
     key = {**identity, "extractor": extractor.name, "weights": extractor.weights}
     digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{identity.get('dataset', 'real')}-{identity.get('split', '')}-{extractor.name}-{digest}.npz"

@@ -72,6 +72,8 @@ def real_reference(manifest: str | Path, splits: list[str], classes: list[str] |
 
 
 def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR) -> dict:
+    """Features {extractor name: float64 (N, dim)} of the real images in `frame` (read from the LMDB at most
+    once, only for the extractors whose cache misses; see `cached_real_features`)."""
     identity = {**identity, "keys": hashlib.sha256("\n".join(frame["key"]).encode()).hexdigest()[:16],
                 "count": len(frame)}
     images = {}
@@ -131,6 +133,10 @@ def _memorisation_table(result: dict, real_keys: list[str], sample_ids: list[str
 def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
                  out_json: str | Path, out_memorisation: str | Path, device: str | None = None,
                  cache_dir: str | Path = CACHE_DIR) -> dict:
+    """Evaluate GAN `name` (config `gans`/`evaluation`): FID/KID in Inception features, FD/KID in Lite0
+    features, precision/recall and α/β/authenticity in VGG16 features, PPL in W, memorisation. Writes the
+    metrics JSON (with extractor weights and provenance) and the memorisation CSV; returns the metrics.
+    Metrics that the sample sizes cannot support are null with a reason (metrics/preconditions.py)."""
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
     spec, ev = cfg["gans"][name], cfg["evaluation"]
@@ -234,6 +240,9 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
 def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes: list[str] | None,
                     out_json, samples: int | None = None, real_samples: int | None = None, seed: int = 0,
                     batch: int = 32, device: str | None = None, cache_dir=CACHE_DIR, k: int = 3) -> dict:
+    """The same metrics as `evaluate_gan` for a folder or LMDB of already generated images against the real
+    images of `splits` (and `classes`) in the manifest; writes and returns the metrics JSON. Raises
+    InputError for unreadable image sets (see `load_image_set`)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images, names = load_image_set(images_path, samples)
     frame = real_reference(manifest, splits, classes, real_samples, seed)

@@ -65,6 +65,7 @@ def _cached_source(key: tuple, make):
 
 
 def main() -> None:
+    """The Streamlit page (run by `dermsynth review` through `streamlit run`): one rerun per interaction."""
     st.set_page_config(page_title="dermsynth · direction review", layout="wide")
     settings = _settings()
     root = settings["root"]
