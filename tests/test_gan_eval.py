@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import train_gan
 from dermsynth.metrics.gan_eval import evaluate_gan, evaluate_images, real_reference, snapshot_curve, table1
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")  # no w
 def trained(gan_setup, tmp_path_factory):
     cfg, lmdb, manifest = gan_setup
     out = tmp_path_factory.mktemp("trained")
-    network = train_gan(cfg, "tiny", lmdb, manifest, out, device="cpu")
+    network = train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, out, device="cpu")
     return cfg, lmdb, manifest, network
 
 

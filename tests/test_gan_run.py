@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from dermsynth.errors import ConfigError
+from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import load_generator, train_gan
 
 
@@ -24,7 +25,7 @@ def _with_kimg(cfg, kimg, **changes):
 
 def test_outputs_logs_and_loading(gan_setup, tmp_path):
     cfg, lmdb, manifest = gan_setup
-    final = train_gan(cfg, "tiny", lmdb, manifest, tmp_path, device="cpu")
+    final = train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, tmp_path, device="cpu")
     assert final == tmp_path / "network-final.pt"
     lines = [json.loads(x) for x in (tmp_path / "training_log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [2, 4] and all("loss_G" in x and "sec_per_kimg" in x for x in lines)
@@ -39,9 +40,9 @@ def test_outputs_logs_and_loading(gan_setup, tmp_path):
 
 def test_a_stopped_run_resumes_to_the_same_result(gan_setup, tmp_path):
     cfg, lmdb, manifest = gan_setup
-    straight = train_gan(_with_kimg(cfg, 0.032), "tiny", lmdb, manifest, tmp_path / "straight", device="cpu")
-    train_gan(_with_kimg(cfg, 0.016), "tiny", lmdb, manifest, tmp_path / "stopped", device="cpu")  # "killed" at 4 steps
-    resumed = train_gan(_with_kimg(cfg, 0.032), "tiny", lmdb, manifest, tmp_path / "stopped", device="cpu")
+    straight = train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.032), gan="tiny"), lmdb, manifest, tmp_path / "straight", device="cpu")
+    train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.016), gan="tiny"), lmdb, manifest, tmp_path / "stopped", device="cpu")  # "killed" at 4 steps
+    resumed = train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.032), gan="tiny"), lmdb, manifest, tmp_path / "stopped", device="cpu")
     steps = [json.loads(x)["step"] for x in (tmp_path / "stopped" / "training_log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8]  # the second run continued where the first stopped
     a, b = load_generator(straight).state_dict(), load_generator(resumed).state_dict()
@@ -50,7 +51,7 @@ def test_a_stopped_run_resumes_to_the_same_result(gan_setup, tmp_path):
 
 def test_conditional_generator_is_loaded_with_its_labels(gan_setup, tmp_path):
     cfg, lmdb, manifest = gan_setup
-    final = train_gan(_with_kimg(cfg, 0.008, conditional=True), "tiny", lmdb, manifest, tmp_path, device="cpu")
+    final = train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.008, conditional=True), gan="tiny"), lmdb, manifest, tmp_path, device="cpu")
     G = load_generator(final)
     assert G.c_dim == 7
     assert G(torch.randn(2, 16), torch.eye(7)[:2], noise_mode="const").shape == (2, 3, 64, 64)
@@ -59,14 +60,14 @@ def test_conditional_generator_is_loaded_with_its_labels(gan_setup, tmp_path):
 def test_unknown_class_is_a_config_error(gan_setup, tmp_path):
     cfg, lmdb, manifest = gan_setup
     with pytest.raises(ConfigError, match=r"classes \['melanoma'\] are not classes of the dataset"):
-        train_gan(_with_kimg(cfg, 0.008, classes=["melanoma"]), "tiny", lmdb, manifest, tmp_path, device="cpu")
+        train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.008, classes=["melanoma"]), gan="tiny"), lmdb, manifest, tmp_path, device="cpu")
 
 
 def test_generate_is_per_seed_and_writes_a_readable_store(gan_setup, tmp_path):
     from dermsynth.data.dataset import LmdbImageDataset
     from dermsynth.gan.generate import generate, generate_images, parse_seeds
     cfg, lmdb, manifest = gan_setup
-    network = train_gan(_with_kimg(cfg, 0.008, classes=["mel"]), "tiny", lmdb, manifest, tmp_path / "mel", device="cpu")
+    network = train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.008, classes=["mel"]), gan="tiny"), lmdb, manifest, tmp_path / "mel", device="cpu")
     G = load_generator(network)
     together = generate_images(G, [3, 5, 7], batch=3)
     alone = torch.cat([generate_images(G, [s], batch=1) for s in (7, 3, 5)])
@@ -86,7 +87,7 @@ def test_generate_needs_the_class_of_a_conditional_generator(gan_setup, tmp_path
     import subprocess
     import sys
     cfg, lmdb, manifest = gan_setup
-    network = train_gan(_with_kimg(cfg, 0.008, conditional=True), "tiny", lmdb, manifest, tmp_path / "c", device="cpu")
+    network = train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.008, conditional=True), gan="tiny"), lmdb, manifest, tmp_path / "c", device="cpu")
     command = [sys.executable, "-m", "dermsynth.cli", "generate", "--network", str(network), "--seeds", "0-3",
                "--out", str(tmp_path / "png"), "--device", "cpu"]
     failed = subprocess.run(command, capture_output=True, text=True)

@@ -149,9 +149,10 @@ def test_declared_minimum_is_the_least_number_that_computes(name, k):
 # --- evaluate-gan (the workflow's evaluator) -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_gan(gan_setup, tmp_path_factory):
-    from dermsynth.gan.run import train_gan
+    from dermsynth.gan.options import TrainGanOptions
+from dermsynth.gan.run import train_gan
     cfg, lmdb, manifest = gan_setup
-    return cfg, lmdb, manifest, train_gan(cfg, "tiny", lmdb, manifest, tmp_path_factory.mktemp("gan"), device="cpu")
+    return cfg, lmdb, manifest, train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, tmp_path_factory.mktemp("gan"), device="cpu")
 
 
 def test_evaluate_gan_writes_undefined_metrics_as_null_and_the_rest(tiny_gan, tmp_path, capfd):

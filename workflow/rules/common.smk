@@ -15,6 +15,7 @@ from dermsynth.data.demo.archives import expected_outputs as demo_expected_outpu
 from dermsynth.data.sources import required_files
 from dermsynth.metrics.preconditions import config_warnings as evaluation_warnings
 from dermsynth.latent.transform import load_transformations
+from dermsynth.gan.options import TrainGanOptions
 
 # The config files in use: the demo's config/config.yaml unless --configfile (or a profile) gave others,
 # which replace it (see the Snakefile); --config key=value applies on top.
@@ -40,6 +41,52 @@ if GANS:  # sample sizes too small for a metric (issue 19): said now, not after 
         print(f"dermsynth: {message}", file=sys.stderr)
 TABLE1_GANS = config["evaluation"].get("table1_gans") or GANS
 FEDERATED = [name for name, ds in config["datasets"].items() if "federated" in ds]
+
+
+def step_options(options_class):
+    """A `params:` function giving the job's options file (`dermsynth.options`): `options_class` built from the
+    validated config and the job's wildcards, written content-addressed, so changing a key the options hold
+    re-runs exactly the jobs that hold it."""
+    def options_file(wildcards):
+        names = options_class.wildcards
+        return options_class.from_config(config, **{name: getattr(wildcards, name) for name in names}).write()
+    return options_file
+
+
+def _section_of(section):
+    return section if callable(section) else (lambda wildcards: section)
+
+
+def gpu_threads(section, cpu=1):
+    """Threads of a job whose config `section` (a dict, or a function of the wildcards) has `gpus`: 8 per
+    GPU, else `cpu`."""
+    get = _section_of(section)
+    return lambda wildcards: 8 * get(wildcards)["gpus"] if get(wildcards)["gpus"] else cpu
+
+
+def gpu_resources(section, cpu_mem_mb=16000, gpu_mem_mb=16000):
+    """`gpu`, `mem_mb` and `runtime` (minutes) of a job whose config `section` (a dict, or a function of the
+    wildcards) has `gpus` and `runtime_hours`; memory and time grow with each retry (`attempt`)."""
+    get = _section_of(section)
+    return {"gpu": lambda wildcards: get(wildcards)["gpus"],
+            "mem_mb": lambda wildcards, attempt: (gpu_mem_mb if get(wildcards)["gpus"] else cpu_mem_mb) * attempt,
+            "runtime": lambda wildcards, attempt: int(get(wildcards)["runtime_hours"] * 60 * attempt)}
+
+
+# Outputs that more than one rule reads (the rule that writes each uses the same pattern).
+NETWORK = "results/gan/{gan}/network-final.pt"
+DATASET_LMDB = "results/data/{dataset}/lmdb"
+DATASET_MANIFEST = "results/data/{dataset}/manifest.csv"
+
+
+def network(gan):
+    """The final checkpoint of generator `gan`."""
+    return NETWORK.format(gan=gan)
+
+
+def dataset_files(dataset):
+    """The LMDB store and manifest of an ingested, split dataset (the inputs most verbs read)."""
+    return {"lmdb": DATASET_LMDB.format(dataset=dataset), "manifest": DATASET_MANIFEST.format(dataset=dataset)}
 
 
 def rule_config(sections):

@@ -7,9 +7,9 @@ rule train_gan:
     input:
         unpack(gan_data),
     output:
-        "results/gan/{gan}/network-final.pt",
+        NETWORK,
     params:
-        config=gan_config,
+        options=step_options(TrainGanOptions),
         out=subpath(output[0], parent=True),
         launcher=gan_launcher,
     log:
@@ -18,20 +18,18 @@ rule train_gan:
         "benchmarks/gan/train_gan/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 * config["gans"][wc.gan]["gpus"] if config["gans"][wc.gan]["gpus"] else 1
+    threads: gpu_threads(lambda wc: config["gans"][wc.gan])
     resources:
-        gpu=lambda wc: config["gans"][wc.gan]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt if config["gans"][wc.gan]["gpus"] else 4000 * attempt,
-        runtime=lambda wc, attempt: int(config["gans"][wc.gan]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(lambda wc: config["gans"][wc.gan], cpu_mem_mb=4000),
     shell:
-        "{params.launcher} train-gan --config {params.config} --gan {wildcards.gan} --lmdb {input.lmdb} "
+        "{params.launcher} train-gan --options {params.options} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
 rule gan_samples:
     """The final generator at a glance: the same seeds in every row, one row per class when conditional."""
     input:
-        "results/gan/{gan}/network-final.pt",
+        NETWORK,
     output:
         sheet=report("results/gan/{gan}/samples.png", caption="../report/gan_samples.rst", category="2. Generators",
                      subcategory="{gan}", labels={"generator": "{gan}", "figure": "samples of the final G_ema"}),

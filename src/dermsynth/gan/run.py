@@ -34,6 +34,7 @@ from ..provenance import provenance
 from .distributed import join_world, leave_world
 from .networks import Generator, seed_latents
 from .ops import fused
+from .options import TrainGanOptions
 from .training import GanTrainer, TrainingOptions
 
 OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
@@ -110,9 +111,13 @@ def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: flo
             "processes": trainer.world.size}
 
 
-def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
+def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
               device: str | None = None) -> Path:
-    spec = cfg["gans"][name]
+    """Train generator `options.gan` on the training images of `manifest` (its `splits`, `classes`) from
+    `lmdb_root`, writing snapshots, logs and `network-final.pt` (+ .json) to `out_dir`; resumes from the newest
+    snapshot written with the same options. `device`: cpu/cuda (None: cuda when available; under torchrun one
+    process per GPU). Returns the final checkpoint's path."""
+    spec, name = options.spec, options.gan
     out_dir = Path(out_dir)
     world, device = join_world(device)
     if world.is_main:
@@ -174,7 +179,7 @@ def train_gan(cfg: dict, name: str, lmdb_root: str | Path, manifest: str | Path,
             "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
             "num_ws": trainer.G.num_ws, "processes": world.size, "device": str(device.type),
             "fused_cuda_ops": fused.kernels() is not None if device.type == "cuda" else False,
-            "provenance": provenance("train-gan", spec, seed=spec["seed"])})
+            "provenance": provenance(options.step, options.to_dict(), seed=spec["seed"])})
     world.barrier()
     leave_world()
     return final

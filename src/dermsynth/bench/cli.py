@@ -1,0 +1,42 @@
+"""`dermsynth` verbs of the bench stage: their flags and what each runs (cli.py assembles them)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..verbs import add_verb, set_threads
+
+
+def _bench(args) -> None:
+    from ..bench import run_benchmark
+    run_benchmark(args)
+
+
+def add_verbs(sub) -> None:
+    """Declare the bench stage's verbs on the `dermsynth` subparsers."""
+    p = add_verb(sub, "bench", _bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
+             "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.")
+    p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train", "project", "invert",
+                                    "classify-train"])
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--max-side", type=int, default=4000, help="source image size (ISIC 2020 reaches 6000)")
+    p.add_argument("--workdir", default="benchmarks/bench-data")
+    p.add_argument("--device", default="cpu", help="metrics, gan-train, project, invert, classify-train: cpu or cuda")
+    p.add_argument("--batch", type=int, default=32, help="gan-train, project, invert, classify-train: minibatch")
+    p.add_argument("--steps", type=int, default=32, help="timed steps (after --warmup); gan-train rounds up to "
+                   "whole regularisation cycles of 16")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--channel-base", type=int, default=16384, help="generator width (16384 = paper256)")
+    p.add_argument("--variants", nargs="*", default=None, help="gan-train: variants to run (default: all on "
+                   "CUDA, reference-fp32 on CPU; none with --flops: the FLOP count alone), e.g. fused-fp32 "
+                   "fused-mixed reference-mixed-compiled")
+    p.add_argument("--flops", action="store_true", help="gan-train: count model FLOPs per kimg (one cycle)")
+    p.add_argument("--time-budget", type=float, default=None, help="gan-train: skip variants after this many s")
+    p.add_argument("--fid-samples", type=int, nargs="*", default=[2_500, 10_000],
+                   help="metrics: sample counts for the FID/KID-from-features timing (none: skip it)")
+    p.add_argument("--projection-steps", type=int, default=1000, help="project: steps per image (studies: 1000)")
+    p.add_argument("--classifiers", nargs="+", default=["densenet169:512", "efficientnet_b2:256"],
+                   help="classify-train: ARCH:RESOLUTION pairs (timm names)")
+    p.add_argument("--out", default="benchmarks/data.json")

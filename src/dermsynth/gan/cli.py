@@ -1,0 +1,63 @@
+"""`dermsynth` verbs of the gan stage: their flags and what each runs (cli.py assembles them)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..verbs import add_verb, set_threads
+
+
+def _train_gan(args) -> None:
+    import os
+
+    from ..options import options_from_args
+    from .options import TrainGanOptions
+    from .run import train_gan
+    options = options_from_args(TrainGanOptions, args, gan=args.gan)
+    if args.threads:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: the job's threads are shared
+        set_threads(max(1, args.threads // processes))
+    train_gan(options, args.lmdb, args.manifest, args.out, device=args.device)
+
+
+def _generate(args) -> None:
+    from .generate import generate, parse_seeds
+    try:
+        out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name, args.batch,
+                       args.format, device=args.device)
+    except ValueError as exc:
+        from ..errors import DermsynthError
+        raise DermsynthError(str(exc)) from None
+    print(f"generate: {out}", file=sys.stderr)
+
+
+def _sample_sheet(args) -> None:
+    from .generate import sample_sheet
+    sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)
+    print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
+
+
+def add_verbs(sub) -> None:
+    """Declare the gan stage's verbs on the `dermsynth` subparsers."""
+    p = add_verb(sub, "train-gan", _train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
+                 "newest snapshot).", shared=("options", "gan", "lmdb", "manifest", "device", "threads"))
+    p.add_argument("--out", required=True, help="output folder (snapshots, logs, network-final.pt)")
+
+    p = add_verb(sub, "generate", _generate, "Images from a trained generator: PNG files or an LMDB store + manifest.")
+    p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
+    p.add_argument("--seeds", required=True, help="e.g. 0-999 or 0-9,100")
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--class", dest="class_name", help="class to generate (required for conditional generators)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--format", choices=["png", "lmdb"], default="png")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+
+    p = add_verb(sub, "sample-sheet", _sample_sheet, "A picture of a trained generator: the same seeds in every row; "
+             "one row per class for a conditional generator (+ a JSON naming the rows).")
+    p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--columns", type=int, default=8)
+    p.add_argument("--rows", type=int, default=4, help="rows of an unconditional generator")
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--device")

@@ -1,0 +1,227 @@
+"""Typed step options: the one contract between the workflow and a verb.
+
+Every verb that reads configuration has a frozen dataclass of exactly the settings it reads (a subclass of
+`StepOptions`, declared in its stage package's `options.py`). The Snakefile validates the user's whole config
+once (`config.validate_config(..., workflow=True)`: schema defaults filled, cross-references checked, errors
+named), builds each job's options with `Options.from_config(config, **wildcards)` and writes them to a
+content-addressed JSON file that is the job's `options` parameter: changing a key re-runs exactly the jobs
+whose options contain it. The verb loads that file with `Options.load` — no schema, no default filling — so a
+setting that is not in the options cannot be read: a missing field is an `AttributeError`, a missing key of
+an embedded config section an `OptionError` (both an `AttributeError` and a `KeyError`), at once.
+
+A verb run by hand takes `--config` (a whole workflow config) instead and builds the same object
+(`options_from_args`).
+
+Audit: with DERMSYNTH_OPTIONS_AUDIT=<folder> in the environment, each loaded options object records which of
+its fields the verb read and writes `<step>-<digest>.json` there when the process exits (the workflow test
+asserts that every field of every job is read).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+OPTIONS_DIR = Path(".snakemake") / "dermsynth-options"
+AUDIT_ENV = "DERMSYNTH_OPTIONS_AUDIT"
+
+
+class OptionError(AttributeError, KeyError):
+    """A key that is not in a step's options was read (a bug in the verb or in its Options class)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class Section(dict):
+    """A read-only config section inside step options: `section["key"]` and `section.key` both work;
+    a key that is not there raises `OptionError` naming the section's path, instead of a default.
+    It is a `dict` (JSON-serialisable, `.get` for keys the schema leaves optional), but cannot be changed."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, data: dict, path: str = "options"):
+        super().__init__({k: freeze(v, f"{path}.{k}") for k, v in data.items()})
+        object.__setattr__(self, "_path", path)
+
+    def __missing__(self, key):
+        raise OptionError(f"{self._path}.{key} is not in this step's options (present: "
+                          f"{', '.join(map(str, self)) or 'none'}); add it to the step's Options class")
+
+    def __getattr__(self, key: str):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self[key]
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError(f"{self._path} is read-only (step options are frozen)")
+
+    __setitem__ = __delitem__ = __setattr__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __deepcopy__(self, memo):
+        return thaw(self)
+
+    def __reduce__(self):
+        return (Section, (thaw(self), self._path))
+
+
+def freeze(value: Any, path: str = "options") -> Any:
+    """Dicts (recursively) → `Section`; lists keep their items frozen the same way; scalars as they are."""
+    if isinstance(value, dict):
+        return value if isinstance(value, Section) else Section(value, path)
+    if isinstance(value, (list, tuple)):
+        return [freeze(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain dicts and lists again (a mutable copy)."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """Base of every verb's options. Subclasses are frozen dataclasses whose fields are JSON values
+    (str, int, float, bool, None, lists, and `Section`s for config sections read whole), set:
+
+    - `step`: the verb's name (`train-gan`), recorded in the file and checked on load;
+    - `wildcards`: the names `from_config` takes (the rule's wildcards, e.g. `("gan",)`).
+
+    Raises `ConfigError` on load when the file is for another step or its keys differ from the fields."""
+
+    step: ClassVar[str] = ""
+    wildcards: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, freeze(getattr(self, field.name), field.name))
+
+    def __getattribute__(self, name: str):
+        audit = _AUDITS.get(id(self))
+        if audit is not None and not name.startswith("_"):
+            audit.add(name)
+        return object.__getattribute__(self, name)
+
+    @classmethod
+    def from_config(cls, config: dict, **wildcards) -> "StepOptions":
+        """The options of one job, from the validated whole workflow config (`config.validate_config`)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict of the fields (field name → value)."""
+        return {f.name: thaw(object.__getattribute__(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of SHA-256 of the canonical JSON (sorted keys): the file name, and in provenance."""
+        return hashlib.sha256(self._text().encode()).hexdigest()[:16]
+
+    def _text(self) -> str:
+        return json.dumps({"step": self.step, "options": self.to_dict()}, sort_keys=True, indent=1)
+
+    def write(self, folder: str | Path = OPTIONS_DIR) -> str:
+        """Write once per distinct content (atomic); returns the path, `<folder>/<step>-<digest>.json`."""
+        path = Path(folder) / f"{self.step}-{self.digest}.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(self._text())
+            tmp.replace(path)
+        return str(path)
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "options") -> "StepOptions":
+        """Exactly the fields, no defaults: a missing or unknown key is a `ConfigError` naming it."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing, unknown = sorted(set(names) - set(data)), sorted(set(data) - set(names))
+        if missing or unknown:
+            raise ConfigError(f"{origin}: not the options of `dermsynth {cls.step}` as this version writes them "
+                              f"(missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}); "
+                              "let the workflow write them again (snakemake reruns the job) or pass --config")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StepOptions":
+        """Read a file `write` made. Raises ConfigError if it is absent, not JSON, or another step's."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"options file {path} does not exist (the workflow writes it; by hand, pass "
+                              "--config with the workflow config instead)") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not an options file (JSON): {exc}") from None
+        if not isinstance(payload, dict) or payload.get("step") != cls.step:
+            found = payload.get("step") if isinstance(payload, dict) else None
+            raise ConfigError(f"{path} holds the options of `dermsynth {found}`, not of `dermsynth {cls.step}`")
+        options = cls.from_dict(payload.get("options") or {}, origin=str(path))
+        _start_audit(options)
+        return options
+
+
+_AUDITS: dict[int, set[str]] = {}
+
+
+def _start_audit(options: StepOptions) -> None:
+    folder = os.environ.get(AUDIT_ENV)
+    if not folder:
+        return
+    _AUDITS[id(options)] = read = set()
+    fields = [f.name for f in dataclasses.fields(options)]
+
+    def dump():
+        record = {"step": options.step, "fields": fields, "read": sorted(read & set(fields))}
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{options.step}-{options.digest}-{os.getpid()}.json").write_text(json.dumps(record))
+    atexit.register(dump)
+
+
+def options_from_args(cls: type[StepOptions], args, **wildcards) -> StepOptions:
+    """A verb's options from its command line: `--options FILE` (what the workflow passes) or `--config FILE`
+    (a whole workflow config, validated here) plus the wildcard flags (`wildcards`: name → flag value).
+    A wildcard flag given beside `--options` must agree with the file. Raises ConfigError."""
+    from .config import load_config
+    if getattr(args, "options", None):
+        options = cls.load(args.options)
+        for name, value in wildcards.items():
+            stored = getattr(options, name, None) if name in {f.name for f in dataclasses.fields(cls)} else None
+            if value is not None and stored is not None and str(stored) != str(value):
+                raise ConfigError(f"--{name} {value} disagrees with {args.options} ({name}: {stored})")
+        return options
+    absent = [name for name, value in wildcards.items() if value is None]
+    if absent:
+        raise ConfigError(f"`dermsynth {cls.step}` with --config needs " + ", ".join(f"--{n}" for n in absent))
+    return cls.from_config(load_config(args.config, workflow=True), **wildcards)
+
+
+def select(section: dict, keys: tuple[str, ...] | list[str]) -> dict:
+    """The named keys of a validated config section (each must be there: the schema fills defaults)."""
+    return {k: section[k] for k in keys if k in section}
+
+
+def without(section: dict, keys: tuple[str, ...] | list[str]) -> dict:
+    """A validated config section less the named keys."""
+    return {k: v for k, v in section.items() if k not in keys}
+
+
+def entry(config: dict, section: str, name: str, what: str | None = None) -> dict:
+    """`config[section][name]`, or a ConfigError naming the section and the names it defines."""
+    defined = config.get(section) or {}
+    if name not in defined:
+        raise ConfigError(f"{what or section.rstrip('s')} '{name}' is not defined under '{section}' "
+                          f"(defined: {', '.join(defined) or 'none'})")
+    return defined[name]
+
+
+RESOURCE_KEYS = ("gpus", "runtime_hours")  # read by the workflow (job resources), never by a verb
