@@ -34,9 +34,9 @@ def _workdir(tmp_path: Path, raw: dict) -> Path:
     return tmp_path
 
 
-def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -99,7 +99,9 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     for source in raw["sources"].values():
         source["path"] = source["path"].replace(str(tmp_path / "demo"), "resources/demo")
     workdir = _workdir(tmp_path, raw)
-    _snakemake(workdir, "--cores", "2")
+    audit = tmp_path / "options-audit"
+    _snakemake(workdir, "--cores", "2", env={"DERMSYNTH_OPTIONS_AUDIT": str(audit)})
+    _check_every_option_is_read(audit)
 
     for dataset in ("ham10000", "ham10000_gan", "isic"):
         manifest = pd.read_csv(workdir / f"results/data/{dataset}/manifest.csv", dtype=str, keep_default_na=False)
@@ -171,6 +173,17 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
                                                           "split": 1, "train_gan": 5, "evaluate_gan": 6,
                                                           "gan_curve": 5, **isic_reruns}
     shutil.rmtree(workdir / "results")
+
+
+def _check_every_option_is_read(audit: Path) -> None:
+    """Every job of the run read every field of its options (issue 13): options hold exactly what is read."""
+    records = [json.loads(p.read_text()) for p in sorted(audit.glob("*.json"))]
+    steps = {r["step"] for r in records}
+    assert {"ingest", "split", "train-gan", "evaluate-gan", "gan-curve", "sefa", "project", "train-e4e",
+            "train-hyperstyle", "invert", "transform", "synthetic-dataset", "train-classifier", "isic-synthetic",
+            "authenticity", "crp", "pcx"} <= steps, steps
+    unread = {(r["step"], field) for r in records for field in set(r["fields"]) - set(r["read"])}
+    assert not unread, f"options held but never read: {sorted(unread)}"
 
 
 def _check_latent_and_classifier_outputs(workdir: Path) -> None:
@@ -319,10 +332,10 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                for g in gan_blocks if g != "ham10000")
     # The profile's config replaces the demo config (not merged into it): full-size networks and the
     # published evaluation protocol, nothing of the demo's tiny settings.
-    job_config = gan_blocks["ham10000"].split("--config ")[1].split()[0]
-    gan = yaml.safe_load((tmp_path / job_config).read_text())["gans"]["ham10000"]
+    job_options = gan_blocks["ham10000"].split("--options ")[1].split()[0]
+    gan = json.loads((tmp_path / job_options).read_text())["options"]["spec"]
     assert gan["network"]["z_dim"] == 512 and gan["network"]["channel_max"] == 512 and gan["kimg"] == 28800
     evaluation = [block for block in text.split("\n\n") if "rule evaluate_gan:" in block][0]
-    evaluation = yaml.safe_load((tmp_path / evaluation.split("--config ")[1].split()[0]).read_text())["evaluation"]
+    evaluation = json.loads((tmp_path / evaluation.split("--options ")[1].split()[0]).read_text())["options"]
     assert evaluation["kid_subset"] == 1000 and evaluation["fake_samples"] == 50000
     assert "demo" not in text and "resources/demo" not in text

@@ -194,9 +194,11 @@ def options_from_args(cls: type[StepOptions], args, **wildcards) -> StepOptions:
     from .config import load_config
     if getattr(args, "options", None):
         options = cls.load(args.options)
-        for name, value in wildcards.items():
-            stored = getattr(options, name, None) if name in {f.name for f in dataclasses.fields(cls)} else None
-            if value is not None and stored is not None and str(stored) != str(value):
+        for name, value in wildcards.items():  # (read only when given: the audit counts reads)
+            if value is None or name not in {f.name for f in dataclasses.fields(cls)}:
+                continue
+            stored = getattr(options, name)
+            if str(stored) != str(value):
                 raise ConfigError(f"--{name} {value} disagrees with {args.options} ({name}: {stored})")
         return options
     absent = [name for name, value in wildcards.items() if value is None]
