@@ -133,6 +133,7 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     _check_report(workdir)
     up_to_date = _snakemake(workdir, "-n")
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
+    _check_one_key_per_stage_reruns_only_its_readers(tmp_path, workdir, raw)
 
     transformations_file = workdir / "config" / "transformations.yaml"
     original = transformations_file.read_text()
@@ -173,6 +174,39 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
                                                           "split": 1, "train_gan": 5, "evaluate_gan": 6,
                                                           "gan_curve": 5, **isic_reruns}
     shutil.rmtree(workdir / "results")
+
+
+def _check_one_key_per_stage_reruns_only_its_readers(tmp_path: Path, workdir: Path, raw: dict) -> None:
+    """Step options (issue 13): a key re-runs the jobs whose options hold it, and what follows from their
+    outputs; a job resource re-runs nothing."""
+    generator = {"all": 1, "train_gan": 1, "gan_samples": 1, "evaluate_gan": 1, "gan_curve": 1, "isic_table1": 1}
+    for keys, value, expected in (
+            (("gans", "cgan_no_aug", "g_lr"), 0.001, generator),  # a generator no classifier uses
+            (("gans", "cgan", "runtime_hours"), 7, None),  # job resources are the workflow's, not options
+            (("evaluation", "runtime_hours"), 7, None),
+            (("evaluation", "snapshot_samples"), 4, {"all": 1, "gan_curve": 6}),  # the curve's only
+            (("explain", "authenticity", "perplexity"), 3, {"all": 1, "authenticity": 1}),
+            (("explain", "pcx", "max_prototypes"), 2, {"all": 1, "pcx": 1})):
+        *parents, last = keys
+        section = raw
+        for key in parents:
+            section = section[key]
+        old = section.get(last, _MISSING)
+        section[last] = value
+        _workdir(tmp_path, raw)
+        result = _snakemake(workdir, "-n")
+        if expected is None:
+            assert "Nothing to be done" in result.stdout + result.stderr, keys
+        else:
+            assert _planned_jobs(result) == expected, keys
+        if old is _MISSING:
+            del section[last]
+        else:
+            section[last] = old
+    _workdir(tmp_path, raw)
+
+
+_MISSING = object()
 
 
 def _check_every_option_is_read(audit: Path) -> None:
