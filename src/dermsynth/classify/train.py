@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from ..errors import InputError
 from ..metrics.classification import classification_report
-from ..metrics.extractors import timm_model
 from ..progress import Progress
 from .data import ImageRows, balanced_sample_weights
+from .models import create_classifier
 
 
 @dataclass
@@ -51,9 +51,11 @@ def recipe_from(settings: dict) -> Recipe:
 
 
 def build_model(architecture: str, classes: int, recipe: Recipe, pretrained: bool | None = None):
-    """timm model with a new `classes`-way head; ImageNet weights from the weights cache when present."""
+    """(model, weights label): `architecture` (a timm name or one registered in `classify.models`) with a new
+    `classes`-way head and the recipe's dropout; ImageNet weights from the weights cache when present and
+    wanted (`pretrained`, default the recipe's). Raises ConfigError for an unknown architecture."""
     use_weights = recipe.pretrained if pretrained is None else pretrained
-    return timm_model(architecture, pretrained=use_weights, num_classes=classes, drop_rate=recipe.dropout)
+    return create_classifier(architecture, classes, pretrained=use_weights, drop_rate=recipe.dropout)
 
 
 def monitored_value(report: dict, monitor: str) -> float:
