@@ -16,7 +16,8 @@ from PIL import Image
 
 from dermsynth.config import validate_config
 from dermsynth.data.images import decode_image
-from dermsynth.data.ingest import ingest_dataset
+from dermsynth.data.ingest import ingest
+from dermsynth.data.options import IngestOptions
 from dermsynth.data.sources import make_reader
 from dermsynth.errors import InputError
 
@@ -88,7 +89,7 @@ def _config(root: Path, grayscale: str = "reject") -> dict:
 
 def test_each_bad_input_has_its_reason(bad_archive, tmp_path):
     root, _ = bad_archive
-    ingest_dataset(_config(root), "bad", tmp_path)
+    ingest(IngestOptions.from_config(_config(root), dataset="bad"), tmp_path)
     rejections = pd.read_csv(tmp_path / "rejections.csv", dtype=str, keep_default_na=False)
     reason = dict(zip(rejections["key"], rejections["reason"]))
     assert reason["ISIC_9000001"] == "corrupt_image"
@@ -113,7 +114,7 @@ def test_each_bad_input_has_its_reason(bad_archive, tmp_path):
 
 def test_every_file_and_every_row_is_accounted_for_exactly_once(bad_archive, tmp_path):
     root, _ = bad_archive
-    ingest_dataset(_config(root), "bad", tmp_path)
+    ingest(IngestOptions.from_config(_config(root), dataset="bad"), tmp_path)
     ingested = pd.read_csv(tmp_path / "ingested.csv", dtype=str, keep_default_na=False)
     rejections = pd.read_csv(tmp_path / "rejections.csv", dtype=str, keep_default_na=False)
     outcome = pd.concat([ingested[["archive", "member", "row"]], rejections[["archive", "member", "row"]]])
@@ -127,7 +128,7 @@ def test_every_file_and_every_row_is_accounted_for_exactly_once(bad_archive, tmp
 
 def test_grayscale_can_be_replicated_on_request(bad_archive, tmp_path):
     root, _ = bad_archive
-    ingest_dataset(_config(root, grayscale="replicate"), "bad", tmp_path)
+    ingest(IngestOptions.from_config(_config(root, grayscale="replicate"), dataset="bad"), tmp_path)
     ingested = pd.read_csv(tmp_path / "ingested.csv", dtype=str, keep_default_na=False).set_index("key")
     assert "grayscale_replicated" in ingested.loc["ISIC_9000006", "conversions"]
     assert "I;16_to_8bit" in ingested.loc["ISIC_9000009", "conversions"] or \

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from dermsynth.config import validate_config
-from dermsynth.data.ingest import ingest_dataset
+from dermsynth.data.ingest import ingest
+from dermsynth.data.options import IngestOptions
 from dermsynth.data.lmdb_store import LmdbImageStore
 
 RESOLUTION = 16
@@ -242,7 +243,7 @@ def _ingest(root: Path, source: dict, labels: str) -> tuple[pd.DataFrame, pd.Dat
                            "datasets": {"ds": {"labels": labels, "resolution": RESOLUTION,
                                                "sources": [{"source": "src"}], "split": {"group_by": "image"}}}})
     out = root / "out"
-    ingest_dataset(cfg, "ds", out)
+    ingest(IngestOptions.from_config(cfg, dataset="ds"), out)
     read = lambda name: pd.read_csv(out / name, dtype=str, keep_default_na=False)  # noqa: E731
     return read("ingested.csv"), read("rejections.csv")
 

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 from dermsynth.config import validate_config
 from dermsynth.data.dataset import LmdbImageDataset
 from dermsynth.data.images import decode_image
-from dermsynth.data.ingest import ingest_dataset
+from dermsynth.data.ingest import ingest
+from dermsynth.data.options import IngestOptions
 from dermsynth.data.lmdb_store import LmdbImageStore, iterate_prefix
 
 from .conftest import demo_config
@@ -48,7 +49,7 @@ def test_raw_encoding_round_trip(demo_root, tmp_path):
     cfg = demo_config(demo_root)
     cfg["ingest"]["encoding"] = "raw"
     cfg = validate_config(cfg)
-    ingest_dataset(cfg, "ham10000_gan", tmp_path)
+    ingest(IngestOptions.from_config(cfg, dataset="ham10000_gan"), tmp_path)
     store = LmdbImageStore(tmp_path / "lmdb")
     row = pd.read_csv(tmp_path / "ingested.csv", dtype=str, keep_default_na=False).iloc[0]
     assert np.array_equal(store.get(row["key"]), decode_image(_source_bytes(row), store.resolution).pixels)
@@ -105,7 +106,7 @@ def test_ingest_resumes_after_being_killed(demo_root, tmp_path):
     assert summary["decode"]["resumed_from_partial"] + summary["decode"]["decoded_this_run"] == summary["images_ingested"]
 
     clean = tmp_path / "clean"
-    ingest_dataset(validate_config(raw), "isic", clean)
+    ingest(IngestOptions.from_config(validate_config(raw), dataset="isic"), clean)
     assert (out / "ingested.csv").read_text() == (clean / "ingested.csv").read_text()
     killed, fresh = LmdbImageStore(out / "lmdb"), LmdbImageStore(clean / "lmdb")
     keys = pd.read_csv(clean / "ingested.csv")["key"]

@@ -2,21 +2,66 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from dermsynth.data.ingest import ingest_dataset
+from dermsynth.config import validate_config
+from dermsynth.data.ingest import ingest
+from dermsynth.data.options import FederatedSplitOptions, IngestOptions, SplitOptions
 from dermsynth.data.splits import assign_groups, federated_split, group_ids, split_dataset
 from dermsynth.errors import ConfigError, InputError
+
+from .conftest import demo_config
+
+
+def _verb(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_split_verbs_by_hand_and_by_options_agree(demo_root, isic_ingested, tmp_path):
+    """`--config` + `--dataset` (by hand) and `--options` (the workflow) give the same files, byte for byte
+    (the provenance's time stamp aside); a `--dataset` that disagrees with the options file is an error."""
+    raw = demo_config(demo_root)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = validate_config(raw, workflow=True)
+    ingested = tmp_path / "ingested.csv"
+    isic_ingested.to_csv(ingested, index=False)
+    for how in ("hand", "options"):
+        source = (["--options", SplitOptions.from_config(cfg, dataset="isic").write(tmp_path / "options")]
+                  if how == "options" else ["--config", str(tmp_path / "config.yaml"), "--dataset", "isic"])
+        _verb("split", *source, "--ingested", str(ingested), "--manifest", str(tmp_path / f"{how}-manifest.csv"),
+              "--summary", str(tmp_path / f"{how}-splits.json"))
+        source = (["--options", FederatedSplitOptions.from_config(cfg, dataset="isic").write(tmp_path / "options")]
+                  if how == "options" else ["--config", str(tmp_path / "config.yaml"), "--dataset", "isic"])
+        _verb("federated-split", *source, "--manifest", str(tmp_path / f"{how}-manifest.csv"),
+              "--out", str(tmp_path / f"{how}-federated.csv"), "--summary", str(tmp_path / f"{how}-federated.json"))
+    for name in ("manifest.csv", "federated.csv"):
+        assert (tmp_path / f"hand-{name}").read_bytes() == (tmp_path / f"options-{name}").read_bytes()
+    for name in ("splits.json", "federated.json"):
+        hand, options = (json.loads((tmp_path / f"{how}-{name}").read_text()) for how in ("hand", "options"))
+        for record in (hand, options):
+            del record["provenance"]["created"]
+        assert hand == options and hand["provenance"]["config"]["dataset"] == "isic"
+    assert set(pd.read_csv(tmp_path / "hand-manifest.csv")["key"]) == set(isic_ingested["key"])
+    options = SplitOptions.from_config(cfg, dataset="isic").write(tmp_path / "options")
+    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "split", "--options", options, "--dataset",
+                             "ham10000", "--ingested", str(ingested), "--manifest", str(tmp_path / "m.csv"),
+                             "--summary", str(tmp_path / "s.json")], capture_output=True, text=True)
+    assert result.returncode != 0 and "--dataset ham10000 disagrees" in result.stderr
 
 
 @pytest.fixture(scope="module")
 def isic_ingested(demo_cfg, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("isic")
-    ingest_dataset(demo_cfg, "isic", out)
+    ingest(IngestOptions.from_config(demo_cfg, dataset="isic"), out)
     return pd.read_csv(out / "ingested.csv", dtype=str, keep_default_na=False)
 
 

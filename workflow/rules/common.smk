@@ -77,6 +77,9 @@ def gpu_resources(section, cpu_mem_mb=16000, gpu_mem_mb=16000):
 NETWORK = "results/gan/{gan}/network-final.pt"
 DATASET_LMDB = "results/data/{dataset}/lmdb"
 DATASET_MANIFEST = "results/data/{dataset}/manifest.csv"
+DATASET_INGESTED = "results/data/{dataset}/ingested.csv"
+DATASET_PREVIEW = "results/data/{dataset}/preview.png"
+DATASET_FEDERATED = "results/data/{dataset}/federated.csv"
 
 
 def network(gan):
@@ -104,24 +107,6 @@ def rule_config(sections):
 
 def _dataset_sources(name):
     return {e["source"]: config["sources"][e["source"]] for e in config["datasets"][name]["sources"]}
-
-
-def ingest_config(wildcards):
-    """What an ingest job reads: the dataset (without its splits), its sources, ingest settings."""
-    ds = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k in ("labels", "resolution", "sources")}
-    settings = {k: v for k, v in config["ingest"].items() if k != "workers"}
-    return rule_config({"datasets": {wildcards.dataset: ds}, "sources": _dataset_sources(wildcards.dataset),
-                        "ingest": settings})
-
-
-def split_config(wildcards):
-    ds = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "federated"}
-    return rule_config({"datasets": {wildcards.dataset: ds}, "sources": _dataset_sources(wildcards.dataset)})
-
-
-def federated_config(wildcards):
-    return rule_config({"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
-                        "sources": _dataset_sources(wildcards.dataset)})
 
 
 def gan_config(wildcards):
@@ -280,11 +265,11 @@ def dataset_inputs(wildcards):
 
 
 def data_outputs():
+    """The data stage's targets: each dataset's manifest and preview, and the hospitals of federated ones."""
     outputs = []
     for name in DATASETS:
-        outputs += [f"results/data/{name}/manifest.csv", f"results/data/{name}/preview.png"]
-    outputs += [f"results/data/{name}/federated.csv" for name in FEDERATED]
-    return outputs
+        outputs += [DATASET_MANIFEST.format(dataset=name), DATASET_PREVIEW.format(dataset=name)]
+    return outputs + [DATASET_FEDERATED.format(dataset=name) for name in FEDERATED]
 
 
 HAM = config["classifiers"]["ham10000"]

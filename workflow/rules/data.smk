@@ -1,12 +1,14 @@
 # Data stage: demo archives (when used) → ingest into LMDB shards → splits → federated split.
 
+from dermsynth.data.options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, SplitOptions
+
 
 rule demo_archives:
     output:
         DEMO_FILES,
         [directory(d) for d in DEMO_FOLDERS],
     params:
-        config=rule_config({"demo": config["demo"]}),
+        options=step_options(DemoArchivesOptions),
     log:
         "logs/data/demo_archives.log",
     benchmark:
@@ -18,21 +20,21 @@ rule demo_archives:
         mem_mb=3000,
         runtime=30,
     shell:
-        "dermsynth demo-archives --config {params.config} --workers {threads} > {log} 2>&1"
+        "dermsynth demo-archives --options {params.options} --workers {threads} > {log} 2>&1"
 
 
 rule ingest:
     input:
         dataset_inputs,
     output:
-        lmdb=directory("results/data/{dataset}/lmdb"),
-        ingested="results/data/{dataset}/ingested.csv",
+        lmdb=directory(DATASET_LMDB),
+        ingested=DATASET_INGESTED,
         rejections=report("results/data/{dataset}/rejections.csv", caption="../report/data_rejections.rst",
                           category="1. Data", subcategory="{dataset}",
                           labels={"dataset": "{dataset}", "result": "images not ingested, and why"}),
         report="results/data/{dataset}/ingest.json",
     params:
-        config=ingest_config,
+        options=step_options(IngestOptions),
         out=subpath(output.ingested, parent=True),
     log:
         "logs/data/ingest/{dataset}.log",
@@ -45,18 +47,17 @@ rule ingest:
         mem_mb=lambda wc, threads: 1500 + 800 * threads,
         runtime=lambda wc, attempt: 60 * attempt,
     shell:
-        "dermsynth ingest --config {params.config} --dataset {wildcards.dataset} "
-        "--out {params.out} --workers {threads} > {log} 2>&1"
+        "dermsynth ingest --options {params.options} --out {params.out} --workers {threads} > {log} 2>&1"
 
 
 rule split:
     input:
-        ingested="results/data/{dataset}/ingested.csv",
+        ingested=DATASET_INGESTED,
     output:
-        manifest="results/data/{dataset}/manifest.csv",
+        manifest=DATASET_MANIFEST,
         summary="results/data/{dataset}/splits.json",
     params:
-        config=split_config,
+        options=step_options(SplitOptions),
     log:
         "logs/data/split/{dataset}.log",
     benchmark:
@@ -68,18 +69,18 @@ rule split:
         mem_mb=2000,
         runtime=15,
     shell:
-        "dermsynth split --config {params.config} --dataset {wildcards.dataset} --ingested {input.ingested} "
-        "--manifest {output.manifest} --summary {output.summary} > {log} 2>&1"
+        "dermsynth split --options {params.options} --ingested {input.ingested} --manifest {output.manifest} "
+        "--summary {output.summary} > {log} 2>&1"
 
 
 rule federated_split:
     input:
-        manifest="results/data/{dataset}/manifest.csv",
+        manifest=DATASET_MANIFEST,
     output:
-        assignment="results/data/{dataset}/federated.csv",
+        assignment=DATASET_FEDERATED,
         summary="results/data/{dataset}/federated.json",
     params:
-        config=federated_config,
+        options=step_options(FederatedSplitOptions),
     log:
         "logs/data/federated_split/{dataset}.log",
     benchmark:
@@ -91,16 +92,16 @@ rule federated_split:
         mem_mb=2000,
         runtime=15,
     shell:
-        "dermsynth federated-split --config {params.config} --dataset {wildcards.dataset} "
-        "--manifest {input.manifest} --out {output.assignment} --summary {output.summary} > {log} 2>&1"
+        "dermsynth federated-split --options {params.options} --manifest {input.manifest} "
+        "--out {output.assignment} --summary {output.summary} > {log} 2>&1"
 
 
 rule preview:
     input:
-        lmdb="results/data/{dataset}/lmdb",
-        manifest="results/data/{dataset}/manifest.csv",
+        lmdb=DATASET_LMDB,
+        manifest=DATASET_MANIFEST,
     output:
-        report("results/data/{dataset}/preview.png", caption="../report/data_preview.rst", category="1. Data",
+        report(DATASET_PREVIEW, caption="../report/data_preview.rst", category="1. Data",
                subcategory="{dataset}", labels={"dataset": "{dataset}", "result": "images per class"}),
     log:
         "logs/data/preview/{dataset}.log",

@@ -30,10 +30,11 @@ from ..errors import InputError
 from ..labels import class_for, scheme_classes
 from ..progress import Progress
 from ..outputs import write_csv, write_json
-from ..provenance import config_digest, provenance
+from ..provenance import provenance
 from .containers import ContainerReader
 from .images import ImageRejected, decode_image
 from .names import printable
+from .options import IngestOptions
 from .lmdb_store import INDEX_FILE, ShardWriter, close_readers_under, encode_pixels, iterate_prefix, shard_of, shard_path
 from .records import REJECTION_COLUMNS, Record, Rejection
 from .sources import make_reader
@@ -52,16 +53,15 @@ class Candidate:
     split_rule: str  # auto | train | validation | test
 
 
-def collect_candidates(cfg: dict, dataset: str) -> tuple[list[Candidate], list[Rejection], dict]:
+def collect_candidates(options: IngestOptions) -> tuple[list[Candidate], list[Rejection], dict]:
     """Read every source of the dataset; apply the label scheme, filters and cross-source duplicates."""
-    spec = cfg["datasets"][dataset]
     candidates: list[Candidate] = []
     rejections: list[Rejection] = []
     per_source: dict[str, dict] = {}
     seen: dict[str, str] = {}
-    for entry in spec["sources"]:
+    for entry in options.sources:
         name = entry["source"]
-        source_spec = cfg["sources"][name]
+        source_spec = options.archives[name]
         catalog = make_reader(name, source_spec).read()
         rejections += catalog.rejections
         per_source[name] = {"type": source_spec["type"], "path": source_spec["path"],
@@ -77,10 +77,10 @@ def collect_candidates(cfg: dict, dataset: str) -> tuple[list[Candidate], list[R
                                             f"diagnosis '{record.diagnosis}' is not in sources.{name}.include_diagnoses "
                                             f"({', '.join(sorted(include))})", **where))
                 continue
-            label, why = class_for(spec["labels"], record.diagnosis, record.melanoma)
+            label, why = class_for(options.labels, record.diagnosis, record.melanoma)
             if label is None:
                 rejections.append(Rejection(name, "label_not_in_scheme",
-                                            f"'{record.raw_label}': {why} (dataset labels: {spec['labels']})", **where))
+                                            f"'{record.raw_label}': {why} (dataset labels: {options.labels})", **where))
                 continue
             if record.key in seen:
                 rejections.append(Rejection(name, "duplicate_id",
@@ -225,22 +225,21 @@ def _table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | None = None) -> dict:
-    """Ingest every source of `dataset` into `out_dir` (see the module docstring); the summary dict.
+def ingest(options: IngestOptions, out_dir: str | Path, workers: int = 1) -> dict:
+    """Ingest every source of dataset `options.dataset` into `out_dir` (see the module docstring) with
+    `workers` decode processes (the result does not depend on them); returns the summary written to
+    ingest.json (counts per source and reason, class counts, timing, provenance).
 
     Raises:
         InputError: an archive or metadata file cannot be used, or no image at all was stored."""
     started = time.monotonic()
-    out_dir = Path(out_dir)
-    spec = cfg["datasets"][dataset]
-    ingest_cfg = cfg["ingest"]
-    workers = workers or ingest_cfg["workers"]
-    candidates, rejections, per_source = collect_candidates(cfg, dataset)
+    out_dir, dataset = Path(out_dir), options.dataset
+    candidates, rejections, per_source = collect_candidates(options)
     print(f"ingest {dataset}: {len(candidates)} images to store, {len(rejections)} rejected while reading "
           f"metadata and archives", file=sys.stderr)
 
-    settings = {"resolution": spec["resolution"], "encoding": ingest_cfg["encoding"], "shards": ingest_cfg["shards"],
-                "grayscale": ingest_cfg["grayscale"], "draft": ingest_cfg["jpeg_draft"]}
+    settings = {"resolution": options.resolution, "encoding": options.encoding, "shards": options.shards,
+                "grayscale": options.grayscale, "draft": options.jpeg_draft}
     staging = out_dir / "lmdb.partial"
     _prepare_staging(staging, settings)
     totals = _run_jobs(_jobs(candidates, staging, settings), workers, f"ingest {dataset}")
@@ -249,8 +248,8 @@ def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | 
     if not rows:
         _fail_empty(dataset, out_dir, rejections, staging)
 
-    classes = scheme_classes(spec["labels"])
-    index = {"dataset": dataset, "labels": spec["labels"], "classes": list(classes), "count": len(rows),
+    classes = scheme_classes(options.labels)
+    index = {"dataset": dataset, "labels": options.labels, "classes": list(classes), "count": len(rows),
              "settings": settings, "complete": True, **settings}
     (staging / INDEX_FILE).write_text(json.dumps(index, indent=2))
     final = out_dir / "lmdb"
@@ -262,7 +261,7 @@ def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | 
     rejection_rows = sorted((r.as_row() for r in rejections), key=lambda r: (r["source"], r["reason"], r["key"]))
     write_csv(out_dir / "ingested.csv", _table(sorted(rows, key=lambda r: r["key"]), INGESTED_COLUMNS))
     write_csv(out_dir / "rejections.csv", _table(rejection_rows, REJECTION_COLUMNS))
-    summary = _summary(cfg, dataset, rows, rejections, per_source, totals, time.monotonic() - started, workers)
+    summary = _summary(options, rows, rejections, per_source, totals, time.monotonic() - started, workers)
     write_json(out_dir / "ingest.json", summary)
     _print_summary(dataset, summary)
     return summary
@@ -285,14 +284,12 @@ def _fail_empty(dataset: str, out_dir: Path, rejections: list[Rejection], stagin
                      f"{example.message} Every rejection is listed in {report}.")
 
 
-def _summary(cfg, dataset, rows, rejections, per_source, totals, seconds, workers) -> dict:
-    spec = cfg["datasets"][dataset]
+def _summary(options, rows, rejections, per_source, totals, seconds, workers) -> dict:
     for name, info in per_source.items():
         info["ingested"] = sum(1 for r in rows if r["source"] == name)
         info["rejected"] = dict(Counter(r.reason for r in rejections if r.source == name))
-    section = {"dataset": spec, "sources": {n: cfg["sources"][n] for n in per_source}, "ingest": cfg["ingest"]}
     return {
-        "dataset": dataset,
+        "dataset": options.dataset,
         "images_ingested": len(rows),
         "rejections": len(rejections),
         "rejections_by_reason": dict(Counter(r.reason for r in rejections)),
@@ -301,8 +298,8 @@ def _summary(cfg, dataset, rows, rejections, per_source, totals, seconds, worker
         "decode": {"workers": workers, "seconds": round(seconds, 2),
                    "decoded_this_run": totals["stored"] + totals["rejected"],
                    "resumed_from_partial": totals["skipped"]},
-        "settings_digest": config_digest(section),
-        "provenance": provenance("ingest", section, seed=None),
+        "settings_digest": options.digest,
+        "provenance": provenance(options.step, options.to_dict(), seed=None),
     }
 
 
@@ -310,3 +307,9 @@ def _print_summary(dataset: str, summary: dict) -> None:
     print(f"ingest {dataset}: {summary['images_ingested']} images stored, {summary['rejections']} rejected "
           f"{summary['rejections_by_reason']}; classes {summary['class_counts']}; "
           f"{summary['decode']['seconds']} s", file=sys.stderr)
+
+
+def ingest_dataset(cfg: dict, dataset: str, out_dir: str | Path, workers: int | None = None) -> dict:
+    """`ingest` from a whole validated config (tests, benchmarks): the options of `dataset`, and
+    `ingest.workers` processes unless `workers` is given. Raises ConfigError for an unknown dataset."""
+    return ingest(IngestOptions.from_config(cfg, dataset=dataset), out_dir, workers or cfg["ingest"]["workers"])

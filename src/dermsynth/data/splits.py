@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
+from ..outputs import write_csv, write_json
+from ..provenance import provenance
+from .options import FederatedSplitOptions, SplitOptions
 
 GROUP_FALLBACK = {"patient": ("patient_id", "lesion_id"), "lesion": ("lesion_id",), "image": ()}
 
@@ -234,4 +238,47 @@ def check_disjoint(frame: pd.DataFrame, by: str) -> None:
         raise AssertionError(f"groups in several {by}s: {list(spread[spread > 1].index[:5])}")
 
 
-__all__ = ["assign_groups", "check_disjoint", "cover_classes", "missing_classes", "federated_split", "split_dataset", "split_summary"]
+def write_assignment(frame: pd.DataFrame, table_path: str | Path, summary_path: str | Path, by: str,
+                     options: SplitOptions | FederatedSplitOptions, section: dict,
+                     warnings: list[str] | None = None) -> dict:
+    """Write an assignment of images to bins (`by`: the `split` or `hospital` column of `frame`) as CSV, and
+    its summary as JSON: dataset, `split_summary` (images, groups, class counts and fractions per bin),
+    `warnings`, provenance of `options` with the seed of `section` (the split or federated settings).
+    Returns the summary. Raises AssertionError if a group sits in two bins."""
+    check_disjoint(frame, by)
+    write_csv(table_path, frame)
+    summary = split_summary(frame, by)
+    write_json(summary_path, {"dataset": options.dataset, **summary, "warnings": warnings or [],
+                              "provenance": provenance(options.step, options.to_dict(), seed=section["seed"])})
+    print(f"{options.step} {options.dataset}: images {summary['images']}, groups {summary['groups']}",
+          file=sys.stderr)
+    return summary
+
+
+def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: str | Path,
+                summary_path: str | Path) -> dict:
+    """`dermsynth split`: the manifest of dataset `options.dataset` — its ingested.csv (one row per stored
+    image) plus `group` and `split` columns (`split_dataset` with `options.split`) — and splits.json (counts and
+    class ratios per split, class-coverage warnings). Returns the summary.
+
+    Raises:
+        InputError: sources force one group into two splits, or `require_all_classes` and a class is missing
+            from a split."""
+    ingested = pd.read_csv(ingested_csv, dtype=str, keep_default_na=False)
+    manifest = split_dataset(ingested, options.split)
+    return write_assignment(manifest, manifest_path, summary_path, "split", options, options.split,
+                            manifest.attrs.get("warnings", []))
+
+
+def write_federated_split(options: FederatedSplitOptions, manifest_csv: str | Path, table_path: str | Path,
+                          summary_path: str | Path) -> dict:
+    """`dermsynth federated-split`: federated.csv (key, hospital, split, label, group for each image of the
+    pool splits of `manifest_csv`; `federated_split` with `options.federated`) and its summary per hospital.
+    Returns the summary. Raises ConfigError when the hospitals ask for more images than the pool holds."""
+    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+    assignment = federated_split(manifest, options.federated)
+    return write_assignment(assignment, table_path, summary_path, "hospital", options, options.federated)
+
+
+__all__ = ["assign_groups", "check_disjoint", "cover_classes", "missing_classes", "federated_split", "split_dataset",
+           "split_summary", "write_assignment", "write_federated_split", "write_split"]

@@ -17,6 +17,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,18 @@ DERM7PT_DIAGNOSES = {"clark nevus": ("nv", 0.40), "melanoma (less than 0.76 mm)"
                      "dermal nevus": ("nv", 0.04), "vascular lesion": ("vasc", 0.03),
                      "dermatofibroma": ("df", 0.02), "lentigo": ("bkl", 0.02), "congenital nevus": ("nv", 0.02),
                      "miscellaneous": ("bkl", 0.06)}
+
+
+DEMO_WRITERS: dict[str, Callable] = {}
+"""The function that writes a demo archive of each reader type (`sources.*.type`), by `demo_writer`."""
+
+
+def demo_writer(type_name: str) -> Callable[[Callable], Callable]:
+    """Decorator: the function writes a demo archive in the layout the reader `type_name` reads."""
+    def register(writer: Callable) -> Callable:
+        DEMO_WRITERS[type_name] = writer
+        return writer
+    return register
 
 
 def allocate(total: int, shares: dict[str, float], minimum: int) -> dict[str, int]:
@@ -183,6 +196,7 @@ def _one_hot(columns: list[str], chosen: str) -> dict[str, str]:
 
 # --- HAM10000 and ISIC 2018 Task 3 -----------------------------------------------------------------
 
+@demo_writer("ham10000")
 def write_ham10000(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> list[dict]:
     camera = Photographer(rng, "HAM10000", truth)
     per_class = allocate(cfg["lesions"], HAM_SHARE, minimum=3)
@@ -228,6 +242,7 @@ def _ham_dx_type(dx: str, rng: np.random.Generator) -> str:
     return str(rng.choice(["consensus", "histo"], p=[0.6, 0.4]))
 
 
+@demo_writer("isic2018_task3")
 def write_isic2018_part(root: Path, part: str, n_images: int, first_number: int, rng: np.random.Generator,
                         truth: list, progress: Progress) -> None:
     camera = Photographer(rng, f"ISIC2018_{part}", truth)
@@ -253,6 +268,7 @@ def _scaled(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(32, round(size[0] * factor)), max(32, round(size[1] * factor))
 
 
+@demo_writer("isic2020")
 def write_isic2020(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> None:
     camera = Photographer(rng, "ISIC2020", truth)
     n_images, n_patients = cfg["images"], cfg["patients"]
@@ -322,6 +338,7 @@ def _isic2020_duplicates(rows, members, n, ids, lesion_numbers, rng, truth) -> l
 
 # --- ISIC 2019 -----------------------------------------------------------------------------------
 
+@demo_writer("isic2019")
 def write_isic2019(root: Path, cfg: dict, ham_rows: list[dict], rng: np.random.Generator, truth: list,
                    progress: Progress) -> None:
     camera = Photographer(rng, "ISIC2019", truth)
@@ -367,6 +384,7 @@ def write_isic2019(root: Path, cfg: dict, ham_rows: list[dict], rng: np.random.G
 
 # --- Fitzpatrick17k and Derm7pt ------------------------------------------------------------------
 
+@demo_writer("fitzpatrick17k")
 def write_fitzpatrick17k(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> None:
     camera = Photographer(rng, "Fitzpatrick17k", truth)
     images = _fresh_folder(root / "images")
@@ -394,6 +412,7 @@ def write_fitzpatrick17k(root: Path, cfg: dict, rng: np.random.Generator, truth:
                                                   "url_alphanum"])
 
 
+@demo_writer("derm7pt")
 def write_derm7pt(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> None:
     """Derm7pt's release: one clinical and one dermoscopic image per case (the file names are illustrative)."""
     camera = Photographer(rng, "Derm7pt", truth)
@@ -425,6 +444,28 @@ def write_derm7pt(root: Path, cfg: dict, rng: np.random.Generator, truth: list, 
     cut1, cut2 = int(0.5 * len(rows)), int(0.75 * len(rows))
     for name, part in (("train", order[:cut1]), ("valid", order[cut1:cut2]), ("test", order[cut2:])):
         write_csv(root / "meta" / f"{name}_indexes.csv", [{"indexes": int(i)} for i in sorted(part)], ["indexes"])
+
+
+@demo_writer("folder")
+def write_folder(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> None:
+    """A hospital's own export in the `folder` layout: `images/<patient>/<image>.jpg` and `labels.csv` with
+    path (relative to `images`), label (a HAM10000 code), patient_id and lesion_id; `cfg["images"]` images, a
+    lesion per image. Read as a source `{type: folder, path: <root>, images: images}`. Not part of the demo
+    set that `write_demo_archives` writes (no demo dataset reads a folder source)."""
+    camera = Photographer(rng, "folder", truth)
+    images = _fresh_folder(root / "images")
+    labels = [dx for dx, n in allocate(cfg["images"], HAM_SHARE, minimum=1).items() for _ in range(n)]
+    rng.shuffle(labels)
+    rows = []
+    for i, dx in enumerate(labels):
+        patient, name = f"P{int(rng.integers(1, max(2, len(labels) // 2 + 1))):04d}", f"img{i:05d}.jpg"
+        photo = camera.shoot(f"{patient}/{name}", camera.lesion(dx), (640, 480), 0.15, diagnosis=dx,
+                             patient=patient)
+        (images / patient).mkdir(exist_ok=True)
+        (images / patient / name).write_bytes(photo.data)
+        rows.append({"path": f"{patient}/{name}", "label": dx, "patient_id": patient, "lesion_id": f"L{i:05d}"})
+        progress.update()
+    write_csv(root / "labels.csv", rows, ["path", "label", "patient_id", "lesion_id"])
 
 
 # --- all of it -----------------------------------------------------------------------------------
@@ -460,9 +501,13 @@ ARCHIVE_SEED_INDEX = {"HAM10000": 1, "ISIC2018_Validation": 2, "ISIC2018_Test": 
                       "Fitzpatrick17k": 6, "Derm7pt": 7}
 
 
-def write_demo_archives(demo_cfg: dict, workers: int = 1) -> Path:
-    """Write every demo archive; HAM10000 first (ISIC 2019 copies some of its images), then the
-    others in `workers` processes. The result does not depend on `workers`."""
+def write_demo_archives(demo_cfg: dict, workers: int = 1, output: str | Path | None = None) -> Path:
+    """Write every demo archive of the `demo` config section `demo_cfg` (`DemoArchivesOptions.demo`) into
+    `output` (default: `demo_cfg["output"]`; the folder used is recorded in demo_provenance.json); HAM10000
+    first (ISIC 2019 copies some of its images), then the others in `workers` processes. The result does not
+    depend on `workers`. Returns the folder."""
+    if output:
+        demo_cfg = {**demo_cfg, "output": str(output)}
     root = Path(demo_cfg["output"])
     seed = demo_cfg["seed"]
     ham_truth: list[dict] = []

@@ -31,6 +31,25 @@ class SourceCatalog:
     ignored_files: list[str] = field(default_factory=list)  # non-image files (licences, notes)
 
 
+READERS: dict[str, type] = {}
+"""Every archive reader by its `type_name` (the `type` of a source in the config), filled by `register_reader`."""
+
+
+def register_reader(reader: type) -> type:
+    """Class decorator: register an archive reader under its `type_name` (as timm registers models).
+
+    A reader is a class with `type_name` (str), `__init__(name, spec)` (the source's name and config section),
+    `required_files() -> list[Path]` and `read() -> SourceCatalog`. Raises ValueError when another class already
+    holds the name."""
+    name = getattr(reader, "type_name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{reader.__name__} has no `type_name` (the source `type` it reads)")
+    if READERS.get(name, reader) is not reader:
+        raise ValueError(f"reader type '{name}' is registered twice ({READERS[name].__name__}, {reader.__name__})")
+    READERS[name] = reader
+    return reader
+
+
 def read_metadata_csv(path: Path, required: Iterable[str], layout: str, own_file: bool = False) -> pd.DataFrame:
     """Read a metadata CSV (UTF-8, with or without a byte-order mark) as strings.
 

@@ -6,7 +6,8 @@ from pathlib import Path, PurePosixPath
 
 from ..names import canonical_name
 from ..records import Record, Rejection
-from .base import SourceCatalog, assemble, first_existing, read_metadata_csv, row_rejection
+from .base import (SourceCatalog, assemble, first_existing, read_metadata_csv, register_reader,
+                   row_rejection)
 
 DIAGNOSIS_MAP = {
     "basal cell carcinoma": "bcc", "blue nevus": "nv", "clark nevus": "nv", "combined nevus": "nv",
@@ -22,6 +23,7 @@ def _member_key(name: str) -> str:
     return str(PurePosixPath(canonical_name(name)).with_suffix("")).lower()
 
 
+@register_reader
 class Derm7ptReader:
     """Derm7pt: one dermoscopic image per case is used; the clinical photograph is listed as not_dermoscopic."""
     type_name = "derm7pt"

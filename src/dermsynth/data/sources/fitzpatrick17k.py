@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..records import Record
-from .base import SourceCatalog, assemble, read_metadata_csv, row_rejection, stem_key
+from .base import SourceCatalog, assemble, read_metadata_csv, register_reader, row_rejection, stem_key
 
 DEFAULT_LABEL_MAP = {
     "melanoma": "mel", "malignant melanoma": "mel", "superficial spreading melanoma ssm": "mel",
@@ -22,6 +22,7 @@ DEFAULT_LABEL_MAP = {
 }
 
 
+@register_reader
 class Fitzpatrick17kReader:
     type_name = "fitzpatrick17k"
 

@@ -9,9 +9,10 @@ from ...labels import DIAGNOSES
 from ..containers import is_unsafe
 from ..names import canonical_name
 from ..records import Record, Rejection
-from .base import SourceCatalog, assemble, read_metadata_csv, row_rejection
+from .base import SourceCatalog, assemble, read_metadata_csv, register_reader, row_rejection
 
 
+@register_reader
 class FolderReader:
     """A folder (or zip) of images with a UTF-8 CSV `path,label[,patient_id[,lesion_id]]`; paths relative
     to `images`."""

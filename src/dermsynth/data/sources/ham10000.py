@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..records import Record
-from .base import SourceCatalog, assemble, first_existing, read_metadata_csv, row_rejection, stem_key
+from .base import SourceCatalog, assemble, first_existing, read_metadata_csv, register_reader, row_rejection, stem_key
 
 DX_CODES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 LAYOUT = "HAM10000 (HAM10000_metadata.csv, HAM10000_images_part_1.zip, HAM10000_images_part_2.zip)"
 
 
+@register_reader
 class Ham10000Reader:
     type_name = "ham10000"
 

@@ -7,11 +7,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..records import Record
-from .base import SourceCatalog, assemble, first_existing, one_hot_label, read_metadata_csv, row_rejection, stem_key
+from .base import (SourceCatalog, assemble, first_existing, one_hot_label, read_metadata_csv, register_reader,
+                   row_rejection, stem_key)
 
 CLASS_COLUMNS = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 
 
+@register_reader
 class Isic2018Task3Reader:
     type_name = "isic2018_task3"
 

@@ -8,13 +8,14 @@ import pandas as pd
 
 from ..records import Record
 from .base import (SourceCatalog, assemble, first_existing, isic_key, one_hot_label, read_metadata_csv,
-                   row_rejection)
+                   register_reader, row_rejection)
 
 CLASS_COLUMNS = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 COLUMN_TO_DIAGNOSIS = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "BKL": "bkl", "DF": "df",
                        "VASC": "vasc", "SCC": "scc", "UNK": None}
 
 
+@register_reader
 class Isic2019Reader:
     type_name = "isic2019"
 

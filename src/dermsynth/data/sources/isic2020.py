@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..records import Record, Rejection
-from .base import SourceCatalog, assemble, first_existing, read_metadata_csv, row_rejection, stem_key
+from .base import SourceCatalog, assemble, first_existing, read_metadata_csv, register_reader, row_rejection, stem_key
 
 # ISIC 2020 `diagnosis` values → harmonised diagnosis (None: no counterpart in the 7 classes).
 DIAGNOSIS_MAP = {
@@ -18,6 +18,7 @@ DIAGNOSIS_MAP = {
 LAYOUT = "ISIC 2020 (ISIC_2020_Training_GroundTruth_v2.csv + ISIC_2020_Training_JPEG.zip)"
 
 
+@register_reader
 class Isic2020Reader:
     type_name = "isic2020"
 
