@@ -80,23 +80,33 @@ def test_images_in_a_batch_do_not_influence_each_other(generator):
 
 
 def test_project_command_writes_latents_report_and_grid(gan_setup, tmp_path):
-    """`dermsynth project` on a trained generator: latents per image key, a report, a preview."""
+    """`dermsynth project` on a trained generator: latents per image key, a report, a preview; by hand
+    (--config + --gan) and with the options file the workflow writes, the same latents."""
     import json
 
     import numpy as np
     import yaml
 
     from dermsynth.cli import main
+    from dermsynth.gan.options import TrainGanOptions
     from dermsynth.gan.run import train_gan
+    from dermsynth.latent.options import ProjectOptions
     cfg, lmdb, manifest = gan_setup
-    network = train_gan(cfg, "tiny", lmdb, manifest, tmp_path / "gan", device="cpu")
+    network = train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, tmp_path / "gan", device="cpu")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["project", "--config", str(tmp_path / "config.yaml"), "--gan", "tiny", "--network", str(network),
-                 "--lmdb", str(lmdb), "--manifest", str(manifest), "--out", str(tmp_path / "p.npz"),
-                 "--preview", str(tmp_path / "p.png"), "--device", "cpu"]) == 0
+    common = ["--network", str(network), "--lmdb", str(lmdb), "--manifest", str(manifest), "--device", "cpu"]
+    assert main(["project", "--config", str(tmp_path / "config.yaml"), "--gan", "tiny", *common,
+                 "--out", str(tmp_path / "p.npz"), "--preview", str(tmp_path / "p.png")]) == 0
     saved = np.load(tmp_path / "p.npz")
     report = json.loads((tmp_path / "p.json").read_text())
     assert saved["ws"].shape[0] == len(saved["keys"]) == report["images"] == 4
     assert [row["key"] for row in report["per_image"]] == list(saved["keys"])
     assert report["lpips_vgg_curve"]["last"] <= report["lpips_vgg_curve"]["first"]
     assert (tmp_path / "p.png").stat().st_size > 1000
+    options = ProjectOptions.from_config(cfg, gan="tiny")
+    assert report["provenance"]["step"] == "project" and report["provenance"]["config"] == options.to_dict()
+    assert main(["project", "--options", options.write(tmp_path / "options"), *common,
+                 "--out", str(tmp_path / "f.npz"), "--preview", str(tmp_path / "f.png")]) == 0
+    by_file = np.load(tmp_path / "f.npz")
+    assert list(by_file["keys"]) == list(saved["keys"])
+    np.testing.assert_array_equal(by_file["ws"], saved["ws"])

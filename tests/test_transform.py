@@ -16,13 +16,16 @@ from PIL import Image
 from dermsynth.config import validate_config
 from dermsynth.data.dataset import read_images
 from dermsynth.errors import ConfigError, DermsynthError
+from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import load_generator, train_gan
 from dermsynth.latent.inversion import invert
+from dermsynth.latent.options import InvertOptions, TrainE4eOptions, TrainHyperstyleOptions, TransformOptions
 from dermsynth.latent.run_inversion import (StoredInversion, load_e4e, load_hyperstyle, run_invert, run_train_e4e,
                                             run_train_hyperstyle)
 from dermsynth.latent.sefa import factorize
 from dermsynth.latent.transform import load_transformations, run_transform, transform_images, write_lpips_table
 from dermsynth.synthetic.datasets import build_synthetic_dataset, filter_synthetic, per_transformation_counts
+from dermsynth.synthetic.options import SyntheticDatasetOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
 
@@ -49,16 +52,19 @@ def pipeline(gan_setup, tmp_path_factory):
         transform={"file": str(out / "transformations.yaml"), "variants": 2, "batch": 16, "lpips_threshold": 0.2})
     raw["synthetic"] = {"sizes": {"SA-a": 10, "SA-b": 15}, "seed": 4}
     cfg = validate_config(raw)
-    network = train_gan(cfg, "tiny", lmdb, manifest, out / "gan", device="cpu")
-    run_train_e4e(cfg, "tiny", network, lmdb, manifest, out / "e4e.pt", device="cpu")
-    run_train_hyperstyle(cfg, "tiny", network, out / "e4e.pt", lmdb, manifest, out / "hyperstyle.pt", device="cpu")
-    run_invert(cfg, "tiny", network, out / "e4e.pt", out / "hyperstyle.pt", lmdb, manifest, out / "inversion", "cpu")
+    network = train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, out / "gan", device="cpu")
+    run_train_e4e(TrainE4eOptions.from_config(cfg, gan="tiny"), network, lmdb, manifest, out / "e4e.pt", device="cpu")
+    run_train_hyperstyle(TrainHyperstyleOptions.from_config(cfg, gan="tiny"), network, out / "e4e.pt", lmdb, manifest,
+                         out / "hyperstyle.pt", device="cpu")
+    run_invert(InvertOptions.from_config(cfg, gan="tiny"), network, out / "e4e.pt", out / "hyperstyle.pt", lmdb,
+               manifest, out / "inversion", "cpu")
     G = load_generator(network)
     for spec in TRANSFORMATIONS:
         factors = factorize(G, spec["layer_range"])
         np.savez(out / f"sefa-{spec['layer_range']}.npz", directions=factors["directions"],
                  eigenvalues=factors["eigenvalues"], ws_indices=np.array(factors["ws_indices"]))
-        run_transform(cfg, spec, network, out / f"sefa-{spec['layer_range']}.npz", out / "inversion", lmdb,
+        run_transform(TransformOptions.from_config(cfg, name=spec["name"]), network,
+                      out / f"sefa-{spec['layer_range']}.npz", out / "inversion", lmdb,
                       out / "transformations" / spec["name"], device="cpu")
     return cfg, lmdb, manifest, network, out
 
@@ -100,8 +106,8 @@ def test_a_killed_inversion_resumes_from_its_chunks(pipeline, tmp_path):
                chunks / "chunk-00000000.pt")
     torch.save({"keys": keys[batch:batch + 8], "ws": torch.zeros(8, G.num_ws, G.w_dim), "factors": {}},
                chunks / f"chunk-{batch:08d}.pt")  # from a run with batch 8: other keys at this offset
-    run_invert(cfg, "tiny", network, out / "e4e.pt", out / "hyperstyle.pt", lmdb, manifest, tmp_path / "inversion",
-               "cpu")
+    run_invert(InvertOptions.from_config(cfg, gan="tiny"), network, out / "e4e.pt", out / "hyperstyle.pt", lmdb,
+               manifest, tmp_path / "inversion", "cpu")
     resumed = StoredInversion(tmp_path / "inversion")
     assert resumed.index["key"].tolist() == keys and not chunks.exists()
     ws, expected = np.load(tmp_path / "inversion" / "ws.npy"), np.load(out / "inversion" / "ws.npy")
@@ -170,7 +176,7 @@ def test_synthetic_sets_have_exact_counts_are_independent_and_hold_no_test_sourc
     folders = [out / "transformations" / t["name"] for t in TRANSFORMATIONS]
     sets = {}
     for name, size in cfg["synthetic"]["sizes"].items():
-        build_synthetic_dataset(name, size, cfg["synthetic"]["seed"], folders, manifest, tmp_path / name)
+        build_synthetic_dataset(SyntheticDatasetOptions.from_config(cfg, name=name), folders, manifest, tmp_path / name)
         sets[name] = pd.read_csv(tmp_path / name / "manifest.csv", dtype={"key": str, "source_key": str})
         counts = sets[name].groupby("transformation").size().to_dict()
         assert counts == per_transformation_counts(size, sorted(t["name"] for t in TRANSFORMATIONS))
@@ -187,7 +193,8 @@ def test_synthetic_sets_have_exact_counts_are_independent_and_hold_no_test_sourc
     leaky.loc[leaky["key"] == victim, "split"] = "test"
     leaky.to_csv(tmp_path / "leaky.csv", index=False)
     with pytest.raises(DermsynthError, match="outside the real training split"):
-        build_synthetic_dataset("SA-a", 10, 4, folders, tmp_path / "leaky.csv", tmp_path / "leak")
+        build_synthetic_dataset(SyntheticDatasetOptions(name="SA-a", size=10, seed=4), folders, tmp_path / "leaky.csv",
+                                tmp_path / "leak")
 
 
 def test_filtered_set_is_the_unfiltered_minus_the_misclassified(pipeline):
@@ -207,3 +214,57 @@ def test_bad_transformations_file_is_named(tmp_path):
     text = str(error.value)
     assert "transformations[2]: name 'SV' is used twice" in text and "layer_range 'mid'" in text
     assert "gan 'tiny' has no inversion" in text
+
+
+def test_transform_and_synthetic_set_by_hand_equal_by_options_file(pipeline, tmp_path, capsys):
+    """`dermsynth transform` and `synthetic-dataset` with --config + the name flag (by hand) and with the
+    options file the workflow writes give the same images and rows."""
+    from dermsynth.cli import main
+    cfg, lmdb, manifest, network, out = pipeline
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    spec = TRANSFORMATIONS[0]
+    common = ["--network", str(network), "--sefa", str(out / f"sefa-{spec['layer_range']}.npz"),
+              "--inversion", str(out / "inversion"), "--lmdb", str(lmdb), "--device", "cpu"]
+    by_file = TransformOptions.from_config(cfg, name=spec["name"]).write(tmp_path / "options")
+    assert main(["transform", "--config", str(tmp_path / "config.yaml"), "--name", spec["name"], *common,
+                 "--out", str(tmp_path / "hand")]) == 0
+    assert main(["transform", "--options", by_file, *common, "--out", str(tmp_path / "file")]) == 0
+    hand, file = (pd.read_csv(tmp_path / name / "manifest.csv") for name in ("hand", "file"))
+    pd.testing.assert_frame_equal(hand, file)
+    pd.testing.assert_frame_equal(file, pd.read_csv(out / "transformations" / spec["name"] / "manifest.csv"))
+    assert torch.equal(read_images(tmp_path / "hand" / "lmdb", hand["key"].tolist()),
+                       read_images(tmp_path / "file" / "lmdb", file["key"].tolist()))
+    assert main(["transform", "--options", by_file, "--name", TRANSFORMATIONS[1]["name"], *common,
+                 "--out", str(tmp_path / "other")]) == 2
+    assert f"--name {TRANSFORMATIONS[1]['name']} disagrees" in capsys.readouterr().err
+
+    folders = [str(out / "transformations" / t["name"]) for t in TRANSFORMATIONS]
+    by_file = SyntheticDatasetOptions.from_config(cfg, name="SA-a").write(tmp_path / "options")
+    common = ["--transformed", *folders, "--manifest", str(manifest)]
+    assert main(["synthetic-dataset", "--config", str(tmp_path / "config.yaml"), "--name", "SA-a", *common,
+                 "--out", str(tmp_path / "sa-hand")]) == 0
+    assert main(["synthetic-dataset", "--options", by_file, *common, "--out", str(tmp_path / "sa-file")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sa-hand" / "manifest.csv"),
+                                  pd.read_csv(tmp_path / "sa-file" / "manifest.csv"))
+
+
+@pytest.mark.parametrize("cls,wildcards", [(TrainE4eOptions, {"gan": "ham10000"}),
+                                           (TrainHyperstyleOptions, {"gan": "ham10000"}),
+                                           (InvertOptions, {"gan": "ham10000"}), (TransformOptions, {"name": "SV"})])
+def test_encoder_inversion_and_transform_options_by_hand_equal_by_file(cls, wildcards, tmp_path, monkeypatch):
+    """The demo config's options of each verb: by hand (--config + the wildcard flag) as from the file."""
+    import argparse
+    from pathlib import Path
+
+    from dermsynth.config import load_config
+    from dermsynth.options import options_from_args
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # latent.transform.file is relative to the working directory
+    config = str(repo / "config" / "config.yaml")
+    path = cls.from_config(load_config(config, workflow=True), **wildcards).write(tmp_path)
+    by_file = options_from_args(cls, argparse.Namespace(options=path, config=None), **{k: None for k in wildcards})
+    by_hand = options_from_args(cls, argparse.Namespace(options=None, config=config), **wildcards)
+    assert by_file == by_hand and by_file.to_dict() == by_hand.to_dict()
+    assert not {"gpus", "runtime_hours", "gans"} & set(by_file.to_dict())
+    with pytest.raises(ConfigError, match="is not defined under|is not in"):
+        cls.from_config(load_config(config, workflow=True), **{k: "nosuch" for k in wildcards})

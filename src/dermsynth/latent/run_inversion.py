@@ -25,6 +25,7 @@ import torch
 
 from ..outputs import tile, write_csv, write_json, write_png
 from ..provenance import provenance
+from .options import InvertOptions, TrainE4eOptions, TrainHyperstyleOptions
 from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, checkpoint_differences, invert,
                         options_from, reconstruction_report, train_e4e, train_hyperstyle)
 
@@ -41,11 +42,12 @@ def holdout_split(keys: list[str], fraction: float, seed: int, limit: int) -> tu
     return [k for k in keys if k not in held], sorted(held)
 
 
-def _gan_images(cfg: dict, gan: str, lmdb_root, manifest):
+def _gan_images(options: TrainE4eOptions | TrainHyperstyleOptions, lmdb_root, manifest):
+    """(encoder training images, the store, held-out keys): the generator's training images (its `splits` and
+    `classes`, as `train-gan` chose them), less a seeded held-out choice for the report."""
     from ..gan.run import LmdbTrainingImages, training_images
-    images, _, _ = training_images(lmdb_root, manifest, cfg["gans"][gan])
-    settings = cfg["latent"]["inversion"]
-    train_keys, held_keys = holdout_split(images.keys, settings["holdout"], settings["seed"], settings["report_images"])
+    images, _, _ = training_images(lmdb_root, manifest, {"splits": options.splits, "classes": options.classes})
+    train_keys, held_keys = holdout_split(images.keys, options.holdout, options.holdout_seed, options.report_images)
     return LmdbTrainingImages(images.store, train_keys), images.store, held_keys
 
 
@@ -101,14 +103,17 @@ def _report(G, encoder, hyper, iterations, store, held_keys, device) -> dict:
     return report
 
 
-def run_train_e4e(cfg: dict, gan: str, network, lmdb_root, manifest, out, device=None) -> dict:
+def run_train_e4e(step: TrainE4eOptions, network, lmdb_root, manifest, out, device=None) -> dict:
+    """Train an e4e encoder for generator `network` (`step.gan`) on its training images from `lmdb_root` /
+    `manifest`, resuming from `<out>.resume.pt` when that was written with the same options; the encoder in
+    `out` (.pt), a report beside it (.json: training history, held-out L2 / LPIPS-Alex / MS-SSIM). `device`:
+    cpu/cuda (None: cuda when available). Returns the report."""
     from ..gan.run import load_generator
     from ..metrics.extractors import lpips_model
     device = _device(device)
-    settings = cfg["latent"]["e4e"]
-    options = options_from(E4eOptions, settings)
+    gan, options = step.gan, options_from(E4eOptions, step.e4e)
     G = load_generator(network, device)
-    images, store, held_keys = _gan_images(cfg, gan, lmdb_root, manifest)
+    images, store, held_keys = _gan_images(step, lmdb_root, manifest)
     lpips, _ = lpips_model(net="alex")
     out = Path(out)
     checkpoint = out.with_name(out.stem + ".resume.pt")
@@ -119,7 +124,7 @@ def run_train_e4e(cfg: dict, gan: str, network, lmdb_root, manifest, out, device
     report = _report(G, encoder, None, 0, store, held_keys, device)
     summary = {"gan": gan, "network": str(network), "training_images": len(images), "history": history,
                "backbone_weights": encoder.pyramid.weights, "report": report,
-               "provenance": provenance("train-e4e", settings, seed=settings["seed"])}
+               "provenance": provenance(step.step, step.to_dict(), seed=options.seed)}
     write_json(out.with_suffix(".json"), summary)
     r = report["w_encoder"]
     print(f"e4e {gan}: held-out L2 {r['l2']:.4f}, LPIPS {r['lpips_alex']:.4f}, MS-SSIM {r['ms_ssim']:.4f}",
@@ -127,15 +132,18 @@ def run_train_e4e(cfg: dict, gan: str, network, lmdb_root, manifest, out, device
     return summary
 
 
-def run_train_hyperstyle(cfg: dict, gan: str, network, e4e, lmdb_root, manifest, out, device=None) -> dict:
+def run_train_hyperstyle(step: TrainHyperstyleOptions, network, e4e, lmdb_root, manifest, out, device=None) -> dict:
+    """Train a HyperStyle hypernetwork for generator `network` (`step.gan`) on top of its e4e encoder `e4e`, on
+    the generator's training images, resuming from `<out>.resume.pt` when that was written with the same
+    options; the hypernetwork in `out` (.pt), a report beside it (.json: held-out L2 / LPIPS-Alex / MS-SSIM of
+    e4e and after each refinement iteration). Returns the report."""
     from ..gan.run import load_generator
     from ..metrics.extractors import lpips_model
     device = _device(device)
-    settings = cfg["latent"]["hyperstyle"]
-    options = options_from(HyperStyleOptions, settings)
+    gan, options = step.gan, options_from(HyperStyleOptions, step.hyperstyle)
     G = load_generator(network, device)
     encoder, _ = load_e4e(e4e, G, device)
-    images, store, held_keys = _gan_images(cfg, gan, lmdb_root, manifest)
+    images, store, held_keys = _gan_images(step, lmdb_root, manifest)
     lpips, _ = lpips_model(net="alex")
     out = Path(out)
     checkpoint = out.with_name(out.stem + ".resume.pt")
@@ -148,31 +156,34 @@ def run_train_hyperstyle(cfg: dict, gan: str, network, e4e, lmdb_root, manifest,
     summary = {"gan": gan, "network": str(network), "e4e": str(e4e), "training_images": len(images),
                "layers": hyper.layer_names, "history": history, "backbone_weights": hyper.pyramid.weights,
                "report": report, "refined_beats_w_encoder": report["hyperstyle"]["l2"] < report["w_encoder"]["l2"],
-               "provenance": provenance("train-hyperstyle", settings, seed=settings["seed"])}
+               "provenance": provenance(step.step, step.to_dict(), seed=options.seed)}
     write_json(out.with_suffix(".json"), summary)
     print(f"hyperstyle {gan}: held-out L2 {report['w_encoder']['l2']:.4f} (e4e) → {report['hyperstyle']['l2']:.4f} "
           f"after {options.iterations} iterations", file=sys.stderr)
     return summary
 
 
-def run_invert(cfg: dict, gan: str, network, e4e, hyperstyle, lmdb_root, manifest, out_dir, device=None) -> dict:
-    """Invert every image of `latent.inversion.split` of `latent.inversion.dataset` (resumable by chunk)."""
+def run_invert(options: InvertOptions, network, e4e, hyperstyle, lmdb_root, manifest, out_dir, device=None) -> dict:
+    """Invert every image of split `options.split` of a dataset (`lmdb_root`, `manifest`: the inversion's
+    dataset) into generator `network` with its e4e encoder and HyperStyle hypernetwork, `options.batch` images at
+    a time; each finished batch is kept under `<out_dir>.chunks/`, so a killed job resumes there. Writes the
+    stored inversion (see the module docstring) to `out_dir` and returns its summary."""
     from ..data.dataset import read_images
     from ..data.lmdb_store import LmdbImageStore
     from ..gan.run import load_generator
     from ..progress import Progress
     device = _device(device)
-    settings = cfg["latent"]["inversion"]
+    gan, split = options.gan, options.split
     G = load_generator(network, device)
     encoder, _ = load_e4e(e4e, G, device)
     hyper, hyper_options = load_hyperstyle(hyperstyle, G, device)
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    frame = frame[frame["split"] == settings["split"]].sort_values("key").reset_index(drop=True)
+    frame = frame[frame["split"] == split].sort_values("key").reset_index(drop=True)
     out_dir = Path(out_dir)
     chunks = out_dir.with_name(out_dir.name + ".chunks")
     chunks.mkdir(parents=True, exist_ok=True)
     store = LmdbImageStore(lmdb_root)
-    batch = settings["batch"]
+    batch = options.batch
     progress = Progress(len(frame), f"invert {gan}")
     plan = []
     for start in range(0, len(frame), batch):
@@ -186,13 +197,13 @@ def run_invert(cfg: dict, gan: str, network, e4e, hyperstyle, lmdb_root, manifes
         progress.update(len(keys))
     progress.close()
     _merge_chunks(plan, out_dir, frame, hyper.layer_names)
-    summary = {"gan": gan, "dataset_manifest": str(manifest), "split": settings["split"], "images": len(frame),
+    summary = {"gan": gan, "dataset_manifest": str(manifest), "split": split, "images": len(frame),
                "iterations": hyper_options.iterations, "layers": hyper.layer_names,
-               "provenance": provenance("invert", settings, seed=None)}
+               "provenance": provenance(options.step, options.to_dict(), seed=None)}
     write_json(out_dir / "inversion.json", summary)
     _preview(G, store, frame, out_dir, encoder, hyper, hyper_options.iterations, device)
     shutil.rmtree(chunks)
-    print(f"invert {gan}: {len(frame)} images of split {settings['split']}", file=sys.stderr)
+    print(f"invert {gan}: {len(frame)} images of split {split}", file=sys.stderr)
     return summary
 
 

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..outputs import tile, write_csv, write_json, write_png
 from ..provenance import provenance
 from .inversion import to_uint8
+from .options import TransformOptions
 from .sefa import LAYER_RANGES
 
 PREVIEW_ROWS, PREVIEW_VARIANTS = 8, 4  # preview.png: source | inversion | up to 4 transformed variants
@@ -100,8 +101,33 @@ def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
-def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device=None) -> dict:
-    """One transformation over every inverted image: LMDB of transformed images + manifest + report."""
+def sefa_direction(spec: dict, sefa_npz) -> tuple[torch.Tensor, list[int]]:
+    """(unit direction (w_dim,), ws indices of its layer range) of transformation `spec` from a SeFa file.
+    Raises ConfigError when the file has no such direction."""
+    factors = np.load(sefa_npz)
+    if spec["direction"] >= len(factors["directions"]):
+        raise ConfigError(f"transformation {spec['name']}: direction {spec['direction']} does not exist "
+                          f"({sefa_npz} has {len(factors['directions'])})")
+    return torch.from_numpy(factors["directions"][spec["direction"]]).float(), factors["ws_indices"].tolist()
+
+
+def _row(spec: dict, key: str, label: str, variant: int, magnitude: float, to_source: float, to_inversion: float,
+         threshold: float) -> dict:
+    """The manifest row of one transformed image (its provenance, LPIPS, whether it is accepted)."""
+    return {"key": f"{spec['name']}-{key}-v{variant}", "label": label, "split": "train", "source_key": key,
+            "transformation": spec["name"], "gan": spec["gan"], "layer_range": spec["layer_range"],
+            "direction": spec["direction"], "magnitude": round(magnitude, 6), "variant": variant,
+            "lpips": float(to_source), "lpips_to_inversion": float(to_inversion),
+            "accepted": bool(to_source <= threshold)}
+
+
+def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device=None) -> dict:
+    """Transformation `options.transformation` over every image of the stored inversion `inversion_dir`
+    (`options.variants` versions each), moved along its `direction` of the SeFa file `sefa_npz` (the generator's
+    `layer_range`) and re-synthesised by `network`: the transformed images in `out_dir` (LMDB + manifest.csv: label,
+    provenance, LPIPS-Alex to the real source in `lmdb_root` and to the unmoved inversion, accepted), a preview
+    and transform.json (counts, LPIPS means). Raises ConfigError when the direction is not in `sefa_npz`.
+    Returns the report."""
     from ..data.dataset import read_images
     from ..data.lmdb_store import LmdbImageStore
     from ..gan.generate import write_image_set
@@ -109,26 +135,21 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
     from ..metrics.extractors import lpips_alex, lpips_distance
     from ..progress import Progress
     from .run_inversion import StoredInversion
-    settings = cfg["latent"]["transform"]
+    spec = options.transformation
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device)
-    factors = np.load(sefa_npz)
-    if spec["direction"] >= len(factors["directions"]):
-        raise ConfigError(f"transformation {spec['name']}: direction {spec['direction']} does not exist "
-                          f"({sefa_npz} has {len(factors['directions'])})")
-    direction = torch.from_numpy(factors["directions"][spec["direction"]]).float()
-    ws_indices = factors["ws_indices"].tolist()
+    direction, ws_indices = sefa_direction(spec, sefa_npz)
     inversion = StoredInversion(inversion_dir)
     store = LmdbImageStore(lmdb_root)
     keys = inversion.index["key"].tolist()
     labels = dict(zip(inversion.index["key"], inversion.index["label"]))
-    variants = settings["variants"]
-    magnitudes = draw_magnitudes(spec, keys, variants, settings["seed"])
+    variants = options.variants
+    magnitudes = draw_magnitudes(spec, keys, variants, options.seed)
     alex, alex_info = lpips_alex()
     rows, images_out, preview_columns = [], [], []
     progress = Progress(len(keys) * variants, f"transform {spec['name']}")
-    for start in range(0, len(keys), settings["batch"]):
-        chunk = keys[start:start + settings["batch"]]
+    for start in range(0, len(keys), options.batch):
+        chunk = keys[start:start + options.batch]
         ws, deltas = inversion.latents(chunk)
         sources = at_resolution(read_images(store, chunk), G.img_resolution)
         inverted = transform_images(G, ws, deltas, direction, torch.zeros(len(chunk)), ws_indices, device)
@@ -139,13 +160,8 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
             moved = transform_images(G, ws, deltas, direction, m, ws_indices, device)
             to_source = lpips_distance(alex, sources, moved)
             to_inversion = lpips_distance(alex, inverted, moved)
-            for key, magnitude, d_src, d_inv in zip(chunk, m.tolist(), to_source, to_inversion):
-                rows.append({"key": f"{spec['name']}-{key}-v{v}", "label": labels[key], "split": "train",
-                             "source_key": key, "transformation": spec["name"], "gan": spec["gan"],
-                             "layer_range": spec["layer_range"], "direction": spec["direction"],
-                             "magnitude": round(magnitude, 6), "variant": v, "lpips": float(d_src),
-                             "lpips_to_inversion": float(d_inv),
-                             "accepted": bool(d_src <= settings["lpips_threshold"])})
+            rows += [_row(spec, key, labels[key], v, magnitude, d_src, d_inv, options.lpips_threshold)
+                     for key, magnitude, d_src, d_inv in zip(chunk, m.tolist(), to_source, to_inversion)]
             images_out.append(moved)
             if start == 0 and v < PREVIEW_VARIANTS:
                 preview_columns.append(moved[:PREVIEW_ROWS])
@@ -155,22 +171,22 @@ def run_transform(cfg: dict, spec: dict, network, sefa_npz, inversion_dir, lmdb_
     frame = pd.DataFrame(rows)
     write_image_set(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"])
     write_png(out_dir / "preview.png", tile(torch.stack(preview_columns, dim=1)))
-    summary = _summary(spec, frame, settings, alex_info, inversion_dir)
+    summary = _summary(options, frame, alex_info, inversion_dir)
     write_json(out_dir / "transform.json", summary)
     print(f"transform {spec['name']}: {len(frame)} images, mean LPIPS {summary['lpips_mean']:.4f}, "
-          f"{summary['rejected']} rejected (> {settings['lpips_threshold']})", file=sys.stderr)
+          f"{summary['rejected']} rejected (> {options.lpips_threshold})", file=sys.stderr)
     return summary
 
 
-def _summary(spec: dict, frame: pd.DataFrame, settings: dict, alex_info: dict, inversion_dir) -> dict:
+def _summary(options: TransformOptions, frame: pd.DataFrame, alex_info: dict, inversion_dir) -> dict:
     accepted = frame[frame["accepted"]]
-    return {"transformation": spec, "images": len(frame), "accepted": int(len(accepted)),
-            "rejected": int((~frame["accepted"]).sum()), "lpips_threshold": settings["lpips_threshold"],
+    return {"transformation": options.transformation, "images": len(frame), "accepted": int(len(accepted)),
+            "rejected": int((~frame["accepted"]).sum()), "lpips_threshold": options.lpips_threshold,
             "lpips_mean": float(frame["lpips"].mean()), "lpips_std": float(frame["lpips"].std(ddof=0)),
             "lpips_accepted_mean": float(accepted["lpips"].mean()) if len(accepted) else None,
             "lpips_to_inversion_mean": float(frame["lpips_to_inversion"].mean()),
             "lpips": alex_info, "inversion": str(inversion_dir),
-            "provenance": provenance("transform", {"transformation": spec, **settings}, seed=settings["seed"])}
+            "provenance": provenance(options.step, options.to_dict(), seed=options.seed)}
 
 
 TABLE1_COLUMNS = ["transformation", "description", "generator", "layer range", "direction", "magnitude",

@@ -23,6 +23,7 @@ from ..data.lmdb_store import ImageSetWriter, LmdbImageStore
 from ..errors import DermsynthError
 from ..outputs import write_json
 from ..provenance import provenance
+from .options import SyntheticDatasetOptions
 
 
 def per_transformation_counts(size: int, names: list[str]) -> dict[str, int]:
@@ -57,8 +58,14 @@ def check_sources_in_train(drawn: pd.DataFrame, real_manifest: pd.DataFrame) -> 
                              f"e.g. {rows}. Invert the training split only (latent.inversion.split: train).")
 
 
-def build_synthetic_dataset(name: str, size: int, seed: int, transform_dirs: list[str | Path],
+def build_synthetic_dataset(options: SyntheticDatasetOptions, transform_dirs: list[str | Path],
                             real_manifest: str | Path, out_dir: str | Path) -> dict:
+    """Draw set `options.name` (`options.size` images, n/T per transformation, seeded by `options.seed` and the
+    size) from the accepted images of the transformation folders `transform_dirs` (each: lmdb/ + manifest.csv)
+    and copy them to `out_dir` (lmdb/ + manifest.csv, split train, synthetic true; summary.json).
+    Raises DermsynthError when a transformation has too few accepted images or a source image is not in the
+    real training split of `real_manifest`. Returns the summary."""
+    name, size, seed = options.name, options.size, options.seed
     out_dir = Path(out_dir)
     pools = {}
     stores = {}
@@ -79,7 +86,7 @@ def build_synthetic_dataset(name: str, size: int, seed: int, transform_dirs: lis
     summary = {"name": name, "size": size, "seed": seed, "per_transformation": counts,
                "per_class": drawn.groupby("label").size().to_dict(), "sources": [str(p) for p in transform_dirs],
                "lpips_mean": float(drawn["lpips"].mean()),
-               "provenance": provenance("synthetic-dataset", {"name": name, "size": size, "seed": seed}, seed=seed)}
+               "provenance": provenance(options.step, options.to_dict(), seed=seed)}
     write_json(out_dir / "summary.json", summary)
     print(f"synthetic {name}: {size} images ({', '.join(f'{k} {v}' for k, v in counts.items())})", file=sys.stderr)
     return summary
