@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,3 +155,87 @@ def test_auc_early_stopping_with_one_validation_class_stops_before_training(sets
     with pytest.raises(DermsynthError, match="is empty"):
         train_classifier("resnet10t", CLASSES, train, ImageRows(validation.rows[:0], stores, CLASSES, 16),
                          recipe(), tmp_path)
+
+
+def _options_run(command: list[str], tmp_path, name: str, options) -> tuple[list[str], list[str]]:
+    """`command` by hand (`--config` + wildcard flags) and by `--options`: the two argument lists."""
+    return ([*command, "--out", str(tmp_path / f"{name}-by-hand")],
+            [*command[:1], "--options", options.write(tmp_path / "options"), *command[1:],
+             "--out", str(tmp_path / f"{name}-by-options")])
+
+
+def test_train_classifier_by_hand_and_by_options_give_the_same_model(gan_setup, tmp_path):
+    import yaml
+
+    from dermsynth.classify.options import TrainClassifierOptions
+    from dermsynth.cli import main
+    cfg, lmdb, manifest = gan_setup
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    options = TrainClassifierOptions.from_config(cfg, study="ham10000", scenario="baseline", arch="resnet10t")
+    common = ["train-classifier", "--lmdb", str(lmdb), "--manifest", str(manifest), "--device", "cpu",
+              "--threads", "1", "--data-source", "demo"]
+    by_hand, by_options = _options_run(common, tmp_path, "model", options)
+    assert main([*by_hand, "--config", str(tmp_path / "config.yaml"), "--study", "ham10000", "--scenario",
+                 "baseline", "--architecture", "resnet10t"]) == 0
+    assert main(by_options) == 0
+    hand, opts = (tmp_path / "model-by-hand", tmp_path / "model-by-options")
+    for name in ("predictions-test.csv", "predictions-validation.csv"):
+        assert (hand / name).read_bytes() == (opts / name).read_bytes(), name
+    first, second = (json.loads((folder / "metrics.json").read_text()) for folder in (hand, opts))
+    assert first["test"] == second["test"] and first["history"] == second["history"]
+    assert first["provenance"]["config"] == options.to_dict()
+    assert (first["study"], first["scenario"], first["architecture"]) == ("ham10000", "baseline", "resnet10t")
+    assert main([*by_options[:-2], "--out", str(tmp_path / "x"), "--study", "isic"]) == 2  # disagrees with the file
+
+
+def test_train_classifier_options_hold_only_their_study():
+    """Changing the HAM10000 recipe changes the HAM10000 jobs' options (they re-run), not the ISIC ones."""
+    import copy
+
+    from dermsynth.classify.options import TrainClassifierOptions
+    from dermsynth.config import validate_config
+    from dermsynth.errors import ConfigError
+    from .conftest import demo_config
+    raw = demo_config(Path("/nonexistent"))
+    before = validate_config(copy.deepcopy(raw))
+    raw["classifiers"]["ham10000"]["recipe"]["lr"] = 0.123
+    after = validate_config(raw)
+
+    def digest(cfg, study, scenario):
+        return TrainClassifierOptions.from_config(cfg, study=study, scenario=scenario, arch="resnet10t").digest
+    assert digest(before, "ham10000", "baseline") != digest(after, "ham10000", "baseline")
+    assert digest(before, "isic", "cgan-aug") == digest(after, "isic", "cgan-aug")
+    options = TrainClassifierOptions.from_config(after, study="ham10000", scenario="SA-2k", arch="resnet10t")
+    assert options.recipe.lr == 0.123 and set(options.to_dict()) == {"study", "scenario", "arch", "recipe"}
+    with pytest.raises(AttributeError, match="gpus"):
+        options.recipe.gpus  # job resources are the workflow's
+    with pytest.raises(ConfigError, match="'derm' is not defined under 'classifiers'"):
+        TrainClassifierOptions.from_config(after, study="derm", scenario="baseline", arch="resnet10t")
+
+
+def test_isic_synthetic_options_and_plan():
+    from dermsynth.classify.options import IsicSyntheticOptions
+    from dermsynth.classify.run import isic_synthetic_plan
+    from dermsynth.config import validate_config
+    from dermsynth.errors import ConfigError
+    from .conftest import demo_config
+    raw = demo_config(Path("/nonexistent"))
+    raw["classifiers"]["isic"].update(synth_images=21, aug_malignant=7, truncation_psi=0.7)
+    cfg = validate_config(raw)
+    synth = IsicSyntheticOptions.from_config(cfg, family="cgan", kind="synth")
+    aug = IsicSyntheticOptions.from_config(cfg, family="cgan", kind="aug")
+    assert (synth.images, aug.images, synth.truncation_psi) == (21, 7, 0.7)
+    plan = isic_synthetic_plan(synth, {"benign": "b.pt", "malignant": "m.pt"})
+    assert [(p["network"], p["class"], len(p["seeds"])) for p in plan] == [("b.pt", "benign", 10),
+                                                                          ("m.pt", "malignant", 11)]
+    (only,) = isic_synthetic_plan(aug, {"malignant": "m.pt"})
+    assert only["class"] == "malignant" and len(only["seeds"]) == 7
+    assert not set(only["seeds"]) & {s for p in plan for s in p["seeds"]}  # the sets share no image
+    raw["classifiers"]["isic"]["aug_malignant"] = 8  # an aug setting: the synth sets keep their options
+    changed = validate_config(raw)
+    assert IsicSyntheticOptions.from_config(changed, family="cgan", kind="synth").digest == synth.digest
+    assert IsicSyntheticOptions.from_config(changed, family="cgan", kind="aug").digest != aug.digest
+    with pytest.raises(DermsynthError, match="no generator given for class"):
+        isic_synthetic_plan(synth, {"malignant": "m.pt"})
+    with pytest.raises(ConfigError, match="'nope' is not defined"):
+        IsicSyntheticOptions.from_config(cfg, family="nope", kind="synth")

@@ -100,3 +100,46 @@ def test_pcx_assigns_every_mel_test_image_or_flags_it(explained):
     matrix = pd.read_csv(root / "pcx" / "prototypes.csv")
     assert set(matrix["model"]) == {"baseline", "augmented"}
     assert summary["real_weights"] is False and summary["provenance"]["config"]["pcx"]["class"] == "mel"
+
+
+def test_pcx_by_options_gives_what_it_gives_by_hand(explained, ingested_ham):
+    """The workflow's way (`--options`, the file `PcxOptions` writes) and by hand (`--config`): the same tables."""
+    from dermsynth.explain.options import PcxOptions
+    _, root, _, _ = explained
+    cfg = validate_config(yaml.safe_load((root / "config.yaml").read_text()))
+    options = PcxOptions.from_config(cfg)
+    folders = [str(root / scenario / "resnet10t") for scenario in ("baseline", "SA-2k", "SA-2k-filter")]
+    assert main(["pcx", "--options", options.write(root / "options"), "--models", *folders, "--sizes", "SA-2k",
+                 "--crp", str(root / "crp"), "--lmdb", str(ingested_ham / "lmdb"), "--manifest",
+                 str(root / "manifest.csv"), "--device", "cpu", "--out", str(root / "pcx-options")]) == 0
+    for name in ("pcx.csv", "prototypes.csv"):
+        assert (root / "pcx" / name).read_bytes() == (root / "pcx-options" / name).read_bytes(), name
+    summary = json.loads((root / "pcx-options" / "pcx.json").read_text())
+    assert summary["provenance"]["config"] == options.to_dict()
+
+
+def test_explain_options_hold_what_their_verbs_read(demo_cfg):
+    """Each verb's options: its settings only (a key re-runs exactly its readers); job resources never."""
+    import copy
+
+    from dermsynth.explain.options import AuthenticityOptions, CrpOptions, PcxOptions
+
+    def digests(cfg):
+        return {"authenticity": AuthenticityOptions.from_config(cfg, gan="cgan").digest,
+                "crp": CrpOptions.from_config(cfg).digest, "pcx": PcxOptions.from_config(cfg).digest}
+    before = digests(demo_cfg)
+    for keys, value, changed in ((("authenticity", "perplexity"), 3, {"authenticity"}),
+                                 (("pcx", "max_prototypes"), 2, {"pcx"}),
+                                 (("crp", "composite"), "epsilon", {"crp", "pcx"}),
+                                 (("crp", "concepts"), 1, {"crp"}),
+                                 (("crp", "runtime_hours"), 9, set()), (("authenticity", "gpus"), 0, set()),
+                                 (("crp", "enabled"), False, set())):
+        cfg = copy.deepcopy(demo_cfg)
+        cfg["explain"][keys[0]][keys[1]] = value
+        after = digests(cfg)
+        assert {name for name in before if before[name] != after[name]} == changed, keys
+    crp = CrpOptions.from_config(demo_cfg)
+    with pytest.raises(AttributeError, match="explain.crp.enabled|crp.enabled"):
+        crp.crp["enabled"]
+    assert set(AuthenticityOptions.from_config(demo_cfg, gan="g").to_dict()) == {
+        "gan", "edge_cases", "perplexity", "xrai_images", "xrai_steps", "batch", "seed"}

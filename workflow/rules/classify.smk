@@ -3,16 +3,18 @@
 # and SA-n-filter (its synthetic set minus what the unfiltered model misclassifies). ISIC: baseline,
 # <family>-synth (synthetic only, balanced) and <family>-aug (real + synthetic malignant).
 
+from dermsynth.classify.options import IsicSyntheticOptions, TrainClassifierOptions
+
 
 rule isic_synthetic:
     input:
         unpack(isic_synthetic_networks),
     output:
-        directory("results/synthetic/isic/{family}-{kind}"),
+        directory(ISIC_SYNTHETIC),
     wildcard_constraints:
         kind="synth|aug",
     params:
-        config=isic_synthetic_config,
+        options=step_options(IsicSyntheticOptions),
         networks=lambda wc, input: " ".join(f"--network {name}={path}" for name, path in input.items()),
     log:
         "logs/synthetic/isic/{family}-{kind}.log",
@@ -20,14 +22,12 @@ rule isic_synthetic:
         "benchmarks/synthetic/isic/{family}-{kind}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["classifiers"]["isic"]["gpus"] else 1
+    threads: gpu_threads(ISIC)
     resources:
-        gpu=config["classifiers"]["isic"]["gpus"],
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        # generation is short: 2 hours and 8000 MB per attempt, whatever the classifiers' runtime_hours
+        **gpu_resources({"gpus": ISIC["gpus"], "runtime_hours": 2}, cpu_mem_mb=8000, gpu_mem_mb=8000),
     shell:
-        "dermsynth isic-synthetic --config {params.config} --family {wildcards.family} --kind {wildcards.kind} "
-        "{params.networks} --out {output} > {log} 2>&1"
+        "dermsynth isic-synthetic --options {params.options} {params.networks} --out {output} > {log} 2>&1"
 
 
 rule classifier_sa:
@@ -35,64 +35,65 @@ rule classifier_sa:
     input:
         unpack(classifier_inputs),
     output:
-        metrics="results/classifiers/{study}/{scenario}/{arch}/metrics.json",
-        test="results/classifiers/{study}/{scenario}/{arch}/predictions-test.csv",
-        validation="results/classifiers/{study}/{scenario}/{arch}/predictions-validation.csv",
-        confusion=report("results/classifiers/{study}/{scenario}/{arch}/confusion.png", caption="../report/confusion.rst",
+        metrics=CLASSIFIER_METRICS,
+        test=CLASSIFIER_TEST,
+        validation=CLASSIFIER_VALIDATION,
+        confusion=report(CLASSIFIER_CONFUSION, caption="../report/confusion.rst",
                          category="5. Classifiers", subcategory="{study}: confusion matrices",
                          labels={"scenario": "{scenario}", "architecture": "{arch}"}),
-        synthetic="results/classifiers/{study}/{scenario}/{arch}/predictions-synthetic.csv",
+        synthetic=CLASSIFIER_SYNTHETIC,
     wildcard_constraints:
         study="ham10000",
         scenario=SA_PATTERN,
     params:
-        config=classifier_config,
+        options=step_options(TrainClassifierOptions),
         extra=classifier_arguments,
         source=lambda wc: data_source(config["classifiers"][wc.study]["dataset"]),
         predict="--predict-synthetic",
+        out=subpath(output.metrics, parent=True),
     log:
         "logs/classifiers/{study}/{scenario}/{arch}.log",
     benchmark:
         "benchmarks/classifiers/{study}/{scenario}/{arch}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: classifier_threads
+    threads: gpu_threads(classifier_section)
     resources:
-        gpu=lambda wc: config["classifiers"][wc.study]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["classifiers"][wc.study]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(classifier_section),
     shell:
-        "dermsynth train-classifier --config {params.config} --study {wildcards.study} --scenario {wildcards.scenario} "
-        "--architecture {wildcards.arch} --lmdb {input.lmdb} --manifest {input.manifest} {params.extra} "
-        "{params.predict} --data-source {params.source:q} --out $(dirname {output.metrics}) --threads {threads} "
+        "dermsynth train-classifier --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "{params.extra} {params.predict} --data-source {params.source:q} --out {params.out} --threads {threads} "
         "> {log} 2>&1"
 
 
 use rule classifier_sa as classifier with:
     output:
-        metrics="results/classifiers/{study}/{scenario}/{arch}/metrics.json",
-        test="results/classifiers/{study}/{scenario}/{arch}/predictions-test.csv",
-        validation="results/classifiers/{study}/{scenario}/{arch}/predictions-validation.csv",
-        confusion=report("results/classifiers/{study}/{scenario}/{arch}/confusion.png", caption="../report/confusion.rst",
+        metrics=CLASSIFIER_METRICS,
+        test=CLASSIFIER_TEST,
+        validation=CLASSIFIER_VALIDATION,
+        confusion=report(CLASSIFIER_CONFUSION, caption="../report/confusion.rst",
                          category="5. Classifiers", subcategory="{study}: confusion matrices",
                          labels={"scenario": "{scenario}", "architecture": "{arch}"}),
     wildcard_constraints:
         study="ham10000|isic",
         scenario=OTHER_SCENARIO_PATTERN,
     params:
-        config=classifier_config,
+        options=step_options(TrainClassifierOptions),
         extra=classifier_arguments,
         source=lambda wc: data_source(config["classifiers"][wc.study]["dataset"]),
         predict="",
+        out=subpath(output.metrics, parent=True),
 
 
 rule filter_synthetic:
     input:
         synthetic="results/synthetic/{synthetic}",
-        predictions="results/classifiers/ham10000/{synthetic}/{arch}/predictions-synthetic.csv",
+        predictions=lambda wc: CLASSIFIER_SYNTHETIC.format(study="ham10000", scenario=wc.synthetic, arch=wc.arch),
     output:
-        manifest="results/synthetic/filtered/{arch}/{synthetic}.csv",
+        manifest=FILTERED_MANIFEST,
         summary="results/synthetic/filtered/{arch}/{synthetic}.json",
+    params:
+        manifest=lambda wc, input: f"{input.synthetic}/manifest.csv",
     log:
         "logs/synthetic/filtered/{arch}/{synthetic}.log",
     conda:
@@ -101,13 +102,13 @@ rule filter_synthetic:
         mem_mb=2000,
         runtime=10,
     shell:
-        "dermsynth filter-synthetic --manifest {input.synthetic}/manifest.csv --predictions {input.predictions} "
+        "dermsynth filter-synthetic --manifest {params.manifest} --predictions {input.predictions} "
         "--out {output.manifest} > {log} 2>&1"
 
 
 rule ham_tables:
     input:
-        ham_model_outputs,
+        models=ham_model_outputs,
     output:
         table2=report("results/tables/table2.csv", caption="../report/table2.rst", category="5. Classifiers",
                       subcategory="HAM10000 study, Tables 2 and 3", labels={"table": "Table 2: balanced accuracy"}),
@@ -117,8 +118,9 @@ rule ham_tables:
                        caption="../report/recall.rst", category="5. Classifiers",
                        subcategory="HAM10000 study, recall per class"),
     params:
-        models=lambda wc, input: sorted({str(Path(f).parent) for f in input}),
+        models=model_folders,
         sizes=" ".join(HAM_SIZES),
+        figures=lambda wc, output: str(Path(output.figures[0]).parent),
     log:
         "logs/tables/table2.log",
     conda:
@@ -128,17 +130,17 @@ rule ham_tables:
         runtime=10,
     shell:
         "dermsynth classifier-tables --models {params.models} --sizes {params.sizes} --table2 {output.table2} "
-        "--table3 {output.table3} --figures results/figures > {log} 2>&1"
+        "--table3 {output.table3} --figures {params.figures} > {log} 2>&1"
 
 
 rule isic_table2:
     input:
-        isic_model_outputs,
+        models=isic_model_outputs,
     output:
         report("results/tables/isic_table2.csv", caption="../report/isic_table2.rst", category="5. Classifiers",
                subcategory="ISIC study, Table 2"),
     params:
-        models=lambda wc, input: sorted({str(Path(f).parent) for f in input}),
+        models=model_folders,
     log:
         "logs/tables/isic_table2.log",
     conda:

@@ -238,37 +238,41 @@ OTHER_SCENARIO_PATTERN = "|".join(["baseline"] + [re.escape(s) + "-filter" for s
                                   + [f"{re.escape(f)}-(synth|aug)" for f in ISIC_FAMILIES])
 
 
-def classifier_config(wildcards):
-    """What a classifier job reads: its study's recipe (changing the learning rate re-runs the classifiers)."""
-    return rule_config({"classifiers": {wildcards.study: {"recipe": config["classifiers"][wildcards.study]["recipe"]}}})
-
-
-def isic_synthetic_config(wildcards):
-    keys = ("synth_images", "aug_malignant", "truncation_psi")
-    return rule_config({"classifiers": {"isic": {k: ISIC[k] for k in keys}}})
+# Classifier outputs that other rules read (one model folder per study, scenario, architecture), and the
+# synthetic sets only classifiers read.
+CLASSIFIER_METRICS = "results/classifiers/{study}/{scenario}/{arch}/metrics.json"
+CLASSIFIER_TEST = "results/classifiers/{study}/{scenario}/{arch}/predictions-test.csv"
+CLASSIFIER_VALIDATION = "results/classifiers/{study}/{scenario}/{arch}/predictions-validation.csv"
+CLASSIFIER_SYNTHETIC = "results/classifiers/{study}/{scenario}/{arch}/predictions-synthetic.csv"
+CLASSIFIER_CONFUSION = "results/classifiers/{study}/{scenario}/{arch}/confusion.png"
+FILTERED_MANIFEST = "results/synthetic/filtered/{arch}/{synthetic}.csv"
+ISIC_SYNTHETIC = "results/synthetic/isic/{family}-{kind}"
 
 
 def isic_synthetic_networks(wildcards):
+    """The generator of each class an ISIC set holds (synth: benign and malignant; aug: malignant)."""
     generators = ISIC["generators"][wildcards.family]
     classes = ["benign", "malignant"] if wildcards.kind == "synth" else ["malignant"]
-    return {name: f"results/gan/{generators[name]}/network-final.pt" for name in classes}
+    return {name: network(generators[name]) for name in classes}
 
 
-def _study_data(study):
-    dataset = config["classifiers"][study]["dataset"]
-    return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+def classifier_section(wildcards):
+    """The study's section of `classifiers` (its gpus and runtime_hours size the job)."""
+    return config["classifiers"][wildcards.study]
 
 
 def classifier_inputs(wildcards):
-    inputs = {**_study_data(wildcards.study), "lite0_weights": LITE0_WEIGHTS}
+    """The study's dataset, the Lite0 weights, and the scenario's synthetic set (and filtered manifest)."""
+    inputs = {**dataset_files(config["classifiers"][wildcards.study]["dataset"]), "lite0_weights": LITE0_WEIGHTS}
     scenario = wildcards.scenario
     if wildcards.study == "ham10000" and scenario != "baseline":
         size = scenario[:-len("-filter")] if scenario.endswith("-filter") else scenario
         inputs["synthetic"] = f"results/synthetic/{size}"
         if scenario.endswith("-filter"):
-            inputs["filtered"] = f"results/synthetic/filtered/{wildcards.arch}/{size}.csv"
+            inputs["filtered"] = FILTERED_MANIFEST.format(arch=wildcards.arch, synthetic=size)
     elif wildcards.study == "isic" and scenario != "baseline":
-        inputs["synthetic"] = f"results/synthetic/isic/{scenario}"
+        family, kind = scenario.rsplit("-", 1)
+        inputs["synthetic"] = ISIC_SYNTHETIC.format(family=family, kind=kind)
     return inputs
 
 
@@ -280,13 +284,9 @@ def classifier_arguments(wildcards, input):
     return args + (" --no-real-train" if wildcards.scenario.endswith("-synth") else "")
 
 
-def classifier_threads(wildcards):
-    return 8 if config["classifiers"][wildcards.study]["gpus"] else 1
-
-
 def _model_files(study, scenarios, architectures):
-    return [f"results/classifiers/{study}/{s}/{a}/{f}" for s in scenarios for a in architectures
-            for f in ("metrics.json", "predictions-test.csv", "predictions-validation.csv")]
+    return [pattern.format(study=study, scenario=s, arch=a) for s in scenarios for a in architectures
+            for pattern in (CLASSIFIER_METRICS, CLASSIFIER_TEST, CLASSIFIER_VALIDATION)]
 
 
 def ham_model_outputs(wildcards):
@@ -312,16 +312,11 @@ if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[1] not in ISIC["architecture
                      f"(classifiers.isic.architectures: {', '.join(ISIC['architectures'])})")
 
 
-def authenticity_config(wildcards):
-    keys = ("edge_cases", "perplexity", "xrai_images", "xrai_steps", "batch", "seed")
-    return rule_config({"explain": {"authenticity": {k: AUTHENTICITY[k] for k in keys}}})
-
-
 def authenticity_inputs(wildcards):
     scenario, arch = AUTHENTICITY_CLASSIFIER
-    return {**gan_data(wildcards), "network": f"results/gan/{wildcards.gan}/network-final.pt",
+    return {**gan_data(wildcards), "network": network(wildcards.gan),
             "projection": f"results/latent/{wildcards.gan}/projection.npz",
-            "classifier": f"results/classifiers/isic/{scenario}/{arch}/metrics.json"}
+            "classifier": CLASSIFIER_METRICS.format(study="isic", scenario=scenario, arch=arch)}
 
 
 def explain_outputs():
@@ -333,24 +328,18 @@ def explain_outputs():
 CRP = config["explain"]["crp"]
 PCX = config["explain"]["pcx"]
 CRP_ARCHITECTURES = HAM_ARCHITECTURES if CRP["enabled"] and HAM["filtered"] and HAM_SIZES else []
-NOT_READ_BY_CRP = ("enabled", "gpus", "runtime_hours")
-
-
-def crp_config(wildcards):
-    return rule_config({"explain": {"crp": {k: v for k, v in CRP.items() if k not in NOT_READ_BY_CRP}}})
-
-
-def pcx_config(wildcards):
-    """PCX reads its own section and the LRP settings of CRP (composite, batch)."""
-    return rule_config({"explain": {"pcx": PCX, "crp": {k: CRP[k] for k in ("composite", "batch")}}})
+# the concept relevances CRP caches per model and PCX reads
+CRP_CONCEPTS_BASELINE = "results/explain/crp/{arch}/concepts-baseline.npz"
+CRP_CONCEPTS_AUGMENTED = "results/explain/crp/{arch}/concepts-augmented.npz"
 
 
 def explained_models(wildcards):
     """The architecture's HAM10000 models (baseline, SA-n, SA-n-filter) and the classifiers' dataset."""
-    return {**_study_data("ham10000"), "models": _model_files("ham10000", HAM_SCENARIOS, [wildcards.arch])}
+    return {**dataset_files(HAM["dataset"]), "models": _model_files("ham10000", HAM_SCENARIOS, [wildcards.arch])}
 
 
 def model_folders(wildcards, input):
+    """The model folders of a rule's `models` input (its metrics.json and predictions files)."""
     return sorted({str(Path(f).parent) for f in input.models})
 
 

@@ -1,6 +1,8 @@
 # Explanations stage. ISIC study (section 4.3): real images and their projections into a generator,
 # embedded by an ISIC classifier — distances, nearest neighbours (memorisation), 3-D t-SNE, edge cases.
 
+from dermsynth.explain.options import AuthenticityOptions, CrpOptions, PcxOptions
+
 
 rule authenticity:
     input:
@@ -19,23 +21,22 @@ rule authenticity:
         xrai=report("results/explain/{gan}/xrai.png", caption="../report/xrai.rst", category="6. Explanations",
                     subcategory="{gan}", labels={"generator": "{gan}", "figure": "XRAI: edge and central cases"}),
     params:
-        config=authenticity_config,
-        classifier=lambda wc, input: str(Path(input.classifier).parent),
+        options=step_options(AuthenticityOptions),
+        classifier=subpath(input.classifier, parent=True),
+        out=subpath(output.table, parent=True),
     log:
         "logs/explain/authenticity/{gan}.log",
     benchmark:
         "benchmarks/explain/authenticity/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if AUTHENTICITY["gpus"] else 1
+    threads: gpu_threads(AUTHENTICITY)
     resources:
-        gpu=AUTHENTICITY["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(AUTHENTICITY["runtime_hours"] * 60 * attempt),
+        **gpu_resources(AUTHENTICITY),
     shell:
-        "dermsynth authenticity --config {params.config} --gan {wildcards.gan} --network {input.network} "
+        "dermsynth authenticity --options {params.options} --network {input.network} "
         "--projection {input.projection} --lmdb {input.lmdb} --classifier {params.classifier} "
-        "--out $(dirname {output.table}) --threads {threads} > {log} 2>&1"
+        "--out {params.out} --threads {threads} > {log} 2>&1"
 
 
 # HAM10000 study (section 3.3, Fig. 7, App. B–D): CRP and PCX of each architecture's baseline and best
@@ -53,33 +54,32 @@ rule crp:
                           category="6. Explanations", subcategory="HAM10000 study: CRP and PCX",
                           labels={"architecture": "{arch}", "figure": "CRP, true class (Fig. B.1)"}),
         heatmaps="results/explain/crp/{arch}/heatmaps.npz",
-        baseline="results/explain/crp/{arch}/concepts-baseline.npz",
-        augmented="results/explain/crp/{arch}/concepts-augmented.npz",
+        baseline=CRP_CONCEPTS_BASELINE,
+        augmented=CRP_CONCEPTS_AUGMENTED,
     params:
-        config=crp_config,
+        options=step_options(CrpOptions),
         models=model_folders,
         sizes=" ".join(HAM_SIZES),
+        out=subpath(output.table, parent=True),
     log:
         "logs/explain/crp/{arch}.log",
     benchmark:
         "benchmarks/explain/crp/{arch}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if CRP["gpus"] else 1
+    threads: gpu_threads(CRP)
     resources:
-        gpu=CRP["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(CRP["runtime_hours"] * 60 * attempt),
+        **gpu_resources(CRP),
     shell:
-        "dermsynth crp --config {params.config} --models {params.models} --sizes {params.sizes} --lmdb {input.lmdb} "
-        "--manifest {input.manifest} --out $(dirname {output.table}) --threads {threads} > {log} 2>&1"
+        "dermsynth crp --options {params.options} --models {params.models} --sizes {params.sizes} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
 rule pcx:
     input:
         unpack(explained_models),
-        baseline="results/explain/crp/{arch}/concepts-baseline.npz",
-        augmented="results/explain/crp/{arch}/concepts-augmented.npz",
+        baseline=CRP_CONCEPTS_BASELINE,
+        augmented=CRP_CONCEPTS_AUGMENTED,
     output:
         table="results/explain/pcx/{arch}/pcx.csv",
         prototypes="results/explain/pcx/{arch}/prototypes.csv",
@@ -91,21 +91,21 @@ rule pcx:
                                 category="6. Explanations", subcategory="HAM10000 study: CRP and PCX",
                                 labels={"architecture": "{arch}", "figure": "PCX, filtered SA model (Fig. D.2)"}),
     params:
-        config=pcx_config,
+        options=step_options(PcxOptions),
         models=model_folders,
         sizes=" ".join(HAM_SIZES),
+        crp=subpath(input.baseline, parent=True),
+        out=subpath(output.table, parent=True),
     log:
         "logs/explain/pcx/{arch}.log",
     benchmark:
         "benchmarks/explain/pcx/{arch}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if CRP["gpus"] else 1
+    threads: gpu_threads(CRP)
     resources:
-        gpu=CRP["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(CRP["runtime_hours"] * 60 * attempt),
+        **gpu_resources(CRP),
     shell:
-        "dermsynth pcx --config {params.config} --models {params.models} --sizes {params.sizes} "
-        "--crp $(dirname {input.baseline}) --lmdb {input.lmdb} --manifest {input.manifest} "
-        "--out $(dirname {output.table}) --threads {threads} > {log} 2>&1"
+        "dermsynth pcx --options {params.options} --models {params.models} --sizes {params.sizes} "
+        "--crp {params.crp} --lmdb {input.lmdb} --manifest {input.manifest} --out {params.out} "
+        "--threads {threads} > {log} 2>&1"

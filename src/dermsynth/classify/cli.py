@@ -7,21 +7,16 @@ import sys
 from ..verbs import add_verb, set_threads
 
 
-def _config(args):
-    from ..config import load_config
-    return load_config(args.config)
-
-
 def _train_classifier(args) -> None:
-    from ..classify.run import run_classifier
-    cfg = _config(args)
-    if args.study not in cfg["classifiers"]:
-        from ..errors import ConfigError
-        raise ConfigError(f"study {args.study!r} is not under classifiers (defined: {', '.join(cfg['classifiers'])})")
+    from ..options import options_from_args
+    from .options import TrainClassifierOptions
+    from .run import run_classifier
+    options = options_from_args(TrainClassifierOptions, args, study=args.study, scenario=args.scenario,
+                                arch=args.architecture)
     set_threads(args.threads)
-    run_classifier(cfg, args.study, args.scenario, args.architecture, args.lmdb, args.manifest, args.out,
-                   args.synthetic_lmdb, args.synthetic_manifest, real_train=not args.no_real_train,
-                   predict_synthetic=args.predict_synthetic, data_source=args.data_source, device=args.device)
+    run_classifier(options, args.lmdb, args.manifest, args.out, args.synthetic_lmdb, args.synthetic_manifest,
+                   real_train=not args.no_real_train, predict_synthetic=args.predict_synthetic,
+                   data_source=args.data_source, device=args.device)
 
 
 def _filter_synthetic(args) -> None:
@@ -30,14 +25,23 @@ def _filter_synthetic(args) -> None:
 
 
 def _isic_synthetic(args) -> None:
-    from ..classify.run import isic_synthetic_plan
-    from ..gan.generate import generate_plan_to_lmdb
-    cfg = _config(args)
-    networks = dict(item.split("=", 1) for item in args.network)
-    plan = isic_synthetic_plan(cfg, args.family, args.kind, networks)
-    frame = generate_plan_to_lmdb(plan, args.out, "binary", cfg["classifiers"]["isic"]["truncation_psi"],
-                                  device=args.device)
-    print(f"isic-synthetic {args.family}-{args.kind}: {frame.groupby('label').size().to_dict()}", file=sys.stderr)
+    from ..options import options_from_args
+    from .options import IsicSyntheticOptions
+    from .run import isic_synthetic
+    options = options_from_args(IsicSyntheticOptions, args, family=args.family, kind=args.kind)
+    isic_synthetic(options, _networks(args.network), args.out, device=args.device)
+
+
+def _networks(items: list[str]) -> dict[str, str]:
+    """`--network class=path` flags → {class: path}."""
+    networks = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            from ..errors import DermsynthError
+            raise DermsynthError(f"--network {item}: expected <class>=<network-final.pt>")
+        networks[name] = path
+    return networks
 
 
 def _classifier_tables(args) -> None:
@@ -53,20 +57,19 @@ def _isic_table2(args) -> None:
 def add_verbs(sub) -> None:
     """Declare the classify stage's verbs on the `dermsynth` subparsers."""
     p = add_verb(sub, "train-classifier", _train_classifier, "Train one classifier (study, scenario, architecture) "
-             "with the study's recipe; evaluate on the real test split (resumable per epoch).", shared=("config",))
-    p.add_argument("--study", required=True, choices=["ham10000", "isic"])
-    p.add_argument("--scenario", required=True, help="e.g. baseline, SA-6k, SA-6k-filter, cgan-aug")
-    p.add_argument("--architecture", required=True, help="a timm model name")
-    p.add_argument("--lmdb", required=True, help="the real dataset's LMDB")
-    p.add_argument("--manifest", required=True, help="the real dataset's manifest (train/validation/test)")
-    p.add_argument("--synthetic-lmdb")
+                 "with the study's recipe; evaluate on the real test split (resumable per epoch).",
+                 shared=("options", "lmdb", "manifest", "device", "threads"))
+    p.add_argument("--study", choices=["ham10000", "isic"], help="with --config: the study (a name under "
+                   "classifiers; with --options: taken from the file)")
+    p.add_argument("--scenario", help="with --config: e.g. baseline, SA-6k, SA-6k-filter, cgan-aug")
+    p.add_argument("--architecture", help="with --config: a timm model name (or one registered in "
+                   "dermsynth.classify.models)")
+    p.add_argument("--synthetic-lmdb", help="the synthetic set's LMDB store (its images)")
     p.add_argument("--synthetic-manifest", help="synthetic rows to add (a filtered manifest for SA-n-filter)")
     p.add_argument("--no-real-train", action="store_true", help="train on the synthetic images only (ISIC synth)")
     p.add_argument("--predict-synthetic", action="store_true", help="also predict the synthetic images (for filtering)")
     p.add_argument("--data-source", default="", help="recorded in metrics.json and the tables")
     p.add_argument("--out", required=True, help="model folder")
-    p.add_argument("--device")
-    p.add_argument("--threads", type=int)
 
     p = add_verb(sub, "filter-synthetic", _filter_synthetic, "SA-n-filter: drop the synthetic images the unfiltered "
              "model misclassifies.")
@@ -75,12 +78,12 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", required=True, help="filtered manifest CSV (a .json summary beside it)")
 
     p = add_verb(sub, "isic-synthetic", _isic_synthetic, "Generate an ISIC study synthetic set (synth: balanced; aug: "
-             "malignant) as LMDB + manifest.", shared=("config",))
-    p.add_argument("--family", required=True, help="a name under classifiers.isic.generators")
-    p.add_argument("--kind", required=True, choices=["synth", "aug"])
-    p.add_argument("--network", action="append", required=True, help="class=network-final.pt (one per class)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device")
+                 "malignant) as LMDB + manifest.", shared=("options", "device"))
+    p.add_argument("--family", help="with --config: a name under classifiers.isic.generators")
+    p.add_argument("--kind", choices=["synth", "aug"], help="with --config: synth (balanced) or aug (malignant)")
+    p.add_argument("--network", action="append", required=True, help="class=network-final.pt (one per class: "
+                   "benign and malignant for synth, malignant for aug)")
+    p.add_argument("--out", required=True, help="output folder (lmdb/ + manifest.csv)")
 
     p = add_verb(sub, "classifier-tables", _classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
              "recall figures from model folders.")

@@ -27,6 +27,7 @@ from ..metrics.classification import classification_report
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
 from .data import ImageRows, assemble_training_set, read_manifest
+from .options import IsicSyntheticOptions, TrainClassifierOptions
 from .train import load_best, predict_probabilities, recipe_from, train_classifier
 
 
@@ -71,11 +72,35 @@ def confusion_figure(report: dict, title: str, out_png: str | Path) -> None:
     plt.close(fig)
 
 
-def run_classifier(cfg: dict, study: str, scenario: str, architecture: str, real_lmdb, real_manifest, out_dir,
-                   synthetic_lmdb=None, synthetic_manifest=None, real_train: bool = True,
-                   predict_synthetic: bool = False, data_source: str = "", device=None) -> dict:
-    settings = cfg["classifiers"][study]
-    recipe = recipe_from(settings["recipe"])
+def _write_predictions(model, sets: dict[str, ImageRows], classes: list[str], recipe, device,
+                       out_dir: Path) -> dict[str, pd.DataFrame]:
+    """predictions-<name>.csv in `out_dir` for each of `sets` (test, validation, synthetic), in that order.
+    Returns name → predictions frame."""
+    frames = {}
+    for name in ("test", "validation", "synthetic"):
+        if name in sets:
+            label = None if name == "validation" else f"predict {name}"
+            probabilities = predict_probabilities(model, sets[name], recipe, device, label)
+            frames[name] = predictions_frame(sets[name].rows, probabilities, classes)
+            write_csv(out_dir / f"predictions-{name}.csv", frames[name])
+    return frames
+
+
+def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, out_dir, synthetic_lmdb=None,
+                   synthetic_manifest=None, real_train: bool = True, predict_synthetic: bool = False,
+                   data_source: str = "", device=None) -> dict:
+    """Train model (`options.study`, `options.scenario`, `options.arch`) with the study's recipe on the train split
+    of `real_manifest` (unless not `real_train`) plus the rows of `synthetic_manifest` (images in
+    `synthetic_lmdb`); pick the best validation epoch; predict the real validation and test splits (and, with
+    `predict_synthetic`, the synthetic rows). Writes best.pt, predictions-*.csv, confusion.png and metrics.json
+    (reports, history, training-set counts, `data_source`, provenance) to `out_dir`; resumes per epoch.
+    Returns the metrics.json dict.
+
+    Raises:
+        DermsynthError: the training set is empty; InputError: the early-stopping metric is undefined on
+        validation; ConfigError: the architecture is unknown."""
+    study, scenario, architecture = options.study, options.scenario, options.arch
+    recipe = recipe_from(options.recipe)
     device = _device(device)
     out_dir = Path(out_dir)
     store = LmdbImageStore(real_lmdb)
@@ -87,25 +112,17 @@ def run_classifier(cfg: dict, study: str, scenario: str, architecture: str, real
         raise DermsynthError(f"scenario {scenario}: the training set is empty")
     stores = {"real": real_lmdb, **({"synthetic": synthetic_lmdb} if synthetic_lmdb else {})}
     train_set = ImageRows(training, stores, classes, recipe.input_resolution, recipe.augment)
-    split_rows = {split: manifest[manifest["split"] == split].assign(store="real") for split in ("validation", "test")}
-    validation_set = ImageRows(split_rows["validation"], stores, classes, recipe.input_resolution)
-    test_set = ImageRows(split_rows["test"], stores, classes, recipe.input_resolution)
+    sets = {split: ImageRows(manifest[manifest["split"] == split].assign(store="real"), stores, classes,
+                             recipe.input_resolution) for split in ("validation", "test")}
     print(f"classifier {study}/{scenario}/{architecture}: {len(train_set)} training images "
-          f"({int(training['synthetic'].sum())} synthetic), {len(validation_set)} validation, {len(test_set)} test",
-          file=sys.stderr)
-    result = train_classifier(architecture, classes, train_set, validation_set, recipe, out_dir, device)
+          f"({int(training['synthetic'].sum())} synthetic), {len(sets['validation'])} validation, "
+          f"{len(sets['test'])} test", file=sys.stderr)
+    result = train_classifier(architecture, classes, train_set, sets["validation"], recipe, out_dir, device)
     model, best = load_best(out_dir, device)
-    test_predictions = predictions_frame(split_rows["test"], predict_probabilities(model, test_set, recipe, device,
-                                                                                   "predict test"), classes)
-    write_csv(out_dir / "predictions-test.csv", test_predictions)
-    validation_predictions = predictions_frame(
-        split_rows["validation"], predict_probabilities(model, validation_set, recipe, device), classes)
-    write_csv(out_dir / "predictions-validation.csv", validation_predictions)
     if predict_synthetic and synthetic is not None:
-        synthetic_rows = synthetic.assign(store="synthetic")
-        synthetic_set = ImageRows(synthetic_rows, stores, classes, recipe.input_resolution)
-        write_csv(out_dir / "predictions-synthetic.csv", predictions_frame(
-            synthetic_rows, predict_probabilities(model, synthetic_set, recipe, device, "predict synthetic"), classes))
+        sets["synthetic"] = ImageRows(synthetic.assign(store="synthetic"), stores, classes, recipe.input_resolution)
+    predictions = _write_predictions(model, sets, classes, recipe, device, out_dir)
+    test_predictions, validation_predictions = predictions["test"], predictions["validation"]
     test_report = report_from_predictions(test_predictions, classes)
     confusion_figure(test_report, f"{study} {scenario} {architecture}: test (balanced accuracy "
                      f"{test_report['balanced_accuracy']:.3f})", out_dir / "confusion.png")
@@ -118,7 +135,7 @@ def run_classifier(cfg: dict, study: str, scenario: str, architecture: str, real
                          "per_class": training.groupby("label").size().to_dict()},
         "validation": report_from_predictions(validation_predictions, classes), "test": test_report,
         "recipe": asdict(recipe), "device": str(device),
-        "provenance": provenance("train-classifier", settings, seed=recipe.seed)}
+        "provenance": provenance(options.step, options.to_dict(), seed=recipe.seed)}
     write_json(out_dir / "metrics.json", summary)
     (out_dir / "resume.pt").unlink(missing_ok=True)
     print(f"classifier {study}/{scenario}/{architecture}: test balanced accuracy "
@@ -144,18 +161,35 @@ def run_filter_synthetic(synthetic_manifest, predictions, out_manifest) -> dict:
     return summary
 
 
-def isic_synthetic_plan(cfg: dict, family: str, kind: str, networks: dict[str, str]) -> list[dict]:
-    """ISIC study sets: `synth` = synth_images split equally between benign and malignant; `aug` =
-    aug_malignant malignant images. Seeds: one block per (kind, class), so the sets do not share images."""
-    settings = cfg["classifiers"]["isic"]
-    if kind == "synth":
-        half = settings["synth_images"] // 2
-        counts = {"benign": half, "malignant": settings["synth_images"] - half}
-    elif kind == "aug":
-        counts = {"malignant": settings["aug_malignant"]}
+def isic_synthetic_plan(options: IsicSyntheticOptions, networks: dict[str, str]) -> list[dict]:
+    """ISIC study sets: `synth` = `options.images` split equally between benign and malignant; `aug` =
+    `options.images` malignant images. `networks`: class → generator checkpoint (a conditional generator may be
+    given for both). Seeds: one block per (kind, class), so the sets do not share images. Returns the plan of
+    `gan.generate.generate_plan_to_lmdb`: [{'network', 'class', 'seeds'}, ...]."""
+    if options.kind == "synth":
+        half = options.images // 2
+        counts = {"benign": half, "malignant": options.images - half}
+    elif options.kind == "aug":
+        counts = {"malignant": options.images}
     else:
-        raise ValueError(f"unknown ISIC synthetic kind {kind!r} (synth or aug)")
-    base = {"synth": 0, "aug": 50_000_000}[kind]
+        raise ValueError(f"unknown ISIC synthetic kind {options.kind!r} (synth or aug)")
+    missing = sorted(set(counts) - set(networks))
+    if missing:
+        raise DermsynthError(f"isic-synthetic {options.family}-{options.kind}: no generator given for class(es) "
+                             f"{', '.join(missing)} (--network <class>=<network-final.pt>)")
+    base = {"synth": 0, "aug": 50_000_000}[options.kind]
     return [{"network": networks[name], "class": name,
              "seeds": list(range(base + 10_000_000 * i, base + 10_000_000 * i + count))}
             for i, (name, count) in enumerate(counts.items())]
+
+
+def isic_synthetic(options: IsicSyntheticOptions, networks: dict[str, str], out_dir, device=None) -> pd.DataFrame:
+    """Generate ISIC study set `options.family`-`options.kind` (`isic_synthetic_plan`) with truncation
+    `options.truncation_psi` into `out_dir` (lmdb/ + manifest.csv, labels of the binary scheme). Returns the
+    manifest frame (key, label, ...)."""
+    from ..gan.generate import generate_plan_to_lmdb
+    plan = isic_synthetic_plan(options, networks)
+    frame = generate_plan_to_lmdb(plan, out_dir, "binary", options.truncation_psi, device=device)
+    print(f"isic-synthetic {options.family}-{options.kind}: {frame.groupby('label').size().to_dict()}",
+          file=sys.stderr)
+    return frame

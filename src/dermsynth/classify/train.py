@@ -151,6 +151,19 @@ def train_step(model, optimizer, scaler, images: torch.Tensor, targets: torch.Te
     return loss.detach()
 
 
+def _resume(resume: Path, model, optimizer, architecture: str) -> dict:
+    """The training state saved in `resume` (resume.pt) with its model and optimizer state loaded, or a fresh
+    state when there is none."""
+    if not resume.exists():
+        return {"epoch": 0, "best": -math.inf, "best_epoch": -1, "since_best": 0, "history": []}
+    saved = torch.load(resume, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    state = json.loads(saved["state"])
+    print(f"resuming {architecture} after epoch {state['epoch']}", flush=True)
+    return state
+
+
 def train_classifier(architecture: str, classes: list[str], train_set: ImageRows, validation_set: ImageRows,
                      recipe: Recipe, out_dir: str | Path, device: str | torch.device = "cpu",
                      stop_after_epochs: int | None = None) -> dict:
@@ -169,14 +182,8 @@ def train_classifier(architecture: str, classes: list[str], train_set: ImageRows
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-    state = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "since_best": 0, "history": []}
     resume = out_dir / "resume.pt"
-    if resume.exists():
-        saved = torch.load(resume, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = json.loads(saved["state"])
-        print(f"resuming {architecture} after epoch {state['epoch']}", flush=True)
+    state = _resume(resume, model, optimizer, architecture)
     y_val = validation_set.targets
     epochs_run = 0
     while state["epoch"] < recipe.epochs and state["since_best"] < recipe.patience:

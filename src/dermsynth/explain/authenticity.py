@@ -34,6 +34,7 @@ from ..latent.transform import at_resolution
 from ..outputs import tile, write_csv, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
+from .options import AuthenticityOptions
 from .xrai import xrai_figure, xrai_heatmaps
 
 
@@ -150,17 +151,19 @@ class _Projections:
         return reconstruct(self.G, self.ws[rows], [m[rows] for m in self.noise], self.device)
 
 
-def run_authenticity(cfg: dict, gan: str, network, projection_npz, lmdb_root, classifier_dir, out_dir,
+def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb_root, classifier_dir, out_dir,
                      device: str | None = None) -> dict:
-    """authenticity.csv + .json, tsne.csv + tsne.png, pairs.png (closest and farthest), cases.png,
-    xrai.npz + xrai.png (heatmaps of edge and central cases)."""
-    settings = cfg["explain"]["authenticity"]
+    """The real images of `projection_npz` (keys in the LMDB store `lmdb_root`) and their reconstructions by
+    generator checkpoint `network`, embedded by the classifier in `classifier_dir` (best.pt): writes
+    authenticity.csv + .json, tsne.csv + tsne.png, pairs.png (closest and farthest), cases.png, xrai.npz +
+    xrai.png (heatmaps of edge and central cases) to `out_dir`. Returns the authenticity.json dict."""
+    gan = options.gan
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     projections = _Projections(projection_npz, load_generator(network, device), device)
     model, saved = load_best(classifier_dir, device)
     resolution = json.loads(saved["recipe"])["input_resolution"]
     store = LmdbImageStore(lmdb_root)
-    keys, batch = projections.keys, settings["batch"]
+    keys, batch = projections.keys, options.batch
     real_features, projected_features, probabilities = [], [], []
     progress = Progress(len(keys), f"authenticity {gan}")
     for start in range(0, len(keys), batch):
@@ -174,26 +177,27 @@ def run_authenticity(cfg: dict, gan: str, network, projection_npz, lmdb_root, cl
     real, projected = np.concatenate(real_features), np.concatenate(projected_features)
     table = authenticity_table(keys, projections.labels, real, projected, np.concatenate(probabilities),
                                saved["classes"])
-    table["case"] = mark_cases(table, settings["edge_cases"])
+    table["case"] = mark_cases(table, options.edge_cases)
     out_dir = Path(out_dir)
     write_csv(out_dir / "authenticity.csv", table)
-    coordinates = _tsne_frame(table, real, projected, settings)
+    coordinates = _tsne_frame(table, real, projected, options)
     write_csv(out_dir / "tsne.csv", coordinates)
     weights = saved.get("weights", "unknown")
     tsne_figure(coordinates, f"{gan}: real images and their projections, 3-D t-SNE of "
                 f"{saved['architecture']} features ({weights})", out_dir / "tsne.png")
     _pairs_figure(table, store, projections, out_dir / "pairs.png")
     _cases_figure(table, store, out_dir / "cases.png")
-    _explain_cases(model, table, store, saved["classes"], resolution, settings, out_dir, device)
-    summary = _summary(gan, table, saved, classifier_dir, projection_npz, settings)
+    _explain_cases(model, table, store, saved["classes"], resolution, options, out_dir, device)
+    summary = _summary(table, saved, classifier_dir, projection_npz, options)
     write_json(out_dir / "authenticity.json", summary)
     print(f"authenticity {gan}: {len(table)} images, median distance to projection "
           f"{summary['distance_to_projection']['median']:.4g}, {summary['memorisation_flags']} flagged", file=sys.stderr)
     return summary
 
 
-def _tsne_frame(table: pd.DataFrame, real: np.ndarray, projected: np.ndarray, settings: dict) -> pd.DataFrame:
-    xyz = tsne_3d(np.vstack([real, projected]), settings["perplexity"], settings["seed"])
+def _tsne_frame(table: pd.DataFrame, real: np.ndarray, projected: np.ndarray,
+                options: AuthenticityOptions) -> pd.DataFrame:
+    xyz = tsne_3d(np.vstack([real, projected]), options.perplexity, options.seed)
     n = len(table)
     return pd.DataFrame({"key": list(table["key"]) * 2, "label": list(table["label"]) * 2,
                          "kind": ["real"] * n + ["projection"] * n,
@@ -221,15 +225,15 @@ def _cases_figure(table: pd.DataFrame, store, out_png: Path) -> None:
     write_png(out_png, tile(torch.stack(padded)))
 
 
-def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolution: int, settings: dict,
-                   out_dir: Path, device) -> None:
+def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolution: int,
+                   options: AuthenticityOptions, out_dir: Path, device) -> None:
     """XRAI heatmaps of the classifier's predicted class for the first edge and central cases."""
-    count = settings["xrai_images"]
+    count = options.xrai_images
     chosen = pd.concat([table[table["case"] == "edge"].sort_values(["margin", "key"])[:count],
                         table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])[:count]])
     images = read_images(store, chosen["key"].tolist())
     predicted = [classes.index(name) for name in chosen["predicted"]]
-    heatmaps = xrai_heatmaps(model, images, predicted, resolution, device, steps=settings["xrai_steps"])
+    heatmaps = xrai_heatmaps(model, images, predicted, resolution, device, steps=options.xrai_steps)
     np.savez(out_dir / "xrai.tmp.npz", keys=chosen["key"].to_numpy(dtype=str),
              explained_class=chosen["predicted"].to_numpy(dtype=str), case=chosen["case"].to_numpy(dtype=str),
              heatmaps=heatmaps)
@@ -239,11 +243,11 @@ def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolu
     xrai_figure(images, heatmaps, titles, out_dir / "xrai.png")
 
 
-def _summary(gan, table, saved, classifier_dir, projection_npz, settings) -> dict:
+def _summary(table, saved, classifier_dir, projection_npz, options: AuthenticityOptions) -> dict:
     distances = table["distance_to_projection"]
     quartiles = distances.quantile([0.25, 0.5, 0.75])
     return {
-        "gan": gan, "images": len(table), "projection": str(projection_npz),
+        "gan": options.gan, "images": len(table), "projection": str(projection_npz),
         "classifier": {"folder": str(classifier_dir), "architecture": saved["architecture"],
                        "weights": saved.get("weights"), "embedding": "pooled last convolutional features"},
         "distance_to_projection": {"mean": float(distances.mean()), "median": float(quartiles[0.5]),
@@ -253,5 +257,5 @@ def _summary(gan, table, saved, classifier_dir, projection_npz, settings) -> dic
         "flagged_keys": table.loc[table["memorisation_flag"], "key"].tolist(),
         "own_projection_nearest_of_projections": float((table["projection_rank"] == 1).mean()),
         "classifier_accuracy_on_these_images": float((table["label"] == table["predicted"]).mean()),
-        "provenance": provenance("authenticity", settings, seed=settings["seed"]),
+        "provenance": provenance(options.step, options.to_dict(), seed=options.seed),
     }

@@ -45,6 +45,7 @@ from ..outputs import write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .canonizers import canonizers_for
+from .options import CrpOptions
 
 # The last convolutional block: what the study explains (DenseNet: the concatenated output of the
 # last dense block, i.e. after the last transition block; EfficientNet: conv_head after its BN + SiLU).
@@ -315,25 +316,10 @@ def _panel_rows(key: str, label: str, role: str, scenario: str, which: str, pane
                                                               panel["references"]), start=1)]
 
 
-def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out_dir, device=None) -> dict:
-    """crp.csv (per explained image × model × explained class: top concepts, shares, reference keys),
-    crp.png / crp-true.png (Fig. 7 / Fig. B.1 style, first explained image), figures/ (every image),
-    heatmaps.npz ('keys', and '<i>/<baseline|augmented>/<predicted|true>' → conditional heatmaps
-    (K, R, R) float32 of explained image i), concepts-<baseline|augmented>.npz (cached concept
-    relevances of the training pool) and crp.json (models, selection, layer, provenance).
-
-    Raises:
-        DermsynthError: no baseline or filtered SA model among `folders`, no canonizer for them, or a
-        configured key that is not in the manifest.
-    """
-    from ..data.lmdb_store import LmdbImageStore
-    settings = cfg["explain"]["crp"]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out_dir = Path(out_dir)
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    models = choose_models(folders, sizes)
-    store, table = LmdbImageStore(lmdb), read_manifest(manifest)
-    pool = reference_pool(table, settings)
+def _explainers(models: dict, store, pool: pd.DataFrame, settings: dict, out_dir: Path, device):
+    """Per role (baseline, augmented): its `ConceptExplainer`, its concept relevances of the reference `pool`
+    (computed, or read back from concepts-<role>.npz in `out_dir`), its weights label; and the input resolution
+    and classes of the models (the last model's: both models share them)."""
     explainers, caches, weights = {}, {}, {}
     for role, info in models.items():
         model, saved = load_best(info["folder"], device)
@@ -342,6 +328,55 @@ def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out
         caches[role] = cache_concept_relevances(explainers[role], store, pool, classes, resolution, settings["batch"],
                                                 out_dir / f"concepts-{role}.npz", role)
         weights[role] = saved.get("weights", "unknown")
+    return explainers, caches, weights, resolution, classes
+
+
+def _explain_key(index: int, key: str, label: str, explainers: dict, caches: dict, models: dict, store,
+                 classes: list[str], settings: dict, resolution: int, out_dir: Path, rows: list,
+                 heatmaps: dict) -> None:
+    """CRP of test image `key` (true class `label`) by every model, for its predicted and its true class:
+    figures/crp-<index>-<predicted|true>.png (and crp.png / crp-true.png for the first image); appends its
+    crp.csv rows to `rows` and its conditional heatmaps to `heatmaps`."""
+    image = read_images(store, [key])[0]
+    for which in ("predicted", "true"):
+        panels, titles = {}, {}
+        for role, explainer in explainers.items():
+            p = _predict(explainer, image, resolution)
+            target = int(p.argmax()) if which == "predicted" else classes.index(label)
+            panels[role] = explain_image(explainer, image, target, caches[role], store, classes, settings, resolution)
+            titles[role] = (f"{role} ({models[role]['scenario']})\n{key}: {label} → "
+                            f"{classes[int(p.argmax())]} (p={p.max():.2f})")
+            rows += _panel_rows(key, label, role, models[role]["scenario"], which, panels[role])
+            heatmaps[f"{index}/{role}/{which}"] = panels[role]["conditional"]
+        figure = out_dir / "figures" / f"crp-{index:03d}-{which}.png"
+        crp_figure(image, panels, titles, figure)
+        if index == 0:
+            (out_dir / ("crp.png" if which == "predicted" else "crp-true.png")).write_bytes(figure.read_bytes())
+
+
+def run_crp(options: CrpOptions, folders: list[str], sizes: list[str], lmdb, manifest, out_dir, device=None) -> dict:
+    """CRP (settings `options.crp`) of the baseline and best filtered SA model among the HAM10000 model
+    `folders` of one architecture (`sizes`: the SA set names in order, for the Table 3 choice), on images of
+    `lmdb` split by `manifest`. Writes to `out_dir`: crp.csv (per explained image × model × explained class: top
+    concepts, shares, reference keys), crp.png / crp-true.png (Fig. 7 / Fig. B.1 style, first explained image),
+    figures/ (every image), heatmaps.npz ('keys', and '<i>/<baseline|augmented>/<predicted|true>' →
+    conditional heatmaps (K, R, R) float32 of explained image i), concepts-<baseline|augmented>.npz (cached
+    concept relevances of the training pool) and crp.json (models, selection, layer, provenance). Returns the
+    crp.json dict.
+
+    Raises:
+        DermsynthError: no baseline or filtered SA model among `folders`, no canonizer for them, or a
+        configured key that is not in the manifest.
+    """
+    from ..data.lmdb_store import LmdbImageStore
+    settings = options.crp
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    models = choose_models(folders, sizes)
+    store, table = LmdbImageStore(lmdb), read_manifest(manifest)
+    pool = reference_pool(table, settings)
+    explainers, caches, weights, resolution, classes = _explainers(models, store, pool, settings, out_dir, device)
     predictions = {role: pd.read_csv(Path(info["folder"]) / "predictions-test.csv", dtype=str, keep_default_na=False)
                    for role, info in models.items()}
     keys, selection = explained_keys(predictions["baseline"], predictions["augmented"], settings)
@@ -356,22 +391,8 @@ def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out
         raise DermsynthError(f"explain.crp.keys: {unknown[:5]} are not images of {manifest}")
     rows, heatmaps = [], {}
     for index, key in enumerate(keys):
-        image = read_images(store, [key])[0]
-        for which in ("predicted", "true"):
-            panels, titles = {}, {}
-            for role, explainer in explainers.items():
-                p = _predict(explainer, image, resolution)
-                target = int(p.argmax()) if which == "predicted" else classes.index(labels[key])
-                panels[role] = explain_image(explainer, image, target, caches[role], store, classes, settings,
-                                             resolution)
-                titles[role] = (f"{role} ({models[role]['scenario']})\n{key}: {labels[key]} → "
-                                f"{classes[int(p.argmax())]} (p={p.max():.2f})")
-                rows += _panel_rows(key, labels[key], role, models[role]["scenario"], which, panels[role])
-                heatmaps[f"{index}/{role}/{which}"] = panels[role]["conditional"]
-            figure = out_dir / "figures" / f"crp-{index:03d}-{which}.png"
-            crp_figure(image, panels, titles, figure)
-            if index == 0:
-                (out_dir / ("crp.png" if which == "predicted" else "crp-true.png")).write_bytes(figure.read_bytes())
+        _explain_key(index, key, labels[key], explainers, caches, models, store, classes, settings, resolution,
+                     out_dir, rows, heatmaps)
     write_csv(out_dir / "crp.csv", pd.DataFrame(rows))
     np.savez(out_dir / "heatmaps.npz", keys=np.array(keys, dtype=str), **heatmaps)
     summary = {
@@ -384,7 +405,7 @@ def run_crp(cfg: dict, folders: list[str], sizes: list[str], lmdb, manifest, out
         "real_weights": all(bool(m.get("real_weights")) for m in models.values()),
         "data": models["baseline"].get("data", ""), "explained_keys": keys, "selection": selection,
         "reference_pool_images": len(pool), "concepts": int(caches["baseline"]["relevances"].shape[1]),
-        "provenance": provenance("crp", settings, seed=settings["seed"]),
+        "provenance": provenance(options.step, options.to_dict(), seed=settings["seed"]),
     }
     write_json(out_dir / "crp.json", summary)
     print(f"crp {summary['architecture']}: {len(keys)} images ({selection}), layer {summary['layer']}",

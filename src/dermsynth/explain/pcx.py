@@ -28,6 +28,7 @@ from ..errors import DermsynthError
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
 from .crp import ConceptExplainer, choose_models, concept_references, load_concept_relevances
+from .options import PcxOptions
 
 
 def relevance_shares(relevances: np.ndarray) -> np.ndarray:
@@ -193,12 +194,15 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
     return assignments, matrix, summary
 
 
-def run_pcx(cfg: dict, folders: list[str], sizes: list[str], crp_dir, lmdb, manifest, out_dir, device=None) -> dict:
-    """pcx.csv (each test image of the class: model, prototype, log-likelihood, novelty), prototypes.csv
-    (concept × prototype percentages), pcx-<baseline|augmented>.png and pcx.json, from the concept
-    relevances cached by `dermsynth crp` in crp_dir."""
+def run_pcx(options: PcxOptions, folders: list[str], sizes: list[str], crp_dir, lmdb, manifest, out_dir,
+            device=None) -> dict:
+    """PCX (settings `options.pcx`; LRP composite and batch `options.composite`, `options.batch`) of the models
+    `dermsynth crp` explained (the same choice from `folders` and `sizes`), from the concept relevances it
+    cached in `crp_dir`, on images of `lmdb` split by `manifest`. Writes to `out_dir`: pcx.csv (each test image
+    of the class: model, prototype, log-likelihood, novelty), prototypes.csv (concept × prototype percentages),
+    pcx-<baseline|augmented>.png and pcx.json. Returns the pcx.json dict."""
     from ..data.lmdb_store import LmdbImageStore
-    settings, crp_settings = cfg["explain"]["pcx"], cfg["explain"]["crp"]
+    settings, crp_settings = options.pcx, {"composite": options.composite, "batch": options.batch}
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +221,7 @@ def run_pcx(cfg: dict, folders: list[str], sizes: list[str], crp_dir, lmdb, mani
                "layer": cache["layer"], "models": summaries,
                "real_weights": all(s["real_weights"] for s in summaries.values()),
                "data": models["baseline"].get("data", ""),
-               "provenance": provenance("pcx", {"pcx": settings, "crp": crp_settings}, seed=settings["seed"])}
+               "provenance": provenance(options.step, options.to_dict(), seed=settings["seed"])}
     write_json(out_dir / "pcx.json", summary)
     print(f"pcx {summary['architecture']}: " + ", ".join(f"{r} {s['prototypes']} prototypes, {s['novelties']}/"
                                                          f"{s['test_images']} novel" for r, s in summaries.items()),

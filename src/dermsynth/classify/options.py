@@ -1,0 +1,62 @@
+"""Step options of the classify stage (see `dermsynth.options`): `train-classifier` and `isic-synthetic`.
+(`filter-synthetic`, `classifier-tables` and `isic-table2` read no configuration.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..options import Section, StepOptions, entry
+
+ISIC_KINDS = ("synth", "aug")
+
+
+@dataclass(frozen=True)
+class TrainClassifierOptions(StepOptions):
+    """`dermsynth train-classifier` (rules classifier_sa and classifier): one model of one study.
+
+    Fields: `study` — ham10000 or isic (a name under `classifiers`); `scenario` — baseline, SA-<n>,
+    SA-<n>-filter (HAM10000) or <family>-synth / <family>-aug (ISIC), recorded in metrics.json; `arch` — the
+    architecture (a timm model name or one registered in `classify.models`); `recipe` — that study's
+    `classifiers.<study>.recipe` (input_resolution px, batch, epochs, patience, lr, weight_decay, dropout,
+    oversample, augment, monitor, workers, pretrained, seed; schema defaults filled by the workflow).
+    Nothing else of the study's section: changing the HAM10000 recipe re-runs only the HAM10000 models."""
+
+    step = "train-classifier"
+    wildcards = ("study", "scenario", "arch")
+    study: str
+    scenario: str
+    arch: str
+    recipe: Section
+
+    @classmethod
+    def from_config(cls, config: dict, study: str, scenario: str, arch: str) -> "TrainClassifierOptions":
+        settings = entry(config, "classifiers", study, "study")
+        return cls(study=study, scenario=scenario, arch=arch, recipe=settings["recipe"])
+
+
+@dataclass(frozen=True)
+class IsicSyntheticOptions(StepOptions):
+    """`dermsynth isic-synthetic` (rule isic_synthetic): one ISIC study synthetic set.
+
+    Fields: `family` — a name under `classifiers.isic.generators` (the generators themselves are the job's
+    inputs); `kind` — `synth` (balanced, synthetic only) or `aug` (malignant images added to the real ones);
+    `images` — the set's size: `classifiers.isic.synth_images` for synth (split equally between benign and
+    malignant), `classifiers.isic.aug_malignant` for aug; `truncation_psi` — the generators' truncation ψ
+    (1.0: none). A synth set does not hold `aug_malignant`, so changing it re-runs only the aug sets."""
+
+    step = "isic-synthetic"
+    wildcards = ("family", "kind")
+    family: str
+    kind: str
+    images: int
+    truncation_psi: float
+
+    @classmethod
+    def from_config(cls, config: dict, family: str, kind: str) -> "IsicSyntheticOptions":
+        isic = config["classifiers"]["isic"]
+        entry(isic, "generators", family, "classifiers.isic generator family")
+        if kind not in ISIC_KINDS:
+            raise ConfigError(f"unknown ISIC synthetic kind '{kind}' (synth or aug)")
+        images = isic["synth_images"] if kind == "synth" else isic["aug_malignant"]
+        return cls(family=family, kind=kind, images=images, truncation_psi=isic["truncation_psi"])
