@@ -89,7 +89,8 @@ def test_a_key_changes_the_options_of_exactly_the_jobs_that_read_it(raw):
         return lambda r: r["datasets"]["isic"].__setitem__(key, value)
     assert _changed(raw, isic("resolution", 32)) == {"ingest isic"}
     assert _changed(raw, lambda r: r["datasets"]["isic"]["split"].__setitem__("seed", 99)) == {"split isic"}
-    assert _changed(raw, lambda r: r["datasets"]["isic"]["federated"].__setitem__("seed", 5)) == {"federated-split isic"}
+    federated_seed = lambda r: r["datasets"]["isic"]["federated"].__setitem__("seed", 5)  # noqa: E731
+    assert _changed(raw, federated_seed) == {"federated-split isic"}
     assert _changed(raw, lambda r: r["ingest"].__setitem__("shards", 8)) == {j for j in _options(raw) if "ingest" in j}
     assert _changed(raw, lambda r: r["sources"]["isic2020"].__setitem__("path", "elsewhere")) == {"ingest isic"}
     assert _changed(raw, lambda r: r["demo"].__setitem__("seed", 1)) == {"demo-archives"}

@@ -154,6 +154,27 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
     def lookup(entry) -> str:
         return lookup_key(member_key(canonical_name(entry.image_id)) if ids_are_paths else entry.key)
 
+    claimed, unmatched = _match(source, claimants, index, lookup, ids_are_paths, rejections)
+    _reject_unsafe(source, unsafe, unmatched, member_key, rejections)
+    _reject_unlisted(source, index, claimed, member_key, rejections)
+    for record in accepted:
+        if record.attributes.pop("_absorbed", False) or record.attributes.get("_rejected"):
+            record.attributes.pop("_near_misses", None)
+            record.attributes.pop("_rejected", None)
+            continue
+        near = record.attributes.pop("_near_misses", [])
+        if record.member is None:
+            rejections.append(_missing(source, record, containers, near))
+        else:
+            catalog.records.append(record)
+    catalog.rejections = rejections
+    return catalog
+
+
+def _match(source: str, claimants: list, index: dict[str, list[Member]], lookup: Callable, ids_are_paths: bool,
+           rejections: list[Rejection]) -> tuple[dict[tuple[str, str], object], dict[str, list[Record]]]:
+    """Give each row (record, or a rejected row still owning its file) the file it names, in row order:
+    (file → row that claimed it, lookup id → records that found no file)."""
     claimed: dict[tuple[str, str], object] = {}
     unmatched: dict[str, list[Record]] = defaultdict(list)
     with _ByteDigests() as digests:
@@ -177,7 +198,12 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
                     entry.member = chosen[0]
                 else:
                     entry.archive, entry.member = chosen[0].container, chosen[0].name
+    return claimed, unmatched
 
+
+def _reject_unsafe(source: str, unsafe: list[tuple[Path, str]], unmatched: dict[str, list[Record]],
+                   member_key: Callable[[str], str], rejections: list[Rejection]) -> None:
+    """A member path that escapes its archive is never read; a row that named it takes the rejection."""
     for container, name in unsafe:
         waiting = unmatched.get(lookup_key(member_key(canonical_name(name))))
         record = waiting.pop(0) if waiting else None
@@ -192,6 +218,10 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
             key=record.key if record else member_key(canonical_name(name)), archive=str(container), member=name,
             **where))
 
+
+def _reject_unlisted(source: str, index: dict[str, list[Member]], claimed: dict, member_key: Callable[[str], str],
+                     rejections: list[Rejection]) -> None:
+    """Image files that no row claimed have no label."""
     for members in index.values():
         for member in members:
             if member.key() not in claimed:
@@ -200,19 +230,6 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
                     f"{member.container}:{member.name} is not listed in the metadata, so it has no label. "
                     "Add a row for it or remove the file.",
                     key=member_key(canonical_name(member.spelled)), archive=member.container, member=member.name))
-
-    for record in accepted:
-        if record.attributes.pop("_absorbed", False) or record.attributes.get("_rejected"):
-            record.attributes.pop("_near_misses", None)
-            record.attributes.pop("_rejected", None)
-            continue
-        near = record.attributes.pop("_near_misses", [])
-        if record.member is None:
-            rejections.append(_missing(source, record, containers, near))
-        else:
-            catalog.records.append(record)
-    catalog.rejections = rejections
-    return catalog
 
 
 def _drop_duplicate_rows(source: str, records: list[Record], rejections: list[Rejection]) -> list[Record]:
