@@ -44,6 +44,7 @@ def save_generator(path: Path, seed: int) -> Path:
 def make_workdir(root: Path) -> Path:
     """A working directory as the workflow leaves it after `sefa`: config/ (the demo config, transformations
     file copied from the repository), results/gan/ham10000/network-final.pt, SeFa files for `all` and `coarse`."""
+    from dermsynth.latent.options import SefaOptions
     from dermsynth.latent.run import run_sefa
     raw = demo_config(root)
     raw["latent"]["transform"]["file"] = "config/transformations.yaml"
@@ -57,7 +58,7 @@ def make_workdir(root: Path) -> Path:
     network = save_generator(root / "results" / "gan" / GAN / "network-final.pt", seed=0)
     for layer_range in ("all", "coarse"):
         out = root / "results" / "latent" / GAN / f"sefa-{layer_range}.npz"
-        run_sefa(cfg, network, layer_range, out, out.with_suffix(".png"), device="cpu")
+        run_sefa(SefaOptions.from_config(cfg, layers=layer_range), network, out, out.with_suffix(".png"), device="cpu")
     return root
 
 

@@ -187,11 +187,13 @@ def _start_audit(options: StepOptions) -> None:
     atexit.register(dump)
 
 
-def options_from_args(cls: type[StepOptions], args, **wildcards) -> StepOptions:
+def options_from_args(cls: type[StepOptions], args, flags: dict[str, str] | None = None, **wildcards) -> StepOptions:
     """A verb's options from its command line: `--options FILE` (what the workflow passes) or `--config FILE`
-    (a whole workflow config, validated here) plus the wildcard flags (`wildcards`: name → flag value).
+    (a whole workflow config, validated here) plus the wildcard flags (`wildcards`: name → flag value;
+    `flags`: name → the flag's spelling where it is not `--<name>`, for the messages).
     A wildcard flag given beside `--options` must agree with the file. Raises ConfigError."""
     from .config import load_config
+    flag = {name: (flags or {}).get(name, f"--{name.replace('_', '-')}") for name in wildcards}
     if getattr(args, "options", None):
         options = cls.load(args.options)
         for name, value in wildcards.items():  # (read only when given: the audit counts reads)
@@ -199,11 +201,11 @@ def options_from_args(cls: type[StepOptions], args, **wildcards) -> StepOptions:
                 continue
             stored = getattr(options, name)
             if str(stored) != str(value):
-                raise ConfigError(f"--{name} {value} disagrees with {args.options} ({name}: {stored})")
+                raise ConfigError(f"{flag[name]} {value} disagrees with {args.options} ({name}: {stored})")
         return options
     absent = [name for name, value in wildcards.items() if value is None]
     if absent:
-        raise ConfigError(f"`dermsynth {cls.step}` with --config needs " + ", ".join(f"--{n}" for n in absent))
+        raise ConfigError(f"`dermsynth {cls.step}` with --config needs " + ", ".join(flag[n] for n in absent))
     return cls.from_config(load_config(args.config, workflow=True), **wildcards)
 
 

@@ -11,7 +11,7 @@ def _sefa(args) -> None:
     from ..options import options_from_args
     from .options import SefaOptions
     from .run import run_sefa
-    options = options_from_args(SefaOptions, args, layers=args.layer_range)
+    options = options_from_args(SefaOptions, args, flags={"layers": "--layer-range"}, layers=args.layer_range)
     run_sefa(options, args.network, args.out, args.preview, device=args.device)
 
 
