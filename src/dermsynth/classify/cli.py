@@ -11,8 +11,8 @@ def _train_classifier(args) -> None:
     from ..options import options_from_args
     from .options import TrainClassifierOptions
     from .run import run_classifier
-    options = options_from_args(TrainClassifierOptions, args, study=args.study, scenario=args.scenario,
-                                arch=args.architecture)
+    options = options_from_args(TrainClassifierOptions, args, {"arch": "--architecture"}, study=args.study,
+                                scenario=args.scenario, arch=args.architecture)
     set_threads(args.threads)
     run_classifier(options, args.lmdb, args.manifest, args.out, args.synthetic_lmdb, args.synthetic_manifest,
                    real_train=not args.no_real_train, predict_synthetic=args.predict_synthetic,
