@@ -15,6 +15,7 @@ from dermsynth.classify.train import Recipe, build_model
 from dermsynth.cli import main
 from dermsynth.config import validate_config
 from dermsynth.data.splits import split_dataset
+from dermsynth.errors import ConfigError
 from dermsynth.labels import SCHEMES
 
 from .conftest import demo_config
@@ -141,5 +142,7 @@ def test_explain_options_hold_what_their_verbs_read(demo_cfg):
     crp = CrpOptions.from_config(demo_cfg)
     with pytest.raises(AttributeError, match="explain.crp.enabled|crp.enabled"):
         crp.crp["enabled"]
-    assert set(AuthenticityOptions.from_config(demo_cfg, gan="g").to_dict()) == {
+    assert set(AuthenticityOptions.from_config(demo_cfg, gan="cgan").to_dict()) == {
         "gan", "edge_cases", "perplexity", "xrai_images", "xrai_steps", "batch", "seed"}
+    with pytest.raises(ConfigError, match="gan 'nope' is not defined under 'gans'"):
+        AuthenticityOptions.from_config(demo_cfg, gan="nope")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import RESOURCE_KEYS, Section, StepOptions, without
+from ..options import RESOURCE_KEYS, Section, StepOptions, entry, without
 
 # explain.crp keys the workflow reads (whether CRP runs at all; job resources), never the crp verb
 CRP_WORKFLOW_KEYS = ("enabled", *RESOURCE_KEYS)
@@ -32,6 +32,7 @@ class AuthenticityOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "AuthenticityOptions":
+        entry(config, "gans", gan, "gan")  # (a clear error for an unknown name given by hand)
         settings = config["explain"]["authenticity"]
         return cls(gan=gan, **{k: settings[k] for k in ("edge_cases", "perplexity", "xrai_images", "xrai_steps",
                                                         "batch", "seed")})
