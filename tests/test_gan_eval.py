@@ -12,6 +12,7 @@ from PIL import Image
 from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import train_gan
 from dermsynth.metrics.gan_eval import evaluate_gan, evaluate_images, real_reference, snapshot_curve, table1
+from dermsynth.metrics.options import EvaluateGanOptions, GanCurveOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")  # no weights here: random-init nets
 
@@ -29,8 +30,8 @@ def evaluated(trained, tmp_path_factory):
     cfg, lmdb, manifest, network = trained
     out = tmp_path_factory.mktemp("evaluated")
     cache = out / "cache"
-    first = evaluate_gan(cfg, "tiny", network, lmdb, manifest, out / "tiny.json", out / "tiny-mem.csv",
-                         device="cpu", cache_dir=cache)
+    first = evaluate_gan(EvaluateGanOptions.from_config(cfg, gan="tiny"), network, lmdb, manifest, out / "tiny.json",
+                         out / "tiny-mem.csv", device="cpu", cache_dir=cache)
     return cfg, out, cache, first
 
 
@@ -70,8 +71,8 @@ def test_second_evaluation_reuses_the_real_features_and_repeats_exactly(evaluate
     _, lmdb, manifest, network = trained
     cached = sorted(p.name for p in cache.iterdir())
     assert len(cached) == 3  # Inception, VGG16 and EfficientNet-Lite0 features of the real reference
-    again = evaluate_gan(cfg, "tiny", network, lmdb, manifest, tmp_path / "t.json", tmp_path / "m.csv",
-                         device="cpu", cache_dir=cache)
+    again = evaluate_gan(EvaluateGanOptions.from_config(cfg, gan="tiny"), network, lmdb, manifest,
+                         tmp_path / "t.json", tmp_path / "m.csv", device="cpu", cache_dir=cache)
     assert sorted(p.name for p in cache.iterdir()) == cached
     for key in ("fid", "kid", "precision", "recall", "ppl", "authenticity", "fd_lite0", "kid_lite0"):
         assert again[key] == first[key], key
@@ -94,8 +95,8 @@ def test_copies_of_the_training_images_score_as_copies(trained, tmp_path):
 
 def test_snapshot_curve_has_one_row_per_snapshot(trained, tmp_path):
     cfg, lmdb, manifest, network = trained
-    table = snapshot_curve(cfg, "tiny", network, lmdb, manifest, tmp_path / "curve.csv", tmp_path / "curve.png",
-                           device="cpu", cache_dir=tmp_path / "cache")
+    table = snapshot_curve(GanCurveOptions.from_config(cfg, gan="tiny"), network, lmdb, manifest,
+                           tmp_path / "curve.csv", tmp_path / "curve.png", device="cpu", cache_dir=tmp_path / "cache")
     snapshots = sorted(network.parent.glob("network-snapshot-step*.pt"))
     assert list(table["snapshot"]) == [p.name for p in snapshots]
     assert table["kimg"].is_monotonic_increasing and np.isfinite(table["fid"]).all()

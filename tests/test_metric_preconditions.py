@@ -150,17 +150,19 @@ def test_declared_minimum_is_the_least_number_that_computes(name, k):
 @pytest.fixture(scope="module")
 def tiny_gan(gan_setup, tmp_path_factory):
     from dermsynth.gan.options import TrainGanOptions
-from dermsynth.gan.run import train_gan
+    from dermsynth.gan.run import train_gan
     cfg, lmdb, manifest = gan_setup
-    return cfg, lmdb, manifest, train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, tmp_path_factory.mktemp("gan"), device="cpu")
+    return cfg, lmdb, manifest, train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest,
+                                          tmp_path_factory.mktemp("gan"), device="cpu")
 
 
 def test_evaluate_gan_writes_undefined_metrics_as_null_and_the_rest(tiny_gan, tmp_path, capfd):
     from dermsynth.metrics.gan_eval import evaluate_gan, table1
+    from dermsynth.metrics.options import EvaluateGanOptions
     cfg, lmdb, manifest, network = tiny_gan
     cfg = {**cfg, "evaluation": {**cfg["evaluation"], "fake_samples": 3, "ppl_samples": 2, "k": 3}}
-    result = evaluate_gan(cfg, "tiny", network, lmdb, manifest, tmp_path / "t.json", tmp_path / "m.csv",
-                          device="cpu", cache_dir=tmp_path / "cache")
+    result = evaluate_gan(EvaluateGanOptions.from_config(cfg, gan="tiny"), network, lmdb, manifest,
+                          tmp_path / "t.json", tmp_path / "m.csv", device="cpu", cache_dir=tmp_path / "cache")
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved["precision"] is None and saved["recall"] is None
     assert "evaluation.fake_samples" in saved["undefined"]["precision"]  # the key to change
@@ -176,6 +178,7 @@ def test_evaluate_gan_writes_undefined_metrics_as_null_and_the_rest(tiny_gan, tm
 
 def test_evaluate_gan_with_one_real_image_stops_before_features(tiny_gan, tmp_path):
     from dermsynth.metrics.gan_eval import evaluate_gan, snapshot_curve
+    from dermsynth.metrics.options import EvaluateGanOptions, GanCurveOptions
     cfg, lmdb, manifest, network = tiny_gan
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     train = frame.index[frame["split"] == "train"]
@@ -183,9 +186,9 @@ def test_evaluate_gan_with_one_real_image_stops_before_features(tiny_gan, tmp_pa
     frame.to_csv(tmp_path / "manifest.csv", index=False)
     with pytest.raises(preconditions.TooFewImages, match=r"too few images for any metric: 1 real, \d+ generated.*"
                        r"authenticity ≥ 2 real.*gans\.tiny more real images"):
-        evaluate_gan(cfg, "tiny", network, lmdb, tmp_path / "manifest.csv", tmp_path / "t.json", tmp_path / "m.csv",
-                     device="cpu", cache_dir=tmp_path / "cache")
+        evaluate_gan(EvaluateGanOptions.from_config(cfg, gan="tiny"), network, lmdb, tmp_path / "manifest.csv",
+                     tmp_path / "t.json", tmp_path / "m.csv", device="cpu", cache_dir=tmp_path / "cache")
     with pytest.raises(preconditions.TooFewImages, match=r"gan-curve tiny: too few.*FID ≥ 2 in each set"):
-        snapshot_curve(cfg, "tiny", network, lmdb, tmp_path / "manifest.csv", tmp_path / "c.csv",
-                       tmp_path / "c.png", device="cpu", cache_dir=tmp_path / "cache")
+        snapshot_curve(GanCurveOptions.from_config(cfg, gan="tiny"), network, lmdb, tmp_path / "manifest.csv",
+                       tmp_path / "c.csv", tmp_path / "c.png", device="cpu", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "t.json").exists()

@@ -117,24 +117,6 @@ def gan_config(wildcards):
                         "sources": _dataset_sources(spec["dataset"])})
 
 
-EVALUATION_ONLY = ("fake_samples", "ppl_samples", "k", "copy_ratio")  # not read by the snapshot curve
-NOT_READ = ("table1_gans", "gpus", "runtime_hours", "snapshots")
-
-
-def evaluation_config(wildcards, curve=False):
-    """What evaluating one generator reads: its GAN section (splits, classes, dataset) and `evaluation`."""
-    spec = config["gans"][wildcards.gan]
-    skip = NOT_READ + (EVALUATION_ONLY if curve else ("snapshot_samples",))
-    ev = {k: v for k, v in config["evaluation"].items() if k not in skip}
-    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
-    return rule_config({"gans": {wildcards.gan: spec}, "evaluation": ev, "datasets": {spec["dataset"]: ds},
-                        "sources": _dataset_sources(spec["dataset"])})
-
-
-def curve_config(wildcards):
-    return evaluation_config(wildcards, curve=True)
-
-
 def data_source(dataset):
     """'demo archives' when every source of the dataset is the embedded demo, else the source paths."""
     demo = str(Path(config["demo"]["output"]))
@@ -144,12 +126,46 @@ def data_source(dataset):
     return "archives: " + ", ".join(paths)
 
 
+# Metrics-stage outputs that more than one rule (or `all`) reads.
+GAN_METRICS = "results/metrics/gan/{gan}.json"
+FID_CURVE_FIGURE = "results/figures/fid-over-kimg-{gan}.png"
+ISIC_TABLE1 = "results/tables/isic_table1.csv"
+# The real reference's features per extractor (the cache evaluate_gan and gan_curve read; one real_features job
+# per distinct dataset/splits/classes/real_samples/seed, shared by the generators that have it).
+REAL_FEATURES = "results/metrics/real/{reference}/{extractor}.npz"
+REAL_FEATURES_DIR = "results/metrics/real/{reference}"
+
+
+def real_features(extractors):
+    """Input function: the real-feature files of the job's generator (`wildcards.gan`) for `extractors`."""
+    from dermsynth.metrics.options import reference_name
+    return lambda wildcards: expand(REAL_FEATURES, reference=reference_name(config, wildcards.gan),
+                                    extractor=extractors)
+
+
+def real_features_dir(wildcards):
+    """The folder of the job's generator's real features (passed to the verb: no path arithmetic in shell)."""
+    from dermsynth.metrics.options import reference_name
+    return REAL_FEATURES_DIR.format(reference=reference_name(config, wildcards.gan))
+
+
+def reference_data(wildcards):
+    """The LMDB and manifest of a real reference's dataset."""
+    from dermsynth.metrics.options import RealFeaturesOptions
+    return dataset_files(RealFeaturesOptions.from_config(config, reference=wildcards.reference).dataset)
+
+
+def evaluated_gan_data(wildcards):
+    """The LMDB and manifest of the job's generator's dataset."""
+    return dataset_files(config["gans"][wildcards.gan]["dataset"])
+
+
 def metrics_outputs():
-    outputs = [f"results/metrics/gan/{name}.json" for name in GANS]
+    outputs = expand(GAN_METRICS, gan=GANS)
     if config["evaluation"]["snapshots"]:
-        outputs += [f"results/figures/fid-over-kimg-{name}.png" for name in GANS]
+        outputs += expand(FID_CURVE_FIGURE, gan=GANS)
     if GANS:
-        outputs.append("results/tables/isic_table1.csv")
+        outputs.append(ISIC_TABLE1)
     return outputs
 
 

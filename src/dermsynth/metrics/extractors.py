@@ -20,13 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .registry import DEFAULT_TIMM_MODELS  # the one list (fetch-weights' default); re-exported here
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -73,6 +75,7 @@ class Extractor:
     input_size: int
     dim: int
     published: bool = True  # a published metric lives in this feature space (Inception, VGG16); Lite0: no
+    preprocessing: dict = field(default_factory=dict)  # as registered (`metrics.registry`): part of the cache key
 
     @property
     def real_weights(self) -> bool:
@@ -239,9 +242,6 @@ def lpips_distance(model, first: torch.Tensor, second: torch.Tensor, batch_size:
         b = second[start:start + batch_size].float() / 127.5 - 1
         out.append(model(a, b).flatten().double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
-
-
-DEFAULT_TIMM_MODELS = ("densenet121", "densenet169", "efficientnet_b2")
 
 
 def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] = DEFAULT_TIMM_MODELS) -> list[str]:

@@ -6,8 +6,11 @@ generator: FID, KID, precision/recall (k = 3), α-precision/β-recall, authentic
 Lite0 features (`fd_lite0`, `kid_lite0`: the one feature space with real ImageNet weights offline, never
 called FID), PPL in W, a memorisation
 summary (and a CSV with every sample's nearest real image), the extractors used and whether the
-numbers are comparable with published ones. Real-set features are cached under
-`results/metrics/cache/` per (dataset, splits, classes, chosen images, extractor weights).
+numbers are comparable with published ones. Real-set features come from the real_features job
+(`compute_real_features`, one per real reference: `results/metrics/real/<reference>/<extractor>.npz`, a declared
+output of the workflow) or, by hand, from the cache under `results/metrics/cache/`; either way keyed by
+(dataset, splits, classes, chosen images, extractor, weights, preprocessing). Feature networks and metrics are
+built through `metrics.registry`.
 
 `evaluate_images` computes the same image-set metrics (no PPL) for any image folder or LMDB store.
 `snapshot_curve` gives FID/KID per training snapshot; `table1` collects the generators into a table.
@@ -31,25 +34,27 @@ import torch
 
 from ..data.dataset import read_images
 from ..data.lmdb_store import INDEX_FILE, LmdbImageStore
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..gan.networks import seed_latents
 from ..outputs import write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from . import extractors as feature_nets
-from . import generative, preconditions
-from .evaluate import IMAGE_SET_METRICS, cached_real_features, generative_metrics
-from .ppl import perceptual_path_length
+from . import generative, preconditions, registry
+from .evaluate import (IMAGE_SET_METRICS, cached_real_features, feature_key, generative_metrics, read_features,
+                       write_features)
+from .options import (EVALUATE_GAN_EXTRACTORS, GAN_CURVE_EXTRACTORS, EvaluateGanOptions, GanCurveOptions,
+                      RealFeaturesOptions)
+from .ppl import PplOptions
 
 CACHE_DIR = Path("results/metrics/cache")
 
 
-def feature_networks() -> dict:
-    """The evaluation's feature networks from the weights cache: Inception (FID/KID), VGG16 (precision/recall,
-    α/β, authenticity, memorisation) and EfficientNet-Lite0 (`fd_lite0`/`kid_lite0`, `metrics.lite0`), each
-    random-init with a warning when its weights are not cached."""
-    from .lite0 import lite0_extractor
-    return {"inception": feature_nets.inception(), "vgg16": feature_nets.vgg16(), "lite0": lite0_extractor()}
+def feature_networks(names: tuple[str, ...] | list[str] = EVALUATE_GAN_EXTRACTORS) -> dict:
+    """The registered feature networks `names` (`metrics.registry`) from the weights cache: by default Inception
+    (FID/KID), VGG16 (precision/recall, α/β, authenticity, memorisation) and EfficientNet-Lite0
+    (`fd_lite0`/`kid_lite0`, `metrics.lite0`), each random-init with a warning when its weights are not cached."""
+    return registry.feature_networks(names)
 
 
 # --- the real side -------------------------------------------------------------------------------
@@ -71,18 +76,60 @@ def real_reference(manifest: str | Path, splits: list[str], classes: list[str] |
     return frame.reset_index(drop=True)
 
 
-def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR) -> dict:
-    """Features {extractor name: float64 (N, dim)} of the real images in `frame` (read from the LMDB at most
-    once, only for the extractors whose cache misses; see `cached_real_features`)."""
-    identity = {**identity, "keys": hashlib.sha256("\n".join(frame["key"]).encode()).hexdigest()[:16],
-                "count": len(frame)}
+def reference_identity(dataset: str, splits: list[str], classes: list[str] | None, lmdb_root,
+                       frame: pd.DataFrame) -> dict:
+    """What identifies a real image set in the feature cache key: dataset, splits, classes, the LMDB's
+    resolution, a hash of the chosen keys and their count."""
+    resolution = json.loads((Path(lmdb_root) / INDEX_FILE).read_text())["resolution"]
+    return {"dataset": dataset, "split": "+".join(splits), "classes": ",".join(classes or []),
+            "resolution": resolution, "keys": hashlib.sha256("\n".join(frame["key"]).encode()).hexdigest()[:16],
+            "count": len(frame)}
+
+
+def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR,
+                  computed: str | Path | None = None) -> dict:
+    """Features {extractor name: float64 (N, dim)} of the real images in `frame`: from `computed` (the folder
+    the real_features job wrote, `<registered name>.npz`) when its file has this image set, extractor, weights and
+    preprocessing; else from the cache under `cache_dir` (see `cached_real_features`), extracting only for the
+    extractors that miss, reading the LMDB at most once."""
     images = {}
 
     def load():
         if "x" not in images:
             images["x"] = read_images(lmdb_root, frame["key"].tolist())
         return images["x"]
-    return {net.name: cached_real_features(cache_dir, identity, net, load, device=device) for net in nets.values()}
+    out = {}
+    for name, net in nets.items():
+        found = read_features(Path(computed) / f"{name}.npz", feature_key(identity, net)) if computed else None
+        if computed and found is None:
+            print(f"warning: {computed}/{name}.npz is not of this image set, {net.name}'s weights and preprocessing; "
+                  "extracting the real features here", file=sys.stderr)
+        out[net.name] = found if found is not None else cached_real_features(cache_dir, identity, net, load,
+                                                                             device=device)
+    return out
+
+
+def compute_real_features(options: RealFeaturesOptions, lmdb_root, manifest, out_dir,
+                          device: str | None = None) -> dict[str, Path]:
+    """The real_features job: features of the real reference `options` selects (dataset, splits, classes,
+    `real_samples` seeded with `seed`) in each of `options.extractors`, written to `out_dir/<name>.npz` with their
+    cache key (`feature_key`); the extractors' current preprocessing must be the one in the options (else
+    ConfigError: the options were written by another version). Returns {extractor: path}."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    frame = real_reference(manifest, options.splits, options.classes, options.real_samples, options.seed)
+    identity = reference_identity(options.dataset, options.splits, options.classes, lmdb_root, frame)
+    nets = feature_networks(list(options.extractors))
+    for name, net in nets.items():
+        if net.preprocessing != options.extractors[name]:
+            raise ConfigError(f"extractor {name}: its preprocessing {net.preprocessing} is not the one in the "
+                              f"options ({dict(options.extractors[name])}); let the workflow write them again")
+    images = read_images(lmdb_root, frame["key"].tolist())
+    written = {}
+    for name, net in nets.items():
+        features = net.features(images, batch_size=64, device=device)
+        written[name] = write_features(Path(out_dir) / f"{name}.npz", features, feature_key(identity, net))
+    print(f"real-features {options.reference}: {len(frame)} images × {', '.join(nets)} → {out_dir}", file=sys.stderr)
+    return written
 
 
 # --- the generated side --------------------------------------------------------------------------
@@ -130,37 +177,44 @@ def _memorisation_table(result: dict, real_keys: list[str], sample_ids: list[str
                          "copy": result["copy"]})
 
 
-def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
+def _real_advice(options, manifest, subset: bool) -> str:
+    ev = options.evaluation
+    return (f"give gans.{options.gan} more real images (its splits {options.splits}"
+            + (f" and classes {options.classes}" if options.classes else "") + f" in {manifest}"
+            + (f"; evaluation.real_samples: {ev['real_samples']}" if subset and ev["real_samples"] else "") + ")")
+
+
+def evaluate_gan(options: EvaluateGanOptions, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
                  out_json: str | Path, out_memorisation: str | Path, device: str | None = None,
-                 cache_dir: str | Path = CACHE_DIR) -> dict:
-    """Evaluate GAN `name` (config `gans`/`evaluation`): FID/KID in Inception features, FD/KID in Lite0
-    features, precision/recall and α/β/authenticity in VGG16 features, PPL in W, memorisation. Writes the
-    metrics JSON (with extractor weights and provenance) and the memorisation CSV; returns the metrics.
-    Metrics that the sample sizes cannot support are null with a reason (metrics/preconditions.py)."""
+                 cache_dir: str | Path = CACHE_DIR, real_features_dir: str | Path | None = None) -> dict:
+    """Evaluate generator `options.gan` (checkpoint `network`) against its real training images (`lmdb_root`,
+    `manifest`; `options`: its dataset/splits/classes and the `evaluation` settings): FID/KID in Inception
+    features, FD/KID in Lite0 features, precision/recall and α/β/authenticity in VGG16 features (metrics and
+    extractors from `metrics.registry`), PPL in W, memorisation. Real features: from `real_features_dir` (the
+    real_features job's files) when given and matching, else cached under `cache_dir`. Writes the metrics JSON
+    (extractor weights, provenance) and the memorisation CSV (one row per generated sample); returns the
+    metrics. Metrics that the sample sizes cannot support are null with a reason (metrics/preconditions.py);
+    raises TooFewImages when none can be computed."""
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
-    spec, ev = cfg["gans"][name], cfg["evaluation"]
+    name, ev = options.gan, options.evaluation
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device)
     classes, _ = network_classes(network)
-    frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
+    frame = real_reference(manifest, options.splits, options.classes, ev["real_samples"], ev["seed"])
     undefined = preconditions.check(
         len(frame), ev["fake_samples"], IMAGE_SET_METRICS + ["memorisation"], ev["k"], f"evaluate-gan {name}",
-        {"real": f"give gans.{name} more real images (its splits {spec['splits']}"
-                 + (f" and classes {spec['classes']}" if spec.get("classes") else "") + f" in {manifest}"
-                 + (f"; evaluation.real_samples: {ev['real_samples']}" if ev["real_samples"] else "") + ")",
-         "generated": "raise evaluation.fake_samples"})
-    nets = feature_networks()
-    identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
-                "classes": ",".join(spec.get("classes") or []), "resolution": G.img_resolution}
-    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
+        {"real": _real_advice(options, manifest, subset=True), "generated": "raise evaluation.fake_samples"})
+    nets = feature_networks(EVALUATE_GAN_EXTRACTORS)
+    identity = reference_identity(options.dataset, options.splits, options.classes, lmdb_root, frame)
+    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir, real_features_dir)
     schedule = class_schedule(G, classes, frame["label"], ev["fake_samples"], ev["seed"])
     fake = generated_features(G, nets, ev["fake_samples"], schedule, ev["truncation_psi"], ev["batch"], device,
                               f"evaluate-gan {name}")
     metrics = generative_metrics(real, fake, nets, kid_subset=ev["kid_subset"], k=ev["k"], undefined=undefined)
     lpips_vgg, lpips_info = feature_nets.lpips_model(net="vgg")
-    ppl = perceptual_path_length(G, lpips_vgg, samples=ev["ppl_samples"], batch=ev["batch"], seed=ev["seed"],
-                                 device=device)
+    ppl = registry.metric("ppl").compute(G, lpips_vgg, PplOptions(samples=ev["ppl_samples"], batch=ev["batch"],
+                                                                  seed=ev["seed"]), device=device)
     copies = generative.memorisation(real[nets["vgg16"].name], fake[nets["vgg16"].name], ev["copy_ratio"])
     write_csv(out_memorisation, _memorisation_table(copies, frame["key"].tolist(),
                                                     [f"seed{s:07d}" for s in range(ev["fake_samples"])]))
@@ -169,13 +223,13 @@ def evaluate_gan(cfg: dict, name: str, network: str | Path, lmdb_root: str | Pat
               "memorisation": {"copies": copies["copies"], "samples": ev["fake_samples"],
                                "copy_ratio_threshold": ev["copy_ratio"],
                                "median_ratio": float(np.median(copies["ratio"])), "features": nets["vgg16"].name},
-              "real_reference": {"dataset": spec["dataset"], "splits": spec["splits"],
-                                 "classes": spec.get("classes") or "all", "images": len(frame)},
+              "real_reference": {"dataset": options.dataset, "splits": options.splits,
+                                 "classes": options.classes or "all", "images": len(frame)},
               "generated": {"seeds": f"0-{ev['fake_samples'] - 1}", "truncation_psi": ev["truncation_psi"],
                             "classes": {classes[i]: schedule.count(i) for i in sorted(set(schedule))}
                             if G.c_dim else "unconditional"},
               "comparable_to_published": metrics["comparable_to_published"] and lpips_info["comparable_to_published"],
-              "provenance": provenance("evaluate-gan", {"gan": spec, "evaluation": ev}, seed=ev["seed"])}
+              "provenance": provenance(options.step, options.to_dict(), seed=ev["seed"])}
     write_json(out_json, result)
     print(f"evaluate-gan {name}: {summary(result)}, PPL {result['ppl']:.1f}", file=sys.stderr)
     return result
@@ -251,10 +305,8 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
         {"generated": f"add images to {images_path}" + (" or raise --samples" if samples is not None else ""),
          "real": f"choose more real images (splits {splits}" + (f", classes {classes}" if classes else "")
                  + f" of {manifest}" + (", --real-samples" if real_samples is not None else "") + ")"})
-    nets = feature_networks()
-    store = LmdbImageStore(lmdb_root)
-    identity = {"dataset": Path(lmdb_root).parent.name, "split": "+".join(splits), "classes": ",".join(classes or []),
-                "resolution": store.index["resolution"]}
+    nets = feature_networks(EVALUATE_GAN_EXTRACTORS)
+    identity = reference_identity(Path(lmdb_root).parent.name, splits, classes, lmdb_root, frame)
     real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
     metrics = generative_metrics(real, _extract(nets, images, batch, device), nets, k=k, undefined=undefined)
     result = {"images": str(images_path), "n_images": len(names), **metrics,
@@ -266,51 +318,57 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
 
 
 # --- snapshots and the table -------------------------------------------------------------------------
-def snapshot_curve(cfg: dict, name: str, network: str | Path, lmdb_root, manifest, out_csv, out_png,
-                   device: str | None = None, cache_dir=CACHE_DIR) -> pd.DataFrame:
-    """FID and KID (Inception) of every training snapshot next to `network`, against the real reference, and
-    FD/KID in EfficientNet-Lite0 features (`fd_lite0`, `kid_lite0`) beside them. Writes one CSV row per
-    snapshot (kimg, fid, kid, fd_lite0, kid_lite0, sample counts, each extractor's weights) and a figure of
-    FID and FD_lite0 over kimg."""
-    from ..gan.generate import network_classes
+def _snapshot_row(path: Path, options: GanCurveOptions, real: dict, nets: dict, classes, frame, kid_size: int,
+                  device) -> dict:
+    """One snapshot's CSV row: FID/KID (Inception) and FD/KID in Lite0 features through the metric registry."""
     from ..gan.run import generator_from_state
-    spec, ev = cfg["gans"][name], cfg["evaluation"]
+    from .generative import FidOptions, KidOptions
+    ev = options.evaluation
+    state = torch.load(path, map_location=device, weights_only=True)
+    state_kimg, G = state["nimg"] / 1000, generator_from_state(state, device)
+    del state  # D and the optimisers are not needed
+    schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
+    fake = generated_features(G, nets, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"],
+                              device, f"snapshot {path.name}")
+    values = {}
+    for space, net in nets.items():
+        values.update(registry.compute_metric("fid", space, real[net.name], fake[net.name], FidOptions()))
+        values.update(registry.compute_metric("kid", space, real[net.name], fake[net.name],
+                                              KidOptions(subset_size=kid_size)))
+    inc, lite = nets["inception"], nets["lite0"]
+    return {"snapshot": path.name, "kimg": state_kimg, "fid": values["fid"], "kid": values["kid"],
+            "fd_lite0": values["fd_lite0"], "kid_lite0": values["kid_lite0"],
+            "n_fake": len(fake[inc.name]), "n_real": len(real[inc.name]), "inception_weights": inc.weights,
+            "lite0_weights": lite.weights, "lite0_real_weights": lite.real_weights}
+
+
+def snapshot_curve(options: GanCurveOptions, network: str | Path, lmdb_root, manifest, out_csv, out_png,
+                   device: str | None = None, cache_dir=CACHE_DIR, real_features_dir=None) -> pd.DataFrame:
+    """FID and KID (Inception) of every training snapshot next to `network` (generator `options.gan`), against
+    its real reference, and FD/KID in EfficientNet-Lite0 features (`fd_lite0`, `kid_lite0`) beside them, from
+    `options.evaluation`'s `snapshot_samples` generated images each. Real features as `evaluate_gan`. Writes one
+    CSV row per snapshot (kimg, fid, kid, fd_lite0, kid_lite0, sample counts, each extractor's weights) and a
+    figure of FID and FD_lite0 over kimg; returns the table. Raises ValueError without snapshots, TooFewImages
+    when FID and KID are both undefined."""
+    from ..gan.generate import network_classes
+    ev = options.evaluation
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     snapshots = sorted(Path(network).parent.glob("network-snapshot-step*.pt"))
     if not snapshots:
         raise ValueError(f"{Path(network).parent}: no network-snapshot-step*.pt files to evaluate")
     classes, _ = network_classes(network)
-    frame = real_reference(manifest, spec["splits"], spec.get("classes"), ev["real_samples"], ev["seed"])
-    preconditions.check(len(frame), ev["snapshot_samples"], ["fid", "kid"], ev["k"], f"gan-curve {name}",
-                        {"real": f"give gans.{name} more real images (its splits {spec['splits']}"
-                                 + (f" and classes {spec['classes']}" if spec.get("classes") else "")
-                                 + f" in {manifest})",
-                         "generated": "raise evaluation.snapshot_samples"})
-    from .lite0 import lite0_extractor
-    nets = {"inception": feature_nets.inception(), "lite0": lite0_extractor()}
-    inc, lite = nets["inception"].name, nets["lite0"].name
-    identity = {"dataset": spec["dataset"], "split": "+".join(spec["splits"]),
-                "classes": ",".join(spec.get("classes") or []),
-                "resolution": LmdbImageStore(lmdb_root).index["resolution"]}
-    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
+    frame = real_reference(manifest, options.splits, options.classes, ev["real_samples"], ev["seed"])
+    preconditions.check(len(frame), ev["snapshot_samples"], ["fid", "kid"], what=f"gan-curve {options.gan}",
+                        advice={"real": _real_advice(options, manifest, subset=False),
+                                "generated": "raise evaluation.snapshot_samples"})
+    nets = feature_networks(GAN_CURVE_EXTRACTORS)
+    identity = reference_identity(options.dataset, options.splits, options.classes, lmdb_root, frame)
+    real = real_features(lmdb_root, frame, identity, nets, device, cache_dir, real_features_dir)
     kid_size = min(ev["kid_subset"], len(frame), ev["snapshot_samples"])
-    rows = []
-    for path in snapshots:
-        state = torch.load(path, map_location=device, weights_only=True)
-        state_kimg, G = state["nimg"] / 1000, generator_from_state(state, device)
-        del state  # D and the optimisers are not needed
-        schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
-        fake = generated_features(G, nets, ev["snapshot_samples"], schedule, ev["truncation_psi"], ev["batch"],
-                                  device, f"snapshot {path.name}")
-        rows.append({"snapshot": path.name, "kimg": state_kimg, "fid": generative.fid(real[inc], fake[inc]),
-                     "kid": generative.kid(real[inc], fake[inc], subset_size=kid_size),
-                     "fd_lite0": generative.fid(real[lite], fake[lite]),
-                     "kid_lite0": generative.kid(real[lite], fake[lite], subset_size=kid_size),
-                     "n_fake": len(fake[inc]), "n_real": len(real[inc]), "inception_weights": nets["inception"].weights,
-                     "lite0_weights": nets["lite0"].weights, "lite0_real_weights": nets["lite0"].real_weights})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([_snapshot_row(path, options, real, nets, classes, frame, kid_size, device)
+                          for path in snapshots])
     write_csv(out_csv, table)
-    _plot_curve(table, name, out_png, nets["inception"].real_weights, nets["lite0"].real_weights)
+    _plot_curve(table, options.gan, out_png, nets["inception"].real_weights, nets["lite0"].real_weights)
     return table
 
 

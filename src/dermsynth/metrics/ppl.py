@@ -8,9 +8,25 @@ area-downsampled to 256² first (as in the reference protocol); no face-style cr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .registry import register_metric
+
+
+@dataclass(frozen=True)
+class PplOptions:
+    """PPL: `samples` paths, step `epsilon`, `sampling` "end" (t = 0) or "full", `batch` paths per forward pass,
+    `seed` of the latents."""
+
+    samples: int = 200
+    epsilon: float = 1e-4
+    sampling: str = "end"
+    batch: int = 16
+    seed: int = 0
 
 
 def perceptual_path_length(G, lpips, samples: int = 200, epsilon: float = 1e-4, sampling: str = "end",
@@ -44,3 +60,10 @@ def _perceptual_path_length(G, lpips, samples, epsilon, sampling, batch, seed, d
     kept = values[(values >= low[0]) & (values <= high[1])]
     return {"ppl": float(kept.mean()), "samples": samples, "kept": int(len(kept)), "epsilon": epsilon,
             "space": "w", "sampling": sampling}
+
+
+@register_metric("ppl", options=PplOptions, spaces={"lpips_vgg": ("ppl",)}, kind="generator")
+def ppl_metric(G, lpips, options: PplOptions, device: str | torch.device = "cpu") -> dict:
+    """Perceptual path length of generator `G` in W, with LPIPS model `lpips` (the details dict; `ppl`: the value)."""
+    return perceptual_path_length(G, lpips, samples=options.samples, epsilon=options.epsilon,
+                                  sampling=options.sampling, batch=options.batch, seed=options.seed, device=device)
