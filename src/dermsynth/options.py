@@ -206,7 +206,8 @@ def options_from_args(cls: type[StepOptions], args, flags: dict[str, str] | None
     absent = [name for name, value in wildcards.items() if value is None]
     if absent:
         raise ConfigError(f"`dermsynth {cls.step}` with --config needs " + ", ".join(flag[n] for n in absent))
-    return cls.from_config(load_config(args.config, workflow=True), **wildcards)
+    # (a config for running verbs by hand may lack what other stages need: not checked here, as before)
+    return cls.from_config(load_config(args.config), **wildcards)
 
 
 def select(section: dict, keys: tuple[str, ...] | list[str]) -> dict:
