@@ -160,7 +160,7 @@ def test_fetch_weights_default_is_the_one_list_of_timm_models():
 
 
 # --- the verbs: by hand and from the workflow's options file ---------------------------------------------------
-def test_real_features_by_hand_and_by_options_give_the_same_files(gan_setup, tmp_path):
+def test_real_features_by_hand_and_by_options_give_the_same_files(gan_setup, tmp_path, capsys):
     """`dermsynth real-features --config C --reference R` and `--options F` (what the workflow passes) write the
     same features, which evaluate-gan then reads instead of extracting again."""
     from dermsynth.cli import main
@@ -188,3 +188,8 @@ def test_real_features_by_hand_and_by_options_give_the_same_files(gan_setup, tmp
     loaded = real_features(lmdb, frame, identity, nets, "cpu", tmp_path / "cache", tmp_path / "by-options")
     assert not (tmp_path / "cache").exists()  # read from the job's files, nothing extracted
     assert np.array_equal(loaded[nets["inception"].name], np.load(tmp_path / "by-hand" / "inception.npz")["features"])
+    other = real_reference(manifest, ["train"], None, 5, cfg["evaluation"]["seed"])  # not the job's image set
+    fresh = real_features(lmdb, other, reference_identity("ham10000", ["train"], None, lmdb, other), nets, "cpu",
+                          tmp_path / "cache", tmp_path / "by-options")
+    assert len(fresh[nets["lite0"].name]) == 5 and not (tmp_path / "cache").exists()  # extracted, nothing written
+    assert "is not of this image set" in capsys.readouterr().err

@@ -88,10 +88,11 @@ def reference_identity(dataset: str, splits: list[str], classes: list[str] | Non
 
 def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR,
                   computed: str | Path | None = None) -> dict:
-    """Features {extractor name: float64 (N, dim)} of the real images in `frame`: from `computed` (the folder
-    the real_features job wrote, `<registered name>.npz`) when its file has this image set, extractor, weights and
-    preprocessing; else from the cache under `cache_dir` (see `cached_real_features`), extracting only for the
-    extractors that miss, reading the LMDB at most once."""
+    """Features {extractor name: float64 (N, dim)} of the real images in `frame`. With `computed` (the folder the
+    real_features job wrote, `<registered name>.npz`): its files, each used when it has this image set, extractor,
+    weights and preprocessing, else extracted here with a warning (and not written). Without: from the cache
+    under `cache_dir` (see `cached_real_features`), extracting only for the extractors that miss. The LMDB is
+    read at most once."""
     images = {}
 
     def load():
@@ -100,12 +101,14 @@ def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, de
         return images["x"]
     out = {}
     for name, net in nets.items():
-        found = read_features(Path(computed) / f"{name}.npz", feature_key(identity, net)) if computed else None
-        if computed and found is None:
+        if not computed:
+            out[net.name] = cached_real_features(cache_dir, identity, net, load, device=device)
+            continue
+        out[net.name] = read_features(Path(computed) / f"{name}.npz", feature_key(identity, net))
+        if out[net.name] is None:  # e.g. weights fetched since: extracted here, not written (not this job's output)
             print(f"warning: {computed}/{name}.npz is not of this image set, {net.name}'s weights and preprocessing; "
                   "extracting the real features here", file=sys.stderr)
-        out[net.name] = found if found is not None else cached_real_features(cache_dir, identity, net, load,
-                                                                             device=device)
+            out[net.name] = net.features(load(), batch_size=64, device=device)
     return out
 
 
