@@ -1,14 +1,12 @@
-# Shared set-up: validate the config (a wrong key stops here, named), and give each job a config
-# file holding only the sections that job reads. Jobs get that file as a parameter, named by its
-# content, so changing one section re-runs exactly the jobs that read it.
+# Shared set-up: validate the config (a wrong key stops here, named), and give each job its step options
+# (dermsynth.options): exactly the settings its verb reads, in a file named by its content and passed as a
+# parameter, so changing a key re-runs exactly the jobs that read it. Also the helpers all the stage files use —
+# GPU job resources, shared output paths, dataset inputs.
 
-import hashlib
 import re
-import json
 import sys
 from pathlib import Path
 
-import yaml
 
 from dermsynth.config import missing_archives, validate_config
 from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
@@ -92,29 +90,8 @@ def dataset_files(dataset):
     return {"lmdb": DATASET_LMDB.format(dataset=dataset), "manifest": DATASET_MANIFEST.format(dataset=dataset)}
 
 
-def rule_config(sections):
-    """Path of a config file with just `sections` (written once per distinct content)."""
-    text = yaml.safe_dump(sections, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = Path(".snakemake") / "dermsynth-config" / f"{digest}.yaml"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{digest}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return str(path)
-
-
 def _dataset_sources(name):
     return {e["source"]: config["sources"][e["source"]] for e in config["datasets"][name]["sources"]}
-
-
-def gan_config(wildcards):
-    """What a GAN training job reads: its own section and its dataset's (labels, resolution)."""
-    spec = config["gans"][wildcards.gan]
-    ds = {k: v for k, v in config["datasets"][spec["dataset"]].items() if k != "federated"}
-    return rule_config({"gans": {wildcards.gan: spec}, "datasets": {spec["dataset"]: ds},
-                        "sources": _dataset_sources(spec["dataset"])})
 
 
 def data_source(dataset):
@@ -153,11 +130,6 @@ def reference_data(wildcards):
     """The LMDB and manifest of a real reference's dataset."""
     from dermsynth.metrics.options import RealFeaturesOptions
     return dataset_files(RealFeaturesOptions.from_config(config, reference=wildcards.reference).dataset)
-
-
-def evaluated_gan_data(wildcards):
-    """The LMDB and manifest of the job's generator's dataset."""
-    return dataset_files(config["gans"][wildcards.gan]["dataset"])
 
 
 def metrics_outputs():
@@ -212,8 +184,8 @@ LITE0_WEIGHTS = "results/weights/tf_efficientnet_lite0.json"
 
 
 def gan_data(wildcards):
-    dataset = config["gans"][wildcards.gan]["dataset"]
-    return {"lmdb": f"results/data/{dataset}/lmdb", "manifest": f"results/data/{dataset}/manifest.csv"}
+    """The LMDB and manifest of the dataset generator `wildcards.gan` is trained on."""
+    return dataset_files(config["gans"][wildcards.gan]["dataset"])
 
 
 def gan_launcher(wildcards, resources):
@@ -224,8 +196,11 @@ def gan_launcher(wildcards, resources):
 
 
 
+GAN_SAMPLES = "results/gan/{gan}/samples.png"
+
+
 def gan_outputs():
-    return [f"results/gan/{name}/samples.png" for name in GANS]
+    return expand(GAN_SAMPLES, gan=GANS)
 
 
 def dataset_inputs(wildcards):
@@ -283,7 +258,7 @@ def classifier_inputs(wildcards):
     scenario = wildcards.scenario
     if wildcards.study == "ham10000" and scenario != "baseline":
         size = scenario[:-len("-filter")] if scenario.endswith("-filter") else scenario
-        inputs["synthetic"] = f"results/synthetic/{size}"
+        inputs["synthetic"] = SYNTHETIC_SET.format(name=size)
         if scenario.endswith("-filter"):
             inputs["filtered"] = FILTERED_MANIFEST.format(arch=wildcards.arch, synthetic=size)
     elif wildcards.study == "isic" and scenario != "baseline":
@@ -331,7 +306,7 @@ if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[1] not in ISIC["architecture
 def authenticity_inputs(wildcards):
     scenario, arch = AUTHENTICITY_CLASSIFIER
     return {**gan_data(wildcards), "network": network(wildcards.gan),
-            "projection": f"results/latent/{wildcards.gan}/projection.npz",
+            "projection": PROJECTION.format(gan=wildcards.gan),
             "classifier": CLASSIFIER_METRICS.format(study="isic", scenario=scenario, arch=arch)}
 
 

@@ -31,7 +31,7 @@ rule gan_samples:
     input:
         NETWORK,
     output:
-        sheet=report("results/gan/{gan}/samples.png", caption="../report/gan_samples.rst", category="2. Generators",
+        sheet=report(GAN_SAMPLES, caption="../report/gan_samples.rst", category="2. Generators",
                      subcategory="{gan}", labels={"generator": "{gan}", "figure": "samples of the final G_ema"}),
         rows="results/gan/{gan}/samples.json",
     log:

@@ -54,7 +54,7 @@ rule real_features:
 
 rule evaluate_gan:
     input:
-        unpack(evaluated_gan_data),
+        unpack(gan_data),
         network=NETWORK,
         lite0_weights=LITE0_WEIGHTS,
         real=real_features(EVALUATE_GAN_EXTRACTORS),
@@ -81,7 +81,7 @@ rule evaluate_gan:
 
 rule gan_curve:
     input:
-        unpack(evaluated_gan_data),
+        unpack(gan_data),
         network=NETWORK,
         lite0_weights=LITE0_WEIGHTS,
         real=real_features(GAN_CURVE_EXTRACTORS),
