@@ -153,6 +153,17 @@ def test_every_planned_job_gets_options_that_load_back(tmp_path, configfile):
     import shutil
     shutil.copytree(REPO / "config", tmp_path / "config")
     args = ("--configfile", f"config/{configfile}") if configfile else ()
+    if configfile:  # placeholders where the study's archives would be (a dry run reads none of them)
+        from dermsynth.data.sources import required_files
+        cfg = load_config(tmp_path / "config" / configfile)
+        for name, spec in cfg["sources"].items():
+            for path in required_files(name, spec):
+                placeholder = tmp_path / path
+                if placeholder.suffix in (".csv", ".zip"):
+                    placeholder.parent.mkdir(parents=True, exist_ok=True)
+                    placeholder.touch()
+                else:
+                    placeholder.mkdir(parents=True, exist_ok=True)
     planned, text = _planned_options(tmp_path, *args)
     classes = all_options_classes()
     assert "--config " not in text, "a job still reads the whole config"

@@ -111,6 +111,34 @@ def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: flo
             "processes": trainer.world.size}
 
 
+def _resume(trainer: GanTrainer, out_dir: Path, name: str, world) -> None:
+    """Continue from the newest snapshot written with the same training options; set others aside."""
+    latest = _latest_snapshot(out_dir)
+    if latest is not None and not trainer.written_with_same_options(latest):
+        world.barrier()
+        if world.is_main:
+            _set_aside(out_dir, name)
+        world.barrier()
+        latest = None
+    if latest is not None:
+        trainer.load(latest)
+        if world.is_main:
+            print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)
+
+
+def _write_final_record(options: TrainGanOptions, trainer: GanTrainer, out_dir: Path, classes: list[str],
+                        images: torch.Tensor, device: torch.device) -> None:
+    """network-final.json: what was trained, on what, how far, with which options and software."""
+    spec = options.spec
+    write_json(out_dir / "network-final.json", {
+        "gan": options.gan, "kimg": trainer.nimg / 1000, "steps": trainer.step_index, "classes": classes,
+        "trained_on_classes": spec.get("classes") or classes, "conditional": spec["conditional"],
+        "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
+        "num_ws": trainer.G.num_ws, "processes": trainer.world.size, "device": str(device.type),
+        "fused_cuda_ops": fused.kernels() is not None if device.type == "cuda" else False,
+        "provenance": provenance(options.step, options.to_dict(), seed=spec["seed"])})
+
+
 def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
               device: str | None = None) -> Path:
     """Train generator `options.gan` on the training images of `manifest` (its `splits`, `classes`) from
@@ -125,17 +153,7 @@ def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | P
     world.barrier()
     images, labels, classes = training_images(lmdb_root, manifest, spec)
     trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device, world)
-    latest = _latest_snapshot(out_dir)
-    if latest is not None and not trainer.written_with_same_options(latest):
-        world.barrier()
-        if world.is_main:
-            _set_aside(out_dir, name)
-        world.barrier()
-        latest = None
-    if latest is not None:
-        trainer.load(latest)
-        if world.is_main:
-            print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)
+    _resume(trainer, out_dir, name, world)
     total_steps = math.ceil(spec["kimg"] * 1000 / spec["batch"])
     snapshot_every = max(1, math.ceil(spec["snapshot_kimg"] * 1000 / spec["batch"]))
     if world.is_main:
@@ -173,13 +191,7 @@ def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | P
         progress.close()
         log.close()
         trainer.save(final)
-        write_json(out_dir / "network-final.json", {
-            "gan": name, "kimg": trainer.nimg / 1000, "steps": trainer.step_index, "classes": classes,
-            "trained_on_classes": spec.get("classes") or classes, "conditional": spec["conditional"],
-            "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
-            "num_ws": trainer.G.num_ws, "processes": world.size, "device": str(device.type),
-            "fused_cuda_ops": fused.kernels() is not None if device.type == "cuda" else False,
-            "provenance": provenance(options.step, options.to_dict(), seed=spec["seed"])})
+        _write_final_record(options, trainer, out_dir, classes, images, device)
     world.barrier()
     leave_world()
     return final
