@@ -78,7 +78,24 @@ def main() -> None:
     cfg = _config(settings["config"], _mtime(settings["config"]))
     inversion_gans = cfg.get("latent", {}).get("inversion", {}).get("gans") or None
     file = store.TransformationsFile(settings["transformations"], inversion_gans)
+    gan, info, layer_range, directions, index, marks, problem = _sidebar(settings, generators, file)
+    checkpoint = store.checkpoint_hash(info.network)
+    _file_status(file, problem, generators, marks, index)
 
+    engine = _engine(str(root), gan, settings["config"], _mtime(info.network), _mtime(settings["config"]))
+    source = _choose_source(engine, gan)
+    if source is None:
+        return
+    span = _edit_view(engine, source, directions, index, gan)
+    if span is not None:
+        _decision(file, problem, gan, layer_range, index, span, checkpoint, settings["reviewer"],
+                  len(directions.directions), marks)
+
+
+def _sidebar(settings: dict, generators: list, file: store.TransformationsFile):
+    """Generator, layer range and direction choosers, and the table of what the file says of each direction.
+    Returns (gan, its generator info, layer range, directions, chosen index, marks, the file's problem)."""
+    root = settings["root"]
     names = [g.name for g in generators]
     side = st.sidebar
     gan = side.selectbox("generator", names, index=names.index(settings["gan"]) if settings["gan"] in names else 0,
@@ -87,50 +104,51 @@ def main() -> None:
     layer_range = side.selectbox("layer range", info.layer_ranges, key="layer_range")
     directions = _directions(str(root), gan, layer_range,
                              _mtime(root / "results" / "latent" / gan / f"sefa-{layer_range}.npz"))
-    checkpoint = store.checkpoint_hash(info.network)
-
     problem = file.problem()
     marks = {} if problem else file.usage(gan, layer_range)
-
     # the option labels stay the same whatever the file says (a selectbox keeps its choice by label);
     # what the file says about each direction is the table below it
-    index = side.selectbox("direction (eigenvalue)", list(range(len(directions.directions))),
+    count = len(directions.directions)
+    index = side.selectbox("direction (eigenvalue)", list(range(count)),
                            format_func=lambda i: f"#{i}  λ = {directions.eigenvalues[i]:.3f}", key="direction")
     side.dataframe(pd.DataFrame({
-        "direction": range(len(directions.directions)), "eigenvalue": np.round(directions.eigenvalues, 4),
-        "named": [", ".join(marks.get(i, {}).get("names", [])) for i in range(len(directions.directions))],
-        "rejected": ["; ".join(marks.get(i, {}).get("rejected", [])) for i in range(len(directions.directions))]}),
+        "direction": range(count), "eigenvalue": np.round(directions.eigenvalues, 4),
+        "named": [", ".join(marks.get(i, {}).get("names", [])) for i in range(count)],
+        "rejected": ["; ".join(marks.get(i, {}).get("rejected", [])) for i in range(count)]}),
         hide_index=True, height=260)
     side.caption(f"transformations file: `{file.path}` · reviewer: **{settings['reviewer']}** · "
-                 f"checkpoint sha256 `{checkpoint[:12]}…`")
+                 f"checkpoint sha256 `{store.checkpoint_hash(info.network)[:12]}…`")
+    return gan, info, layer_range, directions, index, marks, problem
+
+
+def _file_status(file: store.TransformationsFile, problem, generators: list, marks: dict, index: int) -> None:
+    """An invalid file, stale reviews, or this direction's earlier rejection: said above the images."""
     if problem:
         st.error(f"The transformations file is invalid and will not be written until it is fixed by hand:\n\n"
                  f"```\n{problem}\n```")
-    else:
-        current = {g.name: store.checkpoint_hash(g.network) for g in generators}
-        stale = file.stale(current)
-        if stale:
-            st.warning("Stale reviews (the generator changed since): " + "; ".join(
-                f"{s.kind} {s.label} (reviewed on checkpoint {s.reviewed[:12]}…, now "
-                f"{(s.current or 'missing')[:12]}…)" for s in stale))
-        if marks.get(index, {}).get("rejected"):
-            st.info("This direction was rejected: " + "; ".join(marks[index]["rejected"]))
-
-    engine = _engine(str(root), gan, settings["config"], _mtime(info.network), _mtime(settings["config"]))
-    source = _choose_source(engine, gan)
-    if source is None:
         return
+    current = {g.name: store.checkpoint_hash(g.network) for g in generators}
+    stale = file.stale(current)
+    if stale:
+        st.warning("Stale reviews (the generator changed since): " + "; ".join(
+            f"{s.kind} {s.label} (reviewed on checkpoint {s.reviewed[:12]}…, now "
+            f"{(s.current or 'missing')[:12]}…)" for s in stale))
+    if marks.get(index, {}).get("rejected"):
+        st.info("This direction was rejected: " + "; ".join(marks[index]["rejected"]))
 
+
+def _edit_view(engine: render.ReviewEngine, source, directions, index: int, gan: str):
+    """Range, magnitude slider, source | inversion | edit with their LPIPS, and the optional strip.
+    Returns the (low, high) range, or None when it is invalid."""
     low_col, high_col, _ = st.columns([1, 1, 4])
     low = low_col.number_input("range low", value=-3.0, step=0.5, key="low")
     high = high_col.number_input("range high", value=3.0, step=0.5, key="high")
     if low >= high:
         st.error("The range's low end must be below its high end.")
-        return
+        return None
     magnitude = st.slider("magnitude (distance in W along the unit direction)", float(low), float(high),
                           min(max(0.0, float(low)), float(high)), step=(high - low) / 60, key="magnitude")
     edit = engine.render(source, directions, index, magnitude)
-
     columns = st.columns(3)
     with columns[0].container(key="source_image"):
         st.image(render.to_picture(source.image), caption=f"source: {source.label}", width="stretch")
@@ -139,6 +157,18 @@ def main() -> None:
     with columns[2].container(key="edited_image"):
         st.image(render.to_picture(edit.image), caption=f"edited: direction #{index} at {magnitude:+.2f}",
                  width="stretch")
+    _edit_metrics(engine, edit)
+    if st.toggle("strip: this direction on several images across the range", key="show_strip"):
+        samples = [source] + [_cached_source((gan, "sample", s, 0.7), lambda s=s: engine.sample_source(s))
+                              for s in range(3)]
+        picture, magnitudes, distances = engine.strip(samples, directions, index, float(low), float(high))
+        st.image(picture, caption="rows: this source, samples 0–2 · columns: " +
+                 ", ".join(f"{m:+.1f}" for m in magnitudes), width="stretch")
+        st.dataframe({f"{m:+.1f}": np.round(distances[:, j], 4) for j, m in enumerate(magnitudes)})
+    return float(low), float(high)
+
+
+def _edit_metrics(engine: render.ReviewEngine, edit) -> None:
     metric_col, inv_col, time_col = st.columns(3)
     metric_col.metric("LPIPS (AlexNet) to the source", f"{edit.lpips_to_source:.4f}",
                       delta=f"{edit.lpips_to_source - engine.threshold:+.4f} vs threshold {engine.threshold}",
@@ -151,17 +181,6 @@ def main() -> None:
     if not engine.lpips_info.get("comparable_to_published"):
         st.caption("LPIPS trunk without ImageNet weights (random init): run `dermsynth fetch-weights` for values "
                    "comparable to the study's.")
-
-    if st.toggle("strip: this direction on several images across the range", key="show_strip"):
-        samples = [source] + [_cached_source((gan, "sample", s, 0.7), lambda s=s: engine.sample_source(s))
-                              for s in range(3)]
-        picture, magnitudes, distances = engine.strip(samples, directions, index, float(low), float(high))
-        st.image(picture, caption="rows: this source, samples 0–2 · columns: " +
-                 ", ".join(f"{m:+.1f}" for m in magnitudes), width="stretch")
-        st.dataframe({f"{m:+.1f}": np.round(distances[:, j], 4) for j, m in enumerate(magnitudes)})
-
-    _decision(file, problem, gan, layer_range, index, (float(low), float(high)), checkpoint, settings["reviewer"],
-              len(directions.directions), marks)
 
 
 def _choose_source(engine: render.ReviewEngine, gan: str):
