@@ -31,7 +31,7 @@ USER_CONFIG = {
 # what USER_CONFIG plans: its dataset's data stage, its generator, its evaluation (with the Lite0 weights it
 # computes FD_lite0 in), SeFa's 4 layer ranges
 USER_JOBS = {"all": 1, "ingest": 1, "split": 1, "preview": 1, "train_gan": 1, "gan_samples": 1, "evaluate_gan": 1,
-             "lite0_weights": 1, "isic_table1": 1, "sefa": 4}
+             "lite0_weights": 1, "real_features": 1, "isic_table1": 1, "sefa": 4}
 
 
 def _dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:

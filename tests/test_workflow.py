@@ -64,7 +64,8 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
     workdir = _workdir(tmp_path, yaml.safe_load((REPO / "config/config.yaml").read_text()))
     jobs = _planned_jobs(_snakemake(workdir, "-n"))
     assert jobs == {"all": 1, "demo_archives": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                    "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 8, "project": 1,
+                    "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "real_features": 4, "evaluate_gan": 6, "gan_curve": 6,
+                    "isic_table1": 1, "sefa": 8, "project": 1,
                     **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10, "filter_synthetic": 10,
                     "classifier": 19, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1,
                     "crp": 2, "pcx": 2}
@@ -154,7 +155,7 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     _workdir(tmp_path, raw)
 
     isic_reruns = {"isic_table1": 1, "sefa": 4, "project": 1, "gan_samples": 5, **ISIC_CLASSIFY_JOBS,
-                   "authenticity": 1}
+                   "authenticity": 1, "real_features": 3}  # the ISIC references: benign, malignant, both
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)
     # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
@@ -343,7 +344,8 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _planned_jobs(result) == {"all": 1, "federated_split": 1, "ingest": 3, "preview": 3, "split": 3,
-                                     "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "evaluate_gan": 6, "gan_curve": 6, "isic_table1": 1, "sefa": 12,
+                                     "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "real_features": 4, "evaluate_gan": 6,
+                                     "gan_curve": 6, "isic_table1": 1, "sefa": 12,
                                      "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
                                      "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
                                      "isic_table2": 1, "authenticity": 1, "crp": 2, "pcx": 2}
@@ -370,6 +372,6 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     gan = json.loads((tmp_path / job_options).read_text())["options"]["spec"]
     assert gan["network"]["z_dim"] == 512 and gan["network"]["channel_max"] == 512 and gan["kimg"] == 28800
     evaluation = [block for block in text.split("\n\n") if "rule evaluate_gan:" in block][0]
-    evaluation = json.loads((tmp_path / evaluation.split("--options ")[1].split()[0]).read_text())["options"]
+    evaluation = json.loads((tmp_path / evaluation.split("--options ")[1].split()[0]).read_text())["options"]["evaluation"]
     assert evaluation["kid_subset"] == 1000 and evaluation["fake_samples"] == 50000
     assert "demo" not in text and "resources/demo" not in text

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics.extractors import timm_model
+from ..classify.models import timm_model
 from .sefa import LAYER_RANGES, layer_resolution
 
 

@@ -35,9 +35,10 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def weights_dir(path: str | Path | None = None) -> Path:
-    """The weights cache: `path`, else $DERMSYNTH_WEIGHTS, else resources/weights (relative to the cwd)."""
-    return Path(path or os.environ.get("DERMSYNTH_WEIGHTS", "resources/weights"))
+# timm models (classifiers, the e4e/HyperStyle backbones, Lite0 features) are built in one place:
+# classify/models.py, with the same weights cache.
+from ..classify.models import cached_timm_file, timm_model  # noqa: E402,F401  (re-exported)
+from ..classify.models import weights_cache as weights_dir  # noqa: E402,F401
 
 
 @contextlib.contextmanager
@@ -275,36 +276,3 @@ def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] 
                              f"machine with internet access, then copy {cache}/ to this machine "
                              "(or set DERMSYNTH_WEIGHTS to where it is).") from None
     return done
-
-
-def cached_timm_file(name: str, cache: Path) -> Path | None:
-    """The cached weights file of timm model `name` under `cache/huggingface`, or None."""
-    import timm
-    from huggingface_hub import try_to_load_from_cache
-    model_name, _, tag = name.partition(".")
-    pretrained = timm.models.get_pretrained_cfg(f"{model_name}.{tag}" if tag else model_name)
-    repo = getattr(pretrained, "hf_hub_id", None) if pretrained else None
-    if not repo:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo, filename, cache_dir=str(cache / "huggingface" / "hub"))
-        if isinstance(found, str):
-            return Path(found)
-    return None
-
-
-def timm_model(name: str, cache: str | Path | None = None, pretrained: bool = True, **kwargs) -> tuple[nn.Module, str]:
-    """A timm model with ImageNet weights from the cache's `huggingface/` folder (filled by
-    `dermsynth fetch-weights`), never from the network. Returns (model, weights label); without
-    cached weights (or with pretrained=False) the model is randomly initialised with seed 0 and the
-    label says so. timm adapts the RGB stem when `in_chans` is not 3."""
-    import timm
-    cache = weights_dir(cache)
-    torch.manual_seed(0)
-    found = cached_timm_file(name, cache) if pretrained else None
-    if found is not None:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(found)}, **kwargs)
-        return model, f"timm:{name} ImageNet ({found})"
-    if pretrained:
-        _random_init_warning(f"timm {name}", cache / "huggingface")
-    return timm.create_model(name, pretrained=False, **kwargs), "random-init(seed=0)"
