@@ -35,22 +35,14 @@ rule classifier_sa:
     input:
         unpack(classifier_inputs),
     output:
-        metrics=CLASSIFIER_METRICS,
-        test=CLASSIFIER_TEST,
-        validation=CLASSIFIER_VALIDATION,
-        confusion=report(CLASSIFIER_CONFUSION, caption="../report/confusion.rst",
-                         category="5. Classifiers", subcategory="{study}: confusion matrices",
-                         labels={"scenario": "{scenario}", "architecture": "{arch}"}),
+        **classifier_files(),
         synthetic=CLASSIFIER_SYNTHETIC,
     wildcard_constraints:
         study="ham10000",
         scenario=SA_PATTERN,
     params:
-        options=step_options(TrainClassifierOptions),
-        extra=classifier_arguments,
-        source=lambda wc: data_source(config["classifiers"][wc.study]["dataset"]),
+        **classifier_params(TrainClassifierOptions),
         predict="--predict-synthetic",
-        out=subpath(output.metrics, parent=True),
     log:
         "logs/classifiers/{study}/{scenario}/{arch}.log",
     benchmark:
@@ -68,21 +60,13 @@ rule classifier_sa:
 
 use rule classifier_sa as classifier with:
     output:
-        metrics=CLASSIFIER_METRICS,
-        test=CLASSIFIER_TEST,
-        validation=CLASSIFIER_VALIDATION,
-        confusion=report(CLASSIFIER_CONFUSION, caption="../report/confusion.rst",
-                         category="5. Classifiers", subcategory="{study}: confusion matrices",
-                         labels={"scenario": "{scenario}", "architecture": "{arch}"}),
+        **classifier_files(),
     wildcard_constraints:
         study="ham10000|isic",
         scenario=OTHER_SCENARIO_PATTERN,
     params:
-        options=step_options(TrainClassifierOptions),
-        extra=classifier_arguments,
-        source=lambda wc: data_source(config["classifiers"][wc.study]["dataset"]),
+        **classifier_params(TrainClassifierOptions),
         predict="",
-        out=subpath(output.metrics, parent=True),
 
 
 rule filter_synthetic:
@@ -99,8 +83,7 @@ rule filter_synthetic:
     conda:
         "../envs/dermsynth.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     shell:
         "dermsynth filter-synthetic --manifest {params.manifest} --predictions {input.predictions} "
         "--out {output.manifest} > {log} 2>&1"
@@ -126,8 +109,7 @@ rule ham_tables:
     conda:
         "../envs/dermsynth.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     shell:
         "dermsynth classifier-tables --models {params.models} --sizes {params.sizes} --table2 {output.table2} "
         "--table3 {output.table3} --figures {params.figures} > {log} 2>&1"
@@ -146,7 +128,6 @@ rule isic_table2:
     conda:
         "../envs/dermsynth.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     shell:
         "dermsynth isic-table2 --models {params.models} --out {output} > {log} 2>&1"

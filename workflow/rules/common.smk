@@ -71,6 +71,9 @@ def gpu_resources(section, cpu_mem_mb=16000, gpu_mem_mb=16000):
             "runtime": lambda wildcards, attempt: int(get(wildcards)["runtime_hours"] * 60 * attempt)}
 
 
+SMALL_JOB = {"mem_mb": 2000, "runtime": 10}  # tables, filters, previews, the weights record: minutes, little memory
+
+
 # Outputs that more than one rule reads (the rule that writes each uses the same pattern).
 NETWORK = "results/gan/{gan}/network-final.pt"
 DATASET_LMDB = "results/data/{dataset}/lmdb"
@@ -250,6 +253,21 @@ def isic_synthetic_networks(wildcards):
 def classifier_section(wildcards):
     """The study's section of `classifiers` (its gpus and runtime_hours size the job)."""
     return config["classifiers"][wildcards.study]
+
+
+def classifier_files():
+    """The outputs every classifier job writes (the SA-n models also their synthetic set's predictions)."""
+    return {"metrics": CLASSIFIER_METRICS, "test": CLASSIFIER_TEST, "validation": CLASSIFIER_VALIDATION,
+            "confusion": report(CLASSIFIER_CONFUSION, caption="../report/confusion.rst", category="5. Classifiers",
+                                subcategory="{study}: confusion matrices",
+                                labels={"scenario": "{scenario}", "architecture": "{arch}"})}
+
+
+def classifier_params(options_class):
+    """The classifier jobs' options, extra flags, data source line and model folder."""
+    return {"options": step_options(options_class), "extra": classifier_arguments,
+            "source": lambda wildcards: data_source(config["classifiers"][wildcards.study]["dataset"]),
+            "out": lambda wildcards, output: str(Path(output.metrics).parent)}
 
 
 def classifier_inputs(wildcards):

@@ -66,8 +66,7 @@ rule split:
         "../envs/dermsynth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **SMALL_JOB,
     shell:
         "dermsynth split --options {params.options} --ingested {input.ingested} --manifest {output.manifest} "
         "--summary {output.summary} > {log} 2>&1"
@@ -89,8 +88,7 @@ rule federated_split:
         "../envs/dermsynth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        **SMALL_JOB,
     shell:
         "dermsynth federated-split --options {params.options} --manifest {input.manifest} "
         "--out {output.assignment} --summary {output.summary} > {log} 2>&1"
@@ -111,7 +109,6 @@ rule preview:
         "../envs/dermsynth.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     shell:
         "dermsynth preview --lmdb {input.lmdb} --manifest {input.manifest} --out {output} > {log} 2>&1"

