@@ -31,7 +31,7 @@ class DemoArchivesOptions(StepOptions):
 class IngestOptions(StepOptions):
     """`dermsynth ingest` (rule ingest): one dataset's label scheme, resolution and sources, the sections of
     those sources, and the `ingest` settings that shape the store (not `ingest.workers`: the job's threads,
-    passed as `--workers`, so that changing it re-runs nothing; not `ingest.commit_every`: no code reads it).
+    passed as `--workers`, so that changing it re-runs nothing).
 
     Fields: `dataset` — the name under `datasets`; `labels` — `ham7` or `binary`; `resolution` — stored image
     side in pixels (8–2048); `sources` — the dataset's source entries in order (`source`: a name under
