@@ -81,7 +81,7 @@ def _workflow_defaults(cfg: dict, raw: dict) -> list[str]:
     return problems
 
 
-def _check_semantics(cfg: dict, raw: dict, workflow: bool = False) -> list[str]:
+def _check_semantics(cfg: dict, workflow: bool = False) -> list[str]:
     problems = []
     for name, source in cfg["sources"].items():
         if source["type"] == "isic2018_task3" and "part" not in source:
@@ -108,23 +108,30 @@ def _check_semantics(cfg: dict, raw: dict, workflow: bool = False) -> list[str]:
     inversion = cfg.get("latent", {}).get("inversion", {})
     if inversion.get("gans") and inversion.get("dataset") not in cfg["datasets"]:
         problems.append(f"'latent.inversion.dataset': '{inversion.get('dataset')}' is not defined under 'datasets'")
+    for i, name in enumerate(cfg.get("evaluation", {}).get("table1_gans", [])):
+        if name not in cfg.get("gans", {}):
+            problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "
+                            f"(defined: {', '.join(cfg.get('gans', {})) or 'none'})")
+    return problems + (_check_stages(cfg) if workflow else [])
+
+
+def _check_stages(cfg: dict) -> list[str]:
+    """Cross-stage references of a whole workflow config (what the Snakefile plans): the ISIC classifiers'
+    generators exist, and the generators the authenticity stage explains are projected. A config used by
+    hand for one verb need not define the other stages."""
+    problems = []
     isic = cfg.get("classifiers", {}).get("isic", {})
-    if isic.get("enabled") and (workflow or ("gans" in raw and "classifiers" in raw)):  # (not in a job's part)
+    if isic.get("enabled"):
         for family, per_class in isic.get("generators", {}).items():
             for label, name in per_class.items():
                 if name not in cfg.get("gans", {}):
                     problems.append(f"'classifiers.isic.generators.{family}.{label}': '{name}' is not defined under "
                                     "'gans' (or set classifiers.isic.enabled: false)")
-    if "latent" in raw and "explain" in raw:  # (not in a job's partial config)
-        projected = cfg["latent"]["projection"]["gans"]
-        for i, name in enumerate(cfg["explain"]["authenticity"]["gans"]):
-            if name not in projected:
-                problems.append(f"'explain.authenticity.gans[{i}]': '{name}' is not projected; add it to "
-                                f"'latent.projection.gans' (now: {', '.join(projected) or 'none'})")
-    for i, name in enumerate(cfg.get("evaluation", {}).get("table1_gans", [])):
-        if name not in cfg.get("gans", {}):
-            problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "
-                            f"(defined: {', '.join(cfg.get('gans', {})) or 'none'})")
+    projected = cfg["latent"]["projection"]["gans"]
+    for i, name in enumerate(cfg["explain"]["authenticity"]["gans"]):
+        if name not in projected:
+            problems.append(f"'explain.authenticity.gans[{i}]': '{name}' is not projected; add it to "
+                            f"'latent.projection.gans' (now: {', '.join(projected) or 'none'})")
     return problems
 
 
@@ -173,7 +180,7 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
                           f"See workflow/schemas/config.schema.yaml for every key and its type.")
     fill_defaults(cfg, schema, schema)
     problems = _workflow_defaults(cfg, raw or {}) if workflow else []
-    problems += _check_semantics(cfg, raw or {}, workflow)
+    problems += _check_semantics(cfg, workflow)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{origin} is invalid:\n{lines}")
