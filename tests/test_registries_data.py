@@ -94,9 +94,8 @@ def test_a_key_changes_the_options_of_exactly_the_jobs_that_read_it(raw):
     assert _changed(raw, lambda r: r["ingest"].__setitem__("shards", 8)) == {j for j in _options(raw) if "ingest" in j}
     assert _changed(raw, lambda r: r["sources"]["isic2020"].__setitem__("path", "elsewhere")) == {"ingest isic"}
     assert _changed(raw, lambda r: r["demo"].__setitem__("seed", 1)) == {"demo-archives"}
-    # read by no data verb: the job's threads (ingest.workers), a key no code reads, another stage's settings
+    # read by no data verb: the job's threads (ingest.workers), another stage's settings
     assert _changed(raw, lambda r: r["ingest"].__setitem__("workers", 7)) == set()
-    assert _changed(raw, lambda r: r["ingest"].__setitem__("commit_every", 7)) == set()
     assert _changed(raw, lambda r: r["evaluation"].__setitem__("batch", 3)) == set()
 
 

@@ -49,13 +49,14 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 def _planned_transforms(workdir: Path) -> dict[str, str]:
-    """{transformation: its --config file} of the transform jobs `snakemake -n -p` plans for Table 1."""
+    """{transformation: its options file} of the transform jobs `snakemake -n -p` plans for Table 1."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                              "-n", "-p", "results/tables/table1.csv"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
-    return dict((name, config) for config, name in
-                re.findall(r"dermsynth transform --config (\S+) --name (\S+)", text))
+    return dict((name, options) for options, name in
+                re.findall(r"dermsynth transform --options (\S+) [^\n]*?--out results/latent/transformations/(\S+)",
+                           text))
 
 
 def _displayed_pixels(page, locator) -> np.ndarray:

@@ -164,4 +164,4 @@ def test_sefa_command_by_hand_equals_by_options_file_and_reads_every_option(gene
     command = [sys.executable, "-m", "dermsynth.cli", "sefa", "--options", options, "--layer-range", "fine",
                "--network", str(network), "--out", str(tmp_path / "x.npz"), "--preview", str(tmp_path / "x.png")]
     failed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo)
-    assert failed.returncode == 2 and "--layers fine disagrees" in failed.stderr
+    assert failed.returncode == 2 and "--layer-range fine disagrees" in failed.stderr
