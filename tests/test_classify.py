@@ -18,6 +18,8 @@ from dermsynth.classify.train import Recipe, train_classifier
 from dermsynth.errors import DermsynthError
 from dermsynth.labels import scheme_classes
 
+from .conftest import REPO
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
 CLASSES = list(scheme_classes("ham7"))
 
@@ -239,3 +241,23 @@ def test_isic_synthetic_options_and_plan():
         isic_synthetic_plan(synth, {"malignant": "m.pt"})
     with pytest.raises(ConfigError, match="'nope' is not defined"):
         IsicSyntheticOptions.from_config(cfg, family="nope", kind="synth")
+
+
+def test_a_scenario_name_must_say_what_was_trained_on(tmp_path, capsys):
+    """A new user's `--scenario SA-99k` without a synthetic set trained a baseline recorded as SA-99k: refused
+    now, before any data is read; so is a baseline with synthetic images, and a -synth scenario with real ones."""
+    from dermsynth.cli import main
+    common = ["train-classifier", "--config", str(REPO / "config/config.yaml"), "--study", "ham10000",
+              "--architecture", "resnet10t", "--lmdb", str(tmp_path / "nolmdb"), "--manifest", str(tmp_path / "no.csv"),
+              "--out", str(tmp_path / "model")]
+    assert main(common + ["--scenario", "SA-99k"]) == 2
+    assert "scenario 'SA-99k' adds synthetic images: pass --synthetic-lmdb" in capsys.readouterr().err
+    with_set = ["--synthetic-lmdb", str(tmp_path / "s"), "--synthetic-manifest", str(tmp_path / "s.csv")]
+    assert main(common + ["--scenario", "baseline"] + with_set) == 2
+    assert "'baseline' trains on real images only" in capsys.readouterr().err
+    assert main(common + ["--scenario", "gan-synth"] + with_set) == 2
+    assert "pass --no-real-train" in capsys.readouterr().err
+    assert main(common + ["--scenario", "baseline"]) == 2  # a valid scenario: now the missing store is named
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "nolmdb" in error and "Traceback" not in error
+    assert not (tmp_path / "model").exists()

@@ -24,12 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one verb; a DermsynthError becomes one line on stderr and exit status 2. Returns the exit status."""
+    """Run one verb; a DermsynthError, or an input file that is not there, becomes one line on stderr and exit
+    status 2. Returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except DermsynthError as exc:
         print(f"dermsynth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:  # a path given on the command line (or inside an input) that is not there
+        where = f"no such file or folder: {exc.filename}" if exc.filename else str(exc)
+        print(f"dermsynth {args.command}: error: {where} (check the path, or run the step that writes it)",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -124,8 +123,10 @@ class StepOptions:
 
     @property
     def digest(self) -> str:
-        """16 hex digits of SHA-256 of the canonical JSON (sorted keys): the file name, and in provenance."""
-        return hashlib.sha256(self._text().encode()).hexdigest()[:16]
+        """16 hex digits of SHA-256 of the options' canonical JSON (sorted keys): the file's name, and the
+        `config_digest` of every output's provenance (`provenance.config_digest`), so an output names its file."""
+        from .provenance import config_digest
+        return config_digest(self.to_dict())
 
     def _text(self) -> str:
         return json.dumps({"step": self.step, "options": self.to_dict()}, sort_keys=True, indent=1)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..data.lmdb_store import LmdbImageStore
-from ..errors import DermsynthError
+from ..errors import ConfigError, DermsynthError
 from ..labels import scheme_classes
 from ..metrics.classification import classification_report
 from ..outputs import write_csv, write_json
@@ -86,6 +86,24 @@ def _write_predictions(model, sets: dict[str, ImageRows], classes: list[str], re
     return frames
 
 
+def _check_scenario(scenario: str, synthetic_lmdb, synthetic_manifest, real_train: bool) -> None:
+    """The scenario name is recorded in metrics.json and the tables: it must say what was trained on.
+    Raises ConfigError: `baseline` with synthetic images, another scenario without them, or no real images
+    outside a `-synth` scenario (and real ones in it)."""
+    synthetic = bool(synthetic_lmdb and synthetic_manifest)
+    if bool(synthetic_lmdb) != bool(synthetic_manifest):
+        raise ConfigError("--synthetic-lmdb and --synthetic-manifest go together (the images and their rows)")
+    if scenario == "baseline" and synthetic:
+        raise ConfigError("scenario 'baseline' trains on real images only: drop --synthetic-lmdb/--synthetic-manifest, "
+                          "or name the scenario after the synthetic set (SA-<n>, SA-<n>-filter, <family>-aug)")
+    if scenario != "baseline" and not synthetic:
+        raise ConfigError(f"scenario '{scenario}' adds synthetic images: pass --synthetic-lmdb and "
+                          "--synthetic-manifest (the set's LMDB and manifest), or use scenario 'baseline'")
+    if scenario.endswith("-synth") == real_train:
+        raise ConfigError(f"scenario '{scenario}': a '-synth' scenario trains on synthetic images only (pass "
+                          "--no-real-train), and only a '-synth' scenario may leave the real training images out")
+
+
 def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, out_dir, synthetic_lmdb=None,
                    synthetic_manifest=None, real_train: bool = True, predict_synthetic: bool = False,
                    data_source: str = "", device=None) -> dict:
@@ -100,6 +118,7 @@ def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, ou
         DermsynthError: the training set is empty; InputError: the early-stopping metric is undefined on
         validation; ConfigError: the architecture is unknown."""
     study, scenario, architecture = options.study, options.scenario, options.arch
+    _check_scenario(scenario, synthetic_lmdb, synthetic_manifest, real_train)
     recipe = recipe_from(options.recipe)
     device = _device(device)
     out_dir = Path(out_dir)

@@ -84,8 +84,9 @@ def _add_generator_verbs(sub) -> None:
     p = add_verb(sub, "real-features", _real_features, "Features of a generator's real reference images in "
                  "every feature space of the evaluation (Inception, VGG16, Lite0): the cache evaluate-gan and "
                  "gan-curve read.", shared=("options", "lmdb", "manifest", "device", "threads"))
-    p.add_argument("--reference", help="a real reference's name (<dataset>-<digest>, see "
-                   "dermsynth.metrics.options.reference_name; with --options: taken from the file)")
+    p.add_argument("--reference", help="a real reference's name, <dataset>-<digest of the image selection>: "
+                   "`snakemake -n` shows them, and a wrong name lists each with its generators (with --options: "
+                   "taken from the file)")
     p.add_argument("--out", required=True, help="folder for <extractor>.npz")
 
 

@@ -243,7 +243,8 @@ def summary(result: dict) -> str:
     def show(key, digits):
         return "n/a" if result.get(key) is None else f"{result[key]:.{digits}f}"
     line = (f"FID {show('fid', 3)}  KID×100 {show('kid_percent', 4)}  precision {show('precision', 3)}  "
-            f"recall {show('recall', 3)}")
+            f"recall {show('recall', 3)}  α-precision {show('alpha_precision', 3)}  β-recall {show('beta_recall', 3)}"
+            f"  authenticity {show('authenticity', 3)}")
     if "fd_lite0" in result:
         line += (f"  FD_lite0 {show('fd_lite0', 3)}  KID_lite0×100 {show('kid_lite0_percent', 4)}"
                  f" (Lite0 real weights: {str(bool(result.get('lite0_real_weights'))).lower()})")

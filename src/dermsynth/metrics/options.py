@@ -71,8 +71,12 @@ class RealFeaturesOptions(StepOptions):
             if reference_name(config, gan) == reference:
                 return cls(reference=reference, **reference_selection(config, gan),
                            extractors={name: extractor_info(name).preprocessing for name in EVALUATE_GAN_EXTRACTORS})
+        known = {}
+        for gan in config.get("gans") or {}:
+            known.setdefault(reference_name(config, gan), []).append(gan)
+        listed = "; ".join(f"{name} (of {', '.join(gans)})" for name, gans in known.items()) or "none"
         raise ConfigError(f"real reference '{reference}' is not the reference of any generator under 'gans' "
-                          f"(defined: {', '.join(reference_name(config, g) for g in config.get('gans') or {}) or 'none'})")
+                          f"(defined: {listed})")
 
 
 @dataclass(frozen=True)
