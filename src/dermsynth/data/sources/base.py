@@ -61,8 +61,9 @@ def read_metadata_csv(path: Path, required: Iterable[str], layout: str, own_file
             probably is, and how to save it as UTF-8), is not valid CSV, or lacks a required column.
     """
     if not path.exists():
-        raise InputError(f"{path} not found. A {layout} archive must contain this file as published; "
-                         "check the source's `path` in the config.")
+        raise InputError(f"{path} not found. The {layout} archive must contain this file as published; "
+                         "check the source's `path` in the config (for the demo archives, run "
+                         "`snakemake --cores 2` or `dermsynth demo-archives` first).")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
