@@ -94,3 +94,18 @@ def gan_setup(demo_root, ingested_ham, tmp_path_factory):
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
     split_dataset(ingested, cfg["datasets"]["ham10000"]["split"]).to_csv(manifest, index=False)
     return cfg, ingested_ham / "lmdb", manifest
+
+
+def placeholder_archives(root: Path, config_file: Path) -> None:
+    """Empty files and folders under `root` where `config_file`'s archives would be (a dry run reads none)."""
+    from dermsynth.config import load_config
+    from dermsynth.data.sources import required_files
+    cfg = load_config(config_file)
+    for name, spec in cfg["sources"].items():
+        for path in required_files(name, spec):
+            placeholder = root / path
+            if placeholder.suffix in (".csv", ".zip"):
+                placeholder.parent.mkdir(parents=True, exist_ok=True)
+                placeholder.touch()
+            else:
+                placeholder.mkdir(parents=True, exist_ok=True)

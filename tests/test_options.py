@@ -24,7 +24,7 @@ from dermsynth.errors import ConfigError
 from dermsynth.gan.options import TrainGanOptions
 from dermsynth.options import RESOURCE_KEYS, OptionError, Section, StepOptions, options_from_args
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO, placeholder_archives
 
 
 def all_options_classes() -> dict[str, type[StepOptions]]:
@@ -36,6 +36,8 @@ def all_options_classes() -> dict[str, type[StepOptions]]:
     while todo:
         cls = todo.pop()
         todo += cls.__subclasses__()
+        if not cls.step:  # a shared base (e.g. metrics' _GeneratorEvaluation), not a verb's options
+            continue
         assert cls.step not in found, f"two options classes for {cls.step}"
         found[cls.step] = cls
     return found
@@ -149,21 +151,12 @@ def _planned_options(tmp_path: Path, *args: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("configfile", [None, "study.yaml"])
 def test_every_planned_job_gets_options_that_load_back(tmp_path, configfile):
     """Demo and study config: every verb that reads configuration is passed an options file (never the
-    config), each loads with its step's class, holds no job resource, and is what `from_config` builds."""
+    config), and each loads with its step's class and holds no job resource."""
     import shutil
     shutil.copytree(REPO / "config", tmp_path / "config")
     args = ("--configfile", f"config/{configfile}") if configfile else ()
-    if configfile:  # placeholders where the study's archives would be (a dry run reads none of them)
-        from dermsynth.data.sources import required_files
-        cfg = load_config(tmp_path / "config" / configfile)
-        for name, spec in cfg["sources"].items():
-            for path in required_files(name, spec):
-                placeholder = tmp_path / path
-                if placeholder.suffix in (".csv", ".zip"):
-                    placeholder.parent.mkdir(parents=True, exist_ok=True)
-                    placeholder.touch()
-                else:
-                    placeholder.mkdir(parents=True, exist_ok=True)
+    if configfile:
+        placeholder_archives(tmp_path, tmp_path / "config" / configfile)
     planned, text = _planned_options(tmp_path, *args)
     classes = all_options_classes()
     assert "--config " not in text, "a job still reads the whole config"

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, demo_config
+from .conftest import REPO, demo_config, placeholder_archives
 
 pytestmark = pytest.mark.workflow
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -326,17 +326,7 @@ def _check_authenticity_outputs(workdir: Path) -> None:
 
 def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     """The study config with placeholder archives: every job planned with the profile's cluster settings."""
-    from dermsynth.config import load_config
-    from dermsynth.data.sources import required_files
-    cfg = load_config(REPO / "config/study.yaml")
-    for name, spec in cfg["sources"].items():
-        for path in required_files(name, spec):
-            placeholder = tmp_path / path
-            if placeholder.suffix in (".csv", ".zip"):
-                placeholder.parent.mkdir(parents=True, exist_ok=True)
-                placeholder.touch()
-            else:
-                placeholder.mkdir(parents=True, exist_ok=True)
+    placeholder_archives(tmp_path, REPO / "config/study.yaml")
     shutil.copytree(REPO / "config", tmp_path / "config")
     (tmp_path / "profiles").symlink_to(REPO / "profiles")
     (tmp_path / "slurm").symlink_to("profiles/slurm")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import ConfigError
 from ..options import Section, StepOptions, entry, select
@@ -80,7 +81,30 @@ class RealFeaturesOptions(StepOptions):
 
 
 @dataclass(frozen=True)
-class EvaluateGanOptions(StepOptions):
+class _GeneratorEvaluation(StepOptions):
+    """What evaluating one generator reads (base of `EvaluateGanOptions` and `GanCurveOptions`, which differ
+    only in their `evaluation` keys, `evaluation_keys`).
+
+    Fields: `gan` — the name under `gans`; `dataset`, `splits`, `classes` (None: all) — its real training images;
+    `evaluation` — the subclass's keys of the `evaluation` section."""
+
+    wildcards = ("gan",)
+    evaluation_keys: ClassVar[tuple[str, ...]] = ()
+    gan: str
+    dataset: str
+    splits: list
+    classes: list | None
+    evaluation: Section
+
+    @classmethod
+    def from_config(cls, config: dict, gan: str) -> "_GeneratorEvaluation":
+        spec = entry(config, "gans", gan, "gan")
+        return cls(gan=gan, dataset=spec["dataset"], splits=list(spec["splits"]), classes=spec.get("classes") or None,
+                   evaluation=select(config["evaluation"], cls.evaluation_keys))
+
+
+@dataclass(frozen=True)
+class EvaluateGanOptions(_GeneratorEvaluation):
     """`dermsynth evaluate-gan` (rule evaluate_gan): what evaluating one generator reads.
 
     Fields: `gan` — the name under `gans`; `dataset`, `splits`, `classes` (None: all) — its real training images;
@@ -90,37 +114,15 @@ class EvaluateGanOptions(StepOptions):
     `copy_ratio` (memorisation threshold, > 0)."""
 
     step = "evaluate-gan"
-    wildcards = ("gan",)
-    gan: str
-    dataset: str
-    splits: list
-    classes: list | None
-    evaluation: Section
-
-    @classmethod
-    def from_config(cls, config: dict, gan: str) -> "EvaluateGanOptions":
-        spec = entry(config, "gans", gan, "gan")
-        return cls(gan=gan, dataset=spec["dataset"], splits=list(spec["splits"]), classes=spec.get("classes") or None,
-                   evaluation=select(config["evaluation"], EVALUATE_GAN_KEYS))
+    evaluation_keys = EVALUATE_GAN_KEYS
 
 
 @dataclass(frozen=True)
-class GanCurveOptions(StepOptions):
+class GanCurveOptions(_GeneratorEvaluation):
     """`dermsynth gan-curve` (rule gan_curve): FID/KID of every training snapshot of one generator.
 
     Fields: `gan`, `dataset`, `splits`, `classes` as `EvaluateGanOptions`; `evaluation` — `real_samples`, `seed`,
     `snapshot_samples` (generated images per snapshot), `kid_subset`, `truncation_psi`, `batch`."""
 
     step = "gan-curve"
-    wildcards = ("gan",)
-    gan: str
-    dataset: str
-    splits: list
-    classes: list | None
-    evaluation: Section
-
-    @classmethod
-    def from_config(cls, config: dict, gan: str) -> "GanCurveOptions":
-        spec = entry(config, "gans", gan, "gan")
-        return cls(gan=gan, dataset=spec["dataset"], splits=list(spec["splits"]), classes=spec.get("classes") or None,
-                   evaluation=select(config["evaluation"], GAN_CURVE_KEYS))
+    evaluation_keys = GAN_CURVE_KEYS
