@@ -31,6 +31,8 @@ class TrainClassifierOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, study: str, scenario: str, arch: str) -> "TrainClassifierOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         settings = entry(config, "classifiers", study, "study")
         return cls(study=study, scenario=scenario, arch=arch, recipe=settings["recipe"])
 
@@ -54,6 +56,8 @@ class IsicSyntheticOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, family: str, kind: str) -> "IsicSyntheticOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         isic = config["classifiers"]["isic"]
         entry(isic, "generators", family, "classifiers.isic generator family")
         if kind not in ISIC_KINDS:

@@ -24,6 +24,7 @@ class DemoArchivesOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict) -> "DemoArchivesOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         return cls(demo=config["demo"])
 
 
@@ -55,6 +56,8 @@ class IngestOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, dataset: str) -> "IngestOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         spec = entry(config, "datasets", dataset, "dataset")
         names = [e["source"] for e in spec["sources"]]
         settings = config["ingest"]
@@ -79,6 +82,8 @@ class SplitOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, dataset: str) -> "SplitOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         return cls(dataset=dataset, split=entry(config, "datasets", dataset, "dataset")["split"])
 
 
@@ -97,6 +102,8 @@ class FederatedSplitOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, dataset: str) -> "FederatedSplitOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         spec = entry(config, "datasets", dataset, "dataset")
         if "federated" not in spec:
             raise ConfigError(f"datasets.{dataset} has no 'federated' section (hospital sizes)")

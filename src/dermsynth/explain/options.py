@@ -32,6 +32,8 @@ class AuthenticityOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "AuthenticityOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         entry(config, "gans", gan, "gan")  # (a clear error for an unknown name given by hand)
         settings = config["explain"]["authenticity"]
         return cls(gan=gan, **{k: settings[k] for k in ("edge_cases", "perplexity", "xrai_images", "xrai_steps",
@@ -52,6 +54,7 @@ class CrpOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict) -> "CrpOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         return cls(crp=without(config["explain"]["crp"], CRP_WORKFLOW_KEYS))
 
 
@@ -71,5 +74,6 @@ class PcxOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict) -> "PcxOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         crp = config["explain"]["crp"]
         return cls(pcx=config["explain"]["pcx"], composite=crp["composite"], batch=crp["batch"])

@@ -40,6 +40,8 @@ class SefaOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, layers: str) -> "SefaOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         settings = config["latent"]["sefa"]
         return cls(layers=layers, **{k: settings[k] for k in ("preview_directions", "preview_samples",
                                                                "preview_magnitude", "preview_steps",
@@ -75,6 +77,8 @@ class ProjectOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "ProjectOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         settings = config["latent"]["projection"]
         return cls(gan=gan, classes=entry(config, "gans", gan, "gan").get("classes"),
                    **{k: settings[k] for k in ("split", "images", "steps", "space", "batch", "w_avg_samples", "seed")})
@@ -102,6 +106,8 @@ class TrainE4eOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "TrainE4eOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         return cls(**_generator_images(config, gan), e4e=without(config["latent"]["e4e"], RESOURCE_KEYS))
 
 
@@ -127,6 +133,8 @@ class TrainHyperstyleOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "TrainHyperstyleOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         return cls(**_generator_images(config, gan),
                    hyperstyle=without(config["latent"]["hyperstyle"], RESOURCE_KEYS))
 
@@ -147,6 +155,8 @@ class InvertOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "InvertOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         entry(config, "gans", gan, "gan")
         settings = config["latent"]["inversion"]
         return cls(gan=gan, split=settings["split"], batch=settings["batch"])
@@ -173,6 +183,8 @@ class TransformOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, name: str) -> "TransformOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`); a
+        name the config does not define is a ConfigError naming the defined ones."""
         from .transform import load_transformations  # (imports torch: only when options are built)
         settings = config["latent"]["transform"]
         entries = {t["name"]: t for t in load_transformations(settings["file"])}
