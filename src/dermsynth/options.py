@@ -212,7 +212,9 @@ def options_from_args(cls: type[StepOptions], args, flags: dict[str, str] | None
 
 
 def select(section: dict, keys: tuple[str, ...] | list[str]) -> dict:
-    """The named keys of a validated config section (each must be there: the schema fills defaults)."""
+    """The named keys of a validated config section. A key it does not hold (an optional key without a schema
+    default, e.g. `evaluation.real_samples`) is left out, so reading it from the options is an OptionError;
+    verbs read such keys with `.get`."""
     return {k: section[k] for k in keys if k in section}
 
 

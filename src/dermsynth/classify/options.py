@@ -31,8 +31,7 @@ class TrainClassifierOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, study: str, scenario: str, arch: str) -> "TrainClassifierOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         settings = entry(config, "classifiers", study, "study")
         return cls(study=study, scenario=scenario, arch=arch, recipe=settings["recipe"])
 
@@ -56,8 +55,7 @@ class IsicSyntheticOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, family: str, kind: str) -> "IsicSyntheticOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         isic = config["classifiers"]["isic"]
         entry(isic, "generators", family, "classifiers.isic generator family")
         if kind not in ISIC_KINDS:

@@ -56,8 +56,7 @@ class IngestOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, dataset: str) -> "IngestOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         spec = entry(config, "datasets", dataset, "dataset")
         names = [e["source"] for e in spec["sources"]]
         settings = config["ingest"]
@@ -82,8 +81,7 @@ class SplitOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, dataset: str) -> "SplitOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         return cls(dataset=dataset, split=entry(config, "datasets", dataset, "dataset")["split"])
 
 
@@ -102,8 +100,7 @@ class FederatedSplitOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, dataset: str) -> "FederatedSplitOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         spec = entry(config, "datasets", dataset, "dataset")
         if "federated" not in spec:
             raise ConfigError(f"datasets.{dataset} has no 'federated' section (hospital sizes)")

@@ -32,8 +32,7 @@ class AuthenticityOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "AuthenticityOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         entry(config, "gans", gan, "gan")  # (a clear error for an unknown name given by hand)
         settings = config["explain"]["authenticity"]
         return cls(gan=gan, **{k: settings[k] for k in ("edge_cases", "perplexity", "xrai_images", "xrai_steps",

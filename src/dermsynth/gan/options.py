@@ -21,6 +21,5 @@ class TrainGanOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "TrainGanOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         return cls(gan=gan, spec=without(entry(config, "gans", gan, "gan"), RESOURCE_KEYS))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..options import RESOURCE_KEYS, Section, StepOptions, entry, without
+from ..options import RESOURCE_KEYS, Section, StepOptions, entry, select, without
 
 
 def _generator_images(config: dict, gan: str) -> dict:
@@ -40,12 +40,10 @@ class SefaOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, layers: str) -> "SefaOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         settings = config["latent"]["sefa"]
-        return cls(layers=layers, **{k: settings[k] for k in ("preview_directions", "preview_samples",
-                                                               "preview_magnitude", "preview_steps",
-                                                               "truncation_psi", "seed")})
+        return cls(layers=layers, **select(settings, ("preview_directions", "preview_samples", "preview_magnitude",
+                                                      "preview_steps", "truncation_psi", "seed")))
 
     def preview(self) -> dict:
         """The preview grid's settings (as recorded in the SeFa summary)."""
@@ -77,11 +75,10 @@ class ProjectOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "ProjectOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         settings = config["latent"]["projection"]
         return cls(gan=gan, classes=entry(config, "gans", gan, "gan").get("classes"),
-                   **{k: settings[k] for k in ("split", "images", "steps", "space", "batch", "w_avg_samples", "seed")})
+                   **select(settings, ("split", "images", "steps", "space", "batch", "w_avg_samples", "seed")))
 
 
 @dataclass(frozen=True)
@@ -106,8 +103,7 @@ class TrainE4eOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "TrainE4eOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         return cls(**_generator_images(config, gan), e4e=without(config["latent"]["e4e"], RESOURCE_KEYS))
 
 
@@ -133,8 +129,7 @@ class TrainHyperstyleOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "TrainHyperstyleOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         return cls(**_generator_images(config, gan),
                    hyperstyle=without(config["latent"]["hyperstyle"], RESOURCE_KEYS))
 
@@ -155,8 +150,7 @@ class InvertOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "InvertOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         entry(config, "gans", gan, "gan")
         settings = config["latent"]["inversion"]
         return cls(gan=gan, split=settings["split"], batch=settings["batch"])
@@ -183,8 +177,7 @@ class TransformOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, name: str) -> "TransformOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         from .transform import load_transformations  # (imports torch: only when options are built)
         settings = config["latent"]["transform"]
         entries = {t["name"]: t for t in load_transformations(settings["file"])}

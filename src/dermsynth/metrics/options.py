@@ -68,8 +68,7 @@ class RealFeaturesOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, reference: str) -> "RealFeaturesOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         for gan in config.get("gans") or {}:
             if reference_name(config, gan) == reference:
                 return cls(reference=reference, **reference_selection(config, gan),
@@ -100,8 +99,7 @@ class _GeneratorEvaluation(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, gan: str) -> "_GeneratorEvaluation":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         spec = entry(config, "gans", gan, "gan")
         return cls(gan=gan, dataset=spec["dataset"], splits=list(spec["splits"]), classes=spec.get("classes") or None,
                    evaluation=select(config["evaluation"], cls.evaluation_keys))

@@ -25,7 +25,6 @@ class SyntheticDatasetOptions(StepOptions):
 
     @classmethod
     def from_config(cls, config: dict, name: str) -> "SyntheticDatasetOptions":
-        """This job's options from the validated workflow config (`StepOptions.from_config`); a
-        name the config does not define is a ConfigError naming the defined ones."""
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         size = entry({"synthetic.sizes": config["synthetic"]["sizes"]}, "synthetic.sizes", name, "synthetic set")
         return cls(name=name, size=size, seed=config["synthetic"]["seed"])
