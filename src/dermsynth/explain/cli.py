@@ -32,6 +32,13 @@ def _pcx(args) -> None:
     run_pcx(options, args.models, args.sizes, args.crp, args.lmdb, args.manifest, args.out, device=args.device)
 
 
+def _frame_score(args) -> None:
+    from .frames import FRAME_THRESHOLD, run_frame_score
+    threshold = FRAME_THRESHOLD if args.threshold is None else args.threshold
+    run_frame_score(args.lmdb, args.manifest, args.out, splits=args.splits, threshold=threshold,
+                    truth_csv=args.truth, batch=args.batch)
+
+
 def _explained_models(p) -> None:
     p.add_argument("--models", nargs="+", required=True, help="the architecture's HAM10000 model folders "
                    "(baseline, SA-n, SA-n-filter)")
@@ -59,3 +66,13 @@ def add_verbs(sub) -> None:
     _explained_models(p)
     p.add_argument("--crp", required=True, help="the `dermsynth crp` output folder (cached concept relevances)")
     p.add_argument("--out", required=True, help="output folder")
+
+    p = add_verb(sub, "frame-score", _frame_score, "Frame score per image: the share of near-black pixels in the "
+                 "corner ring outside the inscribed circle (the dermatoscope's black frame; ISIC study, Fig. 4–5).",
+                 shared=("lmdb", "manifest"))
+    p.add_argument("--out", required=True, help="CSV to write: key, label, frame_score, has_frame")
+    p.add_argument("--splits", nargs="+", help="only these splits of the manifest (default: every row)")
+    p.add_argument("--threshold", type=float, help="has_frame when frame_score ≥ this (default: "
+                   "frames.FRAME_THRESHOLD, 0.02)")
+    p.add_argument("--truth", help="the demo archives' demo_truth.csv: adds the drawn frames and the accuracy")
+    p.add_argument("--batch", type=int, default=256, help="images read at a time")

@@ -4,7 +4,9 @@ validation/test), ISIC 2020, ISIC 2019, Fitzpatrick17k and Derm7pt.
 File names, CSV columns, zip structure and id formats follow the real releases; image counts,
 class balance and sizes come from the `demo` section of the config. The pictures come from
 `draw.py`. `demo_truth.csv` (not part of any real release) records, per image, what was drawn —
-diagnosis style, skin type and artifacts — so tests can check the biases the data carries.
+diagnosis style, skin type and artifacts, with the dermatoscope frame's circle (`frame_radius`, centre
+`frame_x`, `frame_y`, in pixels of the drawn image, before any EXIF turn; every pixel at least
+`frame_radius` from the centre is black) — so tests can check the biases the data carries.
 """
 
 from __future__ import annotations
@@ -140,12 +142,13 @@ class Photographer:
                     bubbles=int(rng.integers(1, 6)) if (not clinical and rng.random() < bubble_p) else 0,
                     seed=int(rng.integers(2**31)))
         pixels = render(subject, view)
+        frame = {f"frame_{k}": round(v, 2) for k, v in view.artifacts.get("frame", {}).items()}
         orientation = int(rng.choice([3, 6, 8])) if rng.random() < exif_p else 1
         data = encode_jpeg(pixels, quality=int(rng.integers(88, 96)), orientation=orientation)
         self.truth.append({"archive": self.archive, "image_id": image_id, "style": subject.style,
                            "skin_type": subject.skin_type + 1, "frame": view.frame, "hair": view.hair > 0,
                            "ruler": view.ruler, "bubbles": view.bubbles > 0, "exif_orientation": orientation,
-                           "width": size[0], "height": size[1], **truth})
+                           "width": size[0], "height": size[1], **frame, **truth})
         return Photo(image_id, data, truth)
 
 
@@ -523,8 +526,9 @@ def write_demo_archives(demo_cfg: dict, workers: int = 1, output: str | Path | N
     else:
         truths = [_archive_task(*a) for a in args]
     truth = ham_truth + [row for part in truths for row in part]
-    columns = ["archive", "image_id", "diagnosis", "style", "malignant", "skin_type", "frame", "hair", "ruler",
-               "bubbles", "exif_orientation", "width", "height", "lesion", "patient", "duplicate_of"]
+    columns = ["archive", "image_id", "diagnosis", "style", "malignant", "skin_type", "frame", "frame_radius",
+               "frame_x", "frame_y", "hair", "ruler", "bubbles", "exif_orientation", "width", "height", "lesion",
+               "patient", "duplicate_of"]
     write_csv(root / "demo_truth.csv", truth, columns)
     outputs.write_json(root / "demo_provenance.json", {
         "note": "Procedural demo archives in the published layouts; no patient data. Results computed on them "

@@ -262,7 +262,7 @@ def render(lesion: Lesion, view: View) -> np.ndarray:
     if view.ruler:
         _ruler(image, rng)
     if view.frame:
-        _frame(image, rng)
+        view.artifacts["frame"] = _frame(image, rng)
     np.clip(image, 0, 1, out=image)
     return cv2.convertScaleAbs(image, alpha=255.0)
 
@@ -301,13 +301,17 @@ def _ruler(image: np.ndarray, rng: np.random.Generator) -> None:
         cv2.line(image, (x, y0), (x, y0 + length - 1), (0.1, 0.1, 0.1), 1)
 
 
-def _frame(image: np.ndarray, rng: np.random.Generator) -> None:
-    """The dermatoscope's black circular frame."""
+def _frame(image: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    """The dermatoscope's black circular frame: every pixel (column x, row y) at distance ≥ `radius` from
+    (`x`, `y`) becomes 0.02 grey, with a linear fade over 2 % of the shorter side inside that circle.
+    Returns that geometry in pixels of `image` ({"radius", "x", "y"}; demo_truth.csv records it)."""
     h, w = image.shape[:2]
     radius = min(h, w) * rng.uniform(0.48, 0.62) + abs(h - w) * rng.uniform(0.0, 0.3)
-    dx = np.arange(w, dtype=np.float32) - w / 2 - rng.normal(0, w * 0.02)
-    dy = np.arange(h, dtype=np.float32) - h / 2 - rng.normal(0, h * 0.02)
+    shift_x, shift_y = rng.normal(0, w * 0.02), rng.normal(0, h * 0.02)
+    dx = np.arange(w, dtype=np.float32) - w / 2 - shift_x
+    dy = np.arange(h, dtype=np.float32) - h / 2 - shift_y
     distance = cv2.magnitude(np.broadcast_to(dx, (h, w)).copy(), np.broadcast_to(dy[:, None], (h, w)).copy())
     fade = np.clip((radius - distance) / (min(h, w) * 0.02), 0, 1)[..., None]
     image *= fade
     image += (1 - fade) * 0.02
+    return {"radius": float(radius), "x": float(w / 2 + shift_x), "y": float(h / 2 + shift_y)}
