@@ -23,12 +23,30 @@ def _train_gan(args) -> None:
 def _generate(args) -> None:
     from .generate import generate, parse_seeds
     try:
-        out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name, args.batch,
-                       args.format, device=args.device)
+        if args.neighbors or args.latents:
+            out = _generate_neighbors(args)
+        elif not args.seeds:
+            raise ValueError("give --seeds (or --neighbors N --diameter d around --seeds or --latents)")
+        else:
+            out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name,
+                           args.batch, args.format, device=args.device)
     except ValueError as exc:
         from ..errors import DermsynthError
         raise DermsynthError(str(exc)) from None
     print(f"generate: {out}", file=sys.stderr)
+
+
+def _generate_neighbors(args):
+    from ..latent.neighbors import generate_neighbors
+    from .generate import parse_seeds
+    if not args.neighbors or args.diameter is None:
+        raise ValueError("neighbours need both --neighbors N (≥ 1) and --diameter d (the distance to the centre)")
+    if args.keys and not args.latents:
+        raise ValueError("--keys choose among stored latents: give --latents too")
+    return generate_neighbors(args.network, args.out, args.neighbors, args.diameter,
+                              parse_seeds(args.seeds) if args.seeds else None, args.latents, args.keys,
+                              args.truncation, args.class_name, args.neighbor_seed, args.format, args.batch,
+                              args.device)
 
 
 def _sample_sheet(args) -> None:
@@ -45,13 +63,19 @@ def add_verbs(sub) -> None:
 
     p = add_verb(sub, "generate", _generate, "Images from a trained generator: PNG files or an LMDB store + manifest.")
     p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
-    p.add_argument("--seeds", required=True, help="e.g. 0-999 or 0-9,100")
+    p.add_argument("--seeds", help="e.g. 0-999 or 0-9,100 (with --neighbors: the centres)")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--class", dest="class_name", help="class to generate (required for conditional generators)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--format", choices=["png", "lmdb"], default="png")
     p.add_argument("--out", required=True)
     p.add_argument("--device")
+    p.add_argument("--neighbors", type=int, help="N neighbours per centre, each at distance --diameter in W "
+                   "(dermsynth.latent.neighbors); centres: the --seeds' w or the --latents")
+    p.add_argument("--diameter", type=float, help="the neighbours' distance to their centre in W (study: 0.1)")
+    p.add_argument("--latents", help="centres from a projection .npz of `dermsynth project` (class and noise kept)")
+    p.add_argument("--keys", nargs="+", help="only these image keys of --latents")
+    p.add_argument("--neighbor-seed", type=int, default=0, help="seed of the neighbours' directions")
 
     p = add_verb(sub, "sample-sheet", _sample_sheet, "A picture of a trained generator: the same seeds in every row; "
              "one row per class for a conditional generator (+ a JSON naming the rows).")

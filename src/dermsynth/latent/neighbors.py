@@ -1,0 +1,195 @@
+"""Neighbours in latent space: N latents at exactly distance d from a centre (ISIC study, §5, edge cases).
+
+The study generated, around an image it wanted more of (an edge case, a misclassified image), images whose
+latents lie at a small distance d from that image's latent (its `generate --neighbors N --diameter d`;
+d = 0.1). Here a centre is a W+ latent (num_ws, w_dim): the mapped w of a seed (every layer the same), or a
+stored projection of a real image (`dermsynth project`'s projection.npz, W or W+). Its neighbours are
+
+    w_j = centre + d · u_j   for every layer,   u_j uniform on the unit sphere of R^w_dim,
+
+one offset vector per neighbour added to every layer. So each layer of w_j is exactly d from the same layer
+of the centre (Euclidean, in W), and the whole W+ code is d·√num_ws from it. Why W and one offset for every
+layer: W is the space the mapping network's outputs span, where distances between images are meaningful
+(Z is warped by the mapping); a W-projected centre stays a W latent (a neighbour is an image the generator
+can make from one w), and d means the same for seeds and for stored W or W+ projections. The flag is named
+`--diameter` after the study's option; its value is this distance to the centre.
+
+Directions are drawn by numpy's Generator seeded with (seed, centre id) — the generator seed for a seed
+centre, the CRC-32 of the image key for a stored one — so a centre's neighbours do not depend on which
+other centres are asked for, and the same seed gives the same neighbours.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def sphere_offsets(count: int, dim: int, distance: float, rng: np.random.Generator) -> np.ndarray:
+    """float64 (count, dim): vectors of length exactly `distance` (up to float64 rounding) in directions
+    uniform on the sphere (normalised standard normals). Raises ValueError for count < 1, dim < 1 or a
+    negative or non-finite distance."""
+    if count < 1 or dim < 1:
+        raise ValueError(f"need at least one neighbour of at least one dimension, got count={count}, dim={dim}")
+    if not np.isfinite(distance) or distance < 0:
+        raise ValueError(f"the distance to the centre is a finite number ≥ 0, got {distance}")
+    directions = rng.standard_normal((count, dim))
+    norms = np.linalg.norm(directions, axis=1, keepdims=True)
+    return directions / np.maximum(norms, 1e-300) * distance
+
+
+def neighbour_latents(centres: torch.Tensor, centre_ids: list[int], count: int, distance: float,
+                      seed: int = 0) -> torch.Tensor:
+    """float32 (M, count, num_ws, w_dim): `count` neighbours of each of the M centres (float (M, num_ws, w_dim),
+    or (M, w_dim) for plain W), each layer at exactly `distance` from the centre's layer (one offset per
+    neighbour, added to every layer). `centre_ids[i]` seeds centre i's directions with `seed`."""
+    if centres.ndim == 2:
+        centres = centres[:, None, :]
+    if len(centre_ids) != len(centres):
+        raise ValueError(f"{len(centres)} centres but {len(centre_ids)} centre ids")
+    offsets = np.stack([sphere_offsets(count, centres.shape[-1], distance, np.random.default_rng([seed, int(i)]))
+                        for i in centre_ids]) if len(centres) else np.zeros((0, count, centres.shape[-1]))
+    moved = centres.double()[:, None, :, :] + torch.from_numpy(offsets)[:, :, None, :]
+    return moved.float()
+
+
+def key_id(key: str) -> int:
+    """A stable non-negative integer for an image key (CRC-32 of its UTF-8 bytes)."""
+    return zlib.crc32(key.encode("utf-8"))
+
+
+@torch.no_grad()
+def seed_centres(G, seeds: list[int], truncation_psi: float = 1.0, class_index: int | None = None,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """float32 (len(seeds), num_ws, w_dim): the mapped (and truncated) w of each seed's z (`seed_latents`)."""
+    from ..gan.networks import seed_latents
+    z = seed_latents(seeds, G.z_dim).to(device)
+    c = None
+    if G.c_dim > 0:
+        if class_index is None:
+            raise ValueError("this generator is conditional: give the class to generate")
+        c = torch.zeros(len(seeds), G.c_dim, device=device)
+        c[:, class_index] = 1
+    return G.to(device).mapping(z, c, truncation_psi=truncation_psi).cpu()
+
+
+def stored_centres(projection_npz: str | Path, keys: list[str] | None = None) -> dict:
+    """The projected latents of `dermsynth project` (projection.npz): {"keys", "labels", "ws" (float32 (M,
+    num_ws, w_dim)), "noise" (list of (M, 1, r, r))}, only `keys` (in that order) when given. Raises
+    KeyError naming the keys the file does not hold."""
+    saved = np.load(projection_npz)
+    stored = saved["keys"].tolist()
+    rows = list(range(len(stored)))
+    if keys:
+        missing = sorted(set(keys) - set(stored))
+        if missing:
+            raise KeyError(f"{projection_npz} holds no projection of {', '.join(missing)}")
+        rows = [stored.index(k) for k in keys]
+    noise_count = sum(name.startswith("noise") for name in saved.files)
+    return {"keys": [stored[i] for i in rows], "labels": [saved["labels"].tolist()[i] for i in rows],
+            "ws": torch.from_numpy(saved["ws"][rows]).float(),
+            "noise": [torch.from_numpy(saved[f"noise{i}"][rows]) for i in range(noise_count)]}
+
+
+@torch.no_grad()
+def render_neighbours(G, latents: torch.Tensor, noise: list[torch.Tensor] | None = None, batch: int = 32,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (M·count, 3, R, R) images of neighbour latents (M, count, num_ws, w_dim), centre by centre; with
+    the centres' noise maps (each (M, 1, r, r)) every neighbour uses its centre's noise, else constant noise."""
+    from .project import reconstruct
+    m, count = latents.shape[:2]
+    flat = latents.reshape(m * count, *latents.shape[2:])
+    repeated = None if noise is None else [maps.repeat_interleave(count, dim=0) for maps in noise]
+    parts = []
+    for start in range(0, len(flat), batch):
+        rows = slice(start, start + batch)
+        parts.append(reconstruct(G, flat[rows], None if repeated is None else [r[rows] for r in repeated], device))
+    return torch.cat(parts) if parts else torch.zeros(0, 3, G.img_resolution, G.img_resolution, dtype=torch.uint8)
+
+
+def neighbour_rows(names: list[str], labels: list[str], source_keys: list[str], count: int, distance: float,
+                   seed: int, network: str | Path) -> list[dict]:
+    """One manifest row per neighbour, centre by centre: key '<centre name>-nb<j>', label, centre, the
+    neighbour's index and distance, the direction seed, the source image key ('' for a seed centre)."""
+    return [{"key": f"{name}-nb{j:03d}", "label": label, "centre": name, "neighbour": j, "distance": distance,
+             "direction_seed": seed, "source_key": source, "network": str(network), "split": "train"}
+            for name, label, source in zip(names, labels, source_keys) for j in range(count)]
+
+
+def generate_neighbors(network: str | Path, out: str | Path, count: int, distance: float,
+                       seeds: list[int] | None = None, latents: str | Path | None = None, keys: list[str] | None = None,
+                       truncation_psi: float = 1.0, class_name: str | None = None, seed: int = 0, fmt: str = "png",
+                       batch: int = 32, device: str | None = None) -> Path:
+    """`dermsynth generate --neighbors N --diameter d`: `count` neighbours at `distance` around each seed's w
+    (`seeds`) or each stored projection (`latents`, optionally only `keys`; their class and noise maps are
+    kept), rendered by generator checkpoint `network` into `out` (PNG files + manifest.csv, or an LMDB image
+    set), with neighbors.npz (keys, centre names, ws (M·count, num_ws, w_dim), centre ws) and neighbors.json.
+    Raises ValueError when neither or both of seeds and latents are given, or for a wrong class."""
+    from ..gan.generate import network_classes
+    from ..gan.run import load_generator
+    if (seeds is None) == (latents is None):
+        raise ValueError("give the centres either as seeds or as stored latents (a projection .npz), not both")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    G = load_generator(network, device)
+    classes, trained_on = network_classes(network)
+    if seeds is not None:
+        class_name, class_index = _class_of(G, classes, trained_on, class_name)
+        centres, noise = seed_centres(G, seeds, truncation_psi, class_index, device), None
+        names = [f"{Path(network).parent.name}-seed{s:07d}" for s in seeds]
+        labels, sources, ids = [class_name or ""] * len(seeds), [""] * len(seeds), list(seeds)
+    else:
+        stored = stored_centres(latents, keys)
+        centres, noise, names = stored["ws"], stored["noise"], stored["keys"]
+        labels, sources, ids = stored["labels"], stored["keys"], [key_id(k) for k in stored["keys"]]
+    moved = neighbour_latents(centres, ids, count, distance, seed)
+    images = render_neighbours(G, moved, noise, batch, device)
+    rows = neighbour_rows(names, labels, sources, count, distance, seed, network)
+    _write_neighbours(Path(out), rows, images, moved, centres, fmt, classes)
+    _summary(Path(out), network, rows, count, distance, seed, seeds, latents, truncation_psi)
+    return Path(out)
+
+
+def _class_of(G, classes: list[str], trained_on: list[str], class_name: str | None) -> tuple[str | None, int | None]:
+    if G.c_dim > 0:
+        if class_name not in classes:
+            raise ValueError(f"this generator is conditional: give one of its classes ({', '.join(classes)})")
+        return class_name, classes.index(class_name)
+    if class_name is None and len(trained_on) == 1:
+        return trained_on[0], None  # a one-class generator makes that class
+    return class_name, None
+
+
+def _write_neighbours(out: Path, rows: list[dict], images: torch.Tensor, moved: torch.Tensor, centres: torch.Tensor,
+                      fmt: str, classes: list[str]) -> None:
+    from PIL import Image
+
+    from ..gan.generate import write_image_set
+    from ..outputs import write_csv
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "png":
+        for row, image in zip(rows, images):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{row['key']}.png")
+        write_csv(out / "manifest.csv", pd.DataFrame(rows))
+    else:
+        write_image_set(out, rows, images, "binary" if set(classes) == {"benign", "malignant"} else "ham7")
+    centres = centres if centres.ndim == 3 else centres[:, None, :]
+    tmp = out / "neighbors.tmp.npz"
+    np.savez(tmp, keys=np.array([r["key"] for r in rows]), centre=np.array([r["centre"] for r in rows]),
+             ws=moved.reshape(-1, *moved.shape[2:]).numpy(), centre_ws=centres.numpy())
+    tmp.replace(out / "neighbors.npz")
+
+
+def _summary(out: Path, network, rows, count, distance, seed, seeds, latents, truncation_psi) -> None:
+    from ..outputs import write_json
+    from ..provenance import provenance
+    settings = {"neighbors": count, "diameter": distance, "seed": seed, "truncation_psi": truncation_psi,
+                "centres": "seeds" if seeds is not None else str(latents), "space": "W, one offset on every layer"}
+    write_json(out / "neighbors.json", {"network": str(network), "images": len(rows), **settings,
+                                        "provenance": provenance("generate", settings, seed=seed)})
+    print(f"generate: {len(rows)} neighbours ({count} per centre) at distance {distance} in W → {out}",
+          file=sys.stderr)
