@@ -281,6 +281,7 @@ def _check_report(workdir: Path) -> None:
     expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2")}
     expected |= {"results/figures/recall-per-class-resnet10t.png"}
     expected |= {f"results/explain/cgan/{f}.png" for f in ("tsne", "pairs", "cases", "xrai")}
+    expected |= {f"results/explain/cgan/{f}" for f in ("tsne.html", "projector/tensors.tsv", "projector/metadata.tsv")}
     expected |= {f"results/explain/{f}.png" for f in ("crp/resnet10t/crp", "crp/resnet10t/crp-true",
                                                       "pcx/resnet10t/pcx-baseline", "pcx/resnet10t/pcx-augmented")}
     assert set(results) == expected
@@ -318,6 +319,11 @@ def _check_authenticity_outputs(workdir: Path) -> None:
     tsne = pd.read_csv(workdir / "results/explain/cgan/tsne.csv")
     assert len(tsne) == 8 and sorted(tsne["kind"].unique()) == ["projection", "real"]
     assert (workdir / "results/explain/cgan/tsne.png").stat().st_size > 10_000
+    tensors = np.loadtxt(workdir / "results/explain/cgan/projector/tensors.tsv", delimiter="\t", ndmin=2)
+    metadata = pd.read_csv(workdir / "results/explain/cgan/projector/metadata.tsv", sep="\t", dtype=str)
+    assert len(tensors) == len(metadata) == 8 and list(metadata.columns[:3]) == ["key", "class", "kind"]
+    html = (workdir / "results/explain/cgan/tsne.html").read_text()
+    assert all(key in html for key in table["key"])
     xrai = np.load(workdir / "results/explain/cgan/xrai.npz")  # plain arrays: loads without pickle
     cases = table.set_index("key")["case"]
     assert sorted(xrai["case"]) == ["central", "edge"] and [cases[k] for k in xrai["keys"]] == list(xrai["case"])

@@ -7,8 +7,9 @@ projections, and its nearest neighbour among every other embedding (the other re
 projections). When that nearest neighbour is its own projection — closer than any other real image —
 the generator may have memorised the image (the study: 2 of 12,000, median distance 0.0028).
 
-A 3-D t-SNE of all embeddings shows the class clusters. Edge cases are the real images the classifier
-is least sure about (smallest margin between its two most probable classes); central cases are the
+A 3-D t-SNE of all embeddings shows the class clusters (also as a rotatable HTML page, and the embeddings
+themselves in TensorBoard Projector's TSV format: `embedding_views`). Edge cases are the real images the
+classifier is least sure about (smallest margin between its two most probable classes); central cases are the
 ones nearest their own class's centroid. XRAI heatmaps show what the classifier looked at in both.
 """
 
@@ -34,6 +35,7 @@ from ..latent.transform import at_resolution
 from ..outputs import tile, write_csv, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
+from .embedding_views import write_embedding_views
 from .options import AuthenticityOptions
 from .xrai import xrai_figure, xrai_heatmaps
 
@@ -155,8 +157,9 @@ def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb
                      device: str | None = None) -> dict:
     """The real images of `projection_npz` (keys in the LMDB store `lmdb_root`) and their reconstructions by
     generator checkpoint `network`, embedded by the classifier in `classifier_dir` (best.pt): writes
-    authenticity.csv + .json, tsne.csv + tsne.png, pairs.png (closest and farthest), cases.png, xrai.npz +
-    xrai.png (heatmaps of edge and central cases) to `out_dir`. Returns the authenticity.json dict."""
+    authenticity.csv + .json, tsne.csv + tsne.png + tsne.html (interactive), projector/tensors.tsv +
+    metadata.tsv (the embeddings for TensorBoard's Embedding Projector), pairs.png (closest and farthest),
+    cases.png, xrai.npz + xrai.png (heatmaps of edge and central cases) to `out_dir`. Returns the authenticity.json dict."""
     gan = options.gan
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     projections = _Projections(projection_npz, load_generator(network, device), device)
@@ -183,8 +186,9 @@ def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb
     coordinates = _tsne_frame(table, real, projected, options)
     write_csv(out_dir / "tsne.csv", coordinates)
     weights = saved.get("weights", "unknown")
-    tsne_figure(coordinates, f"{gan}: real images and their projections, 3-D t-SNE of "
-                f"{saved['architecture']} features ({weights})", out_dir / "tsne.png")
+    title = f"{gan}: real images and their projections, 3-D t-SNE of {saved['architecture']} features ({weights})"
+    tsne_figure(coordinates, title, out_dir / "tsne.png")
+    write_embedding_views(table, real, projected, coordinates, title, out_dir)
     _pairs_figure(table, store, projections, out_dir / "pairs.png")
     _cases_figure(table, store, out_dir / "cases.png")
     _explain_cases(model, table, store, saved["classes"], resolution, options, out_dir, device)
