@@ -71,3 +71,43 @@ def test_embedding_views_write_the_three_files_with_every_key(tmp_path):
     assert not re.search(r"<script[^>]*\bsrc=", html) and len(html) > 1_000_000  # plotly.js inside: works offline
     data = json.loads(re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\]),\s*\{", html, re.S).group(1))
     assert sum(len(trace["text"]) for trace in data if trace["mode"] == "markers") == 10  # one hover text a point
+
+
+def test_the_authenticity_job_writes_the_views_of_its_embeddings(ingested_ham, tmp_path):
+    """run_authenticity end to end on a tiny generator, random latents of six demo images and an untrained
+    classifier: tsne.html and the Projector TSVs hold every image, in authenticity.csv's order."""
+    from dataclasses import asdict
+
+    import torch
+
+    from dermsynth.classify.train import Recipe, build_model
+    from dermsynth.explain.authenticity import run_authenticity
+    from dermsynth.explain.options import AuthenticityOptions
+    from dermsynth.gan.networks import Generator
+    from dermsynth.labels import scheme_classes
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, img_resolution=16, channel_base=256, channel_max=16).eval()
+    network = tmp_path / "network-final.pt"
+    torch.save({"options": json.dumps({"network": {"z_dim": 16, "w_dim": 16, "channel_base": 256,
+                                                   "channel_max": 16}}), "G_ema": G.state_dict()}, network)
+    rows = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False).iloc[:6]
+    np.savez(tmp_path / "projection.npz", keys=rows["key"].to_numpy(str), labels=rows["label"].to_numpy(str),
+             ws=torch.randn(6, G.num_ws, 16).numpy(),
+             **{f"noise{i}": torch.randn(6, 1, r, r).numpy() for i, r in enumerate(G.synthesis.noise_resolutions())})
+    recipe, classes = Recipe(input_resolution=16, pretrained=False), list(scheme_classes("ham7"))
+    model, _ = build_model("resnet10t", len(classes), recipe)
+    (tmp_path / "classifier").mkdir()
+    torch.save({"model": model.state_dict(), "architecture": "resnet10t", "classes": classes,
+                "recipe": json.dumps(asdict(recipe)), "weights": "random-init"}, tmp_path / "classifier" / "best.pt")
+    options = AuthenticityOptions(gan="tiny", edge_cases=1, perplexity=5.0, xrai_images=1, xrai_steps=2, batch=4,
+                                  seed=0)
+    out = tmp_path / "out"
+    run_authenticity(options, network, tmp_path / "projection.npz", ingested_ham / "lmdb", tmp_path / "classifier",
+                     out, device="cpu")
+    table = pd.read_csv(out / "authenticity.csv", dtype=str, keep_default_na=False)
+    metadata = pd.read_csv(out / "projector" / "metadata.tsv", sep="\t", dtype=str, keep_default_na=False)
+    tensors = np.loadtxt(out / "projector" / "tensors.tsv", delimiter="\t")
+    assert metadata["key"].tolist() == table["key"].tolist() * 2 and len(tensors) == 12
+    assert metadata["case"].tolist()[:6] == table["case"].tolist()
+    html = (out / "tsne.html").read_text()
+    assert all(key in html for key in table["key"])
