@@ -29,6 +29,7 @@ localrules:
     filter_synthetic,
     ham_tables,
     isic_table2,
+    federated_table,
 
 
 wildcard_constraints:
@@ -40,6 +41,7 @@ wildcard_constraints:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
+include: "workflow/rules/federated.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/latent.smk"
 include: "workflow/rules/classify.smk"
@@ -50,6 +52,7 @@ rule all:
     input:
         data_outputs(),
         gan_outputs(),
+        federated_outputs(),
         metrics_outputs(),
         latent_outputs(),
         classifier_outputs(),

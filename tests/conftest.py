@@ -31,7 +31,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["demo"] = {**copy.deepcopy(SMALL_DEMO), "output": str(root / "demo")}
     for source in raw["sources"].values():
         source["path"] = source["path"].replace("resources/demo", str(root / "demo"))
-    raw["datasets"]["isic"]["federated"]["hospitals"] = {"hospital_1": 4, "hospital_2": 20, "hospital_3": 30}
+    raw["datasets"]["isic"]["federated"]["hospitals"] = {"hospital_1": 8, "hospital_2": 20, "hospital_3": 30}
     raw["ingest"]["workers"] = 1
     for gan in raw.get("gans", {}).values():  # a few steps each: the stage runs, nothing converges
         gan.update(kimg=0.032, snapshot_kimg=0.016)
@@ -48,6 +48,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["classifiers"]["isic"].update(synth_images=20, aug_malignant=10)
     raw["classifiers"]["isic"]["recipe"].update(epochs=1, input_resolution=16)
     raw["explain"]["authenticity"].update(edge_cases=1, xrai_images=1, xrai_steps=4)
+    raw["federated"]["isic"].update(rounds=2, local_steps=2, evaluate_every=1, batch=2)
     for key, value in overrides.items():
         raw[key] = value
     return raw

@@ -11,7 +11,7 @@ import sys
 
 from .errors import DermsynthError
 
-STAGES = ("data", "gan", "metrics", "latent", "synthetic", "classify", "explain", "review", "bench")
+STAGES = ("data", "gan", "federated", "metrics", "latent", "synthetic", "classify", "explain", "review", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

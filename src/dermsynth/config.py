@@ -112,7 +112,30 @@ def _check_semantics(cfg: dict, workflow: bool = False) -> list[str]:
         if name not in cfg.get("gans", {}):
             problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "
                             f"(defined: {', '.join(cfg.get('gans', {})) or 'none'})")
-    return problems + (_check_stages(cfg) if workflow else [])
+    return problems + _check_federated(cfg) + (_check_stages(cfg) if workflow else [])
+
+
+def _check_federated(cfg: dict) -> list[str]:
+    """Each federated run names a dataset with a federated split and hospitals of it, and asks for at most as
+    many answering hospitals as it has (its central generator is a cross-stage reference: `_check_stages`)."""
+    problems = []
+    for name, run in (cfg.get("federated") or {}).items():
+        where = f"'federated.{name}"
+        dataset = cfg["datasets"].get(run["dataset"])
+        if dataset is None or "federated" not in dataset:
+            problems.append(f"{where}.dataset': '{run['dataset']}' is not a dataset with a 'federated' section "
+                            f"(federated datasets: {', '.join(n for n, d in cfg['datasets'].items() if 'federated' in d) or 'none'})")
+            continue
+        known = sorted(dataset["federated"]["hospitals"])
+        unknown = sorted(set(run.get("hospitals") or []) - set(known))
+        if unknown:
+            problems.append(f"{where}.hospitals': {unknown} are not hospitals of datasets.{run['dataset']}.federated "
+                            f"(hospitals: {', '.join(known)})")
+        count = len(run.get("hospitals") or known)
+        if run.get("min_available_nodes", 1) > count:
+            problems.append(f"{where}.min_available_nodes': {run['min_available_nodes']} is more than the run's "
+                            f"{count} hospitals")
+    return problems
 
 
 def _check_stages(cfg: dict) -> list[str]:
@@ -127,6 +150,10 @@ def _check_stages(cfg: dict) -> list[str]:
                 if name not in cfg.get("gans", {}):
                     problems.append(f"'classifiers.isic.generators.{family}.{label}': '{name}' is not defined under "
                                     "'gans' (or set classifiers.isic.enabled: false)")
+    for name, run in (cfg.get("federated") or {}).items():
+        if run.get("central") and run["central"] not in cfg.get("gans", {}):
+            problems.append(f"'federated.{name}.central': '{run['central']}' is not defined under 'gans' "
+                            f"(defined: {', '.join(cfg.get('gans', {})) or 'none'})")
     projected = cfg["latent"]["projection"]["gans"]
     for i, name in enumerate(cfg["explain"]["authenticity"]["gans"]):
         if name not in projected:
@@ -178,6 +205,11 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
         raise ConfigError(f"{origin} is invalid:\n{lines}\n"
                           f"See workflow/schemas/config.schema.yaml for every key and its type.")
+    length_keys = [f"'federated.{name}.{key}'" for name, run in (cfg.get("federated") or {}).items()
+                   if isinstance(run, dict) for key in ("kimg", "snapshot_kimg", "splits") if key in run]
+    if length_keys:
+        raise ConfigError(f"{origin} is invalid:\n  - {', '.join(length_keys)}: a federated run's length is "
+                          "rounds × local_steps steps of `batch` and it trains on the hospitals' images; remove the key")
     fill_defaults(cfg, schema, schema)
     problems = _workflow_defaults(cfg, raw or {}) if workflow else []
     problems += _check_semantics(cfg, workflow)
@@ -190,6 +222,12 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
             ds["federated"].setdefault("seed", cfg["seed"])
     for gan in cfg["gans"].values():
         gan.setdefault("seed", cfg["seed"])
+    for run in cfg["federated"].values():
+        run.setdefault("seed", cfg["seed"])
+        hospitals = run.get("hospitals") or cfg["datasets"][run["dataset"]]["federated"]["hospitals"]
+        run.setdefault("min_available_nodes", len(hospitals))
+        for key in ("kimg", "snapshot_kimg", "splits"):  # the gans defaults the shared key list filled in
+            run.pop(key, None)
     return cfg
 
 

@@ -201,6 +201,20 @@ def gan_launcher(wildcards, resources):
 
 GAN_SAMPLES = "results/gan/{gan}/samples.png"
 
+# Federated-stage outputs (one folder per run under `federated`).
+FED_RUNS = list(config["federated"])
+FEDERATED_NETWORK = "results/federated/{run}/network-final.pt"
+FEDERATED_ROUNDS = "results/federated/{run}/rounds.csv"
+FEDERATED_ALONE = "results/federated/{run}/alone/{hospital}/network-final.pt"
+FEDERATED_CURVES = "results/federated/{run}/fid-curves.csv"
+FEDERATED_SAMPLES = "results/federated/{run}/samples.png"
+FEDERATED_TABLE = "results/tables/{run}_federated.csv"
+FEDERATED_FIGURE = "results/figures/{run}_federated-fid.png"
+
+
+def federated_outputs():
+    return expand([FEDERATED_TABLE, FEDERATED_FIGURE, FEDERATED_SAMPLES], run=FED_RUNS)
+
 
 def gan_outputs():
     return expand(GAN_SAMPLES, gan=GANS)

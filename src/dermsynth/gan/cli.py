@@ -17,7 +17,7 @@ def _train_gan(args) -> None:
     if args.threads:
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: the job's threads are shared
         set_threads(max(1, args.threads // processes))
-    train_gan(options, args.lmdb, args.manifest, args.out, device=args.device)
+    train_gan(options, args.lmdb, args.manifest, args.out, device=args.device, federated=args.federated)
 
 
 def _generate(args) -> None:
@@ -60,6 +60,7 @@ def add_verbs(sub) -> None:
     p = add_verb(sub, "train-gan", _train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
                  "newest snapshot).", shared=("options", "gan", "lmdb", "manifest", "device", "threads"))
     p.add_argument("--out", required=True, help="output folder (snapshots, logs, network-final.pt)")
+    p.add_argument("--federated", help="federated.csv, for a hospital-alone baseline (options with `hospital`)")
 
     p = add_verb(sub, "generate", _generate, "Images from a trained generator: PNG files or an LMDB store + manifest.")
     p.add_argument("--network", required=True, help="a network-final.pt or snapshot")

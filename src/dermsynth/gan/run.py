@@ -57,11 +57,15 @@ class LmdbTrainingImages:
         return read_images(self.store, [self.keys[i] for i in indices.tolist()])
 
 
-def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
-    """The training images (`LmdbTrainingImages`), one-hot labels over the dataset's classes, and those classes."""
+def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict, federated: str | Path | None = None):
+    """The training images (`LmdbTrainingImages`), one-hot labels over the dataset's classes, and those classes.
+    With `spec["hospital"]` (a federated run's hospital-alone baseline) only that hospital's images of the
+    federated split `federated` (federated.csv) are used. Raises ConfigError for unknown classes or hospital."""
     store = LmdbImageStore(lmdb_root)
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     frame = frame[frame["split"].isin(spec["splits"])]
+    if spec.get("hospital"):
+        frame = _hospital_rows(frame, spec["hospital"], federated)
     classes = list(scheme_classes(store.index["labels"]))
     if spec.get("classes"):
         unknown = sorted(set(spec["classes"]) - set(classes))
@@ -72,6 +76,23 @@ def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict):
     images = LmdbTrainingImages(store, frame["key"].tolist())
     labels = F.one_hot(torch.tensor([classes.index(x) for x in frame["label"]]), len(classes)).float()
     return images, labels, classes
+
+
+def _hospital_rows(frame: pd.DataFrame, hospital: str, federated: str | Path | None) -> pd.DataFrame:
+    from ..errors import ConfigError
+    if federated is None:
+        raise ConfigError(f"training on hospital {hospital}'s images needs the federated split (--federated "
+                          "results/data/<dataset>/federated.csv)")
+    table = pd.read_csv(federated, dtype=str, keep_default_na=False)
+    if hospital not in set(table["hospital"]):
+        raise ConfigError(f"{federated}: no hospital '{hospital}' (hospitals: {', '.join(sorted(set(table['hospital'])))})")
+    return frame[frame["key"].isin(set(table.loc[table["hospital"] == hospital, "key"]))]
+
+
+def steps_for(kimg: float, batch: int) -> int:
+    """Training steps of `batch` images that show `kimg` thousand images (rounded up; exact multiples are not
+    pushed one step further by float error, e.g. 0.384 kimg at batch 8 is 48 steps, not 49)."""
+    return math.ceil(round(kimg * 1000 / batch, 6))
 
 
 def options_from(spec: dict) -> TrainingOptions:
@@ -140,22 +161,23 @@ def _write_final_record(options: TrainGanOptions, trainer: GanTrainer, out_dir: 
 
 
 def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | Path, out_dir: str | Path,
-              device: str | None = None) -> Path:
+              device: str | None = None, federated: str | Path | None = None) -> Path:
     """Train generator `options.gan` on the training images of `manifest` (its `splits`, `classes`) from
     `lmdb_root`, writing snapshots, logs and `network-final.pt` (+ .json) to `out_dir`; resumes from the newest
     snapshot written with the same options. `device`: cpu/cuda (None: cuda when available; under torchrun one
-    process per GPU). Returns the final checkpoint's path."""
+    process per GPU). `federated`: the federated split, read for a hospital-alone baseline (`spec["hospital"]`).
+    Returns the final checkpoint's path."""
     spec, name = options.spec, options.gan
     out_dir = Path(out_dir)
     world, device = join_world(device)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     world.barrier()
-    images, labels, classes = training_images(lmdb_root, manifest, spec)
+    images, labels, classes = training_images(lmdb_root, manifest, spec, federated)
     trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device, world)
     _resume(trainer, out_dir, name, world)
-    total_steps = math.ceil(spec["kimg"] * 1000 / spec["batch"])
-    snapshot_every = max(1, math.ceil(spec["snapshot_kimg"] * 1000 / spec["batch"]))
+    total_steps = steps_for(spec["kimg"], spec["batch"])
+    snapshot_every = max(1, steps_for(spec["snapshot_kimg"], spec["batch"]))
     if world.is_main:
         print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
               f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "

@@ -99,6 +99,18 @@ class ResumableBatches:
         self._order = self._permutation()
 
 
+def build_networks(options: TrainingOptions, c_dim: int, resolution: int, device: str | torch.device = "cpu"
+                   ) -> tuple[Generator, Discriminator]:
+    """G and D as training starts: weights drawn after `torch.manual_seed(options.seed)`, so every process that
+    builds them with the same options (data-parallel ranks, the hospitals and server of a federated run) holds
+    identical weights and identical constant buffers (noise, resampling filters). `c_dim`: classes of a
+    conditional GAN (0: unconditional); `resolution`: image side in pixels (a power of two ≥ 4)."""
+    torch.manual_seed(options.seed)
+    G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network).to(device)
+    d_kwargs = {k: v for k, v in options.network.items() if k in D_NETWORK_KEYS}
+    return G, Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs).to(device)
+
+
 def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
     ratio = interval / (interval + 1) if interval else 1.0  # lazy regularisation
     return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
@@ -115,12 +127,8 @@ class GanTrainer:
         self.local_batch = options.batch // self.world.size
         self.images, self.labels = images, labels
         fused.set_mode(options.cuda_ops)
-        torch.manual_seed(options.seed)  # identical initial weights on every rank
         c_dim = 0 if labels is None else labels.shape[1]
-        resolution = images.shape[-1]
-        self.G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network).to(self.device)
-        d_kwargs = {k: v for k, v in options.network.items() if k in D_NETWORK_KEYS}
-        self.D = Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs).to(self.device)
+        self.G, self.D = build_networks(options, c_dim, images.shape[-1], self.device)  # same weights on every rank
         self.world.broadcast_module(self.G)
         self.world.broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)

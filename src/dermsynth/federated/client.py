@@ -1,0 +1,192 @@
+"""One hospital's side of a federated round: its own images, the project's StyleGAN2 step, its own state.
+
+`train_round` is what the Flower ClientApp (`app.py`) runs for a train message: it reads only this hospital's
+images (its rows of federated.csv, looked up in the LMDB store at the hospital), builds the same `GanTrainer`
+that `train-gan` uses, restores the hospital's local state of the previous round it took part in (optimisers,
+ADA p, path-length mean, counters, data order, RNG — see `state.py`), loads the global shared arrays, runs
+`local_steps` training steps and saves its local state for this round. It returns the shared arrays and scalar
+metrics only — never images, keys or features.
+
+Every key the trainer reads is written to `<state-dir>/keys-read.txt`, so a test (or an auditor at the hospital)
+can check that a client read nothing but its own images.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..data.lmdb_store import LmdbImageStore
+from ..gan.run import LmdbTrainingImages
+from ..gan.training import GanTrainer, ResumableBatches, TrainingOptions
+from .options import TrainFederatedOptions
+from .state import load_shared, shared_arrays
+
+TRAINING_OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
+                        "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile")
+METRICS = ("num-examples", "hospital-index", "local-steps", "hospital-steps", "loss-G", "loss-D", "augment-p",
+           "seconds")
+
+
+@dataclass(frozen=True)
+class Hospital:
+    """Where one hospital's SuperNode finds its data and keeps its state (the SuperNode's `--node-config`):
+    `name`; `lmdb` — the LMDB store holding its images; `federated_csv` — the federated split (only this
+    hospital's rows are used); `state_dir` — its local training state between rounds; `device` — cpu, cuda or
+    auto; `threads` — CPU threads for torch (0: torch's default)."""
+
+    name: str
+    lmdb: str
+    federated_csv: str
+    state_dir: str
+    device: str = "auto"
+    threads: int = 0
+
+    @classmethod
+    def from_node_config(cls, node_config: dict, run_config: dict, hospitals: list[str]) -> "Hospital":
+        """From a deployment SuperNode's node config (`hospital`, `lmdb`, `federated-csv`, `state-dir`, `device`,
+        `threads`), or in the Simulation Runtime from `partition-id` (→ the sorted hospital list) and the run
+        config's `lmdb`, `federated-csv`, `state-root`. Raises ValueError naming what is missing."""
+        if "hospital" in node_config:
+            missing = [k for k in ("lmdb", "federated-csv", "state-dir") if k not in node_config]
+            if missing:
+                raise ValueError(f"SuperNode of {node_config['hospital']}: --node-config lacks {', '.join(missing)}")
+            return cls(str(node_config["hospital"]), str(node_config["lmdb"]), str(node_config["federated-csv"]),
+                       str(node_config["state-dir"]), str(node_config.get("device", "auto")),
+                       int(node_config.get("threads", 0)))
+        if "partition-id" not in node_config:
+            raise ValueError("the SuperNode has neither `hospital` in its --node-config nor a simulation partition-id")
+        name = hospitals[int(node_config["partition-id"])]
+        return cls(name, str(run_config["lmdb"]), str(run_config["federated-csv"]),
+                   str(Path(str(run_config["state-root"])) / name), str(run_config.get("device", "auto")),
+                   int(run_config.get("threads", 0)))
+
+
+class AuditedImages(LmdbTrainingImages):
+    """`LmdbTrainingImages` that remembers every key it was asked for (`keys_read`)."""
+
+    def __init__(self, store: LmdbImageStore, keys: list[str]):
+        super().__init__(store, keys)
+        self.keys_read: set[str] = set()
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        self.keys_read.update(self.keys[i] for i in indices.tolist())
+        return super().__getitem__(indices)
+
+
+def hospital_images(hospital: Hospital, options: TrainFederatedOptions) -> tuple[AuditedImages, torch.Tensor]:
+    """This hospital's training images (its rows of federated.csv, of the run's `classes` when set) and their
+    one-hot labels over `options.label_classes` (float32 (N, C)). Raises ValueError when it has none."""
+    table = pd.read_csv(hospital.federated_csv, dtype=str, keep_default_na=False)
+    rows = table[table["hospital"] == hospital.name]
+    if options.training.get("classes"):
+        rows = rows[rows["label"].isin(options.training["classes"])]
+    if rows.empty:
+        raise ValueError(f"{hospital.federated_csv}: hospital {hospital.name} has no training images"
+                         f"{' of classes ' + str(list(options.training['classes'])) if options.training.get('classes') else ''}")
+    rows = rows.sort_values("key")
+    images = AuditedImages(LmdbImageStore(hospital.lmdb), rows["key"].tolist())
+    indices = torch.tensor([list(options.label_classes).index(x) for x in rows["label"]])
+    return images, F.one_hot(indices, len(options.label_classes)).float()
+
+
+def training_options(options: TrainFederatedOptions) -> TrainingOptions:
+    """The `TrainingOptions` of every trainer of the run (hospitals and server alike)."""
+    t = options.training
+    return TrainingOptions(**{k: t[k] for k in TRAINING_OPTION_KEYS}, network=dict(t["network"]))
+
+
+def hospital_seed(options: TrainFederatedOptions, hospital: str) -> int:
+    """The seed of a hospital's own random streams (data order, latents, noise): distinct per hospital."""
+    return int(options.training["seed"]) * 1_000_003 + 7919 * (list(options.hospitals).index(hospital) + 1)
+
+
+def networks(trainer: GanTrainer) -> dict[str, torch.nn.Module]:
+    """{"G", "D", "G_ema"} of a trainer."""
+    return {"G": trainer.G, "D": trainer.D, "G_ema": trainer.G_ema}
+
+
+class ClientState:
+    """A hospital's local training state per round (`state-round<NNNN>.pt`, the trainer's full checkpoint), kept
+    for the last `keep` rounds so that a server resuming from an older checkpoint finds the matching state."""
+
+    def __init__(self, folder: str | Path, keep: int):
+        self.folder, self.keep = Path(folder), max(2, keep)
+
+    def _rounds(self) -> list[int]:
+        return sorted(int(p.stem.split("round")[1]) for p in self.folder.glob("state-round*.pt"))
+
+    def path(self, round_number: int) -> Path:
+        return self.folder / f"state-round{round_number:04d}.pt"
+
+    def before(self, round_number: int) -> Path | None:
+        """The newest saved state of a round before `round_number` (None: this hospital starts afresh)."""
+        earlier = [r for r in self._rounds() if r < round_number]
+        return self.path(earlier[-1]) if earlier else None
+
+    def save(self, trainer: GanTrainer, round_number: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        trainer.save(self.path(round_number))
+        for old in self._rounds()[:-self.keep]:
+            self.path(old).unlink(missing_ok=True)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _record_keys(hospital: Hospital, images: AuditedImages) -> None:
+    path = Path(hospital.state_dir) / "keys-read.txt"
+    before = set(path.read_text().split()) if path.exists() else set()
+    path.write_text("".join(f"{k}\n" for k in sorted(before | images.keys_read)))
+
+
+def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedOptions, round_number: int,
+                hospital: Hospital) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Run one round at `hospital`: restore its state of its previous round, load `global_arrays` (`state.py`
+    names, float32), train `local_steps` steps. Returns (shared arrays after training, float32 CPU tensors; scalar
+    metrics `METRICS`, with `num-examples` = the hospital's training images, FedAvg's weight)."""
+    import time
+    start = time.perf_counter()
+    if hospital.threads:
+        torch.set_num_threads(hospital.threads)
+    images, labels = hospital_images(hospital, options)
+    device = _device(hospital.device)
+    trainer = GanTrainer(training_options(options), images, labels if options.training["conditional"] else None,
+                         device)
+    seed = hospital_seed(options, hospital.name)
+    trainer.batches = ResumableBatches(len(images), trainer.options.batch, seed)
+    torch.manual_seed(seed)
+    state = ClientState(hospital.state_dir, keep=options.federation["checkpoint_every"] + 1)
+    previous = state.before(round_number)
+    if previous is not None:
+        trainer.load(previous)
+    load_shared(networks(trainer), global_arrays)
+    for _ in range(options.federation["local_steps"]):
+        stats = trainer.step()
+    state.save(trainer, round_number)
+    _record_keys(hospital, images)
+    metrics = {"num-examples": len(images), "hospital-index": list(options.hospitals).index(hospital.name),
+               "local-steps": options.federation["local_steps"], "hospital-steps": trainer.step_index,
+               "loss-G": float(stats["loss_G"]), "loss-D": float(stats["loss_D"]),
+               "augment-p": float(stats["augment_p"]), "seconds": time.perf_counter() - start}
+    print(f"hospital {hospital.name}: round {round_number}, {len(images)} images, {trainer.step_index} steps so far "
+          f"({'resumed ' + previous.name if previous else 'fresh state'})", file=sys.stderr)
+    return shared_arrays(networks(trainer)), metrics
+
+
+def options_from_json(text: str) -> TrainFederatedOptions:
+    """The run's options as the server sends them (JSON of `TrainFederatedOptions.to_dict()`)."""
+    return TrainFederatedOptions.from_dict(json.loads(text), origin="the server's train message")
+
+
+__all__ = ["AuditedImages", "ClientState", "Hospital", "METRICS", "hospital_images", "hospital_seed", "networks",
+           "options_from_json", "train_round", "training_options", "asdict"]

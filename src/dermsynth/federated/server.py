@@ -1,0 +1,168 @@
+"""The server's side of a federated run: rounds of FedAvg over the hospitals that answer, checkpoints, snapshots.
+
+`run_federation(grid, options, out_dir)` is what the Flower ServerApp (`app.py`) runs. Each round it sends the
+global shared arrays (`state.py`) and the run's options to every connected hospital (`HospitalFedAvg`, a
+`flwr.serverapp.strategy.FedAvg` with `fraction_train=1`, waiting for `min_available_nodes`), waits up to
+`round_timeout_s`, checks what came back (only the arrays it sent and the scalar metrics of `client.METRICS`),
+and averages the replies weighted by each hospital's number of images. A round counts when at least
+`min_available_nodes` hospitals answered; otherwise the run stops with an error (it resumes from the last
+checkpoint when started again).
+
+Output folder (`results/federated/<run>/`):
+    checkpoint.pt / checkpoint.json   global arrays + round number (every `checkpoint_every` rounds; resume point)
+    network-snapshot-round<NNNN>.pt   the global model every `evaluate_every` rounds and at the last round, as a
+                                      training checkpoint `gan.run.load_generator` reads (G, D, G_ema)
+    rounds.csv                        one row per round: hospitals that took part, their images, losses, seconds
+    messages.jsonl                    per reply: its records and array/metric names (what left each hospital)
+    network-final.pt (+ .json)        the final global model and its provenance
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..outputs import write_csv, write_json
+from ..provenance import provenance
+from .client import METRICS, training_options
+from .options import TrainFederatedOptions
+from .state import load_checkpoint, load_shared, save_checkpoint, shared_arrays
+
+RESUME_KEYS = ("run", "dataset", "hospitals", "label_classes", "resolution", "training")
+
+
+def initial_arrays(options: TrainFederatedOptions) -> dict[str, torch.Tensor]:
+    """The global model before round 1: G, D and G_ema built from the run's seed (`build_networks`), shared part."""
+    return shared_arrays(global_networks(options))
+
+
+def global_networks(options: TrainFederatedOptions, arrays: dict[str, torch.Tensor] | None = None) -> dict:
+    """{"G", "D", "G_ema"} on CPU as every hospital builds them, with `arrays` (shared state) loaded when given."""
+    import copy
+
+    from ..gan.training import build_networks
+    c_dim = len(options.label_classes) if options.training["conditional"] else 0
+    G, D = build_networks(training_options(options), c_dim, options.resolution, "cpu")
+    nets = {"G": G, "D": D, "G_ema": copy.deepcopy(G).eval().requires_grad_(False)}
+    if arrays is not None:
+        load_shared(nets, arrays)
+    return nets
+
+
+def check_reply(content, expected_arrays: set[str]) -> None:
+    """What a hospital may send: one ArrayRecord `arrays` holding exactly the shared arrays, one MetricRecord
+    `metrics` with scalar values of `client.METRICS`. Raises ValueError otherwise (nothing else leaves a hospital)."""
+    records = set(content.keys())
+    if records != {"arrays", "metrics"}:
+        raise ValueError(f"a reply holds records {sorted(records)}; only 'arrays' and 'metrics' may leave a hospital")
+    names = set(content.array_records["arrays"].keys())
+    if names != expected_arrays:
+        raise ValueError(f"a reply's arrays are not the model's shared arrays ({len(names)} vs {len(expected_arrays)})")
+    metrics = content.metric_records["metrics"]
+    unknown = set(metrics.keys()) - set(METRICS)
+    if unknown or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise ValueError(f"a reply's metrics hold {sorted(unknown) or 'non-scalar values'}; only {METRICS} may")
+
+
+def snapshot_state(options: TrainFederatedOptions, arrays: dict[str, torch.Tensor], round_number: int) -> dict:
+    """A snapshot of the global model in the format of `train-gan`'s checkpoints (the parts generators are read
+    from): options, G, D, G_ema state dicts, `nimg` = images shown across all hospitals, plus `round` and
+    `hospital_steps` (iterations each hospital has run)."""
+    nets = global_networks(options, arrays)
+    steps = round_number * options.federation["local_steps"]
+    return {"format": "dermsynth-federated-snapshot-v1", "options": json.dumps(asdict(training_options(options))),
+            "G": nets["G"].state_dict(), "D": nets["D"].state_dict(), "G_ema": nets["G_ema"].state_dict(),
+            "round": round_number, "hospital_steps": steps,
+            "nimg": steps * options.training["batch"] * len(options.hospitals), "step": steps}
+
+
+def _save(state: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _round_row(round_number: int, answered: list[tuple[str, int, int, dict]], seconds: float) -> dict:
+    """One row of rounds.csv from (hospital, images, node id, metrics) of the hospitals that answered."""
+    images = sum(a[1] for a in answered)
+    return {"round": round_number, "hospitals": ";".join(sorted(a[0] for a in answered)),
+            "n_hospitals": len(answered), "images": images, "nodes": ";".join(str(a[2]) for a in sorted(answered)),
+            "loss_G": sum(a[3]["loss-G"] * a[1] for a in answered) / images,
+            "loss_D": sum(a[3]["loss-D"] * a[1] for a in answered) / images, "seconds": round(seconds, 2)}
+
+
+def _write_progress(out_dir: Path, round_number: int, stage: str) -> None:
+    (out_dir / "progress.json").write_text(json.dumps({"round": round_number, "stage": stage, "time": time.time()}))
+
+
+def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path) -> Path:
+    """Run (or resume) the federated rounds over `grid` (a Flower `Grid`) and write the outputs listed in the
+    module docstring to `out_dir`. Returns the path of network-final.pt. Raises RuntimeError when fewer than
+    `min_available_nodes` hospitals answer a round."""
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from .strategy import HospitalFedAvg
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fed = options.federation
+    resume_options = {k: v for k, v in options.to_dict().items() if k in RESUME_KEYS}
+    resume_options["local_steps"] = fed["local_steps"]
+    resumed = load_checkpoint(out_dir, resume_options)
+    start, arrays, history = (resumed[0] + 1, resumed[1], resumed[2]) if resumed else (1, initial_arrays(options), [])
+    print(f"federated {options.run}: {'resuming at round ' + str(start) if resumed else 'starting'} of "
+          f"{fed['rounds']}, hospitals {', '.join(options.hospitals)}", file=sys.stderr)
+    expected = set(arrays)
+    config = ConfigRecord({"options": json.dumps(options.to_dict())})
+    with open(out_dir / "messages.jsonl", "a") as log:
+        strategy = HospitalFedAvg(options.hospitals, expected, log, min_available_nodes=fed["min_available_nodes"],
+                                  min_train_nodes=fed["min_available_nodes"], fraction_train=1.0, fraction_evaluate=0.0)
+        for round_number in range(start, fed["rounds"] + 1):
+            _write_progress(out_dir, round_number, "training")
+            began = time.perf_counter()
+            messages = strategy.configure_train(round_number, ArrayRecord(arrays), config, grid)
+            replies = grid.send_and_receive(messages, timeout=fed["round_timeout_s"])
+            aggregated, _ = strategy.aggregate_train(round_number, replies)
+            answered = strategy.last_round
+            if len(answered) < fed["min_available_nodes"]:
+                raise RuntimeError(f"round {round_number}: {len(answered)} hospital(s) answered "
+                                   f"({', '.join(sorted(a[0] for a in answered)) or 'none'}), fewer than "
+                                   f"min_available_nodes = {fed['min_available_nodes']}; run again to resume")
+            arrays = aggregated.to_torch_state_dict()
+            history.append(_round_row(round_number, answered, time.perf_counter() - began))
+            _after_round(out_dir, options, arrays, history, round_number, resume_options)
+    return _finish(out_dir, options, arrays, history)
+
+
+def _after_round(out_dir: Path, options, arrays, history, round_number: int, resume_options: dict) -> None:
+    fed, last = options.federation, round_number == options.federation["rounds"]
+    write_csv(out_dir / "rounds.csv", pd.DataFrame(history))
+    if round_number % fed["evaluate_every"] == 0 or last:
+        _save(snapshot_state(options, arrays, round_number), out_dir / f"network-snapshot-round{round_number:04d}.pt")
+    if round_number % fed["checkpoint_every"] == 0 or last:
+        save_checkpoint(out_dir, round_number, arrays, history, resume_options)
+    print(f"federated {options.run}: round {round_number}/{fed['rounds']} done with "
+          f"{history[-1]['hospitals'].replace(';', ', ')}", file=sys.stderr)
+
+
+def _finish(out_dir: Path, options: TrainFederatedOptions, arrays, history) -> Path:
+    rounds = options.federation["rounds"]
+    final = out_dir / "network-final.pt"
+    state = snapshot_state(options, arrays, rounds)
+    _save(state, final)
+    write_json(out_dir / "network-final.json", {
+        "run": options.run, "rounds": rounds, "hospitals": list(options.hospitals),
+        "hospital_steps": state["hospital_steps"], "kimg": state["nimg"] / 1000, "classes": list(options.label_classes),
+        "conditional": options.training["conditional"], "resolution": options.resolution,
+        "rounds_with_all_hospitals": sum(r["n_hospitals"] == len(options.hospitals) for r in history),
+        "provenance": provenance(options.step, options.to_dict(), seed=options.training["seed"])})
+    _write_progress(out_dir, rounds, "finished")
+    return final
+
+
+__all__ = ["check_reply", "global_networks", "initial_arrays", "run_federation", "snapshot_state"]

@@ -1,0 +1,58 @@
+"""`HospitalFedAvg`: Flower's FedAvg strategy with the project's aggregation and reply checks.
+
+Node sampling, message construction and the wait for `min_available_nodes` are Flower's
+(`flwr.serverapp.strategy.FedAvg.configure_train`). Aggregation is replaced: replies are checked (only the shared
+arrays and scalar metrics may leave a hospital, `server.check_reply`) and averaged by `state.fedavg` (weights =
+each hospital's number of training images, float64 accumulation in the order of hospital names, so the result
+does not depend on the order in which replies arrive). Which hospitals answered is kept in `last_round`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp.strategy import FedAvg
+
+from .state import fedavg
+
+
+class HospitalFedAvg(FedAvg):
+    """FedAvg over hospitals. `hospitals`: the run's sorted hospital names (a reply names its hospital by index
+    in the metric `hospital-index`); `expected_arrays`: the shared array names; `log`: a text file that receives
+    one JSON line per reply (hospital, node, records, counts; never values). Other keyword arguments: `FedAvg`'s."""
+
+    def __init__(self, hospitals: list[str], expected_arrays: set[str], log, **kwargs):
+        super().__init__(**kwargs)
+        self.hospitals, self.expected_arrays, self.log = list(hospitals), set(expected_arrays), log
+        self.last_round: list[tuple[str, int, int, dict]] = []  # (hospital, images, node id, metrics)
+
+    def _collect(self, replies) -> list[tuple[str, int, int, dict, dict]]:
+        from .server import check_reply
+        collected = []
+        for message in replies:
+            if message.has_error():
+                print(f"a hospital failed this round: {message.error.reason}", file=sys.stderr)
+                continue
+            check_reply(message.content, self.expected_arrays)
+            metrics = dict(message.content.metric_records["metrics"])
+            hospital = self.hospitals[int(metrics["hospital-index"])]
+            arrays = message.content.array_records["arrays"].to_torch_state_dict()
+            node = message.metadata.src_node_id
+            self.log.write(json.dumps({"hospital": hospital, "node": node, "records": sorted(message.content.keys()),
+                                       "arrays": len(arrays), "metrics": sorted(metrics)}) + "\n")
+            collected.append((hospital, int(metrics["num-examples"]), node, metrics, arrays))
+        self.log.flush()
+        return collected
+
+    def aggregate_train(self, server_round: int, replies) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg of the valid replies (`state.fedavg`) and their image-weighted losses; (None, None) when none."""
+        collected = self._collect(replies)
+        self.last_round = [(h, n, node, m) for h, n, node, m, _ in collected]
+        if not collected:
+            return None, None
+        arrays = fedavg([(h, n, a) for h, n, _, _, a in collected])
+        total = sum(n for _, n, _, _, _ in collected)
+        metrics = {key: sum(m[key] * n for _, n, _, m, _ in collected) / total for key in ("loss-G", "loss-D")}
+        return ArrayRecord(arrays), MetricRecord({**metrics, "num-examples": total})

@@ -1,0 +1,148 @@
+# Federated stage (ISIC study §3.2, §4.1): a federated StyleGAN2 run per `federated` entry, trained with Flower
+# across the hospitals of its dataset's federated split (a SuperLink and one SuperNode per hospital as processes
+# on 127.0.0.1, inside one job / one SLURM allocation), each hospital trained alone for comparison, FID curves of
+# all of them and of the central generator, and the study's table.
+
+from dermsynth.federated.options import (EvaluateFederatedOptions, FederatedTableOptions, HospitalAloneOptions,
+                                         TrainFederatedOptions, run_hospitals)
+
+wildcard_constraints:
+    run=r"[^/]+",
+    hospital=r"[^/]+",
+
+
+def federated_data(wildcards):
+    """The LMDB, manifest and federated split of run `wildcards.run`'s dataset."""
+    dataset = config["federated"][wildcards.run]["dataset"]
+    return {**dataset_files(dataset), "federated": DATASET_FEDERATED.format(dataset=dataset)}
+
+
+def federation_resources(wildcards):
+    """The run's section, with `gpus` = GPUs per SuperNode × hospitals (one allocation holds the federation)."""
+    spec = config["federated"][wildcards.run]
+    return {**spec, "gpus": spec["gpus"] * len(run_hospitals(config, wildcards.run))}
+
+
+rule train_federated:
+    input:
+        unpack(federated_data),
+    output:
+        network=FEDERATED_NETWORK,
+        rounds=FEDERATED_ROUNDS,
+    params:
+        options=step_options(TrainFederatedOptions),
+        out=subpath(output.network, parent=True),
+        gpus_per_node=lambda wc: config["federated"][wc.run]["gpus"],
+    log:
+        "logs/federated/train_federated/{run}.log",
+    benchmark:
+        "benchmarks/federated/train_federated/{run}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(federation_resources, cpu=2)
+    resources:
+        **gpu_resources(federation_resources, cpu_mem_mb=6000),
+    shell:
+        "dermsynth train-federated --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
+        "--out {params.out} --gpus-per-node {params.gpus_per_node} --threads {threads} > {log} 2>&1"
+
+
+rule train_alone:
+    """One hospital's images only, the federated run's generator and iterations: the study's baseline."""
+    input:
+        unpack(federated_data),
+    output:
+        FEDERATED_ALONE,
+    params:
+        options=step_options(HospitalAloneOptions),
+        out=subpath(output[0], parent=True),
+    log:
+        "logs/federated/train_alone/{run}-{hospital}.log",
+    benchmark:
+        "benchmarks/federated/train_alone/{run}-{hospital}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(lambda wc: config["federated"][wc.run])
+    resources:
+        **gpu_resources(lambda wc: config["federated"][wc.run], cpu_mem_mb=4000),
+    shell:
+        "dermsynth train-gan --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "--federated {input.federated} --out {params.out} --threads {threads} > {log} 2>&1"
+
+
+def alone_networks(wildcards):
+    spec = config["federated"][wildcards.run]
+    if not spec["baselines"]:
+        return []
+    return expand(FEDERATED_ALONE, run=wildcards.run, hospital=run_hospitals(config, wildcards.run))
+
+
+def central_network(wildcards):
+    central = config["federated"][wildcards.run].get("central")
+    return [NETWORK.format(gan=central)] if central else []
+
+
+rule evaluate_federated:
+    input:
+        unpack(federated_data),
+        network=FEDERATED_NETWORK,
+        alone=alone_networks,
+        central=central_network,
+        lite0_weights=LITE0_WEIGHTS,
+    output:
+        FEDERATED_CURVES,
+    params:
+        options=step_options(EvaluateFederatedOptions),
+        central=lambda wc, input: f"--central {input.central}" if input.central else "",
+    log:
+        "logs/federated/evaluate_federated/{run}.log",
+    benchmark:
+        "benchmarks/federated/evaluate_federated/{run}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(config["evaluation"])
+    resources:
+        **gpu_resources(config["evaluation"]),
+    shell:
+        "dermsynth evaluate-federated --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
+        "--federated-network {input.network} --alone {input.alone} {params.central} --out {output} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule federated_table:
+    input:
+        curves=FEDERATED_CURVES,
+        rounds=FEDERATED_ROUNDS,
+    output:
+        table=report(FEDERATED_TABLE, caption="../report/federated_table.rst", category="7. Federated",
+                     labels={"run": "{run}", "table": "federated vs alone vs central"}),
+        figure=report(FEDERATED_FIGURE, caption="../report/federated_fid.rst", category="7. Federated",
+                      labels={"run": "{run}", "figure": "FID over iterations"}),
+    params:
+        options=step_options(FederatedTableOptions),
+    log:
+        "logs/federated/federated_table/{run}.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        **SMALL_JOB,
+    shell:
+        "dermsynth federated-table --options {params.options} --curves {input.curves} --rounds {input.rounds} "
+        "--out {output.table} --figure {output.figure} > {log} 2>&1"
+
+
+rule federated_samples:
+    """The final global model at a glance (one row per class when conditional)."""
+    input:
+        FEDERATED_NETWORK,
+    output:
+        sheet=report(FEDERATED_SAMPLES, caption="../report/federated_samples.rst", category="7. Federated",
+                     labels={"run": "{run}", "figure": "samples of the final global G_ema"}),
+    log:
+        "logs/federated/federated_samples/{run}.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        **SMALL_JOB,
+    shell:
+        "dermsynth sample-sheet --network {input} --out {output.sheet} --device cpu > {log} 2>&1"
