@@ -23,6 +23,8 @@ LATENT_JOBS = {"train_e4e": 1, "train_hyperstyle": 1, "invert": 1, "transform": 
 # the test config (conftest.demo_config): two SA sets, one HAM10000 architecture, the three ISIC families
 CLASSIFY_JOBS = {"synthetic_dataset": 2, "classifier_sa": 2, "filter_synthetic": 2, "ham_tables": 1}
 ISIC_CLASSIFY_JOBS = {"isic_synthetic": 6, "classifier": 7, "isic_table2": 1}
+FEDERATED_JOBS = {"train_federated": 1, "train_alone": 3, "evaluate_federated": 1, "federated_table": 1,
+                  "federated_samples": 1}
 
 
 def _workdir(tmp_path: Path, raw: dict) -> Path:
@@ -68,7 +70,7 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
                     "isic_table1": 1, "sefa": 8, "project": 1,
                     **LATENT_JOBS, "synthetic_dataset": 3, "classifier_sa": 6, "filter_synthetic": 6,
                     "classifier": 15, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1,
-                    "crp": 2, "pcx": 2}
+                    "crp": 2, "pcx": 2, **FEDERATED_JOBS}
 
 
 def test_table2_target_plans_the_whole_chain_from_the_raw_archives(tmp_path):
@@ -131,6 +133,7 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     assert json.loads((workdir / "results/latent/cgan/projection.json").read_text())["images"] == 4
     _check_latent_and_classifier_outputs(workdir)
     _check_authenticity_outputs(workdir)
+    _check_federated_outputs(workdir)
     _check_report(workdir)
     up_to_date = _snakemake(workdir, "-n")
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
@@ -155,7 +158,8 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     _workdir(tmp_path, raw)
 
     isic_reruns = {"isic_table1": 1, "sefa": 4, "project": 1, "gan_samples": 5, **ISIC_CLASSIFY_JOBS,
-                   "authenticity": 1, "real_features": 3}  # the ISIC references: benign, malignant, both
+                   "authenticity": 1, "real_features": 3,  # the ISIC references: benign, malignant, both
+                   **FEDERATED_JOBS}
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)
     # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
@@ -187,7 +191,10 @@ def _check_one_key_per_stage_reruns_only_its_readers(tmp_path: Path, workdir: Pa
             (("evaluation", "runtime_hours"), 7, None),
             (("evaluation", "snapshot_samples"), 4, {"all": 1, "gan_curve": 6}),  # the curve's only
             (("explain", "authenticity", "perplexity"), 3, {"all": 1, "authenticity": 1}),
-            (("explain", "pcx", "max_prototypes"), 2, {"all": 1, "pcx": 1})):
+            (("explain", "pcx", "max_prototypes"), 2, {"all": 1, "pcx": 1}),
+            # the federated run's iterations: the federation, its baselines and comparison; no central GAN
+            (("federated", "isic", "local_steps"), 3, {"all": 1, **FEDERATED_JOBS}),
+            (("federated", "isic", "gpus"), 1, None)):
         *parents, last = keys
         section = raw
         for key in parents:
@@ -251,7 +258,7 @@ def _check_latent_and_classifier_outputs(workdir: Path) -> None:
 
 
 REPORT_CATEGORIES = ["1. Data", "2. Generators", "3. Generator evaluation", "4. Latent space", "5. Classifiers",
-                     "6. Explanations"]
+                     "6. Explanations", "7. Federated"]
 
 
 def _embedded(html: str, name: str):
@@ -261,7 +268,7 @@ def _embedded(html: str, name: str):
 
 
 def _check_report(workdir: Path) -> None:
-    """`snakemake --report`: every figure and table, each with its caption, under the six stage categories;
+    """`snakemake --report`: every figure and table, each with its caption, under the seven stage categories;
     and the page renders in a real browser (headless Chromium) with those categories in its menu."""
     _snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text()
@@ -280,6 +287,8 @@ def _check_report(workdir: Path) -> None:
                  for s in ["baseline"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color") for k in ("synth", "aug")]}
     expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2")}
     expected |= {"results/figures/recall-per-class-resnet10t.png"}
+    expected |= {"results/tables/isic_federated.csv", "results/figures/isic_federated-fid.png",
+                 "results/federated/isic/samples.png"}
     expected |= {f"results/explain/cgan/{f}.png" for f in ("tsne", "pairs", "cases", "xrai")}
     expected |= {f"results/explain/cgan/{f}" for f in ("tsne.html", "projector/tensors.tsv", "projector/metadata.tsv")}
     expected |= {f"results/explain/{f}.png" for f in ("crp/resnet10t/crp", "crp/resnet10t/crp-true",
@@ -330,6 +339,25 @@ def _check_authenticity_outputs(workdir: Path) -> None:
     assert xrai["heatmaps"].shape == (2, 16, 16)  # the classifier's input resolution in the test config
 
 
+def _check_federated_outputs(workdir: Path) -> None:
+    """The federated stage (issue 14): 2 rounds across the 3 hospitals, each hospital alone, the comparison."""
+    rounds = pd.read_csv(workdir / "results/federated/isic/rounds.csv")
+    assert list(rounds["round"]) == [1, 2] and (rounds["n_hospitals"] == 3).all()
+    table = pd.read_csv(workdir / "results/tables/isic_federated.csv")
+    assert list(table["hospital"]) == ["hospital_1", "hospital_2", "hospital_3"]
+    assert table[["best_fid_alone", "best_fid_federated", "best_fid_central"]].notna().all().all()
+    assert (table["rounds_taken_part"] == 2).all()
+    curves = pd.read_csv(workdir / "results/federated/isic/fid-curves.csv")
+    assert set(curves["model"]) == {"federated", "central", "alone:hospital_1", "alone:hospital_2", "alone:hospital_3"}
+    assert set(curves["reference"]) == {"hospital_1", "hospital_2", "hospital_3", "pooled"}
+    final = json.loads((workdir / "results/federated/isic/network-final.json").read_text())
+    assert final["provenance"]["config_digest"] and final["hospital_steps"] == 4
+    for hospital in ("hospital_1", "hospital_2", "hospital_3"):
+        alone = json.loads((workdir / f"results/federated/isic/alone/{hospital}/network-final.json").read_text())
+        assert alone["steps"] == 4  # the same iterations as each hospital runs in the federation
+    assert (workdir / "results/federated/isic/logs/superlink.log").exists()
+
+
 def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     """The study config with placeholder archives: every job planned with the profile's cluster settings."""
     placeholder_archives(tmp_path, REPO / "config/study.yaml")
@@ -344,8 +372,10 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                                      "gan_curve": 6, "isic_table1": 1, "sefa": 12,
                                      "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
                                      "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
-                                     "isic_table2": 1, "authenticity": 1, "crp": 2, "pcx": 2}
+                                     "isic_table2": 1, "authenticity": 1, "crp": 2, "pcx": 2, **FEDERATED_JOBS}
     text = result.stdout + result.stderr
+    federation = [block for block in text.split("\n\n") if "rule train_federated:" in block]
+    assert len(federation) == 1 and "gpu=3" in federation[0] and "--gpus 3" in federation[0]  # 3 SuperNodes
     for rule in ("train_e4e", "train_hyperstyle", "invert", "transform", "classifier", "classifier_sa",
                  "isic_synthetic", "authenticity"):
         blocks = [block for block in text.split("\n\n") if f"rule {rule}:" in block]

@@ -14,6 +14,7 @@ from dermsynth.data.sources import required_files
 from dermsynth.metrics.preconditions import config_warnings as evaluation_warnings
 from dermsynth.latent.transform import load_transformations
 from dermsynth.gan.options import TrainGanOptions
+from dermsynth.federated.options import run_hospitals
 
 # The config files in use: the demo's config/config.yaml unless --configfile (or a profile) gave others,
 # which replace it (see the Snakefile); --config key=value applies on top.
@@ -214,6 +215,30 @@ FEDERATED_FIGURE = "results/figures/{run}_federated-fid.png"
 
 def federated_outputs():
     return expand([FEDERATED_TABLE, FEDERATED_FIGURE, FEDERATED_SAMPLES], run=FED_RUNS)
+
+
+def federated_data(wildcards):
+    """The LMDB, manifest and federated split of run `wildcards.run`'s dataset."""
+    dataset = config["federated"][wildcards.run]["dataset"]
+    return {**dataset_files(dataset), "federated": DATASET_FEDERATED.format(dataset=dataset)}
+
+
+def federation_resources(wildcards):
+    """The run's section, with `gpus` = GPUs per SuperNode × hospitals (one allocation holds the federation)."""
+    spec = config["federated"][wildcards.run]
+    return {**spec, "gpus": spec["gpus"] * len(run_hospitals(config, wildcards.run))}
+
+
+def alone_networks(wildcards):
+    spec = config["federated"][wildcards.run]
+    if not spec["baselines"]:
+        return []
+    return expand(FEDERATED_ALONE, run=wildcards.run, hospital=run_hospitals(config, wildcards.run))
+
+
+def central_network(wildcards):
+    central = config["federated"][wildcards.run].get("central")
+    return [NETWORK.format(gan=central)] if central else []
 
 
 def gan_outputs():

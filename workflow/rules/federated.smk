@@ -4,23 +4,11 @@
 # all of them and of the central generator, and the study's table.
 
 from dermsynth.federated.options import (EvaluateFederatedOptions, FederatedTableOptions, HospitalAloneOptions,
-                                         TrainFederatedOptions, run_hospitals)
+                                         TrainFederatedOptions)
 
 wildcard_constraints:
     run=r"[^/]+",
     hospital=r"[^/]+",
-
-
-def federated_data(wildcards):
-    """The LMDB, manifest and federated split of run `wildcards.run`'s dataset."""
-    dataset = config["federated"][wildcards.run]["dataset"]
-    return {**dataset_files(dataset), "federated": DATASET_FEDERATED.format(dataset=dataset)}
-
-
-def federation_resources(wildcards):
-    """The run's section, with `gpus` = GPUs per SuperNode × hospitals (one allocation holds the federation)."""
-    spec = config["federated"][wildcards.run]
-    return {**spec, "gpus": spec["gpus"] * len(run_hospitals(config, wildcards.run))}
 
 
 rule train_federated:
@@ -32,19 +20,18 @@ rule train_federated:
     params:
         options=step_options(TrainFederatedOptions),
         out=subpath(output.network, parent=True),
-        gpus_per_node=lambda wc: config["federated"][wc.run]["gpus"],
     log:
         "logs/federated/train_federated/{run}.log",
     benchmark:
         "benchmarks/federated/train_federated/{run}.tsv"
     conda:
         "../envs/dermsynth.yaml"
-    threads: gpu_threads(federation_resources, cpu=2)
+    threads: gpu_threads(federation_resources)
     resources:
         **gpu_resources(federation_resources, cpu_mem_mb=6000),
     shell:
         "dermsynth train-federated --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
-        "--out {params.out} --gpus-per-node {params.gpus_per_node} --threads {threads} > {log} 2>&1"
+        "--out {params.out} --gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
 rule train_alone:
@@ -68,18 +55,6 @@ rule train_alone:
     shell:
         "dermsynth train-gan --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
         "--federated {input.federated} --out {params.out} --threads {threads} > {log} 2>&1"
-
-
-def alone_networks(wildcards):
-    spec = config["federated"][wildcards.run]
-    if not spec["baselines"]:
-        return []
-    return expand(FEDERATED_ALONE, run=wildcards.run, hospital=run_hospitals(config, wildcards.run))
-
-
-def central_network(wildcards):
-    central = config["federated"][wildcards.run].get("central")
-    return [NETWORK.format(gan=central)] if central else []
 
 
 rule evaluate_federated:

@@ -13,7 +13,7 @@ def _train_federated(args) -> None:
     from .options import TrainFederatedOptions
     options = options_from_args(TrainFederatedOptions, args, run=args.run)
     final = run_federated(options, args.lmdb, args.federated, args.out, device=args.device or "auto",
-                          threads=args.threads or 0, gpus_per_node=args.gpus_per_node)
+                          threads=args.threads or 0, gpus=args.gpus)
     print(f"train-federated {options.run}: {final}", file=sys.stderr)
 
 
@@ -44,8 +44,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--run", help="the run's name under `federated` (with --config)")
     p.add_argument("--federated", required=True, help="the dataset's federated.csv (which image is at which hospital)")
     p.add_argument("--out", required=True, help="output folder (results/federated/<run>)")
-    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs of the job's allocation per SuperNode "
-                   "(0: CPU or --device)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs of the job's allocation, shared equally among the "
+                   "SuperNodes, each its own (0: CPU, or --device)")
 
     p = add_verb(sub, "evaluate-federated", _evaluate_federated, "FID/KID of every evaluated snapshot of a federated "
                  "run, of each hospital-alone baseline and of the central generator, against each hospital's real "

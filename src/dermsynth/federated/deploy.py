@@ -75,28 +75,48 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, ti
     raise DermsynthError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s; see {log}")
 
 
+def _running(processes) -> list:
+    """The processes still running (a zombie has exited: only its parent can reap it)."""
+    import psutil
+    alive = []
+    for p in processes:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def _signal_all(processes, sig: int, grace: float) -> list:
+    """Send `sig` to each process; return those still running after up to `grace` seconds."""
+    for p in processes:
+        try:
+            p.send_signal(sig)
+        except Exception:  # gone meanwhile (psutil.NoSuchProcess) or not ours
+            continue
+    deadline = time.monotonic() + grace
+    alive = _running(processes)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = _running(alive)
+    return alive
+
+
 def stop_tree(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop `process` and every process it started (SIGTERM, then SIGKILL after `grace` seconds)."""
+    """Stop `process` and every process it started (SIGTERM, then SIGKILL after `grace` seconds), and reap it."""
     import psutil
     try:
         parent = psutil.Process(process.pid)
         tree = parent.children(recursive=True) + [parent]
     except psutil.NoSuchProcess:
         tree = []
-    for p in tree:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
-    if process.poll() is None:
+    alive = _signal_all(tree, signal.SIGTERM, grace)
+    _signal_all(alive, signal.SIGKILL, grace)
+    try:
         process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def stop_leftovers(record: Path) -> int:
@@ -294,18 +314,21 @@ def tail(path: Path, lines: int = 25) -> str:
 
 
 def run_federated(options, lmdb, federated_csv, out_dir, device: str = "auto", threads: int = 0,
-                  gpus_per_node: int = 0) -> Path:
+                  gpus: int = 0) -> Path:
     """`dermsynth train-federated`: run `options` (a `TrainFederatedOptions`) on this machine in its runtime and
-    return network-final.pt. `threads`: CPU threads of the whole job, shared among the SuperNodes; `gpus_per_node`:
-    each SuperNode its own GPU(s) of the job's allocation (`gpu_assignment`), device cuda. Every process is stopped when the run ends, fails or this process is interrupted.
+    return network-final.pt. `threads`: CPU threads of the whole job, shared among the SuperNodes; `gpus`: the job's
+    GPUs, shared equally among the SuperNodes, each its own (`gpu_assignment`; device cuda). Raises
+    DermsynthError when `gpus` is not a multiple of the number of hospitals. Every process is stopped when the run ends, fails or this process is interrupted.
     Raises DermsynthError (with the log's last lines) when the run did not produce network-final.pt."""
     out_dir = Path(out_dir).resolve()
     logs, state_root = out_dir / "logs", out_dir / "clients"
     options_file = options.write(out_dir / "flower")
     run_config = {"options": str(Path(options_file).resolve()), "out": str(out_dir)}
     hospitals = list(options.hospitals)
-    node_env = gpu_assignment(hospitals, gpus_per_node)
-    device = "cuda" if gpus_per_node else device
+    if gpus % len(hospitals):
+        raise DermsynthError(f"{gpus} GPUs cannot be shared equally among {len(hospitals)} SuperNodes")
+    node_env = gpu_assignment(hospitals, gpus // len(hospitals))
+    device = "cuda" if gpus else device
     threads = max(1, threads // len(hospitals)) if threads else 0
     if options.federation["runtime"] == "simulation":
         nodes, run_config = None, {**run_config, "lmdb": str(Path(lmdb).resolve()),
