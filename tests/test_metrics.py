@@ -94,6 +94,18 @@ def test_symmetric_form_equals_clean_fid_when_well_conditioned_and_works_when_si
     assert fid(few_real, few_fake) > fid(few_real, features(20, seed=3))
 
 
+@pytest.mark.parametrize("n_real, n_fake, dim", [(20, 20, 32), (12, 7, 64), (40, 16, 2048), (500, 300, 32)])
+def test_the_sample_form_of_the_frechet_distance_equals_the_covariance_form(n_real, n_fake, dim):
+    from dermsynth.metrics.generative import frechet_distance_psd, frechet_distance_samples
+    rng = np.random.default_rng(n_real * dim)
+    real = rng.normal(size=(n_real, dim)) @ rng.normal(size=(dim, dim)) / 8
+    fake = rng.normal(size=(n_fake, dim)) @ rng.normal(size=(dim, dim)) / 8 + 0.3
+    stats = [(x.mean(0), np.cov(x, rowvar=False)) for x in (real, fake)]
+    expected = frechet_distance_psd(*stats[0], *stats[1])
+    assert frechet_distance_samples(real, fake) == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance_samples(real, real) == pytest.approx(0.0, abs=1e-9 * np.trace(stats[0][1]))
+
+
 def _kid_unbiased_numpy(x: np.ndarray, y: np.ndarray) -> float:
     d = x.shape[1]
     kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3

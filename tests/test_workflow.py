@@ -22,7 +22,13 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 LATENT_JOBS = {"train_e4e": 1, "train_hyperstyle": 1, "invert": 1, "transform": 5, "lpips_table": 1}
 # the test config (conftest.demo_config): two SA sets, one HAM10000 architecture, the three ISIC families
 CLASSIFY_JOBS = {"synthetic_dataset": 2, "classifier_sa": 2, "filter_synthetic": 2, "ham_tables": 1}
-ISIC_CLASSIFY_JOBS = {"isic_synthetic": 6, "classifier": 7, "isic_table2": 1}
+# the ISIC classifiers: baseline, synth and aug per family, aug-edge (its neighbours set and its edge-case table),
+# frameless-synth
+ISIC_CLASSIFY_JOBS = {"isic_synthetic": 6, "classifier": 9, "isic_table2": 1, "edge_neighbours": 1,
+                      "isic_edge_table": 1}
+# frame removal (explain.frames): the directions of mal_gan, the frameless set, the accuracy with/without frames
+# (its classifier, frameless-synth, is counted with the ISIC classifiers)
+FRAMES_JOBS = {"frame_directions": 1, "frameless_set": 1, "isic_frames": 1}
 FEDERATED_JOBS = {"train_federated": 1, "train_alone": 3, "evaluate_federated": 1, "federated_table": 1,
                   "federated_samples": 1}
 
@@ -69,8 +75,8 @@ def test_dry_run_of_the_default_config_needs_no_data(tmp_path):
                     "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "real_features": 4, "evaluate_gan": 6, "gan_curve": 6,
                     "isic_table1": 1, "sefa": 8, "project": 1,
                     **LATENT_JOBS, "synthetic_dataset": 3, "classifier_sa": 6, "filter_synthetic": 6,
-                    "classifier": 15, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1,
-                    "crp": 2, "pcx": 2, **FEDERATED_JOBS}
+                    "classifier": 17, "isic_synthetic": 6, "ham_tables": 1, "isic_table2": 1, "authenticity": 1,
+                    "edge_neighbours": 1, "isic_edge_table": 1, "crp": 2, "pcx": 2, **FRAMES_JOBS, **FEDERATED_JOBS}
 
 
 def test_table2_target_plans_the_whole_chain_from_the_raw_archives(tmp_path):
@@ -159,7 +165,7 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
 
     isic_reruns = {"isic_table1": 1, "sefa": 4, "project": 1, "gan_samples": 5, **ISIC_CLASSIFY_JOBS,
                    "authenticity": 1, "real_features": 3,  # the ISIC references: benign, malignant, both
-                   **FEDERATED_JOBS}
+                   **FRAMES_JOBS, **FEDERATED_JOBS}
     raw["datasets"]["isic"]["split"]["seed"] = 99  # one parameter of one dataset's split
     _workdir(tmp_path, raw)
     # the ISIC GANs read that split, so they retrain; the HAM10000 GAN does not
@@ -192,6 +198,13 @@ def _check_one_key_per_stage_reruns_only_its_readers(tmp_path: Path, workdir: Pa
             (("evaluation", "snapshot_samples"), 4, {"all": 1, "gan_curve": 6}),  # the curve's only
             (("explain", "authenticity", "perplexity"), 3, {"all": 1, "authenticity": 1}),
             (("explain", "pcx", "max_prototypes"), 2, {"all": 1, "pcx": 1}),
+            # aug-edge's neighbours per source: its set, its model, the two tables that read the model
+            (("classifiers", "isic", "edge", "neighbors"), 3,
+             {"all": 1, "edge_neighbours": 1, "classifier": 1, "isic_table2": 1, "isic_edge_table": 1,
+              "isic_frames": 1}),
+            # the frame ranking's LPIPS weight: the directions, the set from their proposal, its model, the tables
+            (("explain", "frames", "lpips_weight"), 0.3,
+             {"all": 1, **FRAMES_JOBS, "classifier": 1, "isic_table2": 1, "isic_edge_table": 1}),
             # the federated run's iterations: the federation, its baselines and comparison; no central GAN
             (("federated", "isic", "local_steps"), 3, {"all": 1, **FEDERATED_JOBS}),
             (("federated", "isic", "gpus"), 1, None)):
@@ -223,7 +236,8 @@ def _check_every_option_is_read(audit: Path) -> None:
     steps = {r["step"] for r in records}
     assert {"ingest", "split", "train-gan", "evaluate-gan", "gan-curve", "sefa", "project", "train-e4e",
             "train-hyperstyle", "invert", "transform", "synthetic-dataset", "train-classifier", "isic-synthetic",
-            "authenticity", "crp", "pcx"} <= steps, steps
+            "authenticity", "crp", "pcx", "edge-neighbours", "isic-edge-table", "frame-directions", "frameless-set",
+            "frame-accuracy"} <= steps, steps
     unread = {(r["step"], field) for r in records for field in set(r["fields"]) - set(r["read"])}
     assert not unread, f"options held but never read: {sorted(unread)}"
 
@@ -251,10 +265,57 @@ def _check_latent_and_classifier_outputs(workdir: Path) -> None:
     assert len(pd.read_csv(workdir / "results/tables/table3.csv")) == 3
     assert (workdir / "results/figures/recall-per-class-resnet10t.png").exists()
     isic = pd.read_csv(workdir / "results/tables/isic_table2.csv")
-    assert sorted(isic["scenario"]) == sorted(["baseline"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color")
-                                                               for k in ("synth", "aug")])
+    assert sorted(isic["scenario"]) == sorted(["baseline", "aug-edge", "frameless-synth"]
+                                              + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color")
+                                                 for k in ("synth", "aug")])
     assert isic.loc[isic["scenario"] == "gan-synth", "synthetic"].item() == 20
     assert isic.loc[isic["scenario"] == "cgan-aug", "synthetic"].item() == 10
+    _check_edge_outputs(workdir, isic)
+    _check_frame_outputs(workdir, isic)
+
+
+def _check_frame_outputs(workdir: Path, isic: pd.DataFrame) -> None:
+    """Frame removal: the ranking of 2 directions × 1 magnitude × 2 signs and its proposal; the frameless set (4 per
+    class, every stored image below the threshold); frameless-synth trained on it alone, in ISIC Table 2; every ISIC
+    model's accuracy with and without frames."""
+    from dermsynth.data.dataset import read_images
+    from dermsynth.explain.frame_removal import load_frame_moves
+    from dermsynth.explain.frames import FRAME_THRESHOLD, frame_scores
+    table = pd.read_csv(workdir / "results/explain/frames/mal_gan/directions.csv")
+    assert len(table) == 2 * 2 and set(table["rank"]) == {1, 2, 3, 4}
+    moves = load_frame_moves(workdir / "results/explain/frames/mal_gan/proposal.yaml", "mal_gan", "all")
+    assert 1 <= len(moves["moves"]) <= 2
+    manifest = pd.read_csv(workdir / "results/synthetic/frameless/manifest.csv")
+    assert manifest.groupby("label").size().to_dict() == {"benign": 4, "malignant": 4}
+    stored = frame_scores(read_images(workdir / "results/synthetic/frameless/lmdb", manifest["key"].tolist()).numpy())
+    assert (stored < FRAME_THRESHOLD).all() and (manifest["frame_score_after"] < FRAME_THRESHOLD).all()
+    frameless = isic[isic["scenario"] == "frameless-synth"].iloc[0]
+    assert frameless["training images"] == frameless["synthetic"] == 8  # synthetic only
+    frames = pd.read_csv(workdir / "results/tables/isic_frames.csv")
+    assert sorted(frames["scenario"]) == sorted(isic["scenario"])
+    test_images = (pd.read_csv(workdir / "results/data/isic/manifest.csv")["split"] == "test").sum()
+    assert (frames["images with frame"] + frames["images without frame"] == test_images).all()
+
+
+def _check_edge_outputs(workdir: Path, isic: pd.DataFrame) -> None:
+    """aug-edge: 2 neighbours of each validation source (the edge case and at most 2 baseline mistakes), none of a
+    test image, in ISIC Table 2 with its provenance and in the edge-case table on the three test subsets."""
+    manifest = pd.read_csv(workdir / "results/data/isic/manifest.csv", dtype=str, keep_default_na=False)
+    split = dict(zip(manifest["key"], manifest["split"]))
+    neighbours = pd.read_csv(workdir / "results/synthetic/isic/edge-neighbours/manifest.csv", dtype=str,
+                             keep_default_na=False)
+    sources = pd.read_csv(workdir / "results/synthetic/isic/edge-neighbours/sources.csv", dtype=str)
+    assert 1 <= len(sources) <= 3 and len(neighbours) == 2 * len(sources)
+    assert {split[k] for k in neighbours["source_key"]} == {"validation"}
+    assert isic.loc[isic["scenario"] == "aug-edge", "synthetic"].item() == len(neighbours)
+    model = json.loads((workdir / "results/classifiers/isic/aug-edge/tf_efficientnet_lite0/metrics.json").read_text())
+    assert model["training_set"]["synthetic_derived_from_splits"] == ["train", "validation"]
+    assert model["provenance"]["config"]["scenario"] == "aug-edge"
+    edge = pd.read_csv(workdir / "results/tables/isic_table2_edge.csv")
+    assert len(edge) == 3 * len(isic) and set(edge["test images"]) == {"all", "edge", "baseline misclassified"}
+    assert (edge.loc[edge["test images"] == "edge", "images"] == 1).all()  # the test config's one edge case
+    summary = json.loads((workdir / "results/tables/isic_table2_edge.json").read_text())
+    assert not set(summary["neighbour_sources"]) & set(summary["edge_cases"] + summary["baseline_misclassified"])
 
 
 REPORT_CATEGORIES = ["1. Data", "2. Generators", "3. Generator evaluation", "4. Latent space", "5. Classifiers",
@@ -284,8 +345,11 @@ def _check_report(workdir: Path) -> None:
     expected |= {f"results/classifiers/ham10000/{s}/resnet10t/confusion.png"
                  for s in ("baseline", "SA-2k", "SA-4k", "SA-2k-filter", "SA-4k-filter")}
     expected |= {f"results/classifiers/isic/{s}/tf_efficientnet_lite0/confusion.png"
-                 for s in ["baseline"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color") for k in ("synth", "aug")]}
-    expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2")}
+                 for s in ["baseline", "aug-edge", "frameless-synth"] + [f"{f}-{k}" for f in ("gan", "cgan", "cgan_no_color")
+                                                                         for k in ("synth", "aug")]}
+    expected |= {f"results/tables/{t}.csv" for t in ("isic_table1", "table1", "table2", "table3", "isic_table2",
+                                                     "isic_table2_edge", "isic_frames")}
+    expected |= {"results/explain/frames/mal_gan/directions.png", "results/synthetic/frameless/preview.png"}
     expected |= {"results/figures/recall-per-class-resnet10t.png"}
     expected |= {"results/tables/isic_federated.csv", "results/figures/isic_federated-fid.png",
                  "results/federated/isic/samples.png"}
@@ -371,13 +435,14 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
                                      "lite0_weights": 1, "train_gan": 6, "gan_samples": 6, "real_features": 4, "evaluate_gan": 6,
                                      "gan_curve": 6, "isic_table1": 1, "sefa": 12,
                                      "project": 1, **LATENT_JOBS, "synthetic_dataset": 5, "classifier_sa": 10,
-                                     "filter_synthetic": 10, "classifier": 19, "isic_synthetic": 6, "ham_tables": 1,
-                                     "isic_table2": 1, "authenticity": 1, "crp": 2, "pcx": 2, **FEDERATED_JOBS}
+                                     "filter_synthetic": 10, "classifier": 21, "isic_synthetic": 6, "ham_tables": 1,
+                                     "isic_table2": 1, "authenticity": 1, "edge_neighbours": 1, "isic_edge_table": 1,
+                                     "crp": 2, "pcx": 2, **FRAMES_JOBS, **FEDERATED_JOBS}
     text = result.stdout + result.stderr
     federation = [block for block in text.split("\n\n") if "rule train_federated:" in block]
     assert len(federation) == 1 and "gpu=3" in federation[0] and "--gpus 3" in federation[0]  # 3 SuperNodes
     for rule in ("train_e4e", "train_hyperstyle", "invert", "transform", "classifier", "classifier_sa",
-                 "isic_synthetic", "authenticity"):
+                 "isic_synthetic", "authenticity", "edge_neighbours"):
         blocks = [block for block in text.split("\n\n") if f"rule {rule}:" in block]
         assert blocks and all("gpu=1" in block for block in blocks), rule
     ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]

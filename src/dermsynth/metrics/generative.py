@@ -53,14 +53,30 @@ def rank_deficient(real: np.ndarray, fake: np.ndarray) -> bool:
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
     """clean-fid's Fréchet distance. With singular covariances (see `rank_deficient`), where its
-    general matrix square root turns complex, the trace term is computed in the symmetric form
-    tr √(Σ₁Σ₂) = Σ √λ(Σ₁^½ Σ₂ Σ₁^½), exact for any positive semi-definite pair. Such values are
-    only comparable with FIDs from the same numbers of samples."""
-    mu1, sigma1 = real.mean(axis=0), np.cov(real, rowvar=False)
-    mu2, sigma2 = fake.mean(axis=0), np.cov(fake, rowvar=False)
+    general matrix square root turns complex, the trace term is computed exactly from the samples
+    (`frechet_distance_samples`), without forming the d × d covariances. Such values are only
+    comparable with FIDs from the same numbers of samples."""
     if not rank_deficient(real, fake):
+        mu1, sigma1 = real.mean(axis=0), np.cov(real, rowvar=False)
+        mu2, sigma2 = fake.mean(axis=0), np.cov(fake, rowvar=False)
         return float(clean_fid.frechet_distance(mu1, sigma1, mu2, sigma2))
-    return frechet_distance_psd(mu1, sigma1, mu2, sigma2)
+    return frechet_distance_samples(real, fake)
+
+
+def frechet_distance_samples(real: np.ndarray, fake: np.ndarray) -> float:
+    """Fréchet distance of two feature sets (float (n₁, d), (n₂, d)) from their centred samples R, F:
+    Σ₁ = RᵀR/(n₁−1), Σ₂ = FᵀF/(n₂−1), and tr √(Σ₁Σ₂) = ‖R Fᵀ‖_* / √((n₁−1)(n₂−1)) — the non-zero
+    eigenvalues of Σ₁Σ₂ = Rᵀ(R FᵀF) are those of (R Fᵀ)(R Fᵀ)ᵀ (eig(AB) = eig(BA) off zero), so the
+    trace term is the nuclear norm (sum of singular values) of the n₁ × n₂ cross product. Exact for any
+    sample sizes; O(n₁n₂d) instead of the O(d³) eigendecompositions of `frechet_distance_psd`."""
+    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
+    n1, n2 = len(real), len(fake)
+    centred_real, centred_fake = real - real.mean(axis=0), fake - fake.mean(axis=0)
+    trace1 = np.square(centred_real).sum() / (n1 - 1)
+    trace2 = np.square(centred_fake).sum() / (n2 - 1)
+    nuclear = np.linalg.svd(centred_real @ centred_fake.T, compute_uv=False).sum()
+    mean_term = np.square(real.mean(axis=0) - fake.mean(axis=0)).sum()
+    return float(mean_term + trace1 + trace2 - 2 * nuclear / np.sqrt((n1 - 1) * (n2 - 1)))
 
 
 def _nonnegative(values: np.ndarray) -> np.ndarray:
@@ -70,6 +86,9 @@ def _nonnegative(values: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance_psd(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance from means (d,) and covariances (d, d) in the symmetric form
+    tr √(Σ₁Σ₂) = Σ √λ(Σ₁^½ Σ₂ Σ₁^½), exact for any positive semi-definite pair (eigenvalues below the rank
+    tolerance are zero). The covariance-based reference for `frechet_distance_samples`."""
     values, vectors = np.linalg.eigh(sigma1)
     root1 = (vectors * np.sqrt(_nonnegative(values))) @ vectors.T
     middle = root1 @ sigma2 @ root1
