@@ -95,6 +95,7 @@ rule federated_table:
                       labels={"run": "{run}", "figure": "FID over iterations"}),
     params:
         options=step_options(FederatedTableOptions),
+        source=lambda wc: data_source(config["federated"][wc.run]["dataset"]),
     log:
         "logs/federated/federated_table/{run}.log",
     conda:
@@ -103,7 +104,7 @@ rule federated_table:
         **SMALL_JOB,
     shell:
         "dermsynth federated-table --options {params.options} --curves {input.curves} --rounds {input.rounds} "
-        "--out {output.table} --figure {output.figure} > {log} 2>&1"
+        "--out {output.table} --figure {output.figure} --data-source {params.source:q} > {log} 2>&1"
 
 
 rule federated_samples:

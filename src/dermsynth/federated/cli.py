@@ -32,7 +32,7 @@ def _federated_table(args) -> None:
     from .evaluate import federated_table
     from .options import FederatedTableOptions
     options = options_from_args(FederatedTableOptions, args, run=args.run)
-    federated_table(options, args.curves, args.rounds, args.out, args.figure)
+    federated_table(options, args.curves, args.rounds, args.out, args.figure, args.data_source)
 
 
 def add_verbs(sub) -> None:
@@ -64,3 +64,4 @@ def add_verbs(sub) -> None:
     p.add_argument("--rounds", required=True, help="the run's rounds.csv")
     p.add_argument("--out", required=True, help="the table (CSV)")
     p.add_argument("--figure", required=True, help="the figure (PNG)")
+    p.add_argument("--data-source", default="", help="what the images were (the table's `data` column)")

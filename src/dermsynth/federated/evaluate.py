@@ -83,7 +83,9 @@ def _snapshot_rows(model: str, path: Path, options, real: dict, nets: dict, labe
         rows.append({"model": model, "snapshot": path.name, "round": rnd, "iterations": iterations, "kimg": kimg,
                      "reference": reference, **{k: values[k] for k in ("fid", "kid", "fd_lite0", "kid_lite0")},
                      "n_real": len(features[nets["inception"].name]), "n_fake": ev["snapshot_samples"],
-                     "inception_weights": nets["inception"].weights, "lite0_real_weights": nets["lite0"].real_weights})
+                     "inception_weights": nets["inception"].weights,
+                     "inception_real_weights": bool(nets["inception"].real_weights),
+                     "lite0_real_weights": bool(nets["lite0"].real_weights)})
     return rows
 
 
@@ -147,8 +149,10 @@ def comparison_row(curves: pd.DataFrame, hospital: str, threshold: float | None,
             "best_fid_central": float(central["fid"].min()) if len(central) else math.nan}
 
 
-def federated_table(options: FederatedTableOptions, curves_csv, rounds_csv, out_csv, figure) -> pd.DataFrame:
-    """The comparison table (one row per hospital, `comparison_row`) and the figure of the curves."""
+def federated_table(options: FederatedTableOptions, curves_csv, rounds_csv, out_csv, figure,
+                    data_source: str = "") -> pd.DataFrame:
+    """The comparison table (one row per hospital, `comparison_row`, plus `real weights` — whether the FIDs come
+    from Inception's published weights — and `data`, the archives they were computed on) and the figure."""
     curves = pd.read_csv(curves_csv)
     history = pd.read_csv(rounds_csv, dtype={"hospitals": str})
     participation: dict[str, int] = {}
@@ -157,7 +161,8 @@ def federated_table(options: FederatedTableOptions, curves_csv, rounds_csv, out_
             participation[hospital] = participation.get(hospital, 0) + 1
     table = pd.DataFrame([comparison_row(curves, h, options.fid_threshold, options.local_steps, participation,
                                          len(history)) for h in options.hospitals])
-    table["inception_weights"] = curves["inception_weights"].iloc[0] if len(curves) else ""
+    table["real weights"] = bool(curves["inception_real_weights"].all()) if len(curves) else False
+    table["data"] = data_source
     write_csv(out_csv, table)
     plot_curves(curves, options, figure)
     return table
