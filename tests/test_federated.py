@@ -134,6 +134,15 @@ def test_a_client_reads_only_its_own_images_and_resumes_its_own_state(federation
                                                  str(tmp_path / "x"), "cpu", 1))
 
 
+def test_an_unconditional_run_trains_too(federation_data, tmp_path):
+    raw, root = federation_data
+    options = _options(raw, conditional=False, augment="noaug")
+    hospital = Hospital("hospital_3", str(root / "lmdb"), str(root / "federated.csv"), str(tmp_path / "h3"), "cpu", 1)
+    arrays, metrics = train_round(initial_arrays(options), options, 1, hospital)
+    assert not any("embed" in name for name in arrays)  # no class embedding in G or D
+    assert global_networks(options, arrays)["G_ema"].c_dim == 0 and metrics["hospital-steps"] == 2
+
+
 # --- real processes -------------------------------------------------------------------------------------------
 def _config_file(raw: dict, path: Path, **changes) -> Path:
     raw = copy.deepcopy(raw)
