@@ -54,6 +54,24 @@ def _isic_table2(args) -> None:
     print(write_isic_table(args.models, args.out).to_string(index=False), file=sys.stderr)
 
 
+def _edge_neighbours(args) -> None:
+    from ..options import options_from_args
+    from .edge import run_edge_neighbours
+    from .options import EdgeNeighboursOptions
+    options = options_from_args(EdgeNeighboursOptions, args)
+    set_threads(args.threads)
+    run_edge_neighbours(options, args.network, args.lmdb, args.manifest, args.classifier, args.baseline, args.out,
+                        device=args.device)
+
+
+def _isic_edge_table(args) -> None:
+    from ..options import options_from_args
+    from .edge import write_edge_table
+    from .options import IsicEdgeTableOptions
+    options = options_from_args(IsicEdgeTableOptions, args)
+    write_edge_table(options, args.models, args.classifier, args.baseline, args.edge_set, args.manifest, args.out)
+
+
 def add_verbs(sub) -> None:
     """Declare the classify stage's verbs on the `dermsynth` subparsers."""
     p = add_verb(sub, "train-classifier", _train_classifier, "Train one classifier (study, scenario, architecture) "
@@ -96,3 +114,19 @@ def add_verbs(sub) -> None:
     p = add_verb(sub, "isic-table2", _isic_table2, "The ISIC study's Table 2 (accuracy, AUC per scenario).")
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--out", required=True)
+
+    p = add_verb(sub, "edge-neighbours", _edge_neighbours, "Scenario aug-edge's training images: neighbours at distance "
+                 "d in W of the projected validation edge cases and baseline mistakes.",
+                 shared=("options", "network", "lmdb", "manifest", "device", "threads"))
+    p.add_argument("--classifier", required=True, help="model folder of the edge classifier (its validation margins)")
+    p.add_argument("--baseline", required=True, help="model folder of the baseline (its validation mistakes)")
+    p.add_argument("--out", required=True, help="output folder (lmdb/ + manifest.csv, sources.csv, edge.json, ...)")
+
+    p = add_verb(sub, "isic-edge-table", _isic_edge_table, "ISIC Table 2 on the test edge cases and the test images "
+                 "the baseline misclassifies (accuracy, AUC per model).", shared=("options",))
+    p.add_argument("--models", nargs="+", required=True, help="ISIC model folders")
+    p.add_argument("--classifier", required=True, help="model folder of the edge classifier (its test margins)")
+    p.add_argument("--baseline", required=True, help="model folder of the baseline (its test mistakes)")
+    p.add_argument("--edge-set", required=True, help="aug-edge's neighbours' manifest.csv (checked: validation sources)")
+    p.add_argument("--manifest", required=True, help="the ISIC dataset's manifest.csv (its splits)")
+    p.add_argument("--out", required=True, help="table CSV (a .json beside it)")

@@ -3,7 +3,9 @@
 A set is a table of rows (store, key, label, synthetic, source_key) over one or more LMDB stores: the
 real dataset's store and, for augmented scenarios, a synthetic store. Images are read when a batch
 asks for them. No image of the real validation or test split, nor any synthetic image derived from
-one, may enter a training set: `assemble_training_set` refuses it.
+one, may enter a training set: `assemble_training_set` refuses it. The one exception is scenario aug-edge, which
+trains on neighbours of validation images (`derived_from=("train", "validation")`); a test image or anything
+derived from one never enters any training set.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def assemble_training_set(real_manifest: pd.DataFrame, synthetic: pd.DataFrame | None = None,
-                          real_train: bool = True) -> pd.DataFrame:
+                          real_train: bool = True, derived_from: tuple[str, ...] = ("train",)) -> pd.DataFrame:
     """Rows of a training set: the real training split (unless real_train=False: synthetic only)
-    plus `synthetic` rows (columns key, label and source_key when derived from a real image)."""
+    plus `synthetic` rows (columns key, label and source_key when derived from a real image), whose sources
+    must lie in the splits `derived_from` (`check_no_leak`)."""
     rows = []
     if real_train:
         real = real_manifest[real_manifest["split"] == "train"]
@@ -42,19 +45,30 @@ def assemble_training_set(real_manifest: pd.DataFrame, synthetic: pd.DataFrame |
                                   "synthetic": True, "source_key": source}))
     frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["store", "key", "label", "synthetic", "source_key"])
-    check_no_leak(frame, real_manifest)
+    check_no_leak(frame, real_manifest, derived_from)
     return frame
 
 
-def check_no_leak(training: pd.DataFrame, real_manifest: pd.DataFrame) -> None:
+def check_no_leak(training: pd.DataFrame, real_manifest: pd.DataFrame,
+                  derived_from: tuple[str, ...] = ("train",)) -> None:
+    """Raise DermsynthError when a real row of `training` is not a training image, or a synthetic row derives
+    (source_key) from an image outside the splits `derived_from` — train only, except for aug-edge, whose
+    neighbours derive from validation images. A test image or a derivative of one is refused whatever
+    `derived_from` says (ValueError when it names test)."""
+    if "test" in derived_from:
+        raise ValueError("no training set may hold derivatives of test images")
     held_out = set(real_manifest.loc[real_manifest["split"] != "train", "key"])
+    allowed = set(real_manifest.loc[real_manifest["split"].isin(derived_from), "key"])
     real_leaks = training[(training["store"] == "real") & training["key"].isin(held_out)]
-    derived_leaks = training[training["source_key"].isin(held_out)]
+    derived_leaks = training[training["source_key"].isin(held_out - allowed)]
     if len(real_leaks) or len(derived_leaks):
+        split = real_manifest.set_index("key")["split"]
+        counts = pd.concat([real_leaks["key"], derived_leaks["source_key"]]).map(split).value_counts().to_dict()
         examples = real_leaks["key"].head(3).tolist() + derived_leaks["key"].head(3).tolist()
         raise DermsynthError(f"{len(real_leaks)} validation/test images and {len(derived_leaks)} synthetic images "
-                             f"derived from them are in a training set (e.g. {examples}); synthetic sets must be "
-                             "built from training images only")
+                             f"derived from them are in a training set (e.g. {examples}; by split {counts}); "
+                             "synthetic sets must be built from training images only"
+                             + (" (aug-edge: or validation images)" if "validation" in derived_from else ""))
 
 
 def balanced_sample_weights(labels: list[str] | pd.Series) -> torch.Tensor:

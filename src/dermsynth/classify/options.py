@@ -62,3 +62,62 @@ class IsicSyntheticOptions(StepOptions):
             raise ConfigError(f"unknown ISIC synthetic kind '{kind}' (synth or aug)")
         images = isic["synth_images"] if kind == "synth" else isic["aug_malignant"]
         return cls(family=family, kind=kind, images=images, truncation_psi=isic["truncation_psi"])
+
+
+EDGE_SCENARIO = "aug-edge"  # the ISIC scenario trained on real images + neighbours of validation edge cases
+
+
+def edge_case_count(config: dict) -> int:
+    """`classifiers.isic.edge.edge_cases`, or the authenticity stage's `explain.authenticity.edge_cases` when null."""
+    return config["classifiers"]["isic"]["edge"].get("edge_cases") or config["explain"]["authenticity"]["edge_cases"]
+
+
+@dataclass(frozen=True)
+class EdgeNeighboursOptions(StepOptions):
+    """`dermsynth edge-neighbours` (rule edge_neighbours): the training images of ISIC scenario aug-edge.
+
+    The validation split's edge cases (the `edge_cases` smallest margins between the two most probable classes of
+    the edge classifier, the authenticity stage's definition) and the validation images the baseline
+    misclassifies (at most `misclassified`, a seeded choice; None: all) are projected into the generator (`steps`
+    optimisation steps in `space` w or w+, `batch` images at once, `w_avg_samples` for the mean w), and
+    `neighbors` latents at exactly `distance` (Euclidean, on every W layer) around each projection are rendered
+    and labelled with their source image's class; `seed` seeds the choice, the projection and the directions.
+    The classifiers and the generator are the job's inputs. From `classifiers.isic.edge` (edge_cases: null →
+    `explain.authenticity.edge_cases`)."""
+
+    step = "edge-neighbours"
+    edge_cases: int
+    misclassified: int | None
+    neighbors: int
+    distance: float
+    steps: int
+    space: str
+    batch: int
+    w_avg_samples: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "EdgeNeighboursOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
+        edge = config["classifiers"]["isic"]["edge"]
+        return cls(edge_cases=edge_case_count(config), misclassified=edge.get("misclassified"),
+                   **{k: edge[k] for k in ("neighbors", "distance", "steps", "space", "batch", "w_avg_samples",
+                                           "seed")})
+
+
+@dataclass(frozen=True)
+class IsicEdgeTableOptions(StepOptions):
+    """`dermsynth isic-edge-table` (rule isic_edge_table): every ISIC model's accuracy and AUC on all test images,
+    on the test edge cases and on the test images the baseline misclassifies.
+
+    Field `edge_cases`: how many test edge cases (the smallest margins of the edge classifier, as for the
+    validation images aug-edge is trained on; `classifiers.isic.edge.edge_cases`, null →
+    `explain.authenticity.edge_cases`). The models, the edge classifier and the baseline are the job's inputs."""
+
+    step = "isic-edge-table"
+    edge_cases: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "IsicEdgeTableOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
+        return cls(edge_cases=edge_case_count(config))

@@ -27,7 +27,7 @@ from ..metrics.classification import classification_report
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
 from .data import ImageRows, assemble_training_set, read_manifest
-from .options import IsicSyntheticOptions, TrainClassifierOptions
+from .options import EDGE_SCENARIO, IsicSyntheticOptions, TrainClassifierOptions
 from .train import load_best, predict_probabilities, recipe_from, train_classifier
 
 
@@ -104,6 +104,12 @@ def _check_scenario(scenario: str, synthetic_lmdb, synthetic_manifest, real_trai
                           "--no-real-train), and only a '-synth' scenario may leave the real training images out")
 
 
+def training_sources(scenario: str) -> tuple[str, ...]:
+    """The real splits a scenario's synthetic images may derive from: the training split; for aug-edge also the
+    validation split (neighbours of its edge cases and mistakes). Never the test split."""
+    return ("train", "validation") if scenario == EDGE_SCENARIO else ("train",)
+
+
 def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, out_dir, synthetic_lmdb=None,
                    synthetic_manifest=None, real_train: bool = True, predict_synthetic: bool = False,
                    data_source: str = "", device=None) -> dict:
@@ -126,7 +132,7 @@ def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, ou
     classes = list(scheme_classes(store.index["labels"]))
     manifest = read_manifest(real_manifest)
     synthetic = read_manifest(synthetic_manifest) if synthetic_manifest else None
-    training = assemble_training_set(manifest, synthetic, real_train)
+    training = assemble_training_set(manifest, synthetic, real_train, training_sources(scenario))
     if training.empty:
         raise DermsynthError(f"scenario {scenario}: the training set is empty")
     stores = {"real": real_lmdb, **({"synthetic": synthetic_lmdb} if synthetic_lmdb else {})}
@@ -151,7 +157,8 @@ def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, ou
         "data": data_source, "best_epoch": best["epoch"], "epochs_run": result["epoch"],
         "stopped_early": result["stopped_early"], "history": result["history"],
         "training_set": {"images": len(training), "synthetic": int(training["synthetic"].sum()),
-                         "per_class": training.groupby("label").size().to_dict()},
+                         "per_class": training.groupby("label").size().to_dict(),
+                         "synthetic_derived_from_splits": list(training_sources(scenario))},
         "validation": report_from_predictions(validation_predictions, classes), "test": test_report,
         "recipe": asdict(recipe), "device": str(device),
         "provenance": provenance(options.step, options.to_dict(), seed=recipe.seed)}

@@ -58,12 +58,30 @@ def chosen_images(options: ProjectOptions, manifest: str | Path):
     return frame.sample(n=min(options.images, len(frame)), random_state=options.seed).sort_values("key")
 
 
-def _save_projection(out_npz: Path, frame, ws: torch.Tensor, noise: list[torch.Tensor]) -> None:
+def save_projection(out_npz: Path, frame, ws: torch.Tensor, noise: list[torch.Tensor]) -> None:
+    """projection.npz: keys and labels of `frame`'s rows, ws (N, num_ws, w_dim), noise<i> (N, 1, r, r)."""
     out_npz.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
     np.savez(tmp, keys=np.array(frame["key"].tolist()), labels=np.array(frame["label"].tolist()), ws=ws.numpy(),
              **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
     tmp.replace(out_npz)
+
+
+def project_in_batches(G, targets: torch.Tensor, class_indices: list[int] | None, lpips, optimiser, batch: int,
+                       device, label: str) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Project uint8 `targets` (N, 3, R, R) `batch` images at a time (`project.project` with `optimiser`, a
+    `ProjectionOptions`; `class_indices` for a conditional generator). Returns ws (N, num_ws, w_dim), the noise maps
+    (each (N, 1, r, r)) and the mean LPIPS-VGG loss per step (steps,)."""
+    from .project import project
+    ws, noise, curves = [], [], []
+    for start in range(0, len(targets), batch):
+        part = slice(start, start + batch)
+        result = project(G, targets[part], lpips, optimiser, None if class_indices is None else class_indices[part],
+                         device, label=f"{label} {start}/{len(targets)}")
+        ws.append(result["ws"])
+        noise.append(result["noise"])
+        curves.append(result["lpips_curve"])
+    return torch.cat(ws), [torch.cat(maps) for maps in zip(*noise)], torch.cat(curves, dim=1).mean(dim=1)
 
 
 def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str | Path, manifest: str | Path,
@@ -76,7 +94,7 @@ def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str 
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
     from ..metrics import extractors
-    from .project import ProjectionOptions, project, reconstruct
+    from .project import ProjectionOptions, reconstruct
     gan = options.gan
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
@@ -87,25 +105,16 @@ def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str 
     optimiser = ProjectionOptions(steps=options.steps, space=options.space, seed=options.seed,
                                   w_avg_samples=options.w_avg_samples)
     class_indices = [classes.index(label) for label in frame["label"]] if G.c_dim else None
-    ws, noise, curves = [], [], []
-    for start in range(0, len(frame), options.batch):
-        part = slice(start, start + options.batch)
-        result = project(G, targets[part], lpips_vgg, optimiser, None if class_indices is None else class_indices[part],
-                         device, label=f"project {gan} {start}/{len(frame)}")
-        ws.append(result["ws"])
-        noise.append(result["noise"])
-        curves.append(result["lpips_curve"])
-    ws = torch.cat(ws)
-    noise = [torch.cat(maps) for maps in zip(*noise)]
+    ws, noise, curve = project_in_batches(G, targets, class_indices, lpips_vgg, optimiser, options.batch, device,
+                                          f"project {gan}")
     recon = reconstruct(G, ws, noise, device)
     alex, alex_info = extractors.lpips_alex()
     lpips_final = extractors.lpips_distance(alex, targets, recon)
     l2 = ((recon.float() - targets.float()) / 127.5).square().mean(dim=[1, 2, 3]).numpy()
     out_npz = Path(out_npz)
-    _save_projection(out_npz, frame, ws, noise)
+    save_projection(out_npz, frame, ws, noise)
     pairs = torch.stack([targets[:16], recon[:16]], dim=1).flatten(0, 1)  # target, reconstruction, …
     write_png(out_png, tile(pairs.reshape(-1, 8, *pairs.shape[1:])))
-    curve = torch.cat(curves, dim=1).mean(dim=1)
     summary = {"gan": gan, "network": str(network), "split": options.split, "images": len(frame),
                "space": options.space, "steps": options.steps,
                "l2_mean": float(l2.mean()), "lpips_alex_mean": float(lpips_final.mean()),
