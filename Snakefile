@@ -29,6 +29,7 @@ localrules:
     filter_synthetic,
     ham_tables,
     isic_table2,
+    isic_edge_table,
     federated_table,
 
 

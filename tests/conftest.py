@@ -47,6 +47,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["classifiers"]["ham10000"]["recipe"].update(epochs=1, input_resolution=16)
     raw["classifiers"]["isic"].update(synth_images=20, aug_malignant=10)
     raw["classifiers"]["isic"]["recipe"].update(epochs=1, input_resolution=16)
+    raw["classifiers"]["isic"]["edge"].update(misclassified=2, neighbors=2, steps=2, w_avg_samples=100)
     raw["explain"]["authenticity"].update(edge_cases=1, xrai_images=1, xrai_steps=4)
     raw["federated"]["isic"].update(rounds=2, local_steps=2, evaluate_every=1, batch=2)
     for key, value in overrides.items():

@@ -1,9 +1,11 @@
 # Classifier stage: one model per (study, scenario, architecture), evaluated on the real test split,
 # and the studies' tables. HAM10000: baseline, SA-n (unfiltered; also predicts its synthetic images)
 # and SA-n-filter (its synthetic set minus what the unfiltered model misclassifies). ISIC: baseline,
-# <family>-synth (synthetic only, balanced) and <family>-aug (real + synthetic malignant).
+# <family>-synth (synthetic only, balanced), <family>-aug (real + synthetic malignant) and aug-edge (real +
+# neighbours of the validation edge cases and baseline mistakes).
 
-from dermsynth.classify.options import IsicSyntheticOptions, TrainClassifierOptions
+from dermsynth.classify.options import (EdgeNeighboursOptions, IsicEdgeTableOptions, IsicSyntheticOptions,
+                                      TrainClassifierOptions)
 
 
 rule isic_synthetic:
@@ -131,3 +133,57 @@ rule isic_table2:
         **SMALL_JOB,
     shell:
         "dermsynth isic-table2 --models {params.models} --out {output} > {log} 2>&1"
+
+
+# Scenario aug-edge (ISIC study, section 5): neighbours in W of the projected validation edge cases and baseline
+# mistakes, added to the real training images; every ISIC model on the test edge cases and the baseline's test mistakes.
+rule edge_neighbours:
+    input:
+        unpack(edge_neighbour_inputs),
+    output:
+        directory(EDGE_SET),
+    params:
+        options=step_options(EdgeNeighboursOptions),
+        classifier=lambda wc, input: str(Path(input.classifier[0]).parent),
+        baseline=lambda wc, input: str(Path(input.baseline[0]).parent),
+    log:
+        "logs/synthetic/isic/edge-neighbours.log",
+    benchmark:
+        "benchmarks/synthetic/isic/edge-neighbours.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(EDGE)
+    resources:
+        **gpu_resources(EDGE, cpu_mem_mb=8000, gpu_mem_mb=8000),
+    shell:
+        "dermsynth edge-neighbours --options {params.options} --network {input.network} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --classifier {params.classifier} --baseline {params.baseline} --out {output} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule isic_edge_table:
+    input:
+        unpack(edge_models),
+        models=isic_model_outputs,
+        edge_set=EDGE_SET,
+        manifest=dataset_files(ISIC["dataset"])["manifest"] if EDGE_SCENARIOS else [],
+    output:
+        table=report(ISIC_EDGE_TABLE, caption="../report/isic_table2_edge.rst", category="5. Classifiers",
+                     subcategory="ISIC study, Table 2"),
+        summary=Path(ISIC_EDGE_TABLE).with_suffix(".json").as_posix(),
+    params:
+        options=step_options(IsicEdgeTableOptions),
+        models=model_folders,
+        classifier=lambda wc, input: str(Path(input.classifier[0]).parent),
+        baseline=lambda wc, input: str(Path(input.baseline[0]).parent),
+        edge_manifest=lambda wc, input: f"{input.edge_set}/manifest.csv",
+    log:
+        "logs/tables/isic_table2_edge.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        **SMALL_JOB,
+    shell:
+        "dermsynth isic-edge-table --options {params.options} --models {params.models} "
+        "--classifier {params.classifier} --baseline {params.baseline} --edge-set {params.edge_manifest} "
+        "--manifest {input.manifest} --out {output.table} > {log} 2>&1"

@@ -266,9 +266,13 @@ HAM_SIZES = HAM.get("synthetic") or SYNTHETIC
 HAM_SCENARIOS = ["baseline"] + HAM_SIZES + ([f"{s}-filter" for s in HAM_SIZES] if HAM["filtered"] else [])
 ISIC_FAMILIES = list(ISIC["generators"]) if ISIC["enabled"] else []
 ISIC_SCENARIOS = (["baseline"] + [f"{f}-{k}" for f in ISIC_FAMILIES for k in ("synth", "aug")]) if ISIC["enabled"] else []
+# ISIC scenario aug-edge (classifiers.isic.edge): real images + neighbours of the validation edge cases and mistakes
+EDGE = ISIC["edge"]
+EDGE_SCENARIOS = ["aug-edge"] if ISIC["enabled"] and EDGE["enabled"] else []
+ISIC_SCENARIOS += EDGE_SCENARIOS
 SA_PATTERN = "|".join(map(re.escape, HAM_SIZES)) or "no-synthetic-sets"
 OTHER_SCENARIO_PATTERN = "|".join(["baseline"] + [re.escape(s) + "-filter" for s in HAM_SIZES]
-                                  + [f"{re.escape(f)}-(synth|aug)" for f in ISIC_FAMILIES])
+                                  + [f"{re.escape(f)}-(synth|aug)" for f in ISIC_FAMILIES] + EDGE_SCENARIOS)
 
 
 # Classifier outputs that other rules read (one model folder per study, scenario, architecture), and the
@@ -318,6 +322,8 @@ def classifier_inputs(wildcards):
         inputs["synthetic"] = SYNTHETIC_SET.format(name=size)
         if scenario.endswith("-filter"):
             inputs["filtered"] = FILTERED_MANIFEST.format(arch=wildcards.arch, synthetic=size)
+    elif wildcards.study == "isic" and scenario in EDGE_SCENARIOS:
+        inputs["synthetic"] = EDGE_SET
     elif wildcards.study == "isic" and scenario != "baseline":
         family, kind = scenario.rsplit("-", 1)
         inputs["synthetic"] = ISIC_SYNTHETIC.format(family=family, kind=kind)
@@ -347,11 +353,37 @@ def isic_model_outputs(wildcards):
 
 def classifier_outputs():
     outputs = ["results/tables/table2.csv"] if HAM_SIZES else []
-    return outputs + (["results/tables/isic_table2.csv"] if ISIC_SCENARIOS else [])
+    return outputs + (["results/tables/isic_table2.csv"] if ISIC_SCENARIOS else []) + \
+        ([ISIC_EDGE_TABLE] if EDGE_SCENARIOS else [])
 
 
 AUTHENTICITY = config["explain"]["authenticity"]
 AUTHENTICITY_CLASSIFIER = (AUTHENTICITY["classifier"], AUTHENTICITY.get("architecture") or ISIC["architectures"][0])
+# aug-edge's sources and the test subsets it is reported on: edge cases by the authenticity stage's classifier (unless
+# classifiers.isic.edge names another), mistakes by the baseline of the same architecture
+EDGE_SET = "results/synthetic/isic/edge-neighbours"
+ISIC_EDGE_TABLE = "results/tables/isic_table2_edge.csv"
+EDGE_CLASSIFIER = (EDGE["classifier"] or AUTHENTICITY["classifier"], EDGE["architecture"] or AUTHENTICITY_CLASSIFIER[1])
+if EDGE_SCENARIOS and (EDGE_CLASSIFIER[0] not in ISIC_SCENARIOS or EDGE_CLASSIFIER[0] == "aug-edge"):
+    raise ValueError(f"classifiers.isic.edge.classifier: '{EDGE_CLASSIFIER[0]}' is not an ISIC classifier scenario "
+                     f"aug-edge can be made from (scenarios: {', '.join(s for s in ISIC_SCENARIOS if s != 'aug-edge')})")
+if EDGE_SCENARIOS and EDGE["gan"] not in GANS:
+    raise ValueError(f"classifiers.isic.edge.gan: '{EDGE['gan']}' is not defined under 'gans' "
+                     f"(defined: {', '.join(GANS) or 'none'}; or set classifiers.isic.edge.enabled: false)")
+if EDGE_SCENARIOS and EDGE_CLASSIFIER[1] not in ISIC["architectures"]:
+    raise ValueError(f"classifiers.isic.edge.architecture: '{EDGE_CLASSIFIER[1]}' is not trained here "
+                     f"(classifiers.isic.architectures: {', '.join(ISIC['architectures'])})")
+
+
+def edge_models(wildcards=None):
+    """The edge classifier's and the baseline's model files (metrics.json and predictions) for aug-edge."""
+    scenario, arch = EDGE_CLASSIFIER
+    return {"classifier": _model_files("isic", [scenario], [arch]), "baseline": _model_files("isic", ["baseline"], [arch])}
+
+
+def edge_neighbour_inputs(wildcards):
+    """What edge_neighbours reads: the generator, the ISIC dataset, the two classifiers' validation predictions."""
+    return {**dataset_files(ISIC["dataset"]), "network": network(EDGE["gan"]), **edge_models()}
 if AUTHENTICITY["gans"] and AUTHENTICITY_CLASSIFIER[0] not in ISIC_SCENARIOS:
     raise ValueError(f"explain.authenticity.classifier: '{AUTHENTICITY_CLASSIFIER[0]}' is not an ISIC classifier "
                      f"scenario of this config (scenarios: {', '.join(ISIC_SCENARIOS) or 'none'})")
