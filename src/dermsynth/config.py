@@ -154,11 +154,33 @@ def _check_stages(cfg: dict) -> list[str]:
         if run.get("central") and run["central"] not in cfg.get("gans", {}):
             problems.append(f"'federated.{name}.central': '{run['central']}' is not defined under 'gans' "
                             f"(defined: {', '.join(cfg.get('gans', {})) or 'none'})")
+    problems += _check_frames(cfg)
     projected = cfg["latent"]["projection"]["gans"]
     for i, name in enumerate(cfg["explain"]["authenticity"]["gans"]):
         if name not in projected:
             problems.append(f"'explain.authenticity.gans[{i}]': '{name}' is not projected; add it to "
                             f"'latent.projection.gans' (now: {', '.join(projected) or 'none'})")
+    return problems
+
+
+def _check_frames(cfg: dict) -> list[str]:
+    """Frame removal (explain.frames): its generator exists and its family is an ISIC generator family."""
+    frames = cfg["explain"]["frames"]
+    if frames["gan"] is None:
+        return []
+    problems = []
+    if frames["gan"] not in cfg.get("gans", {}):
+        problems.append(f"'explain.frames.gan': '{frames['gan']}' is not defined under 'gans' "
+                        f"(defined: {', '.join(cfg.get('gans', {})) or 'none'}; or set it to null)")
+    families = cfg["classifiers"]["isic"]["generators"]
+    if frames["family"] not in families:
+        problems.append(f"'explain.frames.family': '{frames['family']}' is not a family of "
+                        f"'classifiers.isic.generators' (families: {', '.join(families) or 'none'})")
+    else:
+        for label, name in families[frames["family"]].items():
+            if name not in cfg.get("gans", {}):
+                problems.append(f"'classifiers.isic.generators.{frames['family']}.{label}': '{name}' (the frameless "
+                                "set's generator) is not defined under 'gans'")
     return problems
 
 

@@ -39,6 +39,33 @@ def _frame_score(args) -> None:
                     truth_csv=args.truth, batch=args.batch)
 
 
+def _frame_directions(args) -> None:
+    from ..options import options_from_args
+    from .frame_removal import run_frame_directions
+    from .options import FrameDirectionsOptions
+    options = options_from_args(FrameDirectionsOptions, args, gan=args.gan)
+    set_threads(args.threads)
+    run_frame_directions(options, args.network, args.sefa, args.out, args.figure, args.proposal, device=args.device)
+
+
+def _frameless_set(args) -> None:
+    from ..options import options_from_args
+    from .frame_removal import frameless_set
+    from .options import FramelessSetOptions
+    options = options_from_args(FramelessSetOptions, args)
+    set_threads(args.threads)
+    networks = dict(item.split("=", 1) for item in args.network)
+    frameless_set(options, networks, args.sefa, args.moves, args.out, device=args.device)
+
+
+def _frame_accuracy(args) -> None:
+    from ..options import options_from_args
+    from .frame_removal import run_frame_accuracy
+    from .options import FrameAccuracyOptions
+    options = options_from_args(FrameAccuracyOptions, args)
+    run_frame_accuracy(options, args.models, args.lmdb, args.manifest, args.out)
+
+
 def _explained_models(p) -> None:
     p.add_argument("--models", nargs="+", required=True, help="the architecture's HAM10000 model folders "
                    "(baseline, SA-n, SA-n-filter)")
@@ -76,3 +103,28 @@ def add_verbs(sub) -> None:
                    "frames.FRAME_THRESHOLD, 0.02)")
     p.add_argument("--truth", help="the demo archives' demo_truth.csv: adds the drawn frames and the accuracy")
     p.add_argument("--batch", type=int, default=256, help="images read at a time")
+
+    p = add_verb(sub, "frame-directions", _frame_directions, "Rank SeFa directions of a generator by how much they "
+                 "lower the frame score while changing the rest of the image least (LPIPS outside the corner ring): "
+                 "CSV, Fig. 5 figure, and a proposed frame-moves file (ISIC study, Fig. 5).",
+                 shared=("options", "gan", "network", "device", "threads"))
+    p.add_argument("--sefa", required=True, help="the generator's sefa-<range>.npz")
+    p.add_argument("--out", required=True, help="CSV: one row per direction, sign and magnitude (a .json beside it)")
+    p.add_argument("--figure", required=True, help="PNG: rows = chosen directions, columns = magnitudes")
+    p.add_argument("--proposal", required=True, help="YAML frame-moves file to write (copy and edit it to override)")
+
+    p = add_verb(sub, "frameless-set", _frameless_set, "Generated images whose frame was taken away by the frame "
+                 "moves (or that had none, for another generator's class): an LMDB set of N per class with the "
+                 "frame scores before and after and the LPIPS outside the ring.", shared=("options", "device",
+                                                                                          "threads"))
+    p.add_argument("--network", action="append", required=True, metavar="CLASS=PATH",
+                   help="a class's generator checkpoint (repeat per class)")
+    p.add_argument("--sefa", required=True, help="sefa-<range>.npz of the moves' generator")
+    p.add_argument("--moves", required=True, help="the frame-moves file (frame-directions' proposal or a reviewed "
+                   "copy)")
+    p.add_argument("--out", required=True, help="output folder (lmdb/, manifest.csv, frameless.json, preview.png)")
+
+    p = add_verb(sub, "frame-accuracy", _frame_accuracy, "ISIC classifiers' accuracy on real test images with and "
+                 "without a frame (does a classifier lean on the frame?).", shared=("options", "lmdb", "manifest"))
+    p.add_argument("--models", nargs="+", required=True, help="classifier folders (metrics.json, predictions-test.csv)")
+    p.add_argument("--out", required=True, help="CSV to write (a .json beside it)")

@@ -1,4 +1,5 @@
-"""Step options of the explain stage (see `dermsynth.options`): `authenticity`, `crp`, `pcx`."""
+"""Step options of the explain stage (see `dermsynth.options`): `authenticity`, `crp`, `pcx`, and frame removal:
+`frame-directions`, `frameless-set`, `frame-accuracy`."""
 
 from __future__ import annotations
 
@@ -76,3 +77,94 @@ class PcxOptions(StepOptions):
         """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         crp = config["explain"]["crp"]
         return cls(pcx=config["explain"]["pcx"], composite=crp["composite"], batch=crp["batch"])
+
+
+@dataclass(frozen=True)
+class FrameDirectionsOptions(StepOptions):
+    """`dermsynth frame-directions` (rule frame_directions): which SeFa directions of generator `gan` take the
+    dermatoscope's frame away (`explain.frame_removal`).
+
+    Fields: `gan` — the generator (a name under `gans`; the workflow's is `explain.frames.gan`); from
+    `explain.frames`: `class_name` — the class a conditional generator is asked for (`class`; ignored by a
+    one-class generator); `layer_range` — the SeFa layer range; `latents` — N latents (seeds seed…seed+N−1); `directions` — the top K directions tried;
+    `magnitudes` — distances in W tried on both sides (each > 0); `choose` — pairs (direction, sign) proposed;
+    `lpips_weight` — merit = frame drop − this × LPIPS outside the ring; `lpips_max` — moves changing more than
+    this are ranked after all others; `threshold` — the frame score of a frame; `truncation_psi`, `batch`, `seed`."""
+
+    step = "frame-directions"
+    wildcards = ("gan",)
+    gan: str
+    class_name: str
+    layer_range: str
+    latents: int
+    directions: int
+    magnitudes: list
+    choose: int
+    lpips_weight: float
+    lpips_max: float
+    threshold: float
+    truncation_psi: float
+    batch: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: dict, gan: str) -> "FrameDirectionsOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
+        settings = config["explain"]["frames"]
+        entry(config, "gans", gan, "gan")
+        return cls(gan=gan, class_name=settings["class"],
+                   **{k: settings[k] for k in ("layer_range", "latents", "directions", "magnitudes", "choose",
+                                               "lpips_weight", "lpips_max", "threshold", "truncation_psi", "batch",
+                                               "seed")})
+
+
+@dataclass(frozen=True)
+class FramelessSetOptions(StepOptions):
+    """`dermsynth frameless-set` (rule frameless_set): `images` frameless images per class, the classes of
+    generator `gan` moved along the frame moves (the job's input: the proposal of frame-directions, or the
+    reviewed file `explain.frames.file`).
+
+    Fields: `gan`, `layer_range`, `threshold`, `truncation_psi`, `batch`, `seed` — as for frame-directions (the
+    moves file must name the same gan and layer range); `generators` — class → generator name, the ISIC family
+    `explain.frames.family` of `classifiers.isic.generators`; `images` — per class; `tries_per_image` — at most
+    images × this latents tried per class; `framed_only` — a class short of framed images whose frame went is an
+    error (true) or is filled with moved frameless ones (false)."""
+
+    step = "frameless-set"
+    gan: str
+    layer_range: str
+    generators: Section
+    images: int
+    tries_per_image: int
+    framed_only: bool
+    threshold: float
+    truncation_psi: float
+    batch: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FramelessSetOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
+        settings = config["explain"]["frames"]
+        generators = entry(config["classifiers"]["isic"], "generators", settings["family"],
+                           "classifiers.isic generator family")
+        return cls(gan=settings["gan"], generators=dict(generators),
+                   **{k: settings[k] for k in ("layer_range", "images", "tries_per_image", "framed_only",
+                                               "threshold", "truncation_psi", "batch", "seed")})
+
+
+@dataclass(frozen=True)
+class FrameAccuracyOptions(StepOptions):
+    """`dermsynth frame-accuracy` (rule isic_frames): the ISIC classifiers' accuracy on real test images with and
+    without a frame. Fields (from `explain.frames`): `threshold` — the frame score of a frame; `batch` — images
+    scored at a time."""
+
+    step = "frame-accuracy"
+    threshold: float
+    batch: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FrameAccuracyOptions":
+        """This job's options from the validated workflow config (`StepOptions.from_config`)."""
+        settings = config["explain"]["frames"]
+        return cls(threshold=settings["threshold"], batch=settings["batch"])
