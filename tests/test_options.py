@@ -163,7 +163,8 @@ def test_every_planned_job_gets_options_that_load_back(tmp_path, configfile):
     verbs = {verb for verb, _ in planned}
     assert {"train-gan", "ingest", "split", "evaluate-gan", "gan-curve", "sefa", "project", "train-e4e",
             "train-hyperstyle", "invert", "transform", "synthetic-dataset", "train-classifier", "authenticity",
-            "crp", "pcx", "edge-neighbours", "isic-edge-table"} <= verbs
+            "crp", "pcx", "edge-neighbours", "isic-edge-table", "frame-directions", "frameless-set",
+            "frame-accuracy"} <= verbs
     for verb, path in planned:
         options = classes[verb].load(tmp_path / path)
         plain = options.to_dict()

@@ -273,6 +273,13 @@ ISIC_SCENARIOS += EDGE_SCENARIOS
 SA_PATTERN = "|".join(map(re.escape, HAM_SIZES)) or "no-synthetic-sets"
 OTHER_SCENARIO_PATTERN = "|".join(["baseline"] + [re.escape(s) + "-filter" for s in HAM_SIZES]
                                   + [f"{re.escape(f)}-(synth|aug)" for f in ISIC_FAMILIES] + EDGE_SCENARIOS)
+# Frame removal (explain.frames; ISIC study §4.3, Fig. 5): the directions of explain.frames.gan, the frameless set, and
+# the ISIC scenario frameless-synth trained on that set alone
+FRAMES = config["explain"]["frames"]
+FRAMES_GAN = FRAMES["gan"]
+FRAMELESS_SCENARIOS = ["frameless-synth"] if ISIC["enabled"] and FRAMES_GAN else []
+ISIC_SCENARIOS += FRAMELESS_SCENARIOS
+OTHER_SCENARIO_PATTERN = "|".join([OTHER_SCENARIO_PATTERN, *map(re.escape, FRAMELESS_SCENARIOS)])
 
 
 # Classifier outputs that other rules read (one model folder per study, scenario, architecture), and the
@@ -324,6 +331,8 @@ def classifier_inputs(wildcards):
             inputs["filtered"] = FILTERED_MANIFEST.format(arch=wildcards.arch, synthetic=size)
     elif wildcards.study == "isic" and scenario in EDGE_SCENARIOS:
         inputs["synthetic"] = EDGE_SET
+    elif wildcards.study == "isic" and scenario in FRAMELESS_SCENARIOS:
+        inputs["synthetic"] = FRAMELESS_SET
     elif wildcards.study == "isic" and scenario != "baseline":
         family, kind = scenario.rsplit("-", 1)
         inputs["synthetic"] = ISIC_SYNTHETIC.format(family=family, kind=kind)
@@ -401,7 +410,7 @@ def authenticity_inputs(wildcards):
 
 def explain_outputs():
     return [f"results/explain/{gan}/{name}" for gan in AUTHENTICITY["gans"]
-            for name in ("authenticity.json", "tsne.png")] + crp_pcx_outputs()
+            for name in ("authenticity.json", "tsne.png")] + crp_pcx_outputs() + frames_outputs()
 
 
 # CRP and PCX (HAM10000 study, Fig. 7, App. B-D): per HAM10000 architecture, its baseline and best filtered SA model.
@@ -425,3 +434,31 @@ def model_folders(wildcards, input):
 
 def crp_pcx_outputs():
     return [f"results/explain/{kind}/{arch}/{kind}.json" for arch in CRP_ARCHITECTURES for kind in ("crp", "pcx")]
+
+
+# Frame removal's outputs (rules frame_directions, frameless_set, isic_frames in explain.smk).
+FRAME_DIRECTIONS = "results/explain/frames/{gan}/directions.csv"
+FRAME_PROPOSAL = "results/explain/frames/{gan}/proposal.yaml"
+FRAMELESS_SET = "results/synthetic/frameless"
+FRAME_ACCURACY = "results/tables/isic_frames.csv"
+
+
+def frameless_inputs(wildcards):
+    """What frameless_set reads: the frame moves (the reviewed file explain.frames.file, else frame_directions'
+    proposal), the SeFa directions they index, and the generator of each class of the family explain.frames.family."""
+    generators = ISIC["generators"][FRAMES["family"]]
+    return {"moves": FRAMES["file"] or FRAME_PROPOSAL.format(gan=FRAMES_GAN),
+            "sefa": SEFA.format(gan=FRAMES_GAN, layers=FRAMES["layer_range"]),
+            **{f"network_{label}": network(gan) for label, gan in generators.items()}}
+
+
+def frameless_networks(wildcards, input):
+    """--network <class>=<checkpoint> per class of the frameless set."""
+    return " ".join(f"--network {name[len('network_'):]}={path}" for name, path in input.items()
+                    if name.startswith("network_"))
+
+
+def frames_outputs():
+    if not FRAMES_GAN:
+        return []
+    return [FRAME_DIRECTIONS.format(gan=FRAMES_GAN), FRAMELESS_SET] + ([FRAME_ACCURACY] if FRAMELESS_SCENARIOS else [])

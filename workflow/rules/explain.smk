@@ -1,7 +1,8 @@
 # Explanations stage. ISIC study (section 4.3): real images and their projections into a generator,
 # embedded by an ISIC classifier — distances, nearest neighbours (memorisation), 3-D t-SNE, edge cases.
 
-from dermsynth.explain.options import AuthenticityOptions, CrpOptions, PcxOptions
+from dermsynth.explain.options import (AuthenticityOptions, CrpOptions, FrameAccuracyOptions, FrameDirectionsOptions,
+                                      FramelessSetOptions, PcxOptions)
 
 
 rule authenticity:
@@ -118,3 +119,78 @@ rule pcx:
         "dermsynth pcx --options {params.options} --models {params.models} --sizes {params.sizes} "
         "--crp {params.crp} --lmdb {input.lmdb} --manifest {input.manifest} --out {params.out} "
         "--threads {threads} > {log} 2>&1"
+
+
+# ISIC study (section 4.3, Fig. 5): the dermatoscope's frame taken away along SeFa directions of explain.frames.gan —
+# which directions (a proposal a reviewer may replace: explain.frames.file), a synthetic set without frames (trained on
+# alone: ISIC scenario frameless-synth), and every ISIC classifier's accuracy on real test images with and without one.
+rule frame_directions:
+    input:
+        network=NETWORK,
+        sefa=lambda wc: SEFA.format(gan=wc.gan, layers=FRAMES["layer_range"]),
+    output:
+        table=FRAME_DIRECTIONS,
+        summary="results/explain/frames/{gan}/directions.json",
+        figure=report("results/explain/frames/{gan}/directions.png", caption="../report/frame_directions.rst",
+                      category="6. Explanations", subcategory="frame removal",
+                      labels={"generator": "{gan}", "figure": "frame-removal directions (Fig. 5)"}),
+        proposal=FRAME_PROPOSAL,
+    params:
+        options=step_options(FrameDirectionsOptions),
+    log:
+        "logs/explain/frame_directions/{gan}.log",
+    benchmark:
+        "benchmarks/explain/frame_directions/{gan}.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(FRAMES)
+    resources:
+        **gpu_resources(FRAMES, cpu_mem_mb=4000, gpu_mem_mb=8000),
+    shell:
+        "dermsynth frame-directions --options {params.options} --network {input.network} --sefa {input.sefa} "
+        "--out {output.table} --figure {output.figure} --proposal {output.proposal} --threads {threads} > {log} 2>&1"
+
+
+rule frameless_set:
+    input:
+        unpack(frameless_inputs),
+    output:
+        report(directory(FRAMELESS_SET), patterns=["{figure}.png"], caption="../report/frameless.rst",
+               category="6. Explanations", subcategory="frame removal", labels={"figure": "frameless set: before | after"}),
+    params:
+        options=step_options(FramelessSetOptions),
+        networks=frameless_networks,
+    log:
+        "logs/synthetic/frameless.log",
+    benchmark:
+        "benchmarks/synthetic/frameless.tsv"
+    conda:
+        "../envs/dermsynth.yaml"
+    threads: gpu_threads(FRAMES)
+    resources:
+        **gpu_resources(FRAMES, cpu_mem_mb=8000, gpu_mem_mb=8000),
+    shell:
+        "dermsynth frameless-set --options {params.options} {params.networks} --sefa {input.sefa} "
+        "--moves {input.moves} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule isic_frames:
+    input:
+        **dataset_files(ISIC["dataset"]),
+        models=isic_model_outputs,
+    output:
+        table=report(FRAME_ACCURACY, caption="../report/isic_frames.rst", category="5. Classifiers",
+                     subcategory="ISIC study, Table 2"),
+        summary=Path(FRAME_ACCURACY).with_suffix(".json").as_posix(),
+    params:
+        options=step_options(FrameAccuracyOptions),
+        models=model_folders,
+    log:
+        "logs/tables/isic_frames.log",
+    conda:
+        "../envs/dermsynth.yaml"
+    resources:
+        **SMALL_JOB,
+    shell:
+        "dermsynth frame-accuracy --options {params.options} --models {params.models} --lmdb {input.lmdb} "
+        "--manifest {input.manifest} --out {output.table} > {log} 2>&1"
