@@ -123,6 +123,7 @@ class ClientState:
         return sorted(int(p.stem.split("round")[1]) for p in self.folder.glob("state-round*.pt"))
 
     def path(self, round_number: int) -> Path:
+        """The state file of round `round_number`."""
         return self.folder / f"state-round{round_number:04d}.pt"
 
     def before(self, round_number: int) -> Path | None:
@@ -131,6 +132,7 @@ class ClientState:
         return self.path(earlier[-1]) if earlier else None
 
     def save(self, trainer: GanTrainer, round_number: int) -> None:
+        """Save the trainer's state as round `round_number`'s and delete states older than the last `keep`."""
         self.folder.mkdir(parents=True, exist_ok=True)
         trainer.save(self.path(round_number))
         for old in self._rounds()[:-self.keep]:

@@ -259,6 +259,7 @@ class Federation:
         path.with_suffix(".tmp").replace(path)
 
     def processes(self) -> list[subprocess.Popen]:
+        """The SuperLink and SuperNode processes started so far."""
         return [p for p in [self.superlink, *self.supernodes.values()] if p is not None]
 
     def stop(self) -> None:

@@ -96,6 +96,7 @@ def steps_for(kimg: float, batch: int) -> int:
 
 
 def options_from(spec: dict) -> TrainingOptions:
+    """The `TrainingOptions` of a `gans` entry (its `OPTION_KEYS` and `network`)."""
     return TrainingOptions(**{k: spec[k] for k in OPTION_KEYS}, network=dict(spec["network"]))
 
 
@@ -118,6 +119,7 @@ def _set_aside(out_dir: Path, name: str) -> None:
 
 @torch.no_grad()
 def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -> None:
+    """A 4 × 8 PNG of G's images for seeds 0…31 (noise constant; a conditional G cycles through `labels`)."""
     z = seed_latents(GRID_SEEDS, G.z_dim).to(device)
     c = None if G.c_dim == 0 else labels[torch.arange(len(z)) % len(labels)].to(device)
     images = G(z, c, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()

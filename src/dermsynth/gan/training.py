@@ -43,6 +43,13 @@ from .ops import fused
 
 @dataclass
 class TrainingOptions:
+    """Hyper-parameters of one StyleGAN2(-ADA) training run (Karras et al., 2020a/b): minibatch `batch` (global,
+    across processes), Adam learning rates `g_lr`/`d_lr` and `betas`, R1 weight `r1_gamma` every `r1_interval`
+    steps, path-length weight `pl_weight` every `pl_interval` steps (decay `pl_decay`, batch ÷ `pl_batch_shrink`),
+    style-mixing probability, G_ema half-life `ema_kimg` (thousands of images; `ema_rampup` of the images shown),
+    mirror flips, the ADA pipeline `augment` with initial p `augment_p`, target r_t `ada_target` (None: fixed p)
+    adjusted every `ada_interval` steps at speed `ada_kimg`, `seed`, `cuda_ops`, `compile` and the `network`
+    keyword arguments (see the module docstring)."""
     batch: int = 32
     g_lr: float = 0.0025
     d_lr: float = 0.0025
@@ -84,6 +91,7 @@ class ResumableBatches:
         return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
 
     def next(self) -> torch.Tensor:
+        """The next minibatch's dataset indices (int64 (batch,)), starting a new epoch when too few are left."""
         if self.position + self.batch > self.size:  # drop the incomplete tail, start the next epoch
             self.epoch, self.position = self.epoch + 1, 0
             self._order = self._permutation()
@@ -92,9 +100,11 @@ class ResumableBatches:
         return indices
 
     def state(self) -> dict:
+        """{"epoch", "position"}: where the order is (the permutation itself follows from seed and epoch)."""
         return {"epoch": self.epoch, "position": self.position}
 
     def restore(self, state: dict) -> None:
+        """Continue from a `state()`: the same epoch's permutation, at the same position."""
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._permutation()
 
@@ -117,6 +127,9 @@ def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch
 
 
 class GanTrainer:
+    """One StyleGAN2 training run in memory: G, D, G_ema, their optimisers, ADA and the data order; `step()` runs
+    one minibatch, `state()`/`save()`/`load()` checkpoint everything (see the module docstring)."""
+
     def __init__(self, options: TrainingOptions, images, labels: torch.Tensor | None = None,
                  device: str | torch.device = "cpu", world: World | None = None):
         """`images`: uint8 (N, 3, R, R) training images — a tensor, or anything indexable by a tensor of
@@ -235,6 +248,8 @@ class GanTrainer:
                 b_ema.copy_(b)
 
     def step(self) -> dict:
+        """One training step on the next minibatch: Gmain, lazy Greg, Dmain, lazy Dreg, G_ema update, ADA update.
+        Returns scalar statistics (losses, penalties when computed, logits, `augment_p`, `ada_rt` when updated)."""
         o = self.options
         real, c_real = self._real_batch()
         self.G.requires_grad_(True)
@@ -260,6 +275,7 @@ class GanTrainer:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict:
+        """Everything needed to continue exactly, as plain tensors and numbers (`torch.load(weights_only=True)`)."""
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -274,6 +290,7 @@ class GanTrainer:
         }
 
     def save(self, path: str | Path) -> None:
+        """Write `state()` to `path` atomically (temporary file, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -281,10 +298,12 @@ class GanTrainer:
         os.replace(tmp, path)
 
     def written_with_same_options(self, path: str | Path) -> bool:
+        """Whether the checkpoint at `path` was written with this trainer's options (so it may be resumed)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         return json.loads(state["options"]) == json.loads(json.dumps(asdict(self.options)))
 
     def load(self, path: str | Path) -> None:
+        """Continue from a checkpoint `save()` wrote. Raises ValueError for another format or other options."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("format") != "dermsynth-stylegan2-checkpoint-v1":
             raise ValueError(f"{path} is not a dermsynth StyleGAN2 checkpoint")

@@ -139,6 +139,9 @@ def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of float (N, D) feature sets: the share of
+    generated samples inside some real sample's k-NN ball, and of real samples inside some generated sample's
+    k-NN ball; both in [0, 1]."""
     real_radius, fake_radius = _kth_neighbour_radius(real, k), _kth_neighbour_radius(fake, k)
     precision = _covered(fake, real, real_radius).double().mean().item()
     recall = _covered(real, fake, fake_radius).double().mean().item()
