@@ -13,6 +13,7 @@ Output folder (`results/federated/<run>/`):
     network-snapshot-round<NNNN>.pt   the global model every `evaluate_every` rounds and at the last round, as a
                                       training checkpoint `gan.run.load_generator` reads (G, D, G_ema)
     rounds.csv                        one row per round: hospitals that took part, their images, losses, seconds
+                                      (the round, and the slowest hospital's time inside its training call)
     messages.jsonl                    per reply: its records and array/metric names (what left each hospital)
     network-final.pt (+ .json)        the final global model and its provenance
 """
@@ -94,7 +95,8 @@ def _round_row(round_number: int, answered: list[tuple[str, int, int, dict]], se
     return {"round": round_number, "hospitals": ";".join(sorted(a[0] for a in answered)),
             "n_hospitals": len(answered), "images": images, "nodes": ";".join(str(a[2]) for a in sorted(answered)),
             "loss_G": sum(a[3]["loss-G"] * a[1] for a in answered) / images,
-            "loss_D": sum(a[3]["loss-D"] * a[1] for a in answered) / images, "seconds": round(seconds, 2)}
+            "loss_D": sum(a[3]["loss-D"] * a[1] for a in answered) / images, "seconds": round(seconds, 2),
+            "slowest_hospital_seconds": round(max(a[3]["seconds"] for a in answered), 2)}
 
 
 def _write_progress(out_dir: Path, round_number: int, stage: str) -> None:
