@@ -34,9 +34,13 @@ import pandas as pd
 from ..errors import DermsynthError
 from ..outputs import write_csv, write_json
 from ..provenance import provenance
-from .data import read_manifest
 
 SUBSETS = ("all", "edge", "baseline misclassified")
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """A manifest CSV as strings (`classify.data.read_manifest`, without importing torch: the table job is light)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def margins(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:
