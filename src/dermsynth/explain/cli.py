@@ -54,6 +54,10 @@ def _frameless_set(args) -> None:
     from .options import FramelessSetOptions
     options = options_from_args(FramelessSetOptions, args)
     set_threads(args.threads)
+    bad = [item for item in args.network if "=" not in item]
+    if bad:
+        from ..errors import ConfigError
+        raise ConfigError(f"--network takes <class>=<network-final.pt>, got {', '.join(bad)}")
     networks = dict(item.split("=", 1) for item in args.network)
     frameless_set(options, networks, args.sefa, args.moves, args.out, device=args.device)
 
