@@ -266,3 +266,30 @@ def test_the_verbs_run_from_the_workflows_options_files_and_read_every_option(fr
     audits = [json.loads(p.read_text()) for p in (tmp_path / "audit").glob("*.json")]
     assert sorted(a["step"] for a in audits) == ["frame-directions", "frameless-set"]
     assert all(a["read"] == sorted(a["fields"]) for a in audits), audits
+
+
+@pytest.mark.workflow
+def test_a_reviewed_frame_moves_file_replaces_the_proposal(tmp_path):
+    """explain.frames.file: the frameless set reads the reviewer's file, not frame_directions' proposal (a dry run)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "transformations.yaml", tmp_path / "config" / "transformations.yaml")
+    _moves(tmp_path / "config" / "frame_moves.yaml", -3.0)
+
+    def planned(frames_file):
+        raw["explain"]["frames"]["file"] = frames_file
+        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(raw))
+        result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                                 "-n", "-p", "results/synthetic/frameless"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [line for line in (result.stdout + result.stderr).splitlines() if "dermsynth frameless-set" in line]
+    [proposal] = planned(None)
+    assert "--moves results/explain/frames/mal_gan/proposal.yaml" in proposal
+    [reviewed] = planned("config/frame_moves.yaml")
+    assert "--moves config/frame_moves.yaml" in reviewed
+    assert "--network benign=results/gan/ben_gan/network-final.pt --network malignant=results/gan/mal_gan" in reviewed
