@@ -30,6 +30,7 @@ localrules:
     ham_tables,
     isic_table2,
     isic_edge_table,
+    isic_frames,
     federated_table,
 
 
