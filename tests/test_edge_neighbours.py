@@ -208,3 +208,18 @@ def test_table_edge_subsets_come_from_the_edge_classifier_and_the_baseline(tmp_p
     folder = _model(tmp_path / "m", "baseline", {"test": baseline})
     table = edge_table([folder], cases, CLASSES)
     assert table.loc[table["test images"] == "baseline misclassified", "accuracy"].item() == 0.0
+
+
+def test_an_unknown_edge_generator_is_named_when_the_workflow_config_is_checked():
+    import yaml
+
+    from dermsynth.config import validate_config
+    from dermsynth.errors import ConfigError
+
+    from .conftest import REPO
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["classifiers"]["isic"]["edge"]["gan"] = "nope"
+    with pytest.raises(ConfigError, match=r"'classifiers.isic.edge.gan': 'nope' is not defined under 'gans'"):
+        validate_config(raw, workflow=True)
+    raw["classifiers"]["isic"]["edge"]["enabled"] = False
+    assert validate_config(raw, workflow=True)["classifiers"]["isic"]["edge"]["gan"] == "nope"  # not planned: fine

@@ -140,8 +140,8 @@ def _check_federated(cfg: dict) -> list[str]:
 
 def _check_stages(cfg: dict) -> list[str]:
     """Cross-stage references of a whole workflow config (what the Snakefile plans): the ISIC classifiers'
-    generators exist, and the generators the authenticity stage explains are projected. A config used by
-    hand for one verb need not define the other stages."""
+    generators exist (aug-edge's too), and the generators the authenticity stage explains are projected. A config
+    used by hand for one verb need not define the other stages."""
     problems = []
     isic = cfg.get("classifiers", {}).get("isic", {})
     if isic.get("enabled"):
@@ -150,6 +150,10 @@ def _check_stages(cfg: dict) -> list[str]:
                 if name not in cfg.get("gans", {}):
                     problems.append(f"'classifiers.isic.generators.{family}.{label}': '{name}' is not defined under "
                                     "'gans' (or set classifiers.isic.enabled: false)")
+        edge = isic.get("edge", {})
+        if edge.get("enabled") and edge.get("gan") not in cfg.get("gans", {}):
+            problems.append(f"'classifiers.isic.edge.gan': '{edge.get('gan')}' is not defined under 'gans' (defined: "
+                            f"{', '.join(cfg.get('gans', {})) or 'none'}; or set classifiers.isic.edge.enabled: false)")
     for name, run in (cfg.get("federated") or {}).items():
         if run.get("central") and run["central"] not in cfg.get("gans", {}):
             problems.append(f"'federated.{name}.central': '{run['central']}' is not defined under 'gans' "

@@ -376,9 +376,6 @@ EDGE_CLASSIFIER = (EDGE["classifier"] or AUTHENTICITY["classifier"], EDGE["archi
 if EDGE_SCENARIOS and (EDGE_CLASSIFIER[0] not in ISIC_SCENARIOS or EDGE_CLASSIFIER[0] == "aug-edge"):
     raise ValueError(f"classifiers.isic.edge.classifier: '{EDGE_CLASSIFIER[0]}' is not an ISIC classifier scenario "
                      f"aug-edge can be made from (scenarios: {', '.join(s for s in ISIC_SCENARIOS if s != 'aug-edge')})")
-if EDGE_SCENARIOS and EDGE["gan"] not in GANS:
-    raise ValueError(f"classifiers.isic.edge.gan: '{EDGE['gan']}' is not defined under 'gans' "
-                     f"(defined: {', '.join(GANS) or 'none'}; or set classifiers.isic.edge.enabled: false)")
 if EDGE_SCENARIOS and EDGE_CLASSIFIER[1] not in ISIC["architectures"]:
     raise ValueError(f"classifiers.isic.edge.architecture: '{EDGE_CLASSIFIER[1]}' is not trained here "
                      f"(classifiers.isic.architectures: {', '.join(ISIC['architectures'])})")
