@@ -411,6 +411,7 @@ def _check_federated_outputs(workdir: Path) -> None:
     assert list(table["hospital"]) == ["hospital_1", "hospital_2", "hospital_3"]
     assert table[["best_fid_alone", "best_fid_federated", "best_fid_central"]].notna().all().all()
     assert (table["rounds_taken_part"] == 2).all()
+    assert table["data"].str.startswith("demo archives").all() and not table["real weights"].any()
     curves = pd.read_csv(workdir / "results/federated/isic/fid-curves.csv")
     assert set(curves["model"]) == {"federated", "central", "alone:hospital_1", "alone:hospital_2", "alone:hospital_3"}
     assert set(curves["reference"]) == {"hospital_1", "hospital_2", "hospital_3", "pooled"}
