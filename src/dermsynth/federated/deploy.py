@@ -62,6 +62,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def flower_command(name: str) -> str:
+    """The path of Flower's command `name` (flower-superlink, flower-supernode, flwr): the one installed beside
+    this Python (a virtual environment need not be activated), else the first on PATH. Raises DermsynthError when
+    Flower is not installed."""
+    import shutil
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise DermsynthError(f"Flower's `{name}` command is not installed (pip install \"flwr[simulation]>=1.42\", "
+                             "part of dermsynth's dependencies)")
+    return found
+
+
 def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout: float = 60) -> None:
     """Block until 127.0.0.1:`port` accepts connections; DermsynthError if `process` exits first or on timeout."""
     deadline = time.monotonic() + timeout
@@ -164,7 +177,11 @@ class Federation:
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.supernodes: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "FLWR_HOME": str(self.flower_dir / "home"), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+        # Flower starts its own helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by name: this Python's
+        # scripts first on PATH, so they come from the same environment even when it is not activated.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.flower_dir / "home"),
+                    "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
     def __enter__(self) -> "Federation":
         self.start()
@@ -184,7 +201,7 @@ class Federation:
         home and app, start every SuperNode."""
         stop_leftovers(self.flower_dir / "pids.json")
         self.port = free_port()
-        command = ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+        command = [flower_command("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
                    "--disable-runtime-dependency-installation"]
         if self.nodes is None:
             command.append("--simulation")
@@ -206,7 +223,7 @@ class Federation:
     def start_supernode(self, hospital: str) -> subprocess.Popen:
         """Start (or restart) the SuperNode of `hospital` with its node config; returns its process."""
         config = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in self.nodes[hospital].items())
-        command = ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
+        command = [flower_command("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
                    "--port", str(free_port()), "--node-config", f"hospital={hospital!r} {config}"]
         self.supernodes[hospital] = self._spawn(command, f"supernode-{hospital}.log", self.node_env.get(hospital))
         return self.supernodes[hospital]
@@ -230,7 +247,7 @@ class Federation:
         """`flwr run <app> dermsynth --stream --run-config ...`: submit the run and stream its log until it ends;
         returns flwr's exit status."""
         overrides = " ".join(f"{k}={str(v)!r}" for k, v in run_config.items())
-        command = ["flwr", "run", str(self.flower_dir / "app"), CONNECTION, "--stream", "--run-config", overrides]
+        command = [flower_command("flwr"), "run", str(self.flower_dir / "app"), CONNECTION, "--stream", "--run-config", overrides]
         if self.nodes is None:
             command += ["--federation-config", f"num-supernodes={self.simulated_nodes}"]
         process = self._spawn(command, log_name)
