@@ -161,13 +161,20 @@ def _launch(config: Path, root: Path, out: Path) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def _flower_processes() -> list[psutil.Process]:
+def _flower_processes(run: Path) -> list[psutil.Process]:
+    """Flower's processes of the run whose output folder is `run` (by the FLWR_HOME the launcher gives them and
+    they pass on), so that other Flower runs on the machine do not count."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if any(name in cmd for name in ("flower-superlink", "flower-supernode", "flwr-serverapp", "flwr-clientapp",
                                         "flower-superexec")):
-            found.append(p)
+            try:
+                home = p.environ().get("FLWR_HOME", "")
+            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            if home.startswith(str(run)):
+                found.append(p)
     return found
 
 
@@ -194,10 +201,9 @@ def deployed_run(federation_data, tmp_path_factory):
     raw, root = federation_data
     work = tmp_path_factory.mktemp("deployed")
     out = work / "run"
-    before = {p.pid for p in _flower_processes()}
     process = _launch(_config_file(raw, work / "config.yaml", rounds=2), root, out)
     assert process.wait(timeout=600) == 0, (work / "run.log").read_text()[-3000:]
-    return out, before
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +226,7 @@ def _same_networks(a: Path, b: Path) -> None:
 
 def test_a_deployment_of_superlink_and_three_supernodes_runs_fedavg_and_leaves_no_process(deployed_run,
                                                                                             federation_data):
-    out, before = deployed_run
+    out = deployed_run
     _, root = federation_data
     for name in ("network-final.pt", "network-final.json", "rounds.csv", "checkpoint.pt", "messages.jsonl",
                  "network-snapshot-round0002.pt", "logs/superlink.log", "logs/supernode-hospital_1.log",
@@ -228,7 +234,7 @@ def test_a_deployment_of_superlink_and_three_supernodes_runs_fedavg_and_leaves_n
         assert (out / name).exists(), name
     rounds = pd.read_csv(out / "rounds.csv")
     assert list(rounds["round"]) == [1, 2] and (rounds["n_hospitals"] == 3).all()
-    assert {p.pid for p in _flower_processes()} <= before  # every process of the run is gone
+    assert not _flower_processes(out)  # every process of the run is gone
     # FedAvg: the global model of round 2 = image-weighted mean of what the hospitals returned in round 2
     # (their saved local states of round 2 hold exactly the arrays they sent), computed here independently.
     own = _hospital_keys(root)
@@ -250,13 +256,12 @@ def test_a_deployment_of_superlink_and_three_supernodes_runs_fedavg_and_leaves_n
 
 
 def test_the_simulation_runtime_trains_the_same_model_as_the_deployment(deployed_run, simulated_run):
-    deployed, _ = deployed_run
+    deployed = deployed_run
     _same_networks(deployed / "network-final.pt", simulated_run / "network-snapshot-round0002.pt")
 
 
-def test_a_run_killed_after_round_2_resumes_at_round_3_and_equals_the_uninterrupted_run(simulated_run, deployed_run,
+def test_a_run_killed_after_round_2_resumes_at_round_3_and_equals_the_uninterrupted_run(simulated_run,
                                                                                        federation_data, tmp_path):
-    _, before = deployed_run
     raw, root = federation_data
     out = tmp_path / "run"
     config = _config_file(raw, tmp_path / "config.yaml")
@@ -269,7 +274,7 @@ def test_a_run_killed_after_round_2_resumes_at_round_3_and_equals_the_uninterrup
     assert process.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert "resuming at round 3 of 4" in (out / "logs" / "flwr-run.log").read_text()
     # Flower's apps run in sessions of their own, out of the killed group's reach: the rerun stopped them
-    assert {p.pid for p in _flower_processes()} <= before
+    assert not _flower_processes(out)
     assert list(pd.read_csv(out / "rounds.csv")["round"]) == [1, 2, 3, 4]
     _same_networks(simulated_run / "network-final.pt", out / "network-final.pt")
 
