@@ -50,7 +50,7 @@ def demo_config(root: Path, **overrides) -> dict:
     raw["classifiers"]["isic"]["edge"].update(misclassified=2, neighbors=2, steps=2, w_avg_samples=100)
     raw["explain"]["authenticity"].update(edge_cases=1, xrai_images=1, xrai_steps=4)
     raw["explain"]["frames"].update(latents=4, directions=2, magnitudes=[3.0], images=4)
-    raw["federated"]["isic"].update(rounds=2, local_steps=2, evaluate_every=1, batch=2)
+    raw["federated"]["isic"].update(rounds=2, local_steps=2, evaluate_every=2, batch=2)
     for key, value in overrides.items():
         raw[key] = value
     return raw

@@ -16,6 +16,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema (workflow/schemas/config.schema.yaml) as a dict."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
@@ -123,8 +124,9 @@ def _check_federated(cfg: dict) -> list[str]:
         where = f"'federated.{name}"
         dataset = cfg["datasets"].get(run["dataset"])
         if dataset is None or "federated" not in dataset:
+            federated = ", ".join(n for n, d in cfg["datasets"].items() if "federated" in d) or "none"
             problems.append(f"{where}.dataset': '{run['dataset']}' is not a dataset with a 'federated' section "
-                            f"(federated datasets: {', '.join(n for n, d in cfg['datasets'].items() if 'federated' in d) or 'none'})")
+                            f"(federated datasets: {federated})")
             continue
         known = sorted(dataset["federated"]["hospitals"])
         unknown = sorted(set(run.get("hospitals") or []) - set(known))
@@ -235,7 +237,8 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
                    if isinstance(run, dict) for key in ("kimg", "snapshot_kimg", "splits") if key in run]
     if length_keys:
         raise ConfigError(f"{origin} is invalid:\n  - {', '.join(length_keys)}: a federated run's length is "
-                          "rounds × local_steps steps of `batch` and it trains on the hospitals' images; remove the key")
+                          "rounds × local_steps steps of `batch` and it trains on the hospitals' images; "
+                          "remove the key")
     fill_defaults(cfg, schema, schema)
     problems = _workflow_defaults(cfg, raw or {}) if workflow else []
     problems += _check_semantics(cfg, workflow)
@@ -273,6 +276,7 @@ def load_config(path: str | Path, workflow: bool = False) -> dict:
 
 
 def dataset_config(cfg: dict, name: str) -> dict:
+    """The validated section of dataset `name`. Raises ConfigError naming the defined datasets when it is not one."""
     if name not in cfg["datasets"]:
         raise ConfigError(f"dataset '{name}' is not defined under 'datasets' "
                           f"(defined: {', '.join(cfg['datasets'])})")

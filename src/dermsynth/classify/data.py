@@ -26,6 +26,7 @@ AUGMENTATIONS = ("hflip", "vflip", "rotate", "cutout")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
+    """A manifest CSV as strings (no NaN: empty cells stay ""). Raises FileNotFoundError when absent."""
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
@@ -79,6 +80,8 @@ def balanced_sample_weights(labels: list[str] | pd.Series) -> torch.Tensor:
 
 
 def augmentation(names: list[str]) -> v2.Transform:
+    """The torchvision v2 pipeline of the named training augmentations (`AUGMENTATIONS`), in the given order. Raises
+    ValueError naming unknown names."""
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; choose from {', '.join(AUGMENTATIONS)}")

@@ -36,6 +36,8 @@ def _device(device):
 
 
 def predictions_frame(rows: pd.DataFrame, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """One row per image: key, label, predicted class and p_<class> for each class (`probabilities`: float (N, C), rows
+    summing to 1)."""
     frame = pd.DataFrame({"key": rows["key"].to_numpy(), "label": rows["label"].to_numpy(),
                           "predicted": [classes[i] for i in probabilities.argmax(axis=1)]})
     for k, name in enumerate(classes):
@@ -51,6 +53,7 @@ def report_from_predictions(frame: pd.DataFrame, classes: list[str]) -> dict:
 
 
 def confusion_figure(report: dict, title: str, out_png: str | Path) -> None:
+    """A PNG of the confusion matrix in `report["confusion"]` (counts, rows = true class), titled `title`."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

@@ -67,6 +67,9 @@ def neighbours(real: np.ndarray, projected: np.ndarray) -> dict[str, np.ndarray]
 
 def authenticity_table(keys: list[str], labels: list[str], real: np.ndarray, projected: np.ndarray,
                        probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Per real image: cosine distance to its projection and to the nearest projection in the classifier embedding
+    (float (N, D) `real`, `projected`), the memorisation flag and the edge/central case from the class probabilities
+    (float (N, C))."""
     found = neighbours(real, projected)
     n = len(keys)
     nearest = found["nearest"]
@@ -116,6 +119,8 @@ def tsne_3d(features: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
 
 
 def tsne_figure(coordinates: pd.DataFrame, title: str, out_png: Path) -> None:
+    """A 3-D scatter PNG of the t-SNE coordinates (columns x, y, z, class, kind), real and projected points marked
+    apart."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -150,6 +155,7 @@ class _Projections:
         self.G, self.device = G, device
 
     def images(self, rows: slice | list[int]) -> torch.Tensor:
+        """uint8 (n, 3, R, R) re-synthesised images of the projections in `rows` (their W+ latents and noise)."""
         return reconstruct(self.G, self.ws[rows], [m[rows] for m in self.noise], self.device)
 
 

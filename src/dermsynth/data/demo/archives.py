@@ -178,6 +178,7 @@ def write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write `rows` with exactly `columns`, in that order (atomic, `outputs.write_csv`)."""
     outputs.write_csv(path, pd.DataFrame(rows, columns=columns))
 
 

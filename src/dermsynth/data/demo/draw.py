@@ -101,10 +101,13 @@ class View:
 
 
 def sample_skin_type(rng: np.random.Generator, share: np.ndarray = SKIN_TYPE_SHARE) -> int:
+    """A Fitzpatrick skin type index 0–5 drawn with probabilities `share` (normalised)."""
     return int(rng.choice(6, p=share / share.sum()))
 
 
 def sample_lesion(style_name: str, rng: np.random.Generator, skin_type: int) -> Lesion:
+    """A random lesion of style `style_name` (a key of STYLES) on skin type `skin_type`: its outline harmonics, colours
+    and features."""
     style = STYLES[style_name]
     ks = np.arange(2, 12)
     amplitudes = rng.normal(0, style.irregularity, len(ks)) / np.sqrt(ks - 1)
