@@ -128,6 +128,10 @@ def test_review_in_chromium_accepts_a_direction_and_snakemake_plans_it(tmp_path)
         server.terminate()
         server.wait(timeout=30)
         log.close()
+    import psutil
+    time.sleep(1)
+    left = [p for p in psutil.process_iter(["cmdline"]) if f"--server.port {port}" in " ".join(p.info["cmdline"] or [])]
+    assert not left, "the Streamlit process outlived `dermsynth review`"
 
     entries = load_transformations(workdir / "config" / "transformations.yaml", [GAN])
     new = entries[-1]

@@ -81,15 +81,23 @@ def prepare(gan: str, port: int, host: str, transformations: str | None, config:
 
 def serve(gan: str, port: int = 8501, host: str = LOOPBACK, transformations: str | None = None,
           config: str = "config/config.yaml", reviewer: str | None = None, root: str | Path = ".") -> int:
-    """Start the page and wait for it (Ctrl-C stops it). Returns Streamlit's exit status."""
+    """Start the page and wait for it (Ctrl-C or SIGTERM stops it and the Streamlit process). Returns Streamlit's
+    exit status."""
     command, env, warnings = prepare(gan, port, host, transformations, config, reviewer, root)
     for warning in warnings:
         print(f"dermsynth review: WARNING: {warning}", file=sys.stderr)
     print(f"dermsynth review: http://{host}:{port} (generator {gan}, file {env['DERMSYNTH_REVIEW_TRANSFORMATIONS']})",
           file=sys.stderr, flush=True)
+    import signal
+
+    def stop(signum, frame):  # SIGTERM (a test, a job scheduler) stops the page like Ctrl-C, never orphaning it
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
     process = subprocess.Popen(command, env=env, cwd=str(Path(root).resolve()))
     try:
         return process.wait()
     except KeyboardInterrupt:
         process.terminate()
         return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
