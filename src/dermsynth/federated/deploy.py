@@ -307,6 +307,19 @@ def node_configs(hospitals: list[str], lmdb, federated_csv, state_root, device: 
             for h in hospitals}
 
 
+def check_store(options, lmdb) -> None:
+    """Before any process starts: the LMDB store is the run's dataset, at the run's resolution, with the run's
+    classes (what every hospital's generator is built for). Raises DermsynthError naming the mismatch."""
+    import json
+    index = json.loads((Path(lmdb) / "index.json").read_text())
+    found = (index.get("dataset"), int(index.get("resolution", 0)), list(index.get("classes") or []))
+    wanted = (options.dataset, int(options.resolution), list(options.label_classes))
+    if found != wanted:
+        raise DermsynthError(f"{lmdb} holds dataset {found[0]} at {found[1]}² with classes {found[2]}; federated run "
+                             f"{options.run} is configured for {wanted[0]} at {wanted[1]}² with classes {wanted[2]} "
+                             "(pass the run's dataset's LMDB store, or re-ingest it with the configured resolution)")
+
+
 def check_hospital_sizes(options, federated_csv) -> None:
     """Before any process starts: every hospital of the run has at least one batch of training images (of the
     run's classes). Raises DermsynthError naming the hospitals, their counts and the fix."""
@@ -354,6 +367,7 @@ def run_federated(options, lmdb, federated_csv, out_dir, device: str = "auto", t
                                    "state-root": str(state_root), "device": device, "threads": threads}
     else:
         nodes = node_configs(hospitals, lmdb, federated_csv, state_root, device, threads)
+    check_store(options, lmdb)
     check_hospital_sizes(options, federated_csv)
     final = out_dir / "network-final.pt"
     final.unlink(missing_ok=True)

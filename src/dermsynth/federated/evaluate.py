@@ -16,6 +16,7 @@ hospital), and the best FID alone, federated and central.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..data.dataset import read_images
+from ..errors import InputError
 from ..outputs import write_csv
 from .options import EvaluateFederatedOptions, FederatedTableOptions
 
@@ -55,6 +57,9 @@ def snapshots(options: EvaluateFederatedOptions, federated_network, alone: list,
     for hospital, network in zip(options.hospitals, alone):
         found += [(f"alone:{hospital}", p) for p in sorted(Path(network).parent.glob("network-snapshot-step*.pt"))]
     if central:
+        if Path(central).parent.name != options.central:
+            raise InputError(f"--central {central} is not the run's central generator {options.central} "
+                             f"(results/gan/{options.central}/network-final.pt)")
         found += [("central", p) for p in sorted(Path(central).parent.glob("network-snapshot-step*.pt"))]
     return found
 
@@ -100,12 +105,16 @@ def federated_curves(options: EvaluateFederatedOptions, lmdb_root, federated_csv
                      central, out_csv, device: str | None = None) -> pd.DataFrame:
     """Evaluate every snapshot (see `snapshots`) against every reference (see `references`) and write one CSV row
     per (snapshot, reference): model, round, iterations, kimg, reference, fid, kid, fd_lite0, kid_lite0, counts,
-    weights. Raises ValueError when `alone` does not give one network per hospital."""
+    weights. Raises InputError when `alone` does not give one network per hospital, the LMDB store is another
+    dataset's or `central` is not the run's central generator."""
     from ..metrics.gan_eval import feature_networks
     from ..metrics.options import GAN_CURVE_EXTRACTORS
     if options.baselines and len(alone) != len(options.hospitals):
-        raise ValueError(f"--alone gives {len(alone)} networks for {len(options.hospitals)} hospitals")
+        raise InputError(f"--alone gives {len(alone)} networks for {len(options.hospitals)} hospitals")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    stored = json.loads((Path(lmdb_root) / "index.json").read_text()).get("dataset")
+    if stored != options.dataset:
+        raise InputError(f"{lmdb_root} holds dataset {stored}, not the run's {options.dataset}")
     refs = references(options, federated_csv)
     nets = feature_networks(GAN_CURVE_EXTRACTORS)
     real = {}
