@@ -417,7 +417,7 @@ def _check_federated_outputs(workdir: Path) -> None:
     assert set(curves["model"]) == {"federated", "central", "alone:hospital_1", "alone:hospital_2", "alone:hospital_3"}
     assert set(curves["reference"]) == {"hospital_1", "hospital_2", "hospital_3", "pooled"}
     final = json.loads((workdir / "results/federated/isic/network-final.json").read_text())
-    assert final["provenance"]["config_digest"] and final["hospital_steps"] == 4
+    assert final["provenance"]["config_digest"] and final["hospital_steps"] == 4 and final["dataset"] == "isic"
     for hospital in ("hospital_1", "hospital_2", "hospital_3"):
         alone = json.loads((workdir / f"results/federated/isic/alone/{hospital}/network-final.json").read_text())
         assert alone["steps"] == 4  # the same iterations as each hospital runs in the federation

@@ -118,7 +118,7 @@ def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path) ->
     resumed = load_checkpoint(out_dir, resume_options)
     start, arrays, history = (resumed[0] + 1, resumed[1], resumed[2]) if resumed else (1, initial_arrays(options), [])
     print(f"federated {options.run}: {'resuming at round ' + str(start) if resumed else 'starting'} of "
-          f"{fed['rounds']}, hospitals {', '.join(options.hospitals)}", file=sys.stderr)
+          f"{fed['rounds']}, dataset {options.dataset}, hospitals {', '.join(options.hospitals)}", file=sys.stderr)
     expected = set(arrays)
     config = ConfigRecord({"options": json.dumps(options.to_dict())})
     with open(out_dir / "messages.jsonl", "a") as log:
@@ -158,7 +158,7 @@ def _finish(out_dir: Path, options: TrainFederatedOptions, arrays, history) -> P
     state = snapshot_state(options, arrays, rounds)
     _save(state, final)
     write_json(out_dir / "network-final.json", {
-        "run": options.run, "rounds": rounds, "hospitals": list(options.hospitals),
+        "run": options.run, "dataset": options.dataset, "rounds": rounds, "hospitals": list(options.hospitals),
         "hospital_steps": state["hospital_steps"], "kimg": state["nimg"] / 1000, "classes": list(options.label_classes),
         "conditional": options.training["conditional"], "resolution": options.resolution,
         "rounds_with_all_hospitals": sum(r["n_hospitals"] == len(options.hospitals) for r in history),
