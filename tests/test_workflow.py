@@ -196,7 +196,9 @@ def _check_one_key_per_stage_reruns_only_its_readers(tmp_path: Path, workdir: Pa
             (("gans", "cgan_no_aug", "g_lr"), 0.001, generator),  # a generator no classifier uses
             (("gans", "cgan", "runtime_hours"), 7, None),  # job resources are the workflow's, not options
             (("evaluation", "runtime_hours"), 7, None),
-            (("evaluation", "snapshot_samples"), 4, {"all": 1, "gan_curve": 6}),  # the curve's only
+            # the snapshot curves': the generators' and the federated comparison's
+            (("evaluation", "snapshot_samples"), 4, {"all": 1, "gan_curve": 6, "evaluate_federated": 1,
+                                                      "federated_table": 1}),
             (("explain", "authenticity", "perplexity"), 3, {"all": 1, "authenticity": 1}),
             (("explain", "pcx", "max_prototypes"), 2, {"all": 1, "pcx": 1}),
             # aug-edge's neighbours per source: its set, its model, the two tables that read the model
