@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -191,4 +191,4 @@ def options_from_json(text: str) -> TrainFederatedOptions:
 
 
 __all__ = ["AuditedImages", "ClientState", "Hospital", "METRICS", "hospital_images", "hospital_seed", "networks",
-           "options_from_json", "train_round", "training_options", "asdict"]
+           "options_from_json", "train_round", "training_options"]

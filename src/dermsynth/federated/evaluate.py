@@ -96,7 +96,6 @@ def _snapshot_rows(model: str, path: Path, options, real: dict, nets: dict, labe
 
 def _classes(options, path: Path) -> list[str]:
     """The dataset's classes as the snapshot's network-final.json lists them (federated: the run's)."""
-    import json
     info = Path(path).with_name("network-final.json")
     return json.loads(info.read_text())["classes"] if info.exists() else []
 

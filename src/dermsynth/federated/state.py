@@ -33,11 +33,6 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "dermsynth-federated-checkpoint-v1"
 
 
-def is_shared(name: str, module: torch.nn.Module) -> bool:
-    """True for a parameter of `module` or its W average (`...w_avg`)."""
-    return name in dict(module.named_parameters()) or name.endswith("w_avg")
-
-
 def shared_arrays(networks: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
     """The shared state of `networks` ({"G": G, "D": D, "G_ema": G_ema}) as {"<net>.<name>": float32 CPU tensor},
     in a fixed order (networks as `NETWORKS`, names as in the state dict). Detached copies."""
@@ -126,4 +121,4 @@ def load_checkpoint(out_dir: str | Path, options: dict) -> tuple[int, dict[str, 
     return int(record["round"]), state["arrays"], list(record["history"])
 
 
-__all__ = ["NETWORKS", "fedavg", "is_shared", "load_checkpoint", "load_shared", "save_checkpoint", "shared_arrays"]
+__all__ = ["NETWORKS", "fedavg", "load_checkpoint", "load_shared", "save_checkpoint", "shared_arrays"]
