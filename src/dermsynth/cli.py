@@ -37,7 +37,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dermsynth {args.command}: error: {where} (check the path, or run the step that writes it)",
               file=sys.stderr)
         return 2
+    except Exception as exc:  # the machine says no: full disk, read-only, no permission, I/O error
+        message = _machine_error(exc) if isinstance(exc, (OSError, RuntimeError)) or \
+            type(exc).__module__.startswith("lmdb") else None
+        if message is None:
+            raise
+        print(f"dermsynth {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _machine_error(exc: BaseException) -> str | None:
+    """One line for an operating-system failure that no verb caught where it wrote (None: a real bug, which
+    keeps its traceback). Names the file when the OS did, what the OS said, and the fix."""
+    from .outputs import disk_error
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, IsADirectoryError):
+        return f"{filename} is a folder where a file is needed (give the file inside it)"
+    if isinstance(exc, NotADirectoryError):
+        return f"{filename} is a file where a folder is needed"
+    wrapped = disk_error(filename or "an output", exc)
+    return str(wrapped) if wrapped is not None else None
 
 
 if __name__ == "__main__":  # also `torchrun -m dermsynth.cli train-gan ...` for multi-GPU training

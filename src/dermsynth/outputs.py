@@ -1,32 +1,128 @@
-"""Atomic output writers (temp file + rename): a killed job never leaves half a file behind."""
+"""Atomic output writers: a killed job never leaves half a file under a final name.
+
+Every writer goes through `atomic_path(path)`: it yields a temporary name beside `path` that is unique to
+this process and call (`.<name>.<pid>.<random>.tmp`), so two processes writing the same output never share
+a temporary file, and renames it over `path` only when the writer returned. A writer that fails (a kill, a
+full disk) leaves at most its own temporary file, which the next `atomic_path` on the same folder does not
+reuse. Errors of the operating system while writing (disk full, quota, read-only file system, permission)
+become one `OutputError` naming the file and the fix (`disk_error`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
+from .errors import DermsynthError
 
-def _temporary(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(path.name + ".tmp")
+
+class OutputError(DermsynthError):
+    """An output could not be written: the file, what the operating system said, and what to do."""
+
+
+_FIXES = {
+    errno.ENOSPC: "free space on that file system (or point the output elsewhere), then run the same command "
+                  "again: finished work is kept and it resumes",
+    errno.EDQUOT: "your disk quota is used up: free space or ask for more, then run the same command again",
+    errno.EROFS: "that file system is read-only: write the outputs to a writable folder",
+    errno.EACCES: "you may not write there: fix the folder's permissions or write the outputs elsewhere",
+    errno.EPERM: "you may not write there: fix the folder's permissions or write the outputs elsewhere",
+    errno.EIO: "the device reported an input/output error (often a full or failing disk): check it, then run "
+               "the same command again",
+    errno.EFBIG: "the file is larger than this system allows (ulimit -f or the file system's limit)",
+}
+
+
+def disk_error(path: str | Path, exc: BaseException) -> OutputError | None:
+    """The one-line `OutputError` for an OS failure `exc` while writing `path`, or None when `exc` is not one
+    (errno ENOSPC, EDQUOT, EROFS, EACCES, EPERM, EIO, EFBIG; also PyTorch's and LMDB's wrappers of them)."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code is None:  # torch.save on a full disk: "[enforce fail at inline_container.cc] . unexpected pos"
+        if "unexpected pos" in text or "PytorchStreamWriter failed" in text or "file write failed" in text:
+            code = errno.ENOSPC
+        elif "Input/output error" in text:
+            code = errno.EIO
+        elif "No space left" in text or "Disk quota exceeded" in text:
+            code = errno.ENOSPC if "No space left" in text else errno.EDQUOT
+        elif "Read-only file system" in text:
+            code = errno.EROFS
+    if code not in _FIXES:
+        return None
+    said = os.strerror(code) if code else text
+    if code == errno.ENOSPC and "unexpected pos" in text:
+        said = "the write stopped short (a full disk)"
+    return OutputError(f"cannot write {path}: {said}; {_FIXES[code]}")
+
+
+def temporary_name(path: str | Path) -> Path:
+    """A temporary path beside `path`, unique to this process and call (never a fixed `.tmp` name)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a unique temporary path for `path`'s content; on success rename it over `path` (atomic on one
+    file system), on failure remove it. The parent folder is created. OS write failures are raised as
+    `OutputError` naming `path` (see `disk_error`)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (disk_error(path.parent, exc) or exc) from None
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        wrapped = disk_error(path, exc) if isinstance(exc, Exception) else None
+        if wrapped is not None:
+            raise wrapped from None
+        raise
 
 
 def write_json(path: str | Path, payload: Any) -> None:
-    path = Path(path)
-    tmp = _temporary(path)
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    """`payload` as indented JSON at `path`, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """`text` at `path`, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
-    path = Path(path)
-    tmp = _temporary(path)
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    """`frame` as CSV (no index) at `path`, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def save_torch(path: str | Path, payload: Any) -> None:
+    """`torch.save(payload)` at `path`, atomically; a full disk is one line naming `path`, not PyTorch's
+    'enforce fail … unexpected pos'."""
+    import torch
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def save_npz(path: str | Path, **arrays) -> None:
+    """`np.savez(**arrays)` at `path` (which should end in .npz), atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
 
 def tile(images) -> np.ndarray:
@@ -36,8 +132,33 @@ def tile(images) -> np.ndarray:
 
 
 def write_png(path: str | Path, picture: np.ndarray) -> None:
+    """uint8 (H, W, 3) `picture` as PNG at `path`, atomically."""
     from PIL import Image
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+
+
+def save_figure(path: str | Path, figure, **savefig_kwargs) -> None:
+    """A matplotlib `figure` at `path` (format from its suffix), atomically."""
     path = Path(path)
-    tmp = _temporary(path)
-    Image.fromarray(picture).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create `folder` (and parents) and prove a file can be written there, before hours of work.
+    Raises `OutputError` naming the folder and the fix (read-only, no permission, disk full)."""
+    folder = Path(folder)
+    probe = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_name(folder / "write-probe")
+        probe.write_bytes(b"0" * 4096)
+    except OSError as exc:
+        raise (disk_error(folder, exc) or OutputError(f"cannot write in {folder}: {exc.strerror or exc}; "
+                                                      "choose a writable output folder")) from None
+    finally:
+        if probe is not None:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+    return folder
