@@ -29,6 +29,8 @@ class SourceCatalog:
     records: list[Record] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)  # non-image files (licences, notes)
+    # entries of a container that were not read (see containers.MemberListing.skipped): "container:name" → sentence
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 READERS: dict[str, type] = {}
@@ -165,7 +167,7 @@ def assemble(source: str, records: list[Record], rejections: list[Rejection], co
             continue
         near = record.attributes.pop("_near_misses", [])
         if record.member is None:
-            rejections.append(_missing(source, record, containers, near))
+            rejections.append(_missing(source, record, containers, near, catalog.skipped))
         else:
             catalog.records.append(record)
     catalog.rejections = rejections
@@ -271,6 +273,10 @@ def _index_files(source: str, catalog: SourceCatalog, rejections: list[Rejection
                 "(macOS __MACOSX/._ resource forks, .DS_Store, Windows Thumbs.db); it holds no image data.",
                 archive=str(container), member=name))
         unsafe += [(container, name) for name in listing.unsafe]
+        for name, (reason, message) in listing.skipped.items():
+            catalog.skipped[f"{container}:{name}"] = message
+            rejections.append(Rejection(source, reason, f"{message}. Not read, listed so that nothing is left out "
+                                        "silently.", archive=str(container), member=name))
         for name in listing.images:
             meant = listing.meant.get(name, "")
             index[lookup_key(member_key(canonical_name(meant or name)))].append(Member(str(container), name, meant))
@@ -362,9 +368,14 @@ def _reject_row(source, entry, reason, message, rejections) -> None:
         entry.message += f" Also: {message}"
 
 
-def _missing(source: str, record: Record, containers: list[Path], near: list[Member]) -> Rejection:
+def _missing(source: str, record: Record, containers: list[Path], near: list[Member],
+             skipped: dict[str, str] | None = None) -> Rejection:
     where = ", ".join(str(c) for c in containers)
-    if near:
+    blocking = _skipped_on_path(record.image_id, containers, skipped or {})
+    if blocking:
+        message = (f"{record.metadata_file} row {record.row} lists '{record.image_id}', which was not read: "
+                   f"{blocking}.")
+    elif near:
         others = "; ".join(f"'{m.name}' differs in {describe_difference(m.spelled, record.image_id)}" for m in near)
         message = (f"{record.metadata_file} row {record.row} lists '{record.image_id}', which is not in {where}; "
                    f"files with the same name but another extension are ({others}). Correct the row's path "
@@ -374,6 +385,18 @@ def _missing(source: str, record: Record, containers: list[Path], near: list[Mem
                    f"{where}. Check the path (or re-download the archive), or drop the row.")
     return Rejection(source, "missing_image", message, key=record.key, image_id=record.image_id,
                      metadata_file=record.metadata_file, row=record.row)
+
+
+def _skipped_on_path(listed: str, containers: list[Path], skipped: dict[str, str]) -> str:
+    """The reason a listed path was not read when it, or a folder on its way, was skipped (a broken or
+    looping link, an unreadable folder), else ''."""
+    parts = PurePosixPath(canonical_name(listed)).parts
+    for container in containers:
+        for depth in range(len(parts), 0, -1):
+            message = skipped.get(f"{container}:{'/'.join(parts[:depth])}")
+            if message:
+                return message
+    return ""
 
 
 def row_rejection(source: str, reason: str, message: str, metadata_file: Path, row: int,
