@@ -4,7 +4,10 @@
 Every write is a round trip (ruamel.yaml): comments, key order, quoting and the other entries stay as they
 were. The new text is first written to a temporary file beside the target and checked with the workflow's
 own `load_transformations` (plus the checks of the `rejected:` list below); only a valid text replaces the
-file (os.replace: atomic on one file system). A file that is already invalid is never written: every
+file (outputs.atomic_path: a name unique to the process, then os.replace, atomic on one file system).
+Every change is one read-modify-write cycle under the file's exclusive lock (locks.exclusive on
+`<file>.lock`, waited for up to LOCK_TIMEOUT seconds): two reviewers accepting at the same moment (two tabs,
+two `dermsynth review` servers) each re-read the file the other just wrote, so no accepted entry is lost. A file that is already invalid is never written: every
 change raises `InvalidTransformationsFile` with the validator's message, so the reviewer fixes it by hand.
 
 An accepted entry carries its review under `review:` (reviewed_by, reviewed_on, checkpoint_sha256); the
@@ -17,6 +20,7 @@ re-reviewing an entry without changing it re-runs nothing. A rejected direction 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import io
@@ -29,8 +33,11 @@ from pathlib import Path
 from ..errors import ConfigError, DermsynthError
 from ..latent.sefa import LAYER_RANGES
 from ..latent.transform import load_transformations
+from ..locks import exclusive
+from ..outputs import atomic_path, disk_error
 
 REVIEW_KEY = "review"
+LOCK_TIMEOUT = 30.0  # seconds a change waits for another reviewer's change of the same file
 HEADER = ("# Transformations reviewed with `dermsynth review`: SeFa directions of a generator, named, with a\n"
           "# magnitude range (distance in W along the unit direction). See config/transformations.yaml.\n")
 
@@ -131,17 +138,23 @@ def _check_rejected(rejected, where: str) -> list[str]:
 
 def validate_text(text: str, path: str | Path, gans: list[str] | None = None) -> list[dict]:
     """Check a transformations file's text exactly as the workflow does (`load_transformations`, read by
-    PyYAML) plus the `rejected:` list; the text is written to a temporary file beside `path`.
+    PyYAML) plus the `rejected:` list; the text is written to a temporary file of the system's temporary
+    folder (never beside `path`: checking a file needs no write permission on its folder).
 
     Returns the transformations (plain dicts). Raises ConfigError with the validator's message, the
-    temporary name replaced by `path`."""
+    temporary name replaced by `path`, and OutputError when the temporary folder cannot be written."""
     import yaml
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+    handle, tmp = None, None
     try:
-        with os.fdopen(handle, "w") as out:
+        handle, tmp = tempfile.mkstemp(prefix=f"dermsynth-check-{path.name}.", suffix=".yaml")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise (disk_error(tmp or tempfile.gettempdir(), exc) or exc) from None
+    try:
         try:
             entries = load_transformations(tmp, gans)
         except ConfigError as exc:
@@ -169,14 +182,28 @@ class TransformationsFile:
 
     # ---- reading -------------------------------------------------------------------------------------
     def problem(self) -> str | None:
-        """The validator's message when the file on disk is invalid, else None (also when it is missing)."""
+        """The validator's message when the file on disk is invalid (or is a folder, not text, unreadable),
+        else None (also when it is missing)."""
         if not self.path.exists():
             return None
         try:
-            validate_text(self.path.read_text(), self.path, self.gans)
+            validate_text(self._text(), self.path, self.gans)
         except ConfigError as exc:
             return str(exc)
         return None
+
+    def _text(self) -> str:
+        """The file's text. Raises ConfigError (one line) when it is a folder, not UTF-8 text or unreadable."""
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path} is a folder, not a transformations file: give the path of a YAML file "
+                              "(e.g. config/transformations.yaml)")
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.path} is not a text (YAML) file: give the transformations YAML file") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}; fix its permissions or give "
+                              "another file") from None
 
     def _document(self):
         """The round-trip document (a new one with a header comment when the file does not exist).
@@ -188,7 +215,7 @@ class TransformationsFile:
                                              f"{message}")
         if not self.path.exists():
             return _yaml().load(HEADER + "\ntransformations: []\n")
-        return _yaml().load(self.path.read_text())
+        return _yaml().load(self._text())
 
     def transformations(self) -> list[dict]:
         """The accepted entries as plain dicts ([] when the file is missing). Raises InvalidTransformationsFile."""
@@ -252,33 +279,32 @@ class TransformationsFile:
         if not description:
             raise ReviewError("describe what the direction changes (the description is empty)")
         _check_direction(direction, direction_count)
-        document = self._document()
-        entries = document.get("transformations")
-        if not entries:  # missing, null or `[]` (flow style): a block list, like the hand-written file
-            entries = document["transformations"] = CommentedSeq()
-        existing = next((e for e in entries if str(e.get("name")) == name), None)
-        if existing is not None and not replace:
-            raise ReviewError(f"a transformation named {name!r} exists already ({existing.get('gan')} "
-                              f"{existing.get('layer_range')} #{existing.get('direction')}); choose another name "
-                              "or replace it")
-        low, high = (float(m) for m in magnitude)
-        span = CommentedSeq([low, high])
-        span.fa.set_flow_style()
-        review = CommentedMap([("reviewed_by", reviewed_by), ("reviewed_on", SingleQuotedScalarString(now_iso())),
-                               ("checkpoint_sha256", checkpoint_sha256)])
-        values = [("name", name), ("description", description), ("gan", gan), ("layer_range", layer_range),
-                  ("direction", int(direction)), ("magnitude", span), (REVIEW_KEY, review)]
-        if existing is None:
-            existing = CommentedMap(values)
-            entries.append(existing)
-        else:
-            for key, value in values:
-                existing[key] = value
-        rejected = document.get("rejected")
-        if rejected:
-            for record in [r for r in rejected if _same_direction(r, gan, layer_range, direction)]:
-                rejected.remove(record)
-        self._write(document)
+        with self._changing() as document:
+            entries = document.get("transformations")
+            if not entries:  # missing, null or `[]` (flow style): a block list, like the hand-written file
+                entries = document["transformations"] = CommentedSeq()
+            existing = next((e for e in entries if str(e.get("name")) == name), None)
+            if existing is not None and not replace:
+                raise ReviewError(f"a transformation named {name!r} exists already ({existing.get('gan')} "
+                                  f"{existing.get('layer_range')} #{existing.get('direction')}); choose another name "
+                                  "or replace it")
+            low, high = (float(m) for m in magnitude)
+            span = CommentedSeq([low, high])
+            span.fa.set_flow_style()
+            review = CommentedMap([("reviewed_by", reviewed_by), ("reviewed_on", SingleQuotedScalarString(now_iso())),
+                                   ("checkpoint_sha256", checkpoint_sha256)])
+            values = [("name", name), ("description", description), ("gan", gan), ("layer_range", layer_range),
+                      ("direction", int(direction)), ("magnitude", span), (REVIEW_KEY, review)]
+            if existing is None:
+                existing = CommentedMap(values)
+                entries.append(existing)
+            else:
+                for key, value in values:
+                    existing[key] = value
+            rejected = document.get("rejected")
+            if rejected:
+                for record in [r for r in rejected if _same_direction(r, gan, layer_range, direction)]:
+                    rejected.remove(record)
         return _plain(existing)
 
     def reject(self, *, gan: str, layer_range: str, direction: int, reason: str, checkpoint_sha256: str,
@@ -294,24 +320,36 @@ class TransformationsFile:
         if not reason:
             raise ReviewError("give the reason for rejecting the direction (the reason is empty)")
         _check_direction(direction, direction_count)
-        document = self._document()
-        users = [str(e["name"]) for e in document.get("transformations") or []
-                 if _same_direction(e, gan, layer_range, direction)]
-        if users:
-            raise ReviewError(f"direction {gan} {layer_range} #{direction} is used by {', '.join(users)}; remove "
-                              f"that entry from {self.path} before rejecting the direction")
-        rejected = document.get("rejected")
-        if not rejected:
-            rejected = document["rejected"] = CommentedSeq()
-        for old in [r for r in rejected if _same_direction(r, gan, layer_range, direction)]:
-            rejected.remove(old)
-        record = CommentedMap([("gan", gan), ("layer_range", layer_range), ("direction", int(direction)),
-                               ("reason", reason), ("reviewed_by", reviewed_by),
-                               ("reviewed_on", SingleQuotedScalarString(now_iso())),
-                               ("checkpoint_sha256", checkpoint_sha256)])
-        rejected.append(record)
-        self._write(document)
+        with self._changing() as document:
+            users = [str(e["name"]) for e in document.get("transformations") or []
+                     if _same_direction(e, gan, layer_range, direction)]
+            if users:
+                raise ReviewError(f"direction {gan} {layer_range} #{direction} is used by {', '.join(users)}; remove "
+                                  f"that entry from {self.path} before rejecting the direction")
+            rejected = document.get("rejected")
+            if not rejected:
+                rejected = document["rejected"] = CommentedSeq()
+            for old in [r for r in rejected if _same_direction(r, gan, layer_range, direction)]:
+                rejected.remove(old)
+            record = CommentedMap([("gan", gan), ("layer_range", layer_range), ("direction", int(direction)),
+                                   ("reason", reason), ("reviewed_by", reviewed_by),
+                                   ("reviewed_on", SingleQuotedScalarString(now_iso())),
+                                   ("checkpoint_sha256", checkpoint_sha256)])
+            rejected.append(record)
         return _plain(record)
+
+    @contextlib.contextmanager
+    def _changing(self):
+        """The document, re-read under the file's exclusive lock; validated and written back atomically when
+        the block ends without an error (nothing is written otherwise). The lock is held across the whole
+        read-modify-write cycle, so concurrent changes are serialised, none lost.
+
+        Raises BusyError when another change holds the lock for more than LOCK_TIMEOUT seconds, OutputError
+        when the folder cannot be written (read-only, full disk), and what _document and _write raise."""
+        with exclusive(self.path, "review", wait=True, timeout=LOCK_TIMEOUT):
+            document = self._document()
+            yield document
+            self._write(document)
 
     def _write(self, document) -> None:
         buffer = io.StringIO()
@@ -324,20 +362,13 @@ class TransformationsFile:
             validate_text(text, self.path, self.gans)
         except ConfigError as exc:
             raise ReviewError(f"not saved: {exc}") from None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w") as out:
+        mode = self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w") as out:
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
-            if self.path.exists():
-                os.chmod(tmp, self.path.stat().st_mode & 0o777)
-            else:
-                os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            os.chmod(tmp, mode)
 
 
 def _same_direction(entry, gan: str, layer_range: str, direction: int) -> bool:
