@@ -5,10 +5,11 @@ A name registered here (`@register_model("name")`) is built by its builder; any 
 `timm.create_model` (ImageNet weights from the local weights cache, never from the network); a name that
 neither knows is a `ConfigError` naming the registered models and pointing at timm's list.
 
-A new non-timm classifier: a builder `f(num_classes, pretrained, cache, **kwargs) -> (nn.Module, weights
+A new non-timm classifier: a builder `f(num_classes, pretrained, cache, seed, **kwargs) -> (nn.Module, weights
 label)` decorated with `@register_model("my-net")` in a module imported by this one (or here), then
-`classifiers.<study>.architectures: [my-net]` in the config. The builder should seed (or load) its
-weights deterministically and return a label beginning with "random-init" when it has no trained weights
+`classifiers.<study>.architectures: [my-net]` in the config. The builder should draw (or load) its
+weights deterministically from `seed` without touching the global random state (a `torch.Generator`, or
+`torch.random.fork_rng`) and return a label beginning with "random-init" when it has no trained weights
 (the tables' `real weights` column is read from it).
 
 Weights cache (`$DERMSYNTH_WEIGHTS`, default resources/weights/): timm weights live under
@@ -33,7 +34,7 @@ _MODELS: dict[str, Builder] = {}
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: `builder(num_classes, pretrained, cache, **kwargs) -> (model, weights label)` builds the
+    """Decorator: `builder(num_classes, pretrained, cache, seed, **kwargs) -> (model, weights label)` builds the
     classifier architecture `name` (instead of timm). Raises ValueError if `name` is registered already."""
     def register(builder: Builder) -> Builder:
         if name in _MODELS:
@@ -69,39 +70,45 @@ def cached_timm_file(name: str, cache: Path) -> Path | None:
     return None
 
 
-def timm_model(name: str, cache: str | Path | None = None, pretrained: bool = True, **kwargs) -> tuple[nn.Module, str]:
+def timm_model(name: str, cache: str | Path | None = None, pretrained: bool = True, seed: int = 0,
+               **kwargs) -> tuple[nn.Module, str]:
     """A timm model with ImageNet weights from the cache's `huggingface/` folder (filled by
-    `dermsynth fetch-weights`), never from the network. Returns (model, weights label); without
-    cached weights (or with pretrained=False) the model is randomly initialised with seed 0 and the
-    label is "random-init(seed=0)" (a warning says why when weights were wanted). `kwargs` go to
+    `dermsynth fetch-weights`), never from the network. Returns (model, weights label); the weights timm
+    initialises at random (all of them without cached weights or with pretrained=False, else a new head) are
+    drawn from `seed` inside `torch.random.fork_rng`, so the global random state is left as it was. Without
+    weights the label is "random-init(seed=<seed>)" (a warning says why when weights were wanted). `kwargs` go to
     `timm.create_model` (num_classes, drop_rate, features_only, in_chans: timm adapts the RGB stem)."""
     import timm
     cache = weights_cache(cache)
-    torch.manual_seed(0)
     found = cached_timm_file(name, cache) if pretrained else None
-    if found is not None:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(found)}, **kwargs)
-        return model, f"timm:{name} ImageNet ({found})"
-    if pretrained:
+    if found is None and pretrained:
         warnings.warn(f"timm {name}: no weights at {cache / 'huggingface'}; using a deterministic randomly "
                       "initialised network. Metrics will be marked as not comparable to published numbers. Fill "
                       "the cache with `dermsynth fetch-weights` on a connected machine.", stacklevel=2)
-    return timm.create_model(name, pretrained=False, **kwargs), "random-init(seed=0)"
+    with torch.random.fork_rng(devices=[]):  # timm initialises from the global generator: seed a private copy
+        torch.manual_seed(seed)
+        if found is not None:
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(found)}, **kwargs)
+            return model, f"timm:{name} ImageNet ({found})"
+        return timm.create_model(name, pretrained=False, **kwargs), f"random-init(seed={seed})"
 
 
 def create_classifier(name: str, num_classes: int, pretrained: bool = True, cache: str | Path | None = None,
-                      **kwargs) -> tuple[nn.Module, str]:
+                      seed: int = 0, **kwargs) -> tuple[nn.Module, str]:
     """Classifier `name` with a new `num_classes`-way head: a registered builder if `name` is registered,
-    else timm's model of that name (`timm_model`: cached ImageNet weights when `pretrained`). `kwargs` (e.g.
-    `drop_rate`) go to the builder / `timm.create_model`. Returns (model, weights label).
+    else timm's model of that name (`timm_model`: cached ImageNet weights when `pretrained`). The randomly
+    initialised weights (the head, or all without ImageNet weights) are drawn from `seed`; the global random
+    state is not touched. `kwargs` (e.g. `drop_rate`) go to the builder / `timm.create_model`. Returns (model,
+    weights label).
 
     Raises:
         ConfigError: `name` is neither registered here nor a timm model."""
     if name in _MODELS:
-        return _MODELS[name](num_classes=num_classes, pretrained=pretrained, cache=weights_cache(cache), **kwargs)
+        return _MODELS[name](num_classes=num_classes, pretrained=pretrained, cache=weights_cache(cache), seed=seed,
+                             **kwargs)
     import timm
     if not timm.is_model(name):
         registered = ", ".join(registered_models()) or "none"
         raise ConfigError(f"classifier architecture '{name}' is neither a timm model (see timm.list_models()) nor "
                           f"registered in dermsynth.classify.models (registered: {registered})")
-    return timm_model(name, cache, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    return timm_model(name, cache, pretrained=pretrained, seed=seed, num_classes=num_classes, **kwargs)

@@ -23,8 +23,10 @@ import torch
 from ..data.lmdb_store import LmdbImageStore
 from ..errors import ConfigError, DermsynthError
 from ..labels import scheme_classes
+from ..fingerprint import require_same
+from ..locks import exclusive
 from ..metrics.classification import classification_report
-from ..outputs import write_csv, write_json
+from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..provenance import provenance
 from .data import ImageRows, assemble_training_set, read_manifest
 from .options import EDGE_SCENARIO, IsicSyntheticOptions, TrainClassifierOptions
@@ -71,7 +73,7 @@ def confusion_figure(report: dict, title: str, out_png: str | Path) -> None:
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png)
+    save_figure(out_png, fig)
     plt.close(fig)
 
 
@@ -121,32 +123,51 @@ def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, ou
     `synthetic_lmdb`); pick the best validation epoch; predict the real validation and test splits (and, with
     `predict_synthetic`, the synthetic rows). Writes best.pt, predictions-*.csv, confusion.png and metrics.json
     (reports, history, training-set counts, `data_source`, provenance) to `out_dir`; resumes per epoch.
-    Returns the metrics.json dict.
+    Returns the metrics.json dict. Holds `out_dir`'s lock throughout (one writer per model folder); resumes
+    only a resume.pt of the same data, architecture and recipe (`train.train_classifier`); metrics.json records
+    the recipe that ran, the run's fingerprint and its starts (`runs`).
 
     Raises:
         DermsynthError: the training set is empty; InputError: the early-stopping metric is undefined on
-        validation; ConfigError: the architecture is unknown."""
-    study, scenario, architecture = options.study, options.scenario, options.arch
-    _check_scenario(scenario, synthetic_lmdb, synthetic_manifest, real_train)
+        validation; ConfigError: the architecture is unknown; BusyError: another process writes to `out_dir`;
+        OutputError: `out_dir` is not writable; StateMismatchError: best.pt is not this run's."""
+    _check_scenario(options.scenario, synthetic_lmdb, synthetic_manifest, real_train)
+    inputs = _inputs(options, real_lmdb, real_manifest, synthetic_lmdb, synthetic_manifest, real_train)
+    out_dir = check_writable(out_dir)  # the inputs are read first: a wrong input leaves no model folder behind
+    with exclusive(out_dir, "train-classifier"):
+        return _run_classifier(options, inputs, out_dir, predict_synthetic, data_source, device)
+
+
+def _inputs(options, real_lmdb, real_manifest, synthetic_lmdb, synthetic_manifest, real_train) -> dict:
+    """The run's classes, manifests, training rows and datasets (train, validation, test) over its stores."""
     recipe = recipe_from(options.recipe)
-    device = _device(device)
-    out_dir = Path(out_dir)
     store = LmdbImageStore(real_lmdb)
     classes = list(scheme_classes(store.index["labels"]))
     manifest = read_manifest(real_manifest)
     synthetic = read_manifest(synthetic_manifest) if synthetic_manifest else None
-    training = assemble_training_set(manifest, synthetic, real_train, training_sources(scenario))
+    training = assemble_training_set(manifest, synthetic, real_train, training_sources(options.scenario))
     if training.empty:
-        raise DermsynthError(f"scenario {scenario}: the training set is empty")
+        raise DermsynthError(f"scenario {options.scenario}: the training set is empty")
     stores = {"real": real_lmdb, **({"synthetic": synthetic_lmdb} if synthetic_lmdb else {})}
-    train_set = ImageRows(training, stores, classes, recipe.input_resolution, recipe.augment)
     sets = {split: ImageRows(manifest[manifest["split"] == split].assign(store="real"), stores, classes,
                              recipe.input_resolution) for split in ("validation", "test")}
+    return {"recipe": recipe, "classes": classes, "synthetic": synthetic, "training": training, "stores": stores,
+            "train_set": ImageRows(training, stores, classes, recipe.input_resolution, recipe.augment), "sets": sets}
+
+
+def _run_classifier(options, inputs: dict, out_dir: Path, predict_synthetic, data_source, device) -> dict:
+    study, scenario, architecture = options.study, options.scenario, options.arch
+    recipe, classes, synthetic, training, stores, train_set, sets = (
+        inputs[k] for k in ("recipe", "classes", "synthetic", "training", "stores", "train_set", "sets"))
+    device = _device(device)
     print(f"classifier {study}/{scenario}/{architecture}: {len(train_set)} training images "
           f"({int(training['synthetic'].sum())} synthetic), {len(sets['validation'])} validation, "
           f"{len(sets['test'])} test", file=sys.stderr)
-    result = train_classifier(architecture, classes, train_set, sets["validation"], recipe, out_dir, device)
+    result = train_classifier(architecture, classes, train_set, sets["validation"], recipe, out_dir, device,
+                              locked=True)
     model, best = load_best(out_dir, device)
+    require_same(out_dir / "best.pt", best.get("fingerprint"), result["fingerprint"], "a classifier",
+                 "remove it and run again")
     if predict_synthetic and synthetic is not None:
         sets["synthetic"] = ImageRows(synthetic.assign(store="synthetic"), stores, classes, recipe.input_resolution)
     predictions = _write_predictions(model, sets, classes, recipe, device, out_dir)
@@ -163,7 +184,8 @@ def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, ou
                          "per_class": training.groupby("label").size().to_dict(),
                          "synthetic_derived_from_splits": list(training_sources(scenario))},
         "validation": report_from_predictions(validation_predictions, classes), "test": test_report,
-        "recipe": asdict(recipe), "device": str(device),
+        "recipe": asdict(recipe), "fingerprint": result["fingerprint"], "runs": result["runs"],
+        "device": str(device),
         "provenance": provenance(options.step, options.to_dict(), seed=recipe.seed)}
     write_json(out_dir / "metrics.json", summary)
     (out_dir / "resume.pt").unlink(missing_ok=True)
