@@ -7,7 +7,11 @@ Outputs, in `out_dir`:
     ingest.json      counts per source and reason, class counts, timing, config, seed and versions
 
 Work happens in `lmdb.partial/`; a killed ingest resumes from there, and the store appears under
-its final name only when complete.
+its final name only when complete. The partial store records the fingerprint of what it was made from (the
+decode settings, and each image's key, file and the file's size and modification time): a partial store of
+other settings or other files is set aside (`superseded-<time>/`, one line) and the ingest starts afresh.
+One ingest at a time writes an output folder (`locks.exclusive`); the folder is created and proved writable
+before any work, and a full or read-only disk is one line naming the file being written.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -28,14 +33,17 @@ import pandas as pd
 
 from ..errors import InputError
 from ..labels import class_for, scheme_classes
+from ..fingerprint import differences, digest, set_aside
+from ..locks import exclusive
 from ..progress import Progress
-from ..outputs import write_csv, write_json
+from ..outputs import check_writable, temporary_name, write_csv, write_json, write_text
 from ..provenance import provenance
 from .containers import ContainerReader
 from .images import ImageRejected, decode_image
 from .names import printable
 from .options import IngestOptions
-from .lmdb_store import INDEX_FILE, ShardWriter, close_readers_under, encode_pixels, iterate_prefix, shard_of, shard_path
+from .lmdb_store import (INDEX_FILE, ShardWriter, close_readers_under, encode_pixels, iterate_prefix, shard_of,
+                         shard_path, store_error)
 from .records import REJECTION_COLUMNS, Record, Rejection
 from .sources import make_reader
 
@@ -111,8 +119,9 @@ def _process_chunk(job: dict) -> dict:
             rejected += 1
             continue
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:  # unreadable zip member, CRC error, …
-            message = (f"{container}:{member} cannot be read ({exc}); the archive is damaged: re-copy or "
-                       "re-download it")
+            fix = ("you may not read it: fix its permissions" if isinstance(exc, PermissionError) else
+                   "the archive is damaged: re-copy or re-download it")
+            message = f"{container}:{member} cannot be read ({exc}); {fix}"
             entries.append((b"rej/" + key.encode(), json.dumps({"reason": "unreadable_member", "message": message}).encode()))
             rejected += 1
             continue
@@ -130,14 +139,43 @@ def _process_chunk(job: dict) -> dict:
     return {"items": len(job["items"]), "stored": stored, "rejected": rejected, "skipped": len(job["items"]) - len(todo)}
 
 
-def _prepare_staging(staging: Path, settings: dict) -> None:
-    """Reuse a partial store only if it was made with the same settings; otherwise start afresh."""
+def _prepare_staging(staging: Path, settings: dict, inputs: str) -> None:
+    """Reuse a partial store only if it was made with the same settings from the same files (`inputs`, see
+    `_inputs_fingerprint`); otherwise set it aside and start afresh."""
     index = staging / INDEX_FILE
-    if staging.exists() and (not index.exists() or json.loads(index.read_text()).get("settings") != settings):
-        print(f"{staging}: left by a run with other settings; starting afresh", file=sys.stderr)
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps({"settings": settings, "complete": False}))
+    expected = {"settings": settings, "inputs": inputs}
+    if staging.exists():
+        recorded = json.loads(index.read_text()) if index.exists() else None
+        found = differences(None if recorded is None else
+                            {"settings": recorded.get("settings"), "inputs": recorded.get("inputs")}, expected)
+        if found:
+            set_aside(staging.parent, [staging.name], f"{staging} was left by an ingest of other settings or files "
+                      f"({'; '.join(found)})", "ingest")
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise store_error(staging, exc) from None
+    write_text(index, json.dumps({**expected, "complete": False}))
+
+
+def _inputs_fingerprint(candidates: list[Candidate]) -> str:
+    """What the stored pixels are made from: each key with its container, member, and the size and
+    modification time of the file holding it (the zip, or the image file of a folder source)."""
+    stats: dict[str, list] = {}
+
+    def identity(path: str) -> list:
+        if path not in stats:
+            try:
+                info = os.stat(path)
+                stats[path] = [info.st_size, info.st_mtime_ns]
+            except OSError:
+                stats[path] = ["unreadable"]
+        return stats[path]
+
+    return digest([[c.record.key, c.record.member.container, c.record.member.name,
+                    identity(c.record.member.container) if not os.path.isdir(c.record.member.container) else
+                    identity(os.path.join(c.record.member.container, c.record.member.name))]
+                   for c in sorted(candidates, key=lambda c: c.record.key)])
 
 
 def _jobs(candidates: list[Candidate], staging: Path, settings: dict) -> list[dict]:
@@ -231,9 +269,19 @@ def ingest(options: IngestOptions, out_dir: str | Path, workers: int = 1) -> dic
     ingest.json (counts per source and reason, class counts, timing, provenance).
 
     Raises:
-        InputError: an archive or metadata file cannot be used, or no image at all was stored."""
+        InputError: an archive or metadata file cannot be used, or no image at all was stored.
+        BusyError: another ingest is writing to `out_dir`.
+        OutputError: `out_dir` cannot be written (read-only, no permission, disk full), checked before any
+            work, or the disk refuses a write during the ingest (rerun to resume)."""
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "ingest"):
+        return _ingest(options, out_dir, workers)
+
+
+def _ingest(options: IngestOptions, out_dir: Path, workers: int) -> dict:
     started = time.monotonic()
-    out_dir, dataset = Path(out_dir), options.dataset
+    dataset = options.dataset
+    _remove_leftovers(out_dir)
     candidates, rejections, per_source = collect_candidates(options)
     print(f"ingest {dataset}: {len(candidates)} images to store, {len(rejections)} rejected while reading "
           f"metadata and archives", file=sys.stderr)
@@ -241,7 +289,7 @@ def ingest(options: IngestOptions, out_dir: str | Path, workers: int = 1) -> dic
     settings = {"resolution": options.resolution, "encoding": options.encoding, "shards": options.shards,
                 "grayscale": options.grayscale, "draft": options.jpeg_draft}
     staging = out_dir / "lmdb.partial"
-    _prepare_staging(staging, settings)
+    _prepare_staging(staging, settings, _inputs_fingerprint(candidates))
     totals = _run_jobs(_jobs(candidates, staging, settings), workers, f"ingest {dataset}")
     rows, decode_rejections = _finalise(candidates, staging, settings["shards"])
     rejections += decode_rejections
@@ -251,20 +299,52 @@ def ingest(options: IngestOptions, out_dir: str | Path, workers: int = 1) -> dic
     classes = scheme_classes(options.labels)
     index = {"dataset": dataset, "labels": options.labels, "classes": list(classes), "count": len(rows),
              "settings": settings, "complete": True, **settings}
-    (staging / INDEX_FILE).write_text(json.dumps(index, indent=2))
-    final = out_dir / "lmdb"
-    if final.exists():
-        close_readers_under(final)
-        shutil.rmtree(final)
-    staging.rename(final)
+    write_text(staging / INDEX_FILE, json.dumps(index, indent=2))
+    _publish_store(staging, out_dir)
 
     rejection_rows = sorted((r.as_row() for r in rejections), key=lambda r: (r["source"], r["reason"], r["key"]))
     write_csv(out_dir / "ingested.csv", _table(sorted(rows, key=lambda r: r["key"]), INGESTED_COLUMNS))
     write_csv(out_dir / "rejections.csv", _table(rejection_rows, REJECTION_COLUMNS))
     summary = _summary(options, rows, rejections, per_source, totals, time.monotonic() - started, workers)
-    write_json(out_dir / "ingest.json", summary)
+    write_json(out_dir / "ingest.json", summary)  # last: its presence says the folder is complete
     _print_summary(dataset, summary)
     return summary
+
+
+ACCOUNTING_FILES = ("ingest.json", "ingested.csv", "rejections.csv")
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary files and old stores that a killed ingest of this folder left (this process holds the
+    folder's lock, so no other writer owns them)."""
+    for name in ("lmdb", *ACCOUNTING_FILES):
+        for path in out_dir.glob(f".{name}.*.*.tmp"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _publish_store(staging: Path, out_dir: Path) -> None:
+    """Put the finished store under its final name `lmdb/`: the accounting of an earlier run is removed first
+    (it describes the old store), the old store is renamed aside, the new one renamed in, the old one deleted.
+    A kill at any moment leaves either the old outputs, or the new store without (or with part of) its
+    accounting files, each complete."""
+    final = out_dir / "lmdb"
+    try:
+        for name in ACCOUNTING_FILES:
+            if (out_dir / name).exists():
+                (out_dir / name).unlink()
+        old = None
+        if final.exists():
+            close_readers_under(final)
+            old = temporary_name(final)
+            os.rename(final, old)
+        staging.rename(final)
+    except OSError as exc:
+        raise store_error(final, exc) from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fail_empty(dataset: str, out_dir: Path, rejections: list[Rejection], staging: Path) -> None:

@@ -13,6 +13,7 @@ A key lives in shard `crc32(key) % shards`, so a reader needs nothing but the ke
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -22,7 +23,21 @@ import cv2
 import lmdb
 import numpy as np
 
+from ..outputs import OutputError, disk_error, temporary_name
+
 INDEX_FILE = "index.json"
+
+
+def store_error(path: str | Path, exc: Exception) -> Exception:
+    """The one-line `OutputError` for an LMDB or OS failure while writing the store file `path` (a full disk,
+    an I/O error, a read-only or forbidden folder), or `exc` itself when it is none of these."""
+    wrapped = disk_error(path, exc)
+    if wrapped is None and "Permission denied" in str(exc):
+        wrapped = disk_error(path, PermissionError(errno.EACCES, str(exc)))
+    if wrapped is None and isinstance(exc, lmdb.Error) and not isinstance(exc, lmdb.MapFullError):
+        wrapped = OutputError(f"cannot write {path}: {exc}; check that the file system has free space and "
+                              "is writable, then run the same command again")
+    return wrapped or exc
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -50,11 +65,17 @@ def decode_pixels(data: bytes, encoding: str, resolution: int) -> np.ndarray:
 
 
 class ShardWriter:
-    """Batched writes to one shard; grows the map when full. Safe with several writer processes."""
+    """Batched writes to one shard; grows the map when full. Safe with several writer processes.
+    Every method raises `OutputError` (one line naming the shard's file and the fix) when the operating
+    system refuses the write (disk full, I/O error, read-only, no permission)."""
 
     def __init__(self, path: str | Path, map_size: int):
-        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, lock=True, sync=True,
-                             max_dbs=0, meminit=False)
+        self.path = Path(path)
+        try:
+            self.env = lmdb.open(str(path), map_size=map_size, subdir=True, lock=True, sync=True,
+                                 max_dbs=0, meminit=False)
+        except (lmdb.Error, OSError) as exc:
+            raise store_error(self.path / "data.mdb", exc) from None
 
     def done_keys(self, keys: list[str]) -> set[str]:
         """Keys that already have an image or a rejection (work finished by an earlier run)."""
@@ -63,6 +84,7 @@ class ShardWriter:
                     if txn.get(b"meta/" + k.encode()) is not None or txn.get(b"rej/" + k.encode()) is not None}
 
     def write(self, entries: list[tuple[bytes, bytes]]) -> None:
+        """Put every (key, value) in one transaction, doubling the map while it is full."""
         while True:
             try:
                 with self.env.begin(write=True) as txn:
@@ -70,12 +92,24 @@ class ShardWriter:
                         txn.put(key, value)
                 return
             except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                self._grow()
+            except (lmdb.Error, OSError) as exc:
+                raise store_error(self.path / "data.mdb", exc) from None
+
+    def _grow(self) -> None:
+        try:
+            self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        except (lmdb.Error, OSError) as exc:
+            raise store_error(self.path / "data.mdb", exc) from None
 
     def delete(self, keys: list[bytes]) -> None:
-        with self.env.begin(write=True) as txn:
-            for key in keys:
-                txn.delete(key)
+        """Remove `keys` (absent ones are ignored) in one transaction."""
+        try:
+            with self.env.begin(write=True) as txn:
+                for key in keys:
+                    txn.delete(key)
+        except (lmdb.Error, OSError) as exc:
+            raise store_error(self.path / "data.mdb", exc) from None
 
     def close(self) -> None:
         self.env.close()
@@ -93,39 +127,88 @@ def close_readers_under(folder: str | Path) -> None:
 
 
 class ImageSetWriter:
-    """Writes an image set folder — `lmdb/` (one shard + index.json) and `manifest.csv` — under
-    `<out>.partial`, renamed to `<out>` by `finish`: a killed job leaves no half set behind.
-    Used for generated, transformed and drawn synthetic sets."""
+    """Writes an image set folder — `lmdb/` (one shard + index.json) and `manifest.csv` — in a staging folder
+    beside `<out>` whose name is unique to this process (`.<out>.<pid>.<random>.tmp`), which `finish` swaps in
+    for `<out>` with two renames: a killed job leaves no half set under the final name, and two writers never
+    share a staging folder. Staging folders of processes that no longer run are removed. A lock the caller
+    holds on `<out>` (`locks.exclusive(out, …)`) moves with the folder, so it stays held.
+    Used for generated, transformed and drawn synthetic sets.
+
+    Raises `OutputError` (one line) when the disk refuses a write."""
 
     def __init__(self, out: str | Path, map_size: int = 256 << 20):
-        import shutil
         self.out = Path(out)
-        self.staging = self.out.with_name(self.out.name + ".partial")
-        shutil.rmtree(self.staging, ignore_errors=True)
-        (self.staging / "lmdb").mkdir(parents=True)
+        _remove_dead_staging(self.out)
+        self.staging = temporary_name(self.out)
+        try:
+            (self.staging / "lmdb").mkdir(parents=True)
+        except OSError as exc:
+            raise store_error(self.staging, exc) from None
         self.writer = ShardWriter(shard_path(self.staging / "lmdb", 0), map_size)
         self.count = 0
 
     def add_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Store encoded images (key, bytes) in one transaction."""
         self.writer.write([(b"img/" + key.encode(), data) for key, data in items])
         self.count += len(items)
 
     def finish(self, manifest, labels: str, resolution: int, encoding: str = "png") -> Path:
-        """Write index.json and manifest.csv (a DataFrame with one row per image), then publish."""
-        import shutil
-
+        """Write index.json and manifest.csv (a DataFrame with one row per image), then publish.
+        Raises ValueError when the manifest's rows do not match the stored images, OutputError on a disk error."""
         from ..labels import scheme_classes
+        from ..outputs import write_csv, write_text
         self.writer.close()
         if len(manifest) != self.count:
             raise ValueError(f"{self.out}: the manifest has {len(manifest)} rows for {self.count} stored images")
-        (self.staging / "lmdb" / INDEX_FILE).write_text(json.dumps({
+        write_text(self.staging / "lmdb" / INDEX_FILE, json.dumps({
             "dataset": self.out.name, "labels": labels, "classes": list(scheme_classes(labels)), "count": self.count,
             "resolution": int(resolution), "encoding": encoding, "shards": 1, "complete": True}))
-        manifest.to_csv(self.staging / "manifest.csv", index=False)
-        close_readers_under(self.out)
-        shutil.rmtree(self.out, ignore_errors=True)
-        self.staging.rename(self.out)
+        write_csv(self.staging / "manifest.csv", manifest)
+        publish_folder(self.staging, self.out)
         return self.out
+
+
+def publish_folder(staging: Path, out: Path) -> None:
+    """Swap the finished folder `staging` in for `out` (a rename of the old one aside, a rename of the new one
+    in, then the old one is deleted); a lock file held on `out` moves into the new folder first."""
+    import shutil
+
+    from ..locks import LOCK_NAME
+    close_readers_under(out)
+    try:
+        if (out / LOCK_NAME).exists():
+            os.replace(out / LOCK_NAME, staging / LOCK_NAME)
+        old = None
+        if out.exists():
+            old = temporary_name(out)
+            os.rename(out, old)
+        os.rename(staging, out)
+    except OSError as exc:
+        raise store_error(out, exc) from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_dead_staging(out: Path) -> None:
+    """Remove the staging folders of `out` left by writers that were killed (their process no longer runs)."""
+    import glob
+    import shutil
+    if not out.parent.is_dir():
+        return
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.*.*.tmp"):
+        pid = folder.name[len(out.name) + 2:].split(".")[0]
+        if folder.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def iterate_prefix(path: str | Path, prefix: bytes):
