@@ -133,8 +133,9 @@ class _RandomInception(nn.Module):
     def __init__(self):
         super().__init__()
         from torchvision.models import inception_v3
-        torch.manual_seed(0)
-        self.net = inception_v3(weights=None, aux_logits=False, init_weights=True)
+        with torch.random.fork_rng(devices=[]):  # seed 0 for the init only; the caller's random state is kept
+            torch.manual_seed(0)
+            self.net = inception_v3(weights=None, aux_logits=False, init_weights=True)
         self.net.fc = nn.Identity()
         _calibrate_batchnorm(self.net, torch.Generator().manual_seed(0))
 
@@ -198,8 +199,9 @@ def vgg16(cache: str | Path | None = None) -> Extractor:
     from torchvision.models import vgg16 as build
     cache = weights_dir(cache)
     path = torchvision_checkpoint(cache, VGG16_Weights.IMAGENET1K_V1.url)
-    torch.manual_seed(0)
-    model = build(weights=None)
+    with torch.random.fork_rng(devices=[]):  # seed 0 for the init only; the caller's random state is kept
+        torch.manual_seed(0)
+        model = build(weights=None)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         weights = str(path)
@@ -220,9 +222,9 @@ def lpips_model(cache: str | Path | None = None, net: str = "alex"):
     real = path.exists()
     if not real:
         _random_init_warning(f"{ {'alex': 'AlexNet', 'vgg': 'VGG16'}[net]} trunk of LPIPS", path)
-    torch.manual_seed(0)
-    with torch_home(cache), warnings.catch_warnings():
+    with torch_home(cache), warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore", UserWarning)  # torchvision's `pretrained=` deprecation notice
+        torch.manual_seed(0)  # the init's own seed, inside fork_rng: the caller's random state is kept
         model = lpips.LPIPS(net=net, pnet_rand=not real, verbose=False).eval()
     info = {"name": f"lpips_{net}_v0.1", "trunk_weights": str(path) if real else "random-init(seed=0)",
             "linear_layers": "lpips package v0.1", "comparable_to_published": real}
