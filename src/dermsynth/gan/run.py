@@ -7,39 +7,56 @@ Output folder (`results/gan/<name>/`):
     tensorboard/                  the same scalars for TensorBoard
     network-final.pt (+ .json)    the finished state; G_ema is what later stages use
 
-Run again after a kill and it continues from the newest snapshot. Under `torchrun` (several processes)
-every rank trains on its slice of each batch and rank 0 writes everything. Training images are read
-from the LMDB batch by batch, so memory does not grow with the dataset.
+Run again after a kill and it continues from the newest snapshot, when that snapshot belongs to this run: every
+checkpoint records a fingerprint (`run_fingerprint`: the LMDB store's identity, the chosen images and labels,
+classes, resolution, conditional, hospital; the architecture; the training recipe) and a snapshot whose
+fingerprint differs (or that has none, or cannot be read) is set aside with the rest of the folder
+(`superseded-<time>/`, said in one line) before training starts afresh. `training_log.jsonl` is cut back to
+the resumed step, so every logged step appears once.
+
+One writer: rank 0 holds the folder's lock (`locks.exclusive`) for the whole run, so a second `train-gan` on the
+same folder is refused in one line; every file is written under a temporary name and renamed (`outputs`), and
+the folder is proven writable before anything is built. Under `torchrun` (several processes) every rank trains
+on its slice of each batch and rank 0 writes everything. Training images are read from the LMDB batch by batch,
+so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import resource
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import GENERATOR_KINDS, WrongFileError, load_checkpoint
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
+from ..fingerprint import differences, digest, set_aside, store_identity, tensors_digest
 from ..labels import scheme_classes
-from ..outputs import tile, write_json, write_png
+from ..locks import exclusive
+from ..outputs import check_writable, tile, write_json, write_png, write_text
 from ..progress import Progress
 from ..provenance import provenance
 from .distributed import join_world, leave_world
 from .networks import Generator, seed_latents
 from .ops import fused
 from .options import TrainGanOptions
-from .training import GanTrainer, TrainingOptions
+from .training import GanTrainer, TrainingDivergedError, TrainingOptions, recorded_fingerprint
 
 OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
                "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile")
 GRID_SEEDS = range(32)
+GENERATOR_FIX = ("use results/gan/<gan>/network-final.pt or a snapshot (network-snapshot-step*.pt; a federated "
+                 "run's network-final.pt or network-snapshot-round*.pt)")
 
 
 class LmdbTrainingImages:
@@ -74,6 +91,7 @@ def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict, fed
             raise ConfigError(f"gans: classes {unknown} are not classes of the dataset ({', '.join(classes)})")
         frame = frame[frame["label"].isin(spec["classes"])]
     images = LmdbTrainingImages(store, frame["key"].tolist())
+    images.labels = frame["label"].tolist()
     labels = F.one_hot(torch.tensor([classes.index(x) for x in frame["label"]]), len(classes)).float()
     return images, labels, classes
 
@@ -105,16 +123,64 @@ def _latest_snapshot(out_dir: Path) -> Path | None:
     return snapshots[-1] if snapshots else None
 
 
-def _set_aside(out_dir: Path, name: str) -> None:
-    """Snapshots of another config are not resumed: they move to superseded-<time>/ (nothing is deleted)."""
-    import time
-    aside = out_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
-    aside.mkdir()
-    for path in out_dir.iterdir():
-        if not path.name.startswith("superseded-"):
-            path.rename(aside / path.name)
-    print(f"train-gan {name}: the snapshots in {out_dir} were trained with other options; moved them to {aside} "
-          "and starting afresh", file=sys.stderr)
+def run_fingerprint(spec: dict, lmdb_root: str | Path, images: LmdbTrainingImages, classes: list[str],
+                    training: TrainingOptions) -> dict:
+    """What a train-gan run's state belongs to: the data (the LMDB store's identity, the chosen images and their
+    labels in training order, the dataset's and the trained classes, resolution, conditional, hospital), the
+    architecture (network keyword arguments, c_dim, resolution) and the recipe (every training option). `kimg`
+    and `snapshot_kimg` are not part of it: training longer continues the same run."""
+    resolution = int(images.shape[-1])
+    selection = list(zip(images.keys, getattr(images, "labels", [""] * len(images.keys))))
+    return {"data.store": store_identity(lmdb_root), "data.selection": digest(selection),
+            "data.images": len(images), "data.classes": list(classes),
+            "data.trained_classes": list(spec.get("classes") or classes), "data.resolution": resolution,
+            "data.conditional": bool(spec["conditional"]), "data.hospital": spec.get("hospital") or None,
+            "architecture": {"network": dict(training.network), "c_dim": len(classes) if spec["conditional"] else 0,
+                             "resolution": resolution},
+            "recipe": json.loads(json.dumps(asdict(training)))}
+
+
+def _resumable_state(out_dir: Path, fingerprint: dict, name: str, world) -> dict | None:
+    """The newest snapshot's state when it belongs to this run (same fingerprint), else None — after the folder's
+    outputs were set aside (`superseded-<time>/`, one line naming what differs) by rank 0."""
+    latest = _latest_snapshot(out_dir)
+    if latest is None:
+        return None
+    state, reason = None, None
+    try:
+        state = load_checkpoint(latest, ("generator",), "a train-gan snapshot", "it is set aside")
+    except WrongFileError as exc:
+        reason = str(exc).split("; ")[0]
+    if state is not None:
+        found = differences(recorded_fingerprint(state), fingerprint)
+        if found:
+            state, reason = None, f"{latest.name} belongs to another run ({'; '.join(found[:4])}" \
+                                  f"{f'; {len(found) - 4} more' if len(found) > 4 else ''})"
+    if reason is None:
+        return state
+    world.barrier()  # every rank has read the snapshot before rank 0 moves it
+    if world.is_main:
+        set_aside(out_dir, None, reason, f"train-gan {name}")
+    world.barrier()
+    return None
+
+
+def _restart_log(path: Path, step: int) -> list[str]:
+    """The lines of training_log.jsonl up to `step` (the resumed snapshot; 0: none), written back atomically when
+    the killed run had logged more (or a line was cut), so that each step is logged once."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    kept = []
+    for line in text.splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if "".join(f"{line}\n" for line in kept) != text:
+        write_text(path, "".join(f"{line}\n" for line in kept))
+    return kept
 
 
 @torch.no_grad()
@@ -134,21 +200,6 @@ def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: flo
             "processes": trainer.world.size}
 
 
-def _resume(trainer: GanTrainer, out_dir: Path, name: str, world) -> None:
-    """Continue from the newest snapshot written with the same training options; set others aside."""
-    latest = _latest_snapshot(out_dir)
-    if latest is not None and not trainer.written_with_same_options(latest):
-        world.barrier()
-        if world.is_main:
-            _set_aside(out_dir, name)
-        world.barrier()
-        latest = None
-    if latest is not None:
-        trainer.load(latest)
-        if world.is_main:
-            print(f"train-gan {name}: resumed from {latest.name} at {trainer.nimg / 1000:.2f} kimg", file=sys.stderr)
-
-
 def _write_final_record(options: TrainGanOptions, trainer: GanTrainer, out_dir: Path, classes: list[str],
                         images: torch.Tensor, device: torch.device) -> None:
     """network-final.json: what was trained, on what, how far, with which options and software."""
@@ -166,54 +217,54 @@ def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | P
               device: str | None = None, federated: str | Path | None = None) -> Path:
     """Train generator `options.gan` on the training images of `manifest` (its `splits`, `classes`) from
     `lmdb_root`, writing snapshots, logs and `network-final.pt` (+ .json) to `out_dir`; resumes from the newest
-    snapshot written with the same options. `device`: cpu/cuda (None: cuda when available; under torchrun one
-    process per GPU). `federated`: the federated split, read for a hospital-alone baseline (`spec["hospital"]`).
-    Returns the final checkpoint's path."""
-    spec, name = options.spec, options.gan
+    snapshot when it belongs to this run (its fingerprint), else sets the folder's outputs aside and starts afresh.
+    `device`: cpu/cuda (None: cuda when available; under torchrun one process per GPU). `federated`: the federated
+    split, read for a hospital-alone baseline (`spec["hospital"]`). Returns the final checkpoint's path.
+
+    Raises:
+        BusyError: another process is writing to `out_dir` (rank 0 holds its lock for the whole run).
+        OutputError: `out_dir` is not writable, or the disk filled up while writing (finished snapshots are kept).
+        TrainingDivergedError: every loss of a step was NaN or infinite (nothing of that step is saved).
+        ConfigError: unknown classes or hospital."""
     out_dir = Path(out_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        check_writable(out_dir)
+    with exclusive(out_dir, "train-gan") if main else contextlib.nullcontext():
+        return _train(options, lmdb_root, manifest, out_dir, device, federated)
+
+
+def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device, federated) -> Path:
+    spec, name = options.spec, options.gan
     world, device = join_world(device)
-    if world.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     world.barrier()
     images, labels, classes = training_images(lmdb_root, manifest, spec, federated)
-    trainer = GanTrainer(options_from(spec), images, labels if spec["conditional"] else None, device, world)
-    _resume(trainer, out_dir, name, world)
+    training = options_from(spec)
+    fingerprint = run_fingerprint(spec, lmdb_root, images, classes, training)
+    resumed = _resumable_state(out_dir, fingerprint, name, world)  # before building: nothing of another run loads
+    trainer = GanTrainer(training, images, labels if spec["conditional"] else None, device, world)
+    trainer.fingerprint = fingerprint
+    if resumed is not None:
+        trainer.load_state(resumed, _latest_snapshot(out_dir))
+        if world.is_main:
+            print(f"train-gan {name}: resumed from {_latest_snapshot(out_dir).name} at {trainer.nimg / 1000:.2f} kimg",
+                  file=sys.stderr)
+    del resumed
     total_steps = steps_for(spec["kimg"], spec["batch"])
     snapshot_every = max(1, steps_for(spec["snapshot_kimg"], spec["batch"]))
     if world.is_main:
         print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
               f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "
               f"{total_steps} steps of {spec['batch']} on {world.size} × {device.type}", file=sys.stderr)
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(str(out_dir / "tensorboard")) if world.is_main else None
-    progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step") if world.is_main else None
-    log = open(out_dir / "training_log.jsonl", "a") if world.is_main else None
-    tick_start, tick_nimg = time.perf_counter(), trainer.nimg
-    while trainer.step_index < total_steps:
-        stats = trainer.step()
-        if progress:
-            progress.update()
-        if trainer.step_index % snapshot_every and trainer.step_index != total_steps:
-            continue
-        if world.is_main:
-            record = _log_record(trainer, stats, time.perf_counter() - tick_start, (trainer.nimg - tick_nimg) / 1000,
-                                 device)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            for key, value in record.items():
-                writer.add_scalar(key, value, trainer.step_index)
-            tag = f"step{trainer.step_index:07d}"
-            sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles classes
-            trainer.save(out_dir / f"network-snapshot-{tag}.pt")
-        world.barrier()
-        tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+    try:
+        _loop(trainer, out_dir, name, classes, total_steps, snapshot_every, device)
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(f"train-gan {name}: {exc} (gans.{name}.g_lr, .d_lr, .r1_gamma in the config; "
+                                    f"the snapshots in {out_dir} before that step are kept)") from None
     world.assert_in_sync(trainer.G)
     world.assert_in_sync(trainer.D)
     final = out_dir / "network-final.pt"
     if world.is_main:
-        writer.close()
-        progress.close()
-        log.close()
         trainer.save(final)
         _write_final_record(options, trainer, out_dir, classes, images, device)
     world.barrier()
@@ -221,19 +272,83 @@ def train_gan(options: TrainGanOptions, lmdb_root: str | Path, manifest: str | P
     return final
 
 
+def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], total_steps: int, snapshot_every: int,
+          device) -> None:
+    """Train to `total_steps`; every `snapshot_every` steps (and at the last) rank 0 writes the snapshot, its
+    fakes and the log line (in that order: the log never names a step without its snapshot)."""
+    world = trainer.world
+    log_path = out_dir / "training_log.jsonl"
+    lines = _restart_log(log_path, trainer.step_index) if world.is_main else []
+    writer = progress = None
+    if world.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=trainer.step_index + 1)  # drop a killed run's
+        progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step")
+    try:
+        tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+        while trainer.step_index < total_steps:
+            stats = trainer.step()
+            if progress:
+                progress.update()
+            if trainer.step_index % snapshot_every and trainer.step_index != total_steps:
+                continue
+            if world.is_main:
+                record = _log_record(trainer, stats, time.perf_counter() - tick_start,
+                                     (trainer.nimg - tick_nimg) / 1000, device)
+                tag = f"step{trainer.step_index:07d}"
+                trainer.save(out_dir / f"network-snapshot-{tag}.pt")
+                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles
+                lines.append(json.dumps(record))
+                write_text(log_path, "".join(f"{line}\n" for line in lines))
+                for key, value in record.items():
+                    writer.add_scalar(key, value, trainer.step_index)
+            world.barrier()
+            tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+    finally:
+        if world.is_main:
+            writer.close()
+            progress.close()
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
-    """The generator stored in a training checkpoint (G_ema unless ema=False)."""
-    return generator_from_state(torch.load(path, map_location=device, weights_only=True), device, ema)
+    """The generator stored in a training checkpoint (G_ema unless ema=False): a train-gan snapshot or final
+    network, or a federated run's global-model snapshot. `G.identity` is its weights' digest (`generator_identity`).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        WrongFileError: `path` is a folder, not a readable PyTorch file, or a checkpoint of another kind (a
+            classifier, a federated server's checkpoint.pt, an encoder, …), or its weights do not fit its options."""
+    state = load_checkpoint(path, GENERATOR_KINDS, "a generator checkpoint", GENERATOR_FIX, map_location=device)
+    return generator_from_state(state, device, ema, path)
 
 
-def generator_from_state(state: dict, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
-    """The generator of an already loaded checkpoint (see `load_generator`)."""
-    options = json.loads(state["options"])
+def generator_identity(state: dict, ema: bool = True) -> str:
+    """The identity of a checkpoint's generator (the digest of its G_ema weights, `fingerprint.tensors_digest`):
+    what a component trained for one generator (an encoder, SeFa directions, projections) records and compares."""
+    return tensors_digest(state["G_ema" if ema else "G"])
+
+
+def generator_from_state(state: dict, device: str | torch.device = "cpu", ema: bool = True,
+                         path: str | Path = "the checkpoint") -> Generator:
+    """The generator of an already loaded checkpoint (see `load_generator`; `path` names it in errors).
+    Raises WrongFileError when the state holds no generator or its weights do not fit its options."""
     key = "G_ema" if ema else "G"
+    if not isinstance(state, dict) or "options" not in state or key not in state:
+        raise WrongFileError(f"{path} holds no generator ({key} and options missing); {GENERATOR_FIX}")
+    options = json.loads(state["options"])
     weights = state[key]
-    last_block = max(int(k.split(".")[2]) for k in weights if k.startswith("synthesis.blocks."))
-    resolution = 4 * 2 ** last_block
+    blocks = [int(k.split(".")[2]) for k in weights if k.startswith("synthesis.blocks.")]
+    if not blocks:
+        raise WrongFileError(f"{path} holds no synthesis network; {GENERATOR_FIX}")
+    resolution = 4 * 2 ** max(blocks)
     c_dim = weights["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in weights else 0
     G = Generator(c_dim=c_dim, img_resolution=resolution, **options["network"]).to(device)
-    G.load_state_dict(weights)
+    try:
+        G.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise WrongFileError(f"{path}: its {key} weights do not fit the network its options describe "
+                             f"({first[1].strip()[:150] if len(first) > 1 else first[0][:150]}); {GENERATOR_FIX}"
+                             ) from None
+    G.identity = generator_identity(state, ema)
     return G.eval().requires_grad_(False)

@@ -19,8 +19,17 @@ gradients, which compiled graphs do not support, and stay eager) only change spe
 
 A checkpoint holds every piece of state — G, D, G_ema, both optimisers, the path-length mean, the
 counters, the data order position and all RNG states — as plain tensors and numbers (loadable with
-`torch.load(weights_only=True)`), written to a temporary file and renamed. Resuming continues
+`torch.load(weights_only=True)`), plus the run's `fingerprint` when the caller set one (what data, architecture
+and recipe the state belongs to: `train-gan` and a federated hospital compare it before resuming), written to
+a temporary name unique to the process and renamed (`outputs.save_torch`). Resuming continues
 exactly: on CPU, N + M steps in one run and N steps, resume, M steps give bit-identical weights.
+
+Randomness: `build_networks` draws the initial weights from its own seeded stream and leaves the caller's
+global random state as it was. A `GanTrainer` seeds the global torch stream once, at the end of its
+construction (its own run's latents, noise and augmentation); nothing else here reseeds it.
+
+A step whose losses are all NaN or infinite stops the run at once (`TrainingDivergedError`): nothing of that
+step is saved.
 """
 
 from __future__ import annotations
@@ -28,13 +37,14 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import DermsynthError
+from ..outputs import save_torch
 from .augment import AdaptiveP, AugmentPipe
 from .distributed import World
 from .networks import Discriminator, Generator
@@ -74,6 +84,27 @@ class TrainingOptions:
     compile: bool = False              # torch.compile the main (non-regularisation) passes
     network: dict = field(default_factory=dict)  # Generator/Discriminator keyword arguments
 
+class TrainingDivergedError(DermsynthError):
+    """Every loss of a training step is NaN or infinite: the networks have diverged and training cannot go on."""
+
+
+LOSS_KEYS = ("loss_G", "loss_D", "pl_penalty", "r1_penalty")
+
+
+def diverged_losses(stats: dict) -> list[str]:
+    """The names of the losses in `stats` (`LOSS_KEYS`) when every one of them is NaN or infinite, else []."""
+    losses = {k: stats[k] for k in LOSS_KEYS if k in stats}
+    if losses and not any(math.isfinite(v) for v in losses.values()):
+        return sorted(losses)
+    return []
+
+
+def recorded_fingerprint(state: dict) -> dict | None:
+    """The fingerprint a checkpoint was saved with (`GanTrainer.fingerprint`), or None when it has none."""
+    text = state.get("fingerprint")
+    return json.loads(text) if isinstance(text, str) else None
+
+
 D_NETWORK_KEYS = ("channel_base", "channel_max", "conv_clamp", "num_fp16_res", "reduced_precision")
 
 
@@ -111,14 +142,17 @@ class ResumableBatches:
 
 def build_networks(options: TrainingOptions, c_dim: int, resolution: int, device: str | torch.device = "cpu"
                    ) -> tuple[Generator, Discriminator]:
-    """G and D as training starts: weights drawn after `torch.manual_seed(options.seed)`, so every process that
-    builds them with the same options (data-parallel ranks, the hospitals and server of a federated run) holds
-    identical weights and identical constant buffers (noise, resampling filters). `c_dim`: classes of a
-    conditional GAN (0: unconditional); `resolution`: image side in pixels (a power of two ≥ 4)."""
-    torch.manual_seed(options.seed)
-    G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network).to(device)
-    d_kwargs = {k: v for k, v in options.network.items() if k in D_NETWORK_KEYS}
-    return G, Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs).to(device)
+    """G and D as training starts: weights drawn from the CPU stream seeded with `options.seed`, so every process
+    that builds them with the same options (data-parallel ranks, the hospitals and server of a federated run)
+    holds identical weights and identical constant buffers (noise, resampling filters). The caller's global
+    random state is left as it was (the draws happen in a forked stream). `c_dim`: classes of a conditional GAN
+    (0: unconditional); `resolution`: image side in pixels (a power of two ≥ 4)."""
+    with torch.random.fork_rng(devices=[]):  # modules draw their initial weights from the global CPU stream
+        torch.manual_seed(options.seed)
+        G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network)
+        d_kwargs = {k: v for k, v in options.network.items() if k in D_NETWORK_KEYS}
+        D = Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs)
+    return G.to(device), D.to(device)
 
 
 def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
@@ -157,7 +191,9 @@ class GanTrainer:
         # Main passes may run compiled; regularisation passes need double backward and stay eager.
         self._synthesis_main = torch.compile(self.G.synthesis) if options.compile else self.G.synthesis
         self._D_main = torch.compile(self.D) if options.compile else self.D
-        torch.manual_seed(options.seed * 1_000_003 + self.world.rank)  # each rank its own latents and noise
+        self.fingerprint: dict | None = None  # what this run's state belongs to (set by the caller; saved with it)
+        # The trainer seeds its own run (documented above): each rank its own latents and noise.
+        torch.manual_seed(options.seed * 1_000_003 + self.world.rank)
 
     def _discriminate(self, images: torch.Tensor, c: torch.Tensor | None, main: bool = True) -> torch.Tensor:
         return (self._D_main if main else self.D)(self.augment(images), c)
@@ -249,7 +285,8 @@ class GanTrainer:
 
     def step(self) -> dict:
         """One training step on the next minibatch: Gmain, lazy Greg, Dmain, lazy Dreg, G_ema update, ADA update.
-        Returns scalar statistics (losses, penalties when computed, logits, `augment_p`, `ada_rt` when updated)."""
+        Returns scalar statistics (losses, penalties when computed, logits, `augment_p`, `ada_rt` when updated).
+        Raises TrainingDivergedError (counters unchanged) when every loss of the step is NaN or infinite."""
         o = self.options
         real, c_real = self._real_batch()
         self.G.requires_grad_(True)
@@ -263,6 +300,12 @@ class GanTrainer:
         if o.r1_gamma > 0 and o.r1_interval and self.step_index % o.r1_interval == 0:
             stats["r1_penalty"] = self._d_reg(real, c_real)
         self.D.requires_grad_(False)
+        diverged = diverged_losses(stats)
+        if diverged:
+            raise TrainingDivergedError(
+                f"training diverged at step {self.step_index + 1}: {', '.join(diverged)} are all NaN or infinite, "
+                "so nothing of this step was saved; lower the learning rates (g_lr, d_lr) or raise r1_gamma, and "
+                "check the training images (blank or corrupt ones), then train again")
         if self.world.size > 1:  # keep the running w average identical on every rank
             self.G.mapping.w_avg.copy_(self.world.mean(self.G.mapping.w_avg))
         self.step_index += 1
@@ -279,7 +322,7 @@ class GanTrainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
+        state = {
             "format": "dermsynth-stylegan2-checkpoint-v1",
             "options": json.dumps(asdict(self.options)),
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
@@ -288,14 +331,14 @@ class GanTrainer:
             "batches": self.batches.state(), "rng": rng,
             "augment_p": float(self.augment.p), "ada": self.ada.state() if self.ada else {},
         }
+        if self.fingerprint is not None:
+            state["fingerprint"] = json.dumps(self.fingerprint, sort_keys=True)
+        return state
 
     def save(self, path: str | Path) -> None:
-        """Write `state()` to `path` atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        """Write `state()` to `path` atomically (a temporary name unique to this process, then rename).
+        Raises OutputError (one line) when the disk is full or not writable."""
+        save_torch(path, self.state())
 
     def written_with_same_options(self, path: str | Path) -> bool:
         """Whether the checkpoint at `path` was written with this trainer's options (so it may be resumed)."""
@@ -304,7 +347,11 @@ class GanTrainer:
 
     def load(self, path: str | Path) -> None:
         """Continue from a checkpoint `save()` wrote. Raises ValueError for another format or other options."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.load_state(torch.load(path, map_location=self.device, weights_only=True), path)
+
+    def load_state(self, state: dict, path: str | Path = "the checkpoint") -> None:
+        """Continue from an already loaded `state()` (read from `path`). Raises ValueError for another format or
+        other options."""
         if state.get("format") != "dermsynth-stylegan2-checkpoint-v1":
             raise ValueError(f"{path} is not a dermsynth StyleGAN2 checkpoint")
         if json.loads(state["options"]) != json.loads(json.dumps(asdict(self.options))):
