@@ -45,9 +45,10 @@ def test_gpu_requests_are_scheduled_as_gres(cluster, tmp_path):
 
 
 def _profile(tmp_path: Path, config_file: Path) -> Path:
-    """The repository's slurm profile with the test cluster's partition and no account."""
+    """The repository's slurm profile with the test cluster's partition (for CPU and GPU jobs) and no account."""
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = slurm.PARTITION
+    profile["default-resources"]["slurm_gpu_partition"] = slurm.PARTITION
     del profile["default-resources"]["slurm_account"]
     profile.update({"configfile": str(config_file), "slurm-no-account": True, "slurm-status-command": "squeue",
                     "slurm-init-seconds-before-status-checks": 2, "latency-wait": 5})

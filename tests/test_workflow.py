@@ -452,7 +452,7 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     ingest_blocks = [block for block in text.split("\n\n") if "rule ingest:" in block]
     assert len(ingest_blocks) == 3
     for block in ingest_blocks:
-        assert "threads: 16" in block and "slurm_partition=gpu" in block and "slurm_account=my_project" in block
+        assert "threads: 16" in block and "slurm_partition=cpu" in block and "slurm_account=my_project" in block
     gan_blocks = {block.split("results/gan/")[1].split("/")[0]: block for block in text.split("\n\n")
                   if "rule train_gan:" in block}
     assert set(gan_blocks) == {"ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"}

@@ -23,6 +23,53 @@ CONFIG_FILES = [str(Path(p).relative_to(Path.cwd())) if Path(p).is_relative_to(P
 config = validate_config(config, workflow=True, origin="the workflow config ("
                          + " + ".join(CONFIG_FILES) + (" + --config" if workflow.config_settings.config else "") + ")")
 
+# What the user sets is what runs (issue 27): Snakemake 9.16.3-9.19.0 read a `runtime` given in a profile or with
+# --set-resources/--default-resources as seconds, not minutes (snakemake/snakemake#4039, fixed in 9.20.0): a
+# train_gan job of 100 hours would be submitted for 100 minutes. pyproject.toml excludes those releases; an
+# environment that has one anyway (conda, an older install) is stopped here, before any job is submitted.
+RUNTIME_AS_SECONDS = [(9, 16, 3), (9, 20, 0)]  # [first broken release, first fixed release)
+
+
+def _given_runtimes():
+    """Where a `runtime` came from the profile or the command line (default-resources, set-resources)."""
+    settings = workflow.resource_settings
+    where = ["default-resources"] if "runtime" in (settings.default_resources or {}) else []
+    return where + [f"set-resources {rule}" for rule, res in (settings.overwrite_resources or {}).items()
+                    if "runtime" in res]
+
+
+def default_resource(name):
+    """A string default resource of the profile or --default-resources as written (None when not given)."""
+    defaults = workflow.resource_settings.default_resources
+    if not defaults or name not in defaults:
+        return None
+    value = getattr(defaults[name], "raw", None)
+    return None if value is None else str(value).strip("'\"")
+
+
+def _release(version):
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def cluster_settings_problems(snakemake_version):
+    """Lines about the profile's cluster settings: a broken Snakemake release with a runtime from the profile or
+    the command line is an error (raised); a placeholder SLURM account is a warning (returned)."""
+    given = _given_runtimes()
+    if given and RUNTIME_AS_SECONDS[0] <= _release(snakemake_version) < RUNTIME_AS_SECONDS[1]:
+        raise ValueError(f"snakemake {snakemake_version} reads the runtime of {', '.join(given)} (minutes) as seconds "
+                         "(snakemake/snakemake#4039): jobs would get a 60th of their time; install a release without "
+                         "the bug: pip install 'snakemake>=9.20' (pyproject.toml excludes 9.16.3-9.19.0)")
+    if default_resource("slurm_account") == "my_project":
+        return ["the SLURM profile's default-resources.slurm_account is still the placeholder 'my_project': set "
+                "your account there (profiles/slurm/config.yaml), or remove it and set `slurm-no-account: true`"]
+    return []
+
+
+from snakemake import __version__ as SNAKEMAKE_VERSION
+
+for message in cluster_settings_problems(SNAKEMAKE_VERSION):
+    print(f"dermsynth: {message}", file=sys.stderr)
+
 DEMO_FILES, DEMO_FOLDERS = demo_expected_outputs(config["demo"])
 # Archives the config points at that are not there (and that no rule writes, as the demo rule writes the
 # demo's): one message per source, before Snakemake lists the ingest jobs' missing inputs. A warning, not
@@ -63,13 +110,22 @@ def gpu_threads(section, cpu=1):
     return lambda wildcards: 8 * get(wildcards)["gpus"] if get(wildcards)["gpus"] else cpu
 
 
+# SLURM partitions (profiles/slurm): jobs with GPUs go to default-resources.slurm_gpu_partition, every other job
+# stays on default-resources.slurm_partition (a CPU-only job never queues for, nor holds, a GPU node).
+CPU_PARTITION, GPU_PARTITION = default_resource("slurm_partition"), default_resource("slurm_gpu_partition")
+
+
 def gpu_resources(section, cpu_mem_mb=16000, gpu_mem_mb=16000):
     """`gpu`, `mem_mb` and `runtime` (minutes) of a job whose config `section` (a dict, or a function of the
-    wildcards) has `gpus` and `runtime_hours`; memory and time grow with each retry (`attempt`)."""
+    wildcards) has `gpus` and `runtime_hours`; memory and time grow with each retry (`attempt`). With a profile
+    that names both partitions, also `slurm_partition`: the GPU one when the job has GPUs."""
     get = _section_of(section)
-    return {"gpu": lambda wildcards: get(wildcards)["gpus"],
-            "mem_mb": lambda wildcards, attempt: (gpu_mem_mb if get(wildcards)["gpus"] else cpu_mem_mb) * attempt,
-            "runtime": lambda wildcards, attempt: int(get(wildcards)["runtime_hours"] * 60 * attempt)}
+    resources = {"gpu": lambda wildcards: get(wildcards)["gpus"],
+                 "mem_mb": lambda wildcards, attempt: (gpu_mem_mb if get(wildcards)["gpus"] else cpu_mem_mb) * attempt,
+                 "runtime": lambda wildcards, attempt: int(get(wildcards)["runtime_hours"] * 60 * attempt)}
+    if CPU_PARTITION and GPU_PARTITION:
+        resources["slurm_partition"] = lambda wildcards: GPU_PARTITION if get(wildcards)["gpus"] else CPU_PARTITION
+    return resources
 
 
 SMALL_JOB = {"mem_mb": 2000, "runtime": 10}  # tables, filters, previews, the weights record: minutes, little memory
