@@ -92,12 +92,13 @@ def test_cover_classes_takes_the_rarest_class_first_and_counts_mixed_groups_for_
 
 def test_the_warning_says_where_the_class_went():
     cfg = {"group_by": "patient", "fractions": {"train": 0.7, "validation": 0.1, "test": 0.2}, "seed": 0}
-    frame = split_dataset(_ingested({"benign": 30}, rare_groups=2), cfg)
+    frame = split_dataset(_ingested({"benign": 30}, rare_groups=2), cfg, "clinic")
     assert frame.attrs["warnings"] == [
         "class 'malignant' has no image in the validation split: its 3 image(s) belong to 2 patient group(s) "
         "(1 in test, 1 in train), and a group never straddles two splits. Metrics of this class on validation "
         "(recall, per-class and binary AUC, balanced accuracy) are undefined. Add images of this class from more "
-        "patients/lesions, or drop the split."]
+        "patients/lesions, or drop the split (datasets.clinic.split.fractions; datasets.clinic.split.group_by: "
+        "lesion or image groups more finely)."]
 
 
 def test_a_split_left_without_any_image_misses_every_class():
@@ -106,13 +107,14 @@ def test_a_split_left_without_any_image_misses_every_class():
     rows = pd.DataFrame({"key": ["a", "b"], "label": "nv", "patient_id": ["P1", "P2"], "lesion_id": "",
                          "split_rule": "auto"})
     cfg = {"group_by": "patient", "fractions": {"train": 0.9, "validation": 0.05, "test": 0.05}, "seed": 0}
-    frame = split_dataset(rows, cfg)
+    frame = split_dataset(rows, cfg, "clinic")
     assert sorted(frame["split"]) == ["train", "validation"]
     assert frame.attrs["warnings"] == [
         "class 'nv' has no image in the test split: its 2 image(s) belong to 2 patient group(s) "
         "(1 in train, 1 in validation), and a group never straddles two splits. Metrics of this class on test "
         "(recall, per-class and binary AUC, balanced accuracy) are undefined. Add images of this class from more "
-        "patients/lesions, or drop the split."]
+        "patients/lesions, or drop the split (datasets.clinic.split.fractions; datasets.clinic.split.group_by: "
+        "lesion or image groups more finely)."]
 
 
 def test_a_class_only_in_a_forced_split_is_missing_from_train_too():
@@ -122,16 +124,16 @@ def test_a_class_only_in_a_forced_split_is_missing_from_train_too():
     forced = pd.DataFrame({"key": ["m0", "m1"], "label": "mel", "patient_id": ["Q0", "Q1"], "lesion_id": "",
                            "split_rule": "test"})
     cfg = {"group_by": "patient", "fractions": {"train": 0.7, "validation": 0.3}, "seed": 0}
-    frame = split_dataset(pd.concat([pool, forced], ignore_index=True), cfg)
+    frame = split_dataset(pd.concat([pool, forced], ignore_index=True), cfg, "mixed")
     missing = [m.split(":")[0] for m in frame.attrs["warnings"]]
     assert missing == ["class 'mel' has no image in the train split", "class 'mel' has no image in the validation split",
                        "class 'nv' has no image in the test split"]
 
     with pytest.raises(InputError) as refused:
-        split_dataset(pd.concat([pool, forced], ignore_index=True), {**cfg, "require_all_classes": True})
+        split_dataset(pd.concat([pool, forced], ignore_index=True), {**cfg, "require_all_classes": True}, "mixed")
     first, second, third = frame.attrs["warnings"]
-    assert str(refused.value) == (f"{first} {second} {third} (split.require_all_classes is set; set it to false to "
-                                  "accept such a split with a warning.)")
+    assert str(refused.value) == (f"{first} {second} {third} (datasets.mixed.split.require_all_classes is set; set "
+                                  "it to false to accept such a split with a warning.)")
 
 
 def test_cover_classes_orders_classes_by_count_not_by_name():

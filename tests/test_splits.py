@@ -375,6 +375,6 @@ def test_federated_pool_too_small_names_the_numbers_and_the_fix():
     manifest = _single_image_groups({"nv": 3, "mel": 2})
     manifest.loc[0, "split"] = "validation"
     with pytest.raises(ConfigError) as caught:
-        federated_split(manifest, {"hospitals": {"h1": 3, "h2": 2}, "pool": ["train", "test"], "seed": 0})
-    assert str(caught.value) == ("federated.hospitals ask for 5 images but the pool (splits train, test) has 4; "
-                                 "reduce the sizes or widen federated.pool")
+        federated_split(manifest, {"hospitals": {"h1": 3, "h2": 2}, "pool": ["train", "test"], "seed": 0}, "isic")
+    assert str(caught.value) == ("datasets.isic.federated.hospitals ask for 5 images but the pool (splits train, "
+                                 "test) has 4; reduce the sizes or widen datasets.isic.federated.pool")

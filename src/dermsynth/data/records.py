@@ -7,6 +7,27 @@ from dataclasses import dataclass, field
 
 from .names import printable
 
+# How spreadsheets, R, pandas, SAS and people write "no value": an id spelled like this is missing, never an
+# identity (two images with patient_id "NA" are not one patient). Compared case-insensitively, stripped.
+MISSING_SPELLINGS = frozenset({"", "na", "n/a", "n.a.", "#n/a", "#na", "<na>", "nan", "-nan", "null", "none", "nil",
+                               "-", "--", "?", ".", "missing"})
+
+
+def is_missing(value) -> bool:
+    """True when `value` means "no value": None, a float NaN, or a spelling in `MISSING_SPELLINGS` (any case,
+    surrounding whitespace ignored)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    return str(value).strip().casefold() in MISSING_SPELLINGS
+
+
+def clean_id(value) -> str:
+    """An identifier (patient_id, lesion_id …) stripped of surrounding whitespace, or '' when it is missing
+    (see `is_missing`). Every reader's ids and the split's grouping go through this one function."""
+    return "" if is_missing(value) else str(value).strip()
+
 
 @dataclass
 class Member:
@@ -40,6 +61,9 @@ class Record:
     lesion_id: str = ""
     member: Member | None = None
     attributes: dict = field(default_factory=dict)  # age, sex, site … kept for analysis
+
+    def __post_init__(self) -> None:
+        self.patient_id, self.lesion_id = clean_id(self.patient_id), clean_id(self.lesion_id)
 
 
 @dataclass

@@ -8,6 +8,7 @@ groups mix classes (an ISIC 2020 patient with one melanoma and many nevi).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -16,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
-from ..outputs import write_csv, write_json
+from ..locks import exclusive
+from ..outputs import check_writable, write_csv, write_json
 from ..provenance import provenance
 from .options import FederatedSplitOptions, SplitOptions
+from .records import clean_id
 
 GROUP_FALLBACK = {"patient": ("patient_id", "lesion_id"), "lesion": ("lesion_id",), "image": ()}
 
@@ -31,6 +34,7 @@ def group_ids(frame: pd.DataFrame, group_by: str) -> pd.Series:
     one group — the same lesion seen in an archive that records patients and in one that does not
     (ISIC 2020 vs ISIC 2019) must not straddle two splits. A group is named after its smallest
     patient id (`patient:<id>`), else its smallest lesion id (`lesion:<id>`), else `image:<key>`.
+    Missing ids in any spelling (`NA`, `NaN`, `#N/A`, `null`, `-`, empty …; `records.clean_id`) join nothing.
 
     Ids are not prefixed by source on purpose: a lesion id that two archives share (HAM10000 lesions
     reappear in ISIC 2019) must stay one group, or its images could leak across splits.
@@ -46,9 +50,10 @@ def group_ids(frame: pd.DataFrame, group_by: str) -> pd.Series:
             i = parent[i]
         return i
 
+    cleaned = {column: [clean_id(v) for v in frame[column].tolist()] for column in columns}
     for column in columns:
         first_with: dict[str, int] = {}
-        for i, value in enumerate(frame[column].fillna("").astype(str).str.strip()):
+        for i, value in enumerate(cleaned[column]):
             if value:
                 j = first_with.setdefault(value, i)
                 parent[root(i)] = root(j)
@@ -60,7 +65,7 @@ def group_ids(frame: pd.DataFrame, group_by: str) -> pd.Series:
     for rows in members.values():
         name = f"image:{keys[rows[0]]}"
         for column in columns:
-            ids = sorted({str(frame[column].iloc[i]).strip() for i in rows} - {"", "nan"})
+            ids = sorted({cleaned[column][i] for i in rows} - {""})
             if ids:
                 name = f"{column.removesuffix('_id')}:{ids[0]}"
                 break
@@ -135,13 +140,15 @@ def missing_classes(frame: pd.DataFrame, expected_splits: list[str]) -> list[tup
             if cls not in present.get(split, set())]
 
 
-def _coverage_message(frame: pd.DataFrame, cls: str, split: str, group_by: str) -> str:
+def _coverage_message(frame: pd.DataFrame, cls: str, split: str, group_by: str, dataset: str) -> str:
     rows = frame[frame["label"] == cls]
     where = ", ".join(f"{n} in {s}" for s, n in rows.groupby("split")["group"].nunique().items())
     return (f"class '{cls}' has no image in the {split} split: its {len(rows)} image(s) belong to "
             f"{rows['group'].nunique()} {group_by} group(s) ({where}), and a group never straddles two splits. "
             f"Metrics of this class on {split} (recall, per-class and binary AUC, balanced accuracy) are "
-            "undefined. Add images of this class from more patients/lesions, or drop the split.")
+            "undefined. Add images of this class from more patients/lesions, or drop the split "
+            f"(datasets.{dataset}.split.fractions; datasets.{dataset}.split.group_by: lesion or image groups "
+            "more finely).")
 
 
 def _class_counts_by_group(frame: pd.DataFrame) -> dict[str, Counter]:
@@ -151,8 +158,13 @@ def _class_counts_by_group(frame: pd.DataFrame) -> dict[str, Counter]:
     return counts
 
 
-def split_dataset(ingested: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
-    """The manifest: ingested rows plus `group` and `split` columns."""
+def split_dataset(ingested: pd.DataFrame, split_cfg: dict, dataset: str = "<dataset>") -> pd.DataFrame:
+    """The manifest: ingested rows plus `group` and `split` columns. `dataset` names the config keys in
+    messages (`datasets.<dataset>.split…`).
+
+    Raises:
+        InputError: sources force one group into two splits, or `require_all_classes` and a class is missing
+            from a split."""
     frame = ingested.copy()
     frame["group"] = group_ids(frame, split_cfg["group_by"])
     frame["split"] = frame["split_rule"].where(frame["split_rule"] != "auto", "")
@@ -177,11 +189,11 @@ def split_dataset(ingested: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
         initial = cover_classes(group_counts, targets, covered, rng)
         placement = assign_groups(group_counts, targets, rng, initial)
         frame.loc[pool.index, "split"] = pool["group"].map(placement)
-    _check_coverage(frame, split_cfg, list(fractions) if len(pool) else [])
+    _check_coverage(frame, split_cfg, list(fractions) if len(pool) else [], dataset)
     return frame
 
 
-def _check_coverage(frame: pd.DataFrame, split_cfg: dict, auto_splits: list[str]) -> None:
+def _check_coverage(frame: pd.DataFrame, split_cfg: dict, auto_splits: list[str], dataset: str) -> None:
     """Warn about (or, with `require_all_classes`, refuse) a class missing from a split.
 
     The expected splits are those with a positive fraction (when images are split automatically)
@@ -191,23 +203,26 @@ def _check_coverage(frame: pd.DataFrame, split_cfg: dict, auto_splits: list[str]
         InputError: `split.require_all_classes` is set and a class is missing from a split.
     """
     expected = [s for s in ("train", "validation", "test") if s in auto_splits or s in set(frame["split"])]
-    problems = [_coverage_message(frame, c, s, split_cfg["group_by"]) for c, s in missing_classes(frame, expected)]
+    problems = [_coverage_message(frame, c, s, split_cfg["group_by"], dataset)
+                for c, s in missing_classes(frame, expected)]
     frame.attrs["warnings"] = problems
     if problems and split_cfg.get("require_all_classes"):
-        raise InputError(" ".join(problems) + " (split.require_all_classes is set; set it to false to accept "
-                         "such a split with a warning.)")
+        raise InputError(" ".join(problems) + f" (datasets.{dataset}.split.require_all_classes is set; set it to "
+                         "false to accept such a split with a warning.)")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
 
 
-def federated_split(manifest: pd.DataFrame, fed_cfg: dict) -> pd.DataFrame:
-    """Assign groups of the pool splits to hospitals of the configured sizes, same class ratio each."""
+def federated_split(manifest: pd.DataFrame, fed_cfg: dict, dataset: str = "<dataset>") -> pd.DataFrame:
+    """Assign groups of the pool splits to hospitals of the configured sizes, same class ratio each. A hospital
+    left without a class is a warning (kept in `attrs["warnings"]`, printed). Raises ConfigError when the
+    hospitals ask for more images than the pool holds."""
     pool = manifest[manifest["split"].isin(fed_cfg["pool"])].copy()
     wanted = sum(fed_cfg["hospitals"].values())
     if wanted > len(pool):
-        raise ConfigError(f"federated.hospitals ask for {wanted} images but the pool "
+        raise ConfigError(f"datasets.{dataset}.federated.hospitals ask for {wanted} images but the pool "
                           f"(splits {', '.join(fed_cfg['pool'])}) has {len(pool)}; reduce the sizes or widen "
-                          "federated.pool")
+                          f"datasets.{dataset}.federated.pool")
     totals = Counter(pool["label"])
     share = {c: n / len(pool) for c, n in totals.items()}
     targets = {h: {c: size * share[c] for c in totals} for h, size in fed_cfg["hospitals"].items()}
@@ -216,7 +231,26 @@ def federated_split(manifest: pd.DataFrame, fed_cfg: dict) -> pd.DataFrame:
         targets["unassigned"] = {c: leftover * share[c] for c in totals}
     placement = assign_groups(_class_counts_by_group(pool), targets, np.random.default_rng(fed_cfg["seed"]))
     pool["hospital"] = pool["group"].map(placement)
-    return pool[["key", "hospital", "split", "label", "group"]].sort_values("key").reset_index(drop=True)
+    table = pool[["key", "hospital", "split", "label", "group"]].sort_values("key").reset_index(drop=True)
+    table.attrs["warnings"] = _hospital_coverage(table, list(fed_cfg["hospitals"]), dataset)
+    for problem in table.attrs["warnings"]:
+        print(f"warning: {problem}", file=sys.stderr)
+    return table
+
+
+def _hospital_coverage(table: pd.DataFrame, hospitals: list[str], dataset: str) -> list[str]:
+    """A sentence for each hospital that holds no image, or no image of a class of the pool."""
+    classes = sorted(set(table["label"]))
+    held = table.groupby("hospital")["label"].agg(set).to_dict()
+    problems = []
+    for hospital in hospitals:
+        lacking = [c for c in classes if c not in held.get(hospital, set())]
+        if lacking:
+            problems.append(f"hospital '{hospital}' holds {int((table['hospital'] == hospital).sum())} image(s) and "
+                            f"none of class(es) {', '.join(lacking)}: its groups are too few to give it every class. "
+                            f"Raise its size (datasets.{dataset}.federated.hospitals.{hospital}) or widen "
+                            f"datasets.{dataset}.federated.pool.")
+    return problems
 
 
 def split_summary(frame: pd.DataFrame, by: str) -> dict:
@@ -244,8 +278,12 @@ def write_assignment(frame: pd.DataFrame, table_path: str | Path, summary_path: 
     """Write an assignment of images to bins (`by`: the `split` or `hospital` column of `frame`) as CSV, and
     its summary as JSON: dataset, `split_summary` (images, groups, class counts and fractions per bin),
     `warnings`, provenance of `options` with the seed of `section` (the split or federated settings).
-    Returns the summary. Raises AssertionError if a group sits in two bins."""
+    The summary of an earlier run is removed first and written last, so a killed run never leaves a table
+    beside a summary of another assignment. The caller holds the table's lock (`_locked_outputs`).
+    Returns the summary. Raises AssertionError if a group sits in two bins, OutputError on a disk error."""
     check_disjoint(frame, by)
+    summary_path = Path(summary_path)
+    summary_path.unlink(missing_ok=True)
     write_csv(table_path, frame)
     summary = split_summary(frame, by)
     write_json(summary_path, {"dataset": options.dataset, **summary, "warnings": warnings or [],
@@ -253,6 +291,16 @@ def write_assignment(frame: pd.DataFrame, table_path: str | Path, summary_path: 
     print(f"{options.step} {options.dataset}: images {summary['images']}, groups {summary['groups']}",
           file=sys.stderr)
     return summary
+
+
+@contextlib.contextmanager
+def _locked_outputs(verb: str, *paths: str | Path):
+    """Prove the outputs' folders writable, then hold the first output's lock (one writer per output).
+    Raises BusyError (another process writes it) or OutputError (a folder cannot be written)."""
+    for folder in {Path(p).parent for p in paths}:
+        check_writable(folder)
+    with exclusive(paths[0], verb):
+        yield
 
 
 def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: str | Path,
@@ -263,21 +311,26 @@ def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: 
 
     Raises:
         InputError: sources force one group into two splits, or `require_all_classes` and a class is missing
-            from a split."""
-    ingested = pd.read_csv(ingested_csv, dtype=str, keep_default_na=False)
-    manifest = split_dataset(ingested, options.split)
-    return write_assignment(manifest, manifest_path, summary_path, "split", options, options.split,
-                            manifest.attrs.get("warnings", []))
+            from a split.
+        BusyError: another process writes the manifest. OutputError: an output cannot be written."""
+    with _locked_outputs("split", manifest_path, summary_path):
+        ingested = pd.read_csv(ingested_csv, dtype=str, keep_default_na=False)
+        manifest = split_dataset(ingested, options.split, options.dataset)
+        return write_assignment(manifest, manifest_path, summary_path, "split", options, options.split,
+                                manifest.attrs.get("warnings", []))
 
 
 def write_federated_split(options: FederatedSplitOptions, manifest_csv: str | Path, table_path: str | Path,
                           summary_path: str | Path) -> dict:
     """`dermsynth federated-split`: federated.csv (key, hospital, split, label, group for each image of the
     pool splits of `manifest_csv`; `federated_split` with `options.federated`) and its summary per hospital.
-    Returns the summary. Raises ConfigError when the hospitals ask for more images than the pool holds."""
-    manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
-    assignment = federated_split(manifest, options.federated)
-    return write_assignment(assignment, table_path, summary_path, "hospital", options, options.federated)
+    Returns the summary. Raises ConfigError when the hospitals ask for more images than the pool holds,
+    BusyError when another process writes the table, OutputError when an output cannot be written."""
+    with _locked_outputs("federated-split", table_path, summary_path):
+        manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+        assignment = federated_split(manifest, options.federated, options.dataset)
+        return write_assignment(assignment, table_path, summary_path, "hospital", options, options.federated,
+                                assignment.attrs.get("warnings", []))
 
 
 __all__ = ["assign_groups", "check_disjoint", "cover_classes", "missing_classes", "federated_split", "split_dataset",

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from ...labels import DIAGNOSES
 from ..containers import is_unsafe
 from ..names import canonical_name
-from ..records import Record, Rejection
+from ..records import Record, Rejection, is_missing
 from .base import SourceCatalog, assemble, read_metadata_csv, register_reader, row_rejection
 
 
@@ -57,12 +57,23 @@ class FolderReader:
         for index, row in frame.iterrows():
             line, path, label = index + 2, canonical_name(row["path"]), row["label"].strip()
             key = self._key(path)
+            if is_missing(row["path"]):
+                rejections.append(row_rejection(self.name, "missing_path", f"{self.csv} row {line}: the path is "
+                                                f"missing ('{row['path']}'); write the image's path relative to "
+                                                f"{self.images}, or drop the row.", self.csv, line, "", ""))
+                continue
             if is_unsafe(path):
                 rejections.append(row_rejection(self.name, "unsafe_member_path",
                                                 f"{self.csv} row {line}: path '{path}' escapes {self.images}; "
                                                 "use a path relative to it.", self.csv, line, path, key))
                 continue
-            harmonised = self._harmonise(label)
+            unlabelled = is_missing(label) and label not in self.label_map
+            harmonised = None if unlabelled else self._harmonise(label)
+            if unlabelled:
+                rejections.append(row_rejection(
+                    self.name, "missing_label", f"{self.csv} row {line}: the label is missing ('{label}'); write "
+                    f"one of {allowed}, or drop the row.", self.csv, line, path, key))
+                continue
             if harmonised is None:
                 rejections.append(row_rejection(
                     self.name, "unknown_label", f"{self.csv} row {line}: label '{label}' is unknown; use one of "
