@@ -83,7 +83,9 @@ def _projection(G, tmp_path, keys=("ISIC_1", "ISIC_2", "ISIC_3")):
     ws = torch.randn(len(keys), G.num_ws, G.w_dim, generator=generator)  # W+: every layer its own
     noise = [torch.randn(len(keys), 1, r, r, generator=generator) for r in G.synthesis.noise_resolutions()]
     path = tmp_path / "projection.npz"
+    from dermsynth.latent.identity import generator_digest
     np.savez(path, keys=np.array(keys), labels=np.array(["malignant", "benign", "malignant"]), ws=ws.numpy(),
+             generator=np.array(generator_digest(G)),  # the generator projected into, as `project` records it
              **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
     return path, ws, noise
 

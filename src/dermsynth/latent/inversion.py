@@ -7,6 +7,7 @@ data as an uninterrupted one. The generator stays frozen throughout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..fingerprint import StateMismatchError, differences
+from ..outputs import save_torch
 from ..progress import Progress
 from .encoders import (E4eEncoder, HyperNetwork, LatentDiscriminator, accumulate, deltas_from_factors, hyper_layers,
                        ws_resolutions)
@@ -84,10 +87,21 @@ def progressive_offsets(options: E4eOptions, step: int, num_ws: int) -> int:
     return min(num_ws - 1, 1 + (step - options.progressive_start) // max(1, options.progressive_every))
 
 
+class StaleCheckpointError(StateMismatchError, ValueError):
+    """A resume checkpoint was written by another run (other options, generator or data)."""
+
+
 def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_torch(path, payload)  # a unique temporary name, renamed when complete: a kill leaves no half file
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw from the CPU generator seeded with `seed` inside the block, then restore the global random state:
+    a builder's initialisation is reproducible without reseeding anything outside it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 # Options that only say how long to train or how often to write: a checkpoint resumes across them.
@@ -99,26 +113,43 @@ def resume_options(options) -> dict:
     return {k: v for k, v in asdict(options).items() if k not in SCHEDULE_ONLY}
 
 
-def checkpoint_differences(path: str | Path, options) -> list[str]:
+def _load_resume(path: str | Path) -> dict | None:
+    """A resume checkpoint's content, or None when it is not a readable checkpoint (a truncated file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 — unreadable in any way: not resumable, set aside by the caller
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def checkpoint_differences(path: str | Path, options, fingerprint: dict | None = None) -> list[str]:
     """Names of the options whose values differ between the checkpoint at `path` and `options`
-    ('options' itself when the checkpoint records none)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    ('options' itself when the checkpoint records none; 'unreadable' for a truncated file), then, when
+    `fingerprint` (generator and data of this run) is given, each differing aspect of the recorded one."""
+    state = _load_resume(path)
+    if state is None:
+        return ["unreadable"]
     saved, wanted = state.get("options"), json.loads(json.dumps(resume_options(options)))
     if not isinstance(saved, dict):
         return ["options"]
-    return sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    found = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if fingerprint is not None and not found:
+        found = differences(state.get("fingerprint"), fingerprint)
+    return found
 
 
-def _resume(path: Path, modules: dict, optimizers: dict, options) -> int:
+def _resume(path: Path, modules: dict, optimizers: dict, options, fingerprint: dict | None = None) -> int:
     """The step to start from: 0 without a checkpoint, else the checkpoint's, after loading its states.
 
-    Raises ValueError when the checkpoint was written with other options (like the GAN trainer)."""
+    Raises StaleCheckpointError (a ValueError) when the checkpoint was written with other options or, with
+    `fingerprint`, for another generator or other data (like the GAN trainer)."""
     if not path.exists():
         return 0
-    differences = checkpoint_differences(path, options)
-    if differences:
-        raise ValueError(f"{path} was written with other training options ({', '.join(differences)}); "
-                         "resume with the same config or delete the checkpoint")
+    found = checkpoint_differences(path, options, fingerprint)
+    if found:
+        what = "by another run" if any(":" in f for f in found) else "with other training options"
+        raise StaleCheckpointError(f"{path} was written {what} ({', '.join(found)}); resume with the same config, "
+                                   "generator and data, or delete the checkpoint")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for name, module in {**modules, **optimizers}.items():
         module.load_state_dict(state[name])
@@ -127,7 +158,12 @@ def _resume(path: Path, modules: dict, optimizers: dict, options) -> int:
 
 
 def build_e4e(G, options: E4eOptions, weights_cache=None) -> E4eEncoder:
-    torch.manual_seed(options.seed)
+    """An e4e encoder for `G`, initialised from `options.seed` (the global random state is left alone)."""
+    with seeded(options.seed):
+        return _new_e4e(G, options, weights_cache)
+
+
+def _new_e4e(G, options: E4eOptions, weights_cache=None) -> E4eEncoder:
     encoder = E4eEncoder(G.num_ws, G.w_dim, ws_resolutions(G), options.input_resolution, options.backbone,
                          weights_cache, options.pretrained)
     encoder.w_avg.copy_(G.mapping.w_avg.detach().cpu())
@@ -135,17 +171,20 @@ def build_e4e(G, options: E4eOptions, weights_cache=None) -> E4eEncoder:
 
 
 def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, device="cpu",
-              weights_cache=None) -> tuple[E4eEncoder, list[dict]]:
-    """Train an e4e encoder on `images` (indexable by a LongTensor of positions → uint8 batch)."""
+              weights_cache=None, fingerprint: dict | None = None) -> tuple[E4eEncoder, list[dict]]:
+    """Train an e4e encoder on `images` (indexable by a LongTensor of positions → uint8 batch), resuming from
+    `checkpoint` when it was written with the same options (and `fingerprint`: generator and data), which it
+    records. Raises StaleCheckpointError for a checkpoint of another run."""
     G = G.to(device).eval().requires_grad_(False)
     lpips = lpips.to(device).eval().requires_grad_(False)
-    encoder = build_e4e(G, options, weights_cache).to(device)
-    discriminator = LatentDiscriminator(G.w_dim).to(device)
+    with seeded(options.seed):  # the encoder, then the latent discriminator, from one seeded stream
+        encoder = _new_e4e(G, options, weights_cache).to(device)
+        discriminator = LatentDiscriminator(G.w_dim).to(device)
     opt_e = torch.optim.Adam(encoder.parameters(), lr=options.lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=options.discriminator_lr, betas=(0.9, 0.999))
     checkpoint = Path(checkpoint)
     modules, optimizers = {"encoder": encoder, "discriminator": discriminator}, {"opt_e": opt_e, "opt_d": opt_d}
-    start = _resume(checkpoint, modules, optimizers, options)
+    start = _resume(checkpoint, modules, optimizers, options, fingerprint)
     history, progress = [], Progress(options.steps - start, "train e4e", unit="step")
     for step in range(start, options.steps):
         generator = step_generator(options.seed, step)
@@ -174,7 +213,8 @@ def train_e4e(G, images, options: E4eOptions, lpips, checkpoint: str | Path, dev
                             "adversarial": adversarial.item(), "discriminator": d_loss.item(), "active_ws": active})
         if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
             _save(checkpoint, {**{k: m.state_dict() for k, m in {**modules, **optimizers}.items()}, "step": step + 1,
-                               "options": json.loads(json.dumps(resume_options(options)))})
+                               "options": json.loads(json.dumps(resume_options(options))),
+                               "fingerprint": fingerprint})
         progress.update()
     progress.close()
     encoder.active_offsets.fill_(progressive_offsets(options, options.steps - 1, G.num_ws))
@@ -197,26 +237,29 @@ def _discriminator_step(G, discriminator, opt_d, fake_w, z, step, options) -> to
 
 
 def build_hypernetwork(G, options: HyperStyleOptions, weights_cache=None) -> HyperNetwork:
-    torch.manual_seed(options.seed)
+    """A HyperStyle hypernetwork for `G`, initialised from `options.seed` (the global random state is left
+    alone). Raises ValueError when `G` has no 3×3 convolution in `options.layer_ranges`."""
     layers = hyper_layers(G, list(options.layer_ranges))
     if not layers:
         raise ValueError(f"the generator has no 3×3 convolutions in layer ranges {options.layer_ranges}")
-    return HyperNetwork(layers, options.input_resolution, options.backbone, options.rank, weights_cache,
-                        options.pretrained)
+    with seeded(options.seed):
+        return HyperNetwork(layers, options.input_resolution, options.backbone, options.rank, weights_cache,
+                            options.pretrained)
 
 
 def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions, lpips, checkpoint: str | Path,
-                     device="cpu", weights_cache=None) -> tuple[HyperNetwork, list[dict]]:
+                     device="cpu", weights_cache=None, fingerprint: dict | None = None) -> tuple[HyperNetwork, list[dict]]:
     """Train the hypernetwork on top of a frozen W-encoder; each iteration's loss is back-propagated
     on its own (earlier offsets and reconstructions are inputs, not part of the graph), one optimiser
-    step per batch, as in HyperStyle."""
+    step per batch, as in HyperStyle. Resumes from `checkpoint` like `train_e4e` (same options and
+    `fingerprint`, else StaleCheckpointError)."""
     G = G.to(device).eval().requires_grad_(False)
     encoder = encoder.to(device).eval().requires_grad_(False)
     lpips = lpips.to(device).eval().requires_grad_(False)
     hyper = build_hypernetwork(G, options, weights_cache).to(device)
     optimizer = torch.optim.Adam(hyper.parameters(), lr=options.lr)
     checkpoint = Path(checkpoint)
-    start = _resume(checkpoint, {"hypernetwork": hyper}, {"optimizer": optimizer}, options)
+    start = _resume(checkpoint, {"hypernetwork": hyper}, {"optimizer": optimizer}, options, fingerprint)
     history, progress = [], Progress(options.steps - start, "train hyperstyle", unit="step")
     for step in range(start, options.steps):
         generator = step_generator(options.seed, step)
@@ -240,7 +283,8 @@ def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions,
             history.append({"step": step, "l2_per_iteration": losses})
         if (step + 1) % options.checkpoint_steps == 0 and step + 1 < options.steps:
             _save(checkpoint, {"hypernetwork": hyper.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                               "options": json.loads(json.dumps(resume_options(options)))})
+                               "options": json.loads(json.dumps(resume_options(options))),
+                               "fingerprint": fingerprint})
         progress.update()
     progress.close()
     return hyper.eval(), history

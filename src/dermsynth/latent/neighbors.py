@@ -78,11 +78,20 @@ def seed_centres(G, seeds: list[int], truncation_psi: float = 1.0, class_index: 
     return G.to(device).mapping(z, c, truncation_psi=truncation_psi).cpu()
 
 
-def stored_centres(projection_npz: str | Path, keys: list[str] | None = None) -> dict:
+PROJECTION_FIX = "give the projection.npz that `dermsynth project` wrote for this generator (or run it again)"
+
+
+def stored_centres(projection_npz: str | Path, keys: list[str] | None = None, generator: str | None = None,
+                   network=None) -> dict:
     """The projected latents of `dermsynth project` (projection.npz): {"keys", "labels", "ws" (float32 (M,
-    num_ws, w_dim)), "noise" (list of (M, 1, r, r))}, only `keys` (in that order) when given. Raises
-    KeyError naming the keys the file does not hold."""
-    saved = np.load(projection_npz)
+    num_ws, w_dim)), "noise" (list of (M, 1, r, r))}, only `keys` (in that order) when given; with `generator`
+    (the digest of the generator used, checkpoint `network`) the projection must have been made into it. Raises
+    KeyError naming the keys the file does not hold, WrongFileError for a file that is no projection (a folder,
+    truncated, another kind), ForeignComponentError for a projection into another generator."""
+    from .identity import load_npz, recorded_in_npz, require_generator
+    saved = load_npz(projection_npz, "a projection (.npz of dermsynth project)", PROJECTION_FIX, ("keys", "labels", "ws"))
+    if generator is not None:
+        require_generator(projection_npz, recorded_in_npz(saved), generator, network, PROJECTION_FIX)
     stored = saved["keys"].tolist()
     rows = list(range(len(stored)))
     if keys:
@@ -90,7 +99,7 @@ def stored_centres(projection_npz: str | Path, keys: list[str] | None = None) ->
         if missing:
             raise KeyError(f"{projection_npz} holds no projection of {', '.join(missing)}")
         rows = [stored.index(k) for k in keys]
-    noise_count = sum(name.startswith("noise") for name in saved.files)
+    noise_count = sum(name.startswith("noise") for name in saved)
     return {"keys": [stored[i] for i in rows], "labels": [saved["labels"].tolist()[i] for i in rows],
             "ws": torch.from_numpy(saved["ws"][rows]).float(),
             "noise": [torch.from_numpy(saved[f"noise{i}"][rows]) for i in range(noise_count)]}
@@ -143,7 +152,8 @@ def generate_neighbors(network: str | Path, out: str | Path, count: int, distanc
         names = [f"{Path(network).parent.name}-seed{s:07d}" for s in seeds]
         labels, sources, ids = [class_name or ""] * len(seeds), [""] * len(seeds), list(seeds)
     else:
-        stored = stored_centres(latents, keys)
+        from .identity import generator_digest
+        stored = stored_centres(latents, keys, generator_digest(G), network)
         centres, noise, names = stored["ws"], stored["noise"], stored["keys"]
         labels, sources, ids = stored["labels"], stored["keys"], [key_id(k) for k in stored["keys"]]
     moved = neighbour_latents(centres, ids, count, distance, seed)
@@ -166,22 +176,19 @@ def _class_of(G, classes: list[str], trained_on: list[str], class_name: str | No
 
 def _write_neighbours(out: Path, rows: list[dict], images: torch.Tensor, moved: torch.Tensor, centres: torch.Tensor,
                       fmt: str, classes: list[str]) -> None:
-    from PIL import Image
-
     from ..gan.generate import write_image_set
     from ..outputs import write_csv
     out.mkdir(parents=True, exist_ok=True)
+    from ..outputs import save_npz, write_png
     if fmt == "png":
         for row, image in zip(rows, images):
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{row['key']}.png")
+            write_png(out / f"{row['key']}.png", image.permute(1, 2, 0).numpy())
         write_csv(out / "manifest.csv", pd.DataFrame(rows))
     else:
         write_image_set(out, rows, images, "binary" if set(classes) == {"benign", "malignant"} else "ham7")
     centres = centres if centres.ndim == 3 else centres[:, None, :]
-    tmp = out / "neighbors.tmp.npz"
-    np.savez(tmp, keys=np.array([r["key"] for r in rows]), centre=np.array([r["centre"] for r in rows]),
+    save_npz(out / "neighbors.npz", keys=np.array([r["key"] for r in rows]), centre=np.array([r["centre"] for r in rows]),
              ws=moved.reshape(-1, *moved.shape[2:]).numpy(), centre_ws=centres.numpy())
-    tmp.replace(out / "neighbors.npz")
 
 
 def _summary(out: Path, network, rows, count, distance, seed, seeds, latents, truncation_psi) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..outputs import tile, write_json, write_png
+from ..locks import exclusive
+from ..outputs import check_writable, save_npz, tile, write_json, write_png
 from ..provenance import provenance
+from .identity import generator_digest
 from .options import ProjectOptions, SefaOptions
 from .sefa import factorize, preview_grid
 
@@ -19,24 +21,34 @@ def run_sefa(options: SefaOptions, network: str | Path, out_npz: str | Path, out
     """Factorise generator `network` for layer range `options.layers`: directions (k, w_dim), eigenvalues (k,),
     largest first, the ws indices and names of the range's layers in `out_npz` (+ a .json summary beside it);
     the preview grid (rows: direction × sample, columns: −magnitude … +magnitude) in `out_png`. `device`:
-    cpu/cuda (None: cuda when available). Raises ValueError for an unknown layer range. Returns the summary."""
+    cpu/cuda (None: cuda when available). The .npz records the generator's identity (`generator`: the digest of
+    its weights), so the directions are refused for another generator. Holds `out_npz`'s lock. Raises ValueError
+    for an unknown layer range, BusyError, OutputError, WrongFileError (`network` is not a generator). Returns
+    the summary."""
+    out_npz = Path(out_npz)
+    check_writable(out_npz.parent)
+    check_writable(Path(out_png).parent)
+    with exclusive(out_npz, "sefa"):
+        return _sefa_locked(options, network, out_npz, out_png, device)
+
+
+def _sefa_locked(options: SefaOptions, network, out_npz: Path, out_png, device) -> dict:
     from ..gan.run import load_generator
     layer_range, settings = options.layers, options.preview()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     factors = factorize(G, layer_range)
-    out_npz = Path(out_npz)
-    out_npz.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
-    np.savez(tmp, directions=factors["directions"], eigenvalues=factors["eigenvalues"],
-             ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]))
-    tmp.replace(out_npz)
+    digest = generator_digest(G)
+    save_npz(out_npz, directions=factors["directions"], eigenvalues=factors["eigenvalues"],
+             ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]),
+             generator=np.array(digest))
     grid = preview_grid(G, factors, settings["preview_directions"], settings["preview_samples"],
                         settings["preview_magnitude"], settings["preview_steps"], settings["truncation_psi"],
                         settings["seed"], device=device)
     write_png(out_png, grid)
     eigenvalues = factors["eigenvalues"]
-    summary = {"network": str(network), "layer_range": layer_range, "layer_names": factors["layer_names"],
+    summary = {"network": str(network), "generator": digest, "layer_range": layer_range,
+               "layer_names": factors["layer_names"],
                "ws_indices": factors["ws_indices"], "top_eigenvalues": eigenvalues[:20].round(6).tolist(),
                "explained_by_top10": float(eigenvalues[:10].sum() / eigenvalues.sum()),
                "preview": {"file": str(out_png), "rows": "direction × sample", **settings},
@@ -58,13 +70,11 @@ def chosen_images(options: ProjectOptions, manifest: str | Path):
     return frame.sample(n=min(options.images, len(frame)), random_state=options.seed).sort_values("key")
 
 
-def save_projection(out_npz: Path, frame, ws: torch.Tensor, noise: list[torch.Tensor]) -> None:
-    """projection.npz: keys and labels of `frame`'s rows, ws (N, num_ws, w_dim), noise<i> (N, 1, r, r)."""
-    out_npz.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
-    np.savez(tmp, keys=np.array(frame["key"].tolist()), labels=np.array(frame["label"].tolist()), ws=ws.numpy(),
-             **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
-    tmp.replace(out_npz)
+def save_projection(out_npz: Path, frame, ws: torch.Tensor, noise: list[torch.Tensor], generator: str = "") -> None:
+    """projection.npz (atomically): keys and labels of `frame`'s rows, ws (N, num_ws, w_dim), noise<i>
+    (N, 1, r, r), and `generator`, the identity of the generator projected into (`identity.generator_digest`)."""
+    save_npz(out_npz, keys=np.array(frame["key"].tolist()), labels=np.array(frame["label"].tolist()), ws=ws.numpy(),
+             generator=np.array(generator), **{f"noise{i}": m.numpy() for i, m in enumerate(noise)})
 
 
 def project_in_batches(G, targets: torch.Tensor, class_indices: list[int] | None, lpips, optimiser, batch: int,
@@ -89,7 +99,17 @@ def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str 
     """Project a seeded choice of `options.images` images of `options.split` (of the generator's `classes`) from
     `lmdb_root`/`manifest` into generator `network`: keys, labels, ws (N, num_ws, w_dim) and the optimised
     noise maps in `out_npz`, a report (.json beside it: L2 and LPIPS-Alex per image and on average, the LPIPS-VGG
-    loss curve) and target | reconstruction pairs in `out_png`. Returns the report."""
+    loss curve) and target | reconstruction pairs in `out_png`. The output folders are checked writable before the
+    optimisation; `out_npz`'s lock is held. Raises BusyError, OutputError, WrongFileError (`network` is not a
+    generator). Returns the report."""
+    out_npz = Path(out_npz)
+    check_writable(out_npz.parent)
+    check_writable(Path(out_png).parent)
+    with exclusive(out_npz, "project"):
+        return _project_locked(options, network, lmdb_root, manifest, out_npz, out_png, device)
+
+
+def _project_locked(options: ProjectOptions, network, lmdb_root, manifest, out_npz: Path, out_png, device) -> dict:
     from ..data.dataset import read_images
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
@@ -111,11 +131,11 @@ def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str 
     alex, alex_info = extractors.lpips_alex()
     lpips_final = extractors.lpips_distance(alex, targets, recon)
     l2 = ((recon.float() - targets.float()) / 127.5).square().mean(dim=[1, 2, 3]).numpy()
-    out_npz = Path(out_npz)
-    save_projection(out_npz, frame, ws, noise)
+    save_projection(out_npz, frame, ws, noise, generator_digest(G))
     pairs = torch.stack([targets[:16], recon[:16]], dim=1).flatten(0, 1)  # target, reconstruction, …
     write_png(out_png, tile(pairs.reshape(-1, 8, *pairs.shape[1:])))
-    summary = {"gan": gan, "network": str(network), "split": options.split, "images": len(frame),
+    summary = {"gan": gan, "network": str(network), "generator": generator_digest(G), "split": options.split,
+               "images": len(frame),
                "space": options.space, "steps": options.steps,
                "l2_mean": float(l2.mean()), "lpips_alex_mean": float(lpips_final.mean()),
                "lpips_vgg_curve": {"first": float(curve[0]), "last": float(curve[-1])},

@@ -26,8 +26,10 @@ import torch
 import yaml
 
 from ..errors import ConfigError
-from ..outputs import tile, write_csv, write_json, write_png
+from ..locks import exclusive
+from ..outputs import check_writable, tile, write_csv, write_json, write_png
 from ..provenance import provenance
+from .identity import generator_digest, load_npz, recorded_in_npz, require_generator
 from .inversion import to_uint8
 from .options import TransformOptions
 from .sefa import LAYER_RANGES
@@ -101,10 +103,18 @@ def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
-def sefa_direction(spec: dict, sefa_npz) -> tuple[torch.Tensor, list[int]]:
-    """(unit direction (w_dim,), ws indices of its layer range) of transformation `spec` from a SeFa file.
-    Raises ConfigError when the file has no such direction."""
-    factors = np.load(sefa_npz)
+SEFA_FIX = "give the sefa-<range>.npz that `dermsynth sefa` wrote for this generator (or run it again)"
+
+
+def sefa_direction(spec: dict, sefa_npz, generator: str | None = None,
+                   network=None) -> tuple[torch.Tensor, list[int]]:
+    """(unit direction (w_dim,), ws indices of its layer range) of transformation `spec` from a SeFa file; with
+    `generator` (the digest of the generator used, checkpoint `network`) the file must have been made for it.
+    Raises ConfigError when the file has no such direction, WrongFileError when it is not a SeFa file (a folder,
+    truncated, another kind), ForeignComponentError when it was made for another generator."""
+    factors = load_npz(sefa_npz, "a SeFa directions file", SEFA_FIX, ("directions", "ws_indices"))
+    if generator is not None:
+        require_generator(sefa_npz, recorded_in_npz(factors), generator, network, SEFA_FIX)
     if spec["direction"] >= len(factors["directions"]):
         raise ConfigError(f"transformation {spec['name']}: direction {spec['direction']} does not exist "
                           f"({sefa_npz} has {len(factors['directions'])})")
@@ -126,8 +136,18 @@ def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, l
     (`options.variants` versions each), moved along its `direction` of the SeFa file `sefa_npz` (the generator's
     `layer_range`) and re-synthesised by `network`: the transformed images in `out_dir` (LMDB + manifest.csv: label,
     provenance, LPIPS-Alex to the real source in `lmdb_root` and to the unmoved inversion, accepted), a preview
-    and transform.json (counts, LPIPS means). Raises ConfigError when the direction is not in `sefa_npz`.
-    Returns the report."""
+    and transform.json (counts, LPIPS means). The SeFa file and the inversion must have been made with `network`'s
+    generator. Holds `out_dir`'s lock. Raises ConfigError when the direction is not in `sefa_npz`,
+    WrongFileError / InputError for a file or folder of another kind, ForeignComponentError for components of
+    another generator, BusyError, OutputError. Returns the report."""
+    out_dir = Path(out_dir)
+    check_writable(out_dir.parent)
+    with exclusive(out_dir, "transform"):
+        return _transform_locked(options, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device)
+
+
+def _transform_locked(options: TransformOptions, network, sefa_npz, inversion_dir, lmdb_root, out_dir: Path,
+                      device) -> dict:
     from ..data.dataset import read_images
     from ..data.lmdb_store import LmdbImageStore
     from ..gan.generate import write_image_set
@@ -138,8 +158,10 @@ def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, l
     spec = options.transformation
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device)
-    direction, ws_indices = sefa_direction(spec, sefa_npz)
+    digest = generator_digest(G)
+    direction, ws_indices = sefa_direction(spec, sefa_npz, digest, network)
     inversion = StoredInversion(inversion_dir)
+    inversion.require_generator(G, network)
     store = LmdbImageStore(lmdb_root)
     keys = inversion.index["key"].tolist()
     labels = dict(zip(inversion.index["key"], inversion.index["label"]))
@@ -167,11 +189,10 @@ def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, l
                 preview_columns.append(moved[:PREVIEW_ROWS])
             progress.update(len(chunk))
     progress.close()
-    out_dir = Path(out_dir)
     frame = pd.DataFrame(rows)
     write_image_set(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"])
     write_png(out_dir / "preview.png", tile(torch.stack(preview_columns, dim=1)))
-    summary = _summary(options, frame, alex_info, inversion_dir)
+    summary = {**_summary(options, frame, alex_info, inversion_dir), "generator": digest}
     write_json(out_dir / "transform.json", summary)
     print(f"transform {spec['name']}: {len(frame)} images, mean LPIPS {summary['lpips_mean']:.4f}, "
           f"{summary['rejected']} rejected (> {options.lpips_threshold})", file=sys.stderr)

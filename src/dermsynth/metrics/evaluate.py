@@ -1,7 +1,9 @@
 """Generative metrics of an image set (generated images, an LMDB or a folder) against a real split.
 
-Real-set features are cached per (dataset, split, resolution, extractor weights, sample count),
-so every generator and snapshot evaluated against the same split reuses them.
+Real-set features are cached per image set (dataset, split, classes, resolution, the LMDB store's identity, the
+chosen keys), extractor (name, weights file and the digest of its bytes, real or random weights) and
+preprocessing, so every generator and snapshot evaluated against the same images reuses them, and nothing else
+does.
 """
 
 from __future__ import annotations
@@ -31,10 +33,29 @@ def load_split_images(lmdb_root: str | Path, manifest: str | Path, split: str, l
     return read_images(store, keys), keys
 
 
+_WEIGHT_DIGESTS: dict = {}
+
+
+def weights_digest(weights: str) -> str:
+    """The identity of an extractor's weights: the digest of the weights file's bytes (a file replaced under the
+    same name is another extractor), or the random-init description itself. Computed once per file version."""
+    path = Path(weights)
+    if weights.startswith("random-init") or not path.is_file():
+        return weights
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _WEIGHT_DIGESTS:
+        from ..fingerprint import file_digest
+        _WEIGHT_DIGESTS[key] = file_digest(path)
+    return _WEIGHT_DIGESTS[key]
+
+
 def feature_key(identity: dict, extractor: Extractor) -> dict:
-    """The cache key of real features: `identity` (dataset, split, classes, resolution, keys hash, count), the
-    extractor's name, its weights and its preprocessing (resize, normalisation, dtype, layer)."""
+    """The cache key of real features: `identity` (dataset, split, classes, resolution, the store's identity, keys
+    hash, count), the extractor's name, its weights (path, digest of their bytes, whether real) and its
+    preprocessing (resize, normalisation, dtype, layer)."""
     return {**identity, "extractor": extractor.name, "weights": extractor.weights,
+            "weights_digest": weights_digest(extractor.weights), "real_weights": extractor.real_weights,
             "preprocessing": dict(sorted(extractor.preprocessing.items()))}
 
 
@@ -43,25 +64,30 @@ def _digest(key: dict) -> str:
 
 
 def write_features(path: str | Path, features: np.ndarray, key: dict) -> Path:
-    """Save features with their cache key (atomic: a temporary file, then renamed)."""
+    """Save features with their cache key, atomically under a temporary name unique to this process (two jobs
+    filling one cache entry each write a complete file; the last rename wins, with the same content).
+    Raises OutputError when the disk refuses."""
+    from ..outputs import save_npz
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features, identity=repr(sorted(key.items())))
-    tmp.replace(path)
+    save_npz(path, features=features, identity=repr(sorted(key.items())))
     return path
 
 
 def read_features(path: str | Path, key: dict) -> np.ndarray | None:
-    """The features saved at `path` if they were saved under exactly `key`, else None (absent, or another
-    image set, extractor, weights or preprocessing)."""
+    """The features saved at `path` if they were saved under exactly `key`, else None (absent, unreadable —
+    truncated by a kill before atomic writes, or not a feature file — or another image set, extractor, weights or
+    preprocessing: recomputed by the caller)."""
+    import zipfile
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         return None
-    with np.load(path) as saved:
-        if str(saved["identity"]) != repr(sorted(key.items())):
-            return None
-        return saved["features"]
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if "identity" not in saved.files or str(saved["identity"]) != repr(sorted(key.items())):
+                return None
+            return saved["features"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 def cached_real_features(cache_dir: str | Path, identity: dict, extractor: Extractor, images_fn,

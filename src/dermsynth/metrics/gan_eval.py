@@ -36,7 +36,8 @@ from ..data.dataset import read_images
 from ..data.lmdb_store import INDEX_FILE, LmdbImageStore
 from ..errors import ConfigError, InputError
 from ..gan.networks import seed_latents
-from ..outputs import write_csv, write_json
+from ..locks import exclusive
+from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from . import extractors as feature_nets
@@ -79,11 +80,13 @@ def real_reference(manifest: str | Path, splits: list[str], classes: list[str] |
 def reference_identity(dataset: str, splits: list[str], classes: list[str] | None, lmdb_root,
                        frame: pd.DataFrame) -> dict:
     """What identifies a real image set in the feature cache key: dataset, splits, classes, the LMDB's
-    resolution, a hash of the chosen keys and their count."""
+    resolution and identity (`fingerprint.store_identity`: a store rebuilt with other pixels under the same keys
+    is another set), a hash of the chosen keys and their count."""
+    from ..fingerprint import store_identity
     resolution = json.loads((Path(lmdb_root) / INDEX_FILE).read_text())["resolution"]
     return {"dataset": dataset, "split": "+".join(splits), "classes": ",".join(classes or []),
-            "resolution": resolution, "keys": hashlib.sha256("\n".join(frame["key"]).encode()).hexdigest()[:16],
-            "count": len(frame)}
+            "resolution": resolution, "store": store_identity(lmdb_root),
+            "keys": hashlib.sha256("\n".join(frame["key"]).encode()).hexdigest()[:16], "count": len(frame)}
 
 
 def real_features(lmdb_root, frame: pd.DataFrame, identity: dict, nets: dict, device, cache_dir=CACHE_DIR,
@@ -117,8 +120,15 @@ def compute_real_features(options: RealFeaturesOptions, lmdb_root, manifest, out
     """The real_features job: features of the real reference `options` selects (dataset, splits, classes,
     `real_samples` seeded with `seed`) in each of `options.extractors`, written to `out_dir/<name>.npz` with their
     cache key (`feature_key`); the extractors' current preprocessing must be the one in the options (else
-    ConfigError: the options were written by another version). Returns {extractor: path}."""
+    ConfigError: the options were written by another version). Holds `out_dir`'s lock. Raises BusyError,
+    OutputError. Returns {extractor: path}."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_writable(out_dir)
+    with exclusive(out_dir, "real-features"):
+        return _real_features_locked(options, lmdb_root, manifest, Path(out_dir), device)
+
+
+def _real_features_locked(options: RealFeaturesOptions, lmdb_root, manifest, out_dir: Path, device) -> dict[str, Path]:
     frame = real_reference(manifest, options.splits, options.classes, options.real_samples, options.seed)
     identity = reference_identity(options.dataset, options.splits, options.classes, lmdb_root, frame)
     nets = feature_networks(list(options.extractors))
@@ -130,7 +140,7 @@ def compute_real_features(options: RealFeaturesOptions, lmdb_root, manifest, out
     written = {}
     for name, net in nets.items():
         features = net.features(images, batch_size=64, device=device)
-        written[name] = write_features(Path(out_dir) / f"{name}.npz", features, feature_key(identity, net))
+        written[name] = write_features(out_dir / f"{name}.npz", features, feature_key(identity, net))
     print(f"real-features {options.reference}: {len(frame)} images × {', '.join(nets)} → {out_dir}", file=sys.stderr)
     return written
 
@@ -197,11 +207,20 @@ def evaluate_gan(options: EvaluateGanOptions, network: str | Path, lmdb_root: st
     real_features job's files) when given and matching, else cached under `cache_dir`. Writes the metrics JSON
     (extractor weights, provenance) and the memorisation CSV (one row per generated sample); returns the
     metrics. Metrics that the sample sizes cannot support are null with a reason (metrics/preconditions.py);
-    raises TooFewImages when none can be computed."""
+    raises TooFewImages when none can be computed, BusyError (another writer of `out_json`), OutputError."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for folder in {Path(out_json).parent, Path(out_memorisation).parent}:
+        check_writable(folder)
+    with exclusive(out_json, "evaluate-gan"):
+        return _evaluate_gan_locked(options, network, lmdb_root, manifest, out_json, out_memorisation, device,
+                                    cache_dir, real_features_dir)
+
+
+def _evaluate_gan_locked(options: EvaluateGanOptions, network, lmdb_root, manifest, out_json, out_memorisation,
+                         device, cache_dir, real_features_dir) -> dict:
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
     name, ev = options.gan, options.evaluation
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device)
     classes, _ = network_classes(network)
     frame = real_reference(manifest, options.splits, options.classes, ev["real_samples"], ev["seed"])
@@ -252,39 +271,49 @@ def summary(result: dict) -> str:
 
 
 # --- any image set ---------------------------------------------------------------------------------
-def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:
-    """uint8 images (N, 3, H, W) and their names from a folder of image files or a dermsynth LMDB store
-    (the store itself, or a folder holding it as `lmdb/`, as `dermsynth generate --format lmdb` and the data
-    stage write). In a folder every visible file counts as an image: whatever Pillow decodes (PNG, JPEG,
-    WebP, JFIF, GIF, TIFF, BMP, …; the first frame of an animation), converted to RGB, in name order, the
-    first `limit`. Raises InputError naming every file that cannot be decoded (nothing is skipped
-    silently: the metrics depend on exactly which images are in the set) and for images of several sizes."""
-    from PIL import Image
+# dermsynth's own records in an image folder (generate --format png, generate --neighbors): noted, not images
+OWN_RECORDS = ("manifest.csv", "generate.json", "neighbors.json", "neighbors.npz")
 
-    from ..data.images import _plain
+
+def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """uint8 images (N, 3, H, W) and their names of an image set (see `read_image_set`, which also says what
+    was left out)."""
+    images, names, _ = read_image_set(path, limit)
+    return images, names
+
+
+def read_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """uint8 images (N, 3, H, W), their names and what was left out ({"file", "reason"} each), from a folder of
+    image files or a dermsynth LMDB store (the store itself, or a folder holding it as `lmdb/`, as `dermsynth
+    generate --format lmdb` and the data stage write).
+
+    A folder is read whole: its sub-folders and symbolically linked folders too (a link to a folder already read
+    — a loop, or a second link — is left out, so no image counts twice), images named by their path in the
+    folder, in name order, the first `limit` (the rest left out as beyond the limit). An image is whatever Pillow
+    decodes (PNG, JPEG, WebP, JFIF, GIF, TIFF, BMP, …; the first frame of an animation), converted to RGB.
+    Left out, and said: hidden files (locks, temporary files), links to nothing, non-regular files, dermsynth's
+    own records (`manifest.csv`, `generate.json`, …; a manifest must list PNGs that are there). Raises
+    InputError naming every file that cannot be decoded (the metrics depend on exactly which images are in the
+    set), a manifest that lists missing images, and images of several sizes."""
     path = Path(path)
     if (path / "lmdb" / INDEX_FILE).exists():
         path = path / "lmdb"
     if (path / INDEX_FILE).exists():  # an LMDB store
         store = LmdbImageStore(path)
-        keys = store.keys()[:limit]
-        images = read_images(store, keys)
+        keys = store.keys()
+        left = [{"file": k, "reason": f"beyond the limit of {limit} images"} for k in keys[limit:]] if limit else []
+        images = read_images(store, keys[:limit])
         store.close()
-        return images, keys
+        return images, keys[:limit], left
     if not path.is_dir():
         raise InputError(f"{path}: not a folder; give a folder of images of one size, or a dermsynth LMDB store")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))[:limit]
-    if not files:
+    files, left = _walk_folder(path)
+    _check_manifests(path, files, left)
+    candidates = sorted((f for f in files if f.name not in OWN_RECORDS), key=lambda f: f.relative_to(path).as_posix())
+    if not candidates:
         raise InputError(f"{path}: no image files and no LMDB index.json; give a folder of images of one size, "
                          f"or a dermsynth LMDB store")
-    arrays, problems = [], []
-    for f in files:
-        try:
-            with Image.open(f) as image:
-                image.seek(0)
-                arrays.append(np.asarray(image.convert("RGB")))
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            problems.append(f"{f.name} ({_plain(exc)})")
+    arrays, names, problems = _decode(path, candidates, limit, left)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise InputError(f"{path}: every file in the folder is read as an image, and {len(problems)} cannot be "
@@ -292,17 +321,129 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
         raise InputError(f"{path}: images have different sizes {sorted(sizes)[:3]}…; resize them to one size first")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), [f.name for f in files]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), names, left
+
+
+def _walk_folder(root: Path) -> tuple[list[Path], list[dict]]:
+    """Every regular file under `root`, sub-folders and linked folders included (each real folder read once),
+    and what was left out with the reason."""
+    files, left = [], []
+    seen = {root.resolve()}
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as exc:
+            left.append({"file": _relative(root, folder), "reason": f"folder cannot be read ({exc.strerror or exc})"})
+            continue
+        for entry in entries:
+            reason = _left_out(entry, seen)
+            if reason:
+                left.append({"file": _relative(root, entry), "reason": reason})
+            elif entry.is_dir():
+                seen.add(entry.resolve())
+                folders.append(entry)
+            else:
+                files.append(entry)
+    return files, left
+
+
+def _left_out(entry: Path, seen: set) -> str | None:
+    """Why `entry` is not read (None: it is read, or walked into when a folder)."""
+    if entry.name.startswith("."):
+        return "hidden file or folder (a lock, a temporary file of a running or killed writer, or hidden on purpose)"
+    if entry.is_symlink() and not entry.exists():
+        return f"symbolic link to nothing ({entry.readlink()})"
+    if entry.is_dir():
+        real = entry.resolve()
+        if real in seen:
+            return f"a link to a folder already read ({real}): a loop, or the same folder twice"
+        return None
+    if not entry.is_file():
+        return "not a regular file"
+    if entry.name.endswith(".lock"):
+        return "dermsynth's lock file"
+    return None
+
+
+def _relative(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _check_manifests(root: Path, files: list[Path], left: list[dict]) -> None:
+    """A dermsynth manifest.csv (with a key column) in the folder must list PNGs that are there (`generate`
+    writes `<key>.png` beside it); it is noted as left out (not an image). Raises InputError when it lists
+    images that are missing."""
+    present = {f for f in files}
+    for manifest in [f for f in files if f.name in OWN_RECORDS]:
+        left.append({"file": _relative(root, manifest), "reason": "dermsynth's own record of the images, not an image"})
+        if manifest.name != "manifest.csv":
+            continue
+        try:
+            keys = pd.read_csv(manifest, dtype=str, keep_default_na=False).get("key")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+            keys = None
+        if keys is None:
+            continue
+        missing = [k for k in keys if manifest.parent / f"{k}.png" not in present]
+        if missing:
+            raise InputError(f"{manifest} lists {len(missing)} image(s) that are not in its folder "
+                             f"({', '.join(f'{k}.png' for k in missing[:3])}{'…' if len(missing) > 3 else ''}): an "
+                             "interrupted `dermsynth generate`, or images moved away; generate them again, or "
+                             "remove the manifest")
+
+
+def _decode(root: Path, candidates: list[Path], limit: int | None, left: list[dict]):
+    """(RGB arrays, names, problems) of the first `limit` decodable candidates; the rest noted in `left`."""
+    from PIL import Image
+
+    from ..data.images import _plain
+    arrays, names, problems = [], [], []
+    for f in candidates:
+        name = _relative(root, f)
+        if limit is not None and len(arrays) >= limit:
+            left.append({"file": name, "reason": f"beyond the limit of {limit} images (--samples)"})
+            continue
+        try:
+            with Image.open(f) as image:
+                image.seek(0)
+                arrays.append(np.asarray(image.convert("RGB")))
+                names.append(name)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            problems.append(f"{name} ({_plain(exc)})")
+    return arrays, names, problems
+
+
+def left_out_line(path, left: list[dict]) -> str:
+    """One line saying what of image set `path` was left out and why (counts per reason, a few files each)."""
+    by_reason: dict[str, list[str]] = {}
+    for item in left:
+        by_reason.setdefault(item["reason"], []).append(item["file"])
+    parts = [f"{len(files)} {reason} ({', '.join(files[:3])}{'…' if len(files) > 3 else ''})"
+             for reason, files in by_reason.items()]
+    return f"evaluate-images {path}: left out {len(left)} entries: " + "; ".join(parts)
 
 
 def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes: list[str] | None,
                     out_json, samples: int | None = None, real_samples: int | None = None, seed: int = 0,
                     batch: int = 32, device: str | None = None, cache_dir=CACHE_DIR, k: int = 3) -> dict:
     """The same metrics as `evaluate_gan` for a folder or LMDB of already generated images against the real
-    images of `splits` (and `classes`) in the manifest; writes and returns the metrics JSON. Raises
-    InputError for unreadable image sets (see `load_image_set`)."""
+    images of `splits` (and `classes`) in the manifest; writes and returns the metrics JSON (`left_out`: what of
+    the set was not read and why, also said in one line on stderr). Holds `out_json`'s lock. Raises InputError
+    for unreadable image sets (see `read_image_set`), BusyError, OutputError."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images, names = load_image_set(images_path, samples)
+    check_writable(Path(out_json).parent)
+    with exclusive(out_json, "evaluate-images"):
+        return _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, out_json, samples,
+                                       real_samples, seed, batch, device, cache_dir, k)
+
+
+def _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, out_json, samples, real_samples, seed,
+                            batch, device, cache_dir, k) -> dict:
+    images, names, left = read_image_set(images_path, samples)
+    if left:
+        print(left_out_line(images_path, left), file=sys.stderr)
     frame = real_reference(manifest, splits, classes, real_samples, seed)
     undefined = preconditions.check(
         len(frame), len(names), IMAGE_SET_METRICS, k, f"evaluate-images {images_path}",
@@ -313,7 +454,7 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
     identity = reference_identity(Path(lmdb_root).parent.name, splits, classes, lmdb_root, frame)
     real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
     metrics = generative_metrics(real, _extract(nets, images, batch, device), nets, k=k, undefined=undefined)
-    result = {"images": str(images_path), "n_images": len(names), **metrics,
+    result = {"images": str(images_path), "n_images": len(names), "left_out": left, **metrics,
               "real_reference": {"lmdb": str(lmdb_root), "splits": splits, "classes": classes or "all",
                                  "images": len(frame)},
               "provenance": provenance("evaluate-images", {"splits": splits, "classes": classes}, seed=seed)}
@@ -328,7 +469,10 @@ def _snapshot_row(path: Path, options: GanCurveOptions, real: dict, nets: dict, 
     from ..gan.run import generator_from_state
     from .generative import FidOptions, KidOptions
     ev = options.evaluation
-    state = torch.load(path, map_location=device, weights_only=True)
+    from ..checkpoints import GENERATOR_KINDS, load_checkpoint
+    state = load_checkpoint(path, GENERATOR_KINDS, "a generator snapshot",
+                            "move it out of the generator's folder (or delete it), then run gan-curve again",
+                            map_location=device)
     state_kimg, G = state["nimg"] / 1000, generator_from_state(state, device)
     del state  # D and the optimisers are not needed
     schedule = class_schedule(G, classes, frame["label"], ev["snapshot_samples"], ev["seed"])
@@ -352,11 +496,21 @@ def snapshot_curve(options: GanCurveOptions, network: str | Path, lmdb_root, man
     its real reference, and FD/KID in EfficientNet-Lite0 features (`fd_lite0`, `kid_lite0`) beside them, from
     `options.evaluation`'s `snapshot_samples` generated images each. Real features as `evaluate_gan`. Writes one
     CSV row per snapshot (kimg, fid, kid, fd_lite0, kid_lite0, sample counts, each extractor's weights) and a
-    figure of FID and FD_lite0 over kimg; returns the table. Raises ValueError without snapshots, TooFewImages
-    when FID and KID are both undefined."""
+    figure of FID and FD_lite0 over kimg; returns the table. Holds `out_csv`'s lock. Raises ValueError without
+    snapshots, TooFewImages when FID and KID are both undefined, WrongFileError for a snapshot that is not a
+    generator checkpoint (truncated), BusyError, OutputError."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for folder in {Path(out_csv).parent, Path(out_png).parent}:
+        check_writable(folder)
+    with exclusive(out_csv, "gan-curve"):
+        return _snapshot_curve_locked(options, network, lmdb_root, manifest, out_csv, out_png, device, cache_dir,
+                                      real_features_dir)
+
+
+def _snapshot_curve_locked(options: GanCurveOptions, network, lmdb_root, manifest, out_csv, out_png, device,
+                           cache_dir, real_features_dir) -> pd.DataFrame:
     from ..gan.generate import network_classes
     ev = options.evaluation
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     snapshots = sorted(Path(network).parent.glob("network-snapshot-step*.pt"))
     if not snapshots:
         raise ValueError(f"{Path(network).parent}: no network-snapshot-step*.pt files to evaluate")
@@ -400,8 +554,7 @@ def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool, lit
         ax.set_title(f"{name}: FD_lite0 over training (Lite0 {weights};\nnot an FID)", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    save_figure(out_png, fig)
     plt.close(fig)
 
 

@@ -97,13 +97,22 @@ def frechet_distance_psd(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
-    """Unbiased KID (cubic polynomial kernel) averaged over random subsets, seeded."""
-    state = np.random.get_state()  # clean-fid samples subsets from numpy's global generator
-    np.random.seed(seed)
-    try:
-        return clean_fid.kernel_distance(real, fake, num_subsets=subsets, max_subset_size=subset_size)
-    finally:
-        np.random.set_state(state)
+    """Unbiased KID (cubic polynomial kernel) averaged over random subsets, seeded.
+
+    clean-fid's `kernel_distance`, computed with a local `np.random.RandomState(seed)` instead of numpy's global
+    generator (which clean-fid draws from): the same subsets as `np.random.seed(seed)` followed by clean-fid,
+    so the same values, and no global random state is touched."""
+    rng = np.random.RandomState(seed)
+    n = real.shape[1]
+    m = min(min(real.shape[0], fake.shape[0]), subset_size)
+    total = 0
+    for _ in range(subsets):
+        x = fake[rng.choice(fake.shape[0], m, replace=False)]
+        y = real[rng.choice(real.shape[0], m, replace=False)]
+        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
+        b = (x @ y.T / n + 1) ** 3
+        total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+    return float(total / subsets / m)
 
 
 def _device() -> torch.device:

@@ -153,19 +153,18 @@ def _sha256(path: Path) -> str:
 
 def _place(repo: Path, revision: str, name: str, data: bytes) -> Path:
     """Write `data` as the hub cache does: blobs/<sha256>, snapshots/<revision>/<name> → that blob."""
+    from ..outputs import OutputError, atomic_path
     blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    tmp = blob.with_name(blob.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, blob)
+    with atomic_path(blob) as tmp:  # a name unique to this process: two installs never share a temporary file
+        tmp.write_bytes(data)
     link = repo / "snapshots" / revision / name
     link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
     try:
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    except OSError:  # no symlinks (some file systems): a copy, as huggingface_hub does there
-        link.write_bytes(data)
+        with atomic_path(link) as tmp:  # the link replaced in one rename, never absent or half-written
+            tmp.symlink_to(os.path.relpath(blob, link.parent))
+    except (OSError, OutputError):  # no symlinks (some file systems): a copy, as huggingface_hub does there
+        with atomic_path(link) as tmp:
+            tmp.write_bytes(data)
     return link
 
 
