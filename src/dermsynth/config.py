@@ -262,17 +262,36 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
 
 def load_config(path: str | Path, workflow: bool = False) -> dict:
     """Read and validate a config file; `workflow`: it is a whole workflow config (see validate_config)."""
+    return validate_config(read_config_file(path), origin=str(Path(path)), workflow=workflow)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The raw mapping of a YAML config file. Raises ConfigError in one line naming the file, what it is and
+    the fix: missing, a folder, empty, not text, not YAML (with the line and column), not a mapping."""
     path = Path(path)
+    fix = "pass --config with the workflow's config (config/config.yaml for the demo)"
     if not path.exists():
-        raise ConfigError(f"config file {path} does not exist; pass --config with the workflow's "
-                          "config (config/config.yaml for the demo)")
+        raise ConfigError(f"config file {path} does not exist; {fix}")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file; {fix}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (YAML) file; {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}; fix its permissions or {fix}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if raw is not None and not isinstance(raw, dict):
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{at}: {problem}; fix the file there") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty (no keys); {fix}")
+    if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
-    return validate_config(raw, origin=str(path), workflow=workflow)
+    return raw
 
 
 def dataset_config(cfg: dict, name: str) -> dict:

@@ -132,13 +132,13 @@ class StepOptions:
         return json.dumps({"step": self.step, "options": self.to_dict()}, sort_keys=True, indent=1)
 
     def write(self, folder: str | Path = OPTIONS_DIR) -> str:
-        """Write once per distinct content (atomic); returns the path, `<folder>/<step>-<digest>.json`."""
+        """Write once per distinct content (outputs.write_text: a temporary name unique to the process, then an
+        atomic rename); returns the path, `<folder>/<step>-<digest>.json`. Raises OutputError when the folder
+        cannot be written (read-only, full disk)."""
+        from .outputs import write_text
         path = Path(folder) / f"{self.step}-{self.digest}.json"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(self._text())
-            tmp.replace(path)
+        if not path.exists():  # two writers of one content write the same bytes: the last rename wins, whole
+            write_text(path, self._text())
         return str(path)
 
     @classmethod
@@ -183,8 +183,8 @@ def _start_audit(options: StepOptions) -> None:
 
     def dump():
         record = {"step": options.step, "fields": fields, "read": sorted(read & set(fields))}
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"{options.step}-{options.digest}-{os.getpid()}.json").write_text(json.dumps(record))
+        from .outputs import write_text
+        write_text(Path(folder) / f"{options.step}-{options.digest}-{os.getpid()}.json", json.dumps(record))
     atexit.register(dump)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import validate_config
+from ..outputs import write_csv
 
 
 def _make_sources(workdir: Path, n_images: int, max_side: int) -> Path:
@@ -30,7 +31,7 @@ def _make_sources(workdir: Path, n_images: int, max_side: int) -> Path:
             big = cv2.resize(small, (max_side, max_side * 2 // 3), interpolation=cv2.INTER_CUBIC)
             archive.writestr(f"img_{i:05d}.jpg", encode_jpeg(big, quality=90))
             rows.append({"path": f"img_{i:05d}.jpg", "label": "malignant" if style == "mel" else "benign"})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    write_csv(root / "labels.csv", pd.DataFrame(rows))  # last, atomically: it marks a complete source
     return root
 
 
