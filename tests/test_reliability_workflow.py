@@ -94,3 +94,23 @@ def test_pyproject_excludes_the_releases_that_read_minutes_as_seconds():
         assert broken not in spec.specifier, broken
     for fine in ("9.16.2", "9.20.0", "9.27.1"):
         assert fine in spec.specifier, fine
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "is a folder, not a config file"),
+    (b"", "is empty (no keys)"),
+    (b"\xff\xfe\x00 binary", "is not a text (YAML) file"),
+    (b"sources:\n  a: [1,\n", "is not valid YAML at line 3, column 1"),
+    (b"- a\n- b\n", "the top level must be a mapping of keys, not list"),
+])
+def test_check_config_given_a_wrong_file_says_one_line(tmp_path, content, says):
+    path = tmp_path / "config.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "dermsynth", "check-config", "--config", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert says in line and str(path) in line
