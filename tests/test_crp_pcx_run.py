@@ -34,11 +34,7 @@ def _model_folder(root, scenario, seed, manifest, mel_prediction):
     folder = root / scenario / "resnet10t"
     folder.mkdir(parents=True)
     recipe = Recipe(input_resolution=16, pretrained=False, seed=seed)  # as the workflow test config
-    torch.manual_seed(seed)
-    model, weights = build_model("resnet10t", len(CLASSES), recipe)
-    with torch.no_grad():  # each folder its own weights (timm's random init does not follow the seed)
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+    model, weights = build_model("resnet10t", len(CLASSES), recipe)  # each folder its own weights: its seed's
     torch.save({"model": model.state_dict(), "epoch": 0, "architecture": "resnet10t", "classes": CLASSES,
                 "recipe": json.dumps(asdict(recipe)), "weights": weights}, folder / "best.pt")
     for split in ("test", "validation"):
@@ -66,6 +62,8 @@ def explained(ingested_ham, demo_root, tmp_path_factory):
     (root / "config.yaml").write_text(yaml.safe_dump(raw))
     common = ["--config", str(root / "config.yaml"), "--models", *folders, "--sizes", "SA-2k", "--lmdb",
               str(ingested_ham / "lmdb"), "--manifest", str(root / "manifest.csv"), "--device", "cpu"]
+    weights = [torch.load(f"{folder}/best.pt", weights_only=True)["model"]["fc.weight"] for folder in folders]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])  # three models
     assert main(["crp", *common, "--out", str(root / "crp")]) == 0       # as the workflow's rules call them
     assert main(["pcx", *common, "--crp", str(root / "crp"), "--out", str(root / "pcx")]) == 0
     summaries = [json.loads((root / kind / f"{kind}.json").read_text()) for kind in ("crp", "pcx")]
@@ -146,3 +144,24 @@ def test_explain_options_hold_what_their_verbs_read(demo_cfg):
         "gan", "edge_cases", "perplexity", "xrai_images", "xrai_steps", "batch", "seed"}
     with pytest.raises(ConfigError, match="gan 'nope' is not defined under 'gans'"):
         AuthenticityOptions.from_config(demo_cfg, gan="nope")
+
+
+def test_pcx_refuses_concept_relevances_of_another_classifier(explained, ingested_ham, tmp_path, capsys):
+    """Issue 27, kind 1: CRP's cached relevances belong to the classifier they were computed with. A model folder
+    retrained since (other weights, same architecture and shapes) is refused by the weights' identity, in one line."""
+    import shutil
+    manifest, root, *_ = explained
+    copies = []
+    for scenario in ("baseline", "SA-2k", "SA-2k-filter"):
+        shutil.copytree(root / scenario, tmp_path / scenario)
+        copies.append(str(tmp_path / scenario / "resnet10t"))
+    saved = torch.load(tmp_path / "baseline" / "resnet10t" / "best.pt", weights_only=True)
+    retrained, _ = build_model("resnet10t", len(CLASSES), Recipe(input_resolution=16, pretrained=False, seed=9))
+    torch.save({**saved, "model": retrained.state_dict()}, tmp_path / "baseline" / "resnet10t" / "best.pt")
+    capsys.readouterr()
+    code = main(["pcx", "--config", str(root / "config.yaml"), "--models", *copies, "--sizes", "SA-2k", "--lmdb",
+                 str(ingested_ham / "lmdb"), "--manifest", str(root / "manifest.csv"), "--device", "cpu",
+                 "--crp", str(root / "crp"), "--out", str(tmp_path / "pcx")])
+    error = capsys.readouterr().err
+    assert code == 2 and "concepts-baseline.npz is concept relevances of another run (classifier:" in error
+    assert error.count("\n") == 1 and "Traceback" not in error and not (tmp_path / "pcx" / "pcx.json").exists()

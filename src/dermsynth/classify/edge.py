@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DermsynthError
-from ..outputs import write_csv, write_json
+from ..fingerprint import tensors_digest
+from ..locks import exclusive
+from ..outputs import check_writable, save_npz, write_csv, write_json
 from ..provenance import provenance
 
 SUBSETS = ("all", "edge", "baseline misclassified")
@@ -91,8 +93,8 @@ def _predictions(folder: str | Path, split: str) -> pd.DataFrame:
 
 
 def _model_info(folder: str | Path) -> dict:
-    import json
-    return json.loads((Path(folder) / "metrics.json").read_text())
+    from .folders import model_info
+    return model_info(folder)
 
 
 def split_cases(classifier_dir, baseline_dir, split: str, edge_cases: int) -> tuple[pd.DataFrame, list[str]]:
@@ -140,7 +142,7 @@ def render_edge_neighbours(options, network, targets, sources: pd.DataFrame, dev
                        - options.distance).abs().max()) if len(keys) else 0.0
     images = render_neighbours(G, moved, noise, options.batch, device)
     return {"ws": ws, "noise": noise, "curve": curve, "moved": moved, "images": images, "deviation": deviation,
-            "lpips": lpips_info}
+            "lpips": lpips_info, "generator": tensors_digest(G.state_dict())}
 
 
 def run_edge_neighbours(options, network, lmdb_root, manifest, classifier_dir, baseline_dir, out_dir,
@@ -150,7 +152,26 @@ def run_edge_neighbours(options, network, lmdb_root, manifest, classifier_dir, b
     `network` and `options.neighbors` neighbours of each rendered into `out_dir`: lmdb/ + manifest.csv (key
     '<source key>-nb<j>', the source's label, source_key, distance, …), sources.csv (the sources, their margins
     and reasons), projection.npz (their latents, as `dermsynth project` writes), neighbors.npz (every neighbour's
-    ws and its centre) and edge.json (counts, distances, provenance). Returns edge.json's dict."""
+    ws and its centre) and edge.json (counts, distances, provenance). Returns edge.json's dict. The projection
+    records the generator's identity. Holds `out_dir`'s lock; checks it writable before projecting.
+
+    Raises:
+        DermsynthError: no source, or sources outside validation; WrongFileError: a model folder that is not a
+        finished classifier, `network` not a generator; BusyError/OutputError: `out_dir` is being written by
+        another process, or not writable."""
+    frame = read_manifest(manifest)
+    cases, classes = split_cases(classifier_dir, baseline_dir, "validation", options.edge_cases)
+    sources = select_sources(frame, cases, options.misclassified, options.seed)
+    if sources.empty:
+        raise DermsynthError("aug-edge: no validation edge case and no baseline mistake to make neighbours of")
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "edge-neighbours"):
+        return _edge_neighbours(options, network, lmdb_root, sources, cases, classes, classifier_dir, baseline_dir,
+                                out_dir, device)
+
+
+def _edge_neighbours(options, network, lmdb_root, sources, cases, classes, classifier_dir, baseline_dir,
+                     out_dir: Path, device) -> dict:
     import torch
 
     from ..data.dataset import read_images
@@ -158,21 +179,15 @@ def run_edge_neighbours(options, network, lmdb_root, manifest, classifier_dir, b
     from ..latent.neighbors import neighbour_rows
     from ..latent.run import save_projection
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    frame = read_manifest(manifest)
-    cases, classes = split_cases(classifier_dir, baseline_dir, "validation", options.edge_cases)
-    sources = select_sources(frame, cases, options.misclassified, options.seed)
-    if sources.empty:
-        raise DermsynthError("aug-edge: no validation edge case and no baseline mistake to make neighbours of")
     made = render_edge_neighbours(options, network, read_images(lmdb_root, sources["key"].tolist()), sources, device)
     rows = neighbour_rows(sources["key"].tolist(), sources["label"].tolist(), sources["key"].tolist(),
                           options.neighbors, options.distance, options.seed, network)
     for row in rows:
         row["source_split"] = "validation"
-    out_dir = Path(out_dir)
     write_image_set(out_dir, rows, made["images"], "binary" if set(classes) == {"benign", "malignant"} else "ham7")
     write_csv(out_dir / "sources.csv", sources)
-    save_projection(out_dir / "projection.npz", sources, made["ws"], made["noise"])
-    np.savez(out_dir / "neighbors.npz", keys=np.array([r["key"] for r in rows]),
+    save_projection(out_dir / "projection.npz", sources, made["ws"], made["noise"], generator=made["generator"])
+    save_npz(out_dir / "neighbors.npz", keys=np.array([r["key"] for r in rows]),
              centre=np.array([r["centre"] for r in rows]),
              ws=made["moved"].reshape(-1, *made["moved"].shape[2:]).numpy(), centre_ws=made["ws"].numpy())
     summary = _edge_summary(options, sources, rows, made, network, classifier_dir, baseline_dir, cases)

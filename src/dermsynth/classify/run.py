@@ -236,11 +236,13 @@ def isic_synthetic_plan(options: IsicSyntheticOptions, networks: dict[str, str])
 
 def isic_synthetic(options: IsicSyntheticOptions, networks: dict[str, str], out_dir, device=None) -> pd.DataFrame:
     """Generate ISIC study set `options.family`-`options.kind` (`isic_synthetic_plan`) with truncation
-    `options.truncation_psi` into `out_dir` (lmdb/ + manifest.csv, labels of the binary scheme). Returns the
-    manifest frame (key, label, ...)."""
+    `options.truncation_psi` into `out_dir` (lmdb/ + manifest.csv, labels of the binary scheme), holding its
+    lock. Returns the manifest frame (key, label, ...). Raises BusyError when another process writes `out_dir`,
+    OutputError when it is not writable, WrongFileError when a network is not a generator."""
     from ..gan.generate import generate_plan_to_lmdb
     plan = isic_synthetic_plan(options, networks)
-    frame = generate_plan_to_lmdb(plan, out_dir, "binary", options.truncation_psi, device=device)
+    with exclusive(check_writable(out_dir), "isic-synthetic"):
+        frame = generate_plan_to_lmdb(plan, out_dir, "binary", options.truncation_psi, device=device)
     print(f"isic-synthetic {options.family}-{options.kind}: {frame.groupby('label').size().to_dict()}",
           file=sys.stderr)
     return frame

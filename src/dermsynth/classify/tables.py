@@ -19,15 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..outputs import write_csv
+from ..outputs import save_figure, write_csv
+from .folders import model_info
 from .run import report_from_predictions
 
 
 def load_models(folders: list[str | Path]) -> list[dict]:
-    """metrics.json of each model folder plus its test and validation reports recomputed from predictions."""
+    """metrics.json of each model folder plus its test and validation reports recomputed from predictions.
+    Raises WrongFileError for a folder that is not a finished classifier folder (`model_info`)."""
     models = []
     for folder in map(Path, folders):
-        info = json.loads((folder / "metrics.json").read_text())
+        info = model_info(folder)
         classes = info["classes"]
         for split in ("test", "validation"):
             frame = pd.read_csv(folder / f"predictions-{split}.csv", dtype={"key": str, "label": str, "predicted": str})
@@ -109,8 +111,7 @@ def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_p
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("recall (test)")
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    save_figure(out_png, fig)
     plt.close(fig)
 
 

@@ -32,9 +32,11 @@ from ..data.lmdb_store import LmdbImageStore
 from ..gan.run import load_generator
 from ..latent.project import reconstruct
 from ..latent.transform import at_resolution
-from ..outputs import tile, write_csv, write_json, write_png
+from ..outputs import check_writable, save_figure, save_npz, tile, write_csv, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
+from ..locks import exclusive
+from .components import generator_identity, load_npz, recorded, require_made_for
 from .embedding_views import write_embedding_views
 from .options import AuthenticityOptions
 from .xrai import xrai_figure, xrai_heatmaps
@@ -137,17 +139,18 @@ def tsne_figure(coordinates: pd.DataFrame, title: str, out_png: Path) -> None:
                      color=colours[label], label=f"{label}, {kind}", depthshade=False)
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7, loc="upper left")
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=120)
+    save_figure(out_png, figure, dpi=120)
     plt.close(figure)
-    tmp.replace(out_png)
 
 
 class _Projections:
     """The projected latents of `dermsynth project`, re-synthesised on demand."""
 
-    def __init__(self, npz: str | Path, G, device):
-        saved = np.load(npz)
+    def __init__(self, npz: str | Path, network, G, device):
+        saved = load_npz(npz, "a projection file (projection.npz of `dermsynth project`)",
+                         "give the .npz that `dermsynth project` wrote", ("keys", "labels", "ws"))
+        require_made_for(npz, recorded(saved, "generator"), generator_identity(G), "generator", network,
+                         f"project the images into {network} again (`dermsynth project`)")
         self.keys = saved["keys"].tolist()
         self.labels = saved["labels"].tolist()
         self.ws = torch.from_numpy(saved["ws"])
@@ -165,13 +168,27 @@ def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb
     generator checkpoint `network`, embedded by the classifier in `classifier_dir` (best.pt): writes
     authenticity.csv + .json, tsne.csv + tsne.png + tsne.html (interactive), projector/tensors.tsv +
     metadata.tsv (the embeddings for TensorBoard's Embedding Projector), pairs.png (closest and farthest),
-    cases.png, xrai.npz + xrai.png (heatmaps of edge and central cases) to `out_dir`. Returns the authenticity.json dict."""
-    gan = options.gan
+    cases.png, xrai.npz + xrai.png (heatmaps of edge and central cases) to `out_dir`. Returns the authenticity.json dict.
+
+    Raises:
+        StateMismatchError: the projections were made for another generator than `network` (by the identity of
+        its weights). WrongFileError: `network` is not a generator, `classifier_dir` holds no classifier's
+        best.pt, `projection_npz` is not a projection file. BusyError, OutputError: `out_dir` is being written
+        by another process, or not writable."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    projections = _Projections(projection_npz, load_generator(network, device), device)
+    projections = _Projections(projection_npz, network, load_generator(network, device), device)
     model, saved = load_best(classifier_dir, device)
-    resolution = json.loads(saved["recipe"])["input_resolution"]
     store = LmdbImageStore(lmdb_root)
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "authenticity"):
+        return _run_authenticity(options, projections, model, saved, store, projection_npz, classifier_dir,
+                                 out_dir, device)
+
+
+def _run_authenticity(options: AuthenticityOptions, projections, model, saved: dict, store, projection_npz,
+                      classifier_dir, out_dir: Path, device) -> dict:
+    gan = options.gan
+    resolution = json.loads(saved["recipe"])["input_resolution"]
     keys, batch = projections.keys, options.batch
     real_features, projected_features, probabilities = [], [], []
     progress = Progress(len(keys), f"authenticity {gan}")
@@ -187,7 +204,6 @@ def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb
     table = authenticity_table(keys, projections.labels, real, projected, np.concatenate(probabilities),
                                saved["classes"])
     table["case"] = mark_cases(table, options.edge_cases)
-    out_dir = Path(out_dir)
     write_csv(out_dir / "authenticity.csv", table)
     coordinates = _tsne_frame(table, real, projected, options)
     write_csv(out_dir / "tsne.csv", coordinates)
@@ -244,10 +260,9 @@ def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolu
     images = read_images(store, chosen["key"].tolist())
     predicted = [classes.index(name) for name in chosen["predicted"]]
     heatmaps = xrai_heatmaps(model, images, predicted, resolution, device, steps=options.xrai_steps)
-    np.savez(out_dir / "xrai.tmp.npz", keys=chosen["key"].to_numpy(dtype=str),
+    save_npz(out_dir / "xrai.npz", keys=chosen["key"].to_numpy(dtype=str),
              explained_class=chosen["predicted"].to_numpy(dtype=str), case=chosen["case"].to_numpy(dtype=str),
              heatmaps=heatmaps)
-    (out_dir / "xrai.tmp.npz").replace(out_dir / "xrai.npz")
     titles = [f"{row.case}: {row.key}\n{row.label} → {row.predicted} (margin {row.margin:.2f})"
               for row in chosen.itertuples()]
     xrai_figure(images, heatmaps, titles, out_dir / "xrai.png")

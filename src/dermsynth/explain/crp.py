@@ -41,10 +41,12 @@ from ..classify.tables import best_size, load_models
 from ..classify.train import load_best
 from ..data.dataset import read_images
 from ..errors import DermsynthError
-from ..outputs import write_csv, write_json
+from ..locks import exclusive
+from ..outputs import atomic_path, check_writable, save_figure, save_npz, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .canonizers import canonizers_for
+from .components import classifier_identity, load_npz
 from .options import CrpOptions
 
 # The last convolutional block: what the study explains (DenseNet: the concatenated output of the
@@ -210,9 +212,12 @@ def reference_pool(manifest: pd.DataFrame, settings: dict) -> pd.DataFrame:
 
 
 def cache_concept_relevances(explainer: ConceptExplainer, store, pool: pd.DataFrame, classes: list[str],
-                             resolution: int, batch: int, out_npz: Path, label: str) -> dict:
+                             resolution: int, batch: int, out_npz: Path, label: str, classifier: str = "",
+                             composite: str = "") -> dict:
     """Concept relevances (N, C) of the pool's images for their own class, written once per model to
-    `out_npz` (keys, labels, relevances, layer): the reference-sample statistics of CRP and PCX's input."""
+    `out_npz` (keys, labels, relevances, layer, and what they belong to: `classifier`, the identity of the
+    model's weights, `components.classifier_identity`, and the LRP `composite`): the reference-sample
+    statistics of CRP and PCX's input (PCX refuses them for another classifier or composite)."""
     keys, labels = pool["key"].tolist(), pool["label"].tolist()
     rows, progress = [], Progress(len(keys), f"concept relevances {label}")
     for start in range(0, len(keys), batch):
@@ -222,18 +227,27 @@ def cache_concept_relevances(explainer: ConceptExplainer, store, pool: pd.DataFr
         progress.update(len(images))
     progress.close()
     relevances = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-    tmp = out_npz.with_name(out_npz.stem + ".tmp.npz")
-    np.savez(tmp, keys=np.array(keys, dtype=str), labels=np.array(labels, dtype=str), relevances=relevances,
-             layer=explainer.layer)
-    tmp.replace(out_npz)
-    return {"keys": keys, "labels": labels, "relevances": relevances}
+    save_npz(out_npz, keys=np.array(keys, dtype=str), labels=np.array(labels, dtype=str), relevances=relevances,
+             layer=explainer.layer, classifier=np.array(classifier), composite=np.array(composite))
+    return {"keys": keys, "labels": labels, "relevances": relevances, "classifier": classifier,
+            "composite": composite}
 
 
 def load_concept_relevances(npz: str | Path) -> dict:
-    """What `cache_concept_relevances` wrote: keys, labels, relevances (N, C) float32, layer."""
-    saved = np.load(npz)
+    """What `cache_concept_relevances` wrote: keys, labels, relevances (N, C) float32, layer, classifier and
+    composite ("" when the file records none). Raises FileNotFoundError, WrongFileError (a folder, a truncated
+    file, an .npz of another kind: one line)."""
+    saved = load_npz(npz, "CRP's cached concept relevances (concepts-<role>.npz)",
+                     "give the output folder of `dermsynth crp` for the same models",
+                     ("keys", "labels", "relevances", "layer"))
     return {"keys": saved["keys"].tolist(), "labels": saved["labels"].tolist(), "relevances": saved["relevances"],
-            "layer": str(saved["layer"])}
+            "layer": str(saved["layer"]), "classifier": str(saved.get("classifier", "")),
+            "composite": str(saved.get("composite", ""))}
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(source.read_bytes())
 
 
 def concept_references(explainer: ConceptExplainer, concept: int, cache: dict, store, classes: list[str],
@@ -296,10 +310,8 @@ def crp_figure(image: torch.Tensor, panels: dict[str, dict], titles: dict[str, s
             for column, crop in enumerate(panel["references"][row - 1]["crops"], start=1):
                 axes[row, left + column].imshow(crop)
     figure.tight_layout()
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=110)
+    save_figure(out_png, figure, dpi=110)
     plt.close(figure)
-    tmp.replace(out_png)
 
 
 def _predict(explainer: ConceptExplainer, image: torch.Tensor, resolution: int) -> np.ndarray:
@@ -326,7 +338,8 @@ def _explainers(models: dict, store, pool: pd.DataFrame, settings: dict, out_dir
         resolution, classes = json.loads(saved["recipe"])["input_resolution"], saved["classes"]
         explainers[role] = ConceptExplainer(model, settings.get("layer"), settings["composite"], device)
         caches[role] = cache_concept_relevances(explainers[role], store, pool, classes, resolution, settings["batch"],
-                                                out_dir / f"concepts-{role}.npz", role)
+                                                out_dir / f"concepts-{role}.npz", role, classifier_identity(saved),
+                                                settings["composite"])
         weights[role] = saved.get("weights", "unknown")
     return explainers, caches, weights, resolution, classes
 
@@ -351,7 +364,7 @@ def _explain_key(index: int, key: str, label: str, explainers: dict, caches: dic
         figure = out_dir / "figures" / f"crp-{index:03d}-{which}.png"
         crp_figure(image, panels, titles, figure)
         if index == 0:
-            (out_dir / ("crp.png" if which == "predicted" else "crp-true.png")).write_bytes(figure.read_bytes())
+            _copy(figure, out_dir / ("crp.png" if which == "predicted" else "crp-true.png"))
 
 
 def run_crp(options: CrpOptions, folders: list[str], sizes: list[str], lmdb, manifest, out_dir, device=None) -> dict:
@@ -366,15 +379,21 @@ def run_crp(options: CrpOptions, folders: list[str], sizes: list[str], lmdb, man
 
     Raises:
         DermsynthError: no baseline or filtered SA model among `folders`, no canonizer for them, or a
-        configured key that is not in the manifest.
+        configured key that is not in the manifest; WrongFileError: a folder without a classifier's best.pt;
+        BusyError: another process writes to `out_dir`; OutputError: `out_dir` is not writable.
     """
     from ..data.lmdb_store import LmdbImageStore
-    settings = options.crp
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out_dir = Path(out_dir)
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     models = choose_models(folders, sizes)
     store, table = LmdbImageStore(lmdb), read_manifest(manifest)
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "crp"):
+        return _run_crp(options, models, store, table, manifest, out_dir, device)
+
+
+def _run_crp(options: CrpOptions, models: dict, store, table: pd.DataFrame, manifest, out_dir: Path, device) -> dict:
+    settings = options.crp
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     pool = reference_pool(table, settings)
     explainers, caches, weights, resolution, classes = _explainers(models, store, pool, settings, out_dir, device)
     predictions = {role: pd.read_csv(Path(info["folder"]) / "predictions-test.csv", dtype=str, keep_default_na=False)
@@ -394,7 +413,7 @@ def run_crp(options: CrpOptions, folders: list[str], sizes: list[str], lmdb, man
         _explain_key(index, key, labels[key], explainers, caches, models, store, classes, settings, resolution,
                      out_dir, rows, heatmaps)
     write_csv(out_dir / "crp.csv", pd.DataFrame(rows))
-    np.savez(out_dir / "heatmaps.npz", keys=np.array(keys, dtype=str), **heatmaps)
+    save_npz(out_dir / "heatmaps.npz", keys=np.array(keys, dtype=str), **heatmaps)
     summary = {
         "architecture": models["baseline"]["architecture"], "layer": explainers["baseline"].layer,
         "composite": settings["composite"],

@@ -36,17 +36,14 @@ def write_projector_tsv(embeddings: np.ndarray, metadata: pd.DataFrame, out_dir:
         raise ValueError(f"need embeddings (N, D) and N metadata rows, got {embeddings.shape} and {len(metadata)}")
     if not np.isfinite(embeddings).all():
         raise ValueError("the embeddings hold NaN or infinite values")
+    from ..outputs import atomic_path, write_text
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tensors, labels = out_dir / f"{prefix}tensors.tsv", out_dir / f"{prefix}metadata.tsv"
-    tmp = tensors.with_name(tensors.name + ".tmp")
-    np.savetxt(tmp, embeddings, fmt="%.6g", delimiter="\t")
-    tmp.replace(tensors)
+    with atomic_path(tensors) as tmp:
+        np.savetxt(tmp, embeddings, fmt="%.6g", delimiter="\t")
     lines = ["\t".join(_cell(c) for c in metadata.columns)]
     lines += ["\t".join(_cell(v) for v in row) for row in metadata.itertuples(index=False)]
-    tmp = labels.with_name(labels.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(labels)
+    write_text(labels, "\n".join(lines) + "\n")
     return tensors, labels
 
 
@@ -77,11 +74,10 @@ def tsne_figure_3d(coordinates: pd.DataFrame, title: str):
 
 def tsne_html(coordinates: pd.DataFrame, title: str, out_html: str | Path) -> Path:
     """Write `tsne_figure_3d` as a self-contained HTML page (plotly.js inside: works offline) to `out_html`."""
+    from ..outputs import atomic_path
     out_html = Path(out_html)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(out_html.stem + ".tmp.html")
-    tsne_figure_3d(coordinates, title).write_html(tmp, include_plotlyjs=True, full_html=True)
-    tmp.replace(out_html)
+    with atomic_path(out_html) as tmp:
+        tsne_figure_3d(coordinates, title).write_html(tmp, include_plotlyjs=True, full_html=True)
     return out_html
 
 

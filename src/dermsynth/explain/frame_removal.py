@@ -165,8 +165,11 @@ def load_frame_moves(path: str | Path, gan: str | None = None, layer_range: str 
     return spec
 
 
-def write_frame_moves(path: str | Path, gan: str, layer_range: str, chosen: pd.DataFrame, note: str) -> None:
-    """The proposal: a frame-moves file of the chosen rows (direction, magnitude, and their measurements)."""
+def write_frame_moves(path: str | Path, gan: str, layer_range: str, chosen: pd.DataFrame, note: str,
+                      generator: str = "") -> None:
+    """The proposal: a frame-moves file of the chosen rows (direction, magnitude, and their measurements) and,
+    when given, `generator`: the identity of the generator whose SeFa directions they move along (frameless-set
+    refuses the moves for another generator)."""
     moves = [{"direction": int(row.direction), "magnitude": float(row.magnitude),
               "frame_drop": round(float(row.frame_drop), 4), "lpips_outside": round(float(row.lpips_outside), 4)}
              for row in chosen.itertuples()]
@@ -175,11 +178,10 @@ def write_frame_moves(path: str | Path, gan: str, layer_range: str, chosen: pd.D
               "# eigenvector index, magnitude = signed distance in W; the moves are added) and set\n"
               "# explain.frames.file to the copy. frame_drop and lpips_outside are informative only.\n"
               f"# {note}\n")
-    text = header + yaml.safe_dump({"gan": gan, "layer_range": layer_range, "moves": moves}, sort_keys=False)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    spec = {"gan": gan, "layer_range": layer_range, **({"generator": generator} if generator else {}), "moves": moves}
+    text = header + yaml.safe_dump(spec, sort_keys=False)
+    from ..outputs import write_text
+    write_text(path, text)
 
 
 # --- frame-directions -----------------------------------------------------------------------------------------
@@ -261,8 +263,8 @@ def moves_figure(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[i
                             transform=axes[r][0].transAxes, ha="right", va="center", fontsize=6)
     fig.suptitle("Frame removal along SeFa directions (columns: magnitude in W)", fontsize=8)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    from ..outputs import save_figure
+    save_figure(out_png, fig)
     plt.close(fig)
 
 
@@ -271,18 +273,41 @@ def run_frame_directions(options, network, sefa_npz, out_csv, out_figure, out_pr
     `sefa_npz` on `options.latents` latents of `network`, rank them (`rank_moves`), write the table `out_csv`
     (one row per direction, sign, magnitude), the Fig. 5 figure `out_figure` (of the latent with the highest
     frame score), the proposal `out_proposal` (a frame-moves file) and a summary JSON beside the CSV.
-    Raises ConfigError when the SeFa file has fewer directions than asked for."""
+    Raises ConfigError when the SeFa file has fewer directions than asked for; StateMismatchError when it was
+    made for another generator (by the identity of its weights); WrongFileError for a file of another kind;
+    BusyError/OutputError when another process writes `out_csv` or its folder is not writable."""
     from ..gan.run import load_generator
-    from ..metrics.extractors import lpips_alex
-    from ..outputs import write_csv, write_json
-    from ..provenance import provenance
+    from ..locks import exclusive
+    from ..outputs import check_writable
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    factors = np.load(sefa_npz)
+    G = load_generator(network, device)
+    factors = load_sefa(sefa_npz, G, network)
     if len(factors["directions"]) < options.directions:
         raise ConfigError(f"{sefa_npz} has {len(factors['directions'])} directions; "
                           f"explain.frames.directions asks for {options.directions}")
+    for folder in {Path(p).parent for p in (out_csv, out_figure, out_proposal)}:
+        check_writable(folder)
+    with exclusive(out_csv, "frame-directions"):
+        return _frame_directions(options, network, G, factors, out_csv, out_figure, out_proposal, device)
+
+
+def load_sefa(sefa_npz, G, network) -> dict:
+    """The SeFa directions of `sefa_npz` (directions, ws_indices, …) when they were made for generator `G`
+    (`network`). Raises WrongFileError (not a SeFa file) or StateMismatchError (another generator's)."""
+    from .components import generator_identity, load_npz, recorded, require_made_for
+    factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
+                       "give the .npz that `dermsynth sefa` wrote for this generator", ("directions", "ws_indices"))
+    require_made_for(sefa_npz, recorded(factors, "generator"), generator_identity(G), "generator", network,
+                     f"factorise {network} (`dermsynth sefa`)")
+    return factors
+
+
+def _frame_directions(options, network, G, factors: dict, out_csv, out_figure, out_proposal, device) -> dict:
+    from ..metrics.extractors import lpips_alex
+    from ..outputs import write_csv, write_json
+    from ..provenance import provenance
+    from .components import generator_identity
     directions, ws_indices = factors["directions"][:options.directions], factors["ws_indices"].tolist()
-    G = load_generator(network, device)
     class_name, class_index = class_of(G, network, options.class_name)
     seeds = list(range(options.seed, options.seed + options.latents))
     ws = mapped(G, seeds, class_index, options.truncation_psi, device)
@@ -300,7 +325,7 @@ def run_frame_directions(options, network, sefa_npz, out_csv, out_figure, out_pr
             if len(chosen) else "nothing chosen")
     if framed == 0:
         note += " — no latent had a frame: the ranking is by LPIPS alone, review before use"
-    write_frame_moves(out_proposal, options.gan, options.layer_range, chosen, note)
+    write_frame_moves(out_proposal, options.gan, options.layer_range, chosen, note, generator_identity(G))
     summary = {"gan": options.gan, "class": class_name, "layer_range": options.layer_range, "latents": len(seeds),
                "framed_latents": framed, "threshold": options.threshold, "lpips": lpips_info,
                "chosen": chosen[["direction", "magnitude", "frame_drop", "removed", "lpips_outside", "merit"]]
@@ -369,16 +394,40 @@ def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_d
     generator name; `networks`: class → checkpoint), the classes of generator `options.gan` moved by the moves of
     `moves_file` (SeFa directions of `sefa_npz`), into `out_dir` (lmdb/ + manifest.csv, binary labels),
     frameless.json (counts per class, the moves, provenance) and preview.png (before | after of moved images).
-    Raises ConfigError for a moves file of another generator or layer range, DermsynthError when a class
-    falls short (see the module docstring)."""
+    Raises ConfigError for a moves file of another generator or layer range, StateMismatchError when the SeFa
+    file or the moves file records another generator than the moved class's (by the identity of its weights),
+    DermsynthError when a class falls short (see the module docstring), BusyError/OutputError when another
+    process writes `out_dir` or it is not writable."""
+    from ..gan.run import load_generator
+    from ..locks import exclusive
+    from ..outputs import check_writable
+    from .components import generator_identity, require_made_for
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    spec = load_frame_moves(moves_file, options.gan, options.layer_range)
+    moved = [name for name, gan in options.generators.items() if gan == options.gan and name in networks]
+    factors = None
+    for class_name in moved:  # the moves' generator: its SeFa file and moves file must be made for it
+        G = load_generator(networks[class_name], device)
+        factors = load_sefa(sefa_npz, G, networks[class_name])
+        if spec.get("generator"):
+            require_made_for(moves_file, spec["generator"], generator_identity(G), "generator",
+                             networks[class_name], "run frame-directions for it again")
+    if factors is None:
+        from .components import load_npz
+        factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
+                           "give the .npz that `dermsynth sefa` wrote", ("directions", "ws_indices"))
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "frameless-set"):
+        return _frameless_set(options, networks, factors, spec, sefa_npz, moves_file, out_dir, device)
+
+
+def _frameless_set(options, networks: dict[str, str], factors: dict, spec: dict, sefa_npz, moves_file, out_dir,
+                   device) -> dict:
     from ..data.lmdb_store import ImageSetWriter, encode_pixels
     from ..gan.run import load_generator
     from ..metrics.extractors import lpips_alex
     from ..outputs import tile, write_json, write_png
     from ..provenance import provenance
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    factors = np.load(sefa_npz)
-    spec = load_frame_moves(moves_file, options.gan, options.layer_range)
     if max(m["direction"] for m in spec["moves"]) >= len(factors["directions"]):
         raise ConfigError(f"{moves_file}: a direction is beyond the {len(factors['directions'])} of {sefa_npz}")
     vector, ws_indices = move_vector(factors["directions"], spec["moves"]), factors["ws_indices"].tolist()

@@ -25,8 +25,11 @@ from ..classify.data import normalise, read_manifest, resize
 from ..classify.train import load_best
 from ..data.dataset import read_images
 from ..errors import DermsynthError
-from ..outputs import write_csv, write_json
+from ..fingerprint import require_same
+from ..locks import exclusive
+from ..outputs import check_writable, write_csv, write_json
 from ..provenance import provenance
+from .components import classifier_identity
 from .crp import ConceptExplainer, choose_models, concept_references, load_concept_relevances
 from .options import PcxOptions
 
@@ -122,10 +125,9 @@ def pcx_figure(prototype_images: list[list], concept_ids: np.ndarray, percentage
                                       color="darkred" if value < 0 else "black")
     figure.suptitle(title, fontsize=8)
     figure.tight_layout()
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=110)
+    from ..outputs import save_figure
+    save_figure(out_png, figure, dpi=110)
     plt.close(figure)
-    tmp.replace(out_png)
 
 
 def message_figure(text: str, out_png: Path) -> None:
@@ -135,7 +137,8 @@ def message_figure(text: str, out_png: Path) -> None:
     import matplotlib.pyplot as plt
     figure = plt.figure(figsize=(5, 1))
     figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
-    figure.savefig(out_png, dpi=110)
+    from ..outputs import save_figure
+    save_figure(out_png, figure, dpi=110)
     plt.close(figure)
 
 
@@ -151,6 +154,10 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
                    crp_settings: dict, out_dir: Path, device) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """PCX of one model: (test assignments, concept × prototype matrix, summary); writes pcx-<role>.png."""
     model, saved = load_best(info["folder"], device)
+    require_same(cache["path"], {"classifier": cache["classifier"] or None, "composite": cache["composite"] or None},
+                 {"classifier": classifier_identity(saved), "composite": crp_settings["composite"]},
+                 "concept relevances", f"run `dermsynth crp` again for {info['folder']} with LRP composite "
+                 f"{crp_settings['composite']} (explain.crp.composite)")
     resolution, classes = json.loads(saved["recipe"])["input_resolution"], saved["classes"]
     explainer = ConceptExplainer(model, cache["layer"], crp_settings["composite"], device)
     name = settings["class"]
@@ -200,17 +207,28 @@ def run_pcx(options: PcxOptions, folders: list[str], sizes: list[str], crp_dir, 
     `dermsynth crp` explained (the same choice from `folders` and `sizes`), from the concept relevances it
     cached in `crp_dir`, on images of `lmdb` split by `manifest`. Writes to `out_dir`: pcx.csv (each test image
     of the class: model, prototype, log-likelihood, novelty), prototypes.csv (concept × prototype percentages),
-    pcx-<baseline|augmented>.png and pcx.json. Returns the pcx.json dict."""
+    pcx-<baseline|augmented>.png and pcx.json. Returns the pcx.json dict.
+
+    Raises:
+        StateMismatchError: the cached concept relevances of `crp_dir` were computed for another classifier (its
+        weights' identity) or LRP composite; WrongFileError: a missing/foreign concepts file or best.pt;
+        BusyError, OutputError: `out_dir` is being written by another process, or not writable."""
     from ..data.lmdb_store import LmdbImageStore
-    settings, crp_settings = options.pcx, {"composite": options.composite, "batch": options.batch}
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     models = choose_models(folders, sizes)
     store, table = LmdbImageStore(lmdb), read_manifest(manifest)
+    caches = {role: load_concept_relevances(Path(crp_dir) / f"concepts-{role}.npz") for role in models}
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "pcx"):
+        return _run_pcx(options, models, caches, Path(crp_dir), store, table, out_dir, device)
+
+
+def _run_pcx(options: PcxOptions, models: dict, caches: dict, crp_dir: Path, store, table: pd.DataFrame,
+             out_dir: Path, device) -> dict:
+    settings, crp_settings = options.pcx, {"composite": options.composite, "batch": options.batch}
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     assignments, matrices, summaries = [], [], {}
     for role, info in models.items():
-        cache = load_concept_relevances(Path(crp_dir) / f"concepts-{role}.npz")
+        cache = {**caches[role], "path": crp_dir / f"concepts-{role}.npz"}
         a, m, summaries[role] = _pcx_one_model(role, info, cache, store, table, settings, crp_settings, out_dir,
                                                device)
         assignments.append(a)

@@ -55,7 +55,6 @@ def xrai_figure(images: torch.Tensor, heatmaps: np.ndarray, titles: list[str], o
         axis.set_xticks([])
         axis.set_yticks([])
     figure.tight_layout()
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=110)
+    from ..outputs import save_figure
+    save_figure(out_png, figure, dpi=110)
     plt.close(figure)
-    tmp.replace(out_png)
