@@ -114,3 +114,50 @@ def test_check_config_given_a_wrong_file_says_one_line(tmp_path, content, says):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert says in line and str(path) in line
+
+
+def _manifest(path: Path, rows: list[tuple[str, str, int]]) -> None:
+    """A split manifest with `count` images of (split, label) per row (the columns the size checks read)."""
+    import pandas as pd
+    records = [{"key": f"{split}-{label}-{i}", "split": split, "label": label}
+               for split, label, count in rows for i in range(count)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(records).to_csv(path, index=False)
+
+
+def test_sizes_the_split_data_cannot_support_are_said_with_the_key_to_change(tmp_path):
+    from dermsynth.config import data_size_warnings, validate_config
+    from .conftest import demo_config
+    cfg = validate_config(demo_config(tmp_path), workflow=True)
+    manifests = {name: tmp_path / name / "manifest.csv" for name in cfg["datasets"]}
+    _manifest(manifests["isic"], [("train", "benign", 40), ("train", "malignant", 3), ("validation", "benign", 5),
+                                  ("test", "benign", 6), ("test", "malignant", 1)])
+    lines = data_size_warnings(cfg, lambda dataset: manifests[dataset])
+    assert any(line.startswith("'gans.mal_gan.batch': 8 is more than the 3 training images of class malignant")
+               and "at most 3" in line for line in lines), lines
+    assert not any("gans.ben_gan" in line or "gans.cgan" in line for line in lines)  # 40 and 43 images: enough
+    assert any("validation split of dataset isic" in line and "class malignant" in line
+               and "datasets.isic.split.fractions.validation" in line for line in lines), lines
+    assert not any("test split of dataset isic" in line for line in lines)
+    assert not any("ham10000" in line for line in lines)  # not split yet: judged by the verb at its start
+    cfg["classifiers"]["isic"]["recipe"]["batch"] = 64
+    assert any(line.startswith("'classifiers.isic.recipe.batch': 64 is more than the 43 training images")
+               for line in data_size_warnings(cfg, lambda dataset: manifests[dataset]))
+    _manifest(manifests["isic"], [("train", "benign", 40), ("train", "malignant", 30), ("validation", "benign", 5),
+                                  ("validation", "malignant", 5), ("test", "benign", 6), ("test", "malignant", 1)])
+    cfg["classifiers"]["isic"]["recipe"]["batch"] = 8
+    assert data_size_warnings(cfg, lambda dataset: manifests[dataset]) == []
+
+
+def test_the_plan_says_a_batch_the_split_data_cannot_support(tmp_path):
+    from .conftest import demo_config
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(demo_config(tmp_path)))
+    _manifest(tmp_path / "results/data/isic/manifest.csv",
+              [("train", "benign", 40), ("train", "malignant", 2), ("validation", "benign", 5),
+               ("validation", "malignant", 2), ("test", "benign", 6), ("test", "malignant", 2)])
+    result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
+                             str(config_file), "-n", "--cores", "1", "results/gan/mal_gan/network-final.pt"],
+                            capture_output=True, text=True, timeout=600)
+    said = [line for line in result.stderr.splitlines() if "'gans.mal_gan.batch'" in line]
+    assert len(said) == 1 and "2 training images of class malignant" in said[0], result.stderr[-3000:]

@@ -339,3 +339,63 @@ def missing_archives(cfg: dict, produced: list[str | Path] = (), produced_folder
             f"files there as published, or set sources.{name}.path in {where} to the folder that holds them "
             f"(README, 'Using the real archives': the files per type)")
     return messages
+
+
+def data_size_warnings(cfg: dict, manifest_of) -> list[str]:
+    """Sizes the ingested data cannot support, said when the workflow is planned: a generator's `batch` above its
+    training images (of its classes), a classifier `recipe.batch` above its training split, and a validation or
+    test split of a classifier's dataset without a class its metrics need. `manifest_of(dataset)` is the path of
+    a dataset's manifest.csv; a dataset not split yet (no manifest) is not judged (the verb says it at its
+    start). One line per problem, naming the config key to change."""
+    frames = {}
+
+    def manifest(dataset: str):
+        if dataset not in frames:
+            frames[dataset] = _read_split_manifest(Path(manifest_of(dataset)))
+        return frames[dataset]
+
+    lines = []
+    for name, gan in cfg["gans"].items():
+        frame = manifest(gan["dataset"])
+        if frame is None:
+            continue
+        train = frame[frame["split"] == "train"]
+        if gan.get("classes"):
+            train = train[train["label"].isin(gan["classes"])]
+        if gan["batch"] > len(train):
+            which = f" of class {', '.join(gan['classes'])}" if gan.get("classes") else ""
+            lines.append(f"'gans.{name}.batch': {gan['batch']} is more than the {len(train)} training images{which} "
+                         f"in {manifest_of(gan['dataset'])}; lower it to at most {len(train)}")
+    for study in ("ham10000", "isic"):
+        section = cfg["classifiers"][study]
+        if study == "isic" and not section.get("enabled"):
+            continue
+        frame = manifest(section["dataset"]) if section["dataset"] in cfg["datasets"] else None
+        if frame is None:
+            continue
+        train = frame[frame["split"] == "train"]
+        batch = section["recipe"]["batch"]
+        if batch > len(train):
+            lines.append(f"'classifiers.{study}.recipe.batch': {batch} is more than the {len(train)} training images "
+                         f"of dataset {section['dataset']}; lower it to at most {len(train)}")
+        classes = set(train["label"])
+        for split in ("validation", "test"):
+            missing = sorted(classes - set(frame.loc[frame["split"] == split, "label"]))
+            if missing:
+                lines.append(f"the {split} split of dataset {section['dataset']} ({manifest_of(section['dataset'])}) "
+                             f"has no image of class {', '.join(missing)}, which classifiers.{study}'s metrics need: "
+                             f"raise 'datasets.{section['dataset']}.split.fractions.{split}' or set "
+                             f"'datasets.{section['dataset']}.split.require_all_classes: true'")
+    return lines
+
+
+def _read_split_manifest(path: Path):
+    """The `split` and `label` columns of a manifest, or None when it is missing or not one (a job rewrites it)."""
+    import pandas as pd
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, usecols=["split", "label"], dtype=str, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    return frame

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-from dermsynth.config import missing_archives, validate_config
+from dermsynth.config import data_size_warnings, missing_archives, validate_config
 from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
 from dermsynth.data.sources import required_files
 from dermsynth.metrics.preconditions import config_warnings as evaluation_warnings
@@ -85,6 +85,10 @@ GANS = list(config["gans"])
 if GANS:  # sample sizes too small for a metric (issue 19): said now, not after training
     for message in evaluation_warnings(config["evaluation"]):
         print(f"dermsynth: {message}", file=sys.stderr)
+# Sizes the split data cannot support (a batch above its training images, a class missing from a validation or
+# test split): said now, naming the config key, when the dataset's manifest exists (issue 27, kind 5)
+for message in data_size_warnings(config, lambda dataset: f"results/data/{dataset}/manifest.csv"):
+    print(f"dermsynth: {message}", file=sys.stderr)
 TABLE1_GANS = config["evaluation"].get("table1_gans") or GANS
 FEDERATED = [name for name, ds in config["datasets"].items() if "federated" in ds]
 
