@@ -104,3 +104,34 @@ def test_frame_score_verb_writes_one_row_per_image(ingested_ham, demo_root, tmp_
     assert list(table.columns[:4]) == ["key", "label", "frame_score", "has_frame"]
     assert len(table) == len(pd.read_csv(manifest)) and table["frame_score"].between(0, 1).all()
     assert "accuracy_visible" in capsys.readouterr().err
+
+
+def _ring_count_from_first_principles(height: int, width: int) -> int:
+    """Pixels (row i, column j) whose centre (j + ½, i + ½) is farther than min(H, W)/2 from the image centre
+    (W/2, H/2), counted in exact integers: (2j + 1 − W)² + (2i + 1 − H)² > min(H, W)²."""
+    side = min(height, width)
+    return sum((2 * j + 1 - width) ** 2 + (2 * i + 1 - height) ** 2 > side ** 2
+               for i in range(height) for j in range(width))
+
+
+@pytest.mark.parametrize(("height", "width", "by_hand"), [(1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 4, 4), (2, 4, 4),
+                                                          (5, 5, 4)])
+def test_corner_ring_small_sizes_counted_by_hand(height, width, by_hand):
+    """Issue 27, kind 8 — the ring pinned independently of its implementation. 4×4: the corner centres are
+    (±1.5, ±1.5) from the centre, √4.5 > 2; their neighbours (±1.5, ±0.5) are √2.5 < 2. 3×3: corners √2 < 1.5.
+    2×4: radius 1, the outer columns' centres are √2.5 away. 5×5: corners √8 > 2.5, (2, 1) is √5 < 2.5."""
+    assert int(corner_ring(height, width).sum()) == by_hand == _ring_count_from_first_principles(height, width)
+
+
+@pytest.mark.parametrize(("height", "width"), [(16, 16), (17, 17), (64, 64), (32, 48), (45, 30), (256, 256)])
+def test_corner_ring_matches_the_integer_count_and_is_symmetric(height, width):
+    ring = corner_ring(height, width)
+    assert int(ring.sum()) == _ring_count_from_first_principles(height, width)
+    assert np.array_equal(ring, ring[::-1]) and np.array_equal(ring, ring[:, ::-1])  # the four corners alike
+    assert ring[0, 0] and not ring[height // 2, width // 2]
+
+
+def test_corner_ring_share_tends_to_one_minus_pi_over_four():
+    """The docstring's 1 − π/4 ≈ 21.5 % of a square image (the pixel grid's error shrinks like 1/n)."""
+    share = corner_ring(1024, 1024).mean()
+    assert abs(share - (1 - np.pi / 4)) < 2e-3
