@@ -110,7 +110,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
                            derm7pt={"cases": 2})
         root = write_demo_archives(validate_config(raw)["demo"], workers=workers)
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file() and p.name != "demo_provenance.json"}  # has a timestamp
+                for p in sorted(root.rglob("*"))  # the provenance has a timestamp, the lock its writer's pid
+                if p.is_file() and p.name not in ("demo_provenance.json", ".dermsynth-lock")}
 
     first, again, other = digest(1, tmp_path / "a"), digest(1, tmp_path / "b"), digest(2, tmp_path / "c")
     assert first == again

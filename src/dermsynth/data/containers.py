@@ -19,7 +19,8 @@ DOCUMENT_SUFFIXES = {".csv", ".tsv", ".txt", ".md", ".rst", ".json", ".yaml", ".
 DOCUMENT_STEMS = {"license", "licence", "readme", "attribution", "copying", "notice", "citation", "authors"}
 # Files that archive tools and desktops add on their own (macOS resource forks and Finder state,
 # Windows thumbnail caches): listed with reason `archive_tool_file`, never data.
-_TOOL_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".Spotlight-V100", ".Trashes"}
+_TOOL_PARTS = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".Spotlight-V100", ".Trashes",
+               ".dermsynth-lock"}  # the last: dermsynth's own output lock (locks.LOCK_NAME)
 
 
 @dataclass

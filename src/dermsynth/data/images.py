@@ -104,12 +104,40 @@ def _open(data: bytes, resolution: int, draft: bool, name: str = "") -> tuple[Im
         raise ImageRejected("corrupt_image", "not a readable image: the bytes match no image format although "
                             "the name says it is one; re-copy the file or remove it from the archive and "
                             "metadata") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("corrupt_image", f"refused as a decompression bomb ({_plain(exc)}); "
-                            "check the file, or remove it") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return _open_beyond_limit(data, resolution, name)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({_plain(exc)}); re-copy "
                             "the file or remove it from the archive and metadata") from None
+
+
+def _open_beyond_limit(data: bytes, resolution: int, name: str) -> tuple[Image.Image, tuple[int, int], list[str]]:
+    """An image with more pixels than the decoder's safety limit (`Image.MAX_IMAGE_PIXELS`): a JPEG is decoded
+    at a reduced scale by libjpeg (1/2 … 1/8) when that brings it under the limit; anything else raises
+    `ImageRejected` (`image_too_large`) saying so — it is not damaged, only too big to decode safely."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # read the header only: its size, and what libjpeg can reduce it to
+        image = Image.open(io.BytesIO(data))
+        full_size = image.size
+        if image.format == "JPEG":
+            image.draft("RGB", (resolution, resolution))
+        if image.size[0] * image.size[1] <= limit:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image.load()
+            return image, full_size, [str(w.message) for w in caught]
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({_plain(exc)}); re-copy "
+                            "the file or remove it from the archive and metadata") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    width, height = full_size
+    why = ("even at libjpeg's smallest decoding scale (1/8) it stays above it" if image.format == "JPEG" else
+           f"and a {image.format or 'file of this format'} cannot be decoded at a reduced scale")
+    raise ImageRejected("image_too_large", f"{width}×{height} = {width * height:,} pixels, beyond the decoder's "
+                        f"safety limit of {limit:,} pixels (a guard against decompression bombs), {why}. Downscale "
+                        "the file (e.g. to 8000 pixels on the long side) and ingest again, or remove it")
 
 
 def _plain(exc: Exception) -> str:
@@ -169,8 +197,9 @@ def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
     `first_of_<n>_frames`; formats other than JPEG/PNG are recorded as `from_<format>`.
 
     Raises:
-        ImageRejected: reason `corrupt_image`, `unsupported_format`, `grayscale_image` or
-            `unsupported_image`, with a message that says what to do.
+        ImageRejected: reason `corrupt_image`, `unsupported_format`, `grayscale_image`, `unsupported_image`
+            or `image_too_large` (beyond the decoder's safety limit and not a JPEG that libjpeg can decode at
+            a reduced scale under it), with a message that says what to do.
     """
     image, (width, height), decoder_warnings = _open(data, resolution, draft, name)
     original_mode, conversions, image_format = image.mode, [], image.format or ""
@@ -182,6 +211,8 @@ def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
         conversions.append(f"first_of_{frames}_frames")
     if image.size != (width, height):
         conversions.append("jpeg_dct_downscale")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        conversions.append("beyond_decoder_limit_downscaled")
     orientation, exif_unreadable = _orientation(image)
     if exif_unreadable or any("exif" in w.lower() or "tag" in w.lower() for w in decoder_warnings):
         conversions.append("exif_damaged")  # the orientation may be lost: keep the fact with the image

@@ -11,11 +11,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..locks import exclusive  # noqa: E402
+from ..outputs import check_writable, save_figure  # noqa: E402
 from .lmdb_store import LmdbImageStore  # noqa: E402
 
 
 def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Path, per_class: int = 8,
                  seed: int = 0) -> None:
+    """`per_class` images of each class of the store `lmdb_root` (rows of `manifest`, drawn with `seed`) as one
+    PNG at `out_png`, written atomically while holding its lock. Raises FileNotFoundError (no finished store),
+    BusyError (another process writes `out_png`) or OutputError (it cannot be written)."""
+    check_writable(Path(out_png).parent)
+    with exclusive(out_png, "preview"):
+        _preview_grid(lmdb_root, manifest, out_png, per_class, seed)
+
+
+def _preview_grid(lmdb_root, manifest, out_png, per_class: int, seed: int) -> None:
     store = LmdbImageStore(lmdb_root)
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     classes = list(store.index["classes"])
@@ -35,6 +46,7 @@ def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Pat
                           ha="right", va="center", fontsize=8)
     fig.suptitle(f"{store.index['dataset']}: {len(frame)} images at {store.resolution}²", fontsize=10)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(out_png, fig, dpi=110)
+    finally:
+        plt.close(fig)

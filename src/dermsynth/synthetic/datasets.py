@@ -21,7 +21,8 @@ import pandas as pd
 
 from ..data.lmdb_store import ImageSetWriter, LmdbImageStore
 from ..errors import DermsynthError
-from ..outputs import write_json
+from ..locks import exclusive
+from ..outputs import check_writable, write_json
 from ..provenance import provenance
 from .options import SyntheticDatasetOptions
 
@@ -64,9 +65,16 @@ def build_synthetic_dataset(options: SyntheticDatasetOptions, transform_dirs: li
     size) from the accepted images of the transformation folders `transform_dirs` (each: lmdb/ + manifest.csv)
     and copy them to `out_dir` (lmdb/ + manifest.csv, split train, synthetic true; summary.json).
     Raises DermsynthError when a transformation has too few accepted images or a source image is not in the
-    real training split of `real_manifest`. Returns the summary."""
+    real training split of `real_manifest`, BusyError when another process writes `out_dir`, OutputError when
+    it cannot be written (checked first). Returns the summary."""
+    out_dir = check_writable(out_dir)
+    with exclusive(out_dir, "synthetic-dataset"):
+        return _build(options, transform_dirs, real_manifest, out_dir)
+
+
+def _build(options: SyntheticDatasetOptions, transform_dirs: list[str | Path], real_manifest: str | Path,
+           out_dir: Path) -> dict:
     name, size, seed = options.name, options.size, options.seed
-    out_dir = Path(out_dir)
     pools = {}
     stores = {}
     for folder in map(Path, transform_dirs):

@@ -26,6 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from ... import outputs
+from ...locks import exclusive
 from ...progress import Progress
 from ...provenance import provenance
 from .draw import Lesion, View, render, sample_lesion, sample_skin_type
@@ -169,12 +170,16 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 92, orientation: int = 1) -> 
 
 def write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
     """Deterministic zip (fixed timestamps, stored members: JPEGs do not compress)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in members:
-            archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
-    tmp.replace(path)
+    with outputs.atomic_path(path) as tmp:  # a per-process temporary name, renamed when complete
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, data in members:
+                archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """`data` at `path`, atomically (a killed run leaves no half image under its final name)."""
+    with outputs.atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -403,7 +408,7 @@ def write_fitzpatrick17k(root: Path, cfg: dict, rng: np.random.Generator, truth:
                              diagnosis=label)
         md5 = hashlib.md5(photo.data).hexdigest()
         camera.truth[-1]["image_id"] = md5
-        (images / f"{md5}.jpg").write_bytes(photo.data)
+        write_file(images / f"{md5}.jpg", photo.data)
         three = FITZ_LESION_LABELS.get(label, "non-neoplastic")
         rows.append({"md5hash": md5, "fitzpatrick_scale": skin_type + 1,
                      "fitzpatrick_centaur": int(np.clip(skin_type + 1 + rng.integers(-1, 2), 1, 6)), "label": label,
@@ -433,8 +438,7 @@ def write_derm7pt(root: Path, cfg: dict, rng: np.random.Generator, truth: list, 
             photo = camera.shoot(path, lesion, (768, 512), 0.0 if clinical else 0.15, clinical=clinical,
                                  diagnosis=names[pick])
             target = root / "images" / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(photo.data)
+            write_file(target, photo.data)
         rows.append({"case_num": case, "diagnosis": names[pick], "seven_point_score": int(rng.integers(0, 8)),
                      "pigment_network": "typical", "streaks": "absent", "pigmentation": "absent",
                      "regression_structures": "absent", "dots_and_globules": "absent", "blue_whitish_veil": "absent",
@@ -465,8 +469,7 @@ def write_folder(root: Path, cfg: dict, rng: np.random.Generator, truth: list, p
         patient, name = f"P{int(rng.integers(1, max(2, len(labels) // 2 + 1))):04d}", f"img{i:05d}.jpg"
         photo = camera.shoot(f"{patient}/{name}", camera.lesion(dx), (640, 480), 0.15, diagnosis=dx,
                              patient=patient)
-        (images / patient).mkdir(exist_ok=True)
-        (images / patient / name).write_bytes(photo.data)
+        write_file(images / patient / name, photo.data)
         rows.append({"path": f"{patient}/{name}", "label": dx, "patient_id": patient, "lesion_id": f"L{i:05d}"})
         progress.update()
     write_csv(root / "labels.csv", rows, ["path", "label", "patient_id", "lesion_id"])
@@ -509,10 +512,21 @@ def write_demo_archives(demo_cfg: dict, workers: int = 1, output: str | Path | N
     """Write every demo archive of the `demo` config section `demo_cfg` (`DemoArchivesOptions.demo`) into
     `output` (default: `demo_cfg["output"]`; the folder used is recorded in demo_provenance.json); HAM10000
     first (ISIC 2019 copies some of its images), then the others in `workers` processes. The result does not
-    depend on `workers`. Returns the folder."""
+    depend on `workers`. One writer at a time (the folder's lock); demo_provenance.json is removed first and
+    written last. Returns the folder. Raises BusyError (another process writes it), OutputError (it cannot be
+    written: checked before any work, and on a full disk)."""
     if output:
         demo_cfg = {**demo_cfg, "output": str(output)}
-    root = Path(demo_cfg["output"])
+    root = outputs.check_writable(demo_cfg["output"])
+    with exclusive(root, "demo-archives"):
+        (root / PROVENANCE_FILE).unlink(missing_ok=True)  # written last: its presence says the set is complete
+        return _write_demo_archives(demo_cfg, workers, root)
+
+
+PROVENANCE_FILE = "demo_provenance.json"
+
+
+def _write_demo_archives(demo_cfg: dict, workers: int, root: Path) -> Path:
     seed = demo_cfg["seed"]
     ham_truth: list[dict] = []
     ham_progress = Progress(demo_cfg["ham10000"]["lesions"] * 14 // 10, "demo HAM10000")
@@ -531,7 +545,7 @@ def write_demo_archives(demo_cfg: dict, workers: int = 1, output: str | Path | N
                "frame_x", "frame_y", "hair", "ruler", "bubbles", "exif_orientation", "width", "height", "lesion",
                "patient", "duplicate_of"]
     write_csv(root / "demo_truth.csv", truth, columns)
-    outputs.write_json(root / "demo_provenance.json", {
+    outputs.write_json(root / PROVENANCE_FILE, {
         "note": "Procedural demo archives in the published layouts; no patient data. Results computed on them "
                 "are not comparable to published numbers.",
         "images": len(truth), "provenance": provenance("demo-archives", demo_cfg, seed=seed)})
