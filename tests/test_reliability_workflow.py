@@ -161,3 +161,19 @@ def test_the_plan_says_a_batch_the_split_data_cannot_support(tmp_path):
                             capture_output=True, text=True, timeout=600)
     said = [line for line in result.stderr.splitlines() if "'gans.mal_gan.batch'" in line]
     assert len(said) == 1 and "2 training images of class malignant" in said[0], result.stderr[-3000:]
+
+
+def test_report_patterns_of_folder_outputs_skip_lock_files_and_superseded_folders(tmp_path):
+    """The report globs each folder output with its rule's `patterns`: a `superseded-<time>/` folder (state set
+    aside by a verb) or the `.dermsynth-lock` file inside must not become report entries."""
+    from snakemake.io import glob_wildcards
+    patterns = {p for f in (REPO / "workflow" / "rules").glob("*.smk")
+                for p in re.findall(r'patterns=\["([^"]+)"\]', f.read_text())}
+    assert patterns
+    folder = tmp_path / "out"
+    (folder / "superseded-20260101-000000").mkdir(parents=True)
+    for name in ("grid.png", "superseded-20260101-000000/grid.png", ".dermsynth-lock"):
+        (folder / name).write_bytes(b"")
+    for pattern in patterns:
+        found = glob_wildcards(str(folder / pattern))._asdict()
+        assert list(zip(*found.values())) == [("grid",)], (pattern, found)

@@ -155,7 +155,7 @@ rule frameless_set:
     input:
         unpack(frameless_inputs),
     output:
-        report(directory(FRAMELESS_SET), patterns=["{figure}.png"], caption="../report/frameless.rst",
+        report(directory(FRAMELESS_SET), patterns=["{figure,[^/]+}.png"], caption="../report/frameless.rst",
                category="6. Explanations", subcategory="frame removal", labels={"figure": "frameless set: before | after"}),
     params:
         options=step_options(FramelessSetOptions),

@@ -115,7 +115,7 @@ rule invert:
         e4e=E4E,
         hyperstyle=HYPERSTYLE,
     output:
-        report(directory(INVERSION), patterns=["{figure}.png"], caption="../report/inversion.rst",
+        report(directory(INVERSION), patterns=["{figure,[^/]+}.png"], caption="../report/inversion.rst",
                category="4. Latent space", subcategory="{gan}",
                labels={"generator": "{gan}", "result": "inversion: e4e, HyperStyle"}),
     params:
@@ -139,7 +139,7 @@ rule transform:
     input:
         unpack(transform_inputs),
     output:
-        report(directory(TRANSFORMED), patterns=["{figure}.png"],
+        report(directory(TRANSFORMED), patterns=["{figure,[^/]+}.png"],
                caption="../report/transformation.rst", category="4. Latent space", subcategory="transformations",
                labels={"transformation": "{name}"}),
     params:
