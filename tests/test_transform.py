@@ -20,7 +20,9 @@ from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import load_generator, train_gan
 from dermsynth.latent.inversion import invert
 from dermsynth.latent.options import InvertOptions, TrainE4eOptions, TrainHyperstyleOptions, TransformOptions
-from dermsynth.latent.run_inversion import (StoredInversion, load_e4e, load_hyperstyle, run_invert, run_train_e4e,
+from dermsynth.latent.identity import generator_digest
+from dermsynth.latent.run_inversion import (StoredInversion, inversion_fingerprint, load_e4e, load_hyperstyle,
+                                            run_invert, run_train_e4e,
                                             run_train_hyperstyle)
 from dermsynth.latent.sefa import factorize
 from dermsynth.latent.transform import load_transformations, run_transform, transform_images, write_lpips_table
@@ -62,7 +64,8 @@ def pipeline(gan_setup, tmp_path_factory):
     for spec in TRANSFORMATIONS:
         factors = factorize(G, spec["layer_range"])
         np.savez(out / f"sefa-{spec['layer_range']}.npz", directions=factors["directions"],
-                 eigenvalues=factors["eigenvalues"], ws_indices=np.array(factors["ws_indices"]))
+                 eigenvalues=factors["eigenvalues"], ws_indices=np.array(factors["ws_indices"]),
+                 generator=np.array(generator_digest(G)))  # the generator factorised, as `sefa` records it
         run_transform(TransformOptions.from_config(cfg, name=spec["name"]), network,
                       out / f"sefa-{spec['layer_range']}.npz", out / "inversion", lmdb,
                       out / "transformations" / spec["name"], device="cpu")
@@ -101,7 +104,8 @@ def test_a_killed_inversion_resumes_from_its_chunks(pipeline, tmp_path):
     chunks = tmp_path / "inversion.chunks"
     chunks.mkdir()
     first = invert(G, encoder, read_images(lmdb, keys[:batch]), hyper, options.iterations)
-    torch.save({"keys": keys[:batch], "ws": first["ws"] + 100.0,
+    fingerprint = inversion_fingerprint(G, encoder, hyper, options.iterations, lmdb)  # this run's chunks
+    torch.save({"keys": keys[:batch], "ws": first["ws"] + 100.0, "fingerprint": fingerprint,
                 "factors": {k: [a.half(), b.half()] for k, (a, b) in first["factors"].items()}},
                chunks / "chunk-00000000.pt")
     torch.save({"keys": keys[batch:batch + 8], "ws": torch.zeros(8, G.num_ws, G.w_dim), "factors": {}},
