@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from dermsynth.errors import ConfigError, DermsynthError
+from dermsynth.fingerprint import tensors_digest
 from dermsynth.explain.frame_removal import (frame_accuracy_table, frameless_set, load_frame_moves, outside_ring,
                                              run_frame_directions)
 from dermsynth.explain.frames import FRAME_THRESHOLD, corner_ring, frame_scores
@@ -70,7 +71,8 @@ def _save(G, path, classes=("benign", "malignant"), trained_on=("malignant",)):
 def _sefa(G, path):
     factors = factorize(G, "all")
     np.savez(path, directions=factors["directions"], eigenvalues=factors["eigenvalues"],
-             ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]))
+             ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]),
+             generator=np.array(tensors_digest(G.state_dict())))  # as `dermsynth sefa` records it
     return factors
 
 
@@ -293,3 +295,34 @@ def test_a_reviewed_frame_moves_file_replaces_the_proposal(tmp_path):
     [reviewed] = planned("config/frame_moves.yaml")
     assert "--moves config/frame_moves.yaml" in reviewed
     assert "--network benign=results/gan/ben_gan/network-final.pt --network malignant=results/gan/mal_gan" in reviewed
+
+
+def test_sefa_and_moves_of_another_generator_are_refused_by_identity(framed, tmp_path):
+    """Issue 27, kind 1: a SeFa file or a frame-moves proposal made for another generator of the same architecture
+    (same shapes, other weights) is refused in one line, by the weights' identity, before any work; so is a SeFa
+    file that records no generator, and a file that is not a SeFa file at all."""
+    from dermsynth.checkpoints import WrongFileError
+    from dermsynth.fingerprint import StateMismatchError
+    G, d, network, sefa, factors = framed
+    other = _save(frame_generator(frame_bias=-2.0)[0], tmp_path / "other_gan" / "network-final.pt")
+    with pytest.raises(StateMismatchError, match=r"sefa-all.npz was made for another generator .* of .*other_gan"):
+        run_frame_directions(_directions_options(), other, sefa, tmp_path / "d.csv", tmp_path / "d.png",
+                             tmp_path / "p.yaml", device="cpu")
+    assert not (tmp_path / "d.csv").exists()
+    unmarked = dict(np.load(sefa))
+    unmarked.pop("generator")
+    np.savez(tmp_path / "old.npz", **unmarked)
+    with pytest.raises(StateMismatchError, match="records no generator"):
+        run_frame_directions(_directions_options(), network, tmp_path / "old.npz", tmp_path / "d.csv",
+                             tmp_path / "d.png", tmp_path / "p.yaml", device="cpu")
+    np.savez(tmp_path / "not-sefa.npz", keys=np.array(["a"]))
+    with pytest.raises(WrongFileError, match="not-sefa.npz is not SeFa directions"):
+        run_frame_directions(_directions_options(), network, tmp_path / "not-sefa.npz", tmp_path / "d.csv",
+                             tmp_path / "d.png", tmp_path / "p.yaml", device="cpu")
+    moves = _moves(tmp_path / "moves.yaml", -4.0)
+    text = moves.read_text().replace("moves:", "generator: 0123456789abcdef\nmoves:", 1)
+    moves.write_text(text)
+    with pytest.raises(StateMismatchError, match=r"moves.yaml was made for another generator \(0123456789abcdef"):
+        frameless_set(_set_options(), {"benign": str(network), "malignant": str(network)}, sefa, moves,
+                      tmp_path / "set", device="cpu")
+    assert not (tmp_path / "set").exists()
