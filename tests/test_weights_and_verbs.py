@@ -25,8 +25,9 @@ class _Layers(nn.Module):
 
     def __init__(self):
         super().__init__()
-        torch.manual_seed(7)
-        self.conv = nn.Conv2d(3, 2048, kernel_size=13, stride=13, bias=True)
+        with torch.random.fork_rng():  # seeded weights without reseeding the caller's global random state
+            torch.manual_seed(7)
+            self.conv = nn.Conv2d(3, 2048, kernel_size=13, stride=13, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x).mean(dim=(2, 3), keepdim=True)  # (N, 2048, 1, 1), like Inception's pool
@@ -48,10 +49,12 @@ def _fill_cache(cache) -> dict:
     paths = {"inception": cache / "clean-fid" / extractors.INCEPTION_FILE}
     for name, build, weights in (("vgg16", tv_vgg16, VGG16_Weights.IMAGENET1K_V1),
                                  ("alexnet", alexnet, AlexNet_Weights.IMAGENET1K_V1)):
-        torch.manual_seed(1)
         path = extractors.torchvision_checkpoint(cache, weights.url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(build(weights=None).state_dict(), path)
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            state = build(weights=None).state_dict()
+        torch.save(state, path)
         paths[name] = path
     return paths
 
