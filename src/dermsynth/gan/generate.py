@@ -5,6 +5,11 @@ does not depend on the batch size or on which other seeds are generated with it 
 rounding: the convolution backend may pick another algorithm for another batch shape, ±1 grey level). An LMDB output
 is a store like the ingested ones (same reader, `index.json`) plus `manifest.csv` rows with the
 key, label, seed, truncation and network, ready to be concatenated with a real training split.
+
+A PNG output folder holds exactly the images its `manifest.csv` lists: every PNG is written under a temporary
+name and renamed, the manifest last (a killed call leaves complete PNGs and no manifest; run it again), and a
+folder holding PNG files this call would not write is refused rather than mixed. `generate` holds a lock on its
+output (one writer), and the output folder is proven writable before any image is made.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from PIL import Image
 
-from ..outputs import tile, write_csv, write_json, write_png
+from ..errors import DermsynthError
+from ..locks import exclusive
+from ..outputs import check_writable, tile, write_csv, write_json, write_png
 from ..provenance import provenance
 from ..data.lmdb_store import ImageSetWriter, encode_pixels
 from .networks import seed_latents
@@ -24,11 +30,20 @@ from .run import load_generator
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-99,200,300-301' → [0, …, 99, 200, 300, 301]."""
+    """'0-99,200,300-301' → [0, …, 99, 200, 300, 301]. Raises DermsynthError for a part that is not a number
+    or range, an empty range, or a seed given twice (it would name two images alike)."""
     seeds = []
     for part in text.split(","):
         start, _, end = part.strip().partition("-")
-        seeds += list(range(int(start), int(end or start) + 1))
+        try:
+            seeds += list(range(int(start), int(end or start) + 1))
+        except ValueError:
+            raise DermsynthError(f"--seeds {text!r}: {part.strip()!r} is not a seed or a range like 0-99") from None
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1}) if len(set(seeds)) != len(seeds) else []
+    if repeated:
+        raise DermsynthError(f"--seeds {text!r} names seed(s) {repeated[:5]} more than once; give each seed once")
+    if not seeds:
+        raise DermsynthError(f"--seeds {text!r} names no seed (a range like 9-0 is empty)")
     return seeds
 
 
@@ -68,6 +83,7 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
     every row), others `rows` rows."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
+    check_writable(Path(out_png).parent)
     classes, trained_on = network_classes(network)
     if G.c_dim > 0:
         sheet = [generate_images(G, list(range(columns)), truncation_psi, index, columns, device)
@@ -89,6 +105,15 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
 def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_psi: float = 1.0,
              class_name: str | None = None, batch: int = 32, fmt: str = "png", labels: str | None = None,
              device: str | None = None) -> Path:
+    """Images of `network` for `seeds` into `out`: PNG files + manifest.csv (`fmt` png) or an image set (lmdb/ +
+    manifest.csv + generate.json). Returns `out`.
+
+    Raises:
+        WrongFileError: `network` is not a generator checkpoint.
+        ValueError: the class is missing for a conditional generator, or not one of its classes.
+        BusyError: another process is writing `out`.
+        OutputError: `out` cannot be written (read-only, no permission, disk full).
+        DermsynthError: a PNG `out` already holds PNG files this call would not write."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
@@ -101,21 +126,37 @@ def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_
         class_index = classes.index(class_name)
     elif class_name is None and len(trained_on) == 1:
         class_name = trained_on[0]  # a one-class generator (ben-GAN, mal-GAN) makes that class
-    images = generate_images(G, seeds, truncation_psi, class_index, batch, device)
     out = Path(out)
     rows = [{"key": f"{Path(network).parent.name}-seed{seed:07d}", "label": class_name or "", "seed": seed,
              "truncation_psi": truncation_psi, "network": str(network), "split": "train"} for seed in seeds]
     if fmt == "png":
-        out.mkdir(parents=True, exist_ok=True)
-        for row, image in zip(rows, images):
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{row['key']}.png")
-        write_csv(out / "manifest.csv", pd.DataFrame(rows))
+        check_writable(out)
+        with exclusive(out, "generate"):
+            _refuse_foreign_pngs(out, {f"{row['key']}.png" for row in rows})
+            images = generate_images(G, seeds, truncation_psi, class_index, batch, device)
+            for row, image in zip(rows, images):
+                write_png(out / f"{row['key']}.png", image.permute(1, 2, 0).numpy())
+            write_csv(out / "manifest.csv", pd.DataFrame(rows))  # last: it lists exactly the PNGs written
         return out
-    write_image_set(out, rows, images, labels or ("binary" if set(classes) == {"benign", "malignant"} else "ham7"))
-    write_json(out / "generate.json", {"network": str(network), "images": len(rows), "class": class_name,
-                                       "truncation_psi": truncation_psi,
-                                       "provenance": provenance("generate", {"seeds": [seeds[0], seeds[-1], len(seeds)]})})
+    check_writable(out.parent)
+    with exclusive(out.with_name(f".{out.name}.generate"), "generate"):  # beside: the set replaces `out` whole
+        images = generate_images(G, seeds, truncation_psi, class_index, batch, device)
+        write_image_set(out, rows, images, labels or ("binary" if set(classes) == {"benign", "malignant"} else "ham7"))
+        write_json(out / "generate.json", {"network": str(network), "images": len(rows), "class": class_name,
+                                           "truncation_psi": truncation_psi,
+                                           "provenance": provenance("generate",
+                                                                    {"seeds": [seeds[0], seeds[-1], len(seeds)]})})
     return out
+
+
+def _refuse_foreign_pngs(out: Path, names: set[str]) -> None:
+    """A PNG folder must end up holding exactly the manifest's images: PNG files there that this call would not
+    write (another generator's, other seeds) are refused in one line rather than mixed in."""
+    foreign = sorted(p.name for p in out.rglob("*.png") if p.relative_to(out).as_posix() not in names)
+    if foreign:
+        raise DermsynthError(f"{out} already holds {len(foreign)} PNG file(s) this call would not write (e.g. "
+                             f"{', '.join(foreign[:3])}); its manifest.csv could not list exactly its images: "
+                             "write to an empty or new --out folder, or remove those files")
 
 
 def write_image_set(out: Path, rows: list[dict], images: torch.Tensor, labels: str) -> None:
