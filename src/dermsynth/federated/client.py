@@ -9,6 +9,12 @@ metrics only — never images, keys or features.
 
 Every key the trainer reads is written to `<state-dir>/keys-read.txt`, so a test (or an auditor at the hospital)
 can check that a client read nothing but its own images.
+
+A hospital's state belongs to its run: it is saved with a fingerprint (`hospital_fingerprint`: the server's run
+fingerprint digest, the hospital, its store and rows, the recipe) and a state of another run is set aside
+(`superseded-<time>/` in the state folder, one line) instead of resumed. Files are written under temporary names
+unique to the process and renamed. Every loss of a local step NaN or infinite stops the hospital's round at once
+(`TrainingDivergedError`), saving nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import WrongFileError, load_checkpoint
 from ..data.lmdb_store import LmdbImageStore
+from ..fingerprint import differences, digest, set_aside, store_identity
 from ..gan.run import LmdbTrainingImages
-from ..gan.training import GanTrainer, ResumableBatches, TrainingOptions
+from ..gan.training import GanTrainer, ResumableBatches, TrainingDivergedError, TrainingOptions, recorded_fingerprint
+from ..outputs import write_text
 from .options import TrainFederatedOptions
 from .state import load_shared, shared_arrays
 
@@ -92,6 +101,7 @@ def hospital_images(hospital: Hospital, options: TrainFederatedOptions) -> tuple
                          f"{' of classes ' + str(list(options.training['classes'])) if options.training.get('classes') else ''}")
     rows = rows.sort_values("key")
     images = AuditedImages(LmdbImageStore(hospital.lmdb), rows["key"].tolist())
+    images.labels = rows["label"].tolist()
     indices = torch.tensor([list(options.label_classes).index(x) for x in rows["label"]])
     return images, F.one_hot(indices, len(options.label_classes)).float()
 
@@ -105,6 +115,16 @@ def training_options(options: TrainFederatedOptions) -> TrainingOptions:
 def hospital_seed(options: TrainFederatedOptions, hospital: str) -> int:
     """The seed of a hospital's own random streams (data order, latents, noise): distinct per hospital."""
     return int(options.training["seed"]) * 1_000_003 + 7919 * (list(options.hospitals).index(hospital) + 1)
+
+
+def hospital_fingerprint(options: TrainFederatedOptions, hospital: Hospital, images: AuditedImages,
+                         run: str = "") -> dict:
+    """What a hospital's local state belongs to: the server's run fingerprint digest `run` (sent with every train
+    message; '' from an older server), the run, the hospital, its LMDB store's identity and its rows (keys and
+    labels), the training recipe and `local_steps`."""
+    return {"run": run, "run.name": options.run, "hospital": hospital.name, "data.store": store_identity(hospital.lmdb),
+            "data.selection": digest(list(zip(images.keys, images.labels))), "data.resolution": int(options.resolution),
+            "recipe": json.loads(json.dumps(options.training)), "federation.local_steps": options.federation["local_steps"]}
 
 
 def networks(trainer: GanTrainer) -> dict[str, torch.nn.Module]:
@@ -132,11 +152,30 @@ class ClientState:
         return self.path(earlier[-1]) if earlier else None
 
     def save(self, trainer: GanTrainer, round_number: int) -> None:
-        """Save the trainer's state as round `round_number`'s and delete states older than the last `keep`."""
+        """Save the trainer's state (with its fingerprint) as round `round_number`'s, atomically, and delete states
+        older than the last `keep`. Raises OutputError when the disk is full or not writable."""
         self.folder.mkdir(parents=True, exist_ok=True)
         trainer.save(self.path(round_number))
         for old in self._rounds()[:-self.keep]:
             self.path(old).unlink(missing_ok=True)
+
+    def resumable(self, round_number: int, fingerprint: dict, who: str) -> tuple[Path | None, dict | None]:
+        """(path, state) of the newest state before `round_number` when it belongs to this run (its recorded
+        fingerprint equals `fingerprint`), else (None, None) — after every saved state was set aside
+        (`superseded-<time>/`, one line naming what differs)."""
+        path = self.before(round_number)
+        if path is None:
+            return None, None
+        try:
+            state = load_checkpoint(path, ("generator",), "a hospital's training state", "it is set aside")
+            found = differences(recorded_fingerprint(state), fingerprint)
+        except WrongFileError as exc:
+            state, found = None, [str(exc).split("; ")[0]]
+        if not found:
+            return path, state
+        names = [p.name for p in self.folder.glob("state-round*.pt")]
+        set_aside(self.folder, names, f"{path.name} belongs to another run ({'; '.join(found[:4])})", who)
+        return None, None
 
 
 def _device(name: str) -> torch.device:
@@ -148,14 +187,20 @@ def _device(name: str) -> torch.device:
 def _record_keys(hospital: Hospital, images: AuditedImages) -> None:
     path = Path(hospital.state_dir) / "keys-read.txt"
     before = set(path.read_text().split()) if path.exists() else set()
-    path.write_text("".join(f"{k}\n" for k in sorted(before | images.keys_read)))
+    write_text(path, "".join(f"{k}\n" for k in sorted(before | images.keys_read)))
 
 
 def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedOptions, round_number: int,
-                hospital: Hospital) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Run one round at `hospital`: restore its state of its previous round, load `global_arrays` (`state.py`
-    names, float32), train `local_steps` steps. Returns (shared arrays after training, float32 CPU tensors; scalar
-    metrics `METRICS`, with `num-examples` = the hospital's training images, FedAvg's weight)."""
+                hospital: Hospital, run: str = "") -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Run one round at `hospital`: restore its state of its previous round (when it belongs to this run: `run`
+    is the server's run fingerprint digest), load `global_arrays` (`state.py` names, float32), train `local_steps`
+    steps. Returns (shared arrays after training, float32 CPU tensors; scalar metrics `METRICS`, with
+    `num-examples` = the hospital's training images, FedAvg's weight). The hospital's process seeds the global
+    torch stream with its own seed (`hospital_seed`) before restoring its state.
+
+    Raises:
+        ValueError: the hospital has no training images.
+        TrainingDivergedError: every loss of a local step is NaN or infinite (nothing of this round is saved)."""
     import time
     start = time.perf_counter()
     if hospital.threads:
@@ -167,13 +212,19 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
     seed = hospital_seed(options, hospital.name)
     trainer.batches = ResumableBatches(len(images), trainer.options.batch, seed)
     torch.manual_seed(seed)
+    trainer.fingerprint = hospital_fingerprint(options, hospital, images, run)
     state = ClientState(hospital.state_dir, keep=options.federation["checkpoint_every"] + 1)
-    previous = state.before(round_number)
-    if previous is not None:
-        trainer.load(previous)
+    previous, saved = state.resumable(round_number, trainer.fingerprint, f"hospital {hospital.name}")
+    if saved is not None:
+        trainer.load_state(saved, previous)
+    del saved
     load_shared(networks(trainer), global_arrays)
-    for _ in range(options.federation["local_steps"]):
-        stats = trainer.step()
+    try:
+        for _ in range(options.federation["local_steps"]):
+            stats = trainer.step()
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(f"hospital {hospital.name}, round {round_number}: {exc} (federated.{options.run}"
+                                    ".g_lr, .d_lr, .r1_gamma in the config)") from None
     state.save(trainer, round_number)
     _record_keys(hospital, images)
     metrics = {"num-examples": len(images), "hospital-index": list(options.hospitals).index(hospital.name),
@@ -190,5 +241,6 @@ def options_from_json(text: str) -> TrainFederatedOptions:
     return TrainFederatedOptions.from_dict(json.loads(text), origin="the server's train message")
 
 
-__all__ = ["AuditedImages", "ClientState", "Hospital", "METRICS", "hospital_images", "hospital_seed", "networks",
+__all__ = ["AuditedImages", "ClientState", "Hospital", "METRICS", "hospital_fingerprint", "hospital_images",
+           "hospital_seed", "networks",
            "options_from_json", "train_round", "training_options"]

@@ -11,6 +11,12 @@ process tree, SIGTERM then SIGKILL) and its log kept under `<out>/logs/`.
 Simulation runtime (`runtime: simulation`): a SuperLink with `--simulation` (Flower's Simulation Runtime, Ray),
 `num-supernodes` = the number of hospitals; node i plays hospital i (sorted names) and reads the paths from the
 run config.
+
+One writer per run folder: the launcher holds its lock (`locks.exclusive`) for the whole run, after proving the
+folder writable. Before anything starts, the folder's state is compared with the run's fingerprint
+(`server.run_fingerprint`, recorded in `run-fingerprint.json`): state of another run (or of an older dermsynth
+without a fingerprint) is set aside (`superseded-<time>/`, one line naming what differs) and the run starts at
+round 1. The data part of the fingerprint reaches the ServerApp as a file named in the run config.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ federated-csv = ""
 state-root = ""
 device = "auto"
 threads = "0"
+fingerprint = ""
 """
 CONNECTION = "dermsynth"
 
@@ -271,9 +278,8 @@ class Federation:
                 found += [(p.pid, p.create_time()) for p in [root, *root.children(recursive=True)]]
             except psutil.NoSuchProcess:
                 continue
-        path = self.flower_dir / "pids.json"
-        path.with_suffix(".tmp").write_text(json.dumps(found))
-        path.with_suffix(".tmp").replace(path)
+        from ..outputs import write_text
+        write_text(self.flower_dir / "pids.json", json.dumps(found))
 
     def processes(self) -> list[subprocess.Popen]:
         """The SuperLink and SuperNode processes started so far."""
@@ -348,16 +354,59 @@ def run_federated(options, lmdb, federated_csv, out_dir, device: str = "auto", t
                   gpus: int = 0) -> Path:
     """`dermsynth train-federated`: run `options` (a `TrainFederatedOptions`) on this machine in its runtime and
     return network-final.pt. `threads`: CPU threads of the whole job, shared among the SuperNodes; `gpus`: the job's
-    GPUs, shared equally among the SuperNodes, each its own (`gpu_assignment`; device cuda). Raises
-    DermsynthError when `gpus` is not a multiple of the number of hospitals. Every process is stopped when the run ends, fails or this process is interrupted.
-    Raises DermsynthError (with the log's last lines) when the run did not produce network-final.pt."""
+    GPUs, shared equally among the SuperNodes, each its own (`gpu_assignment`; device cuda). Every process is
+    stopped when the run ends, fails or this process is interrupted.
+
+    Raises:
+        BusyError: another process is writing to `out_dir`.
+        OutputError: `out_dir` is not writable.
+        DermsynthError: `gpus` is not a multiple of the number of hospitals, the store or hospitals do not fit
+            the run, or the run did not produce network-final.pt (with the log's last lines)."""
+    from ..locks import exclusive
+    from ..outputs import check_writable
     out_dir = Path(out_dir).resolve()
+    check_writable(out_dir)
+    with exclusive(out_dir, "train-federated"):
+        return _run_federated(options, lmdb, federated_csv, out_dir, device, threads, gpus)
+
+
+def own_state(options, lmdb, federated_csv, out_dir: Path) -> Path:
+    """Compare the run folder's state with the run's fingerprint; set aside state of another run (or without a
+    recorded fingerprint: an older dermsynth's), record the fingerprint (`run-fingerprint.json`) and write the data
+    part for the ServerApp. Returns that data file (`flower/data-fingerprint.json`)."""
+    import json
+
+    from ..fingerprint import differences, set_aside
+    from ..locks import LOCK_NAME
+    from ..outputs import write_json
+    from .server import RUN_FINGERPRINT, data_fingerprint, run_fingerprint
+    data = data_fingerprint(options, lmdb, federated_csv)
+    fingerprint = json.loads(json.dumps(run_fingerprint(options, data)))
+    record = out_dir / RUN_FINGERPRINT
+    state = [p.name for p in out_dir.iterdir()
+             if p.name not in ("flower", LOCK_NAME, RUN_FINGERPRINT) and not p.name.startswith("superseded-")]
+    recorded = json.loads(record.read_text()) if record.exists() else None
+    found = differences(recorded, fingerprint)
+    if state and found:
+        set_aside(out_dir, state + ([RUN_FINGERPRINT] if record.exists() else []),
+                  f"its state belongs to another run ({'; '.join(found[:4])})", f"train-federated {options.run}")
+    if found:
+        write_json(record, fingerprint)
+    data_file = out_dir / "flower" / "data-fingerprint.json"
+    write_json(data_file, data)
+    return data_file
+
+
+def _run_federated(options, lmdb, federated_csv, out_dir: Path, device: str, threads: int, gpus: int) -> Path:
     logs, state_root = out_dir / "logs", out_dir / "clients"
-    options_file = options.write(out_dir / "flower")
-    run_config = {"options": str(Path(options_file).resolve()), "out": str(out_dir)}
     hospitals = list(options.hospitals)
     if gpus % len(hospitals):
         raise DermsynthError(f"{gpus} GPUs cannot be shared equally among {len(hospitals)} SuperNodes")
+    check_store(options, lmdb)
+    check_hospital_sizes(options, federated_csv)
+    data_file = own_state(options, lmdb, federated_csv, out_dir)
+    options_file = options.write(out_dir / "flower")
+    run_config = {"options": str(Path(options_file).resolve()), "out": str(out_dir), "fingerprint": str(data_file)}
     node_env = gpu_assignment(hospitals, gpus // len(hospitals))
     device = "cuda" if gpus else device
     threads = max(1, threads // len(hospitals)) if threads else 0
@@ -367,8 +416,6 @@ def run_federated(options, lmdb, federated_csv, out_dir, device: str = "auto", t
                                    "state-root": str(state_root), "device": device, "threads": threads}
     else:
         nodes = node_configs(hospitals, lmdb, federated_csv, state_root, device, threads)
-    check_store(options, lmdb)
-    check_hospital_sizes(options, federated_csv)
     final = out_dir / "network-final.pt"
     final.unlink(missing_ok=True)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes on SIGTERM too

@@ -27,7 +27,7 @@ import torch
 
 from ..data.dataset import read_images
 from ..errors import InputError
-from ..outputs import write_csv
+from ..outputs import save_figure, write_csv
 from .options import EvaluateFederatedOptions, FederatedTableOptions
 
 POOLED = "pooled"
@@ -70,7 +70,7 @@ def _snapshot_rows(model: str, path: Path, options, real: dict, nets: dict, labe
     from ..metrics.gan_eval import class_schedule, generated_features
     from ..metrics.generative import FidOptions, KidOptions
     ev = options.evaluation
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = _generator_state(path, device)
     iterations, kimg, rnd = int(state.get("hospital_steps", state["step"])), state["nimg"] / 1000, state.get("round")
     G = generator_from_state(state, device)
     del state
@@ -94,6 +94,14 @@ def _snapshot_rows(model: str, path: Path, options, real: dict, nets: dict, labe
     return rows
 
 
+def _generator_state(path, device="cpu") -> dict:
+    """A generator checkpoint (train-gan's or a federated snapshot) through the checkpoint-kind checks: a folder,
+    a truncated file or another kind of checkpoint is one WrongFileError line."""
+    from ..checkpoints import GENERATOR_KINDS, load_checkpoint
+    from ..gan.run import GENERATOR_FIX
+    return load_checkpoint(path, GENERATOR_KINDS, "a generator checkpoint", GENERATOR_FIX, map_location=device)
+
+
 def _classes(options, path: Path) -> list[str]:
     """The dataset's classes as the snapshot's network-final.json lists them (federated: the run's)."""
     info = Path(path).with_name("network-final.json")
@@ -105,11 +113,14 @@ def federated_curves(options: EvaluateFederatedOptions, lmdb_root, federated_csv
     """Evaluate every snapshot (see `snapshots`) against every reference (see `references`) and write one CSV row
     per (snapshot, reference): model, round, iterations, kimg, reference, fid, kid, fd_lite0, kid_lite0, counts,
     weights. Raises InputError when `alone` does not give one network per hospital, the LMDB store is another
-    dataset's or `central` is not the run's central generator."""
+    dataset's or `central` is not the run's central generator; WrongFileError (before any feature is computed) when
+    a given network is not a generator checkpoint; FileNotFoundError when one is missing."""
     from ..metrics.gan_eval import feature_networks
     from ..metrics.options import GAN_CURVE_EXTRACTORS
     if options.baselines and len(alone) != len(options.hospitals):
         raise InputError(f"--alone gives {len(alone)} networks for {len(options.hospitals)} hospitals")
+    for network in [federated_network, *alone, *([central] if central else [])]:
+        _generator_state(network)  # a wrong file is one line now, not after the real images' features
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     stored = json.loads((Path(lmdb_root) / "index.json").read_text()).get("dataset")
     if stored != options.dataset:
@@ -198,8 +209,7 @@ def plot_curves(curves: pd.DataFrame, options: FederatedTableOptions, out_png) -
     weights = curves["inception_weights"].iloc[0] if len(curves) else "unknown"
     fig.suptitle(f"federated run {options.run}: FID over training (Inception weights: {weights})", fontsize=9)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    save_figure(out_png, fig)
     plt.close(fig)
 
 

@@ -9,12 +9,14 @@ and averages the replies weighted by each hospital's number of images. A round c
 checkpoint when started again).
 
 Output folder (`results/federated/<run>/`):
-    checkpoint.pt / checkpoint.json   global arrays + round number (every `checkpoint_every` rounds; resume point)
+    checkpoint.pt / checkpoint.json   global arrays + round number + the run's fingerprint (every `checkpoint_every`
+                                      rounds; resume point, resumed only by the same run: `run_fingerprint`)
     network-snapshot-round<NNNN>.pt   the global model every `evaluate_every` rounds and at the last round, as a
                                       training checkpoint `gan.run.load_generator` reads (G, D, G_ema)
     rounds.csv                        one row per round: hospitals that took part, their images, losses, seconds
                                       (the round, and the slowest hospital's time inside its training call)
-    messages.jsonl                    per reply: its records and array/metric names (what left each hospital)
+    messages.jsonl                    per reply: its round, records and array/metric names (what left each
+                                      hospital); cut back to the resumed round on resume (each reply once)
     network-final.pt (+ .json)        the final global model and its provenance
 """
 
@@ -29,13 +31,40 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..outputs import write_csv, write_json
+from ..fingerprint import digest, store_identity
+from ..outputs import save_torch, write_csv, write_json, write_text
 from ..provenance import provenance
 from .client import METRICS, training_options
 from .options import TrainFederatedOptions
 from .state import load_checkpoint, load_shared, save_checkpoint, shared_arrays
 
-RESUME_KEYS = ("run", "dataset", "hospitals", "label_classes", "resolution", "training")
+RUN_FINGERPRINT = "run-fingerprint.json"
+
+
+def data_fingerprint(options: TrainFederatedOptions, lmdb, federated_csv) -> dict:
+    """The data part of a run's fingerprint, computed where the data is (the launcher): the LMDB store's identity
+    and the digest of the run's rows of federated.csv (hospital, key, label of its hospitals and classes)."""
+    table = pd.read_csv(federated_csv, dtype=str, keep_default_na=False)
+    table = table[table["hospital"].isin(options.hospitals)]
+    if options.training.get("classes"):
+        table = table[table["label"].isin(options.training["classes"])]
+    rows = sorted(zip(table["hospital"], table["key"], table["label"]))
+    return {"data.store": store_identity(lmdb), "data.selection": digest(rows)}
+
+
+def run_fingerprint(options: TrainFederatedOptions, data: dict | None = None) -> dict:
+    """What a federated run's state (server checkpoint, hospitals' states) belongs to: the data (`data`, from
+    `data_fingerprint`, plus dataset, hospitals, classes, resolution, conditional), the architecture (network,
+    c_dim, resolution), the recipe (the training keys) and the federation settings that shape the state
+    (`local_steps`). `rounds` is not part of it: more rounds continue the same run."""
+    t = options.training
+    c_dim = len(options.label_classes) if t["conditional"] else 0
+    return {**(data or {}), "data.dataset": options.dataset, "data.hospitals": list(options.hospitals),
+            "data.classes": list(options.label_classes), "data.trained_classes": list(t.get("classes") or []),
+            "data.resolution": int(options.resolution), "data.conditional": bool(t["conditional"]),
+            "architecture": {"network": dict(t["network"]), "c_dim": c_dim, "resolution": int(options.resolution)},
+            "recipe": {k: v for k, v in t.items() if k not in ("network", "classes", "conditional")},
+            "federation": {"local_steps": options.federation["local_steps"]}}
 
 
 def initial_arrays(options: TrainFederatedOptions) -> dict[str, torch.Tensor]:
@@ -84,9 +113,7 @@ def snapshot_state(options: TrainFederatedOptions, arrays: dict[str, torch.Tenso
 
 
 def _save(state: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_torch(path, state)
 
 
 def _round_row(round_number: int, answered: list[tuple[str, int, int, dict]], seconds: float) -> dict:
@@ -100,27 +127,45 @@ def _round_row(round_number: int, answered: list[tuple[str, int, int, dict]], se
 
 
 def _write_progress(out_dir: Path, round_number: int, stage: str) -> None:
-    (out_dir / "progress.json").write_text(json.dumps({"round": round_number, "stage": stage, "time": time.time()}))
+    write_json(out_dir / "progress.json", {"round": round_number, "stage": stage, "time": time.time()})
 
 
-def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path) -> Path:
+def _restart_messages(path: Path, round_number: int) -> None:
+    """Cut messages.jsonl back to the replies of rounds up to `round_number` (the resumed checkpoint's; 0: none):
+    a killed run's replies of later rounds are received again (each reply is logged once)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    kept = []
+    for line in text.splitlines():
+        try:
+            if int(json.loads(line).get("round", 0)) <= round_number:
+                kept.append(line)
+        except (ValueError, AttributeError, TypeError):
+            continue
+    if "".join(f"{line}\n" for line in kept) != text:
+        write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path, data: dict | None = None) -> Path:
     """Run (or resume) the federated rounds over `grid` (a Flower `Grid`) and write the outputs listed in the
-    module docstring to `out_dir`. Returns the path of network-final.pt. Raises RuntimeError when fewer than
-    `min_available_nodes` hospitals answer a round."""
+    module docstring to `out_dir`; `data`: the data part of the run's fingerprint (`data_fingerprint`, from the
+    launcher). Resumes only a checkpoint of the same fingerprint. Returns the path of network-final.pt. Raises
+    RuntimeError when fewer than `min_available_nodes` hospitals answer a round."""
     from flwr.app import ArrayRecord, ConfigRecord
 
     from .strategy import HospitalFedAvg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fed = options.federation
-    resume_options = {k: v for k, v in options.to_dict().items() if k in RESUME_KEYS}
-    resume_options["local_steps"] = fed["local_steps"]
-    resumed = load_checkpoint(out_dir, resume_options)
+    fingerprint = run_fingerprint(options, data)
+    resumed = load_checkpoint(out_dir, fingerprint)
+    _restart_messages(out_dir / "messages.jsonl", resumed[0] if resumed else 0)
     start, arrays, history = (resumed[0] + 1, resumed[1], resumed[2]) if resumed else (1, initial_arrays(options), [])
     print(f"federated {options.run}: {'resuming at round ' + str(start) if resumed else 'starting'} of "
           f"{fed['rounds']}, dataset {options.dataset}, hospitals {', '.join(options.hospitals)}", file=sys.stderr)
     expected = set(arrays)
-    config = ConfigRecord({"options": json.dumps(options.to_dict())})
+    config = ConfigRecord({"options": json.dumps(options.to_dict()), "run-fingerprint": digest(fingerprint)})
     with open(out_dir / "messages.jsonl", "a") as log:
         strategy = HospitalFedAvg(options.hospitals, expected, log, min_available_nodes=fed["min_available_nodes"],
                                   min_train_nodes=fed["min_available_nodes"], fraction_train=1.0, fraction_evaluate=0.0)
@@ -137,17 +182,17 @@ def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path) ->
                                    f"min_available_nodes = {fed['min_available_nodes']}; run again to resume")
             arrays = aggregated.to_torch_state_dict()
             history.append(_round_row(round_number, answered, time.perf_counter() - began))
-            _after_round(out_dir, options, arrays, history, round_number, resume_options)
+            _after_round(out_dir, options, arrays, history, round_number, fingerprint)
     return _finish(out_dir, options, arrays, history)
 
 
-def _after_round(out_dir: Path, options, arrays, history, round_number: int, resume_options: dict) -> None:
+def _after_round(out_dir: Path, options, arrays, history, round_number: int, fingerprint: dict) -> None:
     fed, last = options.federation, round_number == options.federation["rounds"]
     write_csv(out_dir / "rounds.csv", pd.DataFrame(history))
     if round_number % fed["evaluate_every"] == 0 or last:
         _save(snapshot_state(options, arrays, round_number), out_dir / f"network-snapshot-round{round_number:04d}.pt")
     if round_number % fed["checkpoint_every"] == 0 or last:
-        save_checkpoint(out_dir, round_number, arrays, history, resume_options)
+        save_checkpoint(out_dir, round_number, arrays, history, fingerprint)
     print(f"federated {options.run}: round {round_number}/{fed['rounds']} done with "
           f"{history[-1]['hospitals'].replace(';', ', ')}", file=sys.stderr)
 
@@ -167,4 +212,5 @@ def _finish(out_dir: Path, options: TrainFederatedOptions, arrays, history) -> P
     return final
 
 
-__all__ = ["check_reply", "global_networks", "initial_arrays", "run_federation", "snapshot_state"]
+__all__ = ["check_reply", "data_fingerprint", "global_networks", "initial_arrays", "run_federation", "run_fingerprint",
+           "snapshot_state"]

@@ -23,10 +23,14 @@ order in which replies arrive (Flower's built-in aggregation sums in arrival ord
 from __future__ import annotations
 
 import json
-import os
+import sys
+import time
 from pathlib import Path
 
 import torch
+
+from ..fingerprint import differences
+from ..outputs import save_torch, write_json
 
 NETWORKS = ("G", "D", "G_ema")
 CHECKPOINT = "checkpoint.pt"
@@ -88,35 +92,41 @@ def fedavg(replies: list[tuple[str, int, dict[str, torch.Tensor]]]) -> dict[str,
 
 
 def save_checkpoint(out_dir: str | Path, round_number: int, arrays: dict[str, torch.Tensor], history: list[dict],
-                    options: dict) -> Path:
+                    fingerprint: dict) -> Path:
     """The server's resume point: `checkpoint.pt` ({format, round, arrays}; loadable with weights_only=True) and
-    `checkpoint.json` ({round, history of rounds, options}), each written to a temporary file and renamed."""
+    `checkpoint.json` ({round, history of rounds, fingerprint of the run}), each written under a temporary name
+    unique to this process and renamed (`outputs`; a full disk is one `OutputError` line)."""
     out_dir = Path(out_dir)
     path = out_dir / CHECKPOINT
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "round": round_number, "arrays": arrays}, tmp)
-    os.replace(tmp, path)
-    meta = out_dir / "checkpoint.json"
-    tmp = meta.with_name(meta.name + ".tmp")
-    tmp.write_text(json.dumps({"round": round_number, "history": history, "options": options}, indent=1))
-    os.replace(tmp, meta)
+    save_torch(path, {"format": CHECKPOINT_FORMAT, "round": round_number, "arrays": arrays})
+    write_json(out_dir / "checkpoint.json", {"round": round_number, "history": history, "fingerprint": fingerprint})
     return path
 
 
-def load_checkpoint(out_dir: str | Path, options: dict) -> tuple[int, dict[str, torch.Tensor], list[dict]] | None:
-    """(round, arrays, history) of the newest checkpoint written with the same `options`, else None. A
-    checkpoint of other options is renamed aside (`checkpoint-superseded-<time>.*`), never resumed."""
+def load_checkpoint(out_dir: str | Path, fingerprint: dict) -> tuple[int, dict[str, torch.Tensor], list[dict]] | None:
+    """(round, arrays, history) of the checkpoint when it belongs to this run (its recorded fingerprint equals
+    `fingerprint`, see `server.run_fingerprint`), else None. A checkpoint of another run, without a fingerprint,
+    unreadable, or whose two files disagree is renamed aside (`checkpoint-superseded-<time>.*`, said in one line
+    naming what differs), never resumed."""
     out_dir = Path(out_dir)
     path, meta = out_dir / CHECKPOINT, out_dir / "checkpoint.json"
     if not path.exists() or not meta.exists():
         return None
-    record = json.loads(meta.read_text())
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if record.get("options") != options or state.get("format") != CHECKPOINT_FORMAT or state["round"] != record["round"]:
-        import time
+    try:
+        record = json.loads(meta.read_text())
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        found = differences(record.get("fingerprint"), fingerprint)
+        if not found and (state.get("format") != CHECKPOINT_FORMAT or state["round"] != record["round"]):
+            found = [f"checkpoint.pt (round {state.get('round')}) and checkpoint.json (round {record.get('round')}) "
+                     "are not one checkpoint"]
+    except Exception as exc:  # noqa: BLE001 — any unreadable checkpoint is set aside, not resumed
+        found = [f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"]
+    if found:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for p in (path, meta):
             p.rename(p.with_name(f"checkpoint-superseded-{stamp}{p.suffix}"))
+        print(f"federated: {path} belongs to another run ({'; '.join(found[:4])}); renamed it to "
+              f"checkpoint-superseded-{stamp}.pt/.json and starting at round 1", file=sys.stderr, flush=True)
         return None
     return int(record["round"]), state["arrays"], list(record["history"])
 

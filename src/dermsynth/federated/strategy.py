@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
+import torch
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
@@ -28,7 +29,7 @@ class HospitalFedAvg(FedAvg):
         self.hospitals, self.expected_arrays, self.log = list(hospitals), set(expected_arrays), log
         self.last_round: list[tuple[str, int, int, dict]] = []  # (hospital, images, node id, metrics)
 
-    def _collect(self, replies) -> list[tuple[str, int, int, dict, dict]]:
+    def _collect(self, replies, server_round: int = 0) -> list[tuple[str, int, int, dict, dict]]:
         from .server import check_reply
         collected = []
         for message in replies:
@@ -40,7 +41,12 @@ class HospitalFedAvg(FedAvg):
             hospital = self.hospitals[int(metrics["hospital-index"])]
             arrays = message.content.array_records["arrays"].to_torch_state_dict()
             node = message.metadata.src_node_id
-            self.log.write(json.dumps({"hospital": hospital, "node": node, "records": sorted(message.content.keys()),
+            broken = [name for name, value in arrays.items() if not torch.isfinite(value).all()]
+            if broken:  # a diverged hospital must not poison the global model
+                print(f"round {server_round}: hospital {hospital} sent NaN or infinite values ({len(broken)} arrays, "
+                      f"e.g. {broken[0]}); its reply is left out of the average", file=sys.stderr)
+                continue
+            self.log.write(json.dumps({"round": server_round, "hospital": hospital, "node": node, "records": sorted(message.content.keys()),
                                        "arrays": len(arrays), "metrics": sorted(metrics)}) + "\n")
             collected.append((hospital, int(metrics["num-examples"]), node, metrics, arrays))
         self.log.flush()
@@ -48,7 +54,7 @@ class HospitalFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int, replies) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """FedAvg of the valid replies (`state.fedavg`) and their image-weighted losses; (None, None) when none."""
-        collected = self._collect(replies)
+        collected = self._collect(replies, server_round)
         self.last_round = [(h, n, node, m) for h, n, node, m, _ in collected]
         if not collected:
             return None, None
