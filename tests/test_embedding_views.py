@@ -83,6 +83,7 @@ def test_the_authenticity_job_writes_the_views_of_its_embeddings(ingested_ham, t
     from dermsynth.classify.train import Recipe, build_model
     from dermsynth.explain.authenticity import run_authenticity
     from dermsynth.explain.options import AuthenticityOptions
+    from dermsynth.fingerprint import StateMismatchError, tensors_digest
     from dermsynth.gan.networks import Generator
     from dermsynth.labels import scheme_classes
     torch.manual_seed(0)
@@ -92,7 +93,7 @@ def test_the_authenticity_job_writes_the_views_of_its_embeddings(ingested_ham, t
                                                    "channel_max": 16}}), "G_ema": G.state_dict()}, network)
     rows = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False).iloc[:6]
     np.savez(tmp_path / "projection.npz", keys=rows["key"].to_numpy(str), labels=rows["label"].to_numpy(str),
-             ws=torch.randn(6, G.num_ws, 16).numpy(),
+             ws=torch.randn(6, G.num_ws, 16).numpy(), generator=np.array(tensors_digest(G.state_dict())),
              **{f"noise{i}": torch.randn(6, 1, r, r).numpy() for i, r in enumerate(G.synthesis.noise_resolutions())})
     recipe, classes = Recipe(input_resolution=16, pretrained=False), list(scheme_classes("ham7"))
     model, _ = build_model("resnet10t", len(classes), recipe)
@@ -111,3 +112,10 @@ def test_the_authenticity_job_writes_the_views_of_its_embeddings(ingested_ham, t
     assert metadata["case"].tolist()[:6] == table["case"].tolist()
     html = (out / "tsne.html").read_text()
     assert all(key in html for key in table["key"])
+    other = Generator(z_dim=16, w_dim=16, img_resolution=16, channel_base=256, channel_max=16).eval()  # other weights
+    torch.save({"options": torch.load(network, weights_only=True)["options"],
+                "G_ema": other.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(StateMismatchError, match=r"projection.npz was made for another generator"):
+        run_authenticity(options, tmp_path / "other.pt", tmp_path / "projection.npz", ingested_ham / "lmdb",
+                         tmp_path / "classifier", tmp_path / "out2", device="cpu")
+    assert not (tmp_path / "out2").exists()  # refused before the output folder is made
