@@ -248,7 +248,8 @@ def build_hypernetwork(G, options: HyperStyleOptions, weights_cache=None) -> Hyp
 
 
 def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions, lpips, checkpoint: str | Path,
-                     device="cpu", weights_cache=None, fingerprint: dict | None = None) -> tuple[HyperNetwork, list[dict]]:
+                     device="cpu", weights_cache=None,
+                     fingerprint: dict | None = None) -> tuple[HyperNetwork, list[dict]]:
     """Train the hypernetwork on top of a frozen W-encoder; each iteration's loss is back-propagated
     on its own (earlier offsets and reconstructions are inputs, not part of the graph), one optimiser
     step per batch, as in HyperStyle. Resumes from `checkpoint` like `train_e4e` (same options and

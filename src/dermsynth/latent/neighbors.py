@@ -89,7 +89,8 @@ def stored_centres(projection_npz: str | Path, keys: list[str] | None = None, ge
     KeyError naming the keys the file does not hold, WrongFileError for a file that is no projection (a folder,
     truncated, another kind), ForeignComponentError for a projection into another generator."""
     from .identity import load_npz, recorded_in_npz, require_generator
-    saved = load_npz(projection_npz, "a projection (.npz of dermsynth project)", PROJECTION_FIX, ("keys", "labels", "ws"))
+    saved = load_npz(projection_npz, "a projection (.npz of dermsynth project)", PROJECTION_FIX,
+                     ("keys", "labels", "ws"))
     if generator is not None:
         require_generator(projection_npz, recorded_in_npz(saved), generator, network, PROJECTION_FIX)
     stored = saved["keys"].tolist()
@@ -187,8 +188,9 @@ def _write_neighbours(out: Path, rows: list[dict], images: torch.Tensor, moved: 
     else:
         write_image_set(out, rows, images, "binary" if set(classes) == {"benign", "malignant"} else "ham7")
     centres = centres if centres.ndim == 3 else centres[:, None, :]
-    save_npz(out / "neighbors.npz", keys=np.array([r["key"] for r in rows]), centre=np.array([r["centre"] for r in rows]),
-             ws=moved.reshape(-1, *moved.shape[2:]).numpy(), centre_ws=centres.numpy())
+    save_npz(out / "neighbors.npz", keys=np.array([r["key"] for r in rows]),
+             centre=np.array([r["centre"] for r in rows]), ws=moved.reshape(-1, *moved.shape[2:]).numpy(),
+             centre_ws=centres.numpy())
 
 
 def _summary(out: Path, network, rows, count, distance, seed, seeds, latents, truncation_psi) -> None:

@@ -304,7 +304,8 @@ def _merge_chunks(plan: list[Path], out_dir: Path, frame: pd.DataFrame, layers: 
     _save_npy(out_dir / "ws.npy", torch.cat([p["ws"] for p in parts]).float().numpy())
     for layer in layers:
         for i, side in enumerate("ab"):
-            _save_npy(out_dir / f"offsets-{layer}-{side}.npy", torch.cat([p["factors"][layer][i] for p in parts]).numpy())
+            offsets = torch.cat([p["factors"][layer][i] for p in parts]).numpy()
+            _save_npy(out_dir / f"offsets-{layer}-{side}.npy", offsets)
     index = frame[["key", "label", "split"]].copy()
     index["row"] = range(len(index))
     write_csv(out_dir / "index.csv", index)

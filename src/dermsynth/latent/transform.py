@@ -15,7 +15,6 @@ images whose LPIPS to the source exceeds the threshold (0.2 in the study) are re
 
 from __future__ import annotations
 
-import json
 import sys
 import zlib
 from pathlib import Path
@@ -217,9 +216,11 @@ TABLE1_COLUMNS = ["transformation", "description", "generator", "layer range", "
 
 def lpips_table(reports: list[str | Path], data_source: str) -> pd.DataFrame:
     """The HAM10000 study's Table 1: mean LPIPS (AlexNet) per transformation, from the transform reports."""
+    from ..metrics.gan_eval import _report
     rows = []
     for path in reports:
-        report = json.loads(Path(path).read_text())
+        report = _report(path, "transformation", "a transform report (transform.json)",
+                         "give the transform.json files `dermsynth transform` wrote")
         spec = report["transformation"]
         rows.append({"transformation": spec["name"], "description": spec["description"], "generator": spec["gan"],
                      "layer range": spec["layer_range"], "direction": spec["direction"],
