@@ -407,3 +407,29 @@ def test_a_split_without_a_class_names_the_config_key(tmp_path, capsys):
     assert summary["images"] == {"train": 6}
     err = capsys.readouterr().err
     assert "no image in the validation split" in err and "datasets.clinic.split.fractions" in err
+
+
+# --- kind 4: a file of another kind is one line naming it ----------------------------------------------------
+
+def test_split_given_a_table_of_another_kind_or_a_truncated_one_says_so(tmp_path):
+    config = _clinic(tmp_path, n=3)
+    (tmp_path / "other.csv").write_text("image,MEL,NV\nISIC_1,1,0\n")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "broken.csv").write_bytes(b'key,label,split_rule\n"abc,nv\n')
+    for given, says in (("other.csv", "lacks column(s) key, label, split_rule (it has image, MEL, NV)"),
+                        ("empty.csv", "is empty"), ("broken.csv", "truncated or not a CSV table"),
+                        ("clinic", "is a folder where a file is needed")):
+        result = subprocess.run([*DERMSYNTH, "split", "--config", str(config), "--dataset", "clinic", "--ingested",
+                                 str(tmp_path / given), "--manifest", str(tmp_path / "m.csv"), "--summary",
+                                 str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        [line] = result.stderr.strip().splitlines()
+        assert str(tmp_path / given) in line and says in line, line
+
+
+def test_a_store_whose_index_is_truncated_is_one_line(tmp_path):
+    from dermsynth.errors import InputError
+    (tmp_path / "lmdb").mkdir()
+    (tmp_path / "lmdb" / "index.json").write_text('{"resolution": 6')
+    with pytest.raises(InputError, match="is not the index of a dermsynth LMDB store"):
+        LmdbImageStore(tmp_path / "lmdb")

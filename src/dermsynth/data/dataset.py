@@ -12,16 +12,19 @@ from torch.utils.data import Dataset
 
 from ..labels import scheme_classes
 from .lmdb_store import LmdbImageStore
+from .tables import read_table
 
 
 class LmdbImageDataset(Dataset):
-    """Items are (image, class index): image a uint8 tensor (3, H, W) unless `transform` changes it."""
+    """Items are (image, class index): image a uint8 tensor (3, H, W) unless `transform` changes it.
+    Raises FileNotFoundError (no finished store) or InputError (the manifest is not one: columns named)."""
 
     def __init__(self, lmdb_root: str | Path, manifest: str | Path | pd.DataFrame,
                  splits: tuple[str, ...] | None = None, transform: Callable | None = None):
         self.store = LmdbImageStore(lmdb_root)
-        frame = manifest if isinstance(manifest, pd.DataFrame) else pd.read_csv(manifest, dtype=str,
-                                                                                  keep_default_na=False)
+        frame = manifest if isinstance(manifest, pd.DataFrame) else read_table(
+            manifest, ["key", "label"] + (["split"] if splits is not None else []), "a manifest of an image set",
+            "give the dataset's manifest.csv (of `dermsynth split`) or an image set's manifest.csv")
         if splits is not None:
             frame = frame[frame["split"].isin(splits)]
         self.frame = frame.reset_index(drop=True)

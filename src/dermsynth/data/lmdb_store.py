@@ -227,7 +227,9 @@ def iterate_prefix(path: str | Path, prefix: bytes):
 
 
 class LmdbImageStore:
-    """Read-only access by key. Opens environments lazily in each process (after fork or spawn)."""
+    """Read-only access by key. Opens environments lazily in each process (after fork or spawn).
+    Raises FileNotFoundError (no index.json: not a finished store) or InputError (an index.json that is not a
+    store's)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -235,10 +237,16 @@ class LmdbImageStore:
         if not index_file.exists():
             raise FileNotFoundError(f"{index_file} not found: {self.root} is not a finished dermsynth LMDB "
                                     "store (re-run the ingest step)")
-        self.index = json.loads(index_file.read_text())
-        self.resolution = int(self.index["resolution"])
-        self.encoding = self.index["encoding"]
-        self.shards = int(self.index["shards"])
+        try:
+            self.index = json.loads(index_file.read_text())
+            self.resolution = int(self.index["resolution"])
+            self.encoding = self.index["encoding"]
+            self.shards = int(self.index["shards"])
+        except (ValueError, KeyError, TypeError) as exc:
+            from ..errors import InputError
+            raise InputError(f"{index_file} is not the index of a dermsynth LMDB store ({type(exc).__name__}: "
+                             f"{exc}); it is truncated or of another program: re-run the step that wrote "
+                             f"{self.root}") from None
     def _key(self, shard: int) -> tuple[int, str]:
         return os.getpid(), str(shard_path(self.root, shard).resolve())
 

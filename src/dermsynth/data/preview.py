@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from ..locks import exclusive  # noqa: E402
 from ..outputs import check_writable, save_figure  # noqa: E402
 from .lmdb_store import LmdbImageStore  # noqa: E402
+from .tables import read_table  # noqa: E402
 
 
 def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Path, per_class: int = 8,
@@ -28,7 +29,8 @@ def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Pat
 
 def _preview_grid(lmdb_root, manifest, out_png, per_class: int, seed: int) -> None:
     store = LmdbImageStore(lmdb_root)
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame = read_table(manifest, ["key", "label", "split"], "a manifest.csv of `dermsynth split`",
+                       "give the dataset's manifest.csv")
     classes = list(store.index["classes"])
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.3, len(classes) * 1.45), squeeze=False)

@@ -22,6 +22,7 @@ from ..outputs import check_writable, write_csv, write_json
 from ..provenance import provenance
 from .options import FederatedSplitOptions, SplitOptions
 from .records import clean_id
+from .tables import read_table
 
 GROUP_FALLBACK = {"patient": ("patient_id", "lesion_id"), "lesion": ("lesion_id",), "image": ()}
 
@@ -314,7 +315,8 @@ def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: 
             from a split.
         BusyError: another process writes the manifest. OutputError: an output cannot be written."""
     with _locked_outputs("split", manifest_path, summary_path):
-        ingested = pd.read_csv(ingested_csv, dtype=str, keep_default_na=False)
+        ingested = read_table(ingested_csv, ["key", "label", "split_rule"], "an ingested.csv of `dermsynth ingest`",
+                              "give the ingested.csv that the ingest of this dataset wrote (or run the ingest again)")
         manifest = split_dataset(ingested, options.split, options.dataset)
         return write_assignment(manifest, manifest_path, summary_path, "split", options, options.split,
                                 manifest.attrs.get("warnings", []))
@@ -327,7 +329,8 @@ def write_federated_split(options: FederatedSplitOptions, manifest_csv: str | Pa
     Returns the summary. Raises ConfigError when the hospitals ask for more images than the pool holds,
     BusyError when another process writes the table, OutputError when an output cannot be written."""
     with _locked_outputs("federated-split", table_path, summary_path):
-        manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+        manifest = read_table(manifest_csv, ["key", "split", "label", "group"], "a manifest.csv of `dermsynth split`",
+                              "give the manifest.csv that the split of this dataset wrote (or run the split again)")
         assignment = federated_split(manifest, options.federated, options.dataset)
         return write_assignment(assignment, table_path, summary_path, "hospital", options, options.federated,
                                 assignment.attrs.get("warnings", []))

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.lmdb_store import ImageSetWriter, LmdbImageStore
+from ..data.tables import read_table
 from ..errors import DermsynthError
 from ..locks import exclusive
 from ..outputs import check_writable, write_json
@@ -78,11 +79,18 @@ def _build(options: SyntheticDatasetOptions, transform_dirs: list[str | Path], r
     pools = {}
     stores = {}
     for folder in map(Path, transform_dirs):
-        frame = pd.read_csv(folder / "manifest.csv", dtype={"key": str, "source_key": str, "label": str})
+        frame = read_table(folder / "manifest.csv", ["key", "source_key", "label", "transformation", "accepted", "lpips"],
+                           "the manifest of a transformation folder (`dermsynth transform`)",
+                           "give the transformation output folders as --transformed",
+                           dtype={"key": str, "source_key": str, "label": str}, keep_default_na=True)
+        if not len(frame):
+            raise DermsynthError(f"{folder / 'manifest.csv'} lists no transformed image; run the transformation "
+                                 "again with more source images")
         transformation = frame["transformation"].iloc[0]
         pools[transformation], stores[transformation] = frame, LmdbImageStore(folder / "lmdb")
     drawn = draw_synthetic(pools, size, seed)
-    check_sources_in_train(drawn, pd.read_csv(real_manifest, dtype=str, keep_default_na=False))
+    check_sources_in_train(drawn, read_table(real_manifest, ["key", "split"], "a manifest.csv of `dermsynth split`",
+                                             "give the real dataset's manifest.csv as --manifest"))
     first = next(iter(stores.values()))
     drawn = drawn.assign(split="train", synthetic=True)
     writer = ImageSetWriter(out_dir)  # encoded bytes copied as they are: no re-encoding
