@@ -139,11 +139,24 @@ def generate_neighbors(network: str | Path, out: str | Path, count: int, distanc
     (`seeds`) or each stored projection (`latents`, optionally only `keys`; their class and noise maps are
     kept), rendered by generator checkpoint `network` into `out` (PNG files + manifest.csv, or an LMDB image
     set), with neighbors.npz (keys, centre names, ws (M·count, num_ws, w_dim), centre ws) and neighbors.json.
-    Raises ValueError when neither or both of seeds and latents are given, or for a wrong class."""
-    from ..gan.generate import network_classes
-    from ..gan.run import load_generator
+    Holds `out`'s lock (checked writable first); every file is written atomically, the manifest after the
+    images. Raises ValueError when neither or both of seeds and latents are given, or for a wrong class;
+    WrongFileError / ForeignComponentError for a projection that is no projection or one into another generator;
+    BusyError, OutputError."""
+    from ..locks import exclusive
+    from ..outputs import check_writable
     if (seeds is None) == (latents is None):
         raise ValueError("give the centres either as seeds or as stored latents (a projection .npz), not both")
+    check_writable(Path(out))
+    with exclusive(out, "generate"):
+        return _neighbors_locked(network, out, count, distance, seeds, latents, keys, truncation_psi, class_name,
+                                 seed, fmt, batch, device)
+
+
+def _neighbors_locked(network, out, count, distance, seeds, latents, keys, truncation_psi, class_name, seed, fmt,
+                      batch, device) -> Path:
+    from ..gan.generate import network_classes
+    from ..gan.run import load_generator
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
