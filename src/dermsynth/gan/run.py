@@ -274,8 +274,9 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
 
 def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], total_steps: int, snapshot_every: int,
           device) -> None:
-    """Train to `total_steps`; every `snapshot_every` steps (and at the last) rank 0 writes the snapshot, its
-    fakes and the log line (in that order: the log never names a step without its snapshot)."""
+    """Train to `total_steps`; every `snapshot_every` steps (and at the last) rank 0 writes the log line, the fakes
+    and the snapshot, in that order: a kill between them leaves a logged step without its snapshot, which the
+    rerun cuts from the log and writes again (the snapshot first would lose the step's line and fakes for good)."""
     world = trainer.world
     log_path = out_dir / "training_log.jsonl"
     lines = _restart_log(log_path, trainer.step_index) if world.is_main else []
@@ -295,11 +296,11 @@ def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], tot
             if world.is_main:
                 record = _log_record(trainer, stats, time.perf_counter() - tick_start,
                                      (trainer.nimg - tick_nimg) / 1000, device)
-                tag = f"step{trainer.step_index:07d}"
-                trainer.save(out_dir / f"network-snapshot-{tag}.pt")
-                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles
                 lines.append(json.dumps(record))
                 write_text(log_path, "".join(f"{line}\n" for line in lines))
+                tag = f"step{trainer.step_index:07d}"
+                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles
+                trainer.save(out_dir / f"network-snapshot-{tag}.pt")
                 for key, value in record.items():
                     writer.add_scalar(key, value, trainer.step_index)
             world.barrier()
