@@ -295,3 +295,12 @@ def test_train_gan_killed_at_random_moments_resumes_to_the_uninterrupted_result(
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _steps(out) == list(range(1, 13)) and not list(out.glob("superseded-*"))
     assert _same_weights(out / "network-final.pt", tmp_path / "straight" / "network-final.pt")
+
+
+# --- kind 5: sizes the data cannot support are said at start ---------------------------------------------------
+def test_fewer_images_than_one_batch_is_one_line_naming_the_config_key(data, tmp_path):
+    from dermsynth.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"gives 24 training images .*fewer than one batch of 32: lower "
+                                          r"gans\.tiny\.batch"):
+        train_gan(_options(_config(tmp_path, batch=32)), data["lmdb"], data["manifest"], tmp_path / "g", device="cpu")
+    assert not list((tmp_path / "g").glob("*.pt"))

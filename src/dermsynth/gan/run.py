@@ -239,6 +239,7 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
     world, device = join_world(device)
     world.barrier()
     images, labels, classes = training_images(lmdb_root, manifest, spec, federated)
+    _check_sizes(name, spec, len(images), world.size, manifest)
     training = options_from(spec)
     fingerprint = run_fingerprint(spec, lmdb_root, images, classes, training)
     resumed = _resumable_state(out_dir, fingerprint, name, world)  # before building: nothing of another run loads
@@ -270,6 +271,19 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
     world.barrier()
     leave_world()
     return final
+
+
+def _check_sizes(name: str, spec: dict, n_images: int, processes: int, manifest) -> None:
+    """At start, sizes the data or the machine cannot support, with the config key to change (ConfigError)."""
+    from ..errors import ConfigError
+    if n_images < spec["batch"]:
+        raise ConfigError(f"train-gan {name}: {manifest} gives {n_images} training images (splits {spec['splits']}"
+                          f"{', classes ' + str(spec['classes']) if spec.get('classes') else ''}"
+                          f"{', hospital ' + spec['hospital'] if spec.get('hospital') else ''}), fewer than one batch of "
+                          f"{spec['batch']}: lower gans.{name}.batch or give the generator more images")
+    if spec["batch"] % processes:
+        raise ConfigError(f"train-gan {name}: batch {spec['batch']} cannot be split among {processes} processes; make "
+                          f"gans.{name}.batch a multiple of {processes} (or start as many processes as divide it)")
 
 
 def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], total_steps: int, snapshot_every: int,
