@@ -103,7 +103,7 @@ def test_a_hyperstyle_must_belong_to_its_e4e(tmp_path):
         load_hyperstyle(tmp_path / "hyperstyle.pt", G, encoder=other)
 
 
-@pytest.mark.parametrize("kind", ["folder", "truncated", "classifier", "hyperstyle-as-e4e"])
+@pytest.mark.parametrize("kind", ["folder", "truncated", "classifier", "hyperstyle-as-e4e", "resume"])
 def test_a_wrong_file_given_as_e4e_is_one_line(kind, tmp_path):
     G = _generator(1, 16)
     good = _e4e_file(G, tmp_path / "good.pt", generator_digest(G))
@@ -114,6 +114,8 @@ def test_a_wrong_file_given_as_e4e_is_one_line(kind, tmp_path):
         path.write_bytes(good.read_bytes()[:1000])
     elif kind == "classifier":
         torch.save({"architecture": "resnet10t", "model": {"w": torch.zeros(2)}}, path)
+    elif kind == "resume":  # e4e.resume.pt: an unfinished training's state, with the right generator
+        torch.save({**torch.load(good, weights_only=True), "step": 3}, path)
     else:
         torch.save({"format": "hyperstyle", "hypernetwork": {}, "options": {}}, path)
     with pytest.raises(WrongFileError) as caught:
