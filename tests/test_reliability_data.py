@@ -433,3 +433,34 @@ def test_a_store_whose_index_is_truncated_is_one_line(tmp_path):
     (tmp_path / "lmdb" / "index.json").write_text('{"resolution": 6')
     with pytest.raises(InputError, match="is not the index of a dermsynth LMDB store"):
         LmdbImageStore(tmp_path / "lmdb")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs; needs root), grown to 64 MiB by `grow()`; unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+    def grow():
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+    try:
+        yield mount, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_really_full_disk_is_one_line_and_the_rerun_after_freeing_space_completes(tmp_path, small_disk):
+    mount, grow = small_disk
+    config = _clinic(tmp_path, n=60, resolution=128, size=(300, 300), noise=True)
+    out = mount / "out"
+    full = subprocess.run(_ingest_cmd(config, out), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert str(out) in last and ("No space left" in last or "free space" in last), last
+    grow()
+    again = subprocess.run(_ingest_cmd(config, out), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(_accounted(out)[0]) == 60

@@ -202,9 +202,14 @@ def _run_jobs(jobs: list[dict], workers: int, desc: str) -> Counter:
     else:
         pool = multiprocessing.get_context("spawn").Pool(workers)
         results = pool.imap_unordered(_process_chunk, jobs)
-    for result in results:
-        totals.update(result)
-        progress.update(result["items"])
+    try:
+        for result in results:
+            totals.update(result)
+            progress.update(result["items"])
+    except BaseException:
+        if workers > 1:
+            pool.terminate()  # a worker's error (a full disk) stops the others at once; finished chunks are kept
+        raise
     progress.close()
     if workers > 1:
         pool.close()

@@ -31,6 +31,8 @@ INDEX_FILE = "index.json"
 def store_error(path: str | Path, exc: Exception) -> Exception:
     """The one-line `OutputError` for an LMDB or OS failure while writing the store file `path` (a full disk,
     an I/O error, a read-only or forbidden folder), or `exc` itself when it is none of these."""
+    if "Input/output error" in str(exc) and _nearly_full(Path(path)):  # LMDB says EIO for a full disk
+        exc = OSError(errno.ENOSPC, f"{exc} (the file system is full)")
     wrapped = disk_error(path, exc)
     if wrapped is None and "Permission denied" in str(exc):
         wrapped = disk_error(path, PermissionError(errno.EACCES, str(exc)))
@@ -62,6 +64,18 @@ def decode_pixels(data: bytes, encoding: str, resolution: int) -> np.ndarray:
         return np.frombuffer(data, dtype=np.uint8).reshape(resolution, resolution, 3).copy()
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _nearly_full(path: Path, margin: int = 4 << 20) -> bool:
+    """True when the file system holding `path` has less than `margin` bytes free for this user."""
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < margin
 
 
 class ShardWriter:
