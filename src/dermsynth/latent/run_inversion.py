@@ -52,7 +52,16 @@ def _gan_images(options: TrainE4eOptions | TrainHyperstyleOptions, lmdb_root, ma
     report; the fingerprint names the store, the chosen keys, the classes and the resolution."""
     from ..gan.run import LmdbTrainingImages, training_images
     images, _, _ = training_images(lmdb_root, manifest, {"splits": options.splits, "classes": options.classes})
+    if len(images.keys) < 2:
+        from ..errors import ConfigError
+        raise ConfigError(f"{manifest}: the generator's splits {options.splits} (classes {options.classes or 'all'}) "
+                          f"hold {len(images.keys)} image(s); an encoder needs at least 2 (one to train on, one held "
+                          f"out): check gans.{options.gan}.splits/classes and the manifest")
     train_keys, held_keys = holdout_split(images.keys, options.holdout, options.holdout_seed, options.report_images)
+    if not train_keys:
+        from ..errors import ConfigError
+        raise ConfigError(f"latent.inversion.holdout {options.holdout} holds out all {len(images.keys)} images of "
+                          f"gans.{options.gan}'s training set; lower it (or latent.inversion.report_images)")
     chosen = LmdbTrainingImages(images.store, train_keys)
     return chosen, images.store, held_keys, data_fingerprint(lmdb_root, train_keys, options.classes, chosen.shape[-1])
 
@@ -234,6 +243,9 @@ def _invert_locked(options: InvertOptions, network, e4e, hyperstyle, lmdb_root, 
     fingerprint = inversion_fingerprint(G, encoder, hyper, hyper_options.iterations, lmdb_root)
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     frame = frame[frame["split"] == split].sort_values("key").reset_index(drop=True)
+    if frame.empty:
+        raise InputError(f"{manifest}: split {split!r} holds no images to invert; choose another "
+                         "latent.inversion.split (or dataset)")
     chunks = out_dir.with_name(out_dir.name + ".chunks")
     chunks.mkdir(parents=True, exist_ok=True)
     store = LmdbImageStore(lmdb_root)
