@@ -464,3 +464,21 @@ def test_a_really_full_disk_is_one_line_and_the_rerun_after_freeing_space_comple
     again = subprocess.run(_ingest_cmd(config, out), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(_accounted(out)[0]) == 60
+
+
+def test_two_splits_started_together_leave_one_consistent_pair(tmp_path):
+    """Split is quick, so the two may or may not overlap: each either finishes or is refused in one line, and the
+    manifest and summary left are one assignment."""
+    config = _clinic(tmp_path, n=12)
+    out = tmp_path / "out"
+    ingest(_options(config), out)
+    command = [*DERMSYNTH, "split", "--config", str(config), "--dataset", "clinic", "--ingested",
+               str(out / "ingested.csv"), "--manifest", str(out / "manifest.csv"), "--summary", str(out / "splits.json")]
+    results = start_together([command, command], cwd=tmp_path)
+    assert any(r.returncode == 0 for r in results)
+    for r in results:
+        assert r.returncode == 0 or (r.returncode == 2 and "is writing to" in r.stderr and "Traceback" not in r.stderr)
+    assert_no_partial_outputs(out)
+    summary = json.loads((out / "splits.json").read_text())
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    assert summary["images"] == manifest["split"].value_counts().sort_index().to_dict()
