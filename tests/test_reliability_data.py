@@ -13,7 +13,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from dermsynth.data.options import IngestOptions, SplitOptions
 from dermsynth.data.records import MISSING_SPELLINGS, clean_id
 from dermsynth.data.splits import group_ids, write_split
 from dermsynth.locks import BusyError, exclusive
-from dermsynth.outputs import OutputError
 
 from .race import DERMSYNTH, assert_no_partial_outputs, assert_one_refused, killed_at, start_together
 

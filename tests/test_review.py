@@ -445,8 +445,13 @@ def test_dataset_images_use_the_stored_inversion_or_are_inverted_on_the_fly(work
     e4e = E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False)
     hyper_options = HyperStyleOptions(backbone="resnet18", input_resolution=32, iterations=2, pretrained=False)
     encoder, hyper = build_e4e(G, e4e), build_hypernetwork(G, hyper_options)
-    torch.save({"encoder": encoder.state_dict(), "options": asdict(e4e)}, root / "results/latent" / GAN / "e4e.pt")
-    torch.save({"hypernetwork": hyper.state_dict(), "options": asdict(hyper_options)},
+    from dermsynth.fingerprint import tensors_digest
+    from dermsynth.latent.identity import generator_digest
+    made_for = {"generator": generator_digest(G)}  # what train-e4e / train-hyperstyle record
+    torch.save({"format": "e4e", "encoder": encoder.state_dict(), "options": asdict(e4e), "fingerprint": made_for},
+               root / "results/latent" / GAN / "e4e.pt")
+    torch.save({"format": "hyperstyle", "hypernetwork": hyper.state_dict(), "options": asdict(hyper_options),
+                "fingerprint": {**made_for, "e4e": tensors_digest(encoder.state_dict())}},
                root / "results/latent" / GAN / "hyperstyle.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -25,7 +25,9 @@ KINDS = {
     "classifier": "a classifier checkpoint (best.pt)",
     "classifier-resume": "a classifier's resume checkpoint (resume.pt)",
     "e4e": "an e4e encoder checkpoint",
+    "e4e-resume": "the resume checkpoint of an unfinished train-e4e (run train-e4e again to finish it)",
     "hyperstyle": "a HyperStyle hypernetwork checkpoint",
+    "hyperstyle-resume": "the resume checkpoint of an unfinished train-hyperstyle (run it again to finish it)",
     "projection-chunk": "a part of a projection run",
     "state-dict": "a bare state dict (weights without options)",
     "unknown": "a PyTorch file of unknown content",
@@ -50,6 +52,8 @@ def kind_of(state: Any) -> str:
         return "federated-client"
     if fmt.startswith("dermsynth-federated"):
         return "federated-checkpoint"
+    if "step" in state and ("encoder" in state or "hypernetwork" in state) and fmt not in KINDS:
+        return "hyperstyle-resume" if "hypernetwork" in state else "e4e-resume"
     if fmt in KINDS:
         return fmt
     if "encoder" in state and "options" in state:

@@ -6,13 +6,15 @@ from ..verbs import add_verb
 
 
 def _check_config(args) -> None:
-    from ..config import load_config, missing_archives
+    from ..config import data_size_warnings, load_config, missing_archives
     from .demo.archives import expected_outputs
     cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
     print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
     missing = missing_archives(cfg, *expected_outputs(cfg["demo"]), config_files=[args.config])
     for message in missing:  # as the dry run says them: the ingest jobs of these sources cannot run yet
         print(f"  not found yet: {message}")
+    for message in data_size_warnings(cfg, lambda dataset: f"results/data/{dataset}/manifest.csv"):
+        print(f"  warning: {message}")  # sizes the split data cannot support (as the dry run says them)
 
 
 def _demo_archives(args) -> None:

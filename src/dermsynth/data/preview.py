@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from ..locks import exclusive  # noqa: E402
 from ..outputs import check_writable, save_figure  # noqa: E402

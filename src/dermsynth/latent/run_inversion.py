@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checkpoints import WrongFileError, load_checkpoint
+from ..checkpoints import load_checkpoint
 from ..errors import InputError
 from ..fingerprint import differences, set_aside, tensors_digest
 from ..locks import exclusive
@@ -80,9 +80,6 @@ def _load(path, build, options_class, weights_key: str, kind: str, G, device, fi
     download), then its weights. Returns (model, options, its saved state)."""
     from ..checkpoints import KINDS
     state = load_checkpoint(path, (kind,), KINDS[kind], f"give the {kind}.pt that train-{kind} wrote")
-    if "step" in state:  # <out>.resume.pt: the state of an unfinished training (kind_of calls it e4e/hyperstyle)
-        raise WrongFileError(f"{path} is the resume checkpoint of an unfinished train-{kind} (step {state['step']}), "
-                             f"not a trained {kind}; run train-{kind} again to finish it and give its {kind}.pt")
     require_generator(path, recorded_digest(state), generator_digest(G), "the generator given", fix)
     options = options_class(**state["options"])
     model = build(G, options_class(**{**state["options"], "pretrained": False}))

@@ -249,7 +249,7 @@ class ReviewEngine:
             if self._encoder is None:
                 self._encoder, _ = load_e4e(e4e, self.G, self.device)
                 if hyper.exists():
-                    self._hyper = load_hyperstyle(hyper, self.G, self.device)
+                    self._hyper = load_hyperstyle(hyper, self.G, self.device, encoder=self._encoder)
             model, options = self._hyper if self._hyper is not None else (None, None)
             result = invert(self.G, self._encoder, image[None], model, options.iterations if options else 0,
                             self.device)
