@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..locks import exclusive
 from ..verbs import add_verb, set_threads
 
 
@@ -21,7 +22,8 @@ def _train_classifier(args) -> None:
 
 def _filter_synthetic(args) -> None:
     from ..classify.run import run_filter_synthetic
-    run_filter_synthetic(args.manifest, args.predictions, args.out)
+    with exclusive(args.out, "filter-synthetic"):
+        run_filter_synthetic(args.manifest, args.predictions, args.out)
 
 
 def _isic_synthetic(args) -> None:
@@ -46,12 +48,14 @@ def _networks(items: list[str]) -> dict[str, str]:
 
 def _classifier_tables(args) -> None:
     from ..classify.tables import write_ham_tables
-    write_ham_tables(args.models, args.sizes, args.table2, args.table3, args.figures)
+    with exclusive(args.table2, "classifier-tables"):  # one lock for Table 2, Table 3 and the figures
+        write_ham_tables(args.models, args.sizes, args.table2, args.table3, args.figures)
 
 
 def _isic_table2(args) -> None:
     from ..classify.tables import write_isic_table
-    print(write_isic_table(args.models, args.out).to_string(index=False), file=sys.stderr)
+    with exclusive(args.out, "isic-table2"):
+        print(write_isic_table(args.models, args.out).to_string(index=False), file=sys.stderr)
 
 
 def _edge_neighbours(args) -> None:
@@ -69,7 +73,9 @@ def _isic_edge_table(args) -> None:
     from .edge import write_edge_table
     from .options import IsicEdgeTableOptions
     options = options_from_args(IsicEdgeTableOptions, args)
-    write_edge_table(options, args.models, args.classifier, args.baseline, args.edge_set, args.manifest, args.out)
+    with exclusive(args.out, "isic-edge-table"):
+        write_edge_table(options, args.models, args.classifier, args.baseline, args.edge_set, args.manifest,
+                         args.out)
 
 
 def add_verbs(sub) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..locks import exclusive
 from ..verbs import add_verb, set_threads
 
 
@@ -35,8 +36,9 @@ def _pcx(args) -> None:
 def _frame_score(args) -> None:
     from .frames import FRAME_THRESHOLD, run_frame_score
     threshold = FRAME_THRESHOLD if args.threshold is None else args.threshold
-    run_frame_score(args.lmdb, args.manifest, args.out, splits=args.splits, threshold=threshold,
-                    truth_csv=args.truth, batch=args.batch)
+    with exclusive(args.out, "frame-score"):
+        run_frame_score(args.lmdb, args.manifest, args.out, splits=args.splits, threshold=threshold,
+                        truth_csv=args.truth, batch=args.batch)
 
 
 def _frame_directions(args) -> None:
@@ -67,7 +69,8 @@ def _frame_accuracy(args) -> None:
     from .frame_removal import run_frame_accuracy
     from .options import FrameAccuracyOptions
     options = options_from_args(FrameAccuracyOptions, args)
-    run_frame_accuracy(options, args.models, args.lmdb, args.manifest, args.out)
+    with exclusive(args.out, "frame-accuracy"):
+        run_frame_accuracy(options, args.models, args.lmdb, args.manifest, args.out)
 
 
 def _explained_models(p) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..locks import exclusive
 from ..verbs import add_verb, set_threads
 
 
@@ -23,8 +24,9 @@ def _evaluate_federated(args) -> None:
     from .options import EvaluateFederatedOptions
     options = options_from_args(EvaluateFederatedOptions, args, run=args.run)
     set_threads(args.threads)
-    federated_curves(options, args.lmdb, args.federated, args.federated_network, args.alone, args.central,
-                     args.out, device=args.device)
+    with exclusive(args.out, "evaluate-federated"):
+        federated_curves(options, args.lmdb, args.federated, args.federated_network, args.alone, args.central,
+                         args.out, device=args.device)
 
 
 def _federated_table(args) -> None:
@@ -32,7 +34,8 @@ def _federated_table(args) -> None:
     from .evaluate import federated_table
     from .options import FederatedTableOptions
     options = options_from_args(FederatedTableOptions, args, run=args.run)
-    federated_table(options, args.curves, args.rounds, args.out, args.figure, args.data_source)
+    with exclusive(args.out, "federated-table"):
+        federated_table(options, args.curves, args.rounds, args.out, args.figure, args.data_source)
 
 
 def add_verbs(sub) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..locks import exclusive
 from ..verbs import add_verb, set_threads
 
 
@@ -51,7 +52,8 @@ def _generate_neighbors(args):
 
 def _sample_sheet(args) -> None:
     from .generate import sample_sheet
-    sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)
+    with exclusive(args.out, "sample-sheet"):
+        sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)
     print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..locks import exclusive
 from ..verbs import add_verb, set_threads
 
 
@@ -67,7 +68,8 @@ def _transform(args) -> None:
 
 def _lpips_table(args) -> None:
     from .transform import write_lpips_table
-    table = write_lpips_table(args.reports, args.out, args.data_source)
+    with exclusive(args.out, "lpips-table"):
+        table = write_lpips_table(args.reports, args.out, args.data_source)
     print(table.to_string(index=False), file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..locks import exclusive
 from ..verbs import add_verb, set_threads
 
 
@@ -45,7 +46,8 @@ def _evaluate_images(args) -> None:
 
 def _table1(args) -> None:
     from .gan_eval import table1
-    table = table1(args.metrics, args.out, args.data_source)
+    with exclusive(args.out, "table1"):
+        table = table1(args.metrics, args.out, args.data_source)
     print(table.to_string(index=False), file=sys.stderr)
 
 
