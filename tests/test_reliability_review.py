@@ -93,7 +93,7 @@ def test_a_reviewer_killed_at_any_moment_leaves_a_complete_valid_file_and_the_ne
     names = [entry["name"] for entry in load_transformations(path)]  # parses and passes the workflow's check
     assert names == ["SPV"] + [f"K{i}" for i in range(len(names) - 1)]  # a prefix of the accepts: none half-made
     assert path.read_text().startswith(START)
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in (path.name, path.name + ".lock")]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in (path.name, f".{path.name}.lock")]
     assert all(name.startswith(f".{path.name}.") and name.endswith(".tmp") for name in leftovers), leftovers
     _accept(store.TransformationsFile(path), "AFTER", direction=999)  # the kernel released the killed one's lock
     assert [e["name"] for e in load_transformations(path)][-1] == "AFTER"

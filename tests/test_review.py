@@ -44,8 +44,8 @@ def save_generator(path: Path, seed: int) -> Path:
 
 
 def _left(path: Path) -> list[Path]:
-    """What a write left in `path`'s folder, but the lock file (`<file>.lock`, which stays by design)."""
-    return sorted(p for p in path.parent.iterdir() if p.name != path.name + ".lock")
+    """What a write left in `path`'s folder, but the lock file (`.<file>.lock`, which stays by design)."""
+    return sorted(p for p in path.parent.iterdir() if p.name != f".{path.name}.lock")
 
 
 def make_workdir(root: Path) -> Path:

@@ -7,7 +7,7 @@ Every verb that writes a folder (or a shared file) holds `exclusive(...)` while 
     with exclusive(out_dir, "train-gan"):
         ...
 
-The lock is `flock` on a file `.dermsynth-lock` inside the folder (or `<file>.lock` beside a file), holding
+The lock is `flock` on a file `.dermsynth-lock` inside the folder (or `.<file>.lock` beside a file), holding
 the owner's pid, host and verb. The kernel drops it when the process ends, however it ends (SIGKILL
 included), so a killed run never leaves a stale lock behind. A second writer is refused at once with one
 line: ``another train-gan (pid 1234 on node7, since 10:02:11) is writing to results/gan/cgan``.
@@ -36,11 +36,11 @@ class BusyError(DermsynthError):
 
 def lock_file_for(target: str | Path) -> Path:
     """The lock file of `target`: `<folder>/.dermsynth-lock` for a folder (existing, or named without a
-    suffix), `<file>.lock` beside a file."""
+    suffix), `.<file>.lock` beside a file (hidden, like the folder's)."""
     target = Path(target)
     if target.is_dir() or (not target.exists() and not target.suffix):
         return target / LOCK_NAME
-    return target.with_name(target.name + ".lock")
+    return target.with_name(f".{target.name}.lock")
 
 
 def _holder(handle) -> str:

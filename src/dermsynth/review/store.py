@@ -6,7 +6,7 @@ were. The new text is first written to a temporary file beside the target and ch
 own `load_transformations` (plus the checks of the `rejected:` list below); only a valid text replaces the
 file (outputs.atomic_path: a name unique to the process, then os.replace, atomic on one file system).
 Every change is one read-modify-write cycle under the file's exclusive lock (locks.exclusive on
-`<file>.lock`, waited for up to LOCK_TIMEOUT seconds): two reviewers accepting at the same moment (two tabs,
+`.<file>.lock`, waited for up to LOCK_TIMEOUT seconds): two reviewers accepting at the same moment (two tabs,
 two `dermsynth review` servers) each re-read the file the other just wrote, so no accepted entry is lost. A file that is already invalid is never written: every
 change raises `InvalidTransformationsFile` with the validator's message, so the reviewer fixes it by hand.
 
