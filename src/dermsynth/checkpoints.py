@@ -52,7 +52,7 @@ def kind_of(state: Any) -> str:
         return "federated-client"
     if fmt.startswith("dermsynth-federated"):
         return "federated-checkpoint"
-    if "step" in state and ("encoder" in state or "hypernetwork" in state) and fmt not in KINDS:
+    if "step" in state and ("encoder" in state or "hypernetwork" in state):  # a trained model records no step
         return "hyperstyle-resume" if "hypernetwork" in state else "e4e-resume"
     if fmt in KINDS:
         return fmt
