@@ -99,6 +99,41 @@ def load_checkpoint(path: str | Path, kinds: Iterable[str], needed: str, fix: st
     return state
 
 
+def load_npz(path: str | Path, needed: str, fix: str, keys: tuple[str, ...] = ()) -> dict:
+    """Every array of the .npz file `path` (loaded, no pickles), which must hold `keys`. `needed` says what the
+    verb needs ("SeFa directions"), `fix` where the right file comes from.
+
+    Raises:
+        FileNotFoundError: `path` does not exist (the CLI says so in one line).
+        WrongFileError: `path` is a folder, a truncated or foreign file, or an .npz without `keys`."""
+    import numpy as np
+    path = Path(path)
+    if path.is_dir():
+        raise WrongFileError(f"{path} is a folder, not {needed}; {fix}")
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise WrongFileError(f"{path} is not a readable .npz file ({path.stat().st_size} bytes; truncated by an "
+                             f"interrupted copy or write, or a file of another program: {_first_line(exc)}), not "
+                             f"{needed}; {fix}") from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise WrongFileError(f"{path} is not {needed} (it holds no {', '.join(missing)}); {fix}")
+    return arrays
+
+
+def recorded_in_npz(arrays: dict, key: str = "generator") -> str | None:
+    """The identity an .npz recorded under `key` (a 0-d string array), or None when it records none."""
+    value = arrays.get(key)
+    if value is None:
+        return None
+    text = str(value.item() if hasattr(value, "item") else value)
+    return text or None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:120] if text else type(exc).__name__

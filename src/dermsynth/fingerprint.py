@@ -30,6 +30,10 @@ class StateMismatchError(DermsynthError):
     """Saved state (a checkpoint, a cache, a component) belongs to another run than the one asking for it."""
 
 
+class ForeignComponentError(StateMismatchError):
+    """A component (encoder, directions, projection, inversion, concept relevances) was made for another network."""
+
+
 def digest(value: Any, length: int = 16) -> str:
     """SHA-256 (first `length` hex digits) of `value` as canonical JSON (sorted keys)."""
     text = json.dumps(value, sort_keys=True, default=str)
@@ -59,6 +63,26 @@ def tensors_digest(state_dict: Mapping[str, Any], length: int = 16) -> str:
         else:
             sha.update(json.dumps(tensor, sort_keys=True, default=str).encode())
     return sha.hexdigest()[:length]
+
+
+def network_identity(module) -> str:
+    """The identity of a network module's weights: `tensors_digest` of its state dict (buffers included), as
+    every component made for a generator or classifier records it."""
+    return tensors_digest(module.state_dict())
+
+
+def require_made_for(path: str | Path, recorded: Any, expected: str, network: str | Path, fix: str,
+                     what: str = "generator") -> None:
+    """Raise `ForeignComponentError` (one line) unless `recorded` — the identity the component at `path` recorded —
+    is `expected`, the identity of the `what` (generator, classifier, e4e encoder) given now as `network`. `fix`
+    says how to make a matching component."""
+    if recorded == expected:
+        return
+    if not recorded:
+        raise ForeignComponentError(f"{path} records no {what} (written by an older dermsynth), so it cannot be "
+                                    f"shown to belong to {network}; {fix}")
+    raise ForeignComponentError(f"{path} was made for another {what} ({recorded} ≠ {expected} of {network}); {fix}, "
+                                f"or pass the {what} it was made for")
 
 
 def _byte_dtype():

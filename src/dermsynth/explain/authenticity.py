@@ -149,7 +149,7 @@ class _Projections:
     def __init__(self, npz: str | Path, network, G, device):
         saved = load_npz(npz, "a projection file (projection.npz of `dermsynth project`)",
                          "give the .npz that `dermsynth project` wrote", ("keys", "labels", "ws"))
-        require_made_for(npz, recorded(saved, "generator"), generator_identity(G), "generator", network,
+        require_made_for(npz, recorded(saved, "generator"), generator_identity(G), network,
                          f"project the images into {network} again (`dermsynth project`)")
         self.keys = saved["keys"].tolist()
         self.labels = saved["labels"].tolist()

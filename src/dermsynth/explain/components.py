@@ -9,20 +9,9 @@ never by tensor shapes, which two generators (or classifiers) of one architectur
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from ..checkpoints import WrongFileError
-from ..fingerprint import StateMismatchError, tensors_digest
-
-
-def generator_identity(G) -> str:
-    """The identity of generator module `G`'s weights (its state dict, buffers included), as the latent stage
-    records it in SeFa and projection files."""
-    return tensors_digest(G.state_dict())
+from ..checkpoints import load_npz, recorded_in_npz as recorded  # noqa: F401  (re-exported for the explain verbs)
+from ..fingerprint import network_identity as generator_identity  # noqa: F401
+from ..fingerprint import require_made_for, tensors_digest  # noqa: F401
 
 
 def classifier_identity(saved: dict) -> str:
@@ -30,49 +19,4 @@ def classifier_identity(saved: dict) -> str:
     return tensors_digest(saved["model"])
 
 
-def load_npz(path: str | Path, needed: str, fix: str, keys: tuple[str, ...] = ()) -> dict:
-    """Every array of the .npz file `path` (no pickles), which must hold `keys`.
-
-    Raises:
-        FileNotFoundError: `path` does not exist (the CLI says so in one line).
-        WrongFileError: `path` is a folder, a truncated or foreign file, or an .npz without `keys` (one line
-        naming it, what it is, `needed` and `fix`)."""
-    path = Path(path)
-    if path.is_dir():
-        raise WrongFileError(f"{path} is a folder, not {needed}; {fix}")
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
-        raise WrongFileError(f"{path} is not a readable .npz file ({path.stat().st_size} bytes; truncated by an "
-                             f"interrupted copy or write, or a file of another program: {said}), not {needed}; "
-                             f"{fix}") from None
-    missing = [k for k in keys if k not in arrays]
-    if missing:
-        raise WrongFileError(f"{path} is not {needed} (it holds no {', '.join(missing)}); {fix}")
-    return arrays
-
-
-def recorded(arrays: dict, key: str) -> str | None:
-    """The identity an .npz recorded under `key` (a 0-d string array), or None when it records none."""
-    value = arrays.get(key)
-    if value is None:
-        return None
-    text = str(value.item() if hasattr(value, "item") else value)
-    return text or None
-
-
-def require_made_for(path: str | Path, recorded_identity: Any, expected: str, what: str, network: str | Path,
-                     fix: str) -> None:
-    """Raise `StateMismatchError` (one line) unless the component at `path` records `expected`, the identity of
-    the `what` (generator, classifier) given now as `network`. `fix` says how to make a matching one."""
-    if recorded_identity == expected:
-        return
-    if not recorded_identity:
-        raise StateMismatchError(f"{path} records no {what} (written by an older dermsynth), so it cannot be shown "
-                                 f"to belong to {network}; {fix}")
-    raise StateMismatchError(f"{path} was made for another {what} ({recorded_identity} ≠ {expected} of {network}); "
-                             f"{fix}, or pass the {what} it was made for")
+__all__ = ["classifier_identity", "generator_identity", "load_npz", "recorded", "require_made_for"]

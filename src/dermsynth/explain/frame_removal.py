@@ -297,7 +297,7 @@ def load_sefa(sefa_npz, G, network) -> dict:
     from .components import generator_identity, load_npz, recorded, require_made_for
     factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
                        "give the .npz that `dermsynth sefa` wrote for this generator", ("directions", "ws_indices"))
-    require_made_for(sefa_npz, recorded(factors, "generator"), generator_identity(G), "generator", network,
+    require_made_for(sefa_npz, recorded(factors, "generator"), generator_identity(G), network,
                      f"factorise {network} (`dermsynth sefa`)")
     return factors
 
@@ -410,7 +410,7 @@ def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_d
         G = load_generator(networks[class_name], device)
         factors = load_sefa(sefa_npz, G, networks[class_name])
         if spec.get("generator"):
-            require_made_for(moves_file, spec["generator"], generator_identity(G), "generator",
+            require_made_for(moves_file, spec["generator"], generator_identity(G),
                              networks[class_name], "run frame-directions for it again")
     if factors is None:
         from .components import load_npz
