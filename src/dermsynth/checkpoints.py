@@ -80,11 +80,7 @@ def load_checkpoint(path: str | Path, kinds: Iterable[str], needed: str, fix: st
         FileNotFoundError: `path` does not exist (the CLI turns it into one line).
         WrongFileError: `path` is a folder, not a readable PyTorch file, or a checkpoint of another kind."""
     import torch
-    path = Path(path)
-    if path.is_dir():
-        raise WrongFileError(f"{path} is a folder, not {needed}; {fix}")
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = _existing_file(path, needed, fix)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
@@ -107,11 +103,7 @@ def load_npz(path: str | Path, needed: str, fix: str, keys: tuple[str, ...] = ()
         FileNotFoundError: `path` does not exist (the CLI says so in one line).
         WrongFileError: `path` is a folder, a truncated or foreign file, or an .npz without `keys`."""
     import numpy as np
-    path = Path(path)
-    if path.is_dir():
-        raise WrongFileError(f"{path} is a folder, not {needed}; {fix}")
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    path = _existing_file(path, needed, fix)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -132,6 +124,15 @@ def recorded_in_npz(arrays: dict, key: str = "generator") -> str | None:
         return None
     text = str(value.item() if hasattr(value, "item") else value)
     return text or None
+
+
+def _existing_file(path: str | Path, needed: str, fix: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise WrongFileError(f"{path} is a folder, not {needed}; {fix}")
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    return path
 
 
 def _first_line(exc: BaseException) -> str:
