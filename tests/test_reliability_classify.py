@@ -66,7 +66,7 @@ def test_an_edited_recipe_restarts_with_its_own_lr_and_sets_the_old_state_aside(
     [aside] = _aside(tmp_path)
     assert (aside / "best.pt").read_bytes() == old_best and _lrs(aside / "resume.pt") == [1e-3]
     line = [x for x in said.err.splitlines() if "superseded-" in x]
-    assert len(line) == 1 and "recipe:" in line[0] and "resume.pt was written by another run" in line[0]
+    assert len(line) == 1 and "recipe.lr: 0.001 → 1e-06" in line[0] and "resume.pt was written by another run" in line[0]
     assert torch.load(tmp_path / "best.pt", weights_only=True)["fingerprint"]["recipe"]["lr"] == 1e-6
 
 

@@ -102,11 +102,20 @@ def differences(recorded: Mapping[str, Any] | None, expected: Mapping[str, Any])
     (values shortened). A missing recorded fingerprint differs in every aspect ('written before fingerprints')."""
     if recorded is None:
         return ["no fingerprint recorded (written by an older dermsynth or another program)"]
+    return _differing(recorded, expected, "")
+
+
+def _differing(recorded: Mapping[str, Any], expected: Mapping[str, Any], prefix: str) -> list[str]:
+    """Differing keys; inside two dicts, the differing sub-keys (`architecture.resolution: 64 → 32`)."""
     found = []
     for key in sorted(set(recorded) | set(expected)):
         old, new = recorded.get(key, "<absent>"), expected.get(key, "<absent>")
-        if _canonical(old) != _canonical(new):
-            found.append(f"{key}: {_short(old)} → {_short(new)}")
+        if _canonical(old) == _canonical(new):
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            found += _differing(old, new, f"{prefix}{key}.")
+        else:
+            found.append(f"{prefix}{key}: {_short(old)} → {_short(new)}")
     return found
 
 
