@@ -120,8 +120,11 @@ def test_the_launcher_sets_aside_a_run_folder_of_another_run_and_keeps_its_own(d
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.json").write_text("{}")
+    (out / "alone" / "hospital_1").mkdir(parents=True)  # other jobs' outputs in the run folder stay where they are
+    (out / "samples.png").write_bytes(b"png")
     own_state(_options(), lmdb, csv, out)  # written before fingerprints: set aside
     assert not (out / "checkpoint.json").exists() and (out / RUN_FINGERPRINT).exists()
+    assert (out / "alone" / "hospital_1").is_dir() and (out / "samples.png").exists()
     assert "no fingerprint recorded" in capsys.readouterr().err
     (out / "rounds.csv").write_text("round\n1\n")
     own_state(_options(), lmdb, csv, out)  # the same run: kept

@@ -370,6 +370,9 @@ def run_federated(options, lmdb, federated_csv, out_dir, device: str = "auto", t
         return _run_federated(options, lmdb, federated_csv, out_dir, device, threads, gpus)
 
 
+LAUNCHER_STATE = ("checkpoint.pt", "checkpoint.json", "clients", "logs", "messages.jsonl", "progress.json", "rounds.csv")
+
+
 def own_state(options, lmdb, federated_csv, out_dir: Path) -> Path:
     """Compare the run folder's state with the run's fingerprint; set aside state of another run (or without a
     recorded fingerprint: an older dermsynth's), record the fingerprint (`run-fingerprint.json`) and write the data
@@ -377,14 +380,14 @@ def own_state(options, lmdb, federated_csv, out_dir: Path) -> Path:
     import json
 
     from ..fingerprint import differences, set_aside
-    from ..locks import LOCK_NAME
     from ..outputs import write_json
     from .server import RUN_FINGERPRINT, data_fingerprint, run_fingerprint
     data = data_fingerprint(options, lmdb, federated_csv)
     fingerprint = json.loads(json.dumps(run_fingerprint(options, data)))
     record = out_dir / RUN_FINGERPRINT
-    state = [p.name for p in out_dir.iterdir()
-             if p.name not in ("flower", LOCK_NAME, RUN_FINGERPRINT) and not p.name.startswith("superseded-")]
+    # only what train-federated itself writes: other rules write into the run folder too (alone/<hospital>/ by the
+    # hospital-alone baselines, the sample sheet), and those belong to their own jobs
+    state = [p.name for p in out_dir.iterdir() if p.name in LAUNCHER_STATE or p.name.startswith("network-")]
     recorded = json.loads(record.read_text()) if record.exists() else None
     found = differences(recorded, fingerprint)
     if state and found:
