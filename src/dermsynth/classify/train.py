@@ -218,18 +218,18 @@ def _state_of_run(out_dir: Path, fingerprint: dict) -> tuple[dict | None, str | 
         found = differences(saved.get("fingerprint"), fingerprint)
         if found:
             return None, f"{resume} was written by another run ({'; '.join(found)})"
-        if best.exists():
-            kept, problem = _recorded(best, (BEST_FORMAT,), "a classifier checkpoint (best.pt)")
-            found = [problem] if problem else differences(kept.get("fingerprint"), fingerprint)
-            if found:
-                return None, f"{best} is not this run's best epoch ({'; '.join(found)})"
-        return saved, None
-    if best.exists():
-        kept, problem = _recorded(best, (BEST_FORMAT,), "a classifier checkpoint (best.pt)")
-        found = [problem] if problem else differences(kept.get("fingerprint"), fingerprint)
-        if found:
-            return None, f"{best} was written by another run ({'; '.join(found)})"
-    return None, None
+        found = _best_differs(best, fingerprint)
+        return (None, f"{best} is not this run's best epoch ({'; '.join(found)})") if found else (saved, None)
+    found = _best_differs(best, fingerprint)
+    return (None, f"{best} was written by another run ({'; '.join(found)})") if found else (None, None)
+
+
+def _best_differs(best: Path, fingerprint: dict) -> list[str]:
+    """Why an existing best.pt is not this run's (unreadable, or its fingerprint differs); [] when it is, or absent."""
+    if not best.exists():
+        return []
+    kept, problem = _recorded(best, (BEST_FORMAT,), "a classifier checkpoint (best.pt)")
+    return [problem] if problem else differences(kept.get("fingerprint"), fingerprint)
 
 
 def _resume(out_dir: Path, model, optimizer, architecture: str, fingerprint: dict) -> dict:
