@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dermsynth.latent.transform import load_transformations
+from dermsynth.latent.named import load_transformations
 from dermsynth.locks import BusyError, exclusive
 from dermsynth.review import store
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from dermsynth.config import validate_config
 from dermsynth.gan.networks import Generator
-from dermsynth.latent.transform import load_transformations
+from dermsynth.latent.named import load_transformations
 from dermsynth.review import render, store
 from dermsynth.review.server import is_loopback, prepare
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermsynth.latent.transform import load_transformations
+from dermsynth.latent.named import load_transformations
 
 from .conftest import REPO
 from .test_review import GAN, make_workdir

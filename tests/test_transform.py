@@ -24,8 +24,9 @@ from dermsynth.latent.identity import generator_digest
 from dermsynth.latent.run_inversion import (StoredInversion, inversion_fingerprint, load_e4e, load_hyperstyle,
                                             run_invert, run_train_e4e,
                                             run_train_hyperstyle)
+from dermsynth.latent.named import load_transformations
 from dermsynth.latent.sefa import factorize
-from dermsynth.latent.transform import load_transformations, run_transform, transform_images, write_lpips_table
+from dermsynth.latent.transform import run_transform, transform_images, write_lpips_table
 from dermsynth.synthetic.datasets import build_synthetic_dataset, filter_synthetic, per_transformation_counts
 from dermsynth.synthetic.options import SyntheticDatasetOptions
 

@@ -15,8 +15,9 @@ from PIL import Image
 
 from dermsynth.errors import ConfigError
 from dermsynth.gan.networks import Generator
-from dermsynth.latent.transform import (TABLE1_COLUMNS, at_resolution, draw_magnitudes, load_transformations,
-                                        lpips_table, transform_images, write_lpips_table)
+from dermsynth.latent.named import load_transformations
+from dermsynth.latent.transform import (TABLE1_COLUMNS, at_resolution, draw_magnitudes, lpips_table, transform_images,
+                                        write_lpips_table)
 
 GOOD = {"name": "SV", "gan": "g", "layer_range": "coarse", "direction": 0, "magnitude": [-2.0, 3.0],
         "description": "size"}

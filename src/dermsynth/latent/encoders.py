@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..classify.models import timm_model
-from .sefa import LAYER_RANGES, layer_resolution
+from .named import LAYER_RANGES
+from .sefa import layer_resolution
 
 
 def ws_resolutions(G) -> list[int]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..options import RESOURCE_KEYS, Section, StepOptions, entry, select, without
+from .named import load_transformations
 
 
 def _generator_images(config: dict, gan: str) -> dict:
@@ -178,7 +179,6 @@ class TransformOptions(StepOptions):
     @classmethod
     def from_config(cls, config: dict, name: str) -> "TransformOptions":
         """This job's options from the validated workflow config (`StepOptions.from_config`)."""
-        from .transform import load_transformations  # (imports torch: only when options are built)
         settings = config["latent"]["transform"]
         entries = {t["name"]: t for t in load_transformations(settings["file"])}
         if name not in entries:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-LAYER_RANGES = {"all": (0, 10**9), "coarse": (4, 8), "middle": (16, 32), "fine": (64, 10**9)}
+from .named import LAYER_RANGES
 
 
 def layer_resolution(layer_name: str) -> int:

@@ -22,54 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from ..errors import ConfigError
 from ..locks import exclusive
 from ..outputs import check_writable, tile, write_csv, write_json, write_png
 from ..provenance import provenance
 from .identity import generator_digest, load_npz, recorded_in_npz, require_generator
+# transition: workflow/rules/common.smk still imports load_transformations from here (moved to .named)
+from .named import load_transformations  # noqa: F401
 from .inversion import to_uint8
 from .options import TransformOptions
-from .sefa import LAYER_RANGES
 
 PREVIEW_ROWS, PREVIEW_VARIANTS = 8, 4  # preview.png: source | inversion | up to 4 transformed variants
-REQUIRED = ("name", "gan", "layer_range", "direction", "magnitude", "description")
-
-
-def load_transformations(path: str | Path, gans: list[str] | None = None) -> list[dict]:
-    """The transformations of a file, checked: every field present, names unique, ranges valid."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"transformations file {path} does not exist (latent.transform.file)")
-    raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("transformations") if isinstance(raw, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: expected a non-empty list under 'transformations:'")
-    problems, seen = [], set()
-    for i, entry in enumerate(entries):
-        where = f"{path}: transformations[{i}]"
-        missing = [k for k in REQUIRED if k not in entry]
-        if missing:
-            problems.append(f"{where} lacks {', '.join(missing)}")
-            continue
-        if entry["name"] in seen:
-            problems.append(f"{where}: name {entry['name']!r} is used twice")
-        seen.add(entry["name"])
-        if not str(entry["name"]).replace("_", "").replace("-", "").isalnum():
-            problems.append(f"{where}: name {entry['name']!r} may hold letters, digits, '-' and '_' only")
-        if entry["layer_range"] not in LAYER_RANGES:
-            problems.append(f"{where}: layer_range {entry['layer_range']!r} is not one of {', '.join(LAYER_RANGES)}")
-        if not isinstance(entry["direction"], int) or entry["direction"] < 0:
-            problems.append(f"{where}: direction must be an eigenvector index ≥ 0")
-        magnitude = entry["magnitude"]
-        if not (isinstance(magnitude, list) and len(magnitude) == 2 and magnitude[0] <= magnitude[1]):
-            problems.append(f"{where}: magnitude must be [low, high] with low ≤ high")
-        if gans is not None and entry["gan"] not in gans:
-            problems.append(f"{where}: gan {entry['gan']!r} has no inversion (add it to latent.inversion.gans)")
-    if problems:
-        raise ConfigError("invalid transformations:\n" + "\n".join(f"  - {p}" for p in problems))
-    return entries
 
 
 def draw_magnitudes(spec: dict, keys: list[str], variants: int, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..errors import DermsynthError
-from ..latent.sefa import LAYER_RANGES
+from ..latent.named import LAYER_RANGES
 
 UPLOAD_MAX_PIXELS = 40_000_000   # an upload above this (width × height) is refused before decoding
 UPLOAD_MAX_BYTES = 50 * 2 ** 20  # and above 50 MB (Streamlit's server.maxUploadSize is set to the same)

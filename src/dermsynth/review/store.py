@@ -31,8 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ConfigError, DermsynthError
-from ..latent.sefa import LAYER_RANGES
-from ..latent.transform import load_transformations
+from ..latent.named import LAYER_RANGES, load_transformations
 from ..locks import exclusive
 from ..outputs import atomic_path, disk_error
 
