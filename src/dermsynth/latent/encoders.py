@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..classify.models import timm_model
+from ..backbones import timm_model
 from .named import LAYER_RANGES
 from .sefa import layer_resolution
 

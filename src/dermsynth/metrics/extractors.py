@@ -28,17 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# timm models (classifiers, the e4e/HyperStyle backbones, Lite0 features) and the weights cache: dermsynth.backbones
+from ..backbones import weights_cache as weights_dir
 from .registry import DEFAULT_TIMM_MODELS  # the one list (fetch-weights' default); re-exported here
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-# timm models (classifiers, the e4e/HyperStyle backbones, Lite0 features) are built in one place:
-# classify/models.py, with the same weights cache.
-from ..classify.models import cached_timm_file, timm_model  # noqa: E402,F401  (re-exported)
-from ..classify.models import weights_cache as weights_dir  # noqa: E402,F401
 
 
 @contextlib.contextmanager

