@@ -223,14 +223,38 @@ def test_conditional_generator_and_projection_discriminator():
     assert scores.shape == (2, 1) and not torch.allclose(scores[0], scores[1])  # and the verdict
 
 
-def test_minibatch_stddev_against_numpy():
-    x = torch.randn(8, 6, 4, 4, dtype=torch.float64)
-    out = MinibatchStd(group_size=4)(x)
-    assert out.shape == (8, 7, 4, 4)
-    a = x.numpy().reshape(4, 2, 6, 4, 4)  # sample i is in group member i // 2, slot i % 2
-    expected = np.sqrt(((a - a.mean(0)) ** 2).mean(0) + 1e-8).mean(axis=(1, 2, 3))
-    for i in range(8):
-        assert np.allclose(out[i, 6].numpy(), expected[i % 2])
+def _group_std_numpy(x: np.ndarray, members: list[int], channels: slice) -> float:
+    """Mean over the channel slice and pixels of the biased standard deviation across the group's samples."""
+    group = x[members][:, channels]
+    return float(np.sqrt(group.var(axis=0) + 1e-8).mean())
+
+
+@pytest.mark.parametrize("batch, group_size, num_channels", [(8, 4, 1), (12, 4, 2), (3, 4, 1), (4, 4, 3)])
+def test_minibatch_stddev_against_numpy(batch, group_size, num_channels):
+    """Groups of G = min(group_size, N): sample i is in group i mod (N/G), with samples i, i + N/G, …"""
+    rng = np.random.default_rng(batch)
+    x = rng.normal(size=(batch, 6, 4, 5)) * rng.uniform(0.5, 2, size=(batch, 1, 1, 1))
+    out = MinibatchStd(group_size=group_size, num_channels=num_channels)(torch.from_numpy(x)).numpy()
+    assert out.shape == (batch, 6 + num_channels, 4, 5)
+    np.testing.assert_array_equal(out[:, :6], x)
+    groups = batch // min(group_size, batch)
+    width = 6 // num_channels
+    for i in range(batch):
+        members = list(range(i % groups, batch, groups))
+        for f in range(num_channels):
+            expected = _group_std_numpy(x, members, slice(f * width, (f + 1) * width))
+            np.testing.assert_allclose(out[i, 6 + f], np.full((4, 5), expected), rtol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [5, 6, 10])
+def test_minibatch_stddev_refuses_a_batch_the_groups_do_not_tile(batch):
+    """NVIDIA's rule: N ≤ group size or a multiple of it; anything else is an error naming the batch setting,
+    not a silent constant channel."""
+    with pytest.raises(ValueError, match=rf"a batch of {batch} images does not split into groups of 4.*"
+                                         r"gans\.<name>\.batch"):
+        MinibatchStd(group_size=4)(torch.randn(batch, 2, 4, 4))
+    with pytest.raises(ValueError, match="minibatch standard deviation"):
+        Discriminator(img_resolution=8, channel_base=64, channel_max=8)(torch.randn(batch, 3, 8, 8))
 
 
 def test_losses_are_finite_and_gradients_reach_every_parameter():

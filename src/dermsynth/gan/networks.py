@@ -1,5 +1,20 @@
-"""StyleGAN2 networks, written from the papers (Karras et al. 2020 "Analyzing and improving the image
-quality of StyleGAN"; 2020 "Training generative adversarial networks with limited data").
+"""StyleGAN2 networks, written from the papers:
+
+* [SG2] Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN", CVPR: weight
+  demodulation (§2.2), the skip generator and residual discriminator (§4, Fig. 7), hyperparameters
+  (Appendix B);
+* [ADA] Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data", NeurIPS:
+  conditioning by an embedding of the label c (mapping network), with the projection discriminator of
+  [PROJ] Miyato & Koyama 2018, "cGANs with Projection Discriminator", ICLR;
+* [SG1] Karras et al. 2019, "A Style-Based Generator Architecture for GANs", CVPR: the mapping network
+  z → w and per-layer styles (§2), per-pixel noise (§3.2), the truncation trick in W (Appendix B);
+* [PG] Karras et al. 2018, "Progressive Growing of GANs", ICLR: minibatch standard deviation (§3),
+  equalized learning rate and pixelwise normalisation (§4.1, §4.2).
+
+Terms used below: N images per batch; z (N, z_dim) float32 drawn from the standard normal; c (N, c_dim)
+one-hot float32 labels (a conditional GAN) or nothing (c_dim = 0); w (N, w_dim) an intermediate latent;
+ws (N, num_ws, w_dim) one style per modulated layer ("W+"; all rows equal is "W"); images (N, 3, R, R)
+float32, roughly in [−1, 1] (not clamped), R a power of two.
 
 * Equalised learning rate everywhere: parameters are stored at unit scale and multiplied by
   He's constant at run time (`lr_multiplier` additionally slows the mapping network down 100×).
@@ -32,10 +47,23 @@ RESAMPLE_FILTER = [1, 3, 3, 1]
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """x / √(mean(x²) + eps) along `dim`: unit second moment per row ([PG] §4.2's pixelwise normalisation, applied
+    by the mapping network to z and to the label embedding). Any shape and floating dtype; same shape out."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
 class FullyConnected(nn.Module):
+    """Dense layer with equalized learning rate ([PG] §4.1): y = act(x · (g·W)ᵀ + lr_multiplier·b), g =
+    lr_multiplier / √in_features.
+
+    The stored weight (out_features, in_features) starts as N(0, 1/lr_multiplier²) and is scaled by
+    `weight_gain` = g at every call, so the effective weight starts as N(0, 1/in_features) while the optimiser
+    steps a parameter lr_multiplier⁻¹ times larger: an `lr_multiplier` below 1 (0.01 in the mapping network,
+    [SG2] Appendix B) slows the layer's learning down by that factor. The bias starts at `bias_init` (1 for the
+    style affines: styles start near 1) and is scaled by lr_multiplier. `activation`: a name in
+    `gan.ops.ACTIVATIONS` ("linear", or "lrelu": slope 0.2, gain √2).
+    """
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
                  lr_multiplier: float = 1.0, bias_init: float = 0.0):
         super().__init__()
@@ -46,9 +74,11 @@ class FullyConnected(nn.Module):
         self.bias_gain = lr_multiplier
 
     def effective_weight(self) -> torch.Tensor:
+        """(out_features, in_features): the weight as applied, `weight · weight_gain` (what SeFa factorises)."""
         return self.weight * self.weight_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, in_features) → (N, out_features), in x's dtype."""
         w = self.effective_weight().to(x.dtype)
         b = None if self.bias is None else (self.bias * self.bias_gain).to(x.dtype)
         if self.activation == "linear" and b is not None:
@@ -58,7 +88,8 @@ class FullyConnected(nn.Module):
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
                     groups: int = 1) -> torch.Tensor:
-    """Convolution with a square odd kernel that keeps alignment, optionally 2× up or down.
+    """Convolution with a square odd kernel that keeps alignment, optionally 2× up or down: x (N, groups·in, H, W),
+    w (groups·out, in, k, k) → (N, groups·out, H·up/down, W·up/down); `f` the FIR filter for resampling.
 
     up:   transposed convolution with stride 2, then the FIR filter (gain 4) — the StyleGAN2 way.
     down: FIR filter first, then a strided convolution.
@@ -89,6 +120,8 @@ def fp16_resolution(img_resolution: int, num_fp16_res: int) -> int:
 
 
 def compute_format(x: torch.Tensor, reduced: bool, dtype: torch.dtype) -> tuple[torch.dtype, torch.memory_format]:
+    """(dtype, memory format) a block computes in: (`dtype`, channels_last) when it is `reduced` and x is on CUDA,
+    else (float32, contiguous) — reduced precision never runs on CPU."""
     if reduced and x.device.type == "cuda":
         return dtype, torch.channels_last
     return torch.float32, torch.contiguous_format
@@ -96,8 +129,14 @@ def compute_format(x: torch.Tensor, reduced: bool, dtype: torch.dtype) -> tuple[
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
                      up: int = 1, f: torch.Tensor | None = None, fused: bool = True) -> torch.Tensor:
-    """Each sample's kernel is scaled per input channel by its style, then (optionally) every output
-    channel's kernel is renormalised to unit L2 norm.
+    """Modulated convolution ([SG2] §2.2, Eq. 1–3): each sample's kernel is scaled per input channel by its
+    style, w′ = w · s, then with `demodulate` every output channel's kernel is divided by its L2 norm,
+    w″ = w′ / √(Σ w′² + 1e-8), so that unit-variance inputs give unit-variance outputs (this replaces StyleGAN's
+    instance normalisation, whose statistics caused the "droplet" artefacts).
+
+    x (N, in, H, W); weight (out, in, k, k) shared, or (N, out, in, k, k) per sample (HyperStyle's offsets, fused
+    only); styles (N, in); k odd. up=2 (with the FIR filter `f`) gives (N, out, 2H, 2W), else (N, out, H, W),
+    in x's dtype.
 
     fused=True: one grouped convolution with per-sample kernels (cheapest for inference).
     fused=False: scale the input by the styles, one ordinary convolution for the whole batch, scale the
@@ -124,6 +163,14 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
 
 class SynthesisLayer(nn.Module):
+    """One modulated 3×3 convolution of the synthesis network ([SG2] §2.2, Fig. 2d): the style s = A(w) of an
+    affine layer (bias 1) modulates the kernel, the result is demodulated, optionally 2× upsampled first
+    (`up`=2), then per-pixel noise scaled by a learned per-layer strength (starts at 0) is added ([SG1] §3.2),
+    then bias, leaky ReLU (gain √2) and, when `conv_clamp` is set, a clamp to ±conv_clamp. The kernel is stored
+    at unit scale and scaled by 1/√(in·k²) (equalized learning rate). `noise_const` (R, R) is this layer's
+    fixed noise for noise_mode="const".
+    """
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
                  kernel_size: int = 3, conv_clamp: float | None = None):
         super().__init__()
@@ -138,8 +185,14 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 noise: torch.Tensor | None = None, weight_delta: torch.Tensor | None = None) -> torch.Tensor:
-        """`noise` (N, 1, R, R), when given, replaces the noise of `noise_mode` (projection optimises it).
-        `weight_delta` (N, out, in), when given, scales each sample's kernel by (1 + delta) (HyperStyle)."""
+        """x (N, in, R/up, R/up) → (N, out, R, R), with w (N, w_dim) this layer's style input (one row of ws).
+
+        noise_mode: "random" draws fresh N(0, 1) noise (N, 1, R, R) at every call; "const" adds the layer's
+        fixed `noise_const` (the same for every sample and call: reproducible images); any other value ("none")
+        adds no noise. `noise` (N, 1, R, R), when given, replaces the noise of `noise_mode` (projection optimises
+        it). `weight_delta` (N, out, in), when given, scales each sample's kernel by (1 + delta) (HyperStyle).
+        In training mode the convolution runs batched (`modulated_conv2d(fused=False)`), in eval mode or with
+        `weight_delta` grouped: the same function."""
         styles = self.affine(w) * self.weight_gain
         weight = self.weight
         if weight_delta is not None:
@@ -157,6 +210,9 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGBLayer(nn.Module):
+    """The skip generator's output of one resolution ([SG2] §4, Fig. 7b "tRGB"): a modulated 1×1 convolution
+    *without* demodulation, plus bias, no activation, clamped to ±conv_clamp when set."""
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None):
         super().__init__()
         self.conv_clamp = conv_clamp
@@ -166,13 +222,17 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x (N, in, R, R) features, w (N, w_dim) → (N, img_channels, R, R) this resolution's image contribution."""
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=not self.training)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution of the skip generator: (2× up) conv, conv, toRGB added to the upsampled image."""
+    """One resolution R of the skip generator ([SG2] §4, Fig. 7b): the learned R×R constant (the first block,
+    `in_channels` = 0) or a 2× upsampling modulated conv, then a modulated conv, then toRGB, whose image is added
+    to the previous resolution's image upsampled 2× with the [1, 3, 3, 1] filter. `reduced_precision`: this
+    block computes in `reduced_dtype` with channels_last on CUDA (see the module docstring)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  conv_clamp: float | None = None, reduced_precision: bool = False,
@@ -193,6 +253,11 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None,
                 weight_deltas: dict | None = None):
+        """x (N, in, R/2, R/2) features and img (N, C, R/2, R/2) float32 of the previous block (both None for the
+        first); ws (N, num_ws, w_dim) this block's styles: conv0 (when present), conv1, toRGB — the toRGB style is
+        the next block's first. `noise`: this block's num_conv noise maps; `weight_deltas`: see
+        `SynthesisNetwork.forward`. Returns (x (N, out, R, R) in the block's compute dtype, img (N, C, R, R) float32).
+        """
         w_iter = iter(ws.unbind(dim=1))
         deltas = weight_deltas or {}
         noise_iter = iter(noise or [None] * self.num_conv)
@@ -209,6 +274,14 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
+    """ws → images: one `SynthesisBlock` per resolution 4, 8, …, img_resolution ([SG2] §4's skip generator).
+
+    Channels at resolution r: min(channel_base / r, channel_max). `num_ws` = 2·log2(img_resolution) − 2 styles:
+    one per modulated conv plus the last toRGB. `conv_clamp` bounds the activations (default ±256) and `num_fp16_res`
+    the highest resolutions that compute in `reduced_precision` ("float16" or "bfloat16") on CUDA.
+    Raises ValueError when img_resolution is not a power of two ≥ 4.
+    """
+
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, conv_clamp: float | None = 256, num_fp16_res: int = 0,
                  reduced_precision: str = "float16"):
@@ -237,8 +310,11 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", noise: list | None = None,
                 weight_deltas: dict | None = None) -> torch.Tensor:
         """ws: (N, num_ws, w_dim) per-layer styles (W+), or (N, w_dim) broadcast to every layer (W).
+        noise_mode: "random", "const" or "none" (see `SynthesisLayer.forward`).
         noise: optional explicit noise maps, one (N, 1, R, R) per conv layer (see `noise_resolutions`).
-        weight_deltas: optional {conv layer name ('b16.conv1'): (N, out, in)} relative kernel offsets."""
+        weight_deltas: optional {conv layer name ('b16.conv1'): (N, out, in)} relative kernel offsets.
+        Returns images (N, img_channels, img_resolution, img_resolution) float32, ≈[−1, 1] once trained (not
+        clamped). Raises ValueError when ws has another number of styles than `num_ws`."""
         if ws.ndim == 2:
             ws = ws.unsqueeze(1).repeat(1, self.num_ws, 1)
         if ws.shape[1] != self.num_ws:
@@ -268,6 +344,16 @@ class SynthesisNetwork(nn.Module):
 
 
 class MappingNetwork(nn.Module):
+    """z (and a label c) → w: `num_layers` equalized-lr dense layers with leaky ReLU ([SG1] §2; 8 layers at
+    0.01× learning rate, [SG2] Appendix B).
+
+    z and, for c_dim > 0, the embedding `embed(c)` (a dense layer c_dim → w_dim, [ADA]'s conditioning) are each
+    normalised to unit second moment and concatenated. `w_avg` (w_dim,) is the running mean of w (an EMA with
+    β = `w_avg_beta`, updated when `update_emas`), the centre of the truncation trick. num_ws=None returns w
+    itself (N, w_dim), else ws (N, num_ws, w_dim); z_dim=0 maps the label alone (the discriminator's projection
+    embedding).
+    """
+
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  lr_multiplier: float = 0.01, w_avg_beta: float = 0.995):
         super().__init__()
@@ -280,6 +366,12 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        """z (N, z_dim) float32 standard normal (ignored when z_dim = 0), c (N, c_dim) one-hot float32 (ignored
+        when c_dim = 0) → ws (N, num_ws, w_dim) float32 (w (N, w_dim) when num_ws is None).
+
+        Truncation trick ([SG1] Appendix B; only when num_ws is set): the first `truncation_cutoff` styles (all
+        when None) become w_avg + psi·(w − w_avg); psi = 1 leaves w, 0 gives the average image, values in (0, 1)
+        trade variety for typicality. `update_emas`: move `w_avg` towards this batch's mean w (training only)."""
         parts = []
         if self.z_dim > 0:
             parts.append(normalize_2nd_moment(z.float()))
@@ -299,11 +391,18 @@ class MappingNetwork(nn.Module):
 
 
 def seed_latents(seeds, z_dim: int) -> torch.Tensor:
-    """z for each seed: the same image for the same seed whatever the batch or the tool."""
+    """z (len(seeds), z_dim) float32, row i ~ N(0, 1) from `np.random.RandomState(seeds[i])`: the same image for the
+    same seed whatever the batch or the tool."""
     return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds])).float()
 
 
 class Generator(nn.Module):
+    """StyleGAN2 generator ([SG2], the skip architecture of §4): `mapping` (z, c → ws) then `synthesis`
+    (ws → images). z_dim, w_dim: latent sizes (512 in the papers); c_dim: classes of a conditional generator
+    (0: unconditional); img_resolution: a power of two ≥ 4; channel_base/channel_max, conv_clamp, num_fp16_res,
+    reduced_precision: see `SynthesisNetwork`; mapping_layers, mapping_lr_multiplier: see `MappingNetwork`.
+    """
+
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 256,
                  img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
                  mapping_lr_multiplier: float = 0.01, conv_clamp: float | None = 256, num_fp16_res: int = 0,
@@ -318,12 +417,17 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, noise_mode: str = "random", update_emas: bool = False):
+        """z (N, z_dim) float32 standard normal, c (N, c_dim) one-hot float32 (None or (N, 0) when c_dim = 0) →
+        images (N, img_channels, R, R) float32 ≈[−1, 1] (not clamped). truncation_psi/cutoff, update_emas: see
+        `MappingNetwork.forward`; noise_mode: "random", "const" or "none" (see `SynthesisLayer.forward`)."""
         ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas=update_emas)
         return self.synthesis(ws, noise_mode=noise_mode)
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual block: two 3×3 convolutions (the second 2× down) plus a 1×1 down-sampled skip."""
+    """Residual block of the discriminator ([SG2] §4, Fig. 7c): two 3×3 convolutions with leaky ReLU (the second
+    2× down) plus a 2× downsampled 1×1 skip without bias; both paths are scaled by √½ so that their sum keeps
+    unit variance. x (N, in, R, R) → (N, out, R/2, R/2), in the block's compute dtype."""
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, conv_clamp: float | None = None,
                  reduced_precision: bool = False, reduced_dtype: torch.dtype = torch.float16):
@@ -336,6 +440,7 @@ class DiscriminatorBlock(nn.Module):
         self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, in, R, R) → (N, out, R/2, R/2)."""
         dtype, memory_format = compute_format(x, self.reduced_precision, self.reduced_dtype)
         x = x.to(dtype=dtype, memory_format=memory_format)
         y = self.skip(x, gain=math.sqrt(0.5))
@@ -344,6 +449,10 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
+    """Convolution with equalized learning rate ([PG] §4.1): the kernel (out, in, k, k) is stored at unit scale
+    and multiplied by 1/√(in·k²) at run time; optional 2× anti-aliased downsampling (`down`=2: the [1, 3, 3, 1]
+    filter, then a stride-2 convolution), bias, activation and clamp."""
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  activation: str = "linear", down: int = 1, conv_clamp: float | None = None):
         super().__init__()
@@ -354,6 +463,8 @@ class Conv2dLayer(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """x (N, in, H, W) → (N, out, H/down, W/down) in x's dtype; `gain` multiplies the activation's own gain
+        and the clamp (the residual blocks pass √½)."""
         w = (self.weight * self.weight_gain).to(x.dtype)
         if self.down == 2 and w.shape[-1] == 1:
             x = F.conv2d(downsample2d(x, self.resample_filter), w)
@@ -366,17 +477,33 @@ class Conv2dLayer(nn.Module):
 
 
 class MinibatchStd(nn.Module):
-    """Appends the standard deviation of features across groups of samples (one extra channel)."""
+    """Minibatch standard deviation ([PG] §3): appends `num_channels` feature maps holding how much the samples of
+    a group differ, so that the discriminator can see a lack of variety in a batch of generated images.
+
+    The batch of N is split into N/G groups of G = min(group_size, N) samples; sample i belongs to group i mod
+    (N/G). Within a group, the standard deviation over its G samples, √(biased variance + 1e-8), of every feature
+    is averaged over the C/num_channels channels of each of the `num_channels` channel slices and over all pixels;
+    every sample of the group gets those values as constant extra channels.
+
+    N must be at most group_size or a multiple of it, as NVIDIA's StyleGAN2-ADA requires (its reshape fails
+    otherwise): with any other N the groups would not tile the batch, and a silent fallback to groups of one would
+    turn the feature into a constant (a zero standard deviation). C must be divisible by num_channels.
+    """
 
     def __init__(self, group_size: int = 4, num_channels: int = 1):
         super().__init__()
         self.group_size, self.num_channels = group_size, num_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, H, W) → (N, C + num_channels, H, W), in x's dtype. Raises ValueError when N exceeds the group
+        size and is not a multiple of it (the message names the batch setting to change)."""
         n, c, h, w = x.shape
         g = min(self.group_size, n)
         if n % g:
-            g = 1
+            raise ValueError(
+                f"minibatch standard deviation: a batch of {n} images does not split into groups of {g} (the "
+                f"discriminator's mbstd_group_size); give it at most {g} images or a multiple of {g} — the per-process "
+                f"batch: `gans.<name>.batch` (split among its `gpus` processes) or `federated.<name>.batch`")
         f = self.num_channels
         y = x.reshape(g, -1, f, c // f, h, w)
         y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()
@@ -385,6 +512,16 @@ class MinibatchStd(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator ([SG2] §4, Fig. 7c): fromRGB at img_resolution, one
+    `DiscriminatorBlock` per resolution down to 4×4, minibatch standard deviation over groups of
+    `mbstd_group_size` ([PG] §3), a 3×3 conv, a dense layer (C·16 → C) and the output layer.
+
+    Conditional (c_dim > 0): a projection discriminator ([PROJ]; [ADA]'s conditioning): the output layer gives
+    `cmap_dim` features, a `MappingNetwork` without z embeds c into cmap_dim (8 layers), and the score is their
+    inner product divided by √cmap_dim. Channels, conv_clamp, num_fp16_res, reduced_precision: as in
+    `SynthesisNetwork`.
+    """
+
     def __init__(self, c_dim: int = 0, img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, cmap_dim: int | None = None, mbstd_group_size: int = 4,
                  conv_clamp: float | None = 256, num_fp16_res: int = 0, reduced_precision: str = "float16"):
@@ -408,6 +545,9 @@ class Discriminator(nn.Module):
         self.out = FullyConnected(channels[4], self.cmap_dim if c_dim > 0 else 1)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """img (N, img_channels, R, R) float32 in [−1, 1] (real images scaled from uint8, or generated ones), c
+        (N, c_dim) one-hot float32 (ignored when c_dim = 0) → logits (N, 1) float32: larger means "real".
+        N must be at most `mbstd_group_size` or a multiple of it (`MinibatchStd` raises ValueError otherwise)."""
         dtype, memory_format = compute_format(img, self.reduced_precision, self.reduced_dtype)
         x = self.from_rgb(img.to(dtype=dtype, memory_format=memory_format))
         for block in self.blocks:
