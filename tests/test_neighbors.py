@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dermsynth.cli import main
+from dermsynth.gan.neighbors import key_id, neighbour_latents, sphere_offsets
 from dermsynth.gan.networks import Generator
-from dermsynth.latent.neighbors import key_id, neighbour_latents, sphere_offsets
 from dermsynth.latent.project import reconstruct
 
 D = 0.1  # the study's distance

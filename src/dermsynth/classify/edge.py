@@ -11,7 +11,7 @@ neighbours of the very images the model is then tested on would be in its traini
   *baseline* misclassifies (the model aug-edge is meant to improve; at most `misclassified`, a seeded choice).
   `select_sources` refuses any key that is not in the validation split.
 * Each source is projected into the generator (`latent.project`) and `neighbors` latents at exactly `distance`
-  around its projection (`latent.neighbors`: every W layer moved by one offset of that length) are rendered with
+  around its projection (`gan.neighbors`: every W layer moved by one offset of that length) are rendered with
   its noise maps and labelled with its class → `results/synthetic/isic/edge-neighbours/` (lmdb/ + manifest.csv,
   whose `source_key` is the validation image's key). The classifier's leak check accepts such derivatives of
   validation images for this scenario only, and derivatives of test images never (`classify.data.check_no_leak`).
@@ -123,7 +123,7 @@ def render_edge_neighbours(options, network, targets, sources: pd.DataFrame, dev
 
     from ..gan.generate import network_classes
     from ..gan.run import load_generator
-    from ..latent.neighbors import key_id, neighbour_latents, render_neighbours
+    from ..gan.neighbors import key_id, neighbour_latents, render_neighbours
     from ..latent.project import ProjectionOptions
     from ..latent.run import project_in_batches
     from ..metrics import extractors
@@ -176,7 +176,7 @@ def _edge_neighbours(options, network, lmdb_root, sources, cases, classes, class
 
     from ..data.dataset import read_images
     from ..gan.generate import write_image_set
-    from ..latent.neighbors import neighbour_rows
+    from ..gan.neighbors import neighbour_rows
     from ..latent.run import save_projection
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     made = render_edge_neighbours(options, network, read_images(lmdb_root, sources["key"].tolist()), sources, device)

@@ -38,8 +38,9 @@ def _generate(args) -> None:
 
 
 def _generate_neighbors(args):
-    from ..latent.neighbors import generate_neighbors
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .generate import parse_seeds
+    from .neighbors import generate_neighbors
     if not args.neighbors or args.diameter is None:
         raise ValueError("neighbours need both --neighbors N (≥ 1) and --diameter d (the distance to the centre)")
     if args.keys and not args.latents:
@@ -74,7 +75,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--device")
     p.add_argument("--neighbors", type=int, help="N neighbours per centre, each at distance --diameter in W "
-                   "(dermsynth.latent.neighbors); centres: the --seeds' w or the --latents")
+                   "(dermsynth.gan.neighbors); centres: the --seeds' w or the --latents")
     p.add_argument("--diameter", type=float, help="the neighbours' distance to their centre in W (study: 0.1)")
     p.add_argument("--latents", help="centres from a projection .npz of `dermsynth project` (class and noise kept)")
     p.add_argument("--keys", nargs="+", help="only these image keys of --latents")

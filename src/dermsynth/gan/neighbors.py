@@ -29,6 +29,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..checkpoints import load_npz, recorded_in_npz
+from ..devices import choose_device
+from ..fingerprint import network_identity, require_made_for
+from ..locks import exclusive
+from ..outputs import check_writable, save_npz, write_csv, write_json, write_png
+from ..provenance import provenance
+from .generate import network_classes, write_image_set
+from .networks import seed_latents
+from .run import load_generator
+
 
 def sphere_offsets(count: int, dim: int, distance: float, rng: np.random.Generator) -> np.ndarray:
     """float64 (count, dim): vectors of length exactly `distance` (up to float64 rounding) in directions
@@ -67,7 +77,6 @@ def key_id(key: str) -> int:
 def seed_centres(G, seeds: list[int], truncation_psi: float = 1.0, class_index: int | None = None,
                  device: str | torch.device = "cpu") -> torch.Tensor:
     """float32 (len(seeds), num_ws, w_dim): the mapped (and truncated) w of each seed's z (`seed_latents`)."""
-    from ..gan.networks import seed_latents
     z = seed_latents(seeds, G.z_dim).to(device)
     c = None
     if G.c_dim > 0:
@@ -88,11 +97,10 @@ def stored_centres(projection_npz: str | Path, keys: list[str] | None = None, ge
     (the digest of the generator used, checkpoint `network`) the projection must have been made into it. Raises
     KeyError naming the keys the file does not hold, WrongFileError for a file that is no projection (a folder,
     truncated, another kind), ForeignComponentError for a projection into another generator."""
-    from .identity import load_npz, recorded_in_npz, require_generator
     saved = load_npz(projection_npz, "a projection (.npz of dermsynth project)", PROJECTION_FIX,
                      ("keys", "labels", "ws"))
     if generator is not None:
-        require_generator(projection_npz, recorded_in_npz(saved), generator, network, PROJECTION_FIX)
+        require_made_for(projection_npz, recorded_in_npz(saved), generator, network, PROJECTION_FIX)
     stored = saved["keys"].tolist()
     rows = list(range(len(stored)))
     if keys:
@@ -111,15 +119,23 @@ def render_neighbours(G, latents: torch.Tensor, noise: list[torch.Tensor] | None
                       device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 (M·count, 3, R, R) images of neighbour latents (M, count, num_ws, w_dim), centre by centre; with
     the centres' noise maps (each (M, 1, r, r)) every neighbour uses its centre's noise, else constant noise."""
-    from .project import reconstruct
     m, count = latents.shape[:2]
     flat = latents.reshape(m * count, *latents.shape[2:])
     repeated = None if noise is None else [maps.repeat_interleave(count, dim=0) for maps in noise]
     parts = []
     for start in range(0, len(flat), batch):
         rows = slice(start, start + batch)
-        parts.append(reconstruct(G, flat[rows], None if repeated is None else [r[rows] for r in repeated], device))
+        parts.append(_synthesize(G, flat[rows], None if repeated is None else [r[rows] for r in repeated], device))
     return torch.cat(parts) if parts else torch.zeros(0, 3, G.img_resolution, G.img_resolution, dtype=torch.uint8)
+
+
+def _synthesize(G, ws: torch.Tensor, noise: list[torch.Tensor] | None, device) -> torch.Tensor:
+    """uint8 (N, 3, R, R) images on the CPU of W+ latents `ws` (N, num_ws, w_dim), with the noise maps `noise`
+    (each (N, 1, r, r)) or constant noise."""
+    G = G.to(device)
+    noise = None if noise is None else [m.to(device) for m in noise]
+    images = G.synthesis(ws.to(device), noise=noise, noise_mode="const")
+    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
 
 
 def neighbour_rows(names: list[str], labels: list[str], source_keys: list[str], count: int, distance: float,
@@ -143,8 +159,6 @@ def generate_neighbors(network: str | Path, out: str | Path, count: int, distanc
     images. Raises ValueError when neither or both of seeds and latents are given, or for a wrong class;
     WrongFileError / ForeignComponentError for a projection that is no projection or one into another generator;
     BusyError, OutputError."""
-    from ..locks import exclusive
-    from ..outputs import check_writable
     if (seeds is None) == (latents is None):
         raise ValueError("give the centres either as seeds or as stored latents (a projection .npz), not both")
     check_writable(Path(out))
@@ -155,9 +169,7 @@ def generate_neighbors(network: str | Path, out: str | Path, count: int, distanc
 
 def _neighbors_locked(network, out, count, distance, seeds, latents, keys, truncation_psi, class_name, seed, fmt,
                       batch, device) -> Path:
-    from ..gan.generate import network_classes
-    from ..gan.run import load_generator
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
     if seeds is not None:
@@ -166,8 +178,7 @@ def _neighbors_locked(network, out, count, distance, seeds, latents, keys, trunc
         names = [f"{Path(network).parent.name}-seed{s:07d}" for s in seeds]
         labels, sources, ids = [class_name or ""] * len(seeds), [""] * len(seeds), list(seeds)
     else:
-        from .identity import generator_digest
-        stored = stored_centres(latents, keys, generator_digest(G), network)
+        stored = stored_centres(latents, keys, network_identity(G), network)
         centres, noise, names = stored["ws"], stored["noise"], stored["keys"]
         labels, sources, ids = stored["labels"], stored["keys"], [key_id(k) for k in stored["keys"]]
     moved = neighbour_latents(centres, ids, count, distance, seed)
@@ -190,10 +201,7 @@ def _class_of(G, classes: list[str], trained_on: list[str], class_name: str | No
 
 def _write_neighbours(out: Path, rows: list[dict], images: torch.Tensor, moved: torch.Tensor, centres: torch.Tensor,
                       fmt: str, classes: list[str]) -> None:
-    from ..gan.generate import write_image_set
-    from ..outputs import write_csv
     out.mkdir(parents=True, exist_ok=True)
-    from ..outputs import save_npz, write_png
     if fmt == "png":
         for row, image in zip(rows, images):
             write_png(out / f"{row['key']}.png", image.permute(1, 2, 0).numpy())
@@ -207,8 +215,6 @@ def _write_neighbours(out: Path, rows: list[dict], images: torch.Tensor, moved: 
 
 
 def _summary(out: Path, network, rows, count, distance, seed, seeds, latents, truncation_psi) -> None:
-    from ..outputs import write_json
-    from ..provenance import provenance
     settings = {"neighbors": count, "diameter": distance, "seed": seed, "truncation_psi": truncation_psi,
                 "centres": "seeds" if seeds is not None else str(latents), "space": "W, one offset on every layer"}
     write_json(out / "neighbors.json", {"network": str(network), "images": len(rows), **settings,
