@@ -40,13 +40,17 @@ from ..classify.data import normalise, read_manifest, resize
 from ..classify.tables import best_size, load_models
 from ..classify.train import load_best
 from ..data.dataset import read_images
+from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
 from ..errors import DermsynthError
+from ..figures import pyplot as plt
 from ..locks import exclusive
 from ..outputs import atomic_path, check_writable, save_figure, save_npz, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .canonizers import canonizers_for
 from .components import classifier_identity, load_npz
+from .message import message_figure
 from .options import CrpOptions
 
 # The last convolutional block: what the study explains (DenseNet: the concatenated output of the
@@ -287,9 +291,6 @@ def _show_heatmap(axis, heatmap: np.ndarray) -> None:
 def crp_figure(image: torch.Tensor, panels: dict[str, dict], titles: dict[str, str], out_png: Path) -> None:
     """Fig. 7 of the study, for a uint8 image (3, H, W) and the `explain_image` panel of each model: one block of columns per model (baseline left, augmented right); first row
     the image and its LRP heatmap, then one row per concept: its conditional heatmap and references."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     concepts = max(len(p["concepts"]) for p in panels.values())
     references = max([len(r["crops"]) for p in panels.values() for r in p["references"]] + [1])
     width = 1 + references
@@ -382,7 +383,6 @@ def run_crp(options: CrpOptions, folders: list[str], sizes: list[str], lmdb, man
         configured key that is not in the manifest; WrongFileError: a folder without a classifier's best.pt;
         BusyError: another process writes to `out_dir`; OutputError: `out_dir` is not writable.
     """
-    from ..data.lmdb_store import LmdbImageStore
     models = choose_models(folders, sizes)
     store, table = LmdbImageStore(lmdb), read_manifest(manifest)
     out_dir = check_writable(out_dir)
@@ -392,7 +392,7 @@ def run_crp(options: CrpOptions, folders: list[str], sizes: list[str], lmdb, man
 
 def _run_crp(options: CrpOptions, models: dict, store, table: pd.DataFrame, manifest, out_dir: Path, device) -> dict:
     settings = options.crp
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     pool = reference_pool(table, settings)
     explainers, caches, weights, resolution, classes = _explainers(models, store, pool, settings, out_dir, device)
@@ -400,7 +400,6 @@ def _run_crp(options: CrpOptions, models: dict, store, table: pd.DataFrame, mani
                    for role, info in models.items()}
     keys, selection = explained_keys(predictions["baseline"], predictions["augmented"], settings)
     if not keys:  # tiny demo data: every output says so instead of failing the workflow
-        from .pcx import message_figure
         selection = f"nothing to explain: no test image of class {settings['case']['label']}, no explain.crp.keys"
         for name in ("crp.png", "crp-true.png"):
             message_figure(selection, out_dir / name)

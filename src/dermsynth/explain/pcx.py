@@ -24,13 +24,17 @@ from sklearn.mixture import GaussianMixture
 from ..classify.data import normalise, read_manifest, resize
 from ..classify.train import load_best
 from ..data.dataset import read_images
+from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
 from ..errors import DermsynthError
+from ..figures import pyplot as plt
 from ..fingerprint import require_same
 from ..locks import exclusive
-from ..outputs import check_writable, write_csv, write_json
+from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..provenance import provenance
 from .components import classifier_identity
 from .crp import ConceptExplainer, choose_models, concept_references, load_concept_relevances
+from .message import message_figure
 from .options import PcxOptions
 
 
@@ -102,9 +106,6 @@ def pcx_figure(prototype_images: list[list], concept_ids: np.ndarray, percentage
                references: list[list], title: str, out_png: Path) -> None:
     """Columns = prototypes (their closest training images on top), rows = concepts (CRP reference
     images on the left, each prototype's share of the concept in the cells)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     shown = max([len(r) for r in references] + [1])
     columns = shown + len(prototype_images)
     size = (max(4.0, 1.1 * columns), 1.1 * (1 + len(concept_ids)))
@@ -125,19 +126,6 @@ def pcx_figure(prototype_images: list[list], concept_ids: np.ndarray, percentage
                                       color="darkred" if value < 0 else "black")
     figure.suptitle(title, fontsize=8)
     figure.tight_layout()
-    from ..outputs import save_figure
-    save_figure(out_png, figure, dpi=110)
-    plt.close(figure)
-
-
-def message_figure(text: str, out_png: Path) -> None:
-    """A figure holding only `text` (an output that must exist when there is nothing to draw)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figure = plt.figure(figsize=(5, 1))
-    figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
-    from ..outputs import save_figure
     save_figure(out_png, figure, dpi=110)
     plt.close(figure)
 
@@ -213,7 +201,6 @@ def run_pcx(options: PcxOptions, folders: list[str], sizes: list[str], crp_dir, 
         StateMismatchError: the cached concept relevances of `crp_dir` were computed for another classifier (its
         weights' identity) or LRP composite; WrongFileError: a missing/foreign concepts file or best.pt;
         BusyError, OutputError: `out_dir` is being written by another process, or not writable."""
-    from ..data.lmdb_store import LmdbImageStore
     models = choose_models(folders, sizes)
     store, table = LmdbImageStore(lmdb), read_manifest(manifest)
     caches = {role: load_concept_relevances(Path(crp_dir) / f"concepts-{role}.npz") for role in models}
@@ -225,7 +212,7 @@ def run_pcx(options: PcxOptions, folders: list[str], sizes: list[str], crp_dir, 
 def _run_pcx(options: PcxOptions, models: dict, caches: dict, crp_dir: Path, store, table: pd.DataFrame,
              out_dir: Path, device) -> dict:
     settings, crp_settings = options.pcx, {"composite": options.composite, "batch": options.batch}
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     assignments, matrices, summaries = [], [], {}
     for role, info in models.items():
         cache = {**caches[role], "path": crp_dir / f"concepts-{role}.npz"}
