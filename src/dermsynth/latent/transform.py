@@ -23,15 +23,25 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.dataset import read_images
+from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
 from ..errors import ConfigError
+from ..gan.generate import write_image_set
+from ..gan.run import load_generator
 from ..locks import exclusive
+from ..metrics.extractors import lpips_alex, lpips_distance
+from ..metrics.gan_eval import read_report
 from ..outputs import check_writable, tile, write_csv, write_json, write_png
+from ..progress import Progress
 from ..provenance import provenance
 from .identity import generator_digest, load_npz, recorded_in_npz, require_generator
+from .inversion import to_uint8
 # transition: workflow/rules/common.smk still imports load_transformations from here (moved to .named)
 from .named import load_transformations  # noqa: F401
-from .inversion import to_uint8
 from .options import TransformOptions
+from .run_inversion import StoredInversion
+from .sefa import apply_direction
 
 PREVIEW_ROWS, PREVIEW_VARIANTS = 8, 4  # preview.png: source | inversion | up to 4 transformed variants
 
@@ -50,7 +60,6 @@ def draw_magnitudes(spec: dict, keys: list[str], variants: int, seed: int) -> np
 def transform_images(G, ws: torch.Tensor, deltas: dict, direction: torch.Tensor, magnitudes: torch.Tensor,
                      ws_indices: list[int], device="cpu") -> torch.Tensor:
     """uint8 images of latents moved by magnitude × direction in `ws_indices`, with their kernel offsets."""
-    from .sefa import apply_direction
     moved = apply_direction(ws.to(device), direction.to(device), magnitudes.to(device), ws_indices)
     deltas = {k: v.to(device) for k, v in deltas.items()}
     with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
@@ -111,15 +120,8 @@ def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, l
 
 def _transform_locked(options: TransformOptions, network, sefa_npz, inversion_dir, lmdb_root, out_dir: Path,
                       device) -> dict:
-    from ..data.dataset import read_images
-    from ..data.lmdb_store import LmdbImageStore
-    from ..gan.generate import write_image_set
-    from ..gan.run import load_generator
-    from ..metrics.extractors import lpips_alex, lpips_distance
-    from ..progress import Progress
-    from .run_inversion import StoredInversion
     spec = options.transformation
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     G = load_generator(network, device)
     digest = generator_digest(G)
     direction, ws_indices = sefa_direction(spec, sefa_npz, digest, network)
@@ -180,10 +182,9 @@ TABLE1_COLUMNS = ["transformation", "description", "generator", "layer range", "
 
 def lpips_table(reports: list[str | Path], data_source: str) -> pd.DataFrame:
     """The HAM10000 study's Table 1: mean LPIPS (AlexNet) per transformation, from the transform reports."""
-    from ..metrics.gan_eval import _report
     rows = []
     for path in reports:
-        report = _report(path, "transformation", "a transform report (transform.json)",
+        report = read_report(path, "transformation", "a transform report (transform.json)",
                          "give the transform.json files `dermsynth transform` wrote")
         spec = report["transformation"]
         rows.append({"transformation": spec["name"], "description": spec["description"], "generator": spec["gan"],

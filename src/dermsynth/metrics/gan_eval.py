@@ -558,9 +558,9 @@ def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool, lit
     plt.close(fig)
 
 
-def _report(path, key: str, what: str, fix: str) -> dict:
-    """The JSON report at `path`, which must be `what` (hold `key`). Raises InputError (one line) for a missing,
-    truncated or foreign file."""
+def read_report(path, key: str, what: str, fix: str) -> dict:
+    """The JSON report (a dict) at `path`, which must be `what` (hold `key`); `fix` says where the right file comes
+    from. Raises InputError (one line) for a missing, truncated or foreign file."""
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -582,7 +582,7 @@ def table1(metric_files: list[str | Path], out_csv, data_source: str) -> pd.Data
     those came from ImageNet weights (`Lite0 real weights`); `real weights` is about Inception, VGG16 and LPIPS."""
     rows = []
     for path in metric_files:
-        m = _report(path, "gan", "an evaluate-gan metrics file", "give the JSON files evaluate-gan wrote")
+        m = read_report(path, "gan", "an evaluate-gan metrics file", "give the JSON files evaluate-gan wrote")
         rows.append({**{label: m[key] for key, label in TABLE1_COLUMNS.items()},
                      "α-precision": m["alpha_precision"], "β-recall": m["beta_recall"],
                      "authenticity": m["authenticity"], "copies": m["memorisation"]["copies"],
