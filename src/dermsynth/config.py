@@ -20,6 +20,27 @@ def load_schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of one config section, as `validate_config` fills them into an absent one.
+
+    `section` is a dotted path of the schema: `"latent.e4e"`, `"classifiers.isic.recipe"`, `"gans.*"` for an entry
+    of a map (a `gans` entry's defaults, its `network` filled too). Keys without a default (required ones such as
+    a generator's `dataset` and `kimg`, or its `seed`, inherited from the project's) are absent. For settings
+    built by hand (tests, benchmarks, the review app); a verb reads its options. Raises KeyError naming a path
+    the schema does not have."""
+    schema = load_schema()
+    node = schema
+    for part in section.split("."):
+        node = _resolve(node, schema)
+        inner = node.get("additionalProperties") if part == "*" else node.get("properties", {}).get(part)
+        if not isinstance(inner, dict):
+            raise KeyError(f"the config schema has no section {section!r} (at {part!r})")
+        node = inner
+    values: dict[str, Any] = {}
+    fill_defaults(values, node, schema)
+    return values
+
+
 def _where(path) -> str:
     text = ""
     for part in path:
@@ -302,45 +323,6 @@ def dataset_config(cfg: dict, name: str) -> dict:
     return cfg["datasets"][name]
 
 
-def missing_archives(cfg: dict, produced: list[str | Path] = (), produced_folders: list[str | Path] = (),
-                     config_files: list[str] = ("config/config.yaml",)) -> list[str]:
-    """One message per source that a dataset of `cfg` reads whose published files are not on disk:
-    the source key, the folder looked in, the files its layout needs (those missing), and the config
-    key to change. Files a rule writes (`produced`, or anything under `produced_folders`: the demo
-    archives) are not missing. Paths are relative to the working directory, as the workflow reads them."""
-    from .data.sources import required_files
-    produced = {Path(p) for p in produced}
-    folders = [Path(d) for d in produced_folders]
-
-    def made_by_a_rule(path: Path) -> bool:
-        return path in produced or any(path == d or d in path.parents for d in folders)
-
-    used = sorted({entry["source"] for ds in cfg["datasets"].values() for entry in ds["sources"]})
-    where = " + ".join(map(str, config_files))
-    messages = []
-    for name in used:
-        spec = cfg["sources"][name]
-        needed = [Path(p) for p in required_files(name, spec)]
-        absent = [p for p in needed if not p.exists() and not made_by_a_rule(p)]
-        if not absent:
-            continue
-        folder = Path(spec["path"])
-
-        def shown(path: Path) -> str:
-            if path == folder:
-                return "the folder itself"
-            return str(path.relative_to(folder)) if folder in path.parents else str(path)
-        state = "does not exist" if not folder.exists() else "exists but lacks " + ", ".join(map(shown, absent))
-        layout = ", ".join(map(shown, needed))
-        datasets = sorted(d for d, ds in cfg["datasets"].items() if any(e["source"] == name for e in ds["sources"]))
-        messages.append(
-            f"source '{name}' (type {spec['type']}, read by dataset {', '.join(datasets)}): looked in {folder} "
-            f"({folder.resolve()}), which {state}; the published layout needs {layout} — put the archive's "
-            f"files there as published, or set sources.{name}.path in {where} to the folder that holds them "
-            f"(README, 'Using the real archives': the files per type)")
-    return messages
-
-
 def data_size_warnings(cfg: dict, manifest_of) -> list[str]:
     """Sizes the ingested data cannot support, said when the workflow is planned: a generator's `batch` above its
     training images (of its classes), a classifier `recipe.batch` above its training split, and a validation or
@@ -391,6 +373,7 @@ def data_size_warnings(cfg: dict, manifest_of) -> list[str]:
 
 def _read_split_manifest(path: Path):
     """The `split` and `label` columns of a manifest, or None when it is missing or not one (a job rewrites it)."""
+    # deferred: pandas — `dermsynth --help` and the options modules import this module
     import pandas as pd
     if not path.is_file():
         return None

@@ -12,24 +12,27 @@ an embedded config section an `OptionError` (both an `AttributeError` and a `Key
 A verb run by hand takes `--config` (a whole workflow config) instead and builds the same object
 (`options_from_args`).
 
-Audit: with DERMSYNTH_OPTIONS_AUDIT=<folder> in the environment, each loaded options object records which of
-its fields the verb read and writes `<step>-<digest>.json` there when the process exits (the workflow test
-asserts that every field of every job is read).
+Defaults live in the schema only (`workflow/schemas/config.schema.yaml`). A library's typed settings (a
+`Settings` dataclass: `gan.training.TrainingOptions`, `latent.inversion.E4eOptions`, `classify.train.Recipe`, …)
+declare the schema section they mirror (`schema_section`) and have no default for a key of it; they are built
+from the validated section by `Settings.from_section`, which refuses a section that lacks a field.
+`tests/test_settings.py` holds both rules statically: no code default for a schema-owned setting, and no schema
+key that nothing reads.
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from .config import load_config
 from .errors import ConfigError
+from .provenance import config_digest
 
 OPTIONS_DIR = Path(".snakemake") / "dermsynth-options"
-AUDIT_ENV = "DERMSYNTH_OPTIONS_AUDIT"
 
 
 class OptionError(AttributeError, KeyError):
@@ -89,6 +92,48 @@ def thaw(value: Any) -> Any:
     return value
 
 
+SettingsT = TypeVar("SettingsT", bound="Settings")
+
+
+class Settings:
+    """Base of a library's typed settings: a dataclass whose fields mirror the keys of one config section, built
+    once from the schema-validated section by `from_section` and read by attribute (`recipe.lr`, not
+    `spec["lr"]`).
+
+    Class attributes (the registry `tests/test_settings.py` reads):
+
+    - `schema_section`: the dotted schema path of the section mirrored (`"latent.e4e"`; `*` for any entry of a
+      map: `"gans.*"`), or a tuple of paths when several sections share the layout (the two studies' recipes);
+    - `method_constants`: fields that are constants of the method, not settings (StyleGAN2's lazy-regularisation
+      intervals, the projector's learning-rate schedule); they alone keep a default in code, and none of them
+      may be a key of the section.
+
+    Every other field mirrors a schema key and has no default: the schema holds it (with its description)."""
+
+    schema_section: ClassVar[str | tuple[str, ...]] = ()
+    method_constants: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The fields that mirror schema keys: every field not in `method_constants`, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls) if f.name not in cls.method_constants]
+
+    @classmethod
+    def from_section(cls: type[SettingsT], section: Mapping[str, Any], where: str | None = None) -> SettingsT:
+        """The settings of a schema-validated config section (a dict, or a step options' `Section`): its keys named
+        by `setting_names`, copied as plain dicts and lists; its other keys are not read, method constants keep
+        their defaults. Raises ConfigError naming the section (`where`, default `schema_section`) and every key it
+        lacks."""
+        names = cls.setting_names()
+        missing = [name for name in names if name not in section]
+        if missing:
+            paths = cls.schema_section if isinstance(cls.schema_section, str) else " or ".join(cls.schema_section)
+            raise ConfigError(f"{where or paths} lacks {', '.join(missing)} ({cls.__name__} reads every setting of "
+                              "the section and has no defaults: validate the config so that the schema fills them, "
+                              "or let the workflow write the options again)")
+        return cls(**{name: thaw(section[name]) for name in names})
+
+
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
     """Base of every verb's options. Subclasses are frozen dataclasses whose fields are JSON values
@@ -106,12 +151,6 @@ class StepOptions:
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, freeze(getattr(self, field.name), field.name))
 
-    def __getattribute__(self, name: str):
-        audit = _AUDITS.get(id(self))
-        if audit is not None and not name.startswith("_"):
-            audit.add(name)
-        return object.__getattribute__(self, name)
-
     @classmethod
     def from_config(cls, config: dict, **wildcards) -> "StepOptions":
         """The options of one job, from the validated whole workflow config (`config.validate_config`)."""
@@ -119,13 +158,12 @@ class StepOptions:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of the fields (field name → value)."""
-        return {f.name: thaw(object.__getattribute__(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @property
     def digest(self) -> str:
         """16 hex digits of SHA-256 of the options' canonical JSON (sorted keys): the file's name, and the
         `config_digest` of every output's provenance (`provenance.config_digest`), so an output names its file."""
-        from .provenance import config_digest
         return config_digest(self.to_dict())
 
     def _text(self) -> str:
@@ -135,6 +173,7 @@ class StepOptions:
         """Write once per distinct content (outputs.write_text: a temporary name unique to the process, then an
         atomic rename); returns the path, `<folder>/<step>-<digest>.json`. Raises OutputError when the folder
         cannot be written (read-only, full disk)."""
+        # deferred: numpy and pandas (dermsynth.outputs) — the Snakefile and `dermsynth --help` import the options
         from .outputs import write_text
         path = Path(folder) / f"{self.step}-{self.digest}.json"
         if not path.exists():  # two writers of one content write the same bytes: the last rename wins, whole
@@ -166,26 +205,7 @@ class StepOptions:
         if not isinstance(payload, dict) or payload.get("step") != cls.step:
             found = payload.get("step") if isinstance(payload, dict) else None
             raise ConfigError(f"{path} holds the options of `dermsynth {found}`, not of `dermsynth {cls.step}`")
-        options = cls.from_dict(payload.get("options") or {}, origin=str(path))
-        _start_audit(options)
-        return options
-
-
-_AUDITS: dict[int, set[str]] = {}
-
-
-def _start_audit(options: StepOptions) -> None:
-    folder = os.environ.get(AUDIT_ENV)
-    if not folder:
-        return
-    _AUDITS[id(options)] = read = set()
-    fields = [f.name for f in dataclasses.fields(options)]
-
-    def dump():
-        record = {"step": options.step, "fields": fields, "read": sorted(read & set(fields))}
-        from .outputs import write_text
-        write_text(Path(folder) / f"{options.step}-{options.digest}-{os.getpid()}.json", json.dumps(record))
-    atexit.register(dump)
+        return cls.from_dict(payload.get("options") or {}, origin=str(path))
 
 
 def options_from_args(cls: type[StepOptions], args, flags: dict[str, str] | None = None, **wildcards) -> StepOptions:
@@ -193,11 +213,10 @@ def options_from_args(cls: type[StepOptions], args, flags: dict[str, str] | None
     (a whole workflow config, validated here) plus the wildcard flags (`wildcards`: name → flag value;
     `flags`: name → the flag's spelling where it is not `--<name>`, for the messages).
     A wildcard flag given beside `--options` must agree with the file. Raises ConfigError."""
-    from .config import load_config
     flag = {name: (flags or {}).get(name, f"--{name.replace('_', '-')}") for name in wildcards}
     if getattr(args, "options", None):
         options = cls.load(args.options)
-        for name, value in wildcards.items():  # (read only when given: the audit counts reads)
+        for name, value in wildcards.items():  # (checked only when given)
             if value is None or name not in {f.name for f in dataclasses.fields(cls)}:
                 continue
             stored = getattr(options, name)

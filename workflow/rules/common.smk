@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 
-from dermsynth.config import data_size_warnings, missing_archives, validate_config
+from dermsynth.config import data_size_warnings, validate_config
+from dermsynth.data.archives import missing_archives
 from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
 from dermsynth.data.sources import required_files
 from dermsynth.metrics.preconditions import config_warnings as evaluation_warnings
