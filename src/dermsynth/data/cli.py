@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from ..config import data_size_warnings, load_config
+from ..options import options_from_args
 from ..verbs import add_verb
+from .archives import missing_archives
+from .options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, SplitOptions
+
+# The handlers import their library when they run (`# deferred:`): `dermsynth --help` and every other verb
+# must not load pandas, OpenCV, LMDB or matplotlib.
 
 
 def _check_config(args) -> None:
-    from ..config import data_size_warnings, load_config, missing_archives
+    # deferred: pandas, OpenCV — the demo writers (light for the Snakefile, not for `dermsynth --help`)
     from .demo.archives import expected_outputs
     cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
     print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
@@ -18,38 +25,35 @@ def _check_config(args) -> None:
 
 
 def _demo_archives(args) -> None:
-    from ..options import options_from_args
+    # deferred: pandas, OpenCV — the demo writers
     from .demo.archives import write_demo_archives
-    from .options import DemoArchivesOptions
     options = options_from_args(DemoArchivesOptions, args)
     write_demo_archives(options.demo, workers=args.workers, output=args.output)
 
 
 def _ingest(args) -> None:
-    from ..options import options_from_args
+    # deferred: OpenCV, LMDB — the ingest library
     from .ingest import ingest
-    from .options import IngestOptions
     options = options_from_args(IngestOptions, args, dataset=args.dataset)
     ingest(options, args.out, workers=args.workers)
 
 
 def _split(args) -> None:
-    from ..options import options_from_args
-    from .options import SplitOptions
+    # deferred: pandas — the split library
     from .splits import write_split
     options = options_from_args(SplitOptions, args, dataset=args.dataset)
     write_split(options, args.ingested, args.manifest, args.summary)
 
 
 def _federated_split(args) -> None:
-    from ..options import options_from_args
-    from .options import FederatedSplitOptions
+    # deferred: pandas — the split library
     from .splits import write_federated_split
     options = options_from_args(FederatedSplitOptions, args, dataset=args.dataset)
     write_federated_split(options, args.manifest, args.out, args.summary)
 
 
 def _preview(args) -> None:
+    # deferred: matplotlib, LMDB — the preview library
     from .preview import preview_grid
     preview_grid(args.lmdb, args.manifest, args.out, per_class=args.per_class)
 

@@ -14,8 +14,10 @@ A key lives in shard `crc32(key) % shards`, so a reader needs nothing but the ke
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -23,7 +25,10 @@ import cv2
 import lmdb
 import numpy as np
 
-from ..outputs import OutputError, disk_error, temporary_name
+from ..errors import InputError
+from ..labels import scheme_classes
+from ..locks import LOCK_NAME
+from ..outputs import OutputError, disk_error, temporary_name, write_csv, write_text
 
 INDEX_FILE = "index.json"
 
@@ -169,8 +174,6 @@ class ImageSetWriter:
     def finish(self, manifest, labels: str, resolution: int, encoding: str = "png") -> Path:
         """Write index.json and manifest.csv (a DataFrame with one row per image), then publish.
         Raises ValueError when the manifest's rows do not match the stored images, OutputError on a disk error."""
-        from ..labels import scheme_classes
-        from ..outputs import write_csv, write_text
         self.writer.close()
         if len(manifest) != self.count:
             raise ValueError(f"{self.out}: the manifest has {len(manifest)} rows for {self.count} stored images")
@@ -185,9 +188,6 @@ class ImageSetWriter:
 def publish_folder(staging: Path, out: Path) -> None:
     """Swap the finished folder `staging` in for `out` (a rename of the old one aside, a rename of the new one
     in, then the old one is deleted); a lock file held on `out` moves into the new folder first."""
-    import shutil
-
-    from ..locks import LOCK_NAME
     close_readers_under(out)
     try:
         if (out / LOCK_NAME).exists():
@@ -205,8 +205,6 @@ def publish_folder(staging: Path, out: Path) -> None:
 
 def _remove_dead_staging(out: Path) -> None:
     """Remove the staging folders of `out` left by writers that were killed (their process no longer runs)."""
-    import glob
-    import shutil
     if not out.parent.is_dir():
         return
     for folder in out.parent.glob(f".{glob.escape(out.name)}.*.*.tmp"):
@@ -257,7 +255,6 @@ class LmdbImageStore:
             self.encoding = self.index["encoding"]
             self.shards = int(self.index["shards"])
         except (ValueError, KeyError, TypeError) as exc:
-            from ..errors import InputError
             raise InputError(f"{index_file} is not the index of a dermsynth LMDB store ({type(exc).__name__}: "
                              f"{exc}); it is truncated or of another program: re-run the step that wrote "
                              f"{self.root}") from None

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..locks import exclusive  # noqa: E402
-from ..outputs import check_writable, save_figure  # noqa: E402
-from .lmdb_store import LmdbImageStore  # noqa: E402
-from .tables import read_table  # noqa: E402
+from ..figures import pyplot as plt
+from ..locks import exclusive
+from ..outputs import check_writable, save_figure
+from .lmdb_store import LmdbImageStore
+from .tables import read_table
 
 
 def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Path, per_class: int = 8,

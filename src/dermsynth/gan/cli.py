@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+from ..errors import DermsynthError
 from ..locks import exclusive
+from ..options import options_from_args
 from ..verbs import add_verb, set_threads
+from .options import TrainGanOptions
 
 
 def _train_gan(args) -> None:
-    import os
-
-    from ..options import options_from_args
-    from .options import TrainGanOptions
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .run import train_gan
     options = options_from_args(TrainGanOptions, args, gan=args.gan)
     if args.threads:
@@ -22,6 +23,7 @@ def _train_gan(args) -> None:
 
 
 def _generate(args) -> None:
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .generate import generate, parse_seeds
     try:
         if args.neighbors or args.latents:
@@ -32,7 +34,6 @@ def _generate(args) -> None:
             out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name,
                            args.batch, args.format, device=args.device)
     except ValueError as exc:
-        from ..errors import DermsynthError
         raise DermsynthError(str(exc)) from None
     print(f"generate: {out}", file=sys.stderr)
 
@@ -52,6 +53,7 @@ def _generate_neighbors(args):
 
 
 def _sample_sheet(args) -> None:
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .generate import sample_sheet
     with exclusive(args.out, "sample-sheet"):
         sheet = sample_sheet(args.network, args.out, args.columns, args.rows, args.truncation, args.device)

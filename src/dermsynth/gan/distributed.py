@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import choose_device
+
 
 @dataclass(frozen=True)
 class World:
@@ -70,17 +72,20 @@ class World:
 
 
 def join_world(device: str | None) -> tuple[World, torch.device]:
-    """Join the process group torchrun describes in the environment (if any) and pick this rank's device."""
+    """Join the process group torchrun describes in the environment (if any) and pick this rank's device.
+
+    `device` as `devices.choose_device` takes it (None: CUDA when available). On CUDA each torchrun process takes
+    the GPU of its LOCAL_RANK (NCCL); a single process the GPU named (`cuda:1`) or the current one; otherwise
+    gloo on the CPU. Raises DeviceError for a device this machine does not have."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        chosen = torch.device("cuda", local_rank if size > 1 else torch.cuda.current_device())
+    chosen = choose_device(device)
+    if chosen.type == "cuda":
+        index = local_rank if size > 1 else chosen.index if chosen.index is not None else torch.cuda.current_device()
+        chosen = torch.device("cuda", index)
         torch.cuda.set_device(chosen)
-    else:
-        chosen = torch.device(device or "cpu")
     if size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
     return World(rank, size, local_rank), chosen
 
 

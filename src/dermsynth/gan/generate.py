@@ -20,12 +20,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..data.lmdb_store import ImageSetWriter, encode_pixels
+from ..devices import choose_device
 from ..errors import DermsynthError
 from ..locks import exclusive
 from ..outputs import check_writable, tile, write_csv, write_json, write_png
+from ..progress import Progress
 from ..provenance import provenance
-from ..data.lmdb_store import ImageSetWriter, encode_pixels
 from .networks import seed_latents
+from .pixels import to_uint8
 from .run import load_generator
 
 
@@ -59,7 +62,8 @@ def network_classes(network: str | Path) -> tuple[list[str], list[str]]:
 @torch.no_grad()
 def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_index: int | None = None,
                     batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
-    """uint8 images (N, 3, R, R) for `seeds`."""
+    """uint8 images (N, 3, R, R) on the CPU for `seeds` (z from each seed, `seed_latents`), `batch` at a time on
+    `device`; `class_index` (required for a conditional G) is the one-hot class. Raises ValueError without it."""
     if G.c_dim > 0 and class_index is None:
         raise ValueError("this generator is conditional: give the class to generate")
     G = G.to(device)
@@ -72,7 +76,7 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_inde
             c = torch.zeros(len(chunk), G.c_dim, device=device)
             c[:, class_index] = 1
         images = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
-        out.append(images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
+        out.append(to_uint8(images))
     return torch.cat(out)
 
 
@@ -81,7 +85,7 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
     """A picture of the final generator (+ a JSON beside it naming the rows): seeds 0…columns−1 in each
     row; a conditional generator gets one row per class (in the dataset's class order, the same seeds in
     every row), others `rows` rows."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     G = load_generator(network, device)
     check_writable(Path(out_png).parent)
     classes, trained_on = network_classes(network)
@@ -114,7 +118,7 @@ def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_
         BusyError: another process is writing `out`.
         OutputError: `out` cannot be written (read-only, no permission, disk full).
         DermsynthError: a PNG `out` already holds PNG files this call would not write."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
     class_index = None
@@ -173,8 +177,7 @@ def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, trunca
 
     plan: [{"network": path, "class": name, "seeds": [..]}]; a conditional network gets the class, a
     one-class network makes its own. Keys are '<network folder>-<class>-seed<seed>'."""
-    from ..progress import Progress
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     writer = ImageSetWriter(out)
     rows, resolution = [], None
     progress = Progress(sum(len(part["seeds"]) for part in plan), f"generate {Path(out).name}")

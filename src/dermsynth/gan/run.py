@@ -36,10 +36,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
 
 from ..checkpoints import GENERATOR_KINDS, WrongFileError, load_checkpoint
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
+from ..errors import ConfigError
 from ..fingerprint import differences, digest, set_aside, store_identity, tensors_digest
 from ..labels import scheme_classes
 from ..locks import exclusive
@@ -50,6 +52,7 @@ from .distributed import join_world, leave_world
 from .networks import Generator, seed_latents
 from .ops import fused
 from .options import TrainGanOptions
+from .pixels import to_uint8
 from .training import GanTrainer, TrainingDivergedError, TrainingOptions, recorded_fingerprint
 
 OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
@@ -87,7 +90,6 @@ def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict, fed
     if spec.get("classes"):
         unknown = sorted(set(spec["classes"]) - set(classes))
         if unknown:
-            from ..errors import ConfigError
             raise ConfigError(f"gans: classes {unknown} are not classes of the dataset ({', '.join(classes)})")
         frame = frame[frame["label"].isin(spec["classes"])]
     images = LmdbTrainingImages(store, frame["key"].tolist())
@@ -97,7 +99,6 @@ def training_images(lmdb_root: str | Path, manifest: str | Path, spec: dict, fed
 
 
 def _hospital_rows(frame: pd.DataFrame, hospital: str, federated: str | Path | None) -> pd.DataFrame:
-    from ..errors import ConfigError
     if federated is None:
         raise ConfigError(f"training on hospital {hospital}'s images needs the federated split (--federated "
                           "results/data/<dataset>/federated.csv)")
@@ -188,7 +189,7 @@ def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -
     """A 4 × 8 PNG of G's images for seeds 0…31 (noise constant; a conditional G cycles through `labels`)."""
     z = seed_latents(GRID_SEEDS, G.z_dim).to(device)
     c = None if G.c_dim == 0 else labels[torch.arange(len(z)) % len(labels)].to(device)
-    images = G(z, c, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+    images = to_uint8(G(z, c, noise_mode="const"))
     write_png(path, tile(images.reshape(4, 8, *images.shape[1:])))
 
 
@@ -275,7 +276,6 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
 
 def _check_sizes(name: str, spec: dict, n_images: int, processes: int, manifest) -> None:
     """At start, sizes the data or the machine cannot support, with the config key to change (ConfigError)."""
-    from ..errors import ConfigError
     if n_images < spec["batch"]:
         raise ConfigError(f"train-gan {name}: {manifest} gives {n_images} training images (splits {spec['splits']}"
                           f"{', classes ' + str(spec['classes']) if spec.get('classes') else ''}"
@@ -296,7 +296,6 @@ def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], tot
     lines = _restart_log(log_path, trainer.step_index) if world.is_main else []
     writer = progress = None
     if world.is_main:
-        from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=trainer.step_index + 1)  # drop a killed run's
         progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step")
     try:

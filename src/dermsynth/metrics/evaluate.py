@@ -9,6 +9,7 @@ does.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,11 @@ import torch
 
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
+from ..fingerprint import file_digest
+from ..outputs import save_npz
 from . import preconditions
 from .extractors import Extractor
+from .generative import AuthenticityOptions, FidOptions, KidOptions, NeighbourOptions
 from .registry import compute_metric, metric
 
 
@@ -45,7 +49,6 @@ def weights_digest(weights: str) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _WEIGHT_DIGESTS:
-        from ..fingerprint import file_digest
         _WEIGHT_DIGESTS[key] = file_digest(path)
     return _WEIGHT_DIGESTS[key]
 
@@ -67,7 +70,6 @@ def write_features(path: str | Path, features: np.ndarray, key: dict) -> Path:
     """Save features with their cache key, atomically under a temporary name unique to this process (two jobs
     filling one cache entry each write a complete file; the last rename wins, with the same content).
     Raises OutputError when the disk refuses."""
-    from ..outputs import save_npz
     path = Path(path)
     save_npz(path, features=features, identity=repr(sorted(key.items())))
     return path
@@ -77,7 +79,6 @@ def read_features(path: str | Path, key: dict) -> np.ndarray | None:
     """The features saved at `path` if they were saved under exactly `key`, else None (absent, unreadable —
     truncated by a kill before atomic writes, or not a feature file — or another image set, extractor, weights or
     preprocessing: recomputed by the caller)."""
-    import zipfile
     path = Path(path)
     if not path.is_file():
         return None
@@ -109,7 +110,6 @@ IMAGE_SET_METRICS = ["fid", "kid", "precision_recall", "alpha_beta", "authentici
 
 def metric_options(kid_size: int, k: int = 3) -> dict:
     """Each image-set metric's options (`metrics.registry`): KID over subsets of `kid_size`, k-NN with `k`."""
-    from .generative import AuthenticityOptions, FidOptions, KidOptions, NeighbourOptions
     return {"fid": FidOptions(), "kid": KidOptions(subset_size=kid_size), "precision_recall": NeighbourOptions(k),
             "alpha_beta": NeighbourOptions(k), "authenticity": AuthenticityOptions()}
 

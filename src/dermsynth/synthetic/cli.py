@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..options import options_from_args
 from ..verbs import add_verb
+from .options import SyntheticDatasetOptions
 
 
 def _synthetic_dataset(args) -> None:
-    from ..options import options_from_args
+    # deferred: pandas, LMDB — `dermsynth --help` and the other verbs must not load them
     from .datasets import build_synthetic_dataset
-    from .options import SyntheticDatasetOptions
     options = options_from_args(SyntheticDatasetOptions, args, name=args.name)
     build_synthetic_dataset(options, args.transformed, args.manifest, args.out)
 

@@ -25,6 +25,7 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from ...errors import ConfigError
 from .base import READERS, SourceCatalog, register_reader
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # each reader module registers its class
@@ -36,7 +37,6 @@ def make_reader(name: str, spec: dict):
     """The reader of source `name` (its config section `spec`, whose `type` is a registered reader).
     Raises ConfigError for a type no reader is registered under."""
     if spec["type"] not in READERS:
-        from ...errors import ConfigError
         raise ConfigError(f"sources.{name}.type: no archive reader for '{spec['type']}' "
                           f"(readers: {', '.join(sorted(READERS))})")
     return READERS[spec["type"]](name, spec)

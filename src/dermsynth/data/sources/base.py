@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from ...errors import InputError
-from ..containers import list_members
+from ..containers import ContainerReader, list_members
 from ..names import canonical_name, describe_difference, lookup_key, same_format
 from ..records import Member, Record, Rejection
 
@@ -299,7 +299,6 @@ class _ByteDigests:
     """sha256 of member bytes, read only for the few files whose ids collide."""
 
     def __enter__(self):
-        from ..containers import ContainerReader
         self.reader, self.cache = ContainerReader(), {}
         return self
 

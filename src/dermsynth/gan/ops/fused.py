@@ -78,6 +78,8 @@ def cache_dir() -> Path:
 
 def toolkit_problem() -> str | None:
     """Why the CUDA toolkit torch found cannot build the kernels, or None if it looks complete."""
+    # cpp_extension looks for the CUDA toolkit when imported (and warns on a GPU-less node that has one)
+    # deferred: torch.utils.cpp_extension — only a kernel build needs it
     from torch.utils import cpp_extension
     home = cpp_extension.CUDA_HOME
     if home is None:
@@ -92,6 +94,8 @@ def toolkit_problem() -> str | None:
 
 def compile_extension(build_dir: Path, name: str) -> object:
     """Run the torch/ninja build into `build_dir` (for the architectures in $TORCH_CUDA_ARCH_LIST) and import it."""
+    # cpp_extension looks for the CUDA toolkit when imported (and warns on a GPU-less node that has one)
+    # deferred: torch.utils.cpp_extension — only a kernel build needs it
     from torch.utils import cpp_extension
     if (problem := toolkit_problem()) is not None:
         raise FusedOpsError(problem)
