@@ -3,15 +3,24 @@ batch, and averaging the gradients makes the step the one process would take on 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dermsynth.config import schema_defaults
 from dermsynth.gan.distributed import World
 from dermsynth.gan.training import GanTrainer, TrainingOptions
 
-OPTIONS = dict(batch=4, mirror=False, augment="noaug", r1_interval=2, pl_interval=2, seed=3,
+SECTION = dict(batch=4, mirror=False, augment="noaug", seed=3,
                network={"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64, "channel_max": 8})
+
+
+def _options() -> TrainingOptions:
+    """The schema's `gans` defaults with `SECTION`, regularised every 2 steps (so that 4 steps hold both)."""
+    return replace(TrainingOptions.from_section({**schema_defaults("gans.*"), **SECTION}), r1_interval=2,
+                   pl_interval=2)
 
 
 def _images() -> torch.Tensor:
@@ -37,7 +46,7 @@ def _rank(rank: int, init_file: str, out: dict) -> None:
         g = torch.Generator().manual_seed(1)
         x, y = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
         half = slice(4 * rank, 4 * rank + 4)
-        trainer = GanTrainer(TrainingOptions(**OPTIONS), _images(), world=world)
+        trainer = GanTrainer(_options(), _images(), world=world)
         batches = [trainer._real_batch()[0] for _ in range(3)]
         for _ in range(2):
             trainer.step()
@@ -75,7 +84,7 @@ def test_each_rank_takes_its_half_and_the_averaged_step_equals_one_process(tmp_p
     results = {r: torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)}
 
     # the data: rank r's real images are rows [2r, 2r + 2) of the global batch one process would take
-    single = GanTrainer(TrainingOptions(**OPTIONS), _images())
+    single = GanTrainer(_options(), _images())
     for step in range(3):
         whole = single._real_batch()[0]
         torch.testing.assert_close(torch.cat([results[0]["batches"][step], results[1]["batches"][step]]), whole)

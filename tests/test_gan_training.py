@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dermsynth.config import schema_defaults
 from dermsynth.data.dataset import LmdbImageDataset
 from dermsynth.gan.training import GanTrainer, TrainingOptions
 
@@ -25,9 +26,15 @@ def demo_images(ingested_ham):
     return F.interpolate(images, size=(16, 16), mode="area").round().to(torch.uint8), labels
 
 
+def training_options(**settings) -> TrainingOptions:
+    """A `gans` entry's TrainingOptions: the schema's defaults (without ADA, as these tests always ran) changed by
+    `settings`."""
+    return TrainingOptions.from_section({**schema_defaults("gans.*"), "augment": "noaug", **settings})
+
+
 def _options(**changes) -> TrainingOptions:
-    base = TrainingOptions(batch=4, r1_interval=2, pl_interval=2, r1_gamma=1.0, ema_kimg=0.01, network=NETWORK, seed=3)
-    return dataclasses.replace(base, **changes)
+    base = training_options(batch=4, r1_gamma=1.0, ema_kimg=0.01, network=NETWORK, seed=3)
+    return dataclasses.replace(base, **{"r1_interval": 2, "pl_interval": 2, **changes})
 
 
 def test_resume_is_bit_exact(demo_images, tmp_path):
@@ -133,7 +140,7 @@ def test_compiled_main_passes_train_alongside_eager_regularisation():
     gradients and must stay eager — a compiled graph would refuse the double backward."""
     images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
     net = {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128, "channel_max": 16}
-    trainer = GanTrainer(TrainingOptions(batch=4, augment="noaug", compile=True, network=net, seed=3), images)
+    trainer = GanTrainer(training_options(batch=4, compile=True, network=net, seed=3), images)
     before = [p.detach().clone() for p in trainer.G.parameters()]
     stats = [trainer.step() for _ in range(2)]
     assert "r1_penalty" in stats[0] and "pl_penalty" in stats[0]

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dermsynth.config import schema_defaults
 from dermsynth.federated.client import ClientState, Hospital, train_round
 from dermsynth.federated.deploy import own_state, run_federated
 from dermsynth.federated.options import TrainFederatedOptions
@@ -146,7 +147,8 @@ def test_a_second_launcher_on_the_run_folder_is_refused_before_anything_starts(d
 
 def test_a_trainer_state_records_the_fingerprint_it_was_given(tmp_path):
     images = torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8)
-    trainer = GanTrainer(TrainingOptions(batch=4, network=NETWORK), images)
+    section = {**schema_defaults("gans.*"), "batch": 4, "augment": "noaug", "network": NETWORK, "seed": 0}
+    trainer = GanTrainer(TrainingOptions.from_section(section), images)
     trainer.fingerprint = {"run": "x"}
     trainer.save(tmp_path / "s.pt")
     assert json.loads(torch.load(tmp_path / "s.pt", weights_only=True)["fingerprint"]) == {"run": "x"}

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from dermsynth.checkpoints import WrongFileError
-from dermsynth.config import validate_config
+from dermsynth.config import schema_defaults, validate_config
 from dermsynth.gan.generate import generate, parse_seeds, write_image_set
 from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import load_generator, train_gan
@@ -93,7 +93,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 # --- kind 7: randomness stays local ----------------------------------------------------------------------------
 def test_building_networks_leaves_the_global_random_state_alone():
-    options = TrainingOptions(batch=4, network=NETWORK, seed=5)
+    options = TrainingOptions.from_section({**schema_defaults("gans.*"), "batch": 4, "network": NETWORK, "seed": 5})
     torch.manual_seed(123)
     before = torch.get_rng_state()
     G1, _ = build_networks(options, 0, 16)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import time
 
+from ..config import schema_defaults
+
 # Dense (no sparsity) float16/bfloat16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
 DENSE_FP16_PEAK_TFLOPS = {"H200": 989.5, "H100 SXM": 989.5, "H100 80GB HBM3": 989.5, "H100 PCIe": 756.0,
                           "A100": 312.0, "V100": 125.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 330.0}
@@ -61,9 +63,10 @@ def _time_steps(trainer, steps: int, device) -> float:
 
 def _trainer(args, cuda_ops: str, num_fp16_res: int, compiled: bool, images, device):
     from ..gan.training import GanTrainer, TrainingOptions
-    options = TrainingOptions(batch=args.batch, augment="bgc", augment_p=0.2, r1_gamma=1.0, cuda_ops=cuda_ops,
-                              compile=compiled, network={"channel_base": args.channel_base,
-                                                         "num_fp16_res": num_fp16_res})
+    options = TrainingOptions.from_section({
+        **schema_defaults("gans.*"), "seed": 0, "batch": args.batch, "augment": "bgc", "augment_p": 0.2,
+        "r1_gamma": 1.0, "cuda_ops": cuda_ops, "compile": compiled,
+        "network": {"channel_base": args.channel_base, "num_fp16_res": num_fp16_res}})
     return GanTrainer(options, images, device=device)
 
 

@@ -55,8 +55,6 @@ from .options import TrainGanOptions
 from .pixels import to_uint8
 from .training import GanTrainer, TrainingDivergedError, TrainingOptions, recorded_fingerprint
 
-OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
-               "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile")
 GRID_SEEDS = range(32)
 GENERATOR_FIX = ("use results/gan/<gan>/network-final.pt or a snapshot (network-snapshot-step*.pt; a federated "
                  "run's network-final.pt or network-snapshot-round*.pt)")
@@ -115,8 +113,9 @@ def steps_for(kimg: float, batch: int) -> int:
 
 
 def options_from(spec: dict) -> TrainingOptions:
-    """The `TrainingOptions` of a `gans` entry (its `OPTION_KEYS` and `network`)."""
-    return TrainingOptions(**{k: spec[k] for k in OPTION_KEYS}, network=dict(spec["network"]))
+    """The `TrainingOptions` of a validated `gans` entry (`TrainingOptions.from_section`: its training keys and
+    `network`). Raises ConfigError naming the keys it lacks."""
+    return TrainingOptions.from_section(spec, where="train-gan options' spec")
 
 
 def _latest_snapshot(out_dir: Path) -> Path | None:
