@@ -57,11 +57,11 @@ class FullyConnected(nn.Module):
     lr_multiplier / √in_features.
 
     The stored weight (out_features, in_features) starts as N(0, 1/lr_multiplier²) and is scaled by
-    `weight_gain` = g at every call, so the effective weight starts as N(0, 1/in_features) while the optimiser
-    steps a parameter lr_multiplier⁻¹ times larger: an `lr_multiplier` below 1 (0.01 in the mapping network,
-    [SG2] Appendix B) slows the layer's learning down by that factor. The bias starts at `bias_init` (1 for the
-    style affines: styles start near 1) and is scaled by lr_multiplier. `activation`: a name in
-    `gan.ops.ACTIVATIONS` ("linear", or "lrelu": slope 0.2, gain √2).
+    `weight_gain` = g at every call, so the effective weight starts as N(0, 1/in_features) whatever the
+    multiplier; Adam's steps on the stored parameter have about the same size at any scale, so the effective
+    weight moves lr_multiplier times as fast as at 1 (0.01 in the mapping network, [SG2] Appendix B). The bias
+    starts at `bias_init` (1 for the style affines: their output starts near 1), scaled by lr_multiplier.
+    `activation`: a name in `gan.ops.ACTIVATIONS` ("linear", or "lrelu": slope 0.2, gain √2).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
@@ -164,9 +164,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
 class SynthesisLayer(nn.Module):
     """One modulated 3×3 convolution of the synthesis network ([SG2] §2.2, Fig. 2d): the style s = A(w) of an
-    affine layer (bias 1) modulates the kernel, the result is demodulated, optionally 2× upsampled first
-    (`up`=2), then per-pixel noise scaled by a learned per-layer strength (starts at 0) is added ([SG1] §3.2),
-    then bias, leaky ReLU (gain √2) and, when `conv_clamp` is set, a clamp to ±conv_clamp. The kernel is stored
+    affine layer (bias 1) modulates the kernel, which is then demodulated; with `up`=2 the convolution also
+    upsamples 2× (transposed convolution, then the FIR filter). Per-pixel noise scaled by a learned per-layer
+    strength (starts at 0) is added ([SG1] §3.2), then bias, leaky ReLU (gain √2) and, when `conv_clamp` is set,
+    a clamp to ±conv_clamp. The kernel is stored
     at unit scale and scaled by 1/√(in·k²) (equalized learning rate). `noise_const` (R, R) is this layer's
     fixed noise for noise_mode="const".
     """
