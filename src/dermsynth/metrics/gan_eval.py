@@ -31,11 +31,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
+from ..checkpoints import GENERATOR_KINDS, load_checkpoint
 from ..data.dataset import read_images
+from ..data.images import _plain
 from ..data.lmdb_store import INDEX_FILE, LmdbImageStore
+from ..devices import choose_device
 from ..errors import ConfigError, InputError
+from ..figures import pyplot as plt
+from ..fingerprint import store_identity
+from ..gan.generate import network_classes
 from ..gan.networks import seed_latents
+from ..gan.pixels import to_uint8
+from ..gan.run import generator_from_state, load_generator
 from ..locks import exclusive
 from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..progress import Progress
@@ -44,6 +53,7 @@ from . import extractors as feature_nets
 from . import generative, preconditions, registry
 from .evaluate import (IMAGE_SET_METRICS, cached_real_features, feature_key, generative_metrics, read_features,
                        write_features)
+from .generative import FidOptions, KidOptions
 from .options import (EVALUATE_GAN_EXTRACTORS, GAN_CURVE_EXTRACTORS, EvaluateGanOptions, GanCurveOptions,
                       RealFeaturesOptions)
 from .ppl import PplOptions
@@ -82,7 +92,6 @@ def reference_identity(dataset: str, splits: list[str], classes: list[str] | Non
     """What identifies a real image set in the feature cache key: dataset, splits, classes, the LMDB's
     resolution and identity (`fingerprint.store_identity`: a store rebuilt with other pixels under the same keys
     is another set), a hash of the chosen keys and their count."""
-    from ..fingerprint import store_identity
     resolution = json.loads((Path(lmdb_root) / INDEX_FILE).read_text())["resolution"]
     return {"dataset": dataset, "split": "+".join(splits), "classes": ",".join(classes or []),
             "resolution": resolution, "store": store_identity(lmdb_root),
@@ -122,7 +131,7 @@ def compute_real_features(options: RealFeaturesOptions, lmdb_root, manifest, out
     cache key (`feature_key`); the extractors' current preprocessing must be the one in the options (else
     ConfigError: the options were written by another version). Holds `out_dir`'s lock. Raises BusyError,
     OutputError. Returns {extractor: path}."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     check_writable(out_dir)
     with exclusive(out_dir, "real-features"):
         return _real_features_locked(options, lmdb_root, manifest, Path(out_dir), device)
@@ -172,7 +181,7 @@ def generated_features(G, nets: dict, count: int, class_indices: list[int | None
             c = torch.zeros(len(seeds), G.c_dim, device=device)
             c[torch.arange(len(seeds)), torch.tensor([class_indices[s] for s in seeds])] = 1
         images = G(z, c, truncation_psi=truncation_psi, noise_mode="const")
-        images = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+        images = to_uint8(images, device=None)  # features are extracted where the images were made
         for net in nets.values():
             features[net.name].append(net.features(images, batch_size=batch, device=device, progress=False))
         progress.update(len(seeds))
@@ -208,7 +217,7 @@ def evaluate_gan(options: EvaluateGanOptions, network: str | Path, lmdb_root: st
     (extractor weights, provenance) and the memorisation CSV (one row per generated sample); returns the
     metrics. Metrics that the sample sizes cannot support are null with a reason (metrics/preconditions.py);
     raises TooFewImages when none can be computed, BusyError (another writer of `out_json`), OutputError."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     for folder in {Path(out_json).parent, Path(out_memorisation).parent}:
         check_writable(folder)
     with exclusive(out_json, "evaluate-gan"):
@@ -218,8 +227,6 @@ def evaluate_gan(options: EvaluateGanOptions, network: str | Path, lmdb_root: st
 
 def _evaluate_gan_locked(options: EvaluateGanOptions, network, lmdb_root, manifest, out_json, out_memorisation,
                          device, cache_dir, real_features_dir) -> dict:
-    from ..gan.generate import network_classes
-    from ..gan.run import load_generator
     name, ev = options.gan, options.evaluation
     G = load_generator(network, device)
     classes, _ = network_classes(network)
@@ -396,9 +403,6 @@ def _check_manifests(root: Path, files: list[Path], left: list[dict]) -> None:
 
 def _decode(root: Path, candidates: list[Path], limit: int | None, left: list[dict]):
     """(RGB arrays, names, problems) of the first `limit` decodable candidates; the rest noted in `left`."""
-    from PIL import Image
-
-    from ..data.images import _plain
     arrays, names, problems = [], [], []
     for f in candidates:
         name = _relative(root, f)
@@ -432,7 +436,7 @@ def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes
     images of `splits` (and `classes`) in the manifest; writes and returns the metrics JSON (`left_out`: what of
     the set was not read and why, also said in one line on stderr). Holds `out_json`'s lock. Raises InputError
     for unreadable image sets (see `read_image_set`), BusyError, OutputError."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     check_writable(Path(out_json).parent)
     with exclusive(out_json, "evaluate-images"):
         return _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, out_json, samples,
@@ -466,10 +470,7 @@ def _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, o
 def _snapshot_row(path: Path, options: GanCurveOptions, real: dict, nets: dict, classes, frame, kid_size: int,
                   device) -> dict:
     """One snapshot's CSV row: FID/KID (Inception) and FD/KID in Lite0 features through the metric registry."""
-    from ..gan.run import generator_from_state
-    from .generative import FidOptions, KidOptions
     ev = options.evaluation
-    from ..checkpoints import GENERATOR_KINDS, load_checkpoint
     state = load_checkpoint(path, GENERATOR_KINDS, "a generator snapshot",
                             "move it out of the generator's folder (or delete it), then run gan-curve again",
                             map_location=device)
@@ -499,7 +500,7 @@ def snapshot_curve(options: GanCurveOptions, network: str | Path, lmdb_root, man
     figure of FID and FD_lite0 over kimg; returns the table. Holds `out_csv`'s lock. Raises ValueError without
     snapshots, TooFewImages when FID and KID are both undefined, WrongFileError for a snapshot that is not a
     generator checkpoint (truncated), BusyError, OutputError."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     for folder in {Path(out_csv).parent, Path(out_png).parent}:
         check_writable(folder)
     with exclusive(out_csv, "gan-curve"):
@@ -509,7 +510,6 @@ def snapshot_curve(options: GanCurveOptions, network: str | Path, lmdb_root, man
 
 def _snapshot_curve_locked(options: GanCurveOptions, network, lmdb_root, manifest, out_csv, out_png, device,
                            cache_dir, real_features_dir) -> pd.DataFrame:
-    from ..gan.generate import network_classes
     ev = options.evaluation
     snapshots = sorted(Path(network).parent.glob("network-snapshot-step*.pt"))
     if not snapshots:
@@ -533,9 +533,6 @@ def _snapshot_curve_locked(options: GanCurveOptions, network, lmdb_root, manifes
 def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool, lite0_real_weights: bool | None = None
                 ) -> None:
     """FID over kimg (left) and, when the table has `fd_lite0`, FD in Lite0 features over kimg (right)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
     lite = "fd_lite0" in table
     fig, axes = plt.subplots(1, 2 if lite else 1, figsize=(9 if lite else 5, 3.2), dpi=120, squeeze=False)
     ax = axes[0, 0]
