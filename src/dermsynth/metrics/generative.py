@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from cleanfid import fid as clean_fid
 
+from ..devices import choose_device
 from .registry import register_metric
 
 
@@ -115,14 +116,10 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     return float(total / subsets / m)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _row_blocks(a: np.ndarray, b: np.ndarray, batch: int = 2048):
     """(row offset, distances of a block of rows of `a` to all of `b`), never the whole matrix: at
     50k × 50k samples that would be 20 GB."""
-    device = _device()
+    device = choose_device()
     b_t = torch.as_tensor(b, dtype=torch.float64, device=device)
     for start in range(0, len(a), batch):
         block = torch.as_tensor(a[start:start + batch], dtype=torch.float64, device=device)
@@ -137,7 +134,7 @@ def _kth_neighbour_radius(features: np.ndarray, k: int) -> torch.Tensor:
 
 def _covered(samples: np.ndarray, centres: np.ndarray, radii: torch.Tensor) -> torch.Tensor:
     """Whether each sample lies within the radius of at least one centre."""
-    radii = radii.to(_device())
+    radii = radii.to(choose_device())
     return torch.cat([(d <= radii[None, :]).any(dim=1).cpu() for _, d in _row_blocks(samples, centres)])
 
 
