@@ -14,6 +14,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+import torch
+
 from .errors import DermsynthError
 
 # kind → (what it is, in words; where the right file usually is)
@@ -79,7 +82,6 @@ def load_checkpoint(path: str | Path, kinds: Iterable[str], needed: str, fix: st
     Raises:
         FileNotFoundError: `path` does not exist (the CLI turns it into one line).
         WrongFileError: `path` is a folder, not a readable PyTorch file, or a checkpoint of another kind."""
-    import torch
     path = _existing_file(path, needed, fix)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -102,7 +104,6 @@ def load_npz(path: str | Path, needed: str, fix: str, keys: tuple[str, ...] = ()
     Raises:
         FileNotFoundError: `path` does not exist (the CLI says so in one line).
         WrongFileError: `path` is a folder, a truncated or foreign file, or an .npz without `keys`."""
-    import numpy as np
     path = _existing_file(path, needed, fix)
     try:
         with np.load(path, allow_pickle=False) as archive:

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def _machine_error(exc: BaseException) -> str | None:
     """One line for an operating-system failure that no verb caught where it wrote (None: a real bug, which
     keeps its traceback). Names the file when the OS did, what the OS said, and the fix."""
+    # deferred: outputs loads numpy and pandas; only a failed verb needs it (`dermsynth --help` stays light)
     from .outputs import disk_error
     filename = getattr(exc, "filename", None)
     if isinstance(exc, IsADirectoryError):

@@ -86,6 +86,8 @@ def require_made_for(path: str | Path, recorded: Any, expected: str, network: st
 
 
 def _byte_dtype():
+    # only tensors_digest needs torch, and a tensor to digest means it is loaded already
+    # deferred: torch — data.ingest fingerprints its store with this module and does not need PyTorch
     import torch
     return torch.uint8
 

@@ -62,6 +62,7 @@ def exclusive(target: str | Path, verb: str, wait: bool = False, timeout: float 
     Raises:
         BusyError: another process holds it (immediately, or after `timeout` seconds with `wait=True`).
         OutputError: the lock file cannot be created (read-only folder, full disk)."""
+    # deferred: outputs loads numpy and pandas, and every stage's cli.py imports this module (`dermsynth --help`)
     from .outputs import disk_error
     path = lock_file_for(target)
     try:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .errors import DermsynthError
 
@@ -113,6 +114,7 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
 def save_torch(path: str | Path, payload: Any) -> None:
     """`torch.save(payload)` at `path`, atomically; a full disk is one line naming `path`, not PyTorch's
     'enforce fail … unexpected pos'."""
+    # deferred: torch — options, locks and the command line import this module and must stay light
     import torch
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -133,7 +135,6 @@ def tile(images) -> np.ndarray:
 
 def write_png(path: str | Path, picture: np.ndarray) -> None:
     """uint8 (H, W, 3) `picture` as PNG at `path`, atomically."""
-    from PIL import Image
     with atomic_path(path) as tmp:
         Image.fromarray(picture).save(tmp, format="PNG")
 

@@ -57,5 +57,6 @@ def add_verb(sub, name: str, func, help_text: str, shared: tuple[str, ...] = ())
 def set_threads(threads: int | None) -> None:
     """Limit PyTorch's intra-op threads to the job's allocation (None: leave PyTorch's default)."""
     if threads:
+        # deferred: torch — every stage's cli.py imports this module (`dermsynth --help` must not load PyTorch)
         import torch
         torch.set_num_threads(threads)
