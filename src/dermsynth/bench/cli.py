@@ -8,7 +8,8 @@ from ..verbs import add_verb, set_threads
 
 
 def _bench(args) -> None:
-    from ..bench import run_benchmark
+    # deferred: torch — `dermsynth --help` and the other verbs must not load the benchmarks
+    from .run import run_benchmark
     run_benchmark(args)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -9,15 +10,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
+from torch.utils.data import DataLoader
 
 from ..config import validate_config
+from ..data.dataset import LmdbImageDataset
+from ..data.demo.archives import encode_jpeg
+from ..data.demo.draw import View, render, sample_lesion
+from ..data.ingest import ingest_dataset
 from ..outputs import write_csv
 
 
 def _make_sources(workdir: Path, n_images: int, max_side: int) -> Path:
     """A folder source: a zip of large JPEGs (rendered small, upscaled) plus labels.csv."""
-    from ..data.demo.archives import encode_jpeg
-    from ..data.demo.draw import View, render, sample_lesion
     root = workdir / f"source-{n_images}-{max_side}"
     if (root / "labels.csv").exists():
         return root
@@ -46,7 +51,6 @@ def _config(source: Path, resolution: int, draft: bool, encoding: str = "png") -
 def bench_ingest(args) -> list[dict]:
     """Ingest throughput (images/s, per core) from a zip of ISIC-2020-sized JPEGs to LMDB, per resolution, JPEG
     DCT-scaling on/off and worker count. Returns one row per combination."""
-    from ..data.ingest import ingest_dataset
     workdir = Path(args.workdir)
     source = _make_sources(workdir, args.images, args.max_side)
     rows = []
@@ -55,7 +59,6 @@ def bench_ingest(args) -> list[dict]:
             for workers in args.workers:
                 out = workdir / f"ingest-{resolution}-{draft}-{workers}"
                 if out.exists():
-                    import shutil
                     shutil.rmtree(out)
                 start = time.perf_counter()
                 summary = ingest_dataset(_config(source, resolution, draft), "bench", out, workers=workers)
@@ -71,11 +74,6 @@ def bench_ingest(args) -> list[dict]:
 def bench_lmdb_read(args) -> list[dict]:
     """Read throughput (images/s over three epochs, after a warm-up epoch) of the LMDB through a PyTorch
     DataLoader, per resolution, stored encoding (png | raw) and number of loader workers."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from ..data.dataset import LmdbImageDataset
-    from ..data.ingest import ingest_dataset
     workdir = Path(args.workdir)
     source = _make_sources(workdir, args.images, args.max_side)
     rows = []

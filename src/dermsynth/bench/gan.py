@@ -16,7 +16,13 @@ from __future__ import annotations
 import math
 import time
 
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
 from ..config import schema_defaults
+from ..devices import choose_device
+from ..gan.training import GanTrainer, TrainingOptions
 
 # Dense (no sparsity) float16/bfloat16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
 DENSE_FP16_PEAK_TFLOPS = {"H200": 989.5, "H100 SXM": 989.5, "H100 80GB HBM3": 989.5, "H100 PCIe": 756.0,
@@ -47,7 +53,6 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 def _sync(device) -> None:
-    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -62,7 +67,6 @@ def _time_steps(trainer, steps: int, device) -> float:
 
 
 def _trainer(args, cuda_ops: str, num_fp16_res: int, compiled: bool, images, device):
-    from ..gan.training import GanTrainer, TrainingOptions
     options = TrainingOptions.from_section({
         **schema_defaults("gans.*"), "seed": 0, "batch": args.batch, "augment": "bgc", "augment_p": 0.2,
         "r1_gamma": 1.0, "cuda_ops": cuda_ops, "compile": compiled,
@@ -77,8 +81,6 @@ class _FlopCount:
     leaf input (R1) does not support, hence this dispatch mode without them."""
 
     def __init__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import flop_registry
         counter = self
         self.total = 0
 
@@ -116,8 +118,7 @@ def bench_gan_train(args) -> list[dict]:
     With `--flops`, first a row with the counted model FLOPs per kimg, then per variant the achieved
     TFLOP/s and its share of the GPU's dense fp16 peak. Variants that would start after
     `--time-budget` seconds are recorded as skipped."""
-    import torch
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     resolution = args.resolutions[0]
     default = list(GAN_TRAIN_VARIANTS) if device.type == "cuda" else ["reference-fp32"]
     names = default if args.variants is None else args.variants  # an empty list: the FLOP count alone

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
+import torch
+
+from ..devices import choose_device
+from ..metrics import extractors, generative
 
 
 def bench_metrics(args) -> list[dict]:
     """Feature-extraction throughput per network, LPIPS pairs/s, and FID/KID time from features."""
-    import warnings
-
-    import torch
-
-    from ..metrics import extractors, generative
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     rows = []
     for resolution in args.resolutions:
         images = torch.randint(0, 256, (args.images, 3, resolution, resolution), dtype=torch.uint8,

@@ -17,7 +17,13 @@ import time
 
 import torch
 
+from ..classify.train import Recipe, build_model, train_step
+from ..config import schema_defaults
+from ..devices import choose_device
 from ..gan.networks import Generator
+from ..latent.inversion import E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert
+from ..latent.project import ProjectionOptions, project
+from ..metrics.extractors import lpips_model
 
 
 def _timed(fn, device, repeats: int) -> float:
@@ -47,9 +53,7 @@ def bench_project(args) -> list[dict]:
     """Seconds per projection step for batch 1 and batch `--batch`; images/hour at `--projection-steps`.
     The per-step time is the difference of two runs (warm-up steps alone, then warm-up + timed steps,
     after one untimed run), so the w statistics and set-up are not counted."""
-    from ..latent.project import ProjectionOptions, project
-    from ..metrics.extractors import lpips_model
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     G = _generator(args, device)
     lpips_vgg, info = lpips_model(net="vgg")
     rows = []
@@ -57,7 +61,8 @@ def bench_project(args) -> list[dict]:
         targets = _targets(batch, args.resolutions[0])
 
         def _run(steps):
-            options = ProjectionOptions(steps=steps, space="w+", w_avg_samples=1000)
+            options = ProjectionOptions.from_section({**schema_defaults("latent.projection"), "steps": steps,
+                                                      "space": "w+", "w_avg_samples": 1000})
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
@@ -81,11 +86,12 @@ def bench_project(args) -> list[dict]:
 def bench_invert(args) -> list[dict]:
     """Milliseconds per image of e4e encoding (one pass) and of e4e + HyperStyle (5 refinements) on a
     batch of `--batch` images, encoders at their study input resolution."""
-    from ..latent.inversion import E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     G = _generator(args, device)
-    e4e = build_e4e(G, E4eOptions(input_resolution=args.resolutions[0], pretrained=False)).to(device)
-    hyper = build_hypernetwork(G, HyperStyleOptions(input_resolution=args.resolutions[0], pretrained=False)).to(device)
+    small = {"input_resolution": args.resolutions[0], "pretrained": False}
+    e4e = build_e4e(G, E4eOptions.from_section({**schema_defaults("latent.e4e"), **small})).to(device)
+    hyper_options = HyperStyleOptions.from_section({**schema_defaults("latent.hyperstyle"), **small})
+    hyper = build_hypernetwork(G, hyper_options).to(device)
     images = _targets(args.batch, args.resolutions[0])
     rows = []
     for name, network, iterations in (("e4e", None, 0), ("e4e+hyperstyle", hyper, 5)):
@@ -100,13 +106,13 @@ def bench_invert(args) -> list[dict]:
 
 def bench_classify_train(args) -> list[dict]:
     """Classifier training images/s with the trainer's step, for each `--classifiers` ARCH:RESOLUTION."""
-    from ..classify.train import Recipe, build_model, train_step
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     rows = []
     for spec in args.classifiers:
         architecture, resolution = spec.split(":")
         resolution = int(resolution)
-        recipe = Recipe(input_resolution=resolution, batch=args.batch, pretrained=False)
+        recipe = Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"), "input_resolution": resolution,
+                                      "batch": args.batch, "pretrained": False})
         torch.manual_seed(0)
         model, _ = build_model(architecture, 7, recipe)
         model = model.to(device).train()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..config import data_size_warnings, load_config
 from ..options import options_from_args
 from ..verbs import add_verb
-from .archives import missing_archives
 from .options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, SplitOptions
 
 # The handlers import their library when they run (`# deferred:`): `dermsynth --help` and every other verb
@@ -13,7 +12,8 @@ from .options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, 
 
 
 def _check_config(args) -> None:
-    # deferred: pandas, OpenCV — the demo writers (light for the Snakefile, not for `dermsynth --help`)
+    # deferred: pandas, OpenCV — the archive readers and demo writers (light for the Snakefile, not for --help)
+    from .archives import missing_archives
     from .demo.archives import expected_outputs
     cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
     print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
