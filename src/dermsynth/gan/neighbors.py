@@ -37,6 +37,7 @@ from ..outputs import check_writable, save_npz, write_csv, write_json, write_png
 from ..provenance import provenance
 from .generate import network_classes, write_image_set
 from .networks import seed_latents
+from .pixels import to_uint8
 from .run import load_generator
 
 
@@ -135,7 +136,7 @@ def _synthesize(G, ws: torch.Tensor, noise: list[torch.Tensor] | None, device) -
     G = G.to(device)
     noise = None if noise is None else [m.to(device) for m in noise]
     images = G.synthesis(ws.to(device), noise=noise, noise_mode="const")
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+    return to_uint8(images)
 
 
 def neighbour_rows(names: list[str], labels: list[str], source_keys: list[str], count: int, distance: float,
