@@ -15,6 +15,7 @@ from torch.utils.data import WeightedRandomSampler
 from dermsynth.classify.data import ImageRows, assemble_training_set, balanced_sample_weights
 from dermsynth.classify.tables import isic_table2, load_models, table2, table3
 from dermsynth.classify.train import Recipe, train_classifier
+from dermsynth.config import schema_defaults
 from dermsynth.errors import DermsynthError
 from dermsynth.labels import scheme_classes
 
@@ -46,8 +47,9 @@ def sets(gan_setup):
 
 
 def recipe(**overrides) -> Recipe:
-    return Recipe(**{**dict(input_resolution=16, batch=16, epochs=3, patience=5, lr=1e-3, pretrained=False,
-                            seed=5, augment=["hflip", "vflip", "cutout"]), **overrides})
+    return Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"), **dict(
+        input_resolution=16, batch=16, epochs=3, patience=5, lr=1e-3, pretrained=False, seed=5,
+        augment=["hflip", "vflip", "cutout"]), **overrides})
 
 
 def test_early_stopping_stops(sets, tmp_path):

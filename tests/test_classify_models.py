@@ -10,7 +10,14 @@ from torch import nn
 from dermsynth.classify import models
 from dermsynth.classify.models import create_classifier, register_model, registered_models
 from dermsynth.classify.train import Recipe, build_model
+from dermsynth.config import schema_defaults
 from dermsynth.errors import ConfigError
+
+
+def _recipe(**settings) -> Recipe:
+    """The schema's HAM10000 recipe changed by `settings`."""
+    return Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"), **settings})
+
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
 
@@ -34,7 +41,7 @@ def test_a_registered_builder_is_used_instead_of_timm(tiny_net, tmp_path):
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 5) and weights == "random-init(seed=0)"
     assert tiny_net == [{"num_classes": 5, "pretrained": True, "cache": tmp_path, "drop_rate": 0.3, "seed": 0}]
     assert "tiny-test-net" in registered_models()
-    model, _ = build_model("tiny-test-net", 3, Recipe(dropout=0.2, pretrained=False, seed=7))  # the classifiers' call
+    model, _ = build_model("tiny-test-net", 3, _recipe(dropout=0.2, pretrained=False, seed=7))  # the classifiers' call
     assert tiny_net[-1] == {"num_classes": 3, "pretrained": False, "cache": tiny_net[-1]["cache"], "drop_rate": 0.2,
                             "seed": 7}
     with pytest.raises(ValueError, match="registered already"):
@@ -69,5 +76,5 @@ def test_the_seed_chooses_the_weights_and_the_global_random_state_is_left_alone(
     assert label == "random-init(seed=1)" and other_label == "random-init(seed=2)"
     weights = [m.state_dict()["fc.weight"] for m in (first, again, other)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
-    a, b = (build_model("resnet10t", 3, Recipe(pretrained=False, seed=s))[0] for s in (4, 5))
+    a, b = (build_model("resnet10t", 3, _recipe(pretrained=False, seed=s))[0] for s in (4, 5))
     assert not torch.equal(a.state_dict()["conv1.0.weight"], b.state_dict()["conv1.0.weight"])

@@ -13,7 +13,7 @@ import yaml
 
 from dermsynth.classify.train import Recipe, build_model
 from dermsynth.cli import main
-from dermsynth.config import validate_config
+from dermsynth.config import schema_defaults, validate_config
 from dermsynth.data.splits import split_dataset
 from dermsynth.errors import ConfigError
 from dermsynth.labels import SCHEMES
@@ -33,7 +33,8 @@ def _predictions(rows: pd.DataFrame, predicted: list[str]) -> pd.DataFrame:
 def _model_folder(root, scenario, seed, manifest, mel_prediction):
     folder = root / scenario / "resnet10t"
     folder.mkdir(parents=True)
-    recipe = Recipe(input_resolution=16, pretrained=False, seed=seed)  # as the workflow test config
+    recipe = Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"),  # as the workflow test config
+                                  "input_resolution": 16, "pretrained": False, "seed": seed})
     model, weights = build_model("resnet10t", len(CLASSES), recipe)  # each folder its own weights: its seed's
     torch.save({"model": model.state_dict(), "epoch": 0, "architecture": "resnet10t", "classes": CLASSES,
                 "recipe": json.dumps(asdict(recipe)), "weights": weights}, folder / "best.pt")
@@ -156,7 +157,9 @@ def test_pcx_refuses_concept_relevances_of_another_classifier(explained, ingeste
         shutil.copytree(root / scenario, tmp_path / scenario)
         copies.append(str(tmp_path / scenario / "resnet10t"))
     saved = torch.load(tmp_path / "baseline" / "resnet10t" / "best.pt", weights_only=True)
-    retrained, _ = build_model("resnet10t", len(CLASSES), Recipe(input_resolution=16, pretrained=False, seed=9))
+    other = Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"), "input_resolution": 16,
+                                 "pretrained": False, "seed": 9})
+    retrained, _ = build_model("resnet10t", len(CLASSES), other)
     torch.save({**saved, "model": retrained.state_dict()}, tmp_path / "baseline" / "resnet10t" / "best.pt")
     capsys.readouterr()
     code = main(["pcx", "--config", str(root / "config.yaml"), "--models", *copies, "--sizes", "SA-2k", "--lmdb",

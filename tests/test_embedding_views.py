@@ -81,6 +81,7 @@ def test_the_authenticity_job_writes_the_views_of_its_embeddings(ingested_ham, t
     import torch
 
     from dermsynth.classify.train import Recipe, build_model
+    from dermsynth.config import schema_defaults
     from dermsynth.explain.authenticity import run_authenticity
     from dermsynth.explain.options import AuthenticityOptions
     from dermsynth.fingerprint import StateMismatchError, tensors_digest
@@ -95,7 +96,9 @@ def test_the_authenticity_job_writes_the_views_of_its_embeddings(ingested_ham, t
     np.savez(tmp_path / "projection.npz", keys=rows["key"].to_numpy(str), labels=rows["label"].to_numpy(str),
              ws=torch.randn(6, G.num_ws, 16).numpy(), generator=np.array(tensors_digest(G.state_dict())),
              **{f"noise{i}": torch.randn(6, 1, r, r).numpy() for i, r in enumerate(G.synthesis.noise_resolutions())})
-    recipe, classes = Recipe(input_resolution=16, pretrained=False), list(scheme_classes("ham7"))
+    recipe = Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"), "input_resolution": 16,
+                                  "pretrained": False})
+    classes = list(scheme_classes("ham7"))
     model, _ = build_model("resnet10t", len(classes), recipe)
     (tmp_path / "classifier").mkdir()
     torch.save({"model": model.state_dict(), "architecture": "resnet10t", "classes": classes,

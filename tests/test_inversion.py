@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dermsynth.config import schema_defaults
 from dermsynth.gan.networks import Generator
 from dermsynth.latent.encoders import accumulate, deltas_from_factors, hyper_layers, ws_resolutions
 from dermsynth.latent.inversion import (E4eOptions, HyperStyleOptions, invert, ms_ssim, progressive_offsets,
@@ -32,7 +33,7 @@ def tiny():
 def e4e_options(**overrides) -> E4eOptions:
     settings = dict(backbone="resnet18", input_resolution=32, steps=40, batch=8, lr=3e-4, progressive_start=10,
                     progressive_every=5, checkpoint_steps=1000, log_steps=1, pretrained=False, seed=3)
-    return E4eOptions(**{**settings, **overrides})
+    return E4eOptions.from_section({**schema_defaults("latent.e4e"), **settings, **overrides})
 
 
 def test_e4e_reconstruction_loss_falls(tiny, tmp_path):
@@ -74,8 +75,7 @@ def test_hyperstyle_refinement_beats_its_w_encoder_on_held_out_images(tiny, tmp_
     G, images, lpips = tiny
     train, held_out = images[:40], images[40:]
     encoder, _ = train_e4e(G, train, e4e_options(steps=30), lpips, tmp_path / "e4e.pt")
-    options = HyperStyleOptions(backbone="resnet18", input_resolution=32, steps=25, batch=8, lr=3e-4, iterations=3,
-                                layer_ranges=["all"], log_steps=1, pretrained=False, checkpoint_steps=1000)
+    options = _hyper_options(steps=25, batch=8, iterations=3, layer_ranges=["all"], checkpoint_steps=1000, seed=0)
     hyper, history = train_hyperstyle(G, encoder, train, options, lpips, tmp_path / "hyper.pt")
     assert history[0]["l2_per_iteration"][0] == pytest.approx(history[0]["l2_per_iteration"][-1])  # Δ starts at 0
     result = invert(G, encoder, held_out, hyper, iterations=3)
@@ -126,7 +126,7 @@ def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise():
 def _hyper_options(**overrides) -> HyperStyleOptions:
     settings = dict(backbone="resnet18", input_resolution=32, steps=4, batch=4, lr=3e-4, iterations=2,
                     layer_ranges=["middle"], log_steps=1, pretrained=False, checkpoint_steps=2, seed=5)
-    return HyperStyleOptions(**{**settings, **overrides})
+    return HyperStyleOptions.from_section({**schema_defaults("latent.hyperstyle"), **settings, **overrides})
 
 
 def test_hyperstyle_resumes_exactly_after_a_kill(tiny, tmp_path):

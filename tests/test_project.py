@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
+from dermsynth.config import schema_defaults
 from dermsynth.gan.networks import Generator
 from dermsynth.latent.project import ProjectionOptions, noise_regularization, project, reconstruct
 from dermsynth.metrics import extractors
+
+
+def _options(**changes) -> ProjectionOptions:
+    """The schema's `latent.projection` settings (and the projector's constants) changed by `changes`."""
+    constants = {k: v for k, v in changes.items() if k in ProjectionOptions.method_constants}
+    settings = {k: v for k, v in changes.items() if k not in constants}
+    return replace(ProjectionOptions.from_section({**schema_defaults("latent.projection"), **settings}), **constants)
 
 
 class PixelDistance(nn.Module):
@@ -36,7 +46,7 @@ def _targets(G, n=4, seed=7):
 @pytest.mark.parametrize("space", ["w", "w+"])
 def test_projection_recovers_a_generated_image_better_than_the_mean_w(generator, space):
     targets, _ = _targets(generator)
-    options = ProjectionOptions(steps=150, space=space, w_avg_samples=2000, initial_lr=0.05)
+    options = _options(steps=150, space=space, w_avg_samples=2000, initial_lr=0.05)
     result = project(generator, targets, PixelDistance(), options)
     curve = result["lpips_curve"]
     assert result["ws"].shape == (4, generator.num_ws, 16)
@@ -55,7 +65,7 @@ def test_lpips_projection_loss_falls(generator):
     with pytest.warns(UserWarning):
         lpips, _ = extractors.lpips_model(net="vgg")
     targets, _ = _targets(generator, n=2)
-    result = project(generator, targets, lpips, ProjectionOptions(steps=40, w_avg_samples=1000))
+    result = project(generator, targets, lpips, _options(steps=40, w_avg_samples=1000))
     curve = result["lpips_curve"]
     assert (curve[-5:].mean(dim=0) < curve[:5].mean(dim=0)).all()
 
@@ -73,7 +83,7 @@ def test_images_in_a_batch_do_not_influence_each_other(generator):
     """Per-image losses are summed, so image 0 follows the same path alone or in a batch (without the
     random w perturbation, whose stream depends on the batch size)."""
     targets, _ = _targets(generator, n=3)
-    quiet = ProjectionOptions(steps=20, w_avg_samples=500, initial_noise_factor=0.0)
+    quiet = _options(steps=20, w_avg_samples=500, initial_noise_factor=0.0)
     together = project(generator, targets, PixelDistance(), quiet)
     alone = project(generator, targets[:1], PixelDistance(), quiet)
     torch.testing.assert_close(together["lpips_curve"][:, 0], alone["lpips_curve"][:, 0], rtol=1e-4, atol=1e-6)

@@ -19,6 +19,7 @@ import yaml
 from dermsynth.checkpoints import WrongFileError
 from dermsynth.classify.data import ImageRows, assemble_training_set
 from dermsynth.classify.train import Recipe, load_best, train_classifier
+from dermsynth.config import schema_defaults
 from dermsynth.labels import scheme_classes
 
 from .race import DERMSYNTH, assert_no_partial_outputs, assert_one_refused, killed_at, start_together
@@ -38,8 +39,9 @@ def sets(gan_setup):
 
 
 def recipe(**overrides) -> Recipe:
-    return Recipe(**{**dict(input_resolution=16, batch=16, epochs=3, patience=3, lr=1e-3, pretrained=False,
-                            monitor="accuracy", augment=["hflip"]), **overrides})
+    return Recipe.from_section({**schema_defaults("classifiers.ham10000.recipe"), **dict(
+        input_resolution=16, batch=16, epochs=3, patience=3, lr=1e-3, pretrained=False, monitor="accuracy",
+        augment=["hflip"]), **overrides})
 
 
 def _lrs(path: Path) -> list[float]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dermsynth.checkpoints import WrongFileError
-from dermsynth.config import validate_config
+from dermsynth.config import schema_defaults, validate_config
 from dermsynth.gan.networks import Generator
 from dermsynth.latent.identity import ForeignComponentError, generator_digest
 from dermsynth.latent.inversion import E4eOptions, StaleCheckpointError, build_e4e, build_hypernetwork, \
@@ -29,6 +29,16 @@ from tests import race
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
 
 NETWORK = {"z_dim": 16, "w_dim": 16, "channel_base": 256, "channel_max": 16, "mapping_layers": 2}
+
+
+def _e4e(**settings) -> E4eOptions:
+    """The schema's `latent.e4e` defaults changed by `settings`."""
+    return E4eOptions.from_section({**schema_defaults("latent.e4e"), **settings})
+
+
+def _hyperstyle(**settings) -> HyperStyleOptions:
+    """The schema's `latent.hyperstyle` defaults changed by `settings`."""
+    return HyperStyleOptions.from_section({**schema_defaults("latent.hyperstyle"), **settings})
 
 
 def _generator(seed: int, resolution: int) -> Generator:
@@ -65,7 +75,7 @@ def two_generators(gan_setup, tmp_path_factory):
 
 
 def _e4e_file(G, path: Path, generator: str | None) -> Path:
-    options = E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False)
+    options = _e4e(backbone="resnet18", input_resolution=32, pretrained=False)
     payload = {"format": "e4e", "encoder": build_e4e(G, options).state_dict(), "options": asdict(options)}
     if generator is not None:
         payload["fingerprint"] = {"generator": generator}
@@ -89,10 +99,10 @@ def test_an_e4e_of_one_generator_is_refused_for_another_of_the_same_shapes(tmp_p
 
 def test_a_hyperstyle_must_belong_to_its_e4e(tmp_path):
     G = _generator(1, 16)
-    options = HyperStyleOptions(backbone="resnet18", input_resolution=32, iterations=1, layer_ranges=["all"],
-                                pretrained=False)
-    mine = build_e4e(G, E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False, seed=1))
-    other = build_e4e(G, E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False, seed=2))
+    options = _hyperstyle(backbone="resnet18", input_resolution=32, iterations=1, layer_ranges=["all"],
+                          pretrained=False)
+    mine = build_e4e(G, _e4e(backbone="resnet18", input_resolution=32, pretrained=False, seed=1))
+    other = build_e4e(G, _e4e(backbone="resnet18", input_resolution=32, pretrained=False, seed=2))
     from dermsynth.fingerprint import tensors_digest
     torch.save({"format": "hyperstyle", "hypernetwork": build_hypernetwork(G, options).state_dict(),
                 "options": asdict(options),
@@ -162,8 +172,8 @@ def test_an_e4e_resume_checkpoint_of_another_generator_is_not_resumed(tmp_path):
     G = _generator(1, 32)
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     lpips, _ = lpips_model(net="alex")
-    options = E4eOptions(backbone="resnet18", input_resolution=32, steps=3, batch=2, checkpoint_steps=2,
-                         pretrained=False)
+    options = _e4e(backbone="resnet18", input_resolution=32, steps=3, batch=2, checkpoint_steps=2,
+                   pretrained=False)
     train_e4e(G, images, options, lpips, tmp_path / "ckpt.pt", fingerprint={"generator": "aaa"})  # leaves step 2
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["fingerprint"] == {"generator": "aaa"}
     with pytest.raises(StaleCheckpointError, match=r"by another run \(generator: aaa → bbb\)"):
@@ -177,8 +187,7 @@ def test_train_e4e_sets_aside_a_resume_checkpoint_of_another_generator(two_gener
     torch.save({"step": 2, "options": {}, "fingerprint": {"generator": "from-a"}}, checkpoint)
     from dermsynth.latent.inversion import resume_options
     state = torch.load(checkpoint, weights_only=True)
-    state["options"] = json.loads(json.dumps(resume_options(E4eOptions(**{
-        k: v for k, v in options.e4e.items() if k in E4eOptions.__dataclass_fields__}))))
+    state["options"] = json.loads(json.dumps(resume_options(E4eOptions.from_section(options.e4e))))
     torch.save(state, checkpoint)
     run_train_e4e(options, b, lmdb, manifest, out, device="cpu")
     err = capsys.readouterr().err
@@ -200,15 +209,15 @@ def load_generator_for_test(path):
 def test_builders_leave_the_global_random_state_alone_and_seeds_differ():
     G = _generator(1, 16)
     before = torch.random.get_rng_state()
-    first = build_e4e(G, E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False, seed=1))
+    first = build_e4e(G, _e4e(backbone="resnet18", input_resolution=32, pretrained=False, seed=1))
     assert torch.equal(torch.random.get_rng_state(), before)
-    again = build_e4e(G, E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False, seed=1))
-    other = build_e4e(G, E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False, seed=2))
+    again = build_e4e(G, _e4e(backbone="resnet18", input_resolution=32, pretrained=False, seed=1))
+    other = build_e4e(G, _e4e(backbone="resnet18", input_resolution=32, pretrained=False, seed=2))
     name = "heads.0.linear.weight"
     assert torch.equal(first.state_dict()[name], again.state_dict()[name])
     assert not torch.equal(first.state_dict()[name], other.state_dict()[name])
-    build_hypernetwork(G, HyperStyleOptions(backbone="resnet18", input_resolution=32, layer_ranges=["all"],
-                                            pretrained=False))
+    build_hypernetwork(G, _hyperstyle(backbone="resnet18", input_resolution=32, layer_ranges=["all"],
+                                      pretrained=False))
     assert torch.equal(torch.random.get_rng_state(), before)
 
 

@@ -430,6 +430,7 @@ def test_dataset_images_use_the_stored_inversion_or_are_inverted_on_the_fly(work
 
     from dermsynth.data.splits import split_dataset
     from dermsynth.gan.run import load_generator
+    from dermsynth.config import schema_defaults
     from dermsynth.latent.inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, invert)
     from dermsynth.latent.run_inversion import _merge_chunks
     root = tmp_path / "work"
@@ -442,8 +443,9 @@ def test_dataset_images_use_the_stored_inversion_or_are_inverted_on_the_fly(work
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
     split_dataset(ingested, cfg["datasets"]["ham10000"]["split"]).to_csv(data / "manifest.csv", index=False)
     G = load_generator(root / "results" / "gan" / GAN / "network-final.pt")
-    e4e = E4eOptions(backbone="resnet18", input_resolution=32, pretrained=False)
-    hyper_options = HyperStyleOptions(backbone="resnet18", input_resolution=32, iterations=2, pretrained=False)
+    small = {"backbone": "resnet18", "input_resolution": 32, "pretrained": False}
+    e4e = E4eOptions.from_section({**schema_defaults("latent.e4e"), **small})
+    hyper_options = HyperStyleOptions.from_section({**schema_defaults("latent.hyperstyle"), **small, "iterations": 2})
     encoder, hyper = build_e4e(G, e4e), build_hypernetwork(G, hyper_options)
     from dermsynth.fingerprint import tensors_digest
     from dermsynth.latent.identity import generator_digest

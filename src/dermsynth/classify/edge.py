@@ -131,8 +131,7 @@ def render_edge_neighbours(options, network, targets, sources: pd.DataFrame, dev
     classes, trained_on = network_classes(network)
     _check_generator(classes, trained_on, set(sources["label"]), network)
     lpips_vgg, lpips_info = extractors.lpips_model(net="vgg")
-    optimiser = ProjectionOptions(steps=options.steps, space=options.space, seed=options.seed,
-                                  w_avg_samples=options.w_avg_samples)
+    optimiser = ProjectionOptions.from_section(options.to_dict(), where=f"{options.step} options")
     class_indices = [classes.index(label) for label in sources["label"]] if G.c_dim else None
     ws, noise, curve = project_in_batches(G, targets, class_indices, lpips_vgg, optimiser, options.batch, device,
                                           "edge-neighbours: project")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from ..errors import InputError
 from ..fingerprint import differences, digest, set_aside, store_identity
 from ..locks import exclusive
 from ..metrics.classification import classification_report
+from ..options import Settings
 from ..outputs import check_writable, save_torch
 from ..progress import Progress
 from .data import ImageRows, balanced_sample_weights
@@ -46,22 +47,29 @@ from .models import create_classifier
 
 
 @dataclass
-class Recipe:
-    """A classifier training recipe (the studies' defaults: HAM10000 DenseNet). `input_resolution` in pixels;
-    `lr` Adam learning rate; `monitor` the validation metric early stopping maximises."""
-    input_resolution: int = 224
-    batch: int = 32
-    epochs: int = 100
-    patience: int = 25
-    lr: float = 1e-5
-    weight_decay: float = 1e-4
-    dropout: float = 0.1
-    oversample: bool = True
-    augment: list = field(default_factory=lambda: ["hflip", "vflip", "cutout"])
-    monitor: str = "balanced_accuracy"     # balanced_accuracy | auc | accuracy
-    workers: int = 0
-    pretrained: bool = True
-    seed: int = 0
+class Recipe(Settings):
+    """A classifier training recipe, mirroring a study's `classifiers.<study>.recipe` (build it with
+    `Recipe.from_section`; the schema holds both studies' defaults and descriptions): `input_resolution` — images
+    are resized to this side, px; `batch`; at most `epochs` epochs, early stopping after `patience` epochs without a
+    better `monitor` (balanced_accuracy | auc | accuracy, on the validation split); Adam `lr` and `weight_decay`;
+    `dropout` before the head; `oversample` — classes equally likely per batch; `augment` — hflip, vflip, rotate,
+    cutout; `workers` — DataLoader processes; `pretrained` — ImageNet weights from the weights cache; `seed`."""
+
+    schema_section = ("classifiers.ham10000.recipe", "classifiers.isic.recipe")
+
+    input_resolution: int
+    batch: int
+    epochs: int
+    patience: int
+    lr: float
+    weight_decay: float
+    dropout: float
+    oversample: bool
+    augment: list
+    monitor: str
+    workers: int
+    pretrained: bool
+    seed: int
 
 
 SCHEDULE_ONLY = ("epochs", "patience", "workers")
@@ -76,8 +84,9 @@ BEST_FORMAT = "classifier"
 
 
 def recipe_from(settings: dict) -> Recipe:
-    """A Recipe from a config's `recipe` section (unknown keys ignored)."""
-    return Recipe(**{k: v for k, v in settings.items() if k in Recipe.__dataclass_fields__})
+    """The Recipe of a validated `classifiers.<study>.recipe` section (`Recipe.from_section`). Raises ConfigError
+    naming the keys it lacks."""
+    return Recipe.from_section(settings, where="train-classifier options' recipe")
 
 
 def build_model(architecture: str, classes: int, recipe: Recipe, pretrained: bool | None = None):
@@ -336,7 +345,7 @@ def load_best(out_dir: str | Path, device="cpu"):
             raise WrongFileError(f"{path} holds no best.pt: it is not a trained classifier folder; {fix}")
         path = path / "best.pt"
     saved = load_checkpoint(path, (BEST_FORMAT,), "a classifier checkpoint (best.pt)", fix)
-    recipe = Recipe(**{k: v for k, v in json.loads(saved["recipe"]).items() if k in Recipe.__dataclass_fields__})
+    recipe = Recipe.from_section(json.loads(saved["recipe"]), where=f"{path}'s recipe")
     model, _ = build_model(saved["architecture"], len(saved["classes"]), recipe, pretrained=False)
     model.load_state_dict(saved["model"])
     return model.to(device).eval(), saved

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..fingerprint import StateMismatchError, differences
+from ..options import Settings
 from ..outputs import save_torch
 from ..progress import Progress
 from .encoders import (E4eEncoder, HyperNetwork, LatentDiscriminator, accumulate, deltas_from_factors, hyper_layers,
@@ -24,48 +25,66 @@ from .encoders import (E4eEncoder, HyperNetwork, LatentDiscriminator, accumulate
 
 
 @dataclass
-class E4eOptions:
-    backbone: str = "resnet34"
-    input_resolution: int = 256
-    steps: int = 100_000
-    batch: int = 8
-    lr: float = 1e-4
-    l2_weight: float = 1.0
-    lpips_weight: float = 0.8
-    offset_weight: float = 2e-4
-    discriminator_weight: float = 0.1
-    discriminator_lr: float = 2e-5
-    r1_gamma: float = 10.0
-    r1_interval: int = 16
-    progressive_start: int = 20_000
-    progressive_every: int = 2_000
-    checkpoint_steps: int = 1_000
-    log_steps: int = 50
-    pretrained: bool = True
-    seed: int = 0
+class E4eOptions(Settings):
+    """e4e encoder training (Tov et al., 2021, "Designing an Encoder for StyleGAN Image Manipulation"), mirroring
+    `latent.e4e` (build it with `E4eOptions.from_section`; the schema holds every default, the paper's).
+
+    `backbone` — a timm model with features_only; `input_resolution` — encoder input side, px; `steps`, `batch`,
+    Adam `lr`; loss weights `l2_weight`, `lpips_weight` (LPIPS-Alex), `offset_weight` (the Δ_i regulariser),
+    `discriminator_weight` (latent discriminator; 0 = off) with its `discriminator_lr`, R1 weight `r1_gamma` every
+    `r1_interval` steps; progressive training: the first offset switched on at step `progressive_start`, another
+    every `progressive_every` steps; `checkpoint_steps`, `log_steps`; `pretrained` — ImageNet weights from the
+    weights cache; `seed`."""
+
+    schema_section = "latent.e4e"
+
+    backbone: str
+    input_resolution: int
+    steps: int
+    batch: int
+    lr: float
+    l2_weight: float
+    lpips_weight: float
+    offset_weight: float
+    discriminator_weight: float
+    discriminator_lr: float
+    r1_gamma: float
+    r1_interval: int
+    progressive_start: int
+    progressive_every: int
+    checkpoint_steps: int
+    log_steps: int
+    pretrained: bool
+    seed: int
 
 
 @dataclass
-class HyperStyleOptions:
-    backbone: str = "resnet34"
-    input_resolution: int = 256
-    steps: int = 100_000
-    batch: int = 8
-    lr: float = 1e-4
-    iterations: int = 5
-    rank: int = 4
-    layer_ranges: list = field(default_factory=lambda: ["middle", "fine"])
-    l2_weight: float = 1.0
-    lpips_weight: float = 0.8
-    checkpoint_steps: int = 1_000
-    log_steps: int = 50
-    pretrained: bool = True
-    seed: int = 0
+class HyperStyleOptions(Settings):
+    """HyperStyle hypernetwork training on top of an e4e encoder (Alaluf et al., 2022, "HyperStyle: StyleGAN
+    Inversion with HyperNetworks for Real Image Editing"), mirroring `latent.hyperstyle` (build it with
+    `HyperStyleOptions.from_section`; the schema holds every default).
 
+    `backbone`, `input_resolution` (px), `steps`, `batch`, Adam `lr` as for e4e; `iterations` — refinement
+    iterations (training and inversion); `rank` — of each iteration's kernel offset a·bᵀ; `layer_ranges` — whose
+    3×3 convolutions get offsets (all | coarse | middle | fine); loss weights `l2_weight`, `lpips_weight`;
+    `checkpoint_steps`, `log_steps`, `pretrained`, `seed`."""
 
-def options_from(cls, settings: dict):
-    names = {f for f in cls.__dataclass_fields__}
-    return cls(**{k: v for k, v in settings.items() if k in names})
+    schema_section = "latent.hyperstyle"
+
+    backbone: str
+    input_resolution: int
+    steps: int
+    batch: int
+    lr: float
+    iterations: int
+    rank: int
+    layer_ranges: list
+    l2_weight: float
+    lpips_weight: float
+    checkpoint_steps: int
+    log_steps: int
+    pretrained: bool
+    seed: int
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -26,21 +26,36 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..options import Settings
 from ..progress import Progress
 
 
 @dataclass
-class ProjectionOptions:
-    steps: int = 1000
-    space: str = "w"                   # w | w+
+class ProjectionOptions(Settings):
+    """The projector's settings, mirroring `latent.projection` and `classifiers.isic.edge` (their `steps`, `space`,
+    `w_avg_samples`, `seed`; build it with `ProjectionOptions.from_section`, the schema holds the defaults):
+    `steps` — Adam steps per image; `space` — `w` (one w per image) or `w+` (one per layer); `w_avg_samples` —
+    mapped z's for the mean w and σ_w; `seed` — of those z's and of the initial noise maps.
+
+    Method constants (the StyleGAN2 projector's recipe, Karras et al. 2020, appendix D; see the module docstring):
+    peak learning rate `initial_lr`, ramp-up over the first `lr_rampup` and cosine ramp-down over the last
+    `lr_rampdown` of the steps; w noise σ_w · `initial_noise_factor`, gone after `noise_ramp_length` of the steps;
+    noise-regulariser weight `regularize_noise_weight`."""
+
+    schema_section = ("latent.projection", "classifiers.isic.edge")
+    method_constants = ("initial_lr", "lr_rampup", "lr_rampdown", "initial_noise_factor", "noise_ramp_length",
+                        "regularize_noise_weight")
+
+    steps: int
+    space: str
+    w_avg_samples: int
+    seed: int
     initial_lr: float = 0.1
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
     initial_noise_factor: float = 0.05
     noise_ramp_length: float = 0.75
     regularize_noise_weight: float = 1e5
-    w_avg_samples: int = 10_000
-    seed: int = 0
 
 
 def w_statistics(G, class_index: int | None, samples: int, seed: int, device) -> tuple[torch.Tensor, float]:

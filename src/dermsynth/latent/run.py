@@ -122,8 +122,7 @@ def _project_locked(options: ProjectOptions, network, lmdb_root, manifest, out_n
     frame = chosen_images(options, manifest)
     targets = read_images(lmdb_root, frame["key"].tolist())
     lpips_vgg, lpips_info = extractors.lpips_model(net="vgg")
-    optimiser = ProjectionOptions(steps=options.steps, space=options.space, seed=options.seed,
-                                  w_avg_samples=options.w_avg_samples)
+    optimiser = ProjectionOptions.from_section(options.to_dict(), where=f"{options.step} options")
     class_indices = [classes.index(label) for label in frame["label"]] if G.c_dim else None
     ws, noise, curve = project_in_batches(G, targets, class_indices, lpips_vgg, optimiser, options.batch, device,
                                           f"project {gan}")

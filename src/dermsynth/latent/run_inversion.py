@@ -31,7 +31,7 @@ from ..provenance import provenance
 from .identity import data_fingerprint, generator_digest, recorded_digest, require_generator
 from .options import InvertOptions, TrainE4eOptions, TrainHyperstyleOptions
 from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, checkpoint_differences, invert,
-                        options_from, reconstruction_report, train_e4e, train_hyperstyle)
+                        reconstruction_report, train_e4e, train_hyperstyle)
 
 
 def _device(device):
@@ -142,7 +142,7 @@ def run_train_e4e(step: TrainE4eOptions, network, lmdb_root, manifest, out, devi
     from ..gan.run import load_generator
     from ..metrics.extractors import lpips_model
     device = _device(device)
-    gan, options = step.gan, options_from(E4eOptions, step.e4e)
+    gan, options = step.gan, E4eOptions.from_section(step.e4e, where="train-e4e options' e4e")
     out = Path(out)
     check_writable(out.parent)
     with exclusive(out, "train-e4e"):
@@ -177,7 +177,8 @@ def run_train_hyperstyle(step: TrainHyperstyleOptions, network, e4e, lmdb_root, 
     from ..gan.run import load_generator
     from ..metrics.extractors import lpips_model
     device = _device(device)
-    gan, options = step.gan, options_from(HyperStyleOptions, step.hyperstyle)
+    gan = step.gan
+    options = HyperStyleOptions.from_section(step.hyperstyle, where="train-hyperstyle options' hyperstyle")
     out = Path(out)
     check_writable(out.parent)
     with exclusive(out, "train-hyperstyle"):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import schema_defaults
 from ..errors import DermsynthError
 from ..latent.named import LAYER_RANGES
 
@@ -262,8 +263,9 @@ class ReviewEngine:
         from ..latent.project import ProjectionOptions, project, reconstruct
         from ..metrics.extractors import lpips_model
         settings = self.cfg.get("latent", {}).get("projection", {})
-        options = ProjectionOptions(steps=int(settings.get("steps", 200)),
-                                    w_avg_samples=int(settings.get("w_avg_samples", 2000)))
+        options = ProjectionOptions.from_section({**schema_defaults("latent.projection"),
+                                                  "steps": int(settings.get("steps", 200)),
+                                                  "w_avg_samples": int(settings.get("w_avg_samples", 2000))})
         vgg, _ = lpips_model(net="vgg")
         result = project(self.G, image[None], vgg, options, [0] if self.G.c_dim else None, self.device)
         return Source(label, "projection", image, reconstruct(self.G, result["ws"], result["noise"], self.device)[0],
