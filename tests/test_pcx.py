@@ -4,7 +4,13 @@ and flags what none of them explains."""
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from dermsynth.explain.pcx import concept_matrix, fit_prototypes, prototype_members, relevance_shares
+from dermsynth.config import schema_defaults
+from dermsynth.explain.pcx import MixtureFit, concept_matrix, fit_prototypes, prototype_members, relevance_shares
+
+
+def mixture_fit(**settings) -> MixtureFit:
+    """The schema's `explain.pcx` fit settings changed by `settings`."""
+    return MixtureFit.from_section({**schema_defaults("explain.pcx"), **settings})
 
 
 def clustered_relevances(k=3, per_cluster=60, concepts=16, seed=0):
@@ -22,7 +28,7 @@ def clustered_relevances(k=3, per_cluster=60, concepts=16, seed=0):
 def test_mixture_recovers_known_clusters_and_flags_a_far_vector_as_novelty():
     relevances, truth = clustered_relevances()
     vectors = relevance_shares(relevances)
-    prototypes = fit_prototypes(vectors, prototypes=None, max_prototypes=6, seed=0)
+    prototypes = fit_prototypes(vectors, mixture_fit(prototypes=None, max_prototypes=6, seed=0))
     assigned, _, novel = prototypes.assign(vectors)
     assert prototypes.count == 3, prototypes.bic          # chosen by BIC
     assert adjusted_rand_score(truth, assigned) >= 0.9
@@ -35,7 +41,7 @@ def test_mixture_recovers_known_clusters_and_flags_a_far_vector_as_novelty():
 def test_prototype_images_and_concept_matrix_follow_the_clusters():
     relevances, truth = clustered_relevances(seed=1)
     vectors = relevance_shares(relevances)
-    prototypes = fit_prototypes(vectors, prototypes=3, seed=0)
+    prototypes = fit_prototypes(vectors, mixture_fit(prototypes=3, seed=0))
     for rows in prototype_members(prototypes, vectors, 5):
         assert len(set(truth[rows])) == 1                 # the closest images share one strategy
     concepts, percentages = concept_matrix(prototypes, 9)

@@ -64,7 +64,8 @@ class PcxOptions(StepOptions):
     relevances `dermsynth crp` cached.
 
     Fields: `pcx` — the `explain.pcx` section (class, prototypes (null: by BIC), max_prototypes, covariance,
-    concepts, prototype_images, references, novelty_quantile in (0, 1), seed); `composite` and `batch` —
+    concepts, prototype_images, references, novelty_quantile in (0, 1), n_init, reg_covar, seed: the mixture's
+    part is `pcx.MixtureFit`); `composite` and `batch` —
     `explain.crp.composite` (the LRP composite) and `explain.crp.batch` (images per LRP pass)."""
 
     step = "pcx"

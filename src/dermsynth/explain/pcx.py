@@ -30,6 +30,7 @@ from ..errors import DermsynthError
 from ..figures import pyplot as plt
 from ..fingerprint import require_same
 from ..locks import exclusive
+from ..options import Settings
 from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..provenance import provenance
 from .components import classifier_identity
@@ -63,25 +64,44 @@ class Prototypes:
         return self.mixture.predict(vectors), likelihood, likelihood < self.threshold
 
 
-def fit_prototypes(vectors: np.ndarray, prototypes: int | None = None, max_prototypes: int = 8,
-                   covariance: str = "diag", novelty_quantile: float = 0.05, seed: int = 0) -> Prototypes:
-    """Gaussian mixture on vectors (N, C) float: `prototypes` components, or the count in 1…max_prototypes
-    with the lowest BIC (Schwarz 1978) when None. Threshold: the `novelty_quantile` quantile of the
+@dataclass(frozen=True)
+class MixtureFit(Settings):
+    """How PCX fits its Gaussian mixture, mirroring `explain.pcx` (build it with `MixtureFit.from_section`; the
+    schema holds the defaults): `prototypes` — components (None: the count in 1…`max_prototypes` with the lowest
+    BIC, Schwarz 1978); `covariance` — scikit-learn's covariance_type (full | diag | spherical | tied);
+    `novelty_quantile` — in (0, 1), the quantile of the training vectors' log-likelihoods below which a vector is
+    new; `n_init` — initialisations per fit, the best kept; `reg_covar` — added to the covariances' diagonals
+    (≥ 0); `seed` — scikit-learn's random_state."""
+
+    schema_section = "explain.pcx"
+
+    prototypes: int | None
+    max_prototypes: int
+    covariance: str
+    novelty_quantile: float
+    n_init: int
+    reg_covar: float
+    seed: int
+
+
+def fit_prototypes(vectors: np.ndarray, fit: MixtureFit) -> Prototypes:
+    """Gaussian mixture on vectors (N, C) float (Dreyer et al. 2024, PCX): `fit.prototypes` components, or the count
+    in 1…`fit.max_prototypes` with the lowest BIC when None. Threshold: the `fit.novelty_quantile` quantile of the
     training vectors' log-likelihoods.
 
     Raises:
         DermsynthError: fewer vectors than prototypes.
     """
     vectors = np.asarray(vectors, dtype=np.float64)
-    counts = [prototypes] if prototypes else list(range(1, max_prototypes + 1))
+    counts = [fit.prototypes] if fit.prototypes else list(range(1, fit.max_prototypes + 1))
     counts = [k for k in counts if k <= len(vectors)]
     if not counts:
-        raise DermsynthError(f"PCX: {len(vectors)} relevance vectors cannot make {prototypes or 1} prototypes")
-    fits = {k: GaussianMixture(k, covariance_type=covariance, random_state=seed, n_init=3, reg_covar=1e-5)
-            .fit(vectors) for k in counts}
-    bic = {k: float(fit.bic(vectors)) for k, fit in fits.items()}
+        raise DermsynthError(f"PCX: {len(vectors)} relevance vectors cannot make {fit.prototypes or 1} prototypes")
+    fits = {k: GaussianMixture(k, covariance_type=fit.covariance, random_state=fit.seed, n_init=fit.n_init,
+                               reg_covar=fit.reg_covar).fit(vectors) for k in counts}
+    bic = {k: float(mixture.bic(vectors)) for k, mixture in fits.items()}
     best = fits[min(bic, key=bic.get)]
-    threshold = float(np.quantile(best.score_samples(vectors), novelty_quantile))
+    threshold = float(np.quantile(best.score_samples(vectors), fit.novelty_quantile))
     return Prototypes(best, threshold, bic)
 
 
@@ -161,8 +181,7 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
                                                 "novelties": 0, "note": note}
     vectors = relevance_shares(cache["relevances"][members])
     keys = [k for k, m in zip(cache["keys"], members) if m]
-    prototypes = fit_prototypes(vectors, settings.get("prototypes"), settings["max_prototypes"],
-                                settings["covariance"], settings["novelty_quantile"], settings["seed"])
+    prototypes = fit_prototypes(vectors, MixtureFit.from_section(settings, where="pcx options' pcx"))
     closest = prototype_members(prototypes, vectors, settings["prototype_images"])
     concept_ids, percentages = concept_matrix(prototypes, settings["concepts"])
     test_keys = sorted(table.loc[(table["split"] == "test") & (table["label"] == name), "key"])
