@@ -104,6 +104,8 @@ class Settings:
 
     - `schema_section`: the dotted schema path of the section mirrored (`"latent.e4e"`; `*` for any entry of a
       map: `"gans.*"`), or a tuple of paths when several sections share the layout (the two studies' recipes);
+    - `schema_keys`: field → the key it mirrors, where the names differ (`PplOptions.samples` ←
+      `evaluation.ppl_samples`); otherwise a field mirrors the key of its own name;
     - `method_constants`: fields that are constants of the method, not settings (StyleGAN2's lazy-regularisation
       intervals, the projector's learning-rate schedule); they alone keep a default in code, and none of them
       may be a key of the section.
@@ -111,6 +113,7 @@ class Settings:
     Every other field mirrors a schema key and has no default: the schema holds it (with its description)."""
 
     schema_section: ClassVar[str | tuple[str, ...]] = ()
+    schema_keys: ClassVar[dict[str, str]] = {}
     method_constants: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -120,18 +123,18 @@ class Settings:
 
     @classmethod
     def from_section(cls: type[SettingsT], section: Mapping[str, Any], where: str | None = None) -> SettingsT:
-        """The settings of a schema-validated config section (a dict, or a step options' `Section`): its keys named
-        by `setting_names`, copied as plain dicts and lists; its other keys are not read, method constants keep
-        their defaults. Raises ConfigError naming the section (`where`, default `schema_section`) and every key it
+        """The settings of a schema-validated config section (a dict, or a step options' `Section`): the keys that
+        `setting_names` mirror (`schema_keys`), copied as plain dicts and lists; its other keys are not read, method
+        constants keep their defaults. Raises ConfigError naming the section (`where`, default `schema_section`) and every key it
         lacks."""
-        names = cls.setting_names()
-        missing = [name for name in names if name not in section]
+        keys = {name: cls.schema_keys.get(name, name) for name in cls.setting_names()}
+        missing = [key for key in keys.values() if key not in section]
         if missing:
             paths = cls.schema_section if isinstance(cls.schema_section, str) else " or ".join(cls.schema_section)
             raise ConfigError(f"{where or paths} lacks {', '.join(missing)} ({cls.__name__} reads every setting of "
                               "the section and has no defaults: validate the config so that the schema fills them, "
                               "or let the workflow write the options again)")
-        return cls(**{name: thaw(section[name]) for name in names})
+        return cls(**{name: thaw(section[key]) for name, key in keys.items()})
 
 
 @dataclasses.dataclass(frozen=True)

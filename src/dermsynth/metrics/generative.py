@@ -16,6 +16,7 @@ import torch
 from cleanfid import fid as clean_fid
 
 from ..devices import choose_device
+from ..options import Settings
 from .registry import register_metric
 
 
@@ -26,20 +27,27 @@ class FidOptions:
 
 
 @dataclass(frozen=True)
-class KidOptions:
-    """KID: `subset_size` images per subset (capped by the caller at both sets' sizes), `subsets` subsets,
-    drawn with `seed`."""
+class KidOptions(Settings):
+    """KID (Bińkowski et al. 2018): `subset_size` images per subset (`evaluation.kid_subset`, capped by the caller at
+    both sets' sizes). Method constants: `subsets` subsets, drawn with the fixed `seed` (not `evaluation.seed`)."""
 
-    subset_size: int = 1000
+    schema_section = "evaluation"
+    schema_keys = {"subset_size": "kid_subset"}
+    method_constants = ("subsets", "seed")
+
+    subset_size: int
     subsets: int = 100
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class NeighbourOptions:
-    """Precision/recall and α-precision/β-recall: `k` nearest neighbours (k-NN radii)."""
+class NeighbourOptions(Settings):
+    """Precision/recall (Kynkäänniemi et al. 2019) and α-precision/β-recall (Alaa et al. 2022): `k` nearest
+    neighbours of the k-NN radii (`evaluation.k`)."""
 
-    k: int = 3
+    schema_section = "evaluation"
+
+    k: int
 
 
 @dataclass(frozen=True)

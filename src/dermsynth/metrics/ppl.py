@@ -14,19 +14,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..options import Settings
 from .registry import register_metric
 
 
 @dataclass(frozen=True)
-class PplOptions:
-    """PPL: `samples` paths, step `epsilon`, `sampling` "end" (t = 0) or "full", `batch` paths per forward pass,
-    `seed` of the latents."""
+class PplOptions(Settings):
+    """Perceptual path length (Karras et al. 2019, StyleGAN, section 3.2), from the `evaluation` section: `samples`
+    paths (`ppl_samples`), `batch` paths per forward pass, `seed` of the latents. Method constants: step `epsilon`
+    and `sampling` "end" (t = 0; or "full"), as StyleGAN2's evaluation."""
 
-    samples: int = 200
+    schema_section = "evaluation"
+    schema_keys = {"samples": "ppl_samples"}
+    method_constants = ("epsilon", "sampling")
+
+    samples: int
+    batch: int
+    seed: int
     epsilon: float = 1e-4
     sampling: str = "end"
-    batch: int = 16
-    seed: int = 0
 
 
 def perceptual_path_length(G, lpips, samples: int = 200, epsilon: float = 1e-4, sampling: str = "end",
