@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,13 +24,29 @@ import torch
 import yaml
 
 from .conftest import demo_config
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser under its PyPI name (a dependency of flwr)
+    import tomli as tomllib
 from dermsynth.config import validate_config
 from dermsynth.federated.client import Hospital, train_round
+from dermsynth.federated.deploy import Federation, flower_command
+from dermsynth.federated.launch import APP_FOLDER, node_configs
+from dermsynth.federated.messages import check_reply
 from dermsynth.federated.options import TrainFederatedOptions
-from dermsynth.federated.server import check_reply, global_networks, initial_arrays
+from dermsynth.federated.server import global_networks, initial_arrays
 from dermsynth.federated.state import fedavg, load_shared, shared_arrays
 
 TINY = {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 256, "channel_max": 16}
+
+
+def _folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` (relative path → size, modification time in ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+APP_FOLDER_STATE = _folder_state(APP_FOLDER)  # the repository's Flower app before any run of this module
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +252,12 @@ def test_a_deployment_of_superlink_and_three_supernodes_runs_fedavg_and_leaves_n
     rounds = pd.read_csv(out / "rounds.csv")
     assert list(rounds["round"]) == [1, 2] and (rounds["n_hospitals"] == 3).all()
     assert not _flower_processes(out)  # every process of the run is gone
+    # the repository's app folder was submitted as it is: no copy of it, nothing written into it; the run config
+    # carried the run's round settings
+    assert not (out / "flower" / "app").exists() and _folder_state(APP_FOLDER) == APP_FOLDER_STATE
+    submitted = tomllib.loads((out / "flower" / "run-config.toml").read_text())
+    assert (submitted["rounds"], submitted["local-steps"], submitted["evaluate-every"]) == (2, 2, 2)
+    assert Path(submitted["options"]).is_file() and submitted["out"] == str(out)
     # FedAvg: the global model of round 2 = image-weighted mean of what the hospitals returned in round 2
     # (their saved local states of round 2 hold exactly the arrays they sent), computed here independently.
     own = _hospital_keys(root)
@@ -279,18 +302,29 @@ def test_a_run_killed_after_round_2_resumes_at_round_3_and_equals_the_uninterrup
     _same_networks(simulated_run / "network-final.pt", out / "network-final.pt")
 
 
+def _flwr_run_by_hand(federation: Federation, run_config: dict, log: Path) -> int:
+    """What the app folder's README tells a Flower user: `flwr run <the repository's app folder> <connection>
+    --stream --run-config "key=value ..."` against a SuperLink they started; returns flwr's exit status."""
+    text = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in run_config.items())
+    command = [flower_command("flwr"), "run", str(APP_FOLDER), "dermsynth", "--stream", "--run-config", text]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as stream:
+        return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=federation.env,
+                              timeout=900).returncode
+
+
 def test_a_supernode_killed_mid_round_does_not_stop_training_and_rejoins(federation_data, tmp_path):
-    from dermsynth.federated.deploy import Federation, node_configs
+    """The app folder run by hand, as a Flower user would, against a SuperLink and three SuperNodes; one
+    SuperNode dies in round 2 and comes back in round 3."""
     raw, root = federation_data
     options = _options(raw, min_available_nodes=2, round_timeout_s=45)
     out = tmp_path / "run"
     nodes = node_configs(list(options.hospitals), root / "lmdb", root / "federated.csv", out / "clients", "cpu", 1)
-    options_file = options.write(tmp_path)
-    with Federation(tmp_path / "flower", out / "logs", nodes) as federation:
-        import threading
+    run_config = {"options": options.write(tmp_path), "out": str(out), **options.federation.to_run_config()}
+    with Federation(APP_FOLDER, tmp_path / "flower", out / "logs", nodes) as federation:
         status = {}
-        runner = threading.Thread(target=lambda: status.update(code=federation.submit(
-            {"options": options_file, "out": str(out)})))
+        runner = threading.Thread(target=lambda: status.update(
+            code=_flwr_run_by_hand(federation, run_config, out / "logs" / "flwr-run.log")))
         runner.start()
         _wait_for(lambda: _round(out) == (2, "training"), 300, "round 2")
         federation.kill_supernode("hospital_1")

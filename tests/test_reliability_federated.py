@@ -13,7 +13,7 @@ import torch
 
 from dermsynth.config import schema_defaults
 from dermsynth.federated.client import ClientState, Hospital, train_round
-from dermsynth.federated.deploy import own_state, run_federated
+from dermsynth.federated.launch import own_state, run_federated
 from dermsynth.federated.options import TrainFederatedOptions
 from dermsynth.federated.server import RUN_FINGERPRINT, data_fingerprint, initial_arrays, run_fingerprint
 from dermsynth.federated.state import load_checkpoint, save_checkpoint
@@ -27,13 +27,13 @@ TRAINING = {"batch": 4, "g_lr": 0.0025, "d_lr": 0.0025, "r1_gamma": 1.0, "pl_wei
             "ema_kimg": 10, "mirror": True, "augment": "noaug", "augment_p": 0.0, "ada_target": 0.6, "ada_kimg": 500,
             "seed": 7, "cuda_ops": "auto", "compile": False, "network": NETWORK, "conditional": True}
 FEDERATION = {"rounds": 2, "local_steps": 2, "min_available_nodes": 2, "round_timeout_s": 60, "checkpoint_every": 1,
-              "evaluate_every": 1, "runtime": "simulation"}
+              "evaluate_every": 1}
 
 
 def _options(**training) -> TrainFederatedOptions:
     return TrainFederatedOptions(run="fed", dataset="set", hospitals=["h1", "h2"],
                                  label_classes=list(scheme_classes("ham7")), resolution=16,
-                                 training={**TRAINING, **training}, federation=dict(FEDERATION))
+                                 training={**TRAINING, **training}, federation=dict(FEDERATION), runtime="simulation")
 
 
 @pytest.fixture(scope="module")

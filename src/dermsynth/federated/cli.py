@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 
 from ..locks import exclusive
+from ..options import options_from_args
 from ..verbs import add_verb, set_threads
+from .options import EvaluateFederatedOptions, FederatedTableOptions, TrainFederatedOptions
 
 
 def _train_federated(args) -> None:
-    from ..options import options_from_args
-    from .deploy import run_federated
-    from .options import TrainFederatedOptions
+    # deferred: the launcher loads torch — `dermsynth --help` and the Snakefile must not
+    from .launch import run_federated
     options = options_from_args(TrainFederatedOptions, args, run=args.run)
     final = run_federated(options, args.lmdb, args.federated, args.out, device=args.device or "auto",
                           threads=args.threads or 0, gpus=args.gpus)
@@ -19,9 +20,8 @@ def _train_federated(args) -> None:
 
 
 def _evaluate_federated(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .evaluate import federated_curves
-    from .options import EvaluateFederatedOptions
     options = options_from_args(EvaluateFederatedOptions, args, run=args.run)
     set_threads(args.threads)
     with exclusive(args.out, "evaluate-federated"):
@@ -30,9 +30,8 @@ def _evaluate_federated(args) -> None:
 
 
 def _federated_table(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch and matplotlib — `dermsynth --help` and the Snakefile must not load them
     from .evaluate import federated_table
-    from .options import FederatedTableOptions
     options = options_from_args(FederatedTableOptions, args, run=args.run)
     with exclusive(args.out, "federated-table"):
         federated_table(options, args.curves, args.rounds, args.out, args.figure, args.data_source)

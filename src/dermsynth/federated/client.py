@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -30,17 +33,17 @@ import torch.nn.functional as F
 
 from ..checkpoints import WrongFileError, load_checkpoint
 from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
 from ..fingerprint import differences, digest, set_aside, store_identity
 from ..gan.run import LmdbTrainingImages
 from ..gan.training import GanTrainer, ResumableBatches, TrainingDivergedError, TrainingOptions, recorded_fingerprint
 from ..outputs import write_text
-from .options import TrainFederatedOptions
+from .messages import METRICS
+from .options import RoundSettings, TrainFederatedOptions
 from .state import load_shared, shared_arrays
 
 TRAINING_OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
                         "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile")
-METRICS = ("num-examples", "hospital-index", "local-steps", "hospital-steps", "loss-G", "loss-D", "augment-p",
-           "seconds")
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def hospital_fingerprint(options: TrainFederatedOptions, hospital: Hospital, ima
     labels), the training recipe and `local_steps`."""
     return {"run": run, "run.name": options.run, "hospital": hospital.name, "data.store": store_identity(hospital.lmdb),
             "data.selection": digest(list(zip(images.keys, images.labels))), "data.resolution": int(options.resolution),
-            "recipe": json.loads(json.dumps(options.training)), "federation.local_steps": options.federation["local_steps"]}
+            "recipe": json.loads(json.dumps(options.training)), "federation.local_steps": options.federation.local_steps}
 
 
 def networks(trainer: GanTrainer) -> dict[str, torch.nn.Module]:
@@ -178,12 +181,6 @@ class ClientState:
         return None, None
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _record_keys(hospital: Hospital, images: AuditedImages) -> None:
     path = Path(hospital.state_dir) / "keys-read.txt"
     before = set(path.read_text().split()) if path.exists() else set()
@@ -200,27 +197,27 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
 
     Raises:
         ValueError: the hospital has no training images.
-        TrainingDivergedError: every loss of a local step is NaN or infinite (nothing of this round is saved)."""
-    import time
+        TrainingDivergedError: every loss of a local step is NaN or infinite (nothing of this round is saved).
+        DeviceError: the hospital's device is not on this machine."""
     start = time.perf_counter()
     if hospital.threads:
         torch.set_num_threads(hospital.threads)
     images, labels = hospital_images(hospital, options)
-    device = _device(hospital.device)
+    device = choose_device(None if hospital.device == "auto" else hospital.device)
     trainer = GanTrainer(training_options(options), images, labels if options.training["conditional"] else None,
                          device)
     seed = hospital_seed(options, hospital.name)
     trainer.batches = ResumableBatches(len(images), trainer.options.batch, seed)
     torch.manual_seed(seed)
     trainer.fingerprint = hospital_fingerprint(options, hospital, images, run)
-    state = ClientState(hospital.state_dir, keep=options.federation["checkpoint_every"] + 1)
+    state = ClientState(hospital.state_dir, keep=options.federation.checkpoint_every + 1)
     previous, saved = state.resumable(round_number, trainer.fingerprint, f"hospital {hospital.name}")
     if saved is not None:
         trainer.load_state(saved, previous)
     del saved
     load_shared(networks(trainer), global_arrays)
     try:
-        for _ in range(options.federation["local_steps"]):
+        for _ in range(options.federation.local_steps):
             stats = trainer.step()
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"hospital {hospital.name}, round {round_number}: {exc} (federated.{options.run}"
@@ -228,7 +225,7 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
     state.save(trainer, round_number)
     _record_keys(hospital, images)
     metrics = {"num-examples": len(images), "hospital-index": list(options.hospitals).index(hospital.name),
-               "local-steps": options.federation["local_steps"], "hospital-steps": trainer.step_index,
+               "local-steps": options.federation.local_steps, "hospital-steps": trainer.step_index,
                "loss-G": float(stats["loss_G"]), "loss-D": float(stats["loss_D"]),
                "augment-p": float(stats["augment_p"]), "seconds": time.perf_counter() - start}
     print(f"hospital {hospital.name}: round {round_number}, {len(images)} images, {trainer.step_index} steps so far "
@@ -236,11 +233,21 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
     return shared_arrays(networks(trainer)), metrics
 
 
-def options_from_json(text: str) -> TrainFederatedOptions:
-    """The run's options as the server sends them (JSON of `TrainFederatedOptions.to_dict()`)."""
-    return TrainFederatedOptions.from_dict(json.loads(text), origin="the server's train message")
+def hospital_options(text: str, run_config: Mapping) -> TrainFederatedOptions:
+    """The run's options at a hospital: the train message's `options` (`text`: JSON of
+    `TrainFederatedOptions.for_hospitals()`) with the round settings of Flower's run config
+    (`RoundSettings.from_run_config`). Parsed and validated once per process and run (every round of a run sends
+    the same text; the Simulation Runtime runs many rounds in one process). Raises ConfigError."""
+    return _hospital_options(text, tuple(sorted(run_config.items())))
+
+
+@lru_cache(maxsize=4)
+def _hospital_options(text: str, run_config: tuple) -> TrainFederatedOptions:
+    data = json.loads(text)
+    settings = RoundSettings.from_run_config(dict(run_config), len(data["hospitals"]))
+    return TrainFederatedOptions.from_hospital_message(data, settings)
 
 
 __all__ = ["AuditedImages", "ClientState", "Hospital", "METRICS", "hospital_fingerprint", "hospital_images",
            "hospital_seed", "networks",
-           "options_from_json", "train_round", "training_options"]
+           "hospital_options", "train_round", "training_options"]

@@ -23,10 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ..checkpoints import GENERATOR_KINDS, load_checkpoint
 from ..data.dataset import read_images
+from ..devices import choose_device
 from ..errors import InputError
+from ..figures import pyplot as plt
+from ..gan.run import GENERATOR_FIX, generator_from_state
+from ..metrics import registry
+from ..metrics.gan_eval import class_schedule, feature_networks, generated_features
+from ..metrics.generative import FidOptions, KidOptions
+from ..metrics.options import GAN_CURVE_EXTRACTORS
 from ..outputs import save_figure, write_csv
 from .options import EvaluateFederatedOptions, FederatedTableOptions
 
@@ -65,10 +72,6 @@ def snapshots(options: EvaluateFederatedOptions, federated_network, alone: list,
 
 
 def _snapshot_rows(model: str, path: Path, options, real: dict, nets: dict, labels: pd.Series, device) -> list[dict]:
-    from ..gan.run import generator_from_state
-    from ..metrics import registry
-    from ..metrics.gan_eval import class_schedule, generated_features
-    from ..metrics.generative import FidOptions, KidOptions
     ev = options.evaluation
     state = _generator_state(path, device)
     iterations, kimg, rnd = int(state.get("hospital_steps", state["step"])), state["nimg"] / 1000, state.get("round")
@@ -97,8 +100,6 @@ def _snapshot_rows(model: str, path: Path, options, real: dict, nets: dict, labe
 def _generator_state(path, device="cpu") -> dict:
     """A generator checkpoint (train-gan's or a federated snapshot) through the checkpoint-kind checks: a folder,
     a truncated file or another kind of checkpoint is one WrongFileError line."""
-    from ..checkpoints import GENERATOR_KINDS, load_checkpoint
-    from ..gan.run import GENERATOR_FIX
     return load_checkpoint(path, GENERATOR_KINDS, "a generator checkpoint", GENERATOR_FIX, map_location=device)
 
 
@@ -114,14 +115,13 @@ def federated_curves(options: EvaluateFederatedOptions, lmdb_root, federated_csv
     per (snapshot, reference): model, round, iterations, kimg, reference, fid, kid, fd_lite0, kid_lite0, counts,
     weights. Raises InputError when `alone` does not give one network per hospital, the LMDB store is another
     dataset's or `central` is not the run's central generator; WrongFileError (before any feature is computed) when
-    a given network is not a generator checkpoint; FileNotFoundError when one is missing."""
-    from ..metrics.gan_eval import feature_networks
-    from ..metrics.options import GAN_CURVE_EXTRACTORS
+    a given network is not a generator checkpoint; FileNotFoundError when one is missing; DeviceError when
+    `device` is not on this machine."""
     if options.baselines and len(alone) != len(options.hospitals):
         raise InputError(f"--alone gives {len(alone)} networks for {len(options.hospitals)} hospitals")
     for network in [federated_network, *alone, *([central] if central else [])]:
         _generator_state(network)  # a wrong file is one line now, not after the real images' features
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     stored = json.loads((Path(lmdb_root) / "index.json").read_text()).get("dataset")
     if stored != options.dataset:
         raise InputError(f"{lmdb_root} holds dataset {stored}, not the run's {options.dataset}")
@@ -190,9 +190,6 @@ def federated_table(options: FederatedTableOptions, curves_csv, rounds_csv, out_
 def plot_curves(curves: pd.DataFrame, options: FederatedTableOptions, out_png) -> None:
     """FID over hospital iterations, one panel per hospital's real images (+ pooled): federated, that hospital
     alone, central."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
     panels = [*options.hospitals, POOLED]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), dpi=120, squeeze=False)
     for ax, reference in zip(axes[0], panels):

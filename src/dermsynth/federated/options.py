@@ -2,7 +2,7 @@
 
 | verb (rule) | options | reads |
 |---|---|---|
-| train-federated (train_federated) | `TrainFederatedOptions` | one `federated.<run>` section: training keys + federation keys |
+| train-federated (train_federated) | `TrainFederatedOptions` | one `federated.<run>` section: training keys, round settings (`RoundSettings`), runtime |
 | train-gan (train_alone) | `HospitalAloneOptions` | the same run's training keys, as a `gans` entry limited to one hospital |
 | evaluate-federated (evaluate_federated) | `EvaluateFederatedOptions` | the run's hospitals, its central generator, `evaluation` sample sizes |
 | federated-table (federated_table) | `FederatedTableOptions` | the run's hospitals, `fid_threshold` |
@@ -10,19 +10,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+from ..gan.options import TrainGanOptions
 from ..labels import scheme_classes
 from ..options import RESOURCE_KEYS, Section, StepOptions, entry, select
-from ..gan.options import TrainGanOptions
 
 # The keys of a `gans` entry that configure the training step itself (`gan.training.TrainingOptions`), plus the
 # data keys a federated run shares with it. Anything else of the run section belongs to the federation.
 TRAINING_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
                  "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile", "network",
                  "conditional", "classes")
-FEDERATION_KEYS = ("rounds", "local_steps", "min_available_nodes", "round_timeout_s", "checkpoint_every",
-                   "evaluate_every", "runtime")
+# The per-round settings of a federated run (`RoundSettings`): what the ServerApp and every ClientApp read, from
+# Flower's run config (the app folder's `[tool.flwr.app.config]`, keys with `-` for `_`).
+ROUND_KEYS = ("rounds", "local_steps", "min_available_nodes", "round_timeout_s", "checkpoint_every", "evaluate_every")
+FEDERATION_KEYS = (*ROUND_KEYS, "runtime")
+RUNTIMES = ("deployment", "simulation")
 CURVE_KEYS = ("real_samples", "seed", "snapshot_samples", "kid_subset", "truncation_psi", "batch")
 
 
@@ -38,6 +44,88 @@ def iterations_per_evaluation(spec: dict) -> int:
     return spec["evaluate_every"] * spec["local_steps"]
 
 
+def run_config_key(key: str) -> str:
+    """The name of a round setting in Flower's run config (`local_steps` → `local-steps`, Flower's spelling)."""
+    return key.replace("_", "-")
+
+
+def _round_setting_problem(key: str, value) -> str | None:
+    """What is wrong with `value` as round setting `key` (None: nothing)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if key == "round_timeout_s":
+        return None if number and value > 0 else f"round_timeout_s = {value!r} is not a positive number of seconds"
+    return None if number and isinstance(value, int) and value >= 1 else f"{key} = {value!r} is not an integer ≥ 1"
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """The per-round settings of a federated run, typed: `rounds` — FedAvg aggregations; `local_steps` — training
+    iterations each hospital runs per round (batches of `training.batch` images); `min_available_nodes` —
+    hospitals that must answer for a round to count; `round_timeout_s` — seconds the server waits for the replies
+    of one round; `checkpoint_every`, `evaluate_every` — rounds between server checkpoints and between kept
+    snapshots of the global model.
+
+    One value per process, parsed and validated once: where the options are built or loaded
+    (`TrainFederatedOptions`) and, in the Flower apps, from the run config (`from_run_config`: the ServerApp
+    once, each ClientApp process once). The schema (`$defs/federated_run`) holds their defaults; the app folder's
+    `[tool.flwr.app.config]` repeats them (tests/test_flower_app.py keeps the two equal).
+
+    Raises ConfigError naming the setting when a count is not an integer ≥ 1 or the timeout not a positive
+    number."""
+
+    rounds: int
+    local_steps: int
+    min_available_nodes: int
+    round_timeout_s: float
+    checkpoint_every: int
+    evaluate_every: int
+
+    def __post_init__(self):
+        problems = [p for key in ROUND_KEYS if (p := _round_setting_problem(key, getattr(self, key)))]
+        if problems:
+            raise ConfigError(f"federated round settings: {'; '.join(problems)}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping, origin: str) -> "RoundSettings":
+        """From a dict with exactly the keys `ROUND_KEYS` (a config section's or an options file's). Raises
+        ConfigError naming `origin` and the missing, unknown or invalid keys."""
+        missing, unknown = sorted(set(ROUND_KEYS) - set(data)), sorted(set(data) - set(ROUND_KEYS))
+        if missing or unknown:
+            raise ConfigError(f"{origin}: the federated round settings lack {', '.join(missing) or 'nothing'} and "
+                              f"have unknown keys {', '.join(unknown) or 'none'} (expected: {', '.join(ROUND_KEYS)})")
+        try:
+            return cls(**{key: data[key] for key in ROUND_KEYS})
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping, hospitals: int) -> "RoundSettings":
+        """From Flower's run config (`context.run_config`: `rounds`, `local-steps`, …; the app folder's defaults
+        unless `flwr run --run-config` overrides them). `min-available-nodes` 0 means all `hospitals` (a count).
+        Raises ConfigError when a key is absent (an app folder of another dermsynth version), `rounds` is 0 (the
+        app's "not set") or a value is invalid."""
+        names = {key: run_config_key(key) for key in ROUND_KEYS}
+        absent = [name for name in names.values() if name not in run_config]
+        if absent:
+            raise ConfigError(f"the run config lacks {', '.join(absent)}: run the app folder of this dermsynth "
+                              "version (src/dermsynth/federated/flower-app)")
+        if run_config[names["rounds"]] == 0:
+            raise ConfigError("the run config's `rounds` is 0 (not set): pass the run's rounds, e.g. "
+                              "flwr run ... --run-config 'rounds=4' (and its other round settings)")
+        data = {key: run_config[name] for key, name in names.items()}
+        data["min_available_nodes"] = data["min_available_nodes"] or hospitals
+        return cls.from_mapping(data, "the run config")
+
+    def to_run_config(self) -> dict:
+        """The settings as Flower run-config entries (`local-steps` = …), for `flwr run --run-config`."""
+        return {run_config_key(key): getattr(self, key) for key in ROUND_KEYS}
+
+    def differences(self, other: "RoundSettings") -> list[str]:
+        """`key: mine → other's` for every setting that differs."""
+        return [f"{key}: {getattr(self, key)} → {getattr(other, key)}" for key in ROUND_KEYS
+                if getattr(self, key) != getattr(other, key)]
+
+
 @dataclass(frozen=True)
 class TrainFederatedOptions(StepOptions):
     """`dermsynth train-federated` (rule train_federated): one federated StyleGAN2 run.
@@ -46,8 +134,10 @@ class TrainFederatedOptions(StepOptions):
     client's index is its position); `label_classes` — every class of the dataset's label scheme (a conditional
     generator has one input per class, the same at every hospital); `resolution` — image side in pixels;
     `training` — the training keys (`TRAINING_KEYS`: as a `gans` entry; `classes` only when set);
-    `federation` — `rounds`, `local_steps`, `min_available_nodes`, `round_timeout_s` (seconds),
-    `checkpoint_every`, `evaluate_every` (rounds), `runtime` (deployment | simulation)."""
+    `federation` — the round settings (`RoundSettings`; a dict of `ROUND_KEYS` is parsed into one on
+    construction); `runtime` — how the launcher starts Flower: deployment | simulation.
+
+    Raises ConfigError when `federation` is not valid round settings or `runtime` is not one of `RUNTIMES`."""
 
     step = "train-federated"
     wildcards = ("run",)
@@ -57,7 +147,17 @@ class TrainFederatedOptions(StepOptions):
     label_classes: list
     resolution: int
     training: Section
-    federation: Section
+    federation: RoundSettings
+    runtime: str
+
+    def __post_init__(self):
+        if isinstance(self.federation, Mapping):
+            object.__setattr__(self, "federation", RoundSettings.from_mapping(self.federation, f"federated.{self.run}"))
+        elif not isinstance(self.federation, RoundSettings):
+            raise ConfigError(f"federated.{self.run}: round settings must be a mapping, not {self.federation!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"federated.{self.run}.runtime = {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        super().__post_init__()
 
     @classmethod
     def from_config(cls, config: dict, run: str) -> "TrainFederatedOptions":
@@ -66,7 +166,23 @@ class TrainFederatedOptions(StepOptions):
         dataset = config["datasets"][spec["dataset"]]
         return cls(run=run, dataset=spec["dataset"], hospitals=run_hospitals(config, run),
                    label_classes=list(scheme_classes(dataset["labels"])), resolution=dataset["resolution"],
-                   training=select(spec, TRAINING_KEYS), federation=select(spec, FEDERATION_KEYS))
+                   training=select(spec, TRAINING_KEYS), federation=select(spec, ROUND_KEYS),
+                   runtime=spec["runtime"])
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict of the fields (`federation` as a dict of `ROUND_KEYS`)."""
+        return {**super().to_dict(), "federation": dataclasses.asdict(self.federation)}
+
+    def for_hospitals(self) -> dict:
+        """What a train message tells each hospital (`to_dict` less `federation`: the hospitals read the round
+        settings from Flower's run config, `RoundSettings.from_run_config`)."""
+        return {key: value for key, value in self.to_dict().items() if key != "federation"}
+
+    @classmethod
+    def from_hospital_message(cls, data: dict, settings: RoundSettings) -> "TrainFederatedOptions":
+        """The run's options at a hospital: `for_hospitals()` of the server's options (a dict) and the round
+        settings of the run config. Raises ConfigError when the fields are not this version's."""
+        return cls.from_dict({**data, "federation": settings}, origin="the server's train message")
 
 
 @dataclass(frozen=True)
@@ -83,7 +199,6 @@ class HospitalAloneOptions(TrainGanOptions):
         """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         spec = entry(config, "federated", run, "federated run")
         if hospital not in run_hospitals(config, run):
-            from ..errors import ConfigError
             raise ConfigError(f"federated run '{run}' has no hospital '{hospital}' "
                               f"(hospitals: {', '.join(run_hospitals(config, run))})")
         steps, batch = spec["rounds"] * spec["local_steps"], spec["batch"]
@@ -144,5 +259,6 @@ class FederatedTableOptions(StepOptions):
                    local_steps=spec["local_steps"])
 
 
-__all__ = ["EvaluateFederatedOptions", "FederatedTableOptions", "HospitalAloneOptions", "TrainFederatedOptions",
-           "RESOURCE_KEYS", "iterations_per_evaluation", "run_hospitals"]
+__all__ = ["EvaluateFederatedOptions", "FederatedTableOptions", "HospitalAloneOptions", "RoundSettings",
+           "TrainFederatedOptions", "RESOURCE_KEYS", "ROUND_KEYS", "iterations_per_evaluation", "run_config_key",
+           "run_hospitals"]

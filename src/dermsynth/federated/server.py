@@ -3,7 +3,7 @@
 `run_federation(grid, options, out_dir)` is what the Flower ServerApp (`app.py`) runs. Each round it sends the
 global shared arrays (`state.py`) and the run's options to every connected hospital (`HospitalFedAvg`, a
 `flwr.serverapp.strategy.FedAvg` with `fraction_train=1`, waiting for `min_available_nodes`), waits up to
-`round_timeout_s`, checks what came back (only the arrays it sent and the scalar metrics of `client.METRICS`),
+`round_timeout_s`, checks what came back (only the arrays it sent and the scalar metrics of `messages.METRICS`),
 and averages the replies weighted by each hospital's number of images. A round counts when at least
 `min_available_nodes` hospitals answered; otherwise the run stops with an error (it resumes from the last
 checkpoint when started again).
@@ -22,21 +22,27 @@ Output folder (`results/federated/<run>/`):
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import torch
+from flwr.app import ArrayRecord, ConfigRecord
 
+from ..errors import ConfigError
 from ..fingerprint import digest, store_identity
+from ..gan.training import build_networks
 from ..outputs import save_torch, write_csv, write_json, write_text
 from ..provenance import provenance
-from .client import METRICS, training_options
-from .options import TrainFederatedOptions
+from .client import training_options
+from .options import RoundSettings, TrainFederatedOptions
 from .state import load_checkpoint, load_shared, save_checkpoint, shared_arrays
+from .strategy import HospitalFedAvg
 
 RUN_FINGERPRINT = "run-fingerprint.json"
 
@@ -64,7 +70,7 @@ def run_fingerprint(options: TrainFederatedOptions, data: dict | None = None) ->
             "data.resolution": int(options.resolution), "data.conditional": bool(t["conditional"]),
             "architecture": {"network": dict(t["network"]), "c_dim": c_dim, "resolution": int(options.resolution)},
             "recipe": {k: v for k, v in t.items() if k not in ("network", "classes", "conditional")},
-            "federation": {"local_steps": options.federation["local_steps"]}}
+            "federation": {"local_steps": options.federation.local_steps}}
 
 
 def initial_arrays(options: TrainFederatedOptions) -> dict[str, torch.Tensor]:
@@ -74,9 +80,6 @@ def initial_arrays(options: TrainFederatedOptions) -> dict[str, torch.Tensor]:
 
 def global_networks(options: TrainFederatedOptions, arrays: dict[str, torch.Tensor] | None = None) -> dict:
     """{"G", "D", "G_ema"} on CPU as every hospital builds them, with `arrays` (shared state) loaded when given."""
-    import copy
-
-    from ..gan.training import build_networks
     c_dim = len(options.label_classes) if options.training["conditional"] else 0
     G, D = build_networks(training_options(options), c_dim, options.resolution, "cpu")
     nets = {"G": G, "D": D, "G_ema": copy.deepcopy(G).eval().requires_grad_(False)}
@@ -85,27 +88,12 @@ def global_networks(options: TrainFederatedOptions, arrays: dict[str, torch.Tens
     return nets
 
 
-def check_reply(content, expected_arrays: set[str]) -> None:
-    """What a hospital may send: one ArrayRecord `arrays` holding exactly the shared arrays, one MetricRecord
-    `metrics` with scalar values of `client.METRICS`. Raises ValueError otherwise (nothing else leaves a hospital)."""
-    records = set(content.keys())
-    if records != {"arrays", "metrics"}:
-        raise ValueError(f"a reply holds records {sorted(records)}; only 'arrays' and 'metrics' may leave a hospital")
-    names = set(content.array_records["arrays"].keys())
-    if names != expected_arrays:
-        raise ValueError(f"a reply's arrays are not the model's shared arrays ({len(names)} vs {len(expected_arrays)})")
-    metrics = content.metric_records["metrics"]
-    unknown = set(metrics.keys()) - set(METRICS)
-    if unknown or not all(isinstance(v, (int, float)) for v in metrics.values()):
-        raise ValueError(f"a reply's metrics hold {sorted(unknown) or 'non-scalar values'}; only {METRICS} may")
-
-
 def snapshot_state(options: TrainFederatedOptions, arrays: dict[str, torch.Tensor], round_number: int) -> dict:
     """A snapshot of the global model in the format of `train-gan`'s checkpoints (the parts generators are read
     from): options, G, D, G_ema state dicts, `nimg` = images shown across all hospitals, plus `round` and
     `hospital_steps` (iterations each hospital has run)."""
     nets = global_networks(options, arrays)
-    steps = round_number * options.federation["local_steps"]
+    steps = round_number * options.federation.local_steps
     return {"format": "dermsynth-federated-snapshot-v1", "options": json.dumps(asdict(training_options(options))),
             "G": nets["G"].state_dict(), "D": nets["D"].state_dict(), "G_ema": nets["G_ema"].state_dict(),
             "round": round_number, "hospital_steps": steps,
@@ -152,9 +140,6 @@ def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path, da
     module docstring to `out_dir`; `data`: the data part of the run's fingerprint (`data_fingerprint`, from the
     launcher). Resumes only a checkpoint of the same fingerprint. Returns the path of network-final.pt. Raises
     RuntimeError when fewer than `min_available_nodes` hospitals answer a round."""
-    from flwr.app import ArrayRecord, ConfigRecord
-
-    from .strategy import HospitalFedAvg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fed = options.federation
@@ -163,23 +148,25 @@ def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path, da
     _restart_messages(out_dir / "messages.jsonl", resumed[0] if resumed else 0)
     start, arrays, history = (resumed[0] + 1, resumed[1], resumed[2]) if resumed else (1, initial_arrays(options), [])
     print(f"federated {options.run}: {'resuming at round ' + str(start) if resumed else 'starting'} of "
-          f"{fed['rounds']}, dataset {options.dataset}, hospitals {', '.join(options.hospitals)}", file=sys.stderr)
+          f"{fed.rounds}, dataset {options.dataset}, hospitals {', '.join(options.hospitals)}", file=sys.stderr)
     expected = set(arrays)
-    config = ConfigRecord({"options": json.dumps(options.to_dict()), "run-fingerprint": digest(fingerprint)})
+    # what each hospital needs besides the run config's round settings: serialised once here, parsed once per
+    # ClientApp process (`client.hospital_options`)
+    config = ConfigRecord({"options": json.dumps(options.for_hospitals()), "run-fingerprint": digest(fingerprint)})
     with open(out_dir / "messages.jsonl", "a") as log:
-        strategy = HospitalFedAvg(options.hospitals, expected, log, min_available_nodes=fed["min_available_nodes"],
-                                  min_train_nodes=fed["min_available_nodes"], fraction_train=1.0, fraction_evaluate=0.0)
-        for round_number in range(start, fed["rounds"] + 1):
+        strategy = HospitalFedAvg(options.hospitals, expected, log, min_available_nodes=fed.min_available_nodes,
+                                  min_train_nodes=fed.min_available_nodes, fraction_train=1.0, fraction_evaluate=0.0)
+        for round_number in range(start, fed.rounds + 1):
             _write_progress(out_dir, round_number, "training")
             began = time.perf_counter()
             messages = strategy.configure_train(round_number, ArrayRecord(arrays), config, grid)
-            replies = grid.send_and_receive(messages, timeout=fed["round_timeout_s"])
+            replies = grid.send_and_receive(messages, timeout=fed.round_timeout_s)
             aggregated, _ = strategy.aggregate_train(round_number, replies)
             answered = strategy.last_round
-            if len(answered) < fed["min_available_nodes"]:
+            if len(answered) < fed.min_available_nodes:
                 raise RuntimeError(f"round {round_number}: {len(answered)} hospital(s) answered "
                                    f"({', '.join(sorted(a[0] for a in answered)) or 'none'}), fewer than "
-                                   f"min_available_nodes = {fed['min_available_nodes']}; run again to resume")
+                                   f"min_available_nodes = {fed.min_available_nodes}; run again to resume")
             arrays = aggregated.to_torch_state_dict()
             history.append(_round_row(round_number, answered, time.perf_counter() - began))
             _after_round(out_dir, options, arrays, history, round_number, fingerprint)
@@ -187,18 +174,18 @@ def run_federation(grid, options: TrainFederatedOptions, out_dir: str | Path, da
 
 
 def _after_round(out_dir: Path, options, arrays, history, round_number: int, fingerprint: dict) -> None:
-    fed, last = options.federation, round_number == options.federation["rounds"]
+    fed, last = options.federation, round_number == options.federation.rounds
     write_csv(out_dir / "rounds.csv", pd.DataFrame(history))
-    if round_number % fed["evaluate_every"] == 0 or last:
+    if round_number % fed.evaluate_every == 0 or last:
         _save(snapshot_state(options, arrays, round_number), out_dir / f"network-snapshot-round{round_number:04d}.pt")
-    if round_number % fed["checkpoint_every"] == 0 or last:
+    if round_number % fed.checkpoint_every == 0 or last:
         save_checkpoint(out_dir, round_number, arrays, history, fingerprint)
-    print(f"federated {options.run}: round {round_number}/{fed['rounds']} done with "
+    print(f"federated {options.run}: round {round_number}/{fed.rounds} done with "
           f"{history[-1]['hospitals'].replace(';', ', ')}", file=sys.stderr)
 
 
 def _finish(out_dir: Path, options: TrainFederatedOptions, arrays, history) -> Path:
-    rounds = options.federation["rounds"]
+    rounds = options.federation.rounds
     final = out_dir / "network-final.pt"
     state = snapshot_state(options, arrays, rounds)
     _save(state, final)
@@ -212,5 +199,24 @@ def _finish(out_dir: Path, options: TrainFederatedOptions, arrays, history) -> P
     return final
 
 
-__all__ = ["check_reply", "data_fingerprint", "global_networks", "initial_arrays", "run_federation", "run_fingerprint",
-           "snapshot_state"]
+def server_options(run_config: Mapping) -> TrainFederatedOptions:
+    """The ServerApp's options: the run config's `options` file with the run config's round settings
+    (`RoundSettings.from_run_config`), which must be the file's. Raises ConfigError when no file is named, it is
+    not a train-federated options file, or the two disagree (naming each setting and the `--run-config` to pass)."""
+    path = str(run_config.get("options", ""))
+    if not path:
+        raise ConfigError("the run config names no options file: flwr run ... --run-config \"options='<a "
+                          "train-federated options file>' out='<folder>'\" (see the app folder's README.md)")
+    options = TrainFederatedOptions.load(path)
+    settings = RoundSettings.from_run_config(run_config, len(options.hospitals))
+    differ = options.federation.differences(settings)
+    if differ:
+        wanted = " ".join(f"{k}={v}" for k, v in options.federation.to_run_config().items())
+        raise ConfigError(f"{path} and the run config disagree on the round settings ({'; '.join(differ)}); pass "
+                          f"the file's: --run-config \"options='{path}' out='<folder>' {wanted}\" "
+                          "(dermsynth train-federated does)")
+    return options
+
+
+__all__ = ["data_fingerprint", "global_networks", "initial_arrays", "run_federation", "run_fingerprint",
+           "server_options", "snapshot_state"]

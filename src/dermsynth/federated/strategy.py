@@ -2,7 +2,7 @@
 
 Node sampling, message construction and the wait for `min_available_nodes` are Flower's
 (`flwr.serverapp.strategy.FedAvg.configure_train`). Aggregation is replaced: replies are checked (only the shared
-arrays and scalar metrics may leave a hospital, `server.check_reply`) and averaged by `state.fedavg` (weights =
+arrays and scalar metrics may leave a hospital, `messages.check_reply`) and averaged by `state.fedavg` (weights =
 each hospital's number of training images, float64 accumulation in the order of hospital names, so the result
 does not depend on the order in which replies arrive). Which hospitals answered is kept in `last_round`.
 """
@@ -16,6 +16,7 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
+from .messages import check_reply
 from .state import fedavg
 
 
@@ -30,7 +31,6 @@ class HospitalFedAvg(FedAvg):
         self.last_round: list[tuple[str, int, int, dict]] = []  # (hospital, images, node id, metrics)
 
     def _collect(self, replies, server_round: int = 0) -> list[tuple[str, int, int, dict, dict]]:
-        from .server import check_reply
         collected = []
         for message in replies:
             if message.has_error():
