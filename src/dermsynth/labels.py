@@ -25,6 +25,8 @@ DIAGNOSIS_NAMES = {
 
 
 def scheme_classes(scheme: str) -> tuple[str, ...]:
+    """The class names of label scheme `scheme` (`ham7` or `binary`), in class-index order. Raises KeyError for
+    another scheme."""
     return SCHEMES[scheme]
 
 

@@ -24,6 +24,7 @@ class Progress:
         self.start = self._last = time.monotonic()
 
     def update(self, n: int = 1) -> None:
+        """Count `n` more items done; print a line when `interval` seconds have passed or the total is reached."""
         self.done += n
         now = time.monotonic()
         if now - self._last >= self.interval or self.done >= self.total:
@@ -40,5 +41,6 @@ class Progress:
               f"elapsed {_fmt_seconds(elapsed)} ETA {eta_text}", file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Print the final line, unless the last update already printed the total."""
         if self.done < self.total or self.total == 0:
             self._print(time.monotonic())

@@ -16,6 +16,8 @@ _PACKAGES = ("dermsynth", "numpy", "pandas", "pillow", "opencv-python-headless",
 
 
 def package_versions() -> dict[str, str]:
+    """The installed version of Python and of each package whose version can change a result (`_PACKAGES`;
+    'not installed' for those absent), as every output's provenance records them."""
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -41,6 +43,8 @@ def git_revision() -> str | None:
 
 
 def config_digest(section: Any) -> str:
+    """The first 16 hex digits of the SHA-256 of `section` as canonical JSON (keys sorted, non-JSON values as str):
+    the same settings give the same digest in every process."""
     text = json.dumps(section, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -207,6 +207,9 @@ class ContainerReader:
         self._pid = os.getpid()
 
     def read(self, container: str, name: str) -> bytes:
+        """The bytes of member `name` of `container` (a folder or a zip file, kept open for the next read; reopened
+        after a fork). Raises ValueError for an unsafe member path (absolute, or leaving the container), OSError or
+        KeyError when the member cannot be read."""
         if is_unsafe(name):
             raise ValueError(f"refusing to read unsafe member path {name!r}")
         if os.path.isdir(container):
@@ -219,6 +222,7 @@ class ContainerReader:
         return archive.read(name)
 
     def close(self) -> None:
+        """Close every zip file this reader holds open."""
         for archive in self._zips.values():
             archive.close()
         self._zips.clear()

@@ -48,14 +48,18 @@ def store_error(path: str | Path, exc: Exception) -> Exception:
 
 
 def shard_of(key: str, shards: int) -> int:
+    """The shard (0 … shards−1) that holds image `key`: CRC-32 of its UTF-8 bytes modulo `shards`."""
     return zlib.crc32(key.encode()) % shards
 
 
 def shard_path(root: str | Path, shard: int) -> Path:
+    """The LMDB environment folder of shard `shard` under store folder `root` (`shard-007`)."""
     return Path(root) / f"shard-{shard:03d}"
 
 
 def encode_pixels(pixels: np.ndarray, encoding: str) -> bytes:
+    """uint8 RGB `pixels` (H, W, 3) as stored bytes: `raw` (the array's bytes, H·W·3) or `png` (lossless,
+    compression level 3). Raises RuntimeError when OpenCV cannot encode them."""
     if encoding == "raw":
         return np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
@@ -65,6 +69,8 @@ def encode_pixels(pixels: np.ndarray, encoding: str) -> bytes:
 
 
 def decode_pixels(data: bytes, encoding: str, resolution: int) -> np.ndarray:
+    """Stored bytes back to uint8 RGB pixels (H, W, 3): `raw` needs the store's `resolution` (square images),
+    `png` carries its own size. The inverse of `encode_pixels`."""
     if encoding == "raw":
         return np.frombuffer(data, dtype=np.uint8).reshape(resolution, resolution, 3).copy()
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -131,6 +137,7 @@ class ShardWriter:
             raise store_error(self.path / "data.mdb", exc) from None
 
     def close(self) -> None:
+        """Close the shard's LMDB environment (its data is committed by each write)."""
         self.env.close()
 
 
@@ -273,6 +280,7 @@ class LmdbImageStore:
         return env
 
     def get_bytes(self, key: str) -> bytes:
+        """The stored (encoded) bytes of image `key`. Raises KeyError naming the store when it holds no such image."""
         with self._env(shard_of(key, self.shards)).begin(buffers=False) as txn:
             data = txn.get(b"img/" + key.encode())
         if data is None:
@@ -297,6 +305,8 @@ class LmdbImageStore:
         return sorted(found)
 
     def meta(self, key: str) -> dict:
+        """The JSON record ingest stored with image `key` (sha256 of the source file, its original width, height,
+        mode and format, the conversions applied). Raises KeyError naming the store when it holds no such image."""
         with self._env(shard_of(key, self.shards)).begin() as txn:
             data = txn.get(b"meta/" + key.encode())
         if data is None:

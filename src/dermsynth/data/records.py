@@ -39,9 +39,11 @@ class Member:
 
     @property
     def spelled(self) -> str:
+        """The name as its writer meant it (`meant` when the zip misstated its encoding, else the stored `name`)."""
         return self.meant or self.name
 
     def key(self) -> tuple[str, str]:
+        """(container, stored name): what identifies the member's bytes."""
         return self.container, self.name
 
 

@@ -109,6 +109,9 @@ class AugmentPipe(torch.nn.Module):
         self.register_buffer("p", torch.tensor(float(p)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Augment a batch: float (N, 3, H, W) in [−1, 1] → the same shape; each image draws its own transformations
+        (each applied with probability `p`); the geometric ones composed into one matrix and resampled once, the
+        colour ones as one 4×4 matrix (Karras et al. 2020, ADA). `p` ≤ 0 or mode `noaug` returns `images` itself."""
         groups = MODES[self.mode]
         p = float(self.p)
         if not groups or p <= 0:

@@ -22,12 +22,15 @@ from ..devices import choose_device
 
 @dataclass(frozen=True)
 class World:
+    """This process's place among the data-parallel ranks: `rank` (0 writes the outputs), `size` (processes),
+    `local_rank` (its GPU on the node). `World()` is a single process."""
     rank: int = 0
     size: int = 1
     local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the rank that writes every output."""
         return self.rank == 0
 
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -39,6 +42,8 @@ class World:
         return tensor / self.size
 
     def average_gradients(self, parameters) -> None:
+        """Replace each gradient of `parameters` (those requiring grad; a missing gradient counts as zeros) by its
+        mean over ranks, in one all-reduce of a flat buffer."""
         params = [p for p in parameters if p.requires_grad]
         if self.size == 1 or not params:
             return
@@ -67,6 +72,7 @@ class World:
             raise RuntimeError(f"data-parallel ranks hold different weights: {[c.tolist() for c in copies]}")
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (nothing in a single process)."""
         if self.size > 1:
             dist.barrier()
 
@@ -90,5 +96,6 @@ def join_world(device: str | None) -> tuple[World, torch.device]:
 
 
 def leave_world() -> None:
+    """Leave the process group, if one was joined (torchrun)."""
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -37,6 +37,11 @@ class PplOptions(Settings):
 
 def perceptual_path_length(G, lpips, samples: int = 200, epsilon: float = 1e-4, sampling: str = "end",
                            batch: int = 16, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """Perceptual path length in W (Karras et al. 2019, StyleGAN §4.1; path end points as StyleGAN2 reports it):
+    `samples` pairs of w from random z (a conditional G: one random class per pair), each at t (`sampling` "end":
+    t = 0; "full": t ~ U[0, 1]) and t + `epsilon` on the lerp between them; distance = LPIPS(images) / ε²
+    (images above 256² average-pooled to 256²), the values outside the 1st–99th percentiles dropped. Returns
+    {ppl (the mean), samples, kept, epsilon, space, sampling}. Raises ValueError for another `sampling`."""
     with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
         return _perceptual_path_length(G, lpips, samples, epsilon, sampling, batch, seed, device)
 

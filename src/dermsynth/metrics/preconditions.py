@@ -43,6 +43,8 @@ class TooFewImages(DermsynthError):
 
 @dataclass(frozen=True)
 class Minimum:
+    """A metric's minimum numbers of `real` and `generated` images, the JSON `keys` it fills (null below them),
+    its printed `name` and `why` it needs them."""
     name: str                 # as printed
     keys: tuple[str, ...]     # JSON keys the metric fills (null when undefined)
     real: int
@@ -65,6 +67,7 @@ def minimums(k: int = 3) -> dict[str, Minimum]:
 
 
 def requirement(m: Minimum) -> str:
+    """The minimum of `m` in words: 'FID ≥ 2 in each set', or separate real and generated counts."""
     if m.real == m.generated:
         return f"{m.name} ≥ {m.real} in each set"
     return f"{m.name} ≥ {m.real} real and ≥ {m.generated} generated"

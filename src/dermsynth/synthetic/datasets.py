@@ -51,6 +51,8 @@ def draw_synthetic(pools: dict[str, pd.DataFrame], size: int, seed: int) -> pd.D
 
 
 def check_sources_in_train(drawn: pd.DataFrame, real_manifest: pd.DataFrame) -> None:
+    """Refuse a synthetic set derived from real images outside the training split: every `source_key` of `drawn` must
+    be a `train` key of `real_manifest`. Raises DermsynthError naming up to five leaked images and their split."""
     split_of = dict(zip(real_manifest["key"], real_manifest["split"]))
     leaked = drawn[drawn["source_key"].map(split_of) != "train"]
     if len(leaked):

@@ -113,6 +113,7 @@ def expected_outputs(demo_cfg: dict) -> tuple[list[str], list[str]]:
 
 @dataclass
 class Photo:
+    """One rendered photograph: its archive id, its JPEG bytes and the ground truth of what was drawn."""
     image_id: str
     data: bytes
     truth: dict
@@ -125,6 +126,8 @@ class Photographer:
         self.rng, self.archive, self.truth = rng, archive, truth
 
     def lesion(self, style: str, skin_type: int | None = None, skin_share: np.ndarray | None = None) -> Lesion:
+        """A lesion of `style` (a key of `draw.STYLES`) on skin type `skin_type` (0-based Fitzpatrick I–VI; drawn
+        from `skin_share` or the default shares when None)."""
         if skin_type is None:
             skin_type = sample_skin_type(self.rng) if skin_share is None else sample_skin_type(self.rng, skin_share)
         return sample_lesion(style, self.rng, skin_type)
@@ -132,6 +135,10 @@ class Photographer:
     def shoot(self, image_id: str, subject: Lesion, size: tuple[int, int], frame_p: float, hair_p: float = 0.3,
               ruler_p: float = 0.08, bubble_p: float = 0.15, exif_p: float = 0.0, clinical: bool = False,
               **truth) -> Photo:
+        """Photograph `subject` at `size` (width, height) pixels: a dermoscopic view, or a wider `clinical` one without
+        frame, ruler or bubbles; the artifacts drawn with the probabilities given (`frame_p`, `hair_p`, `ruler_p`,
+        `bubble_p`), an EXIF orientation with `exif_p`. Appends what was drawn (and `truth`'s extra fields) to the
+        ground truth; returns the JPEG as a `Photo`."""
         rng = self.rng
         view = View(width=size[0], height=size[1],
                     zoom=float(rng.uniform(0.45, 0.6) if clinical else rng.uniform(0.85, 1.2)),
@@ -207,6 +214,10 @@ def _one_hot(columns: list[str], chosen: str) -> dict[str, str]:
 
 @demo_writer("ham10000")
 def write_ham10000(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> list[dict]:
+    """HAM10000's release: `HAM10000_metadata.csv` (lesion_id, image_id, dx, dx_type, age, sex, localization,
+    dataset) and the 600×450 JPEGs split over `HAM10000_images_part_{1,2}.zip`; `cfg["lesions"]` lesions in
+    HAM10000's class shares, 1–4 images each. Returns the metadata rows with each image's bytes (`data`), which
+    ISIC 2019 reuses."""
     camera = Photographer(rng, "HAM10000", truth)
     per_class = allocate(cfg["lesions"], HAM_SHARE, minimum=3)
     lesions = [dx for dx, n in per_class.items() for _ in range(n)]
@@ -254,6 +265,8 @@ def _ham_dx_type(dx: str, rng: np.random.Generator) -> str:
 @demo_writer("isic2018_task3")
 def write_isic2018_part(root: Path, part: str, n_images: int, first_number: int, rng: np.random.Generator,
                         truth: list, progress: Progress) -> None:
+    """One part of ISIC 2018 Task 3 (`part`: Training, Validation or Test): `n_images` 600×450 JPEGs numbered
+    from `first_number` in `ISIC2018_Task3_<part>_Input.zip` and the one-hot `..._GroundTruth.csv`."""
     camera = Photographer(rng, f"ISIC2018_{part}", truth)
     per_class = allocate(n_images, HAM_SHARE, minimum=1)
     labels = [dx for dx, n in per_class.items() for _ in range(n)]
@@ -279,6 +292,9 @@ def _scaled(size: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 @demo_writer("isic2020")
 def write_isic2020(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> None:
+    """ISIC 2020's release: `ISIC_2020_Training_JPEG.zip` (`train/<image>.jpg`, sizes scaled to `cfg["max_side"]`),
+    the ground truth CSV (patient, lesion, site, diagnosis, target) and the official duplicates list; `cfg`:
+    images, patients, malignant_fraction, official_duplicates, max_side."""
     camera = Photographer(rng, "ISIC2020", truth)
     n_images, n_patients = cfg["images"], cfg["patients"]
     per_patient = 1 + rng.multinomial(n_images - n_patients, rng.dirichlet(np.full(n_patients, 2.0)))
@@ -350,6 +366,9 @@ def _isic2020_duplicates(rows, members, n, ids, lesion_numbers, rng, truth) -> l
 @demo_writer("isic2019")
 def write_isic2019(root: Path, cfg: dict, ham_rows: list[dict], rng: np.random.Generator, truth: list,
                    progress: Progress) -> None:
+    """ISIC 2019's training release: `cfg["from_ham10000"]` of HAM10000's images (same ids and bytes, from
+    `ham_rows`) plus new BCN and MSK images up to `cfg["images"]`, with the one-hot ground truth and the
+    metadata CSV."""
     camera = Photographer(rng, "ISIC2019", truth)
     from_ham = [ham_rows[i] for i in sorted(rng.choice(len(ham_rows), size=min(cfg["from_ham10000"], len(ham_rows)),
                                                        replace=False))]
@@ -395,6 +414,8 @@ def write_isic2019(root: Path, cfg: dict, ham_rows: list[dict], rng: np.random.G
 
 @demo_writer("fitzpatrick17k")
 def write_fitzpatrick17k(root: Path, cfg: dict, rng: np.random.Generator, truth: list, progress: Progress) -> None:
+    """Fitzpatrick17k's release: `fitzpatrick17k.csv` and clinical photographs `images/<md5>.jpg` of all six skin
+    types, `cfg["images"]` of them (lesions and rashes)."""
     camera = Photographer(rng, "Fitzpatrick17k", truth)
     images = _fresh_folder(root / "images")
     rows = []

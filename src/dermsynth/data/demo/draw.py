@@ -36,6 +36,8 @@ C = {  # palette (RGB 0..1)
 
 @dataclass(frozen=True)
 class Style:
+    """How a diagnosis looks (per `STYLES` key): size and border ranges as fractions of the image's shorter side,
+    its palette, and the probability of each dermoscopic structure (pigment network, dots, veil, …)."""
     radius: tuple[float, float]        # lesion radius as a fraction of the image's shorter side
     irregularity: float                # amplitude of high boundary harmonics
     asymmetry: float                   # first-harmonic bulge + stretch

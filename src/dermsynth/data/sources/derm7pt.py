@@ -32,12 +32,16 @@ class Derm7ptReader:
         self.name, self.root = name, Path(spec["path"])
 
     def image_container(self) -> Path:
+        """The images folder, or images.zip."""
         return first_existing(self.root / "images", self.root / "images.zip")
 
     def required_files(self) -> list[Path]:
+        """The files its ingest job reads (Snakemake's inputs; one missing is said when the workflow is planned)."""
         return [self.root / "meta" / "meta.csv", self.image_container()]
 
     def read(self) -> SourceCatalog:
+        """Every image file and metadata row of the archive, once each: a record, or a rejection with its reason.
+        Raises InputError for a missing or malformed metadata CSV."""
         meta = self.root / "meta" / "meta.csv"
         frame = read_metadata_csv(meta, ["case_num", "diagnosis", "derm"], "Derm7pt (meta/meta.csv)")
         records, rejections = [], []

@@ -24,6 +24,8 @@ DEFAULT_LABEL_MAP = {
 
 @register_reader
 class Fitzpatrick17kReader:
+    """Fitzpatrick17k (Groh et al. 2021): skin-lesion labels map to a diagnosis (`DEFAULT_LABEL_MAP`, extended by
+    `label_map`); other conditions are rejected as `excluded_label`."""
     type_name = "fitzpatrick17k"
 
     def __init__(self, name: str, spec: dict):
@@ -32,9 +34,12 @@ class Fitzpatrick17kReader:
         self.label_map = {**DEFAULT_LABEL_MAP, **{k.lower(): v for k, v in spec.get("label_map", {}).items()}}
 
     def required_files(self) -> list[Path]:
+        """The files its ingest job reads (Snakemake's inputs; one missing is said when the workflow is planned)."""
         return [self.root / "fitzpatrick17k.csv", self.images]
 
     def read(self) -> SourceCatalog:
+        """Every image file and metadata row of the archive, once each: a record, or a rejection with its reason.
+        Raises InputError for a missing or malformed metadata CSV."""
         meta = self.root / "fitzpatrick17k.csv"
         frame = read_metadata_csv(meta, ["md5hash", "label"], "Fitzpatrick17k (fitzpatrick17k.csv)")
         records, rejections = [], []

@@ -25,6 +25,7 @@ class FolderReader:
         self.label_map = spec.get("label_map", {})
 
     def required_files(self) -> list[Path]:
+        """The files its ingest job reads (Snakemake's inputs; one missing is said when the workflow is planned)."""
         return [self.csv, self.images]
 
     def _key(self, member: str) -> str:
@@ -49,6 +50,8 @@ class FolderReader:
         return None
 
     def read(self) -> SourceCatalog:
+        """Every image file and metadata row of the archive, once each: a record, or a rejection with its reason.
+        Raises InputError for a missing or malformed metadata CSV."""
         frame = read_metadata_csv(self.csv, ["path", "label"], "image folder + CSV (path,label[,patient_id])",
                                   own_file=True)
         records: list[Record] = []

@@ -13,22 +13,28 @@ LAYOUT = "HAM10000 (HAM10000_metadata.csv, HAM10000_images_part_1.zip, HAM10000_
 
 @register_reader
 class Ham10000Reader:
+    """HAM10000 (Tschandl et al. 2018): one image per metadata row, 7 diagnoses (`dx`), lesion ids for grouping."""
     type_name = "ham10000"
 
     def __init__(self, name: str, spec: dict):
         self.name, self.root = name, Path(spec["path"])
 
     def metadata_file(self) -> Path:
+        """HAM10000_metadata.csv (lesion_id, image_id, dx, dx_type, age, sex, localization)."""
         return self.root / "HAM10000_metadata.csv"
 
     def image_containers(self) -> list[Path]:
+        """The two image parts, each a zip or its extracted folder."""
         return [first_existing(self.root / f"HAM10000_images_part_{i}.zip",
                                self.root / f"HAM10000_images_part_{i}") for i in (1, 2)]
 
     def required_files(self) -> list[Path]:
+        """The files its ingest job reads (Snakemake's inputs; one missing is said when the workflow is planned)."""
         return [self.metadata_file(), *self.image_containers()]
 
     def read(self) -> SourceCatalog:
+        """Every image file and metadata row of the archive, once each: a record, or a rejection with its reason.
+        Raises InputError for a missing or malformed metadata CSV."""
         meta = self.metadata_file()
         frame = read_metadata_csv(meta, ["lesion_id", "image_id", "dx"], LAYOUT)
         records, rejections = [], []

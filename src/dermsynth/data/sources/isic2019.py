@@ -17,21 +17,27 @@ COLUMN_TO_DIAGNOSIS = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "B
 
 @register_reader
 class Isic2019Reader:
+    """ISIC 2019 training set: one-hot ground truth over 9 columns (UNK has no diagnosis), metadata with lesion ids;
+    `_downsampled` names match their image by `isic_key`."""
     type_name = "isic2019"
 
     def __init__(self, name: str, spec: dict):
         self.name, self.root = name, Path(spec["path"])
 
     def ground_truth_file(self) -> Path:
+        """ISIC_2019_Training_GroundTruth.csv (image, MEL … UNK)."""
         return self.root / "ISIC_2019_Training_GroundTruth.csv"
 
     def metadata_file(self) -> Path:
+        """ISIC_2019_Training_Metadata.csv (image, age_approx, anatom_site_general, lesion_id, sex)."""
         return self.root / "ISIC_2019_Training_Metadata.csv"
 
     def image_containers(self) -> list[Path]:
+        """The image zip, or its extracted folder."""
         return [first_existing(self.root / "ISIC_2019_Training_Input.zip", self.root / "ISIC_2019_Training_Input")]
 
     def required_files(self) -> list[Path]:
+        """The files its ingest job reads (Snakemake's inputs; one missing is said when the workflow is planned)."""
         return [self.ground_truth_file(), self.metadata_file(), *self.image_containers()]
 
     def _metadata(self) -> dict[str, pd.Series]:
@@ -39,6 +45,8 @@ class Isic2019Reader:
         return {isic_key(name): row for name, (_, row) in zip(frame["image"].str.strip(), frame.iterrows())}
 
     def read(self) -> SourceCatalog:
+        """Every image file and metadata row of the archive, once each: a record, or a rejection with its reason.
+        Raises InputError for a missing or malformed metadata CSV."""
         gt = self.ground_truth_file()
         frame = read_metadata_csv(gt, ["image", *CLASS_COLUMNS], "ISIC 2019 ground truth")
         metadata = self._metadata()

@@ -20,22 +20,28 @@ LAYOUT = "ISIC 2020 (ISIC_2020_Training_GroundTruth_v2.csv + ISIC_2020_Training_
 
 @register_reader
 class Isic2020Reader:
+    """ISIC 2020 training set: benign/malignant with patient and lesion ids; the second image of each official
+    duplicate pair is rejected."""
     type_name = "isic2020"
 
     def __init__(self, name: str, spec: dict):
         self.name, self.root = name, Path(spec["path"])
 
     def ground_truth_file(self) -> Path:
+        """The ground-truth CSV (v2, else the first release)."""
         return first_existing(self.root / "ISIC_2020_Training_GroundTruth_v2.csv",
                               self.root / "ISIC_2020_Training_GroundTruth.csv")
 
     def duplicates_file(self) -> Path:
+        """ISIC_2020_Training_Duplicates.csv (image_name_1, image_name_2); optional."""
         return self.root / "ISIC_2020_Training_Duplicates.csv"
 
     def image_containers(self) -> list[Path]:
+        """The JPEG zip, or the extracted `train/` folder."""
         return [first_existing(self.root / "ISIC_2020_Training_JPEG.zip", self.root / "train")]
 
     def required_files(self) -> list[Path]:
+        """The files its ingest job reads (Snakemake's inputs; one missing is said when the workflow is planned)."""
         return [self.ground_truth_file(), *self.image_containers()]
 
     def _parse_row(self, gt: Path, line: int, row: pd.Series) -> Record | Rejection:
@@ -82,6 +88,8 @@ class Isic2020Reader:
         return [r for r in records if r.key not in dropped], list(dropped.values())
 
     def read(self) -> SourceCatalog:
+        """Every image file and metadata row of the archive, once each: a record, or a rejection with its reason.
+        Raises InputError for a missing or malformed metadata CSV."""
         gt = self.ground_truth_file()
         frame = read_metadata_csv(gt, ["image_name", "patient_id", "diagnosis", "benign_malignant", "target"],
                                   LAYOUT)

@@ -14,6 +14,7 @@ from . import fused
 
 @dataclass(frozen=True)
 class Activation:
+    """An activation function `fn(x, alpha)` (alpha: the leaky slope, used by lrelu) and its `default_gain`."""
     fn: Callable[[torch.Tensor, float], torch.Tensor]
     default_gain: float  # keeps the signal's magnitude for He-initialised weights
 
