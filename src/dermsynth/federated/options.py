@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ..gan.options import TrainGanOptions
 from ..labels import scheme_classes
-from ..options import RESOURCE_KEYS, Section, StepOptions, entry, select
+from ..options import RESOURCE_KEYS, Section, Settings, StepOptions, entry, select
 
 # The keys of a `gans` entry that configure the training step itself (`gan.training.TrainingOptions`), plus the
 # data keys a federated run shares with it. Anything else of the run section belongs to the federation.
@@ -58,7 +58,7 @@ def _round_setting_problem(key: str, value) -> str | None:
 
 
 @dataclass(frozen=True)
-class RoundSettings:
+class RoundSettings(Settings):
     """The per-round settings of a federated run, typed: `rounds` — FedAvg aggregations; `local_steps` — training
     iterations each hospital runs per round (batches of `training.batch` images); `min_available_nodes` —
     hospitals that must answer for a round to count; `round_timeout_s` — seconds the server waits for the replies
@@ -72,6 +72,8 @@ class RoundSettings:
 
     Raises ConfigError naming the setting when a count is not an integer ≥ 1 or the timeout not a positive
     number."""
+
+    schema_section = "federated.*"
 
     rounds: int
     local_steps: int
@@ -166,8 +168,8 @@ class TrainFederatedOptions(StepOptions):
         dataset = config["datasets"][spec["dataset"]]
         return cls(run=run, dataset=spec["dataset"], hospitals=run_hospitals(config, run),
                    label_classes=list(scheme_classes(dataset["labels"])), resolution=dataset["resolution"],
-                   training=select(spec, TRAINING_KEYS), federation=select(spec, ROUND_KEYS),
-                   runtime=spec["runtime"])
+                   training=select(spec, TRAINING_KEYS),
+                   federation=RoundSettings.from_section(spec, f"federated.{run}"), runtime=spec["runtime"])
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of the fields (`federation` as a dict of `ROUND_KEYS`)."""
