@@ -40,12 +40,15 @@ wildcard_constraints:
     family="[^/]+",
 
 
+# common.smk validates the config and holds the helpers every stage uses; each stage's rule file includes its own
+# paths, lists and input functions (workflow/rules/helpers/<stage>.smk) and may read what an earlier stage defines
+# (a path a later stage reads is defined by the stage that writes it), so the order is the stages' order.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
-include: "workflow/rules/federated.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/latent.smk"
+include: "workflow/rules/federated.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/explain.smk"
 

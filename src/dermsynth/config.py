@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .scenarios import EDGE, Scenario, authenticity_classifier, edge_classifier, name_problems, scenario_names
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
@@ -211,6 +212,37 @@ def _check_frames(cfg: dict) -> list[str]:
     return problems
 
 
+def _check_classifier_references(cfg: dict) -> list[str]:
+    """The classifiers a whole workflow config names across stages (what the Snakefile plans, `dermsynth.scenarios`):
+    every scenario name reads back as its scenario; aug-edge's edge classifier (`classifiers.isic.edge.classifier`
+    and `.architecture`, null → the authenticity stage's) is an ISIC scenario other than aug-edge and an
+    architecture trained here; so is the authenticity stage's (`explain.authenticity.classifier`, `.architecture`)
+    when it explains a generator."""
+    problems = name_problems(cfg)
+    isic, authenticity = cfg["classifiers"]["isic"], cfg["explain"]["authenticity"]
+    names, aug_edge = scenario_names(cfg, "isic"), Scenario(EDGE).name
+    trained = f"(classifiers.isic.architectures: {', '.join(isic['architectures']) or 'none'})"
+    if aug_edge in names:
+        scenario, arch = edge_classifier(cfg)
+        fallback = {key: "" if isic["edge"][key] else f" (null: explain.authenticity.{key})"
+                    for key in ("classifier", "architecture")}
+        if scenario not in names or scenario == aug_edge:
+            problems.append(f"'classifiers.isic.edge.classifier'{fallback['classifier']}: '{scenario}' is not an ISIC "
+                            "classifier scenario aug-edge can be made from (scenarios: "
+                            f"{', '.join(n for n in names if n != aug_edge)})")
+        if arch not in isic["architectures"]:
+            problems.append(f"'classifiers.isic.edge.architecture'{fallback['architecture']}: '{arch}' is not "
+                            f"trained here {trained}")
+    if authenticity["gans"]:
+        scenario, arch = authenticity_classifier(cfg)
+        if scenario not in names:
+            problems.append(f"'explain.authenticity.classifier': '{scenario}' is not an ISIC classifier scenario of "
+                            f"this config (scenarios: {', '.join(names) or 'none'})")
+        if arch not in isic["architectures"]:
+            problems.append(f"'explain.authenticity.architecture': '{arch}' is not trained here {trained}")
+    return problems
+
+
 SCALAR_TYPES = {"boolean": (bool,), "integer": (int,), "number": (int, float), "null": (type(None),)}
 
 
@@ -263,6 +295,7 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
     fill_defaults(cfg, schema, schema)
     problems = _workflow_defaults(cfg, raw or {}) if workflow else []
     problems += _check_semantics(cfg, workflow)
+    problems += _check_classifier_references(cfg) if workflow else []
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{origin} is invalid:\n{lines}")

@@ -3,7 +3,11 @@
 # and SA-n-filter (its synthetic set minus what the unfiltered model misclassifies). ISIC: baseline,
 # <family>-synth (synthetic only, balanced), <family>-aug (real + synthetic malignant) and aug-edge (real +
 # neighbours of the validation edge cases and baseline mistakes).
+# Its paths, lists and input functions: helpers/classify.smk.
 
+include: "helpers/classify.smk"
+
+from dermsynth import scenarios
 from dermsynth.classify.options import (EdgeNeighboursOptions, IsicEdgeTableOptions, IsicSyntheticOptions,
                                       TrainClassifierOptions)
 
@@ -14,7 +18,7 @@ rule isic_synthetic:
     output:
         directory(ISIC_SYNTHETIC),
     wildcard_constraints:
-        kind="synth|aug",
+        kind="|".join(scenarios.ISIC_SET_KINDS),
     params:
         options=step_options(IsicSyntheticOptions),
         networks=lambda wc, input: " ".join(f"--network {name}={path}" for name, path in input.items()),
@@ -74,7 +78,8 @@ use rule classifier_sa as classifier with:
 rule filter_synthetic:
     input:
         synthetic="results/synthetic/{synthetic}",
-        predictions=lambda wc: CLASSIFIER_SYNTHETIC.format(study="ham10000", scenario=wc.synthetic, arch=wc.arch),
+        predictions=lambda wc: CLASSIFIER_SYNTHETIC.format(
+            study="ham10000", scenario=scenarios.Scenario.sa(wc.synthetic).name, arch=wc.arch),
     output:
         manifest=FILTERED_MANIFEST,
         summary="results/synthetic/filtered/{arch}/{synthetic}.json",
@@ -166,7 +171,7 @@ rule isic_edge_table:
         unpack(edge_models),
         models=isic_model_outputs,
         edge_set=EDGE_SET,
-        manifest=dataset_files(ISIC["dataset"])["manifest"] if EDGE_SCENARIOS else [],
+        manifest=dataset_files(ISIC["dataset"])["manifest"] if AUG_EDGE else [],
     output:
         table=report(ISIC_EDGE_TABLE, caption="../report/isic_table2_edge.rst", category="5. Classifiers",
                      subcategory="ISIC study, Table 2"),

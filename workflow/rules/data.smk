@@ -1,4 +1,7 @@
 # Data stage: demo archives (when used) → ingest into LMDB shards → splits → federated split.
+# Its paths, lists and input functions: helpers/data.smk.
+
+include: "helpers/data.smk"
 
 from dermsynth.data.options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, SplitOptions
 

@@ -1,5 +1,9 @@
 # Explanations stage. ISIC study (section 4.3): real images and their projections into a generator,
-# embedded by an ISIC classifier — distances, nearest neighbours (memorisation), 3-D t-SNE, edge cases.
+# embedded by an ISIC classifier — distances, nearest neighbours (memorisation), 3-D t-SNE, edge cases;
+# frame removal (§4.3, Fig. 5). HAM10000 study: CRP and PCX of the classifiers (Fig. 7, App. B–D).
+# Its paths, lists and input functions: helpers/explain.smk.
+
+include: "helpers/explain.smk"
 
 from dermsynth.explain.options import (AuthenticityOptions, CrpOptions, FrameAccuracyOptions, FrameDirectionsOptions,
                                       FramelessSetOptions, PcxOptions)

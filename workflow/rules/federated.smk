@@ -2,9 +2,13 @@
 # across the hospitals of its dataset's federated split (a SuperLink and one SuperNode per hospital as processes
 # on 127.0.0.1, inside one job / one SLURM allocation), each hospital trained alone for comparison, FID curves of
 # all of them and of the central generator, and the study's table.
+# Its paths, lists and input functions: helpers/federated.smk.
+
+include: "helpers/federated.smk"
 
 from dermsynth.federated.options import (EvaluateFederatedOptions, FederatedTableOptions, HospitalAloneOptions,
                                          TrainFederatedOptions)
+
 
 wildcard_constraints:
     run=r"[^/]+",

@@ -1,6 +1,11 @@
 # GAN stage: train every generator under `gans` (ISIC study: ben-GAN, mal-GAN, cGAN variants;
 # HAM10000 study: one unconditional GAN). Snapshots in the output folder are resume points.
 # A job with several GPUs runs one process per GPU through torchrun inside its allocation.
+# Its paths, lists and input functions: helpers/gan.smk.
+
+include: "helpers/gan.smk"
+
+from dermsynth.gan.options import TrainGanOptions
 
 
 rule train_gan:

@@ -1,5 +1,8 @@
 # Latent-space stage: SeFa directions per generator and layer range, with preview grids to name them;
 # projection; e4e + HyperStyle inversion; the named transformations and Table 1; the SA-n synthetic sets.
+# Its paths, lists and input functions: helpers/latent.smk.
+
+include: "helpers/latent.smk"
 
 from dermsynth.latent.options import (InvertOptions, ProjectOptions, SefaOptions, TrainE4eOptions,
                                       TrainHyperstyleOptions, TransformOptions)
@@ -186,7 +189,7 @@ rule synthetic_dataset:
     output:
         directory(SYNTHETIC_SET),
     wildcard_constraints:
-        name="|".join(map(re.escape, SYNTHETIC)) or "no-synthetic-sets",
+        name=one_of(SYNTHETIC, none="no-synthetic-sets"),
     params:
         options=step_options(SyntheticDatasetOptions),
     log:

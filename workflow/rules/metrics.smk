@@ -1,8 +1,12 @@
 # Evaluation stage: every generator against its real training images (ISIC study Table 1 metrics, and FD/KID
-# in EfficientNet-Lite0 features), FID over training snapshots, and the table itself.
+# in EfficientNet-Lite0 features), FID over training snapshots, and the table itself; the Lite0 weights record.
+# Its paths, lists and input functions: helpers/metrics.smk.
+
+include: "helpers/metrics.smk"
 
 from dermsynth.metrics.options import (EVALUATE_GAN_EXTRACTORS, GAN_CURVE_EXTRACTORS, EvaluateGanOptions,
                                        GanCurveOptions, RealFeaturesOptions)
+
 
 wildcard_constraints:
     reference=r"[^/]+",

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..options import Section, StepOptions, entry
-
-ISIC_KINDS = ("synth", "aug")
+from ..scenarios import EDGE, ISIC_SET_KINDS, Scenario
 
 
 @dataclass(frozen=True)
@@ -58,13 +57,13 @@ class IsicSyntheticOptions(StepOptions):
         """This job's options from the validated workflow config (`StepOptions.from_config`)."""
         isic = config["classifiers"]["isic"]
         entry(isic, "generators", family, "classifiers.isic generator family")
-        if kind not in ISIC_KINDS:
+        if kind not in ISIC_SET_KINDS:
             raise ConfigError(f"unknown ISIC synthetic kind '{kind}' (synth or aug)")
         images = isic["synth_images"] if kind == "synth" else isic["aug_malignant"]
         return cls(family=family, kind=kind, images=images, truncation_psi=isic["truncation_psi"])
 
 
-EDGE_SCENARIO = "aug-edge"  # the ISIC scenario trained on real images + neighbours of validation edge cases
+EDGE_SCENARIO = Scenario(EDGE).name  # aug-edge: real images + neighbours of the validation edge cases and mistakes
 
 
 def edge_case_count(config: dict) -> int:

@@ -28,8 +28,9 @@ from ..locks import exclusive
 from ..metrics.classification import classification_report
 from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..provenance import provenance
+from ..scenarios import EDGE, parse
 from .data import ImageRows, assemble_training_set, read_manifest
-from .options import EDGE_SCENARIO, IsicSyntheticOptions, TrainClassifierOptions
+from .options import IsicSyntheticOptions, TrainClassifierOptions
 from .train import load_best, predict_probabilities, recipe_from, train_classifier
 
 
@@ -94,17 +95,18 @@ def _write_predictions(model, sets: dict[str, ImageRows], classes: list[str], re
 def _check_scenario(scenario: str, synthetic_lmdb, synthetic_manifest, real_train: bool) -> None:
     """The scenario name is recorded in metrics.json and the tables: it must say what was trained on.
     Raises ConfigError: `baseline` with synthetic images, another scenario without them, or no real images
-    outside a `-synth` scenario (and real ones in it)."""
+    outside a `-synth` scenario (and real ones in it), or a name of no scenario (`scenarios.parse`)."""
+    parsed = parse(scenario)
     synthetic = bool(synthetic_lmdb and synthetic_manifest)
     if bool(synthetic_lmdb) != bool(synthetic_manifest):
         raise ConfigError("--synthetic-lmdb and --synthetic-manifest go together (the images and their rows)")
-    if scenario == "baseline" and synthetic:
+    if not parsed.adds_synthetic and synthetic:
         raise ConfigError("scenario 'baseline' trains on real images only: drop --synthetic-lmdb/--synthetic-manifest, "
                           "or name the scenario after the synthetic set (SA-<n>, SA-<n>-filter, <family>-aug)")
-    if scenario != "baseline" and not synthetic:
+    if parsed.adds_synthetic and not synthetic:
         raise ConfigError(f"scenario '{scenario}' adds synthetic images: pass --synthetic-lmdb and "
                           "--synthetic-manifest (the set's LMDB and manifest), or use scenario 'baseline'")
-    if scenario.endswith("-synth") == real_train:
+    if parsed.synthetic_only == real_train:
         raise ConfigError(f"scenario '{scenario}': a '-synth' scenario trains on synthetic images only (pass "
                           "--no-real-train), and only a '-synth' scenario may leave the real training images out")
 
@@ -112,7 +114,7 @@ def _check_scenario(scenario: str, synthetic_lmdb, synthetic_manifest, real_trai
 def training_sources(scenario: str) -> tuple[str, ...]:
     """The real splits a scenario's synthetic images may derive from: the training split; for aug-edge also the
     validation split (neighbours of its edge cases and mistakes). Never the test split."""
-    return ("train", "validation") if scenario == EDGE_SCENARIO else ("train",)
+    return ("train", "validation") if parse(scenario).kind == EDGE else ("train",)
 
 
 def run_classifier(options: TrainClassifierOptions, real_lmdb, real_manifest, out_dir, synthetic_lmdb=None,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..outputs import save_figure, write_csv
+from ..scenarios import Scenario
 from .folders import model_info
 from .run import report_from_predictions
 
@@ -56,7 +57,7 @@ def table2(models: list[dict], sizes: list[str]) -> pd.DataFrame:
         for filtered in (False, True):
             row = {"architecture": architecture, "filtered": filtered, "baseline": round(baseline, 4)}
             for size in sizes:
-                model = mine.get(f"{size}-filter" if filtered else size)
+                model = mine.get(Scenario.sa(size, filtered).name)
                 row[size] = None if model is None else round(model["test_recomputed"]["balanced_accuracy"] - baseline, 4)
             rows.append(row)
     return _with_provenance(pd.DataFrame(rows), models, "architecture")
@@ -77,7 +78,7 @@ def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
     for architecture in dict.fromkeys(m["architecture"] for m in models):
         mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
         chosen = best_size(models, architecture, sizes)
-        for scenario in ("baseline", chosen, f"{chosen}-filter"):
+        for scenario in ("baseline", chosen, Scenario.sa(chosen, filtered=True).name):
             if scenario not in mine:
                 continue
             report = mine[scenario]["test_recomputed"]
@@ -98,7 +99,7 @@ def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_p
     classes = mine["baseline"]["classes"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), dpi=120, sharey=True)
     for ax, filtered in zip(axes, (False, True)):
-        scenarios = ["baseline"] + [f"{s}-filter" if filtered else s for s in sizes]
+        scenarios = ["baseline"] + [Scenario.sa(s, filtered).name for s in sizes]
         scenarios = [s for s in scenarios if s in mine]
         width = 0.8 / len(scenarios)
         for i, scenario in enumerate(scenarios):
