@@ -26,6 +26,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import REPO
@@ -506,8 +507,6 @@ def run(options):
 
 
 def test_settings_refuse_a_section_that_lacks_a_key():
-    import pytest
-
     from dermsynth.config import schema_defaults
     from dermsynth.errors import ConfigError
     from dermsynth.explain.pcx import MixtureFit
