@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from dermsynth.config import load_config, validate_config
+from dermsynth.config import load_config, schema_defaults, validate_config
 from dermsynth.errors import ConfigError
 
 from .conftest import REPO
@@ -127,3 +127,14 @@ def test_check_config_names_the_archives_that_are_not_there_yet(tmp_path, monkey
     assert out.count("not found yet: source '") == 7 and "sources.ham10000.path" in out
     assert main(["check-config", "--config", str(REPO / "config/config.yaml")]) == 0  # the demo: a rule writes them
     assert "not found yet" not in capsys.readouterr().out
+
+
+def test_schema_defaults_are_what_validation_fills_into_an_absent_section():
+    filled = validate_config({})
+    assert schema_defaults("latent.e4e") == filled["latent"]["e4e"]
+    assert schema_defaults("classifiers.isic.recipe") == filled["classifiers"]["isic"]["recipe"]
+    entry = schema_defaults("gans.*")
+    assert entry["augment"] == "bgc" and entry["network"]["z_dim"] == 512
+    assert "dataset" not in entry and "seed" not in entry  # required, or inherited from the project's seed
+    with pytest.raises(KeyError, match="no section 'latent.nosuch'"):
+        schema_defaults("latent.nosuch")

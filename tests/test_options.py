@@ -178,6 +178,24 @@ def test_every_planned_job_gets_options_that_load_back(tmp_path, configfile):
         for value in plain.values():
             if isinstance(value, dict):
                 assert not set(RESOURCE_KEYS) & set(value), (verb, path)
+        typed_settings(verb, options)  # the sections the verb reads as typed settings are whole
+
+
+def typed_settings(verb: str, options: StepOptions) -> list:
+    """The typed settings (`dermsynth.options.Settings`) a verb builds from its options' sections, as the verb
+    builds them: `from_section` refuses a section that lacks a key, so each planned job's options hold all."""
+    from dermsynth.classify.train import recipe_from
+    from dermsynth.explain.pcx import MixtureFit
+    from dermsynth.gan.run import options_from
+    from dermsynth.latent.inversion import E4eOptions, HyperStyleOptions
+    from dermsynth.latent.project import ProjectionOptions
+    build = {"train-gan": lambda o: options_from(o.spec), "train-classifier": lambda o: recipe_from(o.recipe),
+             "train-e4e": lambda o: E4eOptions.from_section(o.e4e),
+             "train-hyperstyle": lambda o: HyperStyleOptions.from_section(o.hyperstyle),
+             "project": lambda o: ProjectionOptions.from_section(o.to_dict()),
+             "edge-neighbours": lambda o: ProjectionOptions.from_section(o.to_dict()),
+             "pcx": lambda o: MixtureFit.from_section(o.pcx)}
+    return [build[verb](options)] if verb in build else []
 
 
 def test_every_options_class_is_documented_and_light():
