@@ -11,9 +11,10 @@ import torch
 
 from dermsynth.config import schema_defaults
 from dermsynth.gan.networks import Generator
+from dermsynth.gan.pixels import to_uint8
 from dermsynth.latent.encoders import accumulate, deltas_from_factors, hyper_layers, ws_resolutions
 from dermsynth.latent.inversion import (E4eOptions, HyperStyleOptions, invert, ms_ssim, progressive_offsets,
-                                        reconstruction_report, to_uint8, train_e4e, train_hyperstyle)
+                                        reconstruction_report, train_e4e, train_hyperstyle)
 from dermsynth.metrics.extractors import lpips_model
 
 

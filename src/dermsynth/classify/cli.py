@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import DermsynthError
 from ..locks import exclusive
+from ..options import options_from_args
 from ..verbs import add_verb, set_threads
+from .options import EdgeNeighboursOptions, IsicEdgeTableOptions, IsicSyntheticOptions, TrainClassifierOptions
 
 
 def _train_classifier(args) -> None:
-    from ..options import options_from_args
-    from .options import TrainClassifierOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run import run_classifier
     options = options_from_args(TrainClassifierOptions, args, {"arch": "--architecture"}, study=args.study,
                                 scenario=args.scenario, arch=args.architecture)
@@ -21,14 +23,14 @@ def _train_classifier(args) -> None:
 
 
 def _filter_synthetic(args) -> None:
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from ..classify.run import run_filter_synthetic
     with exclusive(args.out, "filter-synthetic"):
         run_filter_synthetic(args.manifest, args.predictions, args.out)
 
 
 def _isic_synthetic(args) -> None:
-    from ..options import options_from_args
-    from .options import IsicSyntheticOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run import isic_synthetic
     options = options_from_args(IsicSyntheticOptions, args, family=args.family, kind=args.kind)
     isic_synthetic(options, _networks(args.network), args.out, device=args.device)
@@ -40,28 +42,28 @@ def _networks(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            from ..errors import DermsynthError
             raise DermsynthError(f"--network {item}: expected <class>=<network-final.pt>")
         networks[name] = path
     return networks
 
 
 def _classifier_tables(args) -> None:
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from ..classify.tables import write_ham_tables
     with exclusive(args.table2, "classifier-tables"):  # one lock for Table 2, Table 3 and the figures
         write_ham_tables(args.models, args.sizes, args.table2, args.table3, args.figures)
 
 
 def _isic_table2(args) -> None:
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from ..classify.tables import write_isic_table
     with exclusive(args.out, "isic-table2"):
         print(write_isic_table(args.models, args.out).to_string(index=False), file=sys.stderr)
 
 
 def _edge_neighbours(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .edge import run_edge_neighbours
-    from .options import EdgeNeighboursOptions
     options = options_from_args(EdgeNeighboursOptions, args)
     set_threads(args.threads)
     run_edge_neighbours(options, args.network, args.lmdb, args.manifest, args.classifier, args.baseline, args.out,
@@ -69,9 +71,8 @@ def _edge_neighbours(args) -> None:
 
 
 def _isic_edge_table(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .edge import write_edge_table
-    from .options import IsicEdgeTableOptions
     options = options_from_args(IsicEdgeTableOptions, args)
     with exclusive(args.out, "isic-edge-table"):
         write_edge_table(options, args.models, args.classifier, args.baseline, args.edge_set, args.manifest,

@@ -30,12 +30,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
 
+from ..data.dataset import read_images
+from ..devices import choose_device
 from ..errors import DermsynthError
 from ..fingerprint import tensors_digest
+from ..gan.generate import network_classes, write_image_set
+from ..gan.neighbors import key_id, neighbour_latents, neighbour_rows, render_neighbours
+from ..gan.run import load_generator
+from ..latent.project import ProjectionOptions
+from ..latent.run import project_in_batches, save_projection
 from ..locks import exclusive
+from ..metrics import extractors
 from ..outputs import check_writable, save_npz, write_csv, write_json
 from ..provenance import provenance
+from .folders import model_info
 
 SUBSETS = ("all", "edge", "baseline misclassified")
 
@@ -93,7 +104,6 @@ def _predictions(folder: str | Path, split: str) -> pd.DataFrame:
 
 
 def _model_info(folder: str | Path) -> dict:
-    from .folders import model_info
     return model_info(folder)
 
 
@@ -119,14 +129,7 @@ def render_edge_neighbours(options, network, targets, sources: pd.DataFrame, dev
     """Project `targets` (uint8 (M, 3, R, R), the rows of `sources`) into `network` and render `options.neighbors`
     neighbours at `options.distance` around each projection. Returns ws, noise, curve, moved (M, N, num_ws,
     w_dim), images (M·N, 3, R, R) and the largest deviation of a neighbour layer's distance from the distance."""
-    import torch
 
-    from ..gan.generate import network_classes
-    from ..gan.run import load_generator
-    from ..gan.neighbors import key_id, neighbour_latents, render_neighbours
-    from ..latent.project import ProjectionOptions
-    from ..latent.run import project_in_batches
-    from ..metrics import extractors
     G = load_generator(network, device)
     classes, trained_on = network_classes(network)
     _check_generator(classes, trained_on, set(sources["label"]), network)
@@ -171,13 +174,8 @@ def run_edge_neighbours(options, network, lmdb_root, manifest, classifier_dir, b
 
 def _edge_neighbours(options, network, lmdb_root, sources, cases, classes, classifier_dir, baseline_dir,
                      out_dir: Path, device) -> dict:
-    import torch
 
-    from ..data.dataset import read_images
-    from ..gan.generate import write_image_set
-    from ..gan.neighbors import neighbour_rows
-    from ..latent.run import save_projection
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     made = render_edge_neighbours(options, network, read_images(lmdb_root, sources["key"].tolist()), sources, device)
     rows = neighbour_rows(sources["key"].tolist(), sources["label"].tolist(), sources["key"].tolist(),
                           options.neighbors, options.distance, options.seed, network)
@@ -212,7 +210,6 @@ def _edge_summary(options, sources, rows, made, network, classifier_dir, baselin
 
 def _subset_scores(predictions: pd.DataFrame, keys: set[str], positive: str) -> dict:
     """images, accuracy and AUC (positive class `positive`; None without both classes) on the rows of `keys`."""
-    from sklearn.metrics import roc_auc_score
     rows = predictions[predictions["key"].isin(keys)]
     both = rows["label"].nunique() == 2
     return {"images": len(rows), "positives": int((rows["label"] == positive).sum()),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..checkpoints import WrongFileError
+
 
 def model_info(folder: str | Path) -> dict:
     """The metrics.json of a finished classifier folder.
@@ -12,7 +14,6 @@ def model_info(folder: str | Path) -> dict:
     Raises:
         WrongFileError: `folder` is not a folder, holds no metrics.json (training has not finished), or its
         metrics.json is not readable JSON (one line naming it and the fix)."""
-    from ..checkpoints import WrongFileError
     folder = Path(folder)
     fix = "give the model folders that train-classifier finished (results/classifiers/<study>/<scenario>/<arch>)"
     if not folder.is_dir():

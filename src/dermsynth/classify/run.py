@@ -18,24 +18,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
 from ..errors import ConfigError, DermsynthError
-from ..labels import scheme_classes
+from ..figures import pyplot as plt
 from ..fingerprint import require_same
+from ..gan.generate import generate_plan_to_lmdb
+from ..labels import scheme_classes
 from ..locks import exclusive
 from ..metrics.classification import classification_report
 from ..outputs import check_writable, save_figure, write_csv, write_json
 from ..provenance import provenance
 from ..scenarios import EDGE, parse
+from ..synthetic.datasets import filter_synthetic
 from .data import ImageRows, assemble_training_set, read_manifest
 from .options import IsicSyntheticOptions, TrainClassifierOptions
 from .train import load_best, predict_probabilities, recipe_from, train_classifier
-
-
-def _device(device):
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def predictions_frame(rows: pd.DataFrame, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -57,9 +56,6 @@ def report_from_predictions(frame: pd.DataFrame, classes: list[str]) -> dict:
 
 def confusion_figure(report: dict, title: str, out_png: str | Path) -> None:
     """A PNG of the confusion matrix in `report["confusion"]` (counts, rows = true class), titled `title`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
     classes = report["confusion"]["classes"]
     matrix = np.array(report["confusion"]["normalised"])
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.6 * len(classes)), dpi=120)
@@ -161,7 +157,7 @@ def _run_classifier(options, inputs: dict, out_dir: Path, predict_synthetic, dat
     study, scenario, architecture = options.study, options.scenario, options.arch
     recipe, classes, synthetic, training, stores, train_set, sets = (
         inputs[k] for k in ("recipe", "classes", "synthetic", "training", "stores", "train_set", "sets"))
-    device = _device(device)
+    device = choose_device(device)
     print(f"classifier {study}/{scenario}/{architecture}: {len(train_set)} training images "
           f"({int(training['synthetic'].sum())} synthetic), {len(sets['validation'])} validation, "
           f"{len(sets['test'])} test", file=sys.stderr)
@@ -199,7 +195,6 @@ def _run_classifier(options, inputs: dict, out_dir: Path, predict_synthetic, dat
 
 def run_filter_synthetic(synthetic_manifest, predictions, out_manifest) -> dict:
     """SA-n-filter: the synthetic set minus the images the unfiltered model misclassifies."""
-    from ..synthetic.datasets import filter_synthetic
     manifest = read_manifest(synthetic_manifest)
     kept, dropped = filter_synthetic(manifest, read_manifest(predictions))
     write_csv(out_manifest, kept)
@@ -241,7 +236,6 @@ def isic_synthetic(options: IsicSyntheticOptions, networks: dict[str, str], out_
     `options.truncation_psi` into `out_dir` (lmdb/ + manifest.csv, labels of the binary scheme), holding its
     lock. Returns the manifest frame (key, label, ...). Raises BusyError when another process writes `out_dir`,
     OutputError when it is not writable, WrongFileError when a network is not a generator."""
-    from ..gan.generate import generate_plan_to_lmdb
     plan = isic_synthetic_plan(options, networks)
     with exclusive(check_writable(out_dir), "isic-synthetic"):
         frame = generate_plan_to_lmdb(plan, out_dir, "binary", options.truncation_psi, device=device)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..figures import pyplot as plt
 from ..outputs import save_figure, write_csv
 from ..scenarios import Scenario
 from .folders import model_info
@@ -92,9 +93,6 @@ def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
 
 def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_png: str | Path) -> None:
     """Bar chart of per-class test recall for one architecture, baseline vs each SA model, written as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
     mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
     classes = mine["baseline"]["classes"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), dpi=120, sharey=True)

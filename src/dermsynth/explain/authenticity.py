@@ -29,13 +29,15 @@ from ..classify.data import normalise, resize
 from ..classify.train import load_best
 from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
+from ..figures import pyplot as plt
 from ..gan.run import load_generator
 from ..latent.project import reconstruct
 from ..latent.transform import at_resolution
+from ..locks import exclusive
 from ..outputs import check_writable, save_figure, save_npz, tile, write_csv, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
-from ..locks import exclusive
 from .components import generator_identity, load_npz, recorded, require_made_for
 from .embedding_views import write_embedding_views
 from .options import AuthenticityOptions
@@ -123,9 +125,6 @@ def tsne_3d(features: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
 def tsne_figure(coordinates: pd.DataFrame, title: str, out_png: Path) -> None:
     """A 3-D scatter PNG of the t-SNE coordinates (columns x, y, z, class, kind), real and projected points marked
     apart."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     figure = plt.figure(figsize=(7, 6))
     axes = figure.add_subplot(projection="3d")
     colours = dict(zip(sorted(coordinates["label"].unique()), plt.get_cmap("tab10").colors))
@@ -175,7 +174,7 @@ def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb
         its weights). WrongFileError: `network` is not a generator, `classifier_dir` holds no classifier's
         best.pt, `projection_npz` is not a projection file. BusyError, OutputError: `out_dir` is being written
         by another process, or not writable."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     projections = _Projections(projection_npz, network, load_generator(network, device), device)
     model, saved = load_best(classifier_dir, device)
     store = LmdbImageStore(lmdb_root)

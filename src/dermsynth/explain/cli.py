@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ..locks import exclusive
+from ..options import options_from_args
 from ..verbs import add_verb, set_threads
+from .options import (AuthenticityOptions, CrpOptions, FrameAccuracyOptions, FrameDirectionsOptions,
+                      FramelessSetOptions, PcxOptions)
 
 
 def _authenticity(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .authenticity import run_authenticity
-    from .options import AuthenticityOptions
     options = options_from_args(AuthenticityOptions, args, gan=args.gan)
     set_threads(args.threads)
     run_authenticity(options, args.network, args.projection, args.lmdb, args.classifier, args.out, device=args.device)
 
 
 def _crp(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .crp import run_crp
-    from .options import CrpOptions
     options = options_from_args(CrpOptions, args)
     set_threads(args.threads)
     run_crp(options, args.models, args.sizes, args.lmdb, args.manifest, args.out, device=args.device)
 
 
 def _pcx(args) -> None:
-    from ..options import options_from_args
-    from .options import PcxOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .pcx import run_pcx
     options = options_from_args(PcxOptions, args)
     set_threads(args.threads)
@@ -34,6 +35,7 @@ def _pcx(args) -> None:
 
 
 def _frame_score(args) -> None:
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .frames import FRAME_THRESHOLD, run_frame_score
     threshold = FRAME_THRESHOLD if args.threshold is None else args.threshold
     with exclusive(args.out, "frame-score"):
@@ -42,32 +44,28 @@ def _frame_score(args) -> None:
 
 
 def _frame_directions(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .frame_removal import run_frame_directions
-    from .options import FrameDirectionsOptions
     options = options_from_args(FrameDirectionsOptions, args, gan=args.gan)
     set_threads(args.threads)
     run_frame_directions(options, args.network, args.sefa, args.out, args.figure, args.proposal, device=args.device)
 
 
 def _frameless_set(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .frame_removal import frameless_set
-    from .options import FramelessSetOptions
     options = options_from_args(FramelessSetOptions, args)
     set_threads(args.threads)
     bad = [item for item in args.network if "=" not in item]
     if bad:
-        from ..errors import ConfigError
         raise ConfigError(f"--network takes <class>=<network-final.pt>, got {', '.join(bad)}")
     networks = dict(item.split("=", 1) for item in args.network)
     frameless_set(options, networks, args.sefa, args.moves, args.out, device=args.device)
 
 
 def _frame_accuracy(args) -> None:
-    from ..options import options_from_args
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .frame_removal import run_frame_accuracy
-    from .options import FrameAccuracyOptions
     options = options_from_args(FrameAccuracyOptions, args)
     with exclusive(args.out, "frame-accuracy"):
         run_frame_accuracy(options, args.models, args.lmdb, args.manifest, args.out)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..outputs import atomic_path, write_text
+
 KIND_MARKERS = {"real": "circle", "projection": "diamond"}
 
 
@@ -36,7 +38,6 @@ def write_projector_tsv(embeddings: np.ndarray, metadata: pd.DataFrame, out_dir:
         raise ValueError(f"need embeddings (N, D) and N metadata rows, got {embeddings.shape} and {len(metadata)}")
     if not np.isfinite(embeddings).all():
         raise ValueError("the embeddings hold NaN or infinite values")
-    from ..outputs import atomic_path, write_text
     out_dir = Path(out_dir)
     tensors, labels = out_dir / f"{prefix}tensors.tsv", out_dir / f"{prefix}metadata.tsv"
     with atomic_path(tensors) as tmp:
@@ -51,6 +52,7 @@ def tsne_figure_3d(coordinates: pd.DataFrame, title: str):
     """A plotly Figure of tsne.csv's rows (key, label, kind, x, y, z): a trace per (kind, label), hover text
     '<key><br>class: <label><br>kind: <kind>', and one grey line trace joining each real image to its
     projection (where both are present)."""
+    # deferred: optional dependency plotly (the interactive t-SNE page only)
     import plotly.graph_objects as go
     figure = go.Figure()
     xyz = ["x", "y", "z"]
@@ -74,7 +76,6 @@ def tsne_figure_3d(coordinates: pd.DataFrame, title: str):
 
 def tsne_html(coordinates: pd.DataFrame, title: str, out_html: str | Path) -> Path:
     """Write `tsne_figure_3d` as a self-contained HTML page (plotly.js inside: works offline) to `out_html`."""
-    from ..outputs import atomic_path
     out_html = Path(out_html)
     with atomic_path(out_html) as tmp:
         tsne_figure_3d(coordinates, title).write_html(tmp, include_plotlyjs=True, full_html=True)

@@ -40,26 +40,38 @@ before and after, whether it had a frame, whether it was moved, and the LPIPS ou
 
 from __future__ import annotations
 
+import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
+from sklearn.metrics import balanced_accuracy_score
 
+from ..data.lmdb_store import ImageSetWriter, encode_pixels
+from ..devices import choose_device
 from ..errors import ConfigError, DermsynthError
-from .frames import FRAME_THRESHOLD, corner_ring, frame_scores
+from ..figures import pyplot as plt
+from ..gan.generate import network_classes
+from ..gan.networks import seed_latents
+from ..gan.pixels import to_uint8
+from ..gan.run import load_generator
+from ..latent.named import LAYER_RANGES
+from ..latent.sefa import apply_direction
+from ..locks import exclusive
+from ..metrics.extractors import lpips_alex, lpips_distance
+from ..outputs import check_writable, save_figure, tile, write_csv, write_json, write_png, write_text
+from ..provenance import provenance
+from .components import generator_identity, load_npz, recorded, require_made_for
+from .frames import FRAME_THRESHOLD, corner_ring, frame_scores, score_store
 
 MOVES_REQUIRED = ("gan", "layer_range", "moves")
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] → uint8 (N, 3, R, R) on the CPU."""
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
-
 
 def outside_ring(original: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
     """`moved` with its corner ring (`frames.corner_ring`) replaced by `original`'s: LPIPS between the two
@@ -74,7 +86,6 @@ LPIPS_MIN_SIDE = 64
 
 def lpips_outside(model, original: torch.Tensor, moved: torch.Tensor, batch: int = 32) -> np.ndarray:
     """float64 (N,): LPIPS-Alex between `original` and `moved` outside the corner ring (`outside_ring`)."""
-    from ..metrics.extractors import lpips_distance
     first, second = original, outside_ring(original, moved)
     if original.shape[-1] < LPIPS_MIN_SIDE:
         def grow(images):
@@ -96,7 +107,6 @@ def class_vector(G, class_index: int | None, count: int, device) -> torch.Tensor
 
 def mapped(G, seeds: list[int], class_index: int | None, truncation_psi: float, device) -> torch.Tensor:
     """W+ latents (len(seeds), num_ws, w_dim) of the seeds' z (`gan.networks.seed_latents`)."""
-    from ..gan.networks import seed_latents
     z = seed_latents(seeds, G.z_dim).to(device)
     with torch.no_grad():
         return G.mapping(z, class_vector(G, class_index, len(seeds), device), truncation_psi=truncation_psi)
@@ -119,7 +129,6 @@ def move_vector(directions: np.ndarray, moves: list[dict]) -> torch.Tensor:
 
 def class_of(G, network, class_name: str | None) -> tuple[str | None, int | None]:
     """(class name, class index for a conditional generator) for `class_name` (a one-class generator: its class)."""
-    from ..gan.generate import network_classes
     classes, trained_on = network_classes(network)
     if G.c_dim > 0:
         if class_name not in classes:
@@ -134,7 +143,6 @@ def class_of(G, network, class_name: str | None) -> tuple[str | None, int | None
 def load_frame_moves(path: str | Path, gan: str | None = None, layer_range: str | None = None) -> dict:
     """A frame-moves file, checked: gan, layer_range, a non-empty list of moves {direction: index ≥ 0,
     magnitude: a number}; with `gan`/`layer_range`, they must match. Raises ConfigError naming each problem."""
-    from ..latent.sefa import LAYER_RANGES
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"frame-moves file {path} does not exist (explain.frames.file)")
@@ -180,7 +188,6 @@ def write_frame_moves(path: str | Path, gan: str, layer_range: str, chosen: pd.D
               f"# {note}\n")
     spec = {"gan": gan, "layer_range": layer_range, **({"generator": generator} if generator else {}), "moves": moves}
     text = header + yaml.safe_dump(spec, sort_keys=False)
-    from ..outputs import write_text
     write_text(path, text)
 
 
@@ -192,7 +199,6 @@ def measure_moves(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[
     frame_after (mean scores), frame_drop, removed (share of framed originals whose frame is gone; NaN without
     any), added (share of frameless originals that gained one; NaN without any), lpips_outside. Also returns
     the original images and their scores {"images", "scores"} (for the figure)."""
-    from ..latent.sefa import apply_direction
     base = synthesize(G, ws, batch)
     before = frame_scores(base.numpy())
     framed = before >= threshold
@@ -234,11 +240,6 @@ def moves_figure(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[i
                  magnitudes: list[float], out_png: str | Path, batch: int = 32) -> None:
     """Fig. 5: rows = chosen (direction, sign), columns = −max…−min, original, +min…+max along the direction, of
     one latent (`ws`, (1, num_ws, w_dim)); each row titled with its direction and chosen magnitude."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from ..latent.sefa import apply_direction
     steps = sorted({-float(m) for m in magnitudes}) + [0.0] + sorted({float(m) for m in magnitudes})
     rows = []
     for row in chosen.itertuples():
@@ -263,7 +264,6 @@ def moves_figure(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[i
                             transform=axes[r][0].transAxes, ha="right", va="center", fontsize=6)
     fig.suptitle("Frame removal along SeFa directions (columns: magnitude in W)", fontsize=8)
     fig.tight_layout()
-    from ..outputs import save_figure
     save_figure(out_png, fig)
     plt.close(fig)
 
@@ -276,10 +276,7 @@ def run_frame_directions(options, network, sefa_npz, out_csv, out_figure, out_pr
     Raises ConfigError when the SeFa file has fewer directions than asked for; StateMismatchError when it was
     made for another generator (by the identity of its weights); WrongFileError for a file of another kind;
     BusyError/OutputError when another process writes `out_csv` or its folder is not writable."""
-    from ..gan.run import load_generator
-    from ..locks import exclusive
-    from ..outputs import check_writable
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     G = load_generator(network, device)
     factors = load_sefa(sefa_npz, G, network)
     if len(factors["directions"]) < options.directions:
@@ -294,7 +291,6 @@ def run_frame_directions(options, network, sefa_npz, out_csv, out_figure, out_pr
 def load_sefa(sefa_npz, G, network) -> dict:
     """The SeFa directions of `sefa_npz` (directions, ws_indices, …) when they were made for generator `G`
     (`network`). Raises WrongFileError (not a SeFa file) or StateMismatchError (another generator's)."""
-    from .components import generator_identity, load_npz, recorded, require_made_for
     factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
                        "give the .npz that `dermsynth sefa` wrote for this generator", ("directions", "ws_indices"))
     require_made_for(sefa_npz, recorded(factors, "generator"), generator_identity(G), network,
@@ -303,10 +299,6 @@ def load_sefa(sefa_npz, G, network) -> dict:
 
 
 def _frame_directions(options, network, G, factors: dict, out_csv, out_figure, out_proposal, device) -> dict:
-    from ..metrics.extractors import lpips_alex
-    from ..outputs import write_csv, write_json
-    from ..provenance import provenance
-    from .components import generator_identity
     directions, ws_indices = factors["directions"][:options.directions], factors["ws_indices"].tolist()
     class_name, class_index = class_of(G, network, options.class_name)
     seeds = list(range(options.seed, options.seed + options.latents))
@@ -342,7 +334,6 @@ def _frame_directions(options, network, G, factors: dict, out_csv, out_figure, o
 def _frameless_class(G, network, class_name, class_index, seeds_start, moves_vector, ws_indices, options, lpips,
                      device) -> tuple[list[dict], list[torch.Tensor], dict]:
     """Rows and images of one class's frameless images (see the module docstring), and its counts."""
-    from ..latent.sefa import apply_direction
     wanted, limit, framed_only = options.images, options.images * options.tries_per_image, options.framed_only
     kept_rows, kept_images, spare_rows, spare_images = [], [], [], []
     tried = framed_total = 0
@@ -398,11 +389,7 @@ def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_d
     file or the moves file records another generator than the moved class's (by the identity of its weights),
     DermsynthError when a class falls short (see the module docstring), BusyError/OutputError when another
     process writes `out_dir` or it is not writable."""
-    from ..gan.run import load_generator
-    from ..locks import exclusive
-    from ..outputs import check_writable
-    from .components import generator_identity, require_made_for
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     spec = load_frame_moves(moves_file, options.gan, options.layer_range)
     moved = [name for name, gan in options.generators.items() if gan == options.gan and name in networks]
     factors = None
@@ -413,7 +400,6 @@ def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_d
             require_made_for(moves_file, spec["generator"], generator_identity(G),
                              networks[class_name], "run frame-directions for it again")
     if factors is None:
-        from .components import load_npz
         factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
                            "give the .npz that `dermsynth sefa` wrote", ("directions", "ws_indices"))
     out_dir = check_writable(out_dir)
@@ -423,11 +409,6 @@ def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_d
 
 def _frameless_set(options, networks: dict[str, str], factors: dict, spec: dict, sefa_npz, moves_file, out_dir,
                    device) -> dict:
-    from ..data.lmdb_store import ImageSetWriter, encode_pixels
-    from ..gan.run import load_generator
-    from ..metrics.extractors import lpips_alex
-    from ..outputs import tile, write_json, write_png
-    from ..provenance import provenance
     if max(m["direction"] for m in spec["moves"]) >= len(factors["directions"]):
         raise ConfigError(f"{moves_file}: a direction is beyond the {len(factors['directions'])} of {sefa_npz}")
     vector, ws_indices = move_vector(factors["directions"], spec["moves"]), factors["ws_indices"].tolist()
@@ -474,9 +455,7 @@ def frame_accuracy_table(models: list[str | Path], lmdb_root, manifest, threshol
                          batch: int = 256) -> pd.DataFrame:
     """Per ISIC model folder (metrics.json + predictions-test.csv): accuracy and balanced accuracy on the real
     test images with a frame (score ≥ threshold) and without, their counts, and the difference (with − without)."""
-    import json
 
-    from .frames import score_store
     rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     scored = score_store(lmdb_root, rows[rows["split"] == "test"], batch=batch, threshold=threshold)
     framed = dict(zip(scored["key"], scored["has_frame"]))
@@ -501,17 +480,17 @@ def frame_accuracy_table(models: list[str | Path], lmdb_root, manifest, threshol
 
 
 def _balanced(part: pd.DataFrame) -> float | None:
-    """Mean recall over the classes present in `part` (None when it is empty)."""
+    """Balanced accuracy of `part`'s `predicted` against its `label`, rounded to 4 places (None when it is empty):
+    scikit-learn's `balanced_accuracy_score`, the mean recall over the classes present in `label`."""
     if not len(part):
         return None
-    recalls = [float((group["predicted"] == label).mean()) for label, group in part.groupby("label")]
-    return round(float(np.mean(recalls)), 4)
+    with warnings.catch_warnings():  # a subset (e.g. the framed images) often lacks a class that was predicted
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
+        return round(float(balanced_accuracy_score(part["label"], part["predicted"])), 4)
 
 
 def run_frame_accuracy(options, models, lmdb_root, manifest, out_csv) -> pd.DataFrame:
     """`dermsynth frame-accuracy`: `frame_accuracy_table` written to `out_csv` (with a JSON of provenance beside it)."""
-    from ..outputs import write_csv, write_json
-    from ..provenance import provenance
     table = frame_accuracy_table(models, lmdb_root, manifest, options.threshold, options.batch)
     write_csv(out_csv, table)
     write_json(Path(out_csv).with_suffix(".json"), {"models": [str(m) for m in models],

@@ -28,6 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.dataset import read_images
+from ..data.lmdb_store import LmdbImageStore
+from ..outputs import write_csv
+
 NEAR_BLACK = 40
 """A pixel is near-black when its brightest channel is ≤ this (uint8; the demo frame is 5 ± JPEG noise)."""
 
@@ -70,8 +74,6 @@ def score_store(lmdb_root: str | Path, manifest: str | Path | pd.DataFrame, spli
     """Frame scores of the images of `manifest` (optionally only `splits`) in the LMDB store `lmdb_root`:
     a frame with columns key, label, frame_score (float in [0, 1]), has_frame (bool), in manifest order.
     Reads `batch` images at a time. Raises KeyError for a key the store lacks."""
-    from ..data.dataset import read_images
-    from ..data.lmdb_store import LmdbImageStore
     rows = manifest if isinstance(manifest, pd.DataFrame) else pd.read_csv(manifest, dtype=str,
                                                                             keep_default_na=False)
     if splits:
@@ -145,8 +147,6 @@ def run_frame_score(lmdb_root: str | Path, manifest: str | Path, out_csv: str | 
     """`dermsynth frame-score`: writes `out_csv` (key, label, frame_score, has_frame; with `truth_csv`, the
     demo archives' demo_truth.csv, also drawn_frame, drawn_share, visible) and returns a summary: image and
     frame counts per label, the threshold and, with the truth, `frame_accuracy`."""
-    from ..data.lmdb_store import LmdbImageStore
-    from ..outputs import write_csv
     rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     if splits:
         rows = rows[rows["split"].isin(splits)]

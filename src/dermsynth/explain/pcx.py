@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.mixture import GaussianMixture
 
 from ..classify.data import normalise, read_manifest, resize

@@ -11,12 +11,15 @@ import numpy as np
 import torch
 
 from ..classify.data import normalise, resize
+from ..figures import pyplot as plt
+from ..outputs import save_figure
 
 
 def xrai_heatmaps(model, images: torch.Tensor, class_indices: list[int], resolution: int, device,
                   steps: int = 100, batch: int = 16) -> np.ndarray:
     """XRAI attribution (N, R, R) of uint8 images (N, 3, H, W) for the given class of each, at the
     classifier's input resolution R."""
+    # deferred: optional dependency saliency (XRAI only)
     import saliency.core as saliency
     model = model.to(device).eval()
     inputs = normalise(resize(images, resolution)).permute(0, 2, 3, 1).numpy()  # HWC, as the library wants
@@ -38,9 +41,6 @@ def xrai_figure(images: torch.Tensor, heatmaps: np.ndarray, titles: list[str], o
                 top_fraction: float = 0.3) -> None:
     """One column per image: the image, its XRAI heatmap, and the image shown only in its most salient
     `top_fraction` of pixels."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     pictures = resize(images, heatmaps.shape[-1]).permute(0, 2, 3, 1).numpy()
     figure, axes = plt.subplots(3, len(pictures), figsize=(2 * len(pictures), 6.4), squeeze=False)
     for column, (picture, heatmap, title) in enumerate(zip(pictures, heatmaps, titles)):
@@ -55,6 +55,5 @@ def xrai_figure(images: torch.Tensor, heatmaps: np.ndarray, titles: list[str], o
         axis.set_xticks([])
         axis.set_yticks([])
     figure.tight_layout()
-    from ..outputs import save_figure
     save_figure(out_png, figure, dpi=110)
     plt.close(figure)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import ConfigError
 from ..locks import exclusive
+from ..options import options_from_args
 from ..verbs import add_verb, set_threads
+from .named import LAYER_RANGES
+from .options import (InvertOptions, ProjectOptions, SefaOptions, TrainE4eOptions, TrainHyperstyleOptions,
+                      TransformOptions)
 
 
 def _sefa(args) -> None:
-    from ..options import options_from_args
-    from .options import SefaOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run import run_sefa
     options = options_from_args(SefaOptions, args, flags={"layers": "--layer-range"}, layers=args.layer_range)
     run_sefa(options, args.network, args.out, args.preview, device=args.device)
 
 
 def _project(args) -> None:
-    from ..options import options_from_args
-    from .options import ProjectOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run import run_projection
     options = options_from_args(ProjectOptions, args, gan=args.gan)
     set_threads(args.threads)
@@ -26,8 +29,7 @@ def _project(args) -> None:
 
 
 def _train_e4e(args) -> None:
-    from ..options import options_from_args
-    from .options import TrainE4eOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run_inversion import run_train_e4e
     options = options_from_args(TrainE4eOptions, args, gan=args.gan)
     set_threads(args.threads)
@@ -35,8 +37,7 @@ def _train_e4e(args) -> None:
 
 
 def _train_hyperstyle(args) -> None:
-    from ..options import options_from_args
-    from .options import TrainHyperstyleOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run_inversion import run_train_hyperstyle
     options = options_from_args(TrainHyperstyleOptions, args, gan=args.gan)
     set_threads(args.threads)
@@ -44,8 +45,7 @@ def _train_hyperstyle(args) -> None:
 
 
 def _invert(args) -> None:
-    from ..options import options_from_args
-    from .options import InvertOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .run_inversion import run_invert
     options = options_from_args(InvertOptions, args, gan=args.gan)
     set_threads(args.threads)
@@ -54,12 +54,10 @@ def _invert(args) -> None:
 
 
 def _transform(args) -> None:
-    from ..options import options_from_args
-    from .options import TransformOptions
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .transform import run_transform
     options = options_from_args(TransformOptions, args, name=args.name)
     if args.name is not None and args.name != options.transformation["name"]:
-        from ..errors import ConfigError
         raise ConfigError(f"--name {args.name} disagrees with {args.options} (transformation "
                           f"{options.transformation['name']})")
     set_threads(args.threads)
@@ -67,6 +65,7 @@ def _transform(args) -> None:
 
 
 def _lpips_table(args) -> None:
+    # deferred: torch — `dermsynth --help` and the Snakefile must not load it
     from .transform import write_lpips_table
     with exclusive(args.out, "lpips-table"):
         table = write_lpips_table(args.reports, args.out, args.data_source)
@@ -80,7 +79,7 @@ def add_verbs(sub) -> None:
     """Declare the latent stage's verbs on the `dermsynth` subparsers."""
     p = add_verb(sub, "sefa", _sefa, "Closed-form factorisation (SeFa) of a generator for one layer range: "
                  "directions (.npz + .json) and a preview grid.", shared=("options", "network", "device"))
-    p.add_argument("--layer-range", choices=["all", "coarse", "middle", "fine"],
+    p.add_argument("--layer-range", choices=list(LAYER_RANGES),
                    help="which layers' styles are factorised (with --options: taken from the file)")
     p.add_argument("--out", required=True, help=".npz with directions and eigenvalues (a .json beside it)")
     p.add_argument("--preview", required=True, help="PNG grid: rows = direction × sample, columns = magnitude")

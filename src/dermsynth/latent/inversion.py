@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_msssim import ms_ssim as msssim
 
 from ..fingerprint import StateMismatchError, differences
+from ..gan.pixels import to_uint8
+from ..metrics.extractors import lpips_distance
 from ..options import Settings
 from ..outputs import save_torch
 from ..progress import Progress
@@ -93,10 +96,6 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
 
 
 def progressive_offsets(options: E4eOptions, step: int, num_ws: int) -> int:
@@ -334,7 +333,6 @@ def ms_ssim(first: torch.Tensor, second: torch.Tensor) -> tuple[np.ndarray, int]
     """Per-image five-scale MS-SSIM of uint8 batches (pytorch-msssim). The standard 11-pixel window
     needs images above 160²; smaller images use the largest odd window that fits the coarsest scale
     (3 pixels at 64²); at 32² and below it is undefined (NaN). Returns the values and the window."""
-    from pytorch_msssim import ms_ssim as msssim
     side = min(first.shape[-2:])
     window = 11
     while window > 3 and (window - 1) * 16 >= side:
@@ -347,7 +345,6 @@ def ms_ssim(first: torch.Tensor, second: torch.Tensor) -> tuple[np.ndarray, int]
 
 def reconstruction_report(targets: torch.Tensor, reconstructions: torch.Tensor, lpips_alex) -> dict:
     """Mean L2 (MSE on [−1, 1] pixels), LPIPS-Alex and MS-SSIM between uint8 targets and reconstructions."""
-    from ..metrics.extractors import lpips_distance
     l2 = (to_signed(targets) - to_signed(reconstructions)).square().mean(dim=[1, 2, 3]).numpy()
     perceptual = lpips_distance(lpips_alex, targets, reconstructions)
     similarity, window = ms_ssim(targets, reconstructions)

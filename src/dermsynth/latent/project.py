@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..gan.pixels import to_uint8
 from ..options import Settings
 from ..progress import Progress
 
@@ -146,4 +147,4 @@ def reconstruct(G, ws: torch.Tensor, noise: list[torch.Tensor] | None = None, de
     G = G.to(device)
     noise = None if noise is None else [m.to(device) for m in noise]
     images = G.synthesis(ws.to(device), noise=noise, noise_mode="const")
-    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+    return to_uint8(images)

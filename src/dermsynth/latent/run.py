@@ -6,13 +6,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from ..devices import choose_device
+from ..data.dataset import read_images
+from ..gan.generate import network_classes
+from ..gan.run import load_generator
 from ..locks import exclusive
+from ..metrics import extractors
 from ..outputs import check_writable, save_npz, tile, write_json, write_png
 from ..provenance import provenance
 from .identity import generator_digest
 from .options import ProjectOptions, SefaOptions
+from .project import ProjectionOptions, project, reconstruct
 from .sefa import factorize, preview_grid
 
 
@@ -33,9 +40,8 @@ def run_sefa(options: SefaOptions, network: str | Path, out_npz: str | Path, out
 
 
 def _sefa_locked(options: SefaOptions, network, out_npz: Path, out_png, device) -> dict:
-    from ..gan.run import load_generator
     layer_range, settings = options.layers, options.preview()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     G = load_generator(network, device)
     factors = factorize(G, layer_range)
     digest = generator_digest(G)
@@ -62,7 +68,6 @@ def _sefa_locked(options: SefaOptions, network, out_npz: Path, out_png, device) 
 def chosen_images(options: ProjectOptions, manifest: str | Path):
     """The manifest rows projected: a seeded choice (`options.seed`) of at most `options.images` images of
     `options.split` and of the generator's `options.classes` (None: every class), sorted by key."""
-    import pandas as pd
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     frame = frame[frame["split"] == options.split]
     if options.classes:
@@ -82,7 +87,6 @@ def project_in_batches(G, targets: torch.Tensor, class_indices: list[int] | None
     """Project uint8 `targets` (N, 3, R, R) `batch` images at a time (`project.project` with `optimiser`, a
     `ProjectionOptions`; `class_indices` for a conditional generator). Returns ws (N, num_ws, w_dim), the noise maps
     (each (N, 1, r, r)) and the mean LPIPS-VGG loss per step (steps,)."""
-    from .project import project
     ws, noise, curves = [], [], []
     for start in range(0, len(targets), batch):
         part = slice(start, start + batch)
@@ -110,13 +114,8 @@ def run_projection(options: ProjectOptions, network: str | Path, lmdb_root: str 
 
 
 def _project_locked(options: ProjectOptions, network, lmdb_root, manifest, out_npz: Path, out_png, device) -> dict:
-    from ..data.dataset import read_images
-    from ..gan.generate import network_classes
-    from ..gan.run import load_generator
-    from ..metrics import extractors
-    from .project import ProjectionOptions, reconstruct
     gan = options.gan
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     G = load_generator(network, device)
     classes, _ = network_classes(network)
     frame = chosen_images(options, manifest)

@@ -14,6 +14,8 @@ Chunks of `batch` images are written under chunks/ as they finish, so a killed j
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -22,20 +24,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checkpoints import load_checkpoint
-from ..errors import InputError
-from ..fingerprint import differences, set_aside, tensors_digest
+from ..checkpoints import KINDS, load_checkpoint
+from ..data.dataset import read_images
+from ..data.lmdb_store import LmdbImageStore
+from ..devices import choose_device
+from ..errors import ConfigError, InputError
+from ..fingerprint import differences, set_aside, store_identity, tensors_digest
+from ..gan.run import LmdbTrainingImages, load_generator, training_images
 from ..locks import exclusive
+from ..metrics.extractors import lpips_alex, lpips_model
 from ..outputs import atomic_path, check_writable, save_torch, tile, write_csv, write_json, write_png
+from ..progress import Progress
 from ..provenance import provenance
 from .identity import data_fingerprint, generator_digest, recorded_digest, require_generator
-from .options import InvertOptions, TrainE4eOptions, TrainHyperstyleOptions
 from .inversion import (E4eOptions, HyperStyleOptions, build_e4e, build_hypernetwork, checkpoint_differences, invert,
                         reconstruction_report, train_e4e, train_hyperstyle)
-
-
-def _device(device):
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+from .options import InvertOptions, TrainE4eOptions, TrainHyperstyleOptions
 
 
 def holdout_split(keys: list[str], fraction: float, seed: int, limit: int) -> tuple[list[str], list[str]]:
@@ -50,16 +54,13 @@ def _gan_images(options: TrainE4eOptions | TrainHyperstyleOptions, lmdb_root, ma
     """(encoder training images, the store, held-out keys, the images' fingerprint): the generator's training
     images (its `splits` and `classes`, as `train-gan` chose them), less a seeded held-out choice for the
     report; the fingerprint names the store, the chosen keys, the classes and the resolution."""
-    from ..gan.run import LmdbTrainingImages, training_images
     images, _, _ = training_images(lmdb_root, manifest, {"splits": options.splits, "classes": options.classes})
     if len(images.keys) < 2:
-        from ..errors import ConfigError
         raise ConfigError(f"{manifest}: the generator's splits {options.splits} (classes {options.classes or 'all'}) "
                           f"hold {len(images.keys)} image(s); an encoder needs at least 2 (one to train on, one held "
                           f"out): check gans.{options.gan}.splits/classes and the manifest")
     train_keys, held_keys = holdout_split(images.keys, options.holdout, options.holdout_seed, options.report_images)
     if not train_keys:
-        from ..errors import ConfigError
         raise ConfigError(f"latent.inversion.holdout {options.holdout} holds out all {len(images.keys)} images of "
                           f"gans.{options.gan}'s training set; lower it (or latent.inversion.report_images)")
     chosen = LmdbTrainingImages(images.store, train_keys)
@@ -78,7 +79,6 @@ def _load(path, build, options_class, weights_key: str, kind: str, G, device, fi
     """A trained encoder or hypernetwork (checkpoint kind `kind`) for generator `G`: refused in one line when it
     is another kind of file or was trained for another generator; rebuilt from its saved options (no backbone
     download), then its weights. Returns (model, options, its saved state)."""
-    from ..checkpoints import KINDS
     state = load_checkpoint(path, (kind,), KINDS[kind], f"give the {kind}.pt that train-{kind} wrote")
     require_generator(path, recorded_digest(state), generator_digest(G), "the generator given", fix)
     options = options_class(**state["options"])
@@ -119,8 +119,6 @@ def _set_aside_stale(checkpoint: Path, options, what: str, fingerprint: dict | N
 
 
 def _report(G, encoder, hyper, iterations, store, held_keys, device) -> dict:
-    from ..data.dataset import read_images
-    from ..metrics.extractors import lpips_alex
     targets = read_images(store, held_keys)
     alex, alex_info = lpips_alex()
     result = invert(G, encoder, targets, hyper, iterations, device)
@@ -139,9 +137,7 @@ def run_train_e4e(step: TrainE4eOptions, network, lmdb_root, manifest, out, devi
     report beside it (.json: training history, held-out L2 / LPIPS-Alex / MS-SSIM). `device`: cpu/cuda (None:
     cuda when available). Holds `out`'s lock. Raises BusyError (another writer), OutputError (cannot write
     there), WrongFileError (`network` is not a generator). Returns the report."""
-    from ..gan.run import load_generator
-    from ..metrics.extractors import lpips_model
-    device = _device(device)
+    device = choose_device(device)
     gan, options = step.gan, E4eOptions.from_section(step.e4e, where="train-e4e options' e4e")
     out = Path(out)
     check_writable(out.parent)
@@ -174,9 +170,7 @@ def run_train_hyperstyle(step: TrainHyperstyleOptions, network, e4e, lmdb_root, 
     aside); the hypernetwork in `out` (.pt, with its fingerprint), a report beside it (.json: held-out L2 /
     LPIPS-Alex / MS-SSIM of e4e and after each refinement iteration). Holds `out`'s lock. Raises BusyError,
     OutputError, WrongFileError, ForeignComponentError (an e4e of another generator). Returns the report."""
-    from ..gan.run import load_generator
-    from ..metrics.extractors import lpips_model
-    device = _device(device)
+    device = choose_device(device)
     gan = step.gan
     options = HyperStyleOptions.from_section(step.hyperstyle, where="train-hyperstyle options' hyperstyle")
     out = Path(out)
@@ -212,7 +206,7 @@ def run_invert(options: InvertOptions, network, e4e, hyperstyle, lmdb_root, mani
     `<out_dir>.chunks/` with the run's fingerprint, so a killed job resumes there (chunks of another run are
     recomputed). Writes the stored inversion (see the module docstring) to `out_dir`, holding its lock, and
     returns its summary. Raises BusyError, OutputError, WrongFileError, ForeignComponentError."""
-    device = _device(device)
+    device = choose_device(device)
     out_dir = Path(out_dir)
     check_writable(out_dir)
     with exclusive(out_dir, "invert"):
@@ -222,7 +216,6 @@ def run_invert(options: InvertOptions, network, e4e, hyperstyle, lmdb_root, mani
 def inversion_fingerprint(G, encoder, hyper, iterations: int, lmdb_root) -> dict:
     """What an inversion (and each of its chunks) belongs to: the generator, the e4e encoder, the hypernetwork,
     its refinement iterations and the image store."""
-    from ..fingerprint import store_identity
     return {"generator": generator_digest(G), "e4e": tensors_digest(encoder.state_dict()),
             "hyperstyle": tensors_digest(hyper.state_dict()), "iterations": int(iterations),
             "data.store": store_identity(lmdb_root)}
@@ -230,10 +223,6 @@ def inversion_fingerprint(G, encoder, hyper, iterations: int, lmdb_root) -> dict
 
 def _invert_locked(options: InvertOptions, network, e4e, hyperstyle, lmdb_root, manifest, out_dir: Path,
                    device) -> dict:
-    from ..data.dataset import read_images
-    from ..data.lmdb_store import LmdbImageStore
-    from ..gan.run import load_generator
-    from ..progress import Progress
     gan, split = options.gan, options.split
     G = load_generator(network, device)
     encoder, _ = load_e4e(e4e, G, device)
@@ -266,7 +255,6 @@ def _invert_locked(options: InvertOptions, network, e4e, hyperstyle, lmdb_root, 
                "provenance": provenance(options.step, options.to_dict(), seed=None)}
     _preview(G, store, frame, out_dir, encoder, hyper, hyper_options.iterations, device)
     _merge_chunks(plan, out_dir, frame, hyper.layer_names, record=summary)
-    import shutil
     shutil.rmtree(chunks)
     print(f"invert {gan}: {len(frame)} images of split {split}", file=sys.stderr)
     return summary
@@ -326,7 +314,6 @@ def _merge_chunks(plan: list[Path], out_dir: Path, frame: pd.DataFrame, layers: 
 
 
 def _preview(G, store, frame, out_dir: Path, encoder, hyper, iterations, device, count: int = 8) -> None:
-    from ..data.dataset import read_images
     targets = read_images(store, frame["key"][:count].tolist())
     result = invert(G, encoder, targets, hyper, iterations, device)
     write_png(out_dir / "preview.png", tile(torch.stack([targets, result["stages"][0], result["stages"][-1]], dim=1)))
@@ -348,7 +335,6 @@ class StoredInversion:
                 else f"is not a complete inversion (no {', '.join(missing)}: an interrupted invert, or another folder)"
             raise InputError(f"{self.folder} {what}; give the folder `dermsynth invert` wrote (run it again to "
                              "complete it)")
-        import json
         self.record = json.loads((self.folder / INVERSION_RECORD).read_text())
         self.index = pd.read_csv(self.folder / "index.csv", dtype={"key": str, "label": str, "split": str})
         self.rows = dict(zip(self.index["key"], self.index["row"]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..gan.pixels import to_uint8
 from .named import LAYER_RANGES
 
 
@@ -95,6 +96,6 @@ def _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_
     for d in range(min(directions, len(vectors))):
         for s in range(samples):
             moved = apply_direction(ws[s:s + 1].repeat(steps, 1, 1), vectors[d], alphas, factors["ws_indices"])
-            images = G.synthesis(moved, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round()
-            rows.append(torch.cat(list(images.to(torch.uint8).cpu()), dim=2))  # (3, R, steps·R)
+            images = to_uint8(G.synthesis(moved, noise_mode="const"))
+            rows.append(torch.cat(list(images), dim=2))  # (3, R, steps·R)
     return torch.cat(rows, dim=1).permute(1, 2, 0).numpy()

@@ -28,6 +28,7 @@ from ..data.lmdb_store import LmdbImageStore
 from ..devices import choose_device
 from ..errors import ConfigError
 from ..gan.generate import write_image_set
+from ..gan.pixels import to_uint8
 from ..gan.run import load_generator
 from ..locks import exclusive
 from ..metrics.extractors import lpips_alex, lpips_distance
@@ -36,9 +37,6 @@ from ..outputs import check_writable, tile, write_csv, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
 from .identity import generator_digest, load_npz, recorded_in_npz, require_generator
-from .inversion import to_uint8
-# transition: workflow/rules/common.smk still imports load_transformations from here (moved to .named)
-from .named import load_transformations  # noqa: F401
 from .options import TransformOptions
 from .run_inversion import StoredInversion
 from .sefa import apply_direction

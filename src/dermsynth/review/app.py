@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dermsynth.config import load_config
 from dermsynth.review import render, store
 
 
@@ -39,7 +40,6 @@ def _mtime(path) -> int:
 
 @st.cache_resource(show_spinner=False)
 def _config(path: str, mtime: int) -> dict:
-    from dermsynth.config import load_config
     return load_config(path) if mtime else {}
 
 

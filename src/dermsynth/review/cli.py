@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from ..verbs import add_verb, set_threads
+from ..verbs import add_verb
+from .server import serve
 
 
 def _review(args) -> None:
-    from ..review.server import serve
     status = serve(args.gan, args.port, args.host, args.transformations, args.config, args.reviewer)
     if status:
         sys.exit(status)

@@ -18,10 +18,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from ..config import schema_defaults
+from ..data.dataset import read_images
+from ..data.images import ImageRejected, decode_image
 from ..errors import DermsynthError
+from ..gan.pixels import to_uint8
+from ..gan.run import load_generator
+from ..latent.encoders import deltas_from_factors
+from ..latent.inversion import invert
 from ..latent.named import LAYER_RANGES
+from ..latent.project import ProjectionOptions, project, reconstruct
+from ..latent.run_inversion import StoredInversion, load_e4e, load_hyperstyle
+from ..latent.sefa import apply_direction
+from ..latent.transform import at_resolution, transform_images
+from ..metrics.extractors import lpips_alex, lpips_distance, lpips_model
+from ..outputs import tile
 
 UPLOAD_MAX_PIXELS = 40_000_000   # an upload above this (width × height) is refused before decoding
 UPLOAD_MAX_BYTES = 50 * 2 ** 20  # and above 50 MB (Streamlit's server.maxUploadSize is set to the same)
@@ -117,9 +130,7 @@ def decode_upload(data: bytes, name: str, resolution: int, grayscale_policy: str
     too large file, more than UPLOAD_MAX_PIXELS pixels (checked from the header, before decoding: a
     decompression bomb), a file that is not an image, a damaged one, or a pixel mode that cannot be
     turned into RGB (grayscale unless grayscale_policy is 'replicate')."""
-    from PIL import Image, UnidentifiedImageError
 
-    from ..data.images import ImageRejected, decode_image
     shown = Path(str(name)).name or "upload"
     if not data:
         raise UploadRejected(f"{shown}: the file is empty")
@@ -148,8 +159,6 @@ class ReviewEngine:
     the generator's dataset, the stored inversion's dataset, the LPIPS threshold and projection settings."""
 
     def __init__(self, root: str | Path, gan: str, cfg: dict | None = None, device: str = "cpu"):
-        from ..gan.run import load_generator
-        from ..metrics.extractors import lpips_alex
         self.root, self.gan, self.cfg, self.device = Path(root), gan, cfg or {}, torch.device(device)
         self.network = self.root / "results" / "gan" / gan / "network-final.pt"
         if not self.network.exists():
@@ -166,7 +175,6 @@ class ReviewEngine:
 
     # ---- sources -------------------------------------------------------------------------------------
     def _synthesise(self, ws: torch.Tensor, deltas: dict | None = None, noise: list | None = None) -> torch.Tensor:
-        from ..latent.inversion import to_uint8
         with torch.no_grad():
             return to_uint8(self.G.synthesis(ws.to(self.device), noise_mode="const",
                                              noise=None if noise is None else [n.to(self.device) for n in noise],
@@ -209,7 +217,6 @@ class ReviewEngine:
 
     def stored_inversion(self, dataset: str):
         """The `invert` output of this generator (a StoredInversion) when it was made from `dataset`, else None."""
-        from ..latent.run_inversion import StoredInversion
         folder = self.latent_dir / "inversion"
         if dataset != self.cfg.get("latent", {}).get("inversion", {}).get("dataset") \
                 or not (folder / "index.csv").exists():
@@ -221,8 +228,6 @@ class ReviewEngine:
     def dataset_source(self, dataset: str, key: str) -> Source:
         """A real image of `dataset` by key: its stored inversion when `invert` has run on it, otherwise
         inverted now (`invert_image`). Raises KeyError for a key not in the dataset."""
-        from ..data.dataset import read_images
-        from ..latent.transform import at_resolution
         image = at_resolution(read_images(self.root / "results" / "data" / dataset / "lmdb", [key]),
                               self.resolution)[0]
         stored = self.stored_inversion(dataset)
@@ -242,9 +247,6 @@ class ReviewEngine:
         """Invert a uint8 (3, R, R) image with the trained e4e + HyperStyle of this generator
         (results/latent/<gan>/e4e.pt, hyperstyle.pt); with e4e only when there is no hypernetwork; by
         projection into W (latent.projection settings) when neither exists."""
-        from ..latent.encoders import deltas_from_factors
-        from ..latent.inversion import invert
-        from ..latent.run_inversion import load_e4e, load_hyperstyle
         e4e, hyper = self.latent_dir / "e4e.pt", self.latent_dir / "hyperstyle.pt"
         if e4e.exists():
             if self._encoder is None:
@@ -260,8 +262,6 @@ class ReviewEngine:
         return self._project(image, label)
 
     def _project(self, image: torch.Tensor, label: str) -> Source:
-        from ..latent.project import ProjectionOptions, project, reconstruct
-        from ..metrics.extractors import lpips_model
         settings = self.cfg.get("latent", {}).get("projection", {})
         options = ProjectionOptions.from_section({**schema_defaults("latent.projection"),
                                                   "steps": int(settings.get("steps", 200)),
@@ -275,8 +275,6 @@ class ReviewEngine:
     def edit_images(self, source: Source, directions: Directions, index: int, magnitudes) -> torch.Tensor:
         """uint8 (M, 3, R, R): the source latent moved by each of `magnitudes` (W distances) along direction
         `index`, with the source's kernel offsets (and projection noise)."""
-        from ..latent.sefa import apply_direction
-        from ..latent.transform import transform_images
         magnitudes = torch.as_tensor(np.asarray(magnitudes, dtype=np.float32)).reshape(-1)
         count = len(magnitudes)
         ws = source.ws.repeat(count, 1, 1)
@@ -290,7 +288,6 @@ class ReviewEngine:
     def lpips_to(self, reference: torch.Tensor, images: torch.Tensor) -> np.ndarray:
         """LPIPS (AlexNet, Table 1's code) between one uint8 (3, R, R) reference and each of N images;
         float64 (N,)."""
-        from ..metrics.extractors import lpips_distance
         return lpips_distance(self.lpips, reference[None].expand(len(images), -1, -1, -1).to(self.device),
                               images.to(self.device))
 
@@ -309,7 +306,6 @@ class ReviewEngine:
         """One direction on several images: a uint8 (len(sources)·R, steps·R, 3) picture, a row per source and a
         column per magnitude of linspace(low, high, steps); with the magnitudes (steps,) and the LPIPS to
         each row's source (len(sources), steps) float64."""
-        from ..outputs import tile
         magnitudes = np.linspace(low, high, steps, dtype=np.float32)
         rows, distances = [], []
         for source in sources:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from ..config import load_config
 from ..errors import ConfigError
 
 APP = Path(__file__).with_name("app.py")
@@ -29,6 +31,7 @@ def is_loopback(host: str) -> bool:
 def streamlit_command(port: int, host: str = LOOPBACK) -> list[str]:
     """The command line that serves the review page on host:port (headless, no usage statistics, uploads
     capped at render.UPLOAD_MAX_BYTES, no file watcher)."""
+    # deferred: torch — the launcher only starts Streamlit; the page's process loads the renderer
     from .render import UPLOAD_MAX_BYTES
     return [sys.executable, "-m", "streamlit", "run", str(APP),
             "--server.address", host, "--server.port", str(int(port)), "--server.headless", "true",
@@ -58,6 +61,7 @@ def prepare(gan: str, port: int, host: str, transformations: str | None, config:
     The transformations file defaults to latent.transform.file of `config` (when it exists), else
     config/transformations.yaml; relative paths are taken from `root`. Raises ConfigError when `gan` has no checkpoint with SeFa outputs under
     `root`/results, or the port is outside 1–65535."""
+    # deferred: torch — the launcher only starts Streamlit; the page's process loads the renderer
     from .render import list_generators
     root = Path(root)
     available = {g.name: g for g in list_generators(root)}
@@ -70,7 +74,6 @@ def prepare(gan: str, port: int, host: str, transformations: str | None, config:
     if transformations is None:
         transformations = "config/transformations.yaml"
         if (root / config).exists():
-            from ..config import load_config
             transformations = load_config(root / config)["latent"]["transform"]["file"]
     warnings = []
     if not is_loopback(host):
@@ -88,7 +91,6 @@ def serve(gan: str, port: int = 8501, host: str = LOOPBACK, transformations: str
         print(f"dermsynth review: WARNING: {warning}", file=sys.stderr)
     print(f"dermsynth review: http://{host}:{port} (generator {gan}, file {env['DERMSYNTH_REVIEW_TRANSFORMATIONS']})",
           file=sys.stderr, flush=True)
-    import signal
 
     def stop(signum, frame):  # SIGTERM (a test, a job scheduler) stops the page like Ctrl-C, never orphaning it
         raise KeyboardInterrupt

@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
 from ..errors import ConfigError, DermsynthError
 from ..latent.named import LAYER_RANGES, load_transformations
 from ..locks import exclusive
@@ -50,7 +55,6 @@ class InvalidTransformationsFile(ReviewError):
 
 
 def _yaml():
-    from ruamel.yaml import YAML
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)  # the layout of config/transformations.yaml
@@ -142,7 +146,6 @@ def validate_text(text: str, path: str | Path, gans: list[str] | None = None) ->
 
     Returns the transformations (plain dicts). Raises ConfigError with the validator's message, the
     temporary name replaced by `path`, and OutputError when the temporary folder cannot be written."""
-    import yaml
     path = Path(path)
     handle, tmp = None, None
     try:
@@ -272,8 +275,6 @@ class TransformationsFile:
         directions in the SeFa file (the index must be below it). Raises ReviewError when the entry or the
         resulting file is invalid (the validator's message) or the name exists and replace is False, and
         InvalidTransformationsFile when the file on disk is already invalid; the file is then unchanged."""
-        from ruamel.yaml.comments import CommentedMap, CommentedSeq
-        from ruamel.yaml.scalarstring import SingleQuotedScalarString
         name, description = str(name).strip(), str(description).strip()
         if not description:
             raise ReviewError("describe what the direction changes (the description is empty)")
@@ -313,8 +314,6 @@ class TransformationsFile:
         Returns the record (plain dict). Raises ReviewError when the reason is empty, the direction is a
         named transformation (remove that entry by hand first) or the resulting file is invalid (a file
         needs at least one transformation), and InvalidTransformationsFile when the file is invalid."""
-        from ruamel.yaml.comments import CommentedMap, CommentedSeq
-        from ruamel.yaml.scalarstring import SingleQuotedScalarString
         reason = str(reason).strip()
         if not reason:
             raise ReviewError("give the reason for rejecting the direction (the reason is empty)")
