@@ -143,7 +143,9 @@ def project(G, targets: torch.Tensor, lpips, options: ProjectionOptions, class_i
 
 @torch.no_grad()
 def reconstruct(G, ws: torch.Tensor, noise: list[torch.Tensor] | None = None, device="cpu") -> torch.Tensor:
-    """uint8 images from projected latents (with their optimised noise when given)."""
+    """uint8 (N, 3, R, R) images on the CPU (`gan.pixels.to_uint8`) of projected W+ latents `ws` (N, num_ws,
+    w_dim), synthesised on `device` with their optimised noise maps `noise` (each (N, 1, r, r)) when given, else
+    with constant noise."""
     G = G.to(device)
     noise = None if noise is None else [m.to(device) for m in noise]
     images = G.synthesis(ws.to(device), noise=noise, noise_mode="const")
