@@ -116,7 +116,8 @@ def test_the_authenticity_classifier_is_an_isic_scenario_and_architecture_traine
 def test_a_set_or_family_named_like_another_scenario_is_named():
     raw = _demo()
     raw["synthetic"]["sizes"]["cgan-aug"] = 100
-    raw["classifiers"]["isic"]["generators"]["frameless"] = {"benign": "cgan", "malignant": "cgan"}
+    raw["classifiers"]["isic"]["generators"] = {"gan": {"benign": "ben_gan", "malignant": "mal_gan"},
+                                                "frameless": {"benign": "cgan", "malignant": "cgan"}}
     said = _invalid(raw)
     assert "'synthetic.sizes': the synthetic set 'cgan-aug' gives the scenario name 'cgan-aug', which reads as " \
            "another scenario" in said
