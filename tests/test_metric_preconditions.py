@@ -164,6 +164,7 @@ def test_evaluate_gan_writes_undefined_metrics_as_null_and_the_rest(tiny_gan, tm
     result = evaluate_gan(EvaluateGanOptions.from_config(cfg, gan="tiny"), network, lmdb, manifest,
                           tmp_path / "t.json", tmp_path / "m.csv", device="cpu", cache_dir=tmp_path / "cache")
     saved = json.loads((tmp_path / "t.json").read_text())
+    assert result["undefined"] == saved["undefined"]  # what is returned is what is written
     assert saved["precision"] is None and saved["recall"] is None
     assert "evaluation.fake_samples" in saved["undefined"]["precision"]  # the key to change
     for key in ("fid", "kid", "alpha_precision", "authenticity", "ppl"):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from ..verbs import add_verb, set_threads
+from ..verbs import add_verb
 
 
 def _bench(args) -> None:
