@@ -27,7 +27,6 @@ TRAINING_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing
 # The per-round settings of a federated run (`RoundSettings`): what the ServerApp and every ClientApp read, from
 # Flower's run config (the app folder's `[tool.flwr.app.config]`, keys with `-` for `_`).
 ROUND_KEYS = ("rounds", "local_steps", "min_available_nodes", "round_timeout_s", "checkpoint_every", "evaluate_every")
-FEDERATION_KEYS = (*ROUND_KEYS, "runtime")
 RUNTIMES = ("deployment", "simulation")
 CURVE_KEYS = ("real_samples", "seed", "snapshot_samples", "kid_subset", "truncation_psi", "batch")
 
