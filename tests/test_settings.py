@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,8 +162,9 @@ def section_keys(schema: dict, section: str) -> set[str]:
 
 # ---- the code --------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def source_trees(root: Path = SRC) -> dict[str, ast.Module]:
-    """Every module of the package, by its path under `src/dermsynth/`."""
+    """Every module of the package, by its path under `src/dermsynth/` (parsed once per test session; read-only)."""
     return {str(path.relative_to(root)): ast.parse(path.read_text()) for path in sorted(root.rglob("*.py"))}
 
 
