@@ -37,7 +37,7 @@ def tiny_net():
 
 
 def test_a_registered_builder_is_used_instead_of_timm(tiny_net, tmp_path):
-    model, weights = create_classifier("tiny-test-net", 5, pretrained=True, cache=tmp_path, drop_rate=0.3)
+    model, weights = create_classifier("tiny-test-net", 5, pretrained=True, cache=tmp_path, seed=0, drop_rate=0.3)
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 5) and weights == "random-init(seed=0)"
     assert tiny_net == [{"num_classes": 5, "pretrained": True, "cache": tmp_path, "drop_rate": 0.3, "seed": 0}]
     assert "tiny-test-net" in registered_models()
@@ -49,18 +49,18 @@ def test_a_registered_builder_is_used_instead_of_timm(tiny_net, tmp_path):
 
 
 def test_a_timm_name_builds_with_the_requested_classes(tmp_path):
-    model, weights = create_classifier("resnet10t", 7, pretrained=True, cache=tmp_path)  # empty cache: random init
+    model, weights = create_classifier("resnet10t", 7, pretrained=True, cache=tmp_path, seed=0)  # empty cache: random init
     assert weights.startswith("random-init")
     assert model.get_classifier().out_features == 7
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
-    again, _ = create_classifier("resnet10t", 7, pretrained=False, cache=tmp_path)
+    again, _ = create_classifier("resnet10t", 7, pretrained=False, cache=tmp_path, seed=0)
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name  # seeded: the same network each time
 
 
 def test_an_unknown_name_is_a_clear_config_error(tiny_net):
     with pytest.raises(ConfigError, match=r"'no-such-net' is neither a timm model .* \(registered: .*tiny-test-net"):
-        create_classifier("no-such-net", 2)
+        create_classifier("no-such-net", 2, pretrained=False, seed=0)
 
 
 def test_the_seed_chooses_the_weights_and_the_global_random_state_is_left_alone(tmp_path):

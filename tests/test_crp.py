@@ -22,7 +22,7 @@ def test_concept_relevances_and_conditional_heatmaps_add_up_to_plain_lrp(name):
     model = (timm.create_model("resnet10t", num_classes=3) if name == "resnet10t"
              else DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), bn_size=2, num_classes=3)).eval()
     x = torch.randn(1, 3, 32, 32)
-    explainer = ConceptExplainer(model)
+    explainer = ConceptExplainer(model, None, "epsilon_plus_flat")
     relevances = explainer.concept_relevances(x, [2])[0]
     conditional = explainer.conditional_heatmaps(x[0], 2, list(range(len(relevances))))
 
@@ -62,7 +62,7 @@ def test_the_channel_carrying_the_evidence_is_the_top_concept_and_its_heatmap_is
     image[2, 3:9, 14:20] = 1.0     # a blue square: what drives channel 2
     image[0, 14:20, 3:9] = 1.0     # a red square: channel 0, slightly against class 1
     image[1] += 0.05 * torch.rand(24, 24, generator=torch.Generator().manual_seed(0))
-    explainer = ConceptExplainer(channel_model(), layer="relu")
+    explainer = ConceptExplainer(channel_model(), "relu", "epsilon_plus_flat")
     relevances = explainer.concept_relevances(image[None], [1])[0]
     concepts, shares = top_concepts(relevances, 2)
     assert concepts[0] == 2 and shares[0] > 0.5

@@ -110,7 +110,7 @@ def test_real_features_are_cached_and_metrics_say_which_extractor(tmp_path, imag
     again = {nets[n].name: cached_real_features(tmp_path / "cache", identity, nets[n], load) for n in nets}
     assert len(calls) == 2 and all(np.array_equal(real[k], again[k]) for k in real)  # second time: from cache
     fake = {nets[n].name: nets[n].features(images.flip(-1)) for n in nets}
-    report = generative_metrics(real, fake, nets, kid_subset=12)
+    report = generative_metrics(real, fake, nets, kid_subset=12, k=3)
     assert report["comparable_to_published"] is False and report["fid_rank_deficient"] is True
     assert report["feature_extractors"]["inception"]["weights"] == extractors.RANDOM_INCEPTION
     assert report["fid"] > 0 and 0 <= report["precision"] <= 1

@@ -10,15 +10,17 @@ import pytest
 import torch
 import yaml
 
+from dermsynth.config import schema_defaults
 from dermsynth.errors import ConfigError, DermsynthError
 from dermsynth.fingerprint import tensors_digest
 from dermsynth.explain.frame_removal import (frame_accuracy_table, frameless_set, load_frame_moves, outside_ring,
                                              run_frame_directions)
-from dermsynth.explain.frames import FRAME_THRESHOLD, corner_ring, frame_scores
+from dermsynth.explain.frames import corner_ring, frame_scores
 from dermsynth.explain.options import FrameDirectionsOptions, FramelessSetOptions
 from dermsynth.gan.networks import Generator
 from dermsynth.latent.sefa import factorize
 
+FRAME_THRESHOLD = schema_defaults("explain.frames")["threshold"]  # the schema's: 2 % of the corner ring
 NETWORK = {"z_dim": 8, "w_dim": 8, "channel_base": 64, "channel_max": 4, "mapping_layers": 2}
 FRAME_DIRECTION = 3  # the w axis that draws the frame
 
@@ -210,7 +212,8 @@ def test_frame_accuracy_splits_the_test_images_by_their_frame(tmp_path):
                                                     "classes": ["benign", "malignant"]}))
     predicted = ["malignant", "malignant", "benign", "malignant", "benign", "benign"]  # right on both framed ones
     manifest.assign(predicted=predicted).drop(columns="split").to_csv(model / "predictions-test.csv", index=False)
-    table = frame_accuracy_table([model], tmp_path / "data" / "lmdb", tmp_path / "data" / "manifest.csv")
+    table = frame_accuracy_table([model], tmp_path / "data" / "lmdb", tmp_path / "data" / "manifest.csv",
+                                 FRAME_THRESHOLD, batch=256)
     row = table.iloc[0]
     assert row["images with frame"] == 2 and row["images without frame"] == 4
     assert row["accuracy with frame"] == 1.0 and row["accuracy without frame"] == 0.5

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dermsynth.config import schema_defaults
 from dermsynth.data.demo.draw import View, render, sample_lesion
-from dermsynth.explain.frames import (FRAME_THRESHOLD, corner_ring, demo_frame_truth, frame_accuracy, frame_scores,
-                                      score_store)
+from dermsynth.explain.frames import corner_ring, demo_frame_truth, frame_accuracy, frame_scores, score_store
+
+FRAME_THRESHOLD = schema_defaults("explain.frames")["threshold"]  # the schema's: 2 % of the corner ring
 
 # Floors on the tests' small demo (HAM10000 + ISIC 2018: 118 images, 9 frames; ISIC: 127 images, 20 drawn
 # frames of which 14 reach the stored centre square). Measured: 1.0, 1.0, 0.95, 1.0.
@@ -26,8 +28,8 @@ def ingested_isic(demo_cfg, tmp_path_factory):
 
 def _scored(root, demo_root):
     rows = pd.read_csv(root / "ingested.csv", dtype=str, keep_default_na=False)
-    scored = score_store(root / "lmdb", rows)
-    truth = demo_frame_truth(demo_root / "demo" / "demo_truth.csv", rows, 64)
+    scored = score_store(root / "lmdb", rows, batch=256, threshold=FRAME_THRESHOLD)
+    truth = demo_frame_truth(demo_root / "demo" / "demo_truth.csv", rows, 64, FRAME_THRESHOLD)
     return scored, truth
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dermsynth.config import schema_defaults
 from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import train_gan
 from dermsynth.metrics.gan_eval import evaluate_gan, evaluate_images, real_reference, snapshot_curve, table1
@@ -87,7 +88,8 @@ def test_copies_of_the_training_images_score_as_copies(trained, tmp_path):
     folder.mkdir()
     for key, image in zip(reference["key"], read_images(lmdb, reference["key"].tolist())):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{key}.png")
-    result = evaluate_images(folder, lmdb, manifest, ["train"], None, tmp_path / "copies.json", real_samples=12,
+    result = evaluate_images(folder, lmdb, manifest, ["train"], None, tmp_path / "copies.json", schema_defaults("evaluation"),
+                             real_samples=12,
                              device="cpu", cache_dir=tmp_path / "cache")
     assert result["fid"] == pytest.approx(0, abs=1e-6) and result["fd_lite0"] == pytest.approx(0, abs=1e-6)
     assert result["precision"] == 1 and result["recall"] == 1 and result["authenticity"] == 0
@@ -127,11 +129,13 @@ def test_an_lmdb_of_generated_images_is_evaluated_whole(trained, tmp_path):
     from dermsynth.data.lmdb_store import LmdbImageStore
     from dermsynth.gan.generate import generate
     cfg, lmdb, manifest, network = trained
-    store = generate(network, list(range(10)), tmp_path / "fakes", fmt="lmdb", device="cpu")
+    store = generate(network, list(range(10)), tmp_path / "fakes", truncation_psi=1.0, batch=32, fmt="lmdb",
+                     device="cpu")
     written = LmdbImageStore(store / "lmdb")
     assert len(written.keys()) == 10
     written.close()  # LMDB allows one open handle per environment and process
-    result = evaluate_images(store, lmdb, manifest, ["train"], None, tmp_path / "fakes.json", real_samples=12,
+    result = evaluate_images(store, lmdb, manifest, ["train"], None, tmp_path / "fakes.json", schema_defaults("evaluation"),
+                             real_samples=12,
                              device="cpu", cache_dir=tmp_path / "cache")
     assert result["n_images"] == 10 and np.isfinite(result["fid"])
 

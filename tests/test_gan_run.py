@@ -77,7 +77,8 @@ def test_generate_is_per_seed_and_writes_a_readable_store(gan_setup, tmp_path):
     assert torch.equal(flat[0], flat[1]) and torch.equal(flat[1], flat[2])
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
 
-    store = generate(network, list(range(6)), tmp_path / "synthetic", fmt="lmdb", device="cpu")
+    store = generate(network, list(range(6)), tmp_path / "synthetic", truncation_psi=1.0, batch=32, fmt="lmdb",
+                     device="cpu")
     synthetic = LmdbImageDataset(store / "lmdb", store / "manifest.csv")
     assert len(synthetic) == 6 and {synthetic.classes[t] for t in synthetic.targets} == {"mel"}  # a one-class GAN
     assert (synthetic[0][0].int() - generate_images(G, [0])[0].int()).abs().max() <= 1

@@ -40,7 +40,8 @@ def test_round_trip_equals_the_resized_source(demo_cfg, ingested_ham):
     ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
     assert store.index["count"] == len(ingested) > 0
     for _, row in ingested.sample(25, random_state=0).iterrows():
-        expected = decode_image(_source_bytes(row), store.resolution, draft=demo_cfg["ingest"]["jpeg_draft"]).pixels
+        expected = decode_image(_source_bytes(row), store.resolution, demo_cfg["ingest"]["grayscale"],
+                                draft=demo_cfg["ingest"]["jpeg_draft"]).pixels
         assert np.array_equal(store.get(row["key"]), expected)
         assert store.meta(row["key"])["sha256"] == row["sha256"]
 
@@ -52,7 +53,8 @@ def test_raw_encoding_round_trip(demo_root, tmp_path):
     ingest(IngestOptions.from_config(cfg, dataset="ham10000_gan"), tmp_path)
     store = LmdbImageStore(tmp_path / "lmdb")
     row = pd.read_csv(tmp_path / "ingested.csv", dtype=str, keep_default_na=False).iloc[0]
-    assert np.array_equal(store.get(row["key"]), decode_image(_source_bytes(row), store.resolution).pixels)
+    assert np.array_equal(store.get(row["key"]),
+                          decode_image(_source_bytes(row), store.resolution, "reject", draft=True).pixels)
 
 
 def _collate(batch):

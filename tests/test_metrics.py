@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from scipy import linalg
 
+from dermsynth.config import schema_defaults
 from dermsynth.metrics.classification import classification_report
-from dermsynth.metrics.generative import (alpha_precision_beta_recall, authenticity, fid, kid, memorisation,
-                                          precision_recall)
+from dermsynth.metrics.generative import (KID_SEED, KID_SUBSETS, alpha_precision_beta_recall, authenticity, fid, kid,
+                                          memorisation, precision_recall)
 
 
 # --- classification ------------------------------------------------------------------------------
@@ -163,9 +164,9 @@ def test_kid_leaves_numpys_global_generator_as_it_found_it(features):
 
 def test_precision_recall_identical_sets_and_half_noise(features):
     real = features(600, seed=1)
-    assert precision_recall(real, real.copy()) == (1.0, 1.0)
+    assert precision_recall(real, real.copy(), k=3) == (1.0, 1.0)
     noise = np.random.default_rng(9).uniform(-8, 8, size=(300, 32))
-    precision, recall = precision_recall(real, np.vstack([features(300, seed=2), noise]))
+    precision, recall = precision_recall(real, np.vstack([features(300, seed=2), noise]), k=3)
     assert 0.35 < precision < 0.6 and recall > 0.5
 
 
@@ -174,15 +175,15 @@ def test_authenticity_and_memorisation(features):
     copies = real[:200] + 1e-6
     assert authenticity(real, copies) < 0.02
     assert authenticity(real, features(500, seed=2)) > 0.35
-    report = memorisation(real, np.vstack([copies[:5], features(5, seed=3)]))
+    report = memorisation(real, np.vstack([copies[:5], features(5, seed=3)]), copy_ratio=0.1)
     assert report["copy"] == [True] * 5 + [False] * 5
     assert report["nearest_real"][:5] == list(range(5))
 
 
 def test_alpha_precision_beta_recall(features):
     real = features(800, seed=1)
-    same = alpha_precision_beta_recall(real, features(800, seed=2))
-    shifted = alpha_precision_beta_recall(real, features(800, shift=1.0, seed=2))
+    same = alpha_precision_beta_recall(real, features(800, seed=2), k=3)
+    shifted = alpha_precision_beta_recall(real, features(800, shift=1.0, seed=2), k=3)
     assert same["alpha_precision"] > 0.8 and same["beta_recall"] > shifted["beta_recall"]
     assert shifted["alpha_precision"] < same["alpha_precision"] - 0.2
 
@@ -238,7 +239,7 @@ def test_precision_recall_against_scipy_knn_manifolds(features):
         real_r, fake_r = _kth_radius_scipy(real, k), _kth_radius_scipy(fake, k)
         precision = np.mean((cdist(fake, real) <= real_r[None, :]).any(axis=1))
         recall = np.mean((cdist(real, fake) <= fake_r[None, :]).any(axis=1))
-        ours = precision_recall(real, fake, k=k) if k != 3 else precision_recall(real, fake)  # k = 3 is the default
+        ours = precision_recall(real, fake, k=k)
         assert ours == pytest.approx((precision, recall), abs=1e-12)
         assert 0.2 < precision < 1.0  # neither trivially 0 nor 1
     # on the manifold's boundary counts as inside (≤): integer points at unit spacing
@@ -265,7 +266,7 @@ def _alpha_beta_numpy(real, fake, k=3, levels=20):
 
 def test_alpha_precision_beta_recall_against_numpy(features):
     real, fake = features(300, seed=1) + 2.0, features(240, shift=0.3, seed=2) + 2.0  # off the origin
-    ours = alpha_precision_beta_recall(real, fake)
+    ours = alpha_precision_beta_recall(real, fake, k=3)
     alphas, p_curve, r_curve = _alpha_beta_numpy(real, fake)
     assert ours["alphas"] == alphas.round(4).tolist() and len(ours["alphas"]) == 20
     assert ours["alpha_precision_curve"] == p_curve.round(4).tolist()
@@ -295,13 +296,14 @@ def test_memorisation_and_authenticity_against_hand_made_distances():
 
 
 def test_kid_defaults_are_clean_fids_protocol():
-    """100 subsets of at most 1000 images, seed 0."""
+    """100 subsets (a method constant) of at most `evaluation.kid_subset` images (1000 in the schema), seed 0."""
+    size = schema_defaults("evaluation")["kid_subset"]
+    assert (KID_SUBSETS, KID_SEED, size) == (100, 0, 1000)
     rng = np.random.default_rng(0)
     real, fake = rng.normal(size=(40, 4)), rng.normal(size=(30, 4)) + 0.1  # subsets of 30 of the 40 reals
-    default = kid(real, fake)
+    default = kid(real, fake, size)
     assert default == kid(real, fake, subsets=100, subset_size=1000, seed=0)
     assert default != kid(real, fake, subsets=99, subset_size=1000, seed=0)
     assert default != kid(real, fake, subsets=100, subset_size=1000, seed=1)
     real, fake = rng.normal(size=(1001, 4)), rng.normal(size=(1001, 4)) + 0.1  # one subset: 1000 of 1001
-    assert kid(real, fake, subsets=1) == kid(real, fake, subsets=1, subset_size=1000)
-    assert kid(real, fake, subsets=1) != kid(real, fake, subsets=1, subset_size=1001)
+    assert kid(real, fake, size, subsets=1) != kid(real, fake, subsets=1, subset_size=1001)

@@ -12,7 +12,7 @@ import torch
 from dermsynth.cli import main
 from dermsynth.gan.neighbors import key_id, neighbour_latents, sphere_offsets
 from dermsynth.gan.networks import Generator
-from dermsynth.latent.project import reconstruct
+from dermsynth.gan.pixels import render_ws
 
 D = 0.1  # the study's distance
 
@@ -106,7 +106,7 @@ def test_generate_neighbors_around_stored_latents_keeps_class_key_and_noise(netw
     from dermsynth.data.dataset import read_images
     images = read_images(out / "lmdb", manifest["key"].tolist())
     assert images.shape == (6, 3, 16, 16)
-    same = reconstruct(G, torch.from_numpy(saved["ws"][:3]), [m[[2, 2, 2]] for m in noise])  # the centre's noise
+    same = render_ws(G, torch.from_numpy(saved["ws"][:3]), [m[[2, 2, 2]] for m in noise])  # the centre's noise
     assert torch.equal(images[:3], same)
 
 
@@ -117,7 +117,7 @@ def test_at_distance_zero_a_neighbour_is_its_centres_reconstruction(network, tmp
                  "--out", str(tmp_path / "zero"), "--device", "cpu"]) == 0
     from PIL import Image
     first = np.asarray(Image.open(tmp_path / "zero" / "ISIC_2-nb001.png")).transpose(2, 0, 1)
-    assert np.array_equal(first, reconstruct(G, ws[1:2], [m[1:2] for m in noise])[0].numpy())
+    assert np.array_equal(first, render_ws(G, ws[1:2], [m[1:2] for m in noise])[0].numpy())
 
 
 def test_key_ids_are_the_crc32_of_the_key():

@@ -10,7 +10,8 @@ from torch import nn
 
 from dermsynth.config import schema_defaults
 from dermsynth.gan.networks import Generator
-from dermsynth.latent.project import ProjectionOptions, noise_regularization, project, reconstruct
+from dermsynth.gan.pixels import render_ws
+from dermsynth.latent.project import ProjectionOptions, noise_regularization, project
 from dermsynth.metrics import extractors
 
 
@@ -51,11 +52,11 @@ def test_projection_recovers_a_generated_image_better_than_the_mean_w(generator,
     curve = result["lpips_curve"]
     assert result["ws"].shape == (4, generator.num_ws, 16)
     assert (curve[-10:].mean(dim=0) < curve[0]).all()  # every image's loss fell
-    recon = reconstruct(generator, result["ws"], result["noise"]).float()
+    recon = render_ws(generator, result["ws"], result["noise"]).float()
     with torch.no_grad():
         z = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
         mean_w = generator.mapping(z, None)[:, 0].mean(dim=0)
-        mean_image = reconstruct(generator, mean_w[None, None].repeat(1, generator.num_ws, 1)).float()
+        mean_image = render_ws(generator, mean_w[None, None].repeat(1, generator.num_ws, 1)).float()
     error = (recon - targets.float()).square().mean(dim=[1, 2, 3])
     baseline = (mean_image - targets.float()).square().mean(dim=[1, 2, 3])
     assert (error < baseline).all()

@@ -298,7 +298,7 @@ def test_a_partial_store_of_other_files_is_set_aside(tmp_path, monkeypatch, caps
     assert summary["decode"]["resumed_from_partial"] == 0
     assert len(list(out.glob("superseded-*/lmdb.partial"))) == 1
     store = LmdbImageStore(out / "lmdb")
-    expected = decode_image(changed.read_bytes(), 32).pixels
+    expected = decode_image(changed.read_bytes(), 32, "reject", draft=True).pixels
     assert np.array_equal(store.get("clinic/img/case003"), expected)
 
 
@@ -370,12 +370,13 @@ def _encoded(fmt: str, side: int) -> bytes:
 
 def test_images_beyond_the_decoders_limit_are_downscaled_or_rejected_as_too_large(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
-    decoded = decode_image(_encoded("JPEG", 200), 32)  # 40,000 pixels; libjpeg's 1/4 scale is 2,500
+    # 40,000 pixels; libjpeg's 1/4 scale is 2,500
+    decoded = decode_image(_encoded("JPEG", 200), 32, "reject", draft=True)
     assert decoded.pixels.shape == (32, 32, 3) and decoded.original_size == (200, 200)
     assert "beyond_decoder_limit_downscaled" in decoded.conversions
     for fmt, side in (("PNG", 200), ("JPEG", 2000)):  # no reduced decoding / still too big at 1/8
         with pytest.raises(ImageRejected) as caught:
-            decode_image(_encoded(fmt, side), 32)
+            decode_image(_encoded(fmt, side), 32, "reject", draft=True)
         assert caught.value.reason == "image_too_large"
         assert "beyond the decoder's safety limit of 10,000 pixels" in caught.value.message
         assert "corrupt" not in caught.value.message and "damaged" not in caught.value.message

@@ -245,12 +245,12 @@ def test_an_unwritable_output_folder_is_refused_before_training(data, tmp_path):
 def test_generate_writes_exactly_the_manifests_images_and_refuses_a_folder_of_other_pngs(data, tmp_path):
     network = train_gan(_options(_config(tmp_path, kimg=0.004)), data["lmdb"], data["manifest"], tmp_path / "g",
                         device="cpu")
-    out = generate(network, [0, 1, 2], tmp_path / "png", device="cpu")
+    out = generate(network, [0, 1, 2], tmp_path / "png", truncation_psi=1.0, batch=32, device="cpu")
     manifest = pd.read_csv(out / "manifest.csv")
     assert sorted(f"{k}.png" for k in manifest["key"]) == sorted(p.name for p in out.glob("*.png"))
-    generate(network, [0, 1, 2], tmp_path / "png", device="cpu")  # the same call again: fine
+    generate(network, [0, 1, 2], tmp_path / "png", truncation_psi=1.0, batch=32, device="cpu")  # again: fine
     with pytest.raises(DermsynthError, match="already holds 3 PNG file"):
-        generate(network, [5, 6], tmp_path / "png", device="cpu")
+        generate(network, [5, 6], tmp_path / "png", truncation_psi=1.0, batch=32, device="cpu")
     with pytest.raises(DermsynthError, match="more than once"):
         parse_seeds("0-3,2")
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dermsynth.config import schema_defaults
 from dermsynth.errors import InputError
 from dermsynth.locks import BusyError, exclusive
 from dermsynth.metrics.gan_eval import left_out_line, read_image_set
@@ -85,7 +86,8 @@ def test_evaluate_images_refuses_while_another_process_writes_its_output(image_t
     out = tmp_path / "m.json"
     with exclusive(out, "evaluate-images"):
         with pytest.raises(BusyError, match="another evaluate-images .* is writing to"):
-            evaluate_images(image_tree, tmp_path / "lmdb", tmp_path / "manifest.csv", ["train"], None, out)
+            evaluate_images(image_tree, tmp_path / "lmdb", tmp_path / "manifest.csv", ["train"], None, out,
+                            schema_defaults("evaluation"))
     assert not out.exists()
 
 

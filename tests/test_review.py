@@ -20,13 +20,15 @@ import torch
 import yaml
 from PIL import Image
 
-from dermsynth.config import validate_config
+from dermsynth.config import schema_defaults, validate_config
 from dermsynth.gan.networks import Generator
 from dermsynth.latent.named import load_transformations
 from dermsynth.review import render, store
 from dermsynth.review.server import is_loopback, prepare
 
 from .conftest import REPO, demo_config
+
+INGEST = schema_defaults("ingest")  # the uploads' ingest settings: the schema's (a review without a config)
 
 DEMO_NETWORK = {"z_dim": 64, "w_dim": 64, "mapping_layers": 4, "channel_base": 1024, "channel_max": 64}
 GAN = "ham10000"  # the generator the repository's transformations file names
@@ -280,19 +282,19 @@ def _png(image: Image.Image) -> bytes:
 def test_bad_uploads_get_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(render.UploadRejected, match="not a readable image|cannot be decoded"):
-        render.decode_upload(b"this is a text file", "lesion.png", 64)
+        render.decode_upload(b"this is a text file", "lesion.png", 64, INGEST)
     with pytest.raises(render.UploadRejected, match="the file is empty"):
-        render.decode_upload(b"", "lesion.png", 64)
+        render.decode_upload(b"", "lesion.png", 64, INGEST)
     bomb = _png(Image.new("1", (9000, 9000)))  # 81 MP of zeros: a few kB compressed
     assert len(bomb) < 100_000
     with pytest.raises(render.UploadRejected, match="9000×9000 pixels is more than the 40 megapixels"):
-        render.decode_upload(bomb, "bomb.png", 64)
+        render.decode_upload(bomb, "bomb.png", 64, INGEST)
     with pytest.raises(render.UploadRejected, match="grayscale image"):
-        render.decode_upload(_png(Image.new("L", (80, 60), 128)), "gray.png", 64)
+        render.decode_upload(_png(Image.new("L", (80, 60), 128)), "gray.png", 64, INGEST)
     noise = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     truncated = _png(Image.fromarray(noise))[:2000]
     with pytest.raises(render.UploadRejected, match="damaged or truncated"):
-        render.decode_upload(truncated, "cut.png", 64)
+        render.decode_upload(truncated, "cut.png", 64, INGEST)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -302,10 +304,10 @@ def test_odd_modes_and_hostile_names_are_decoded_without_writing(tmp_path, monke
     rgb = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
     cmyk = io.BytesIO()
     rgb.convert("CMYK").save(cmyk, format="JPEG")
-    image = render.decode_upload(cmyk.getvalue(), "../../../etc/cmyk.jpg", 64)
+    image = render.decode_upload(cmyk.getvalue(), "../../../etc/cmyk.jpg", 64, INGEST)
     assert image.shape == (3, 64, 64) and image.dtype == torch.uint8
-    rgba = render.decode_upload(_png(rgb.convert("RGBA")), "/tmp/../x.png", 64)
-    palette = render.decode_upload(_png(rgb.convert("P")), "p.png", 64)
+    rgba = render.decode_upload(_png(rgb.convert("RGBA")), "/tmp/../x.png", 64, INGEST)
+    palette = render.decode_upload(_png(rgb.convert("P")), "p.png", 64, INGEST)
     assert rgba.shape == palette.shape == (3, 64, 64)
     assert list(tmp_path.iterdir()) == []  # the name is never used as a path
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dermsynth.gan.networks import Generator
-from dermsynth.latent.sefa import apply_direction, factorize, preview_grid, style_layers_in
+from dermsynth.latent.sefa import PreviewSettings, apply_direction, factorize, preview_grid, style_layers_in
 from dermsynth.metrics import extractors
 
 
@@ -79,7 +79,8 @@ def test_top_direction_changes_images_more_than_a_low_one(generator):
 
 
 def test_preview_grid_layout(generator):
-    grid = preview_grid(generator, factorize(generator, "coarse"), directions=2, samples=3, steps=5)
+    preview = PreviewSettings(directions=2, samples=3, magnitude=3.0, steps=5, truncation_psi=0.7, seed=0)
+    grid = preview_grid(generator, factorize(generator, "coarse"), preview)
     assert grid.shape == (2 * 3 * 64, 5 * 64, 3) and grid.dtype == np.uint8
     middle = grid[:64, 2 * 64:3 * 64]  # magnitude 0 in the middle column: the unedited image
     z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
@@ -103,7 +104,8 @@ def test_conditional_preview_shows_the_chosen_class():
             images = G(z, c, truncation_psi=0.7, noise_mode="const").clamp(-1, 1).add(1).mul(127.5).round()
         return torch.cat(list(images.to(torch.uint8)), dim=1).permute(1, 2, 0).numpy()  # samples stacked in rows
 
-    grids = {k: preview_grid(G, factors, directions=1, samples=2, steps=3, seed=4, class_index=k) for k in (None, 0, 2)}
+    preview = PreviewSettings(directions=1, samples=2, magnitude=3.0, steps=3, truncation_psi=0.7, seed=4)
+    grids = {k: preview_grid(G, factors, preview, class_index=k) for k in (None, 0, 2)}
     for k, expected_class in ((None, 0), (0, 0), (2, 2)):
         np.testing.assert_array_equal(grids[k][:, 16:32], unedited(expected_class))
     assert not np.array_equal(grids[0], grids[2])

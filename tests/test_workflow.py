@@ -269,7 +269,9 @@ def _check_frame_outputs(workdir: Path, isic: pd.DataFrame) -> None:
     model's accuracy with and without frames."""
     from dermsynth.data.dataset import read_images
     from dermsynth.explain.frame_removal import load_frame_moves
-    from dermsynth.explain.frames import FRAME_THRESHOLD, frame_scores
+    from dermsynth.config import schema_defaults
+    from dermsynth.explain.frames import frame_scores
+    threshold = schema_defaults("explain.frames")["threshold"]
     table = pd.read_csv(workdir / "results/explain/frames/mal_gan/directions.csv")
     assert len(table) == 2 * 2 and set(table["rank"]) == {1, 2, 3, 4}
     moves = load_frame_moves(workdir / "results/explain/frames/mal_gan/proposal.yaml", "mal_gan", "all")
@@ -277,7 +279,7 @@ def _check_frame_outputs(workdir: Path, isic: pd.DataFrame) -> None:
     manifest = pd.read_csv(workdir / "results/synthetic/frameless/manifest.csv")
     assert manifest.groupby("label").size().to_dict() == {"benign": 4, "malignant": 4}
     stored = frame_scores(read_images(workdir / "results/synthetic/frameless/lmdb", manifest["key"].tolist()).numpy())
-    assert (stored < FRAME_THRESHOLD).all() and (manifest["frame_score_after"] < FRAME_THRESHOLD).all()
+    assert (stored < threshold).all() and (manifest["frame_score_after"] < threshold).all()
     frameless = isic[isic["scenario"] == "frameless-synth"].iloc[0]
     assert frameless["training images"] == frameless["synthetic"] == 8  # synthetic only
     frames = pd.read_csv(workdir / "results/tables/isic_frames.csv")

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..config import schema_defaults
 from ..devices import choose_device
 from ..metrics import extractors, generative
 
@@ -47,7 +48,7 @@ def bench_metrics(args) -> list[dict]:
         generative.fid(real, fake)
         fid_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        generative.kid(real, fake)
+        generative.kid(real, fake, subset_size=schema_defaults("evaluation")["kid_subset"])
         rows.append({"what": "fid_kid_from_features", "samples": n, "fid_seconds": round(fid_seconds, 2),
                      "kid_seconds": round(time.perf_counter() - start, 2)})
         print(rows[-1], flush=True)

@@ -47,13 +47,14 @@ def registered_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_classifier(name: str, num_classes: int, pretrained: bool = True, cache: str | Path | None = None,
-                      seed: int = 0, **kwargs) -> tuple[nn.Module, str]:
+def create_classifier(name: str, num_classes: int, *, pretrained: bool, seed: int, cache: str | Path | None = None,
+                      **kwargs) -> tuple[nn.Module, str]:
     """Classifier `name` with a new `num_classes`-way head: a registered builder if `name` is registered,
-    else timm's model of that name (`timm_model`: cached ImageNet weights when `pretrained`). The randomly
-    initialised weights (the head, or all without ImageNet weights) are drawn from `seed`; the global random
-    state is not touched. `kwargs` (e.g. `drop_rate`) go to the builder / `timm.create_model`. Returns (model,
-    weights label).
+    else timm's model of that name (`timm_model`: ImageNet weights from the weights cache `cache` when
+    `pretrained`). The randomly initialised weights (the head, or all without ImageNet weights) are drawn from
+    `seed`; the global random state is not touched. `pretrained` and `seed` are the recipe's
+    (`classifiers.<study>.recipe`; no default here). `kwargs` (e.g. `drop_rate`) go to the builder /
+    `timm.create_model`. Returns (model, weights label).
 
     Raises:
         ConfigError: `name` is neither registered here nor a timm model."""

@@ -107,7 +107,7 @@ def _open(data: bytes, resolution: int, draft: bool, name: str = "") -> tuple[Im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return _open_beyond_limit(data, resolution, name)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({_plain(exc)}); re-copy "
+        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({error_text(exc)}); re-copy "
                             "the file or remove it from the archive and metadata") from None
 
 
@@ -128,7 +128,7 @@ def _open_beyond_limit(data: bytes, resolution: int, name: str) -> tuple[Image.I
                 image.load()
             return image, full_size, [str(w.message) for w in caught]
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({_plain(exc)}); re-copy "
+        raise ImageRejected("corrupt_image", f"image data is damaged or truncated ({error_text(exc)}); re-copy "
                             "the file or remove it from the archive and metadata") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
@@ -140,8 +140,9 @@ def _open_beyond_limit(data: bytes, resolution: int, name: str) -> tuple[Image.I
                         "the file (e.g. to 8000 pixels on the long side) and ingest again, or remove it")
 
 
-def _plain(exc: Exception) -> str:
-    """An exception's text without Python object reprs such as `<_io.BytesIO object at 0x…>`."""
+def error_text(exc: Exception) -> str:
+    """An exception's message for a one-line report: its text without Python object reprs such as
+    `<_io.BytesIO object at 0x…>`, or the exception's class name when nothing is left."""
     return re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 
@@ -188,9 +189,11 @@ def _to_rgb(image: Image.Image, data: bytes, grayscale_policy: str, conversions:
     return image
 
 
-def decode_image(data: bytes, resolution: int, grayscale_policy: str = "reject",
-                 draft: bool = True, name: str = "") -> DecodedImage:
+def decode_image(data: bytes, resolution: int, grayscale_policy: str, draft: bool, name: str = "") -> DecodedImage:
     """Decode one image file's bytes into a (resolution, resolution, 3) uint8 RGB array.
+
+    `grayscale_policy` ("reject" or "replicate", `ingest.grayscale`) and `draft` (let libjpeg decode a large JPEG
+    at a reduced scale first, `ingest.jpeg_draft`) are the ingest settings; they have no default here.
 
     `name` (the file name) only helps to name a format that cannot be decoded. Multi-frame files
     (GIF, animated WebP/PNG, multi-page TIFF) give their first frame, recorded as

@@ -31,8 +31,8 @@ from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
 from ..devices import choose_device
 from ..figures import pyplot as plt
+from ..gan.pixels import render_ws
 from ..gan.run import load_generator
-from ..latent.project import reconstruct
 from ..latent.transform import at_resolution
 from ..locks import exclusive
 from ..outputs import check_writable, save_figure, save_npz, tile, write_csv, write_json, write_png
@@ -158,7 +158,7 @@ class _Projections:
 
     def images(self, rows: slice | list[int]) -> torch.Tensor:
         """uint8 (n, 3, R, R) re-synthesised images of the projections in `rows` (their W+ latents and noise)."""
-        return reconstruct(self.G, self.ws[rows], [m[rows] for m in self.noise], self.device)
+        return render_ws(self.G, self.ws[rows], [m[rows] for m in self.noise], self.device)
 
 
 def run_authenticity(options: AuthenticityOptions, network, projection_npz, lmdb_root, classifier_dir, out_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..config import schema_defaults
 from ..errors import ConfigError
 from ..locks import exclusive
 from ..options import options_from_args
@@ -36,8 +37,8 @@ def _pcx(args) -> None:
 
 def _frame_score(args) -> None:
     # deferred: torch — `dermsynth --help` and the Snakefile must not load it
-    from .frames import FRAME_THRESHOLD, run_frame_score
-    threshold = FRAME_THRESHOLD if args.threshold is None else args.threshold
+    from .frames import run_frame_score
+    threshold = schema_defaults("explain.frames")["threshold"] if args.threshold is None else args.threshold
     with exclusive(args.out, "frame-score"):
         run_frame_score(args.lmdb, args.manifest, args.out, splits=args.splits, threshold=threshold,
                         truth_csv=args.truth, batch=args.batch)
@@ -105,7 +106,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", required=True, help="CSV to write: key, label, frame_score, has_frame")
     p.add_argument("--splits", nargs="+", help="only these splits of the manifest (default: every row)")
     p.add_argument("--threshold", type=float, help="has_frame when frame_score ≥ this (default: "
-                   "frames.FRAME_THRESHOLD, 0.02)")
+                   "the schema's explain.frames.threshold)")
     p.add_argument("--truth", help="the demo archives' demo_truth.csv: adds the drawn frames and the accuracy")
     p.add_argument("--batch", type=int, default=256, help="images read at a time")
 

@@ -92,11 +92,12 @@ class ConceptExplainer:
     """CRP for one classifier on one layer (zennit-crp `CondAttribution`).
 
     model: a timm ResNet or DenseNet in eval mode (its parameters stop requiring gradients);
-    layer: a module name (default: the last convolutional block); composite: see `lrp_composite`.
-    Inputs are normalised float images (N, 3, R, R) as the classifier was trained on.
+    layer: a module name (None: the last convolutional block, `default_layer`); composite: see `lrp_composite`
+    (`explain.crp.composite`; no default here). Inputs are normalised float images (N, 3, R, R) as the classifier
+    was trained on.
     """
 
-    def __init__(self, model: torch.nn.Module, layer: str | None = None, composite: str = "epsilon_plus_flat",
+    def __init__(self, model: torch.nn.Module, layer: str | None, composite: str,
                  device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()
         self.layer = layer or default_layer(model)

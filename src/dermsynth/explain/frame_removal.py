@@ -66,7 +66,7 @@ from ..metrics.extractors import lpips_alex, lpips_distance
 from ..outputs import check_writable, save_figure, tile, write_csv, write_json, write_png, write_text
 from ..provenance import provenance
 from .components import generator_identity, load_npz, recorded, require_made_for
-from .frames import FRAME_THRESHOLD, corner_ring, frame_scores, score_store
+from .frames import corner_ring, frame_scores, score_store
 
 MOVES_REQUIRED = ("gan", "layer_range", "moves")
 
@@ -84,8 +84,9 @@ LPIPS_MIN_SIDE = 64
 """LPIPS-Alex needs images of at least this side (its pooling); smaller images are upsampled (bilinear) first."""
 
 
-def lpips_outside(model, original: torch.Tensor, moved: torch.Tensor, batch: int = 32) -> np.ndarray:
-    """float64 (N,): LPIPS-Alex between `original` and `moved` outside the corner ring (`outside_ring`)."""
+def lpips_outside(model, original: torch.Tensor, moved: torch.Tensor, batch: int) -> np.ndarray:
+    """float64 (N,): LPIPS-Alex between uint8 (N, 3, R, R) `original` and `moved` outside the corner ring
+    (`outside_ring`), `batch` pairs at a time."""
     first, second = original, outside_ring(original, moved)
     if original.shape[-1] < LPIPS_MIN_SIDE:
         def grow(images):
@@ -194,7 +195,7 @@ def write_frame_moves(path: str | Path, gan: str, layer_range: str, chosen: pd.D
 # --- frame-directions -----------------------------------------------------------------------------------------
 
 def measure_moves(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[int], magnitudes: list[float],
-                  lpips, threshold: float = FRAME_THRESHOLD, batch: int = 32) -> tuple[pd.DataFrame, dict]:
+                  lpips, threshold: float, batch: int) -> tuple[pd.DataFrame, dict]:
     """One row per (direction index, sign, magnitude) of every row of `directions` (K, w_dim): frame_before,
     frame_after (mean scores), frame_drop, removed (share of framed originals whose frame is gone; NaN without
     any), added (share of frameless originals that gained one; NaN without any), lpips_outside. Also returns
@@ -237,7 +238,7 @@ def rank_moves(table: pd.DataFrame, lpips_weight: float, lpips_max: float,
 
 
 def moves_figure(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[int], chosen: pd.DataFrame,
-                 magnitudes: list[float], out_png: str | Path, batch: int = 32) -> None:
+                 magnitudes: list[float], out_png: str | Path, batch: int) -> None:
     """Fig. 5: rows = chosen (direction, sign), columns = −max…−min, original, +min…+max along the direction, of
     one latent (`ws`, (1, num_ws, w_dim)); each row titled with its direction and chosen magnitude."""
     steps = sorted({-float(m) for m in magnitudes}) + [0.0] + sorted({float(m) for m in magnitudes})
@@ -451,8 +452,8 @@ def _frameless_set(options, networks: dict[str, str], factors: dict, spec: dict,
 
 # --- frame accuracy of the ISIC classifiers -----------------------------------------------------------------
 
-def frame_accuracy_table(models: list[str | Path], lmdb_root, manifest, threshold: float = FRAME_THRESHOLD,
-                         batch: int = 256) -> pd.DataFrame:
+def frame_accuracy_table(models: list[str | Path], lmdb_root, manifest, threshold: float,
+                         batch: int) -> pd.DataFrame:
     """Per ISIC model folder (metrics.json + predictions-test.csv): accuracy and balanced accuracy on the real
     test images with a frame (score ≥ threshold) and without, their counts, and the difference (with − without)."""
 

@@ -8,7 +8,7 @@ frame, an artifact entangled with the class. The frame score measures it with a 
 where the corner ring is every pixel whose centre lies outside the image's inscribed circle (distance from
 the image centre > min(H, W) / 2; 1 − π/4 ≈ 21.5 % of a square image), and a pixel is near-black when its
 brightest channel is at most `NEAR_BLACK` (40 of 255). An image has a frame when its score is at least
-`FRAME_THRESHOLD` (0.02: at least 2 % of the ring). A frame reaches into the corners first, so the ring is
+`explain.frames.threshold` (0.02 in the schema: at least 2 % of the ring). A frame reaches into the corners first, so the ring is
 where it shows; dark lesions sit in the middle, and skin, even of Fitzpatrick type VI under the vignette
 (brightest channel ≈ 60), hair (thin lines) and ruler ticks rarely make 2 % of the ring near-black.
 
@@ -35,10 +35,6 @@ from ..outputs import write_csv
 NEAR_BLACK = 40
 """A pixel is near-black when its brightest channel is ≤ this (uint8; the demo frame is 5 ± JPEG noise)."""
 
-FRAME_THRESHOLD = 0.02
-"""An image has a frame when at least this share of its corner ring is near-black."""
-
-
 def corner_ring(height: int, width: int) -> np.ndarray:
     """bool (height, width): pixels whose centre lies outside the inscribed circle (distance from the
     image centre > min(height, width) / 2). Raises ValueError for an empty image."""
@@ -64,16 +60,16 @@ def frame_scores(images) -> np.ndarray:
     return dark[:, ring].mean(axis=1, dtype=np.float64)
 
 
-def has_frame(scores: np.ndarray, threshold: float = FRAME_THRESHOLD) -> np.ndarray:
-    """bool (N,): score ≥ threshold."""
+def has_frame(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (N,): score ≥ threshold (`explain.frames.threshold`, a share of the corner ring in [0, 1])."""
     return np.asarray(scores) >= threshold
 
 
-def score_store(lmdb_root: str | Path, manifest: str | Path | pd.DataFrame, splits: list[str] | None = None,
-                batch: int = 256, threshold: float = FRAME_THRESHOLD) -> pd.DataFrame:
+def score_store(lmdb_root: str | Path, manifest: str | Path | pd.DataFrame, splits: list[str] | None = None, *,
+                batch: int, threshold: float) -> pd.DataFrame:
     """Frame scores of the images of `manifest` (optionally only `splits`) in the LMDB store `lmdb_root`:
-    a frame with columns key, label, frame_score (float in [0, 1]), has_frame (bool), in manifest order.
-    Reads `batch` images at a time. Raises KeyError for a key the store lacks."""
+    a frame with columns key, label, frame_score (float in [0, 1]), has_frame (bool: score ≥ `threshold`), in
+    manifest order. Reads `batch` images at a time. Raises KeyError for a key the store lacks."""
     rows = manifest if isinstance(manifest, pd.DataFrame) else pd.read_csv(manifest, dtype=str,
                                                                             keep_default_na=False)
     if splits:
@@ -98,7 +94,7 @@ def drawn_frame_share(width: int, height: int, radius: float, x: float, y: float
 
 
 def demo_frame_truth(truth_csv: str | Path, manifest: pd.DataFrame, resolution: int,
-                     threshold: float = FRAME_THRESHOLD) -> pd.DataFrame:
+                     threshold: float) -> pd.DataFrame:
     """What the demo drawing code drew, per manifest row: key, drawn_frame (bool: a frame was drawn),
     drawn_share (share of the stored image's ring it covers, 0 without a frame) and visible (drawn_share ≥
     threshold). Rows are matched on image_id (and the drawing's size when an id occurs twice); images from
@@ -142,11 +138,12 @@ def frame_accuracy(scored: pd.DataFrame, truth: pd.DataFrame) -> dict:
             "false_negative": int((~predicted & visible).sum()), "true_negative": int((~predicted & ~visible).sum())}
 
 
-def run_frame_score(lmdb_root: str | Path, manifest: str | Path, out_csv: str | Path, splits: list[str] | None = None,
-                    threshold: float = FRAME_THRESHOLD, truth_csv: str | Path | None = None, batch: int = 256) -> dict:
-    """`dermsynth frame-score`: writes `out_csv` (key, label, frame_score, has_frame; with `truth_csv`, the
-    demo archives' demo_truth.csv, also drawn_frame, drawn_share, visible) and returns a summary: image and
-    frame counts per label, the threshold and, with the truth, `frame_accuracy`."""
+def run_frame_score(lmdb_root: str | Path, manifest: str | Path, out_csv: str | Path, *, threshold: float,
+                    batch: int, splits: list[str] | None = None, truth_csv: str | Path | None = None) -> dict:
+    """`dermsynth frame-score`: writes `out_csv` (key, label, frame_score, has_frame at `threshold`; with
+    `truth_csv`, the demo archives' demo_truth.csv, also drawn_frame, drawn_share, visible) and returns a summary:
+    image and frame counts per label, the threshold and, with the truth, `frame_accuracy`. Reads `batch` images
+    at a time (the verb's flags `--threshold`, default the schema's `explain.frames.threshold`, and `--batch`)."""
     rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     if splits:
         rows = rows[rows["split"].isin(splits)]

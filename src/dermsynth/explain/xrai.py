@@ -15,10 +15,11 @@ from ..figures import pyplot as plt
 from ..outputs import save_figure
 
 
-def xrai_heatmaps(model, images: torch.Tensor, class_indices: list[int], resolution: int, device,
-                  steps: int = 100, batch: int = 16) -> np.ndarray:
+def xrai_heatmaps(model, images: torch.Tensor, class_indices: list[int], resolution: int, device, *,
+                  steps: int, batch: int = 16) -> np.ndarray:
     """XRAI attribution (N, R, R) of uint8 images (N, 3, H, W) for the given class of each, at the
-    classifier's input resolution R."""
+    classifier's input resolution R; `steps` integrated-gradients steps per baseline (`explain.authenticity.
+    xrai_steps`; no default here), `batch` images per forward pass of the saliency library."""
     # deferred: optional dependency saliency (XRAI only)
     import saliency.core as saliency
     model = model.to(device).eval()

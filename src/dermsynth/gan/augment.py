@@ -99,9 +99,9 @@ def _where(mask, value, neutral):
 
 class AugmentPipe(torch.nn.Module):
     """The ADA pipeline (module docstring) as a module: images float (N, 3, H, W) in [−1, 1] in, the same
-    shape out; `p` (a buffer, 0…1) is the probability of each transformation; raises ValueError for an
-    unknown mode."""
-    def __init__(self, mode: str = "bgc", p: float = 0.0):
+    shape out; `mode` one of `MODES` (`gans.<name>.augment`), `p` (a buffer, 0…1; its start is
+    `gans.<name>.augment_p`) the probability of each transformation; raises ValueError for an unknown mode."""
+    def __init__(self, mode: str, p: float):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown augmentation mode {mode!r}; choose from {', '.join(MODES)}")
@@ -204,11 +204,13 @@ def _saturate(outer, s):
 
 
 class AdaptiveP:
-    """p ← p + sign(r_t − target) · (batch · interval) / (ada_kimg · 1000), clamped to [0, 1]."""
+    """p ← p + sign(r_t − target) · (batch · interval) / (ada_kimg · 1000), clamped to [0, 1] (Karras et al. 2020,
+    ADA, section 2.3): r_t = E[sign(D(real))] over the last `interval` steps."""
 
-    def __init__(self, pipe: AugmentPipe, target: float = 0.6, interval: int = 4, ada_kimg: float = 500,
-                 batch: int = 32, reduce=None):
-        """`batch` is the global batch; `reduce` averages a tensor over data-parallel ranks."""
+    def __init__(self, pipe: AugmentPipe, target: float, interval: int, ada_kimg: float, batch: int, reduce=None):
+        """`target` the r_t aimed at (`gans.<name>.ada_target`, 0.6 in the paper), `interval` steps between
+        adjustments (`TrainingOptions.ada_interval`, 4), `ada_kimg` thousands of images for p to move by 1
+        (`gans.<name>.ada_kimg`), `batch` the global batch; `reduce` averages a tensor over data-parallel ranks."""
         self.pipe, self.target, self.interval = pipe, target, interval
         self.reduce = reduce or (lambda t: t)
         self.step_size = batch * interval / (ada_kimg * 1000)

@@ -31,8 +31,8 @@ def _generate(args) -> None:
         elif not args.seeds:
             raise ValueError("give --seeds (or --neighbors N --diameter d around --seeds or --latents)")
         else:
-            out = generate(args.network, parse_seeds(args.seeds), args.out, args.truncation, args.class_name,
-                           args.batch, args.format, device=args.device)
+            out = generate(args.network, parse_seeds(args.seeds), args.out, truncation_psi=args.truncation,
+                           batch=args.batch, class_name=args.class_name, fmt=args.format, device=args.device)
     except ValueError as exc:
         raise DermsynthError(str(exc)) from None
     print(f"generate: {out}", file=sys.stderr)
@@ -46,10 +46,10 @@ def _generate_neighbors(args):
         raise ValueError("neighbours need both --neighbors N (≥ 1) and --diameter d (the distance to the centre)")
     if args.keys and not args.latents:
         raise ValueError("--keys choose among stored latents: give --latents too")
-    return generate_neighbors(args.network, args.out, args.neighbors, args.diameter,
-                              parse_seeds(args.seeds) if args.seeds else None, args.latents, args.keys,
-                              args.truncation, args.class_name, args.neighbor_seed, args.format, args.batch,
-                              args.device)
+    return generate_neighbors(args.network, args.out, args.neighbors, args.diameter, truncation_psi=args.truncation,
+                              seed=args.neighbor_seed, batch=args.batch,
+                              seeds=parse_seeds(args.seeds) if args.seeds else None, latents=args.latents,
+                              keys=args.keys, class_name=args.class_name, fmt=args.format, device=args.device)
 
 
 def _sample_sheet(args) -> None:

@@ -106,11 +106,12 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
     return summary
 
 
-def generate(network: str | Path, seeds: list[int], out: str | Path, truncation_psi: float = 1.0,
-             class_name: str | None = None, batch: int = 32, fmt: str = "png", labels: str | None = None,
+def generate(network: str | Path, seeds: list[int], out: str | Path, *, truncation_psi: float, batch: int,
+             class_name: str | None = None, fmt: str = "png", labels: str | None = None,
              device: str | None = None) -> Path:
     """Images of `network` for `seeds` into `out`: PNG files + manifest.csv (`fmt` png) or an image set (lmdb/ +
-    manifest.csv + generate.json). Returns `out`.
+    manifest.csv + generate.json), `batch` seeds per forward pass, at `truncation_psi` (1: none; the verb's flags
+    `--truncation`, `--batch`). Returns `out`.
 
     Raises:
         WrongFileError: `network` is not a generator checkpoint.
@@ -171,7 +172,7 @@ def write_image_set(out: Path, rows: list[dict], images: torch.Tensor, labels: s
     writer.finish(pd.DataFrame(rows), labels, images.shape[-1])
 
 
-def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, truncation_psi: float = 1.0,
+def generate_plan_to_lmdb(plan: list[dict], out: str | Path, labels: str, truncation_psi: float,
                           batch: int = 64, device: str | None = None) -> pd.DataFrame:
     """Stream images of several (network, class, seeds) parts into one LMDB store (memory stays one batch).
 

@@ -37,7 +37,7 @@ from ..outputs import check_writable, save_npz, write_csv, write_json, write_png
 from ..provenance import provenance
 from .generate import network_classes, write_image_set
 from .networks import seed_latents
-from .pixels import to_uint8
+from .pixels import render_ws
 from .run import load_generator
 
 
@@ -55,7 +55,7 @@ def sphere_offsets(count: int, dim: int, distance: float, rng: np.random.Generat
 
 
 def neighbour_latents(centres: torch.Tensor, centre_ids: list[int], count: int, distance: float,
-                      seed: int = 0) -> torch.Tensor:
+                      seed: int) -> torch.Tensor:
     """float32 (M, count, num_ws, w_dim): `count` neighbours of each of the M centres (float (M, num_ws, w_dim),
     or (M, w_dim) for plain W), each layer at exactly `distance` from the centre's layer (one offset per
     neighbour, added to every layer). `centre_ids[i]` seeds centre i's directions with `seed`."""
@@ -116,27 +116,19 @@ def stored_centres(projection_npz: str | Path, keys: list[str] | None = None, ge
 
 
 @torch.no_grad()
-def render_neighbours(G, latents: torch.Tensor, noise: list[torch.Tensor] | None = None, batch: int = 32,
+def render_neighbours(G, latents: torch.Tensor, noise: list[torch.Tensor] | None, batch: int,
                       device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 (M·count, 3, R, R) images of neighbour latents (M, count, num_ws, w_dim), centre by centre; with
-    the centres' noise maps (each (M, 1, r, r)) every neighbour uses its centre's noise, else constant noise."""
+    """uint8 (M·count, 3, R, R) images of neighbour latents (M, count, num_ws, w_dim), centre by centre, `batch`
+    at a time; with the centres' noise maps (each (M, 1, r, r)) every neighbour uses its centre's noise, with
+    None constant noise."""
     m, count = latents.shape[:2]
     flat = latents.reshape(m * count, *latents.shape[2:])
     repeated = None if noise is None else [maps.repeat_interleave(count, dim=0) for maps in noise]
     parts = []
     for start in range(0, len(flat), batch):
         rows = slice(start, start + batch)
-        parts.append(_synthesize(G, flat[rows], None if repeated is None else [r[rows] for r in repeated], device))
+        parts.append(render_ws(G, flat[rows], None if repeated is None else [r[rows] for r in repeated], device))
     return torch.cat(parts) if parts else torch.zeros(0, 3, G.img_resolution, G.img_resolution, dtype=torch.uint8)
-
-
-def _synthesize(G, ws: torch.Tensor, noise: list[torch.Tensor] | None, device) -> torch.Tensor:
-    """uint8 (N, 3, R, R) images on the CPU of W+ latents `ws` (N, num_ws, w_dim), with the noise maps `noise`
-    (each (N, 1, r, r)) or constant noise."""
-    G = G.to(device)
-    noise = None if noise is None else [m.to(device) for m in noise]
-    images = G.synthesis(ws.to(device), noise=noise, noise_mode="const")
-    return to_uint8(images)
 
 
 def neighbour_rows(names: list[str], labels: list[str], source_keys: list[str], count: int, distance: float,
@@ -148,14 +140,16 @@ def neighbour_rows(names: list[str], labels: list[str], source_keys: list[str], 
             for name, label, source in zip(names, labels, source_keys) for j in range(count)]
 
 
-def generate_neighbors(network: str | Path, out: str | Path, count: int, distance: float,
-                       seeds: list[int] | None = None, latents: str | Path | None = None, keys: list[str] | None = None,
-                       truncation_psi: float = 1.0, class_name: str | None = None, seed: int = 0, fmt: str = "png",
-                       batch: int = 32, device: str | None = None) -> Path:
+def generate_neighbors(network: str | Path, out: str | Path, count: int, distance: float, *, truncation_psi: float,
+                       seed: int, batch: int, seeds: list[int] | None = None, latents: str | Path | None = None,
+                       keys: list[str] | None = None, class_name: str | None = None, fmt: str = "png",
+                       device: str | None = None) -> Path:
     """`dermsynth generate --neighbors N --diameter d`: `count` neighbours at `distance` around each seed's w
-    (`seeds`) or each stored projection (`latents`, optionally only `keys`; their class and noise maps are
-    kept), rendered by generator checkpoint `network` into `out` (PNG files + manifest.csv, or an LMDB image
-    set), with neighbors.npz (keys, centre names, ws (M·count, num_ws, w_dim), centre ws) and neighbors.json.
+    (`seeds`, mapped at `truncation_psi`) or each stored projection (`latents`, optionally only `keys`; their class
+    and noise maps are kept), directions drawn from `seed`, rendered `batch` at a time by generator checkpoint
+    `network` into `out` (PNG files + manifest.csv, or an LMDB image set), with neighbors.npz (keys, centre names,
+    ws (M·count, num_ws, w_dim), centre ws) and neighbors.json. The verb's flags give `truncation_psi`, `seed` and
+    `batch` (`--truncation`, `--neighbor-seed`, `--batch`).
     Holds `out`'s lock (checked writable first); every file is written atomically, the manifest after the
     images. Raises ValueError when neither or both of seeds and latents are given, or for a wrong class;
     WrongFileError / ForeignComponentError for a projection that is no projection or one into another generator;

@@ -402,6 +402,12 @@ class Generator(nn.Module):
     (ws → images). z_dim, w_dim: latent sizes (512 in the papers); c_dim: classes of a conditional generator
     (0: unconditional); img_resolution: a power of two ≥ 4; channel_base/channel_max, conv_clamp, num_fp16_res,
     reduced_precision: see `SynthesisNetwork`; mapping_layers, mapping_lr_multiplier: see `MappingNetwork`.
+
+    The keyword defaults are StyleGAN2's config-f architecture ([SG2] Table 1: z_dim = w_dim = 512, channel_base
+    32768, channel_max 512, 8 mapping layers with learning-rate multiplier 0.01; conv_clamp 256 as [ADA]), for
+    networks built by hand (tests, benchmarks). They are not a second default of the config: train-gan and
+    train-federated pass the schema's whole `network` section (`gans.<name>.network`, `federated.<name>.network`,
+    every key filled by the schema) through `gan.training.build_networks`.
     """
 
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 256,
@@ -520,7 +526,8 @@ class Discriminator(nn.Module):
     Conditional (c_dim > 0): a projection discriminator ([PROJ]; [ADA]'s conditioning): the output layer gives
     `cmap_dim` features, a `MappingNetwork` without z embeds c into cmap_dim (8 layers), and the score is their
     inner product divided by √cmap_dim. Channels, conv_clamp, num_fp16_res, reduced_precision: as in
-    `SynthesisNetwork`.
+    `SynthesisNetwork`; their keyword defaults are StyleGAN2's config-f (see `Generator`), and `build_networks`
+    passes the network section's values of them (`gan.training.D_NETWORK_KEYS`).
     """
 
     def __init__(self, c_dim: int = 0, img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768,

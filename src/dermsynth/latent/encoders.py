@@ -67,9 +67,10 @@ class StyleHead(nn.Module):
 
 
 class FeaturePyramid(nn.Module):
-    """A timm backbone's last three feature levels, merged top-down to `channels` each."""
+    """A timm backbone's last three feature levels, merged top-down to `channels` each (`backbone.timm_model`:
+    ImageNet weights from `weights_cache` when `pretrained`)."""
 
-    def __init__(self, backbone: str, in_chans: int, channels: int, weights_cache=None, pretrained: bool = True):
+    def __init__(self, backbone: str, in_chans: int, channels: int, weights_cache, pretrained: bool):
         super().__init__()
         self.body, self.weights = timm_model(backbone, weights_cache, pretrained=pretrained, features_only=True,
                                              in_chans=in_chans, out_indices=(-3, -2, -1))
@@ -85,8 +86,14 @@ class FeaturePyramid(nn.Module):
 
 
 class E4eEncoder(nn.Module):
-    def __init__(self, num_ws: int, w_dim: int, ws_res: list[int], input_resolution: int, backbone: str = "resnet34",
-                 weights_cache=None, pretrained: bool = True):
+    """The e4e encoder (Tov et al. 2021, section 3; module docstring): uint8 or float images → W+ codes of a
+    generator with `num_ws` style inputs of `w_dim`; `ws_res[i]` is the resolution style input i drives (it picks
+    the pyramid level of its head). `input_resolution`: side the images are resized to; `backbone`: the timm
+    network of the feature pyramid, with ImageNet weights from `weights_cache` when `pretrained` (the settings'
+    `latent.e4e.input_resolution`, `.backbone`, `.pretrained`: `latent.inversion.build_e4e` passes them)."""
+
+    def __init__(self, num_ws: int, w_dim: int, ws_res: list[int], input_resolution: int, backbone: str,
+                 weights_cache, pretrained: bool):
         super().__init__()
         self.num_ws, self.w_dim, self.input_resolution = num_ws, w_dim, input_resolution
         self.pyramid = FeaturePyramid(backbone, 3, w_dim, weights_cache, pretrained)
@@ -153,8 +160,14 @@ class OffsetHead(nn.Module):
 
 
 class HyperNetwork(nn.Module):
-    def __init__(self, layers: list[tuple[str, int, int]], input_resolution: int, backbone: str = "resnet34",
-                 rank: int = 4, weights_cache=None, pretrained: bool = True, channels: int = 256):
+    """The HyperStyle hypernetwork (Alaluf et al. 2022, section 3; module docstring): (target, reconstruction)
+    stacked as six channels → a rank-`rank` increment a·bᵀ of the relative kernel offset Δ of each of `layers`
+    ((name, out channels, in channels) of the generator's 3×3 modulated convolutions). `input_resolution`,
+    `backbone`, `pretrained` (weights from `weights_cache`), `rank`: the `latent.hyperstyle` settings that
+    `latent.inversion.build_hypernetwork` passes; `channels`: the pyramid's width (an architecture constant)."""
+
+    def __init__(self, layers: list[tuple[str, int, int]], input_resolution: int, backbone: str, rank: int,
+                 weights_cache, pretrained: bool, channels: int = 256):
         super().__init__()
         self.layer_names = [name for name, _, _ in layers]
         self.input_resolution, self.rank = input_resolution, rank

@@ -310,10 +310,11 @@ def train_hyperstyle(G, encoder: E4eEncoder, images, options: HyperStyleOptions,
 
 
 @torch.no_grad()
-def invert(G, encoder: E4eEncoder, images: torch.Tensor, hyper: HyperNetwork | None = None, iterations: int = 5,
+def invert(G, encoder: E4eEncoder, images: torch.Tensor, hyper: HyperNetwork | None, iterations: int,
            device="cpu") -> dict:
-    """Invert uint8 images: ws from the encoder, then `iterations` HyperStyle refinements.
-    Returns ws, factors {layer: (A, B)} (Δ = A·Bᵀ) and the reconstructions after each stage."""
+    """Invert uint8 images (N, 3, R, R): ws (N, num_ws, w_dim) from the encoder, then `iterations` HyperStyle
+    refinements by `hyper` (`latent.hyperstyle.iterations`; none without a hypernetwork). Returns ws, factors
+    {layer: (A, B)} (Δ = A·Bᵀ) and the reconstructions (uint8) after each stage."""
     G, encoder = G.to(device).eval(), encoder.to(device).eval()
     real = to_signed(images).to(device)
     ws = encoder(real)[0]

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..gan.pixels import to_uint8
 from ..options import Settings
 from ..progress import Progress
 
@@ -139,14 +138,3 @@ def project(G, targets: torch.Tensor, lpips, options: ProjectionOptions, class_i
     progress.close()
     ws = w_opt.detach().expand(-1, G.num_ws, -1).clone() if layers == 1 else w_opt.detach().clone()
     return {"ws": ws.cpu(), "noise": [m.detach().cpu() for m in noise_maps], "lpips_curve": torch.stack(curve)}
-
-
-@torch.no_grad()
-def reconstruct(G, ws: torch.Tensor, noise: list[torch.Tensor] | None = None, device="cpu") -> torch.Tensor:
-    """uint8 (N, 3, R, R) images on the CPU (`gan.pixels.to_uint8`) of projected W+ latents `ws` (N, num_ws,
-    w_dim), synthesised on `device` with their optimised noise maps `noise` (each (N, 1, r, r)) when given, else
-    with constant noise."""
-    G = G.to(device)
-    noise = None if noise is None else [m.to(device) for m in noise]
-    images = G.synthesis(ws.to(device), noise=noise, noise_mode="const")
-    return to_uint8(images)

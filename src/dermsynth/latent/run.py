@@ -12,6 +12,7 @@ import torch
 from ..devices import choose_device
 from ..data.dataset import read_images
 from ..gan.generate import network_classes
+from ..gan.pixels import render_ws
 from ..gan.run import load_generator
 from ..locks import exclusive
 from ..metrics import extractors
@@ -19,8 +20,8 @@ from ..outputs import check_writable, save_npz, tile, write_json, write_png
 from ..provenance import provenance
 from .identity import generator_digest
 from .options import ProjectOptions, SefaOptions
-from .project import ProjectionOptions, project, reconstruct
-from .sefa import factorize, preview_grid
+from .project import ProjectionOptions, project
+from .sefa import PreviewSettings, factorize, preview_grid
 
 
 def run_sefa(options: SefaOptions, network: str | Path, out_npz: str | Path, out_png: str | Path,
@@ -48,9 +49,7 @@ def _sefa_locked(options: SefaOptions, network, out_npz: Path, out_png, device) 
     save_npz(out_npz, directions=factors["directions"], eigenvalues=factors["eigenvalues"],
              ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]),
              generator=np.array(digest))
-    grid = preview_grid(G, factors, settings["preview_directions"], settings["preview_samples"],
-                        settings["preview_magnitude"], settings["preview_steps"], settings["truncation_psi"],
-                        settings["seed"], device=device)
+    grid = preview_grid(G, factors, PreviewSettings.from_section(settings, where="sefa options"), device=device)
     write_png(out_png, grid)
     eigenvalues = factors["eigenvalues"]
     summary = {"network": str(network), "generator": digest, "layer_range": layer_range,
@@ -125,7 +124,7 @@ def _project_locked(options: ProjectOptions, network, lmdb_root, manifest, out_n
     class_indices = [classes.index(label) for label in frame["label"]] if G.c_dim else None
     ws, noise, curve = project_in_batches(G, targets, class_indices, lpips_vgg, optimiser, options.batch, device,
                                           f"project {gan}")
-    recon = reconstruct(G, ws, noise, device)
+    recon = render_ws(G, ws, noise, device)
     alex, alex_info = extractors.lpips_alex()
     lpips_final = extractors.lpips_distance(alex, targets, recon)
     l2 = ((recon.float() - targets.float()) / 127.5).square().mean(dim=[1, 2, 3]).numpy()

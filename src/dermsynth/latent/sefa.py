@@ -13,11 +13,32 @@ Layer ranges follow the synthesis resolutions: coarse = 4²–8², middle = 16²
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ..gan.pixels import to_uint8
+from ..options import Settings
 from .named import LAYER_RANGES
+
+
+@dataclass(frozen=True)
+class PreviewSettings(Settings):
+    """The SeFa preview grid (`latent.sefa`): the top `directions` directions (`preview_directions`) × `samples`
+    latents (`preview_samples`) as rows, `steps` columns (`preview_steps`, ≥ 2) from −`magnitude` to +`magnitude`
+    (`preview_magnitude`, a distance in W), the latents drawn from `seed` and truncated at `truncation_psi`."""
+
+    schema_section = "latent.sefa"
+    schema_keys = {"directions": "preview_directions", "samples": "preview_samples",
+                   "magnitude": "preview_magnitude", "steps": "preview_steps"}
+
+    directions: int
+    samples: int
+    magnitude: float
+    steps: int
+    truncation_psi: float
+    seed: int
 
 
 def layer_resolution(layer_name: str) -> int:
@@ -69,15 +90,15 @@ def apply_direction(ws: torch.Tensor, direction: torch.Tensor, magnitude: float 
     return ws
 
 
-def preview_grid(G, factors: dict, directions: int = 8, samples: int = 3, magnitude: float = 3.0,
-                 steps: int = 5, truncation_psi: float = 0.7, seed: int = 0, class_index: int | None = None,
+def preview_grid(G, factors: dict, preview: PreviewSettings, class_index: int | None = None,
                  device="cpu") -> np.ndarray:
-    """uint8 (H, W, 3) grid: one row per (direction, sample), columns from −magnitude to +magnitude
-    (distances in W along the unit direction, the units the transformations file uses). A conditional
-    generator draws every row for class `class_index` (the first class when None)."""
+    """uint8 (H, W, 3) grid of generator `G`'s images along the directions of `factors` (`factorize`): one row per
+    (direction, sample), columns from −magnitude to +magnitude (distances in W along the unit direction, the units
+    the transformations file uses), as `preview` says. A conditional generator draws every row for class
+    `class_index` (the first class when None)."""
     with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
-        return _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_psi, seed, class_index,
-                             device)
+        return _preview_grid(G, factors, preview.directions, preview.samples, preview.magnitude, preview.steps,
+                             preview.truncation_psi, preview.seed, class_index, device)
 
 
 def _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_psi, seed, class_index,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..config import schema_defaults
 from ..locks import exclusive
 from ..options import options_from_args
 from ..verbs import add_verb, set_threads
@@ -40,8 +41,10 @@ def _gan_curve(args) -> None:
 def _evaluate_images(args) -> None:
     # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .gan_eval import evaluate_images, summary
+    # a verb without --config: the schema's evaluation settings (seed, batch, k, kid_subset)
     result = evaluate_images(args.images, args.lmdb, args.manifest, args.splits, args.classes, args.out,
-                             samples=args.samples, real_samples=args.real_samples, device=args.device)
+                             schema_defaults("evaluation"), samples=args.samples, real_samples=args.real_samples,
+                             device=args.device)
     print(f"{summary(result)}  → {args.out}")
 
 

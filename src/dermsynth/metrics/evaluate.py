@@ -115,7 +115,7 @@ def metric_options(kid_size: int, k: int = 3) -> dict:
 
 
 def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
-                       extractors: dict[str, Extractor], kid_subset: int = 1000, k: int = 3,
+                       extractors: dict[str, Extractor], kid_subset: int, k: int,
                        undefined: dict[str, str] | None = None) -> dict:
     """FID/KID on Inception features; precision/recall, α/β and authenticity on VGG16 features; and, when
     `extractors` has a "lite0" entry, the same Fréchet distance and KID in EfficientNet-Lite0 pooled features
@@ -126,6 +126,9 @@ def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
     `real`/`fake`: extractor name → float (N, D) features. `comparable_to_published`: Inception and VGG16
     both have real weights (Lite0 does not count: no published number lives in its space); `lite0_real_weights`
     says whether the Lite0 numbers come from ImageNet weights (None without a Lite0 extractor).
+
+    `kid_subset` and `k`: `evaluation.kid_subset` and `evaluation.k` (KID's subset size, capped at both sets' sizes;
+    the nearest neighbours of precision/recall and α/β).
 
     A metric whose minimum sample sizes (`preconditions.minimums`) are not met is written as null,
     with the reason under `undefined` (`undefined`: the reasons the caller's check already found)."""

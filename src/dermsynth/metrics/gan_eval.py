@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from PIL import Image
 
 from ..checkpoints import GENERATOR_KINDS, load_checkpoint
 from ..data.dataset import read_images
-from ..data.images import _plain
+from ..data.images import error_text
 from ..data.lmdb_store import INDEX_FILE, LmdbImageStore
 from ..devices import choose_device
 from ..errors import ConfigError, InputError
@@ -415,7 +416,7 @@ def _decode(root: Path, candidates: list[Path], limit: int | None, left: list[di
                 arrays.append(np.asarray(image.convert("RGB")))
                 names.append(name)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            problems.append(f"{name} ({_plain(exc)})")
+            problems.append(f"{name} ({error_text(exc)})")
     return arrays, names, problems
 
 
@@ -430,21 +431,24 @@ def left_out_line(path, left: list[dict]) -> str:
 
 
 def evaluate_images(images_path, lmdb_root, manifest, splits: list[str], classes: list[str] | None,
-                    out_json, samples: int | None = None, real_samples: int | None = None, seed: int = 0,
-                    batch: int = 32, device: str | None = None, cache_dir=CACHE_DIR, k: int = 3) -> dict:
+                    out_json, evaluation: Mapping, samples: int | None = None, real_samples: int | None = None,
+                    device: str | None = None, cache_dir=CACHE_DIR) -> dict:
     """The same metrics as `evaluate_gan` for a folder or LMDB of already generated images against the real
     images of `splits` (and `classes`) in the manifest; writes and returns the metrics JSON (`left_out`: what of
-    the set was not read and why, also said in one line on stderr). Holds `out_json`'s lock. Raises InputError
-    for unreadable image sets (see `read_image_set`), BusyError, OutputError."""
+    the set was not read and why, also said in one line on stderr). `evaluation`: the settings of the config's
+    `evaluation` section read here (`seed` of the real subset, `batch`, `k`, `kid_subset`; the verb passes the
+    schema's defaults). Holds `out_json`'s lock. Raises InputError for unreadable image sets (see
+    `read_image_set`), BusyError, OutputError."""
     device = choose_device(device)
     check_writable(Path(out_json).parent)
     with exclusive(out_json, "evaluate-images"):
         return _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, out_json, samples,
-                                       real_samples, seed, batch, device, cache_dir, k)
+                                       real_samples, evaluation, device, cache_dir)
 
 
-def _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, out_json, samples, real_samples, seed,
-                            batch, device, cache_dir, k) -> dict:
+def _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, out_json, samples, real_samples,
+                            evaluation, device, cache_dir) -> dict:
+    seed, batch, k = evaluation["seed"], evaluation["batch"], evaluation["k"]
     images, names, left = read_image_set(images_path, samples)
     if left:
         print(left_out_line(images_path, left), file=sys.stderr)
@@ -457,7 +461,8 @@ def _evaluate_images_locked(images_path, lmdb_root, manifest, splits, classes, o
     nets = feature_networks(EVALUATE_GAN_EXTRACTORS)
     identity = reference_identity(Path(lmdb_root).parent.name, splits, classes, lmdb_root, frame)
     real = real_features(lmdb_root, frame, identity, nets, device, cache_dir)
-    metrics = generative_metrics(real, _extract(nets, images, batch, device), nets, k=k, undefined=undefined)
+    metrics = generative_metrics(real, _extract(nets, images, batch, device), nets,
+                                 kid_subset=evaluation["kid_subset"], k=k, undefined=undefined)
     result = {"images": str(images_path), "n_images": len(names), "left_out": left, **metrics,
               "real_reference": {"lmdb": str(lmdb_root), "splits": splits, "classes": classes or "all",
                                  "images": len(frame)},
@@ -516,7 +521,7 @@ def _snapshot_curve_locked(options: GanCurveOptions, network, lmdb_root, manifes
         raise ValueError(f"{Path(network).parent}: no network-snapshot-step*.pt files to evaluate")
     classes, _ = network_classes(network)
     frame = real_reference(manifest, options.splits, options.classes, ev["real_samples"], ev["seed"])
-    preconditions.check(len(frame), ev["snapshot_samples"], ["fid", "kid"], what=f"gan-curve {options.gan}",
+    preconditions.check(len(frame), ev["snapshot_samples"], ["fid", "kid"], k=None, what=f"gan-curve {options.gan}",
                         advice={"real": _real_advice(options, manifest, subset=False),
                                 "generated": "raise evaluation.snapshot_samples"})
     nets = feature_networks(GAN_CURVE_EXTRACTORS)

@@ -20,6 +20,12 @@ from ..options import Settings
 from .registry import register_metric
 
 
+KID_SUBSETS = 100
+"""KID's number of random subsets (clean-fid's `num_subsets`, Bińkowski et al. 2018): a constant of the method."""
+KID_SEED = 0
+"""The fixed seed of KID's subsets (not `evaluation.seed`, which chooses the real images and the latents)."""
+
+
 # --- each registered metric's options (`metrics.registry`) ----------------------------------------------
 @dataclass(frozen=True)
 class FidOptions:
@@ -36,8 +42,8 @@ class KidOptions(Settings):
     method_constants = ("subsets", "seed")
 
     subset_size: int
-    subsets: int = 100
-    seed: int = 0
+    subsets: int = KID_SUBSETS
+    seed: int = KID_SEED
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,11 @@ def frechet_distance_psd(mu1, sigma1, mu2, sigma2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
-    """Unbiased KID (cubic polynomial kernel) averaged over random subsets, seeded.
+def kid(real: np.ndarray, fake: np.ndarray, subset_size: int, subsets: int = KID_SUBSETS,
+        seed: int = KID_SEED) -> float:
+    """Unbiased KID (Bińkowski et al. 2018; cubic polynomial kernel) of float (N, D) feature sets, averaged over
+    `subsets` random subsets of m = min(`subset_size`, N_real, N_fake) images each (`evaluation.kid_subset`: the
+    caller passes it), drawn with `seed`. Returns a float (×100: `kid_percent`).
 
     clean-fid's `kernel_distance`, computed with a local `np.random.RandomState(seed)` instead of numpy's global
     generator (which clean-fid draws from): the same subsets as `np.random.seed(seed)` followed by clean-fid,
@@ -152,19 +161,19 @@ def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([p.indices.cpu() for p in pairs]), torch.cat([p.values.cpu() for p in pairs])
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al., 2019) of float (N, D) feature sets: the share of
     generated samples inside some real sample's k-NN ball, and of real samples inside some generated sample's
-    k-NN ball; both in [0, 1]."""
+    k-NN ball; both in [0, 1]. `k`: the neighbours of the radii (`evaluation.k`; 3 in the paper)."""
     real_radius, fake_radius = _kth_neighbour_radius(real, k), _kth_neighbour_radius(fake, k)
     precision = _covered(fake, real, real_radius).double().mean().item()
     recall = _covered(real, fake, fake_radius).double().mean().item()
     return precision, recall
 
 
-def alpha_precision_beta_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
-                                levels: int = 20) -> dict:
-    """Integrated α-precision and β-recall (Alaa et al. 2022), 1 − 2·mean|curve − α| over α levels.
+def alpha_precision_beta_recall(real: np.ndarray, fake: np.ndarray, k: int, levels: int = 20) -> dict:
+    """Integrated α-precision and β-recall (Alaa et al. 2022), 1 − 2·mean|curve − α| over `levels` α levels, of
+    float (N, D) feature sets; `k`: the neighbours of the real k-NN radii (`evaluation.k`).
 
     Computed on the embedding itself (no one-class network). β-recall saturates below 1 even for
     samples of the same distribution (a real point is covered only if its nearest synthetic point
@@ -208,8 +217,9 @@ def authenticity(real: np.ndarray, fake: np.ndarray) -> float:
     return float(np.mean(match["distance"] > match["real_nn_distance"]))
 
 
-def memorisation(real: np.ndarray, samples: np.ndarray, copy_ratio: float = 0.1) -> dict:
-    """Per sample: nearest real, distance ratio to the real-real 1-NN distance, and a copy flag."""
+def memorisation(real: np.ndarray, samples: np.ndarray, copy_ratio: float) -> dict:
+    """Per sample of float (N, D) `samples`: nearest real, distance ratio to that real's own 1-NN distance, and a
+    copy flag (ratio < `copy_ratio`, `evaluation.copy_ratio`)."""
     match = nearest_real(real, samples)
     ratio = match["distance"] / np.maximum(match["real_nn_distance"], 1e-12)
     return {"nearest_real": match["nearest"].tolist(), "distance": match["distance"].tolist(),

@@ -18,6 +18,12 @@ from ..options import Settings
 from .registry import register_metric
 
 
+PPL_EPSILON = 1e-4
+"""The step along the path (StyleGAN's ε): a constant of the method."""
+PPL_SAMPLING = "end"
+"""Where on the path the step is taken: "end" (t = 0, StyleGAN2's `ppl_wend`) or "full" (t ~ U[0, 1])."""
+
+
 @dataclass(frozen=True)
 class PplOptions(Settings):
     """Perceptual path length (Karras et al. 2019, StyleGAN, section 3.2), from the `evaluation` section: `samples`
@@ -31,17 +37,19 @@ class PplOptions(Settings):
     samples: int
     batch: int
     seed: int
-    epsilon: float = 1e-4
-    sampling: str = "end"
+    epsilon: float = PPL_EPSILON
+    sampling: str = PPL_SAMPLING
 
 
-def perceptual_path_length(G, lpips, samples: int = 200, epsilon: float = 1e-4, sampling: str = "end",
-                           batch: int = 16, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+def perceptual_path_length(G, lpips, *, samples: int, batch: int, seed: int, epsilon: float = PPL_EPSILON,
+                           sampling: str = PPL_SAMPLING, device: str | torch.device = "cpu") -> dict:
     """Perceptual path length in W (Karras et al. 2019, StyleGAN §4.1; path end points as StyleGAN2 reports it):
     `samples` pairs of w from random z (a conditional G: one random class per pair), each at t (`sampling` "end":
     t = 0; "full": t ~ U[0, 1]) and t + `epsilon` on the lerp between them; distance = LPIPS(images) / ε²
-    (images above 256² average-pooled to 256²), the values outside the 1st–99th percentiles dropped. Returns
-    {ppl (the mean), samples, kept, epsilon, space, sampling}. Raises ValueError for another `sampling`."""
+    (images above 256² average-pooled to 256²), the values outside the 1st–99th percentiles dropped. `samples`
+    (`evaluation.ppl_samples`), `batch` paths per forward pass and the `seed` of z (`evaluation.batch`, `.seed`) have
+    no default: the caller passes them (`PplOptions`). Returns {ppl (the mean), samples, kept, epsilon, space,
+    sampling}. Raises ValueError for another `sampling`."""
     with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
         return _perceptual_path_length(G, lpips, samples, epsilon, sampling, batch, seed, device)
 

@@ -52,18 +52,21 @@ class Minimum:
     why: str
 
 
-def minimums(k: int = 3) -> dict[str, Minimum]:
-    """The declared minimum numbers of real and generated images per metric, for k nearest neighbours."""
-    return {
+def minimums(k: int | None) -> dict[str, Minimum]:
+    """The declared minimum numbers of real and generated images per metric, for `k` nearest neighbours
+    (`evaluation.k`); k None: only the metrics that need no neighbours (FID, KID, authenticity, memorisation)."""
+    table = {
         "fid": Minimum("FID", ("fid", "fid_rank_deficient"), 2, 2, "a covariance needs 2 images per set"),
         "kid": Minimum("KID", ("kid", "kid_percent"), 2, 2, "unbiased kernel estimate over subsets of ≥ 2"),
-        "precision_recall": Minimum("precision/recall", ("precision", "recall"), k + 1, k + 1,
-                                    f"each image's k-th nearest other image in its own set, k = {k}"),
-        "alpha_beta": Minimum("α-precision/β-recall", ("alpha_precision", "beta_recall"), k + 1, 1,
-                              f"the k-NN radius of each real image, k = {k}"),
-        "authenticity": Minimum("authenticity", ("authenticity",), 2, 1, "each real image's nearest other real image"),
-        "memorisation": Minimum("memorisation", ("memorisation",), 2, 1, "each real image's nearest other real image"),
     }
+    if k is not None:
+        table["precision_recall"] = Minimum("precision/recall", ("precision", "recall"), k + 1, k + 1,
+                                            f"each image's k-th nearest other image in its own set, k = {k}")
+        table["alpha_beta"] = Minimum("α-precision/β-recall", ("alpha_precision", "beta_recall"), k + 1, 1,
+                                      f"the k-NN radius of each real image, k = {k}")
+    table["authenticity"] = Minimum("authenticity", ("authenticity",), 2, 1, "each real image's nearest other real image")
+    table["memorisation"] = Minimum("memorisation", ("memorisation",), 2, 1, "each real image's nearest other real image")
+    return table
 
 
 def requirement(m: Minimum) -> str:
@@ -85,7 +88,7 @@ def _short(m: Minimum, n_real: int, n_generated: int) -> list[str]:
     return [side for side, n, least in (("real", n_real, m.real), ("generated", n_generated, m.generated)) if n < least]
 
 
-def undefined(n_real: int, n_generated: int, metrics: list[str], k: int = 3,
+def undefined(n_real: int, n_generated: int, metrics: list[str], k: int | None,
               advice: str | dict[str, str] = "") -> dict[str, str]:
     """{metric: reason} for each of `metrics` (names of `minimums`) whose minimum is not met. `advice`:
     what to do, one text or one per short side ({'real': …, 'generated': …})."""
@@ -100,7 +103,7 @@ def undefined(n_real: int, n_generated: int, metrics: list[str], k: int = 3,
     return reasons
 
 
-def check(n_real: int, n_generated: int, metrics: list[str], k: int = 3, what: str = "",
+def check(n_real: int, n_generated: int, metrics: list[str], k: int | None, what: str = "",
           advice: str | dict[str, str] = "") -> dict[str, str]:
     """The reasons of the undefined metrics (see `undefined`), each also printed as one line to stderr;
     raises `TooFewImages` (one line: the counts, every metric's minimum, the advice) when none of
@@ -108,7 +111,7 @@ def check(n_real: int, n_generated: int, metrics: list[str], k: int = 3, what: s
     reasons = undefined(n_real, n_generated, metrics, k, advice)
     if len(reasons) == len(metrics):
         table = minimums(k)
-        uses_k = any(table[name].real == k + 1 for name in metrics)
+        uses_k = k is not None and any(table[name].real == k + 1 for name in metrics)
         raise TooFewImages(f"{what + ': ' if what else ''}too few images for any metric: {n_real} real, "
                            f"{n_generated} generated; minimums: "
                            + "; ".join(requirement(table[name]) for name in metrics)
@@ -121,7 +124,7 @@ def check(n_real: int, n_generated: int, metrics: list[str], k: int = 3, what: s
     return reasons
 
 
-def null_keys(reasons: dict[str, str], k: int = 3) -> dict[str, str]:
+def null_keys(reasons: dict[str, str], k: int) -> dict[str, str]:
     """The reasons per JSON key (every key an undefined metric fills), for the JSON's `undefined` field."""
     table = minimums(k)
     return {key: reason for name, reason in reasons.items() for key in table[name].keys}

@@ -24,12 +24,12 @@ from ..config import schema_defaults
 from ..data.dataset import read_images
 from ..data.images import ImageRejected, decode_image
 from ..errors import DermsynthError
-from ..gan.pixels import to_uint8
+from ..gan.pixels import render_ws, to_uint8
 from ..gan.run import load_generator
 from ..latent.encoders import deltas_from_factors
 from ..latent.inversion import invert
 from ..latent.named import LAYER_RANGES
-from ..latent.project import ProjectionOptions, project, reconstruct
+from ..latent.project import ProjectionOptions, project
 from ..latent.run_inversion import StoredInversion, load_e4e, load_hyperstyle
 from ..latent.sefa import apply_direction
 from ..latent.transform import at_resolution, transform_images
@@ -38,7 +38,6 @@ from ..outputs import tile
 
 UPLOAD_MAX_PIXELS = 40_000_000   # an upload above this (width × height) is refused before decoding
 UPLOAD_MAX_BYTES = 50 * 2 ** 20  # and above 50 MB (Streamlit's server.maxUploadSize is set to the same)
-WAYWARD_LPIPS = 0.2              # the study's threshold (latent.transform.lpips_threshold overrides it)
 
 
 class UploadRejected(DermsynthError):
@@ -122,14 +121,15 @@ def load_directions(root: str | Path, gan: str, layer_range: str) -> Directions:
                           [str(n) for n in data["layer_names"]])
 
 
-def decode_upload(data: bytes, name: str, resolution: int, grayscale_policy: str = "reject") -> torch.Tensor:
+def decode_upload(data: bytes, name: str, resolution: int, ingest: dict) -> torch.Tensor:
     """An uploaded file's bytes → uint8 (3, resolution, resolution), with ingest's preprocessing
-    (`decode_image`: EXIF orientation, colour mode to 8-bit RGB, centre square, Lanczos resize).
+    (`decode_image`: EXIF orientation, colour mode to 8-bit RGB, centre square, Lanczos resize) and settings
+    (`ingest`: the config's `ingest` section, whose `grayscale` and `jpeg_draft` are read).
 
     Nothing is written to disk (the name is only used in messages). Raises UploadRejected for an empty or
     too large file, more than UPLOAD_MAX_PIXELS pixels (checked from the header, before decoding: a
     decompression bomb), a file that is not an image, a damaged one, or a pixel mode that cannot be
-    turned into RGB (grayscale unless grayscale_policy is 'replicate')."""
+    turned into RGB (grayscale unless `ingest.grayscale` is 'replicate')."""
 
     shown = Path(str(name)).name or "upload"
     if not data:
@@ -147,7 +147,7 @@ def decode_upload(data: bytes, name: str, resolution: int, grayscale_policy: str
                              "megapixels an upload may have (a decompression bomb, or a scan far larger than a "
                              "dermoscopic image); downscale it first")
     try:
-        decoded = decode_image(data, resolution, grayscale_policy, name=shown)
+        decoded = decode_image(data, resolution, ingest["grayscale"], ingest["jpeg_draft"], name=shown)
     except ImageRejected as exc:
         raise UploadRejected(f"{shown}: {exc.message}") from None
     return torch.from_numpy(np.array(decoded.pixels, copy=True)).permute(2, 0, 1).contiguous()
@@ -155,8 +155,10 @@ def decode_upload(data: bytes, name: str, resolution: int, grayscale_policy: str
 
 class ReviewEngine:
     """One generator loaded for review (on `device`), with the LPIPS (AlexNet) of Table 1 and, when
-    trained, its e4e encoder and HyperStyle hypernetwork. `cfg` (the workflow config, optional) supplies
-    the generator's dataset, the stored inversion's dataset, the LPIPS threshold and projection settings."""
+    trained, its e4e encoder and HyperStyle hypernetwork. `cfg` (the validated workflow config, optional) supplies
+    the generator's dataset, the stored inversion's dataset, the LPIPS threshold (`latent.transform`), the ingest
+    settings of uploads (`ingest`) and the projection settings (`latent.projection`); without it (no config
+    file) those three sections are the schema's defaults (`section`)."""
 
     def __init__(self, root: str | Path, gan: str, cfg: dict | None = None, device: str = "cpu"):
         self.root, self.gan, self.cfg, self.device = Path(root), gan, cfg or {}, torch.device(device)
@@ -167,11 +169,19 @@ class ReviewEngine:
         self.resolution = int(self.G.img_resolution)
         self.lpips, self.lpips_info = lpips_alex()
         self.lpips = self.lpips.to(self.device)
-        latent = self.cfg.get("latent", {})
-        self.threshold = float(latent.get("transform", {}).get("lpips_threshold", WAYWARD_LPIPS))
+        self.threshold = float(self.section("latent.transform")["lpips_threshold"])
         self.latent_dir = self.root / "results" / "latent" / gan
         self._encoder = self._hyper = None
         self._stored = None
+
+    def section(self, path: str) -> dict:
+        """The config section at dotted `path` (`"latent.projection"`) over the schema's defaults of that section:
+        the config's values where it has the section (a validated config has every key), the schema's without a
+        config. Raises KeyError for a path the schema does not have."""
+        section = self.cfg
+        for part in path.split("."):
+            section = section.get(part, {})
+        return {**schema_defaults(path), **section}
 
     # ---- sources -------------------------------------------------------------------------------------
     def _synthesise(self, ws: torch.Tensor, deltas: dict | None = None, noise: list | None = None) -> torch.Tensor:
@@ -239,8 +249,7 @@ class ReviewEngine:
     def upload_source(self, data: bytes, name: str) -> Source:
         """An uploaded JPEG/PNG, preprocessed as at ingest and inverted (`invert_image`).
         Raises UploadRejected (see `decode_upload`)."""
-        policy = self.cfg.get("ingest", {}).get("grayscale", "reject")
-        image = decode_upload(data, name, self.resolution, policy)
+        image = decode_upload(data, name, self.resolution, self.section("ingest"))
         return self.invert_image(image, f"upload {Path(str(name)).name}")
 
     def invert_image(self, image: torch.Tensor, label: str) -> Source:
@@ -262,13 +271,10 @@ class ReviewEngine:
         return self._project(image, label)
 
     def _project(self, image: torch.Tensor, label: str) -> Source:
-        settings = self.cfg.get("latent", {}).get("projection", {})
-        options = ProjectionOptions.from_section({**schema_defaults("latent.projection"),
-                                                  "steps": int(settings.get("steps", 200)),
-                                                  "w_avg_samples": int(settings.get("w_avg_samples", 2000))})
+        options = ProjectionOptions.from_section(self.section("latent.projection"), where="latent.projection")
         vgg, _ = lpips_model(net="vgg")
         result = project(self.G, image[None], vgg, options, [0] if self.G.c_dim else None, self.device)
-        return Source(label, "projection", image, reconstruct(self.G, result["ws"], result["noise"], self.device)[0],
+        return Source(label, "projection", image, render_ws(self.G, result["ws"], result["noise"], self.device)[0],
                       result["ws"], {}, result["noise"])
 
     # ---- edits ---------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ from pathlib import Path
 from ..records import Record
 from .base import SourceCatalog, assemble, read_metadata_csv, register_reader, row_rejection, stem_key
 
+LAYOUT_IMAGES = "images"
+"""The folder (or .zip) of the downloaded <md5hash>.jpg files, relative to the source's path, where
+`sources.<name>.images` is not given: this layout's own name, not a schema default (the schema's `source` entry is
+shared by every archive type, and a folder source's `images` defaults to its path itself, `folder.LAYOUT_IMAGES`)."""
+
 DEFAULT_LABEL_MAP = {
     "melanoma": "mel", "malignant melanoma": "mel", "superficial spreading melanoma ssm": "mel",
     "lentigo maligna": "mel", "nevocytic nevus": "nv", "congenital nevus": "nv", "halo nevus": "nv",
@@ -30,7 +35,7 @@ class Fitzpatrick17kReader:
 
     def __init__(self, name: str, spec: dict):
         self.name, self.root = name, Path(spec["path"])
-        self.images = self.root / spec.get("images", "images")
+        self.images = self.root / spec.get("images", LAYOUT_IMAGES)
         self.label_map = {**DEFAULT_LABEL_MAP, **{k.lower(): v for k, v in spec.get("label_map", {}).items()}}
 
     def required_files(self) -> list[Path]:

@@ -11,6 +11,15 @@ from ..names import canonical_name
 from ..records import Record, Rejection, is_missing
 from .base import SourceCatalog, assemble, read_metadata_csv, register_reader, row_rejection
 
+# The layout's own names, used where `sources.<name>.csv` / `.images` are not given. They are this reader's, not
+# schema defaults: the schema's `source` entry is shared by every archive type, most of which have no such key,
+# and `images` means another folder in each layout ('.' here, 'images' for Fitzpatrick17k); the schema's
+# descriptions name them.
+LAYOUT_CSV = "labels.csv"
+"""The metadata CSV (path,label[,patient_id[,lesion_id]]), relative to the source's path."""
+LAYOUT_IMAGES = "."
+"""The folder (or .zip) the CSV's paths are relative to, relative to the source's path: the path itself."""
+
 
 @register_reader
 class FolderReader:
@@ -20,8 +29,8 @@ class FolderReader:
 
     def __init__(self, name: str, spec: dict):
         self.name, self.root = name, Path(spec["path"])
-        self.csv = self.root / spec.get("csv", "labels.csv")
-        self.images = self.root / spec.get("images", ".")
+        self.csv = self.root / spec.get("csv", LAYOUT_CSV)
+        self.images = self.root / spec.get("images", LAYOUT_IMAGES)
         self.label_map = spec.get("label_map", {})
 
     def required_files(self) -> list[Path]:
