@@ -77,49 +77,22 @@ CONSTANTS_NAMED_LIKE_A_KEY = {
                        "latents, not KID's subsets), as before issue 28",
 }
 
-# Defaults of library functions that also receive a setting from a verb's options: "file:function" → {parameter:
-# reason}. The verbs always pass the value; these defaults serve callers without a config. Each is owed a removal
-# by its stage's owner (issue 28, item 1); the list may only shrink.
-NO_CONFIG = "library API also called without a config (tests, the review app, benchmarks); the verb passes it"
+# Defaults of library functions that also receive a value named like a setting from a verb: "file:function" →
+# {parameter: reason}. None is a second default of a config setting (issue 28, item 1: the schema holds every one, a
+# library function called without a config is passed the schema's value, `config.schema_defaults`); the list may
+# only shrink.
 FLAG = "the job's processes or GPUs, passed as a command-line flag (not an option: changing it re-runs nothing)"
 LABEL = "a name shown in messages, not a setting"
 LIBRARY_DEFAULTS = {
-    "classify/models.py:create_classifier": {"seed": NO_CONFIG},
     "data/demo/archives.py:write_demo_archives": {"workers": FLAG},
-    "data/images.py:decode_image": {"grayscale_policy": NO_CONFIG},
     "data/ingest.py:ingest": {"workers": FLAG},
     "data/splits.py:federated_split": {"dataset": LABEL},
     "data/splits.py:split_dataset": {"dataset": LABEL},
-    "explain/crp.py:ConceptExplainer": {"composite": NO_CONFIG},
     "explain/crp.py:cache_concept_relevances": {"composite": "'': a cache that records no composite"},
-    "explain/frame_removal.py:frame_accuracy_table": {"threshold": NO_CONFIG, "batch": NO_CONFIG},
-    "explain/frame_removal.py:lpips_outside": {"batch": NO_CONFIG},
-    "explain/frame_removal.py:measure_moves": {"threshold": NO_CONFIG, "batch": NO_CONFIG},
-    "explain/frame_removal.py:moves_figure": {"batch": NO_CONFIG},
-    "explain/frames.py:run_frame_score": {"batch": NO_CONFIG},
-    "explain/xrai.py:xrai_heatmaps": {"steps": NO_CONFIG},
     "federated/launch.py:run_federated": {"gpus": FLAG},
-    "gan/augment.py:AdaptiveP": {"target": NO_CONFIG, "ada_kimg": NO_CONFIG, "batch": NO_CONFIG},
-    "gan/augment.py:AugmentPipe": {"mode": NO_CONFIG, "p": NO_CONFIG},
-    "gan/generate.py:generate": {"batch": NO_CONFIG},
-    "gan/generate.py:generate_plan_to_lmdb": {"truncation_psi": NO_CONFIG},
-    "gan/neighbors.py:generate_neighbors": {"batch": NO_CONFIG},
-    "gan/neighbors.py:neighbour_latents": {"seed": NO_CONFIG},
-    "gan/neighbors.py:render_neighbours": {"batch": NO_CONFIG},
-    "gan/networks.py:Generator": {"channel_base": "StyleGAN2's architecture defaults (networks built by hand); "
-                                                  "train-gan passes gans.<name>.network whole"},
-    "latent/encoders.py:E4eEncoder": {"backbone": NO_CONFIG, "pretrained": NO_CONFIG},
-    "latent/encoders.py:HyperNetwork": {"backbone": NO_CONFIG, "rank": NO_CONFIG, "pretrained": NO_CONFIG},
-    "latent/inversion.py:invert": {"iterations": NO_CONFIG},
-    "latent/sefa.py:preview_grid": {"directions": NO_CONFIG, "samples": NO_CONFIG, "magnitude": NO_CONFIG,
-                                    "steps": NO_CONFIG, "truncation_psi": NO_CONFIG, "seed": NO_CONFIG},
-    "metrics/evaluate.py:generative_metrics": {"kid_subset": NO_CONFIG, "k": NO_CONFIG},
-    "metrics/generative.py:alpha_precision_beta_recall": {"k": NO_CONFIG},
-    "metrics/generative.py:kid": {"seed": NO_CONFIG},
-    "metrics/generative.py:memorisation": {"copy_ratio": NO_CONFIG},
-    "metrics/generative.py:precision_recall": {"k": NO_CONFIG},
-    "metrics/ppl.py:perceptual_path_length": {"batch": NO_CONFIG, "seed": NO_CONFIG},
-    "metrics/preconditions.py:check": {"k": NO_CONFIG},
+    "gan/networks.py:Generator": {"channel_base": "StyleGAN2's config-f architecture (its docstring; networks built by "
+                                                  "hand, e.g. the benchmarks); train-gan and train-federated pass the "
+                                                  "network section whole (gan.training.build_networks)"},
 }
 
 
@@ -384,14 +357,40 @@ def _defaults(function: ast.FunctionDef, method: bool) -> tuple[list[str], dict[
     return positional, defaults
 
 
+def _constant_reads(tree: ast.Module, constants: dict[str, tuple[str, ...]]) -> dict[int, set[tuple[str, str]]]:
+    """id(call) → the (parameter, field) pairs its enclosing function's parameters annotated with a `Settings` class
+    name as method constants (`options: KidOptions` → ("options", "seed")): reading one is no setting."""
+    enclosing: dict[int, set[tuple[str, str]]] = {}
+    for function in ast.walk(tree):  # breadth first: an inner function's calls are assigned after its outer's
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        args = function.args.posonlyargs + function.args.args + function.args.kwonlyargs
+        pairs = {(a.arg, field) for a in args if a.annotation is not None
+                 for field in constants.get(ast.unparse(a.annotation).strip("'\""), ())}
+        for call in ast.walk(function):
+            if isinstance(call, ast.Call):
+                enclosing[id(call)] = pairs
+    return enclosing
+
+
+def _reads_constant(value: ast.AST, pairs: set[tuple[str, str]]) -> bool:
+    """Whether an argument is `<parameter>.<method constant>` of its function's annotated settings."""
+    return isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and (value.value.id,
+                                                                                        value.attr) in pairs
+
+
 def setting_defaults(trees: dict[str, ast.Module], keys: set[str]) -> dict[str, dict[str, str]]:
     """"file:function" → {parameter: default} for every parameter of a package function (or class) that a call fills
     with a setting read from options (`options.batch`, `spec["lr"]`, `args.workers`, …) and that has a default other
-    than None (None: "not given", no second value of the setting). Calls of methods are not followed."""
+    than None (None: "not given", no second value of the setting). A method constant of a `Settings` class read from
+    a parameter annotated with it (`options: KidOptions` → `options.seed`) is no setting, even when it is named like
+    a key (`CONSTANTS_NAMED_LIKE_A_KEY`). Calls of methods are not followed."""
     defined, modules = _functions(trees), set(trees)
+    constants = {cls.name: cls.constants for cls in dataclasses_in(trees) if cls.sections and cls.constants}
     found: dict[str, dict[str, str]] = {}
     for where, tree in trees.items():
         names, aliases = _imported(where, tree, modules)
+        enclosing = _constant_reads(tree, constants)
         for call in ast.walk(tree):
             target = _callee(call, where, defined, names, aliases) if isinstance(call, ast.Call) else None
             if target is None or target[1] not in defined.get(target[0], {}):
@@ -403,7 +402,7 @@ def setting_defaults(trees: dict[str, ast.Module], keys: set[str]) -> dict[str, 
                 default = defaults.get(parameter)
                 if default is None or (isinstance(default, ast.Constant) and default.value is None):
                     continue
-                if _setting_read(value, keys):
+                if _setting_read(value, keys) and not _reads_constant(value, enclosing.get(id(call), set())):
                     found.setdefault(f"{target[0]}:{target[1]}", {})[parameter] = ast.unparse(default)
     return found
 
@@ -495,6 +494,18 @@ def fit(vectors, covariance="diag", n_init=3):
 
 def run(options):
     return fit(options.vectors, options.pcx["covariance"], n_init=options.pcx.n_init)
+
+
+def draw(vectors, seed=0):
+    return vectors
+
+
+def run_fit(options: Fit):
+    return draw(options.vectors, seed=options.seed)  # a method constant of Fit: no setting
+
+
+def run_spec(spec):
+    return draw(spec.vectors, seed=spec.seed)  # a setting
 '''
     trees = {"explain/options.py": ast.parse(source)}
     problems = settings_problems(dataclasses_in(trees), SCHEMA)
@@ -504,8 +515,11 @@ def run(options):
     assert any("PcxLikeOptions.batch has a default" in p for p in problems), problems
     assert not any("tolerance" in p for p in problems), problems
     found = setting_defaults(trees, _leaf_names(SCHEMA))
-    assert found == {"explain/options.py:fit": {"covariance": "'diag'", "n_init": "3"}}, found
-    assert len(default_problems(found)) == 2 + sum(map(len, LIBRARY_DEFAULTS.values()))
+    assert found == {"explain/options.py:fit": {"covariance": "'diag'", "n_init": "3"},
+                     "explain/options.py:draw": {"seed": "0"}}, found
+    assert len(default_problems(found)) == 3 + sum(map(len, LIBRARY_DEFAULTS.values()))
+    assert setting_defaults({"explain/options.py": ast.parse(source.replace("spec.seed", "3"))},
+                            _leaf_names(SCHEMA)) == {"explain/options.py:fit": found["explain/options.py:fit"]}
 
 
 def test_settings_refuse_a_section_that_lacks_a_key():
