@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 
 from dermsynth.config import schema_defaults
 from dermsynth.gan.distributed import World
-from dermsynth.gan.training import GanTrainer, TrainingOptions
+from dermsynth.gan.options import TrainingOptions
+from dermsynth.gan.training import GanTrainer
 
 SECTION = dict(batch=4, mirror=False, augment="noaug", seed=3,
                network={"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channel_base": 64, "channel_max": 8})

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from dermsynth.config import schema_defaults
 from dermsynth.data.dataset import LmdbImageDataset
-from dermsynth.gan.training import GanTrainer, TrainingOptions
+from dermsynth.gan.options import TrainingOptions
+from dermsynth.gan.training import GanTrainer
 
 NETWORK = dict(z_dim=16, w_dim=16, channel_base=256, channel_max=16, mapping_layers=2)
 

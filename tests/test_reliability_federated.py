@@ -18,7 +18,8 @@ from dermsynth.federated.options import TrainFederatedOptions
 from dermsynth.federated.server import RUN_FINGERPRINT, data_fingerprint, initial_arrays, run_fingerprint
 from dermsynth.federated.state import load_checkpoint, save_checkpoint
 from dermsynth.gan.generate import write_image_set
-from dermsynth.gan.training import GanTrainer, TrainingDivergedError, TrainingOptions
+from dermsynth.gan.options import TrainingOptions
+from dermsynth.gan.training import GanTrainer, TrainingDivergedError
 from dermsynth.labels import scheme_classes
 from dermsynth.locks import BusyError, exclusive
 

@@ -22,10 +22,9 @@ import yaml
 from dermsynth.checkpoints import WrongFileError
 from dermsynth.config import schema_defaults, validate_config
 from dermsynth.gan.generate import generate, parse_seeds, write_image_set
-from dermsynth.gan.options import TrainGanOptions
+from dermsynth.gan.options import TrainGanOptions, TrainingOptions
 from dermsynth.gan.run import load_generator, train_gan
-from dermsynth.gan.training import (TrainingDivergedError, TrainingOptions, build_networks, diverged_losses,
-                                    recorded_fingerprint)
+from dermsynth.gan.training import TrainingDivergedError, build_networks, diverged_losses, recorded_fingerprint
 from dermsynth.errors import DermsynthError
 from dermsynth.locks import BusyError, exclusive
 from tests.race import (DERMSYNTH, assert_no_partial_outputs, assert_one_refused, killed_at, log_steps_once,

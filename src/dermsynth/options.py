@@ -13,7 +13,7 @@ A verb run by hand takes `--config` (a whole workflow config) instead and builds
 (`options_from_args`).
 
 Defaults live in the schema only (`workflow/schemas/config.schema.yaml`). A library's typed settings (a
-`Settings` dataclass: `gan.training.TrainingOptions`, `latent.inversion.E4eOptions`, `classify.train.Recipe`, …)
+`Settings` dataclass: `gan.options.TrainingOptions`, `latent.inversion.E4eOptions`, `classify.train.Recipe`, …)
 declare the schema section they mirror (`schema_section`) and have no default for a key of it; they are built
 from the validated section by `Settings.from_section`, which refuses a section that lacks a field.
 `tests/test_settings.py` holds both rules statically: no code default for a schema-owned setting, and no schema

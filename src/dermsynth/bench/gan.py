@@ -22,7 +22,8 @@ from torch.utils.flop_counter import flop_registry
 
 from ..config import schema_defaults
 from ..devices import choose_device
-from ..gan.training import GanTrainer, TrainingOptions
+from ..gan.options import TrainingOptions
+from ..gan.training import GanTrainer
 
 # Dense (no sparsity) float16/bfloat16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
 DENSE_FP16_PEAK_TFLOPS = {"H200": 989.5, "H100 SXM": 989.5, "H100 80GB HBM3": 989.5, "H100 PCIe": 756.0,

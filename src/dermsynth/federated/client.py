@@ -36,14 +36,12 @@ from ..data.lmdb_store import LmdbImageStore
 from ..devices import choose_device
 from ..fingerprint import differences, digest, set_aside, store_identity
 from ..gan.run import LmdbTrainingImages
-from ..gan.training import GanTrainer, ResumableBatches, TrainingDivergedError, TrainingOptions, recorded_fingerprint
+from ..gan.training import GanTrainer, ResumableBatches, TrainingDivergedError, recorded_fingerprint
 from ..outputs import write_text
 from .messages import METRICS
 from .options import RoundSettings, TrainFederatedOptions
 from .state import load_shared, shared_arrays
 
-TRAINING_OPTION_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
-                        "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile")
 
 
 @dataclass(frozen=True)
@@ -107,12 +105,6 @@ def hospital_images(hospital: Hospital, options: TrainFederatedOptions) -> tuple
     images.labels = rows["label"].tolist()
     indices = torch.tensor([list(options.label_classes).index(x) for x in rows["label"]])
     return images, F.one_hot(indices, len(options.label_classes)).float()
-
-
-def training_options(options: TrainFederatedOptions) -> TrainingOptions:
-    """The `TrainingOptions` of every trainer of the run (hospitals and server alike)."""
-    t = options.training
-    return TrainingOptions(**{k: t[k] for k in TRAINING_OPTION_KEYS}, network=dict(t["network"]))
 
 
 def hospital_seed(options: TrainFederatedOptions, hospital: str) -> int:
@@ -204,7 +196,7 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
         torch.set_num_threads(hospital.threads)
     images, labels = hospital_images(hospital, options)
     device = choose_device(None if hospital.device == "auto" else hospital.device)
-    trainer = GanTrainer(training_options(options), images, labels if options.training["conditional"] else None,
+    trainer = GanTrainer(options.training_settings(), images, labels if options.training["conditional"] else None,
                          device)
     seed = hospital_seed(options, hospital.name)
     trainer.batches = ResumableBatches(len(images), trainer.options.batch, seed)
@@ -250,4 +242,4 @@ def _hospital_options(text: str, run_config: tuple) -> TrainFederatedOptions:
 
 __all__ = ["AuditedImages", "ClientState", "Hospital", "METRICS", "hospital_fingerprint", "hospital_images",
            "hospital_seed", "networks",
-           "hospital_options", "train_round", "training_options"]
+           "hospital_options", "train_round"]

@@ -15,15 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..gan.options import TrainGanOptions
+from ..gan.options import TrainGanOptions, TrainingOptions
 from ..labels import scheme_classes
 from ..options import RESOURCE_KEYS, Section, Settings, StepOptions, entry, select
 
-# The keys of a `gans` entry that configure the training step itself (`gan.training.TrainingOptions`), plus the
-# data keys a federated run shares with it. Anything else of the run section belongs to the federation.
-TRAINING_KEYS = ("batch", "g_lr", "d_lr", "r1_gamma", "pl_weight", "style_mixing_prob", "ema_kimg", "mirror",
-                 "augment", "augment_p", "ada_target", "ada_kimg", "seed", "cuda_ops", "compile", "network",
-                 "conditional", "classes")
+# The keys of a `gans` entry that configure the training step itself (`gan.options.TrainingOptions`, derived from it),
+# plus the data keys a federated run shares with it. Anything else of the run section belongs to the federation.
+TRAINING_KEYS = (*TrainingOptions.setting_names(), "conditional", "classes")
 # The per-round settings of a federated run (`RoundSettings`): what the ServerApp and every ClientApp read, from
 # Flower's run config (the app folder's `[tool.flwr.app.config]`, keys with `-` for `_`).
 ROUND_KEYS = ("rounds", "local_steps", "min_available_nodes", "round_timeout_s", "checkpoint_every", "evaluate_every")
@@ -169,6 +167,11 @@ class TrainFederatedOptions(StepOptions):
                    label_classes=list(scheme_classes(dataset["labels"])), resolution=dataset["resolution"],
                    training=select(spec, TRAINING_KEYS),
                    federation=RoundSettings.from_section(spec, f"federated.{run}"), runtime=spec["runtime"])
+
+    def training_settings(self) -> TrainingOptions:
+        """The typed training settings of every trainer of the run, hospitals and server alike
+        (`TrainingOptions.from_section` of `training`; ConfigError naming a key it lacks)."""
+        return TrainingOptions.from_section(self.training, where=f"train-federated {self.run} options' training")
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of the fields (`federation` as a dict of `ROUND_KEYS`)."""

@@ -39,7 +39,6 @@ from ..fingerprint import digest, store_identity
 from ..gan.training import build_networks
 from ..outputs import save_torch, write_csv, write_json, write_text
 from ..provenance import provenance
-from .client import training_options
 from .options import RoundSettings, TrainFederatedOptions
 from .state import load_checkpoint, load_shared, save_checkpoint, shared_arrays
 from .strategy import HospitalFedAvg
@@ -81,7 +80,7 @@ def initial_arrays(options: TrainFederatedOptions) -> dict[str, torch.Tensor]:
 def global_networks(options: TrainFederatedOptions, arrays: dict[str, torch.Tensor] | None = None) -> dict:
     """{"G", "D", "G_ema"} on CPU as every hospital builds them, with `arrays` (shared state) loaded when given."""
     c_dim = len(options.label_classes) if options.training["conditional"] else 0
-    G, D = build_networks(training_options(options), c_dim, options.resolution, "cpu")
+    G, D = build_networks(options.training_settings(), c_dim, options.resolution, "cpu")
     nets = {"G": G, "D": D, "G_ema": copy.deepcopy(G).eval().requires_grad_(False)}
     if arrays is not None:
         load_shared(nets, arrays)
@@ -94,7 +93,7 @@ def snapshot_state(options: TrainFederatedOptions, arrays: dict[str, torch.Tenso
     `hospital_steps` (iterations each hospital has run)."""
     nets = global_networks(options, arrays)
     steps = round_number * options.federation.local_steps
-    return {"format": "dermsynth-federated-snapshot-v1", "options": json.dumps(asdict(training_options(options))),
+    return {"format": "dermsynth-federated-snapshot-v1", "options": json.dumps(asdict(options.training_settings())),
             "G": nets["G"].state_dict(), "D": nets["D"].state_dict(), "G_ema": nets["G_ema"].state_dict(),
             "round": round_number, "hospital_steps": steps,
             "nimg": steps * options.training["batch"] * len(options.hospitals), "step": steps}

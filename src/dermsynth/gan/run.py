@@ -51,9 +51,9 @@ from ..provenance import provenance
 from .distributed import join_world, leave_world
 from .networks import Generator, seed_latents
 from .ops import fused
-from .options import TrainGanOptions
+from .options import TrainGanOptions, TrainingOptions
 from .pixels import to_uint8
-from .training import GanTrainer, TrainingDivergedError, TrainingOptions, recorded_fingerprint
+from .training import GanTrainer, TrainingDivergedError, recorded_fingerprint
 
 GRID_SEEDS = range(32)
 GENERATOR_FIX = ("use results/gan/<gan>/network-final.pt or a snapshot (network-snapshot-step*.pt; a federated "
