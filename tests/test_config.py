@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,34 @@ def test_isic2018_needs_its_part():
     del raw["sources"]["isic2018_test"]["part"]
     with pytest.raises(ConfigError, match=r"sources\.isic2018_test\.part' is required"):
         validate_config(raw)
+
+
+@pytest.mark.parametrize("section, name, changes, message", [
+    ("gans", "cgan", {"batch": 6}, r"'gans\.cgan\.batch': 6 images per process; StyleGAN2's minibatch standard "
+                                   r"deviation needs at most 4 or a multiple of 4 per process: set it to 8 or 4$"),
+    ("gans", "cgan", {"batch": 24, "gpus": 4}, r"'gans\.cgan\.batch': 24 images over 4 GPUs \(one process each\) is 6 "
+                                               r"per process; .* set it to 32 or 16$"),
+    ("gans", "cgan", {"batch": 6, "gpus": 4}, r"'gans\.cgan\.batch': 6 images over 4 GPUs .* is 1\.5 per process; .* "
+                                              r"set it to 8 or 4$"),
+    ("federated", "isic", {"batch": 10}, r"'federated\.isic\.batch': 10 images per process; .* set it to 12 or 8$"),
+])
+def test_a_batch_the_minibatch_std_groups_do_not_tile_is_refused_at_validation(section, name, changes, message):
+    """StyleGAN2's discriminator groups a per-process batch in fours (MinibatchStd raises when training starts): the
+    config is refused when it is planned, in one line naming the key and batches that fit."""
+    raw = _raw()
+    raw[section][name].update(changes)
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw)
+    lines = [line for line in str(caught.value).splitlines() if "minibatch" in line]
+    assert len(lines) == 1, str(caught.value)
+    assert re.search(message, lines[0].strip(" -")), lines[0]
+
+
+@pytest.mark.parametrize("changes", [{"batch": 3}, {"batch": 12}, {"batch": 16, "gpus": 4}, {"batch": 4, "gpus": 2}])
+def test_a_batch_the_minibatch_std_groups_tile_is_valid(changes):
+    raw = _raw()
+    raw["gans"]["cgan"].update(changes)
+    assert validate_config(raw)["gans"]["cgan"]["batch"] == changes["batch"]
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path):

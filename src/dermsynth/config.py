@@ -15,6 +15,10 @@ from .scenarios import EDGE, Scenario, authenticity_classifier, edge_classifier,
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
+MBSTD_GROUP_SIZE = 4
+"""StyleGAN2's minibatch-standard-deviation group ([SG2]/[PG]; `gan.networks.Discriminator`'s `mbstd_group_size`):
+a constant of the architecture, not a setting. A per-process batch must be at most this or a multiple of it."""
+
 
 def load_schema() -> dict[str, Any]:
     """The config schema (workflow/schemas/config.schema.yaml) as a dict."""
@@ -135,7 +139,34 @@ def _check_semantics(cfg: dict, workflow: bool = False) -> list[str]:
         if name not in cfg.get("gans", {}):
             problems.append(f"'evaluation.table1_gans[{i}]': '{name}' is not defined under 'gans' "
                             f"(defined: {', '.join(cfg.get('gans', {})) or 'none'})")
-    return problems + _check_federated(cfg) + (_check_stages(cfg) if workflow else [])
+    return problems + _check_minibatch_std(cfg) + _check_federated(cfg) + (_check_stages(cfg) if workflow else [])
+
+
+def _check_minibatch_std(cfg: dict) -> list[str]:
+    """Each discriminator's batch splits into minibatch-std groups (`MBSTD_GROUP_SIZE`), which it checks only when
+    training starts: a generator's `batch` per process (divided among `gpus` processes under torchrun; one process
+    for 0 or 1 GPU) and a federated run's `batch` (every hospital trains it in one process) must be at most the
+    group size or a multiple of it."""
+    runs = [(f"gans.{name}", gan["batch"], max(gan.get("gpus", 1), 1)) for name, gan in cfg.get("gans", {}).items()]
+    runs += [(f"federated.{name}", run["batch"], 1) for name, run in (cfg.get("federated") or {}).items()]
+    return [f"'{key}.batch': {problem}" for key, batch, processes in runs
+            if (problem := _per_process_batch_problem(batch, processes))]
+
+
+def _per_process_batch_problem(batch: int, processes: int) -> str | None:
+    """Why `batch` images split among `processes` processes do not fit the minibatch-std groups (None: they do),
+    with the nearest batches that fit."""
+    group, (per, rest) = MBSTD_GROUP_SIZE, divmod(batch, processes)
+    if not rest and (per <= group or per % group == 0):
+        return None
+    step = group * processes  # valid: k · processes for k ≤ group, then the multiples of step
+    unit = processes if batch <= step else step
+    above = -(-batch // unit) * unit
+    below = batch // step * step if batch >= step else batch // processes * processes
+    share = f"over {processes} GPUs (one process each) is {batch / processes:g} per process" if processes > 1 else \
+        "per process"
+    return (f"{batch} images {share}; StyleGAN2's minibatch standard deviation needs at most {group} or a multiple "
+            f"of {group} per process: set it to {above}" + (f" or {below}" if below else ""))
 
 
 def _check_federated(cfg: dict) -> list[str]:

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import MBSTD_GROUP_SIZE
 from .ops import ACTIVATIONS, bias_act, downsample2d, setup_filter, upfirdn2d, upsample2d
 
 RESAMPLE_FILTER = [1, 3, 3, 1]
@@ -497,7 +498,7 @@ class MinibatchStd(nn.Module):
     turn the feature into a constant (a zero standard deviation). C must be divisible by num_channels.
     """
 
-    def __init__(self, group_size: int = 4, num_channels: int = 1):
+    def __init__(self, group_size: int = MBSTD_GROUP_SIZE, num_channels: int = 1):
         super().__init__()
         self.group_size, self.num_channels = group_size, num_channels
 
@@ -510,7 +511,8 @@ class MinibatchStd(nn.Module):
             raise ValueError(
                 f"minibatch standard deviation: a batch of {n} images does not split into groups of {g} (the "
                 f"discriminator's mbstd_group_size); give it at most {g} images or a multiple of {g} — the per-process "
-                f"batch: `gans.<name>.batch` (split among its `gpus` processes) or `federated.<name>.batch`")
+                f"batch: `gans.<name>.batch` (split among its `gpus` processes) or `federated.<name>.batch` "
+                f"(config validation checks it when the workflow is planned)")
         f = self.num_channels
         y = x.reshape(g, -1, f, c // f, h, w)
         y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()
@@ -531,7 +533,7 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, c_dim: int = 0, img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768,
-                 channel_max: int = 512, cmap_dim: int | None = None, mbstd_group_size: int = 4,
+                 channel_max: int = 512, cmap_dim: int | None = None, mbstd_group_size: int = MBSTD_GROUP_SIZE,
                  conv_clamp: float | None = 256, num_fp16_res: int = 0, reduced_precision: str = "float16"):
         super().__init__()
         self.c_dim, self.img_resolution = c_dim, img_resolution
