@@ -7,8 +7,10 @@ The schema (`workflow/schemas/config.schema.yaml`) holds every default and descr
     library's typed settings (a `Settings` dataclass, found by its `schema_section` class attribute, the registry)
     hold a default only for a field declared a method constant, which is no key of its section, and every other
     field mirrors a key of each of its sections; a function that receives a setting from options (a call passing
-    `options.batch`, `spec["lr"]`, …, by keyword or position) has no default for that parameter unless listed in
-    `LIBRARY_DEFAULTS` with its reason (the list may only shrink: an entry that no longer applies fails too);
+    `options.batch`, `spec["lr"]`, …, by keyword or position; not a method constant read through a parameter
+    annotated with its `Settings` class, `options: KidOptions` → `options.seed`) has no default for that parameter
+    unless listed in `LIBRARY_DEFAULTS` with its reason (the list may only shrink: an entry that no longer applies
+    fails too);
 (b) no unread key: every leaf of the schema is read — mirrored by a `Settings` field of its section, passed whole
     as keyword arguments (`KWARGS_SECTIONS`), read by name in `src/` (an attribute, a string subscript, `.get`,
     `getattr`; `config.py` validates and does not count), or read by the workflow alone (`WORKFLOW_KEYS`, with
