@@ -17,7 +17,6 @@ import os
 import warnings
 from pathlib import Path
 
-import timm
 import torch
 from huggingface_hub import try_to_load_from_cache
 from torch import nn
@@ -33,6 +32,8 @@ def cached_timm_file(name: str, cache: Path) -> Path | None:
     """The cached weights file (model.safetensors or pytorch_model.bin) of timm model `name` (`arch` or
     `arch.tag`) under `cache/huggingface/hub`, or None when it is not there or timm names no hub repository for
     it. Reads the cache only (never the network)."""
+    # deferred: timm — 2½ s of import (with torchvision), paid only by the jobs that build a timm network
+    import timm
     model_name, _, tag = name.partition(".")
     pretrained = timm.models.get_pretrained_cfg(f"{model_name}.{tag}" if tag else model_name)
     repo = getattr(pretrained, "hf_hub_id", None) if pretrained else None
@@ -54,6 +55,8 @@ def timm_model(name: str, cache: str | Path | None = None, pretrained: bool = Tr
     weights the label is "random-init(seed=<seed>)" (a warning says why when weights were wanted). `kwargs` go to
     `timm.create_model` (num_classes, drop_rate, features_only, in_chans: timm adapts the RGB stem); timm's own
     errors (e.g. RuntimeError for an unknown name) pass through."""
+    # deferred: timm — 2½ s of import (with torchvision), paid only by the jobs that build a timm network
+    import timm
     cache = weights_cache(cache)
     found = cached_timm_file(name, cache) if pretrained else None
     if found is None and pretrained:

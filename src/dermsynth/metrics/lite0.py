@@ -32,7 +32,6 @@ import re
 import sys
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub import try_to_load_from_cache
@@ -123,6 +122,8 @@ def map_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise DermsynthError(f"{PACKAGE}: {exc.args[0]}") from None
     if len(mapped) != len(state):
         raise DermsynthError(f"{PACKAGE}: {len(state)} tensors map onto only {len(mapped)} timm names")
+    # deferred: timm — 2½ s of import, paid only when the Lite0 weights are converted (once per cache)
+    import timm
     expected = timm.create_model(TIMM_NAME, pretrained=False).state_dict()
     missing, unexpected = sorted(set(expected) - set(mapped)), sorted(set(mapped) - set(expected))
     shapes = [k for k in set(expected) & set(mapped) if tuple(expected[k].shape) != tuple(mapped[k].shape)]
