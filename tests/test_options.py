@@ -218,3 +218,24 @@ def test_no_function_is_longer_than_60_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
     assert not long, long
+
+
+def test_settings_built_by_hand_take_the_schemas_defaults():
+    """A keyword construction by hand fills the fields it does not name from the schema (the one source), and
+    `from_section` still refuses a section that lacks a key."""
+    from dermsynth.classify.train import Recipe
+    from dermsynth.config import schema_defaults
+    from dermsynth.errors import ConfigError
+    from dermsynth.gan.options import TrainingOptions
+
+    recipe = Recipe(lr=1e-6, epochs=3)
+    ham = schema_defaults("classifiers.ham10000.recipe")
+    assert (recipe.lr, recipe.epochs) == (1e-6, 3)
+    assert recipe.batch == ham["batch"] and recipe.augment == ham["augment"] and recipe.dropout == ham["dropout"]
+    assert Recipe(lr=1e-6).augment is not Recipe(lr=1e-6).augment  # each gets its own copy of a list default
+    with pytest.raises(TypeError, match="seed"):  # the schema has no default for a generator's seed
+        TrainingOptions(batch=4)
+    section = dict(schema_defaults("classifiers.isic.recipe"))
+    del section["lr"]
+    with pytest.raises(ConfigError, match="lacks lr"):
+        Recipe.from_section(section)

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .config import load_config
+from .config import load_config, schema_defaults
 from .errors import ConfigError
 from .provenance import config_digest
 
@@ -95,7 +95,22 @@ def thaw(value: Any) -> Any:
 SettingsT = TypeVar("SettingsT", bound="Settings")
 
 
-class Settings:
+class _SchemaFilled(type):
+    """Metaclass of `Settings`: a keyword construction by hand (`Recipe(lr=1e-6, epochs=3)`) takes every setting
+    it does not name from the schema's defaults — the one place defaults live — instead of failing on a missing
+    argument. Verbs build settings with `from_section`, which refuses a section lacking a key."""
+
+    def __call__(cls, *args, **kwargs):
+        if not args:
+            missing = [name for name in cls.setting_names() if name not in kwargs]
+            if missing:
+                defaults = cls.schema_default_values()
+                kwargs.update({name: thaw(defaults[cls.schema_keys.get(name, name)]) for name in missing
+                               if cls.schema_keys.get(name, name) in defaults})
+        return super().__call__(*args, **kwargs)
+
+
+class Settings(metaclass=_SchemaFilled):
     """Base of a library's typed settings: a dataclass whose fields mirror the keys of one config section, built
     once from the schema-validated section by `from_section` and read by attribute (`recipe.lr`, not
     `spec["lr"]`).
@@ -110,11 +125,21 @@ class Settings:
       intervals, the projector's learning-rate schedule); they alone keep a default in code, and none of them
       may be a key of the section.
 
-    Every other field mirrors a schema key and has no default: the schema holds it (with its description)."""
+    Every other field mirrors a schema key and has no default in code: the schema holds it (with its description).
+    Built by hand with keywords (`Recipe(lr=1e-6, epochs=3)`), the fields not named take the schema's defaults
+    (`schema_default_values`); a field the schema has no default for must be named (TypeError otherwise)."""
 
     schema_section: ClassVar[str | tuple[str, ...]] = ()
     schema_keys: ClassVar[dict[str, str]] = {}
     method_constants: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def schema_default_values(cls) -> dict[str, Any]:
+        """The schema's defaults of `schema_section` (the first path where it names several: the HAM10000 recipe of
+        `Recipe`, a `gans` entry of `TrainingOptions`): what a keyword construction by hand fills in for the fields
+        it does not name. Keys the schema gives no default (a generator's `kimg`) stay required."""
+        section = cls.schema_section if isinstance(cls.schema_section, str) else cls.schema_section[0]
+        return schema_defaults(section)
 
     @classmethod
     def setting_names(cls) -> list[str]:
