@@ -55,6 +55,7 @@ class Prototypes:
 
     @property
     def count(self) -> int:
+        """Number of prototypes (mixture components)."""
         return self.mixture.n_components
 
     def assign(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

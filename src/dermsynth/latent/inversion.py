@@ -91,10 +91,14 @@ class HyperStyleOptions(Settings):
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU `torch.Generator` for training step `step` of a run seeded `seed`: each step draws the same numbers
+    after a resume as in an uninterrupted run, without touching the global random state."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 3, R, R) in 0–255 → float32 in [-1, 1], the generator's output range
+    (inverse of `gan.pixels.to_uint8` up to rounding)."""
     return images.float() / 127.5 - 1
 
 

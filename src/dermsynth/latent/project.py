@@ -86,6 +86,9 @@ def noise_regularization(noise_maps: list[torch.Tensor]) -> torch.Tensor:
 
 
 def learning_rate(options: ProjectionOptions, t: float) -> float:
+    """The projector's learning rate at progress t ∈ [0, 1] (step / steps): `initial_lr` with a linear ramp-up over
+    the first `lr_rampup` and a cosine ramp-down over the last `lr_rampdown` of the steps (Karras et al. 2020,
+    StyleGAN2 Appendix D)."""
     ramp = min(1.0, (1.0 - t) / options.lr_rampdown)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
     return options.initial_lr * ramp * min(1.0, t / options.lr_rampup)

@@ -198,6 +198,8 @@ def lpips_table(reports: list[str | Path], data_source: str) -> pd.DataFrame:
 
 
 def write_lpips_table(reports, out, data_source: str) -> pd.DataFrame:
+    """`lpips_table(reports, data_source)` written atomically as CSV to `out` (Table 1 of the HAM10000 study);
+    returns the table. Raises OutputError when `out` cannot be written."""
     table = lpips_table(reports, data_source)
     write_csv(out, table)
     return table
