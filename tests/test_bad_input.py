@@ -159,7 +159,7 @@ def test_missing_column_is_an_error_naming_file_and_column(bad_archive, tmp_path
     config.write_text(yaml.safe_dump({
         "sources": {"ham": {"type": "ham10000", "path": str(broken)}},
         "datasets": {"bad": {"labels": "ham7", "resolution": 32, "sources": [{"source": "ham"}]}}}))
-    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "ingest", "--config", str(config), "--dataset",
+    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "data", "ingest", "--config", str(config), "--dataset",
                              "bad", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "missing column(s) 'dx'" in result.stderr and "Traceback" not in result.stderr

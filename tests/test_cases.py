@@ -33,11 +33,11 @@ def case(tmp_path, monkeypatch):
 
 
 def _ingest(dataset: str) -> int:
-    return main(["ingest", "--config", "config.yaml", "--dataset", dataset, "--out", "out"])
+    return main(["data", "ingest", "--config", "config.yaml", "--dataset", dataset, "--out", "out"])
 
 
 def _split(dataset: str) -> int:
-    return main(["split", "--config", "config.yaml", "--dataset", dataset, "--ingested", "out/ingested.csv",
+    return main(["data", "split", "--config", "config.yaml", "--dataset", dataset, "--ingested", "out/ingested.csv",
                  "--manifest", "out/manifest.csv", "--summary", "out/splits.json"])
 
 
@@ -215,7 +215,7 @@ def test_class_missing_from_validation_is_reported_and_can_be_required(case, cap
 def test_training_stops_at_once_when_validation_auc_is_undefined(case, capsys):
     folder = case("class-missing-from-validation")
     assert _ingest("isic") == 0 and _split("isic") == 0
-    code = main(["train-classifier", "--config", "config.yaml", "--study", "isic", "--scenario", "baseline",
+    code = main(["classify", "train", "--config", "config.yaml", "--study", "isic", "--scenario", "baseline",
                  "--architecture", "resnet10t", "--lmdb", "out/lmdb", "--manifest", "out/manifest.csv",
                  "--out", "model", "--device", "cpu", "--threads", "1"])
     captured = capsys.readouterr()

@@ -176,7 +176,7 @@ def test_train_classifier_by_hand_and_by_options_give_the_same_model(gan_setup, 
     cfg, lmdb, manifest = gan_setup
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     options = TrainClassifierOptions.from_config(cfg, study="ham10000", scenario="baseline", arch="resnet10t")
-    common = ["train-classifier", "--lmdb", str(lmdb), "--manifest", str(manifest), "--device", "cpu",
+    common = ["classify", "train", "--lmdb", str(lmdb), "--manifest", str(manifest), "--device", "cpu",
               "--threads", "1", "--data-source", "demo"]
     by_hand, by_options = _options_run(common, tmp_path, "model", options)
     assert main([*by_hand, "--config", str(tmp_path / "config.yaml"), "--study", "ham10000", "--scenario",
@@ -249,7 +249,7 @@ def test_a_scenario_name_must_say_what_was_trained_on(tmp_path, capsys):
     """A new user's `--scenario SA-99k` without a synthetic set trained a baseline recorded as SA-99k: refused
     now, before any data is read; so is a baseline with synthetic images, and a -synth scenario with real ones."""
     from dermsynth.cli import main
-    common = ["train-classifier", "--config", str(REPO / "config/config.yaml"), "--study", "ham10000",
+    common = ["classify", "train", "--config", str(REPO / "config/config.yaml"), "--study", "ham10000",
               "--architecture", "resnet10t", "--lmdb", str(tmp_path / "nolmdb"), "--manifest", str(tmp_path / "no.csv"),
               "--out", str(tmp_path / "model")]
     assert main(common + ["--scenario", "SA-99k"]) == 2

@@ -1,4 +1,4 @@
-"""`dermsynth crp` and `dermsynth pcx` (the CLI the rules call) end to end on the demo HAM10000 LMDB, with model folders written here
+"""`dermsynth explain crp` and `dermsynth explain pcx` (the CLI the rules call) end to end on the demo HAM10000 LMDB, with model folders written here
 (random-init resnet10t weights saved as `train-classifier` saves them, predictions chosen so that the
 study's case — MEL called BKL by the baseline, MEL by the filtered SA model — exists)."""
 
@@ -65,8 +65,8 @@ def explained(ingested_ham, demo_root, tmp_path_factory):
               str(ingested_ham / "lmdb"), "--manifest", str(root / "manifest.csv"), "--device", "cpu"]
     weights = [torch.load(f"{folder}/best.pt", weights_only=True)["model"]["fc.weight"] for folder in folders]
     assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])  # three models
-    assert main(["crp", *common, "--out", str(root / "crp")]) == 0       # as the workflow's rules call them
-    assert main(["pcx", *common, "--crp", str(root / "crp"), "--out", str(root / "pcx")]) == 0
+    assert main(["explain", "crp", *common, "--out", str(root / "crp")]) == 0       # as the workflow's rules call them
+    assert main(["explain", "pcx", *common, "--crp", str(root / "crp"), "--out", str(root / "pcx")]) == 0
     summaries = [json.loads((root / kind / f"{kind}.json").read_text()) for kind in ("crp", "pcx")]
     return manifest, root, *summaries
 
@@ -109,7 +109,7 @@ def test_pcx_by_options_gives_what_it_gives_by_hand(explained, ingested_ham):
     cfg = validate_config(yaml.safe_load((root / "config.yaml").read_text()))
     options = PcxOptions.from_config(cfg)
     folders = [str(root / scenario / "resnet10t") for scenario in ("baseline", "SA-2k", "SA-2k-filter")]
-    assert main(["pcx", "--options", options.write(root / "options"), "--models", *folders, "--sizes", "SA-2k",
+    assert main(["explain", "pcx", "--options", options.write(root / "options"), "--models", *folders, "--sizes", "SA-2k",
                  "--crp", str(root / "crp"), "--lmdb", str(ingested_ham / "lmdb"), "--manifest",
                  str(root / "manifest.csv"), "--device", "cpu", "--out", str(root / "pcx-options")]) == 0
     for name in ("pcx.csv", "prototypes.csv"):
@@ -162,7 +162,7 @@ def test_pcx_refuses_concept_relevances_of_another_classifier(explained, ingeste
     retrained, _ = build_model("resnet10t", len(CLASSES), other)
     torch.save({**saved, "model": retrained.state_dict()}, tmp_path / "baseline" / "resnet10t" / "best.pt")
     capsys.readouterr()
-    code = main(["pcx", "--config", str(root / "config.yaml"), "--models", *copies, "--sizes", "SA-2k", "--lmdb",
+    code = main(["explain", "pcx", "--config", str(root / "config.yaml"), "--models", *copies, "--sizes", "SA-2k", "--lmdb",
                  str(ingested_ham / "lmdb"), "--manifest", str(root / "manifest.csv"), "--device", "cpu",
                  "--crp", str(root / "crp"), "--out", str(tmp_path / "pcx")])
     error = capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The federated stage (issue 14): FedAvg, what stays at a hospital, real Flower processes, dropout, resume.
 
 Everything runs on CPU with a tiny generator (16², 16 channels) on the demo ISIC images at 16²; the deployment
-tests start a real SuperLink and SuperNodes as processes on 127.0.0.1 through `dermsynth train-federated`.
+tests start a real SuperLink and SuperNodes as processes on 127.0.0.1 through `dermsynth federated train`.
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def _config_file(raw: dict, path: Path, **changes) -> Path:
 
 
 def _launch(config: Path, root: Path, out: Path) -> subprocess.Popen:
-    """`dermsynth train-federated` as a process in its own process group (what a job scheduler kills)."""
-    command = [sys.executable, "-m", "dermsynth.cli", "train-federated", "--config", str(config), "--run", "isic",
+    """`dermsynth federated train` as a process in its own process group (what a job scheduler kills)."""
+    command = [sys.executable, "-m", "dermsynth.cli", "federated", "train", "--config", str(config), "--run", "isic",
                "--lmdb", str(root / "lmdb"), "--federated", str(root / "federated.csv"), "--out", str(out),
                "--threads", "2"]
     log = open(out.parent / f"{out.name}.log", "ab")
@@ -214,7 +214,7 @@ def _round(out: Path) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def deployed_run(federation_data, tmp_path_factory):
-    """A 2-round run through `dermsynth train-federated` (SuperLink + 3 SuperNodes as processes)."""
+    """A 2-round run through `dermsynth federated train` (SuperLink + 3 SuperNodes as processes)."""
     raw, root = federation_data
     work = tmp_path_factory.mktemp("deployed")
     out = work / "run"

@@ -74,7 +74,7 @@ def _sefa(G, path):
     factors = factorize(G, "all")
     np.savez(path, directions=factors["directions"], eigenvalues=factors["eigenvalues"],
              ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]),
-             generator=np.array(tensors_digest(G.state_dict())))  # as `dermsynth sefa` records it
+             generator=np.array(tensors_digest(G.state_dict())))  # as `dermsynth latent sefa` records it
     return factors
 
 
@@ -234,7 +234,7 @@ def test_the_workflow_config_names_a_wrong_frames_reference(key, value, message)
 
 
 def test_the_verbs_run_from_the_workflows_options_files_and_read_every_option(framed, tmp_path):
-    """`dermsynth frame-directions` and `frameless-set` with options files as the workflow writes them (the demo
+    """`dermsynth explain frame-directions` and `frameless-set` with options files as the workflow writes them (the demo
     config's, made smaller): their outputs (what a verb reads is audited statically: tests/test_settings.py)."""
     import os
     from dataclasses import replace
@@ -253,10 +253,10 @@ def test_the_verbs_run_from_the_workflows_options_files_and_read_every_option(fr
                    trained_on=("benign",))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "frames"
-    commands = [["frame-directions", "--options", directions, "--network", str(network), "--sefa", str(sefa),
+    commands = [["explain", "frame-directions", "--options", directions, "--network", str(network), "--sefa", str(sefa),
                  "--out", str(out / "directions.csv"), "--figure", str(out / "directions.png"),
                  "--proposal", str(out / "proposal.yaml")],
-                ["frameless-set", "--options", frameless, "--network", f"benign={benign}",
+                ["explain", "frameless-set", "--options", frameless, "--network", f"benign={benign}",
                  "--network", f"malignant={network}", "--sefa", str(sefa), "--moves", str(out / "proposal.yaml"),
                  "--out", str(tmp_path / "frameless")]]
     for command in commands:
@@ -289,7 +289,7 @@ def test_a_reviewed_frame_moves_file_replaces_the_proposal(tmp_path):
         result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
                                  "-n", "-p", "results/synthetic/frameless"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-3000:]
-        return [line for line in (result.stdout + result.stderr).splitlines() if "dermsynth frameless-set" in line]
+        return [line for line in (result.stdout + result.stderr).splitlines() if "dermsynth explain frameless-set" in line]
     [proposal] = planned(None)
     assert "--moves results/explain/frames/mal_gan/proposal.yaml" in proposal
     [reviewed] = planned("config/frame_moves.yaml")

@@ -100,7 +100,7 @@ def test_frame_score_verb_writes_one_row_per_image(ingested_ham, demo_root, tmp_
     from dermsynth.cli import main
     out = tmp_path / "frames.csv"
     manifest = ingested_ham / "ingested.csv"
-    assert main(["frame-score", "--lmdb", str(ingested_ham / "lmdb"), "--manifest", str(manifest), "--out", str(out),
+    assert main(["explain", "frame-score", "--lmdb", str(ingested_ham / "lmdb"), "--manifest", str(manifest), "--out", str(out),
                  "--truth", str(demo_root / "demo" / "demo_truth.csv")]) == 0
     table = pd.read_csv(out)
     assert list(table.columns[:4]) == ["key", "label", "frame_score", "has_frame"]

@@ -125,7 +125,7 @@ def test_table1_rows_equal_the_metric_files(evaluated, tmp_path):
 
 
 def test_an_lmdb_of_generated_images_is_evaluated_whole(trained, tmp_path):
-    """`dermsynth generate --format lmdb` output is an image set too: every stored key is read."""
+    """`dermsynth gan generate --format lmdb` output is an image set too: every stored key is read."""
     from dermsynth.data.lmdb_store import LmdbImageStore
     from dermsynth.gan.generate import generate
     cfg, lmdb, manifest, network = trained

@@ -1,4 +1,4 @@
-"""`dermsynth train-gan`: outputs, logs, resume after a stop, and loading the trained generator."""
+"""`dermsynth gan train`: outputs, logs, resume after a stop, and loading the trained generator."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_generate_needs_the_class_of_a_conditional_generator(gan_setup, tmp_path
     import sys
     cfg, lmdb, manifest = gan_setup
     network = train_gan(TrainGanOptions.from_config(_with_kimg(cfg, 0.008, conditional=True), gan="tiny"), lmdb, manifest, tmp_path / "c", device="cpu")
-    command = [sys.executable, "-m", "dermsynth.cli", "generate", "--network", str(network), "--seeds", "0-3",
+    command = [sys.executable, "-m", "dermsynth.cli", "gan", "generate", "--network", str(network), "--seeds", "0-3",
                "--out", str(tmp_path / "png"), "--device", "cpu"]
     failed = subprocess.run(command, capture_output=True, text=True)
     assert failed.returncode == 2 and "give the class" in failed.stderr and "Traceback" not in failed.stderr
@@ -99,7 +99,7 @@ def test_generate_needs_the_class_of_a_conditional_generator(gan_setup, tmp_path
     assert set(rows["label"]) == {"bcc"} and list(rows["seed"]) == [0, 1, 2, 3]
 
     # the sample sheet: one row per class, the same seeds in every row
-    subprocess.run([sys.executable, "-m", "dermsynth.cli", "sample-sheet", "--network", str(network), "--columns", "4",
+    subprocess.run([sys.executable, "-m", "dermsynth.cli", "gan", "sample-sheet", "--network", str(network), "--columns", "4",
                     "--out", str(tmp_path / "sheet.png"), "--device", "cpu"], check=True, capture_output=True)
     names = json.loads((tmp_path / "sheet.json").read_text())["rows"]
     sheet = np.asarray(Image.open(tmp_path / "sheet.png")).astype(int)
@@ -123,7 +123,7 @@ def test_data_parallel_training_with_torchrun(gan_setup, tmp_path):
     config_file.write_text(yaml.safe_dump(cfg))
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     result = subprocess.run(
-        [torchrun, "--standalone", "--nproc-per-node=2", "-m", "dermsynth.cli", "train-gan", "--config",
+        [torchrun, "--standalone", "--nproc-per-node=2", "-m", "dermsynth.cli", "gan", "train", "--config",
          str(config_file), "--gan", "tiny", "--lmdb", str(lmdb), "--manifest", str(manifest), "--out",
          str(tmp_path / "out"), "--device", "cpu", "--threads", "2"],
         capture_output=True, text=True, timeout=600, check=False)

@@ -89,7 +89,7 @@ def test_ingest_resumes_after_being_killed(demo_root, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "dermsynth.cli", "ingest", "--config", str(config), "--dataset", "isic",
+    command = [sys.executable, "-m", "dermsynth.cli", "data", "ingest", "--config", str(config), "--dataset", "isic",
                "--out", str(out), "--workers", "1"]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120

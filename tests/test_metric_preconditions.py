@@ -36,9 +36,9 @@ def case(tmp_path_factory) -> Path:
     """The case's folder copied, ingested and split as the README says (6 real images in train)."""
     root = tmp_path_factory.mktemp("tiny") / "case"
     shutil.copytree(CASE, root)
-    done = _cli("ingest", "--config", "config.yaml", "--dataset", "clinic", "--out", "out", cwd=root)
+    done = _cli("data", "ingest", "--config", "config.yaml", "--dataset", "clinic", "--out", "out", cwd=root)
     assert done.returncode == 0, done.stderr
-    done = _cli("split", "--config", "config.yaml", "--dataset", "clinic", "--ingested", "out/ingested.csv",
+    done = _cli("data", "split", "--config", "config.yaml", "--dataset", "clinic", "--ingested", "out/ingested.csv",
                 "--manifest", "out/manifest.csv", "--summary", "out/splits.json", cwd=root)
     assert done.returncode == 0, done.stderr
     manifest = pd.read_csv(root / "out/manifest.csv")
@@ -48,7 +48,7 @@ def case(tmp_path_factory) -> Path:
 
 def _evaluate(root: Path, images: str, *extra) -> tuple[subprocess.CompletedProcess, Path]:
     out = root / f"{images}{'-'.join(extra)}.json"
-    done = _cli("evaluate-images", "--images", images, "--lmdb", "out/lmdb", "--manifest", "out/manifest.csv",
+    done = _cli("metrics", "evaluate-images", "--images", images, "--lmdb", "out/lmdb", "--manifest", "out/manifest.csv",
                 "--splits", "train", "--out", out.name, "--device", "cpu", *extra, cwd=root)
     return done, out
 

@@ -104,7 +104,7 @@ def test_a_file_of_another_step_is_refused(demo, tmp_path):
     path = TrainGanOptions.from_config(demo, gan="cgan").write(tmp_path)
     classes = all_options_classes()
     other = next(cls for step, cls in classes.items() if step != "train-gan")
-    with pytest.raises(ConfigError, match=f"holds the options of `dermsynth train-gan`, not of `dermsynth {other.step}`"):
+    with pytest.raises(ConfigError, match=f"holds the options of `dermsynth gan train`, not of `dermsynth {other.step}`"):
         other.load(path)
 
 

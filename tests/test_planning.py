@@ -58,5 +58,5 @@ def test_a_dry_run_of_the_study_with_a_target_imports_neither_torch_nor_matplotl
 
 def test_dermsynth_help_imports_neither_torch_nor_matplotlib(tmp_path):
     modules, result = _imports("-m", "dermsynth", "--help", cwd=tmp_path)
-    assert "train-gan" in result.stdout and "dermsynth.cli" in modules
+    assert "gan" in result.stdout.split() and "classify" in result.stdout.split() and "dermsynth.cli" in modules
     assert _heavy(modules) == []

@@ -91,7 +91,7 @@ def test_images_in_a_batch_do_not_influence_each_other(generator):
 
 
 def test_project_command_writes_latents_report_and_grid(gan_setup, tmp_path):
-    """`dermsynth project` on a trained generator: latents per image key, a report, a preview; by hand
+    """`dermsynth latent project` on a trained generator: latents per image key, a report, a preview; by hand
     (--config + --gan) and with the options file the workflow writes, the same latents."""
     import json
 
@@ -106,7 +106,7 @@ def test_project_command_writes_latents_report_and_grid(gan_setup, tmp_path):
     network = train_gan(TrainGanOptions.from_config(cfg, gan="tiny"), lmdb, manifest, tmp_path / "gan", device="cpu")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     common = ["--network", str(network), "--lmdb", str(lmdb), "--manifest", str(manifest), "--device", "cpu"]
-    assert main(["project", "--config", str(tmp_path / "config.yaml"), "--gan", "tiny", *common,
+    assert main(["latent", "project", "--config", str(tmp_path / "config.yaml"), "--gan", "tiny", *common,
                  "--out", str(tmp_path / "p.npz"), "--preview", str(tmp_path / "p.png")]) == 0
     saved = np.load(tmp_path / "p.npz")
     report = json.loads((tmp_path / "p.json").read_text())
@@ -116,7 +116,7 @@ def test_project_command_writes_latents_report_and_grid(gan_setup, tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
     options = ProjectOptions.from_config(cfg, gan="tiny")
     assert report["provenance"]["step"] == "project" and report["provenance"]["config"] == options.to_dict()
-    assert main(["project", "--options", options.write(tmp_path / "options"), *common,
+    assert main(["latent", "project", "--options", options.write(tmp_path / "options"), *common,
                  "--out", str(tmp_path / "f.npz"), "--preview", str(tmp_path / "f.png")]) == 0
     by_file = np.load(tmp_path / "f.npz")
     assert list(by_file["keys"]) == list(saved["keys"])

@@ -161,7 +161,7 @@ def test_fetch_weights_default_is_the_one_list_of_timm_models():
 
 # --- the verbs: by hand and from the workflow's options file ---------------------------------------------------
 def test_real_features_by_hand_and_by_options_give_the_same_files(gan_setup, tmp_path, capsys):
-    """`dermsynth real-features --config C --reference R` and `--options F` (what the workflow passes) write the
+    """`dermsynth metrics real-features --config C --reference R` and `--options F` (what the workflow passes) write the
     same features, which evaluate-gan then reads instead of extracting again."""
     from dermsynth.cli import main
     cfg, lmdb, manifest = gan_setup
@@ -171,10 +171,10 @@ def test_real_features_by_hand_and_by_options_give_the_same_files(gan_setup, tmp
     config_file.write_text(yaml.safe_dump(cfg))
     reference = reference_name(cfg, "tiny")
     common = ["--lmdb", str(lmdb), "--manifest", str(manifest), "--device", "cpu"]
-    assert main(["real-features", "--config", str(config_file), "--reference", reference, *common,
+    assert main(["metrics", "real-features", "--config", str(config_file), "--reference", reference, *common,
                  "--out", str(tmp_path / "by-hand")]) == 0
     options = RealFeaturesOptions.from_config(cfg, reference=reference).write(tmp_path / "options")
-    assert main(["real-features", "--options", options, *common, "--out", str(tmp_path / "by-options")]) == 0
+    assert main(["metrics", "real-features", "--options", options, *common, "--out", str(tmp_path / "by-options")]) == 0
     for name in EVALUATE_GAN_EXTRACTORS:
         a, b = np.load(tmp_path / "by-hand" / f"{name}.npz"), np.load(tmp_path / "by-options" / f"{name}.npz")
         assert np.array_equal(a["features"], b["features"]) and str(a["identity"]) == str(b["identity"])

@@ -165,7 +165,7 @@ def _verb(gan_setup, folder: Path, epochs: int = 3) -> list[str]:
     raw = json.loads(json.dumps(cfg))
     raw["classifiers"]["ham10000"]["recipe"].update(epochs=epochs, patience=epochs, batch=16)
     (folder / "config.yaml").write_text(yaml.safe_dump(raw))
-    return [*DERMSYNTH, "train-classifier", "--config", str(folder / "config.yaml"), "--study", "ham10000",
+    return [*DERMSYNTH, "classify", "train", "--config", str(folder / "config.yaml"), "--study", "ham10000",
             "--scenario", "baseline", "--architecture", "resnet10t", "--lmdb", str(lmdb), "--manifest", str(manifest),
             "--device", "cpu", "--threads", "1"]
 

@@ -74,7 +74,7 @@ def _options(config: Path) -> IngestOptions:
 
 
 def _ingest_cmd(config: Path, out: Path) -> list[str]:
-    return [*DERMSYNTH, "ingest", "--config", str(config), "--dataset", "clinic", "--out", str(out)]
+    return [*DERMSYNTH, "data", "ingest", "--config", str(config), "--dataset", "clinic", "--out", str(out)]
 
 
 def _accounted(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -226,7 +226,7 @@ def test_split_killed_at_a_random_moment_leaves_a_consistent_pair(tmp_path, seed
     config = _clinic(tmp_path, n=12)
     out = tmp_path / "out"
     ingest(_options(config), out)
-    command = [*DERMSYNTH, "split", "--config", str(config), "--dataset", "clinic", "--ingested",
+    command = [*DERMSYNTH, "data", "split", "--config", str(config), "--dataset", "clinic", "--ingested",
                str(out / "ingested.csv"), "--manifest", str(out / "manifest.csv"), "--summary", str(out / "splits.json")]
     killed_at(command, seed=seed, cwd=tmp_path, low=0.2, high=3.0)
     assert_no_partial_outputs(out)
@@ -418,7 +418,7 @@ def test_split_given_a_table_of_another_kind_or_a_truncated_one_says_so(tmp_path
     for given, says in (("other.csv", "lacks column(s) key, label, split_rule (it has image, MEL, NV)"),
                         ("empty.csv", "is empty"), ("broken.csv", "truncated or not a CSV table"),
                         ("clinic", "is a folder where a file is needed")):
-        result = subprocess.run([*DERMSYNTH, "split", "--config", str(config), "--dataset", "clinic", "--ingested",
+        result = subprocess.run([*DERMSYNTH, "data", "split", "--config", str(config), "--dataset", "clinic", "--ingested",
                                  str(tmp_path / given), "--manifest", str(tmp_path / "m.csv"), "--summary",
                                  str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -471,7 +471,7 @@ def test_two_splits_started_together_leave_one_consistent_pair(tmp_path):
     config = _clinic(tmp_path, n=12)
     out = tmp_path / "out"
     ingest(_options(config), out)
-    command = [*DERMSYNTH, "split", "--config", str(config), "--dataset", "clinic", "--ingested",
+    command = [*DERMSYNTH, "data", "split", "--config", str(config), "--dataset", "clinic", "--ingested",
                str(out / "ingested.csv"), "--manifest", str(out / "manifest.csv"), "--summary", str(out / "splits.json")]
     results = start_together([command, command], cwd=tmp_path)
     assert any(r.returncode == 0 for r in results)

@@ -75,7 +75,7 @@ def data(tmp_path_factory):
 
 
 def _train_cmd(data, out: Path, config: Path | None = None, lmdb=None, manifest=None) -> list[str]:
-    return [*DERMSYNTH, "train-gan", "--config", str(config or data["root"] / "config.yaml"), "--gan", "tiny",
+    return [*DERMSYNTH, "gan", "train", "--config", str(config or data["root"] / "config.yaml"), "--gan", "tiny",
             "--lmdb", str(lmdb or data["lmdb"]), "--manifest", str(manifest or data["manifest"]), "--device", "cpu",
             "--threads", "1", "--out", str(out)]
 
@@ -258,7 +258,7 @@ def test_generate_writes_exactly_the_manifests_images_and_refuses_a_folder_of_ot
 def test_two_generates_on_one_folder_one_is_refused(data, tmp_path):
     network = train_gan(_options(_config(tmp_path, kimg=0.004)), data["lmdb"], data["manifest"], tmp_path / "g",
                         device="cpu")
-    command = [*DERMSYNTH, "generate", "--network", str(network), "--seeds", "0-199", "--batch", "8", "--device",
+    command = [*DERMSYNTH, "gan", "generate", "--network", str(network), "--seeds", "0-199", "--batch", "8", "--device",
                "cpu", "--out", str(tmp_path / "png")]
     assert_one_refused(start_together([command, command], tmp_path, ENV), "is writing to")
     assert_no_partial_outputs(tmp_path / "png")

@@ -223,7 +223,7 @@ def test_builders_leave_the_global_random_state_alone_and_seeds_differ():
 
 # ---- real processes: two writers at once, SIGKILL at seeded random moments ------------------------------------
 def _command(options_file, network, lmdb, manifest, out) -> list[str]:
-    return [*race.DERMSYNTH, "train-e4e", "--options", str(options_file), "--network", str(network), "--lmdb",
+    return [*race.DERMSYNTH, "latent", "train-e4e", "--options", str(options_file), "--network", str(network), "--lmdb",
             str(lmdb), "--manifest", str(manifest), "--out", str(out), "--device", "cpu", "--threads", "1"]
 
 

@@ -55,7 +55,7 @@ def _planned_transforms(workdir: Path) -> dict[str, str]:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     return dict((name, options) for options, name in
-                re.findall(r"dermsynth transform --options (\S+) [^\n]*?--out results/latent/transformations/(\S+)",
+                re.findall(r"dermsynth latent transform --options (\S+) [^\n]*?--out results/latent/transformations/(\S+)",
                            text))
 
 

@@ -132,7 +132,7 @@ def test_a_range_with_fewer_channels_than_w_dims_gets_a_full_basis_with_zero_eig
 
 
 def test_sefa_command_by_hand_equals_by_options_file_and_reads_every_option(generator, tmp_path):
-    """`dermsynth sefa` with --config + --layer-range (by hand) and with the options file the workflow writes:
+    """`dermsynth latent sefa` with --config + --layer-range (by hand) and with the options file the workflow writes:
     the same directions and preview (what a verb reads is audited statically: tests/test_settings.py)."""
     import json
     import os
@@ -152,7 +152,7 @@ def test_sefa_command_by_hand_equals_by_options_file_and_reads_every_option(gene
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {"hand": ["--config", str(config), "--layer-range", "coarse"], "file": ["--options", options]}
     for name, flags in runs.items():
-        command = [sys.executable, "-m", "dermsynth.cli", "sefa", *flags, "--network", str(network), "--device", "cpu",
+        command = [sys.executable, "-m", "dermsynth.cli", "latent", "sefa", *flags, "--network", str(network), "--device", "cpu",
                    "--out", str(tmp_path / f"{name}.npz"), "--preview", str(tmp_path / f"{name}.png")]
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo)
         assert done.returncode == 0, done.stderr
@@ -161,7 +161,7 @@ def test_sefa_command_by_hand_equals_by_options_file_and_reads_every_option(gene
     assert (tmp_path / "hand.png").read_bytes() == (tmp_path / "file.png").read_bytes()
     summary = json.loads((tmp_path / "file.json").read_text())
     assert summary["layer_range"] == "coarse" and summary["provenance"]["config"]["layers"] == "coarse"
-    command = [sys.executable, "-m", "dermsynth.cli", "sefa", "--options", options, "--layer-range", "fine",
+    command = [sys.executable, "-m", "dermsynth.cli", "latent", "sefa", "--options", options, "--layer-range", "fine",
                "--network", str(network), "--out", str(tmp_path / "x.npz"), "--preview", str(tmp_path / "x.png")]
     failed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=repo)
     assert failed.returncode == 2 and "--layer-range fine disagrees" in failed.stderr

@@ -37,11 +37,11 @@ def test_split_verbs_by_hand_and_by_options_agree(demo_root, isic_ingested, tmp_
     for how in ("hand", "options"):
         source = (["--options", SplitOptions.from_config(cfg, dataset="isic").write(tmp_path / "options")]
                   if how == "options" else ["--config", str(tmp_path / "config.yaml"), "--dataset", "isic"])
-        _verb("split", *source, "--ingested", str(ingested), "--manifest", str(tmp_path / f"{how}-manifest.csv"),
+        _verb("data", "split", *source, "--ingested", str(ingested), "--manifest", str(tmp_path / f"{how}-manifest.csv"),
               "--summary", str(tmp_path / f"{how}-splits.json"))
         source = (["--options", FederatedSplitOptions.from_config(cfg, dataset="isic").write(tmp_path / "options")]
                   if how == "options" else ["--config", str(tmp_path / "config.yaml"), "--dataset", "isic"])
-        _verb("federated-split", *source, "--manifest", str(tmp_path / f"{how}-manifest.csv"),
+        _verb("data", "federated-split", *source, "--manifest", str(tmp_path / f"{how}-manifest.csv"),
               "--out", str(tmp_path / f"{how}-federated.csv"), "--summary", str(tmp_path / f"{how}-federated.json"))
     for name in ("manifest.csv", "federated.csv"):
         assert (tmp_path / f"hand-{name}").read_bytes() == (tmp_path / f"options-{name}").read_bytes()
@@ -52,7 +52,7 @@ def test_split_verbs_by_hand_and_by_options_agree(demo_root, isic_ingested, tmp_
         assert hand == options and hand["provenance"]["config"]["dataset"] == "isic"
     assert set(pd.read_csv(tmp_path / "hand-manifest.csv")["key"]) == set(isic_ingested["key"])
     options = SplitOptions.from_config(cfg, dataset="isic").write(tmp_path / "options")
-    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "split", "--options", options, "--dataset",
+    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "data", "split", "--options", options, "--dataset",
                              "ham10000", "--ingested", str(ingested), "--manifest", str(tmp_path / "m.csv"),
                              "--summary", str(tmp_path / "s.json")], capture_output=True, text=True)
     assert result.returncode != 0 and "--dataset ham10000 disagrees" in result.stderr

@@ -222,7 +222,7 @@ def test_bad_transformations_file_is_named(tmp_path):
 
 
 def test_transform_and_synthetic_set_by_hand_equal_by_options_file(pipeline, tmp_path, capsys):
-    """`dermsynth transform` and `synthetic-dataset` with --config + the name flag (by hand) and with the
+    """`dermsynth latent transform` and `synthetic-dataset` with --config + the name flag (by hand) and with the
     options file the workflow writes give the same images and rows."""
     from dermsynth.cli import main
     cfg, lmdb, manifest, network, out = pipeline
@@ -231,24 +231,24 @@ def test_transform_and_synthetic_set_by_hand_equal_by_options_file(pipeline, tmp
     common = ["--network", str(network), "--sefa", str(out / f"sefa-{spec['layer_range']}.npz"),
               "--inversion", str(out / "inversion"), "--lmdb", str(lmdb), "--device", "cpu"]
     by_file = TransformOptions.from_config(cfg, name=spec["name"]).write(tmp_path / "options")
-    assert main(["transform", "--config", str(tmp_path / "config.yaml"), "--name", spec["name"], *common,
+    assert main(["latent", "transform", "--config", str(tmp_path / "config.yaml"), "--name", spec["name"], *common,
                  "--out", str(tmp_path / "hand")]) == 0
-    assert main(["transform", "--options", by_file, *common, "--out", str(tmp_path / "file")]) == 0
+    assert main(["latent", "transform", "--options", by_file, *common, "--out", str(tmp_path / "file")]) == 0
     hand, file = (pd.read_csv(tmp_path / name / "manifest.csv") for name in ("hand", "file"))
     pd.testing.assert_frame_equal(hand, file)
     pd.testing.assert_frame_equal(file, pd.read_csv(out / "transformations" / spec["name"] / "manifest.csv"))
     assert torch.equal(read_images(tmp_path / "hand" / "lmdb", hand["key"].tolist()),
                        read_images(tmp_path / "file" / "lmdb", file["key"].tolist()))
-    assert main(["transform", "--options", by_file, "--name", TRANSFORMATIONS[1]["name"], *common,
+    assert main(["latent", "transform", "--options", by_file, "--name", TRANSFORMATIONS[1]["name"], *common,
                  "--out", str(tmp_path / "other")]) == 2
     assert f"--name {TRANSFORMATIONS[1]['name']} disagrees" in capsys.readouterr().err
 
     folders = [str(out / "transformations" / t["name"]) for t in TRANSFORMATIONS]
     by_file = SyntheticDatasetOptions.from_config(cfg, name="SA-a").write(tmp_path / "options")
     common = ["--transformed", *folders, "--manifest", str(manifest)]
-    assert main(["synthetic-dataset", "--config", str(tmp_path / "config.yaml"), "--name", "SA-a", *common,
+    assert main(["synthetic", "dataset", "--config", str(tmp_path / "config.yaml"), "--name", "SA-a", *common,
                  "--out", str(tmp_path / "sa-hand")]) == 0
-    assert main(["synthetic-dataset", "--options", by_file, *common, "--out", str(tmp_path / "sa-file")]) == 0
+    assert main(["synthetic", "dataset", "--options", by_file, *common, "--out", str(tmp_path / "sa-file")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sa-hand" / "manifest.csv"),
                                   pd.read_csv(tmp_path / "sa-file" / "manifest.csv"))
 

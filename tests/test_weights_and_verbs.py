@@ -152,7 +152,7 @@ def test_evaluate_images_verb_scores_the_real_images_as_themselves(five_real, tm
     results = {}
     for name in ("same", "noise"):
         out = tmp_path / f"{name}.json"
-        assert main(["evaluate-images", "--images", str(root / name), "--lmdb", str(lmdb), "--manifest",
+        assert main(["metrics", "evaluate-images", "--images", str(root / name), "--lmdb", str(lmdb), "--manifest",
                      str(root / "manifest.csv"), "--out", str(out), "--device", "cpu"]) == 0
         assert f"→ {out}" in capsys.readouterr().out
         results[name] = json.loads(out.read_text())

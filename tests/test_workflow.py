@@ -446,8 +446,8 @@ def test_full_scale_dry_run_through_the_slurm_profile(tmp_path):
     assert set(gan_blocks) == {"ham10000", "ben_gan", "mal_gan", "cgan", "cgan_no_color", "cgan_no_aug"}
     assert "gpu=4" in gan_blocks["ham10000"] and all("gpu=1" in gan_blocks[g] for g in gan_blocks if g != "ham10000")
     # Several GPUs: one process per GPU through torchrun inside the allocation; one GPU: a plain process.
-    assert "torchrun --standalone --nproc-per-node=4 -m dermsynth.cli train-gan" in gan_blocks["ham10000"]
-    assert all("torchrun" not in gan_blocks[g] and "dermsynth train-gan" in gan_blocks[g]
+    assert "torchrun --standalone --nproc-per-node=4 -m dermsynth.cli gan train" in gan_blocks["ham10000"]
+    assert all("torchrun" not in gan_blocks[g] and "dermsynth gan train" in gan_blocks[g]
                for g in gan_blocks if g != "ham10000")
     # The profile's config replaces the demo config (not merged into it): full-size networks and the
     # published evaluation protocol, nothing of the demo's tiny settings.

@@ -1,7 +1,10 @@
-"""The `dermsynth` command: one subcommand per pipeline verb. Every Snakemake rule runs one of these.
+"""The `dermsynth` command, grouped the way the pipeline is: `dermsynth data …`, `gan …`, `metrics …`,
+`latent …`, `synthetic …`, `classify …`, `explain …`, `federated …`, and `review`, `bench`, `check-config`,
+`fetch-weights` on their own. Every Snakemake rule runs one of these verbs.
 
 Each stage package declares its own verbs (`<stage>/cli.py`: flags and the function each runs); this module
-only assembles them, in pipeline order, and dispatches."""
+only assembles them, in pipeline order, and dispatches. The flat names of earlier releases (`train-gan`, …)
+still run, with one line naming the new verb (`RENAMED`)."""
 
 from __future__ import annotations
 
@@ -9,23 +12,79 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import DermsynthError
+from .verbs import HelpFormatter
 
+# Stage package → what its group does (the group's line in `dermsynth --help`). Stages without a group
+# (review, bench) declare their one verb on the command itself.
+GROUPS = {
+    "data": "archives → validated LMDB datasets: demo archives, ingest, splits, previews",
+    "gan": "StyleGAN2(-ADA) generators: train, generate images, sample sheets",
+    "federated": "federated StyleGAN2 training across hospitals (Flower): train, evaluate, the study's table",
+    "metrics": "FID, KID, precision/recall, PPL of generators and image sets; the ISIC study's Table 1",
+    "latent": "latent space: SeFa directions, projection, e4e/HyperStyle encoders, inversion, transformations",
+    "synthetic": "synthetic training sets drawn from transformed images (SA-n)",
+    "classify": "skin-lesion classifiers: train on each scenario, filter synthetic sets, the studies' tables",
+    "explain": "what the classifiers learned: authenticity, CRP, PCX, the dermatoscope frame",
+}
 STAGES = ("data", "gan", "federated", "metrics", "latent", "synthetic", "classify", "explain", "review", "bench")
+
+# The flat verb names of earlier releases → the verb now. Kept as hidden aliases for one release.
+RENAMED = {
+    "demo-archives": "data demo", "ingest": "data ingest", "split": "data split",
+    "federated-split": "data federated-split", "preview": "data preview",
+    "train-gan": "gan train", "generate": "gan generate", "sample-sheet": "gan sample-sheet",
+    "train-federated": "federated train", "evaluate-federated": "federated evaluate",
+    "federated-table": "federated table",
+    "evaluate-gan": "metrics evaluate-gan", "gan-curve": "metrics gan-curve", "real-features": "metrics real-features",
+    "evaluate-images": "metrics evaluate-images", "table1": "metrics table1",
+    "sefa": "latent sefa", "project": "latent project", "train-e4e": "latent train-e4e",
+    "train-hyperstyle": "latent train-hyperstyle", "invert": "latent invert", "transform": "latent transform",
+    "lpips-table": "latent lpips-table",
+    "synthetic-dataset": "synthetic dataset",
+    "train-classifier": "classify train", "filter-synthetic": "classify filter-synthetic",
+    "isic-synthetic": "classify isic-synthetic", "classifier-tables": "classify tables",
+    "isic-table2": "classify isic-table2", "edge-neighbours": "classify edge-neighbours",
+    "isic-edge-table": "classify isic-edge-table",
+    "authenticity": "explain authenticity", "crp": "explain crp", "pcx": "explain pcx",
+    "frame-score": "explain frame-score", "frame-directions": "explain frame-directions",
+    "frameless-set": "explain frameless-set", "frame-accuracy": "explain frame-accuracy",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `dermsynth` parser: every stage's verbs, each bound to the function that runs it."""
-    parser = argparse.ArgumentParser(prog="dermsynth", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The `dermsynth` parser: a group per stage (GROUPS) holding its verbs, each bound to the function that
+    runs it, and the verbs that stand alone."""
+    parser = argparse.ArgumentParser(prog="dermsynth", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dermsynth {__version__}")
+    top = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for stage in STAGES:
-        importlib.import_module(f"{__package__}.{stage}.cli").add_verbs(sub)
+        module = importlib.import_module(f"{__package__}.{stage}.cli")
+        if stage not in GROUPS:
+            module.add_verbs(top, top)
+            continue
+        group = top.add_parser(stage, help=GROUPS[stage], description=GROUPS[stage], formatter_class=HelpFormatter)
+        module.add_verbs(group.add_subparsers(dest="verb", required=True, metavar="VERB"), top)
     return parser
+
+
+def renamed(argv: list[str]) -> list[str]:
+    """`argv` with a flat verb name of an earlier release replaced by the grouped one (`train-gan …` →
+    `gan train …`), after one line on stderr naming the new verb; any other `argv` unchanged."""
+    if argv and argv[0] in RENAMED:
+        new = RENAMED[argv[0]]
+        print(f"dermsynth: `{argv[0]}` is now `dermsynth {new}` (the old name goes in a later release)",
+              file=sys.stderr)
+        return new.split() + argv[1:]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; a DermsynthError, or an input file that is not there, becomes one line on stderr and exit
     status 2. Returns the exit status."""
+    argv = renamed(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -61,5 +120,5 @@ def _machine_error(exc: BaseException) -> str | None:
     return str(wrapped) if wrapped is not None else None
 
 
-if __name__ == "__main__":  # also `torchrun -m dermsynth.cli train-gan ...` for multi-GPU training
+if __name__ == "__main__":  # also `torchrun -m dermsynth.cli gan train ...` for multi-GPU training
     sys.exit(main())

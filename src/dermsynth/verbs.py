@@ -1,7 +1,8 @@
 """What every stage's `cli.py` uses to declare its verbs: `add_verb` and the shared flags.
 
-A stage package declares its verbs in `<stage>/cli.py` (`add_verbs(sub)`); `dermsynth.cli` only assembles
-them and dispatches. Flags that many verbs share are argparse parent parsers, named in `add_verb(...,
+A stage package declares its verbs in `<stage>/cli.py` (`add_verbs(sub, top)`: `sub` is its group's
+subcommands — `dermsynth gan …` — and `top` the command's own, for the few verbs that stand alone, such as
+`dermsynth check-config`); `dermsynth.cli` only assembles them and dispatches. Flags that many verbs share are argparse parent parsers, named in `add_verb(...,
 shared=("gan", "lmdb", ...))`, so `--device` or `--lmdb` is declared once and means the same everywhere."""
 
 from __future__ import annotations
@@ -46,11 +47,26 @@ def shared_parser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with each option's default appended to its help when it has one worth saying
+    (not None, not False, not already in the text) — so `--help` shows every default without repeating it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_verb(sub, name: str, func, help_text: str, shared: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    """Add verb `name` to the `dermsynth` subparsers, run by `func(args)`, with the shared flags named."""
-    p = sub.add_parser(name, help=help_text, description=help_text,
+    """Add verb `name` to a group's subcommands (`sub`; or the command's own, for a verb that stands alone), run
+    by `func(args)`, with the shared flags named. `args.command` holds the verb's full name (e.g. "gan train")
+    for error lines."""
+    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter,
                        parents=[shared_parser(s) for s in shared])
-    p.set_defaults(func=func)
+    command = p.prog.split(maxsplit=1)[1]
+    p.set_defaults(func=func, command=command)
     return p
 
 

@@ -33,7 +33,7 @@ rule isic_synthetic:
         # generation is short: 2 hours and 8000 MB per attempt, whatever the classifiers' runtime_hours
         **gpu_resources({"gpus": ISIC["gpus"], "runtime_hours": 2}, cpu_mem_mb=8000, gpu_mem_mb=8000),
     shell:
-        "dermsynth isic-synthetic --options {params.options} {params.networks} --out {output} > {log} 2>&1"
+        "dermsynth classify isic-synthetic --options {params.options} {params.networks} --out {output} > {log} 2>&1"
 
 
 rule classifier_sa:
@@ -59,7 +59,7 @@ rule classifier_sa:
     resources:
         **gpu_resources(classifier_section),
     shell:
-        "dermsynth train-classifier --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "dermsynth classify train --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
         "{params.extra} {params.predict} --data-source {params.source:q} --out {params.out} --threads {threads} "
         "> {log} 2>&1"
 
@@ -92,7 +92,7 @@ rule filter_synthetic:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth filter-synthetic --manifest {params.manifest} --predictions {input.predictions} "
+        "dermsynth classify filter-synthetic --manifest {params.manifest} --predictions {input.predictions} "
         "--out {output.manifest} > {log} 2>&1"
 
 
@@ -118,7 +118,7 @@ rule ham_tables:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth classifier-tables --models {params.models} --sizes {params.sizes} --table2 {output.table2} "
+        "dermsynth classify tables --models {params.models} --sizes {params.sizes} --table2 {output.table2} "
         "--table3 {output.table3} --figures {params.figures} > {log} 2>&1"
 
 
@@ -137,7 +137,7 @@ rule isic_table2:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth isic-table2 --models {params.models} --out {output} > {log} 2>&1"
+        "dermsynth classify isic-table2 --models {params.models} --out {output} > {log} 2>&1"
 
 
 # Scenario aug-edge (ISIC study, section 5): neighbours in W of the projected validation edge cases and baseline
@@ -161,7 +161,7 @@ rule edge_neighbours:
     resources:
         **gpu_resources(EDGE, cpu_mem_mb=8000, gpu_mem_mb=8000),
     shell:
-        "dermsynth edge-neighbours --options {params.options} --network {input.network} --lmdb {input.lmdb} "
+        "dermsynth classify edge-neighbours --options {params.options} --network {input.network} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --classifier {params.classifier} --baseline {params.baseline} --out {output} "
         "--threads {threads} > {log} 2>&1"
 
@@ -189,6 +189,6 @@ rule isic_edge_table:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth isic-edge-table --options {params.options} --models {params.models} "
+        "dermsynth classify isic-edge-table --options {params.options} --models {params.models} "
         "--classifier {params.classifier} --baseline {params.baseline} --edge-set {params.edge_manifest} "
         "--manifest {input.manifest} --out {output.table} > {log} 2>&1"

@@ -23,7 +23,7 @@ rule demo_archives:
         mem_mb=3000,
         runtime=30,
     shell:
-        "dermsynth demo-archives --options {params.options} --workers {threads} > {log} 2>&1"
+        "dermsynth data demo --options {params.options} --workers {threads} > {log} 2>&1"
 
 
 rule ingest:
@@ -50,7 +50,7 @@ rule ingest:
         mem_mb=lambda wc, threads: 1500 + 800 * threads,
         runtime=lambda wc, attempt: 60 * attempt,
     shell:
-        "dermsynth ingest --options {params.options} --out {params.out} --workers {threads} > {log} 2>&1"
+        "dermsynth data ingest --options {params.options} --out {params.out} --workers {threads} > {log} 2>&1"
 
 
 rule split:
@@ -71,7 +71,7 @@ rule split:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth split --options {params.options} --ingested {input.ingested} --manifest {output.manifest} "
+        "dermsynth data split --options {params.options} --ingested {input.ingested} --manifest {output.manifest} "
         "--summary {output.summary} > {log} 2>&1"
 
 
@@ -93,7 +93,7 @@ rule federated_split:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth federated-split --options {params.options} --manifest {input.manifest} "
+        "dermsynth data federated-split --options {params.options} --manifest {input.manifest} "
         "--out {output.assignment} --summary {output.summary} > {log} 2>&1"
 
 
@@ -114,4 +114,4 @@ rule preview:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth preview --lmdb {input.lmdb} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "dermsynth data preview --lmdb {input.lmdb} --manifest {input.manifest} --out {output} > {log} 2>&1"

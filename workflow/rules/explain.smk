@@ -48,7 +48,7 @@ rule authenticity:
     resources:
         **gpu_resources(AUTHENTICITY),
     shell:
-        "dermsynth authenticity --options {params.options} --network {input.network} "
+        "dermsynth explain authenticity --options {params.options} --network {input.network} "
         "--projection {input.projection} --lmdb {input.lmdb} --classifier {params.classifier} "
         "--out {params.out} --threads {threads} > {log} 2>&1"
 
@@ -85,7 +85,7 @@ rule crp:
     resources:
         **gpu_resources(CRP),
     shell:
-        "dermsynth crp --options {params.options} --models {params.models} --sizes {params.sizes} --lmdb {input.lmdb} "
+        "dermsynth explain crp --options {params.options} --models {params.models} --sizes {params.sizes} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
@@ -120,7 +120,7 @@ rule pcx:
     resources:
         **gpu_resources(CRP),
     shell:
-        "dermsynth pcx --options {params.options} --models {params.models} --sizes {params.sizes} "
+        "dermsynth explain pcx --options {params.options} --models {params.models} --sizes {params.sizes} "
         "--crp {params.crp} --lmdb {input.lmdb} --manifest {input.manifest} --out {params.out} "
         "--threads {threads} > {log} 2>&1"
 
@@ -151,7 +151,7 @@ rule frame_directions:
     resources:
         **gpu_resources(FRAMES, cpu_mem_mb=4000, gpu_mem_mb=8000),
     shell:
-        "dermsynth frame-directions --options {params.options} --network {input.network} --sefa {input.sefa} "
+        "dermsynth explain frame-directions --options {params.options} --network {input.network} --sefa {input.sefa} "
         "--out {output.table} --figure {output.figure} --proposal {output.proposal} --threads {threads} > {log} 2>&1"
 
 
@@ -174,7 +174,7 @@ rule frameless_set:
     resources:
         **gpu_resources(FRAMES, cpu_mem_mb=8000, gpu_mem_mb=8000),
     shell:
-        "dermsynth frameless-set --options {params.options} {params.networks} --sefa {input.sefa} "
+        "dermsynth explain frameless-set --options {params.options} {params.networks} --sefa {input.sefa} "
         "--moves {input.moves} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -196,5 +196,5 @@ rule isic_frames:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth frame-accuracy --options {params.options} --models {params.models} --lmdb {input.lmdb} "
+        "dermsynth explain frame-accuracy --options {params.options} --models {params.models} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --out {output.table} > {log} 2>&1"

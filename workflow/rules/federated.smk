@@ -34,7 +34,7 @@ rule train_federated:
     resources:
         **gpu_resources(federation_resources, cpu_mem_mb=6000),
     shell:
-        "dermsynth train-federated --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
+        "dermsynth federated train --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
         "--out {params.out} --gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
@@ -57,7 +57,7 @@ rule train_alone:
     resources:
         **gpu_resources(lambda wc: config["federated"][wc.run], cpu_mem_mb=4000),
     shell:
-        "dermsynth train-gan --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "dermsynth gan train --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
         "--federated {input.federated} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
@@ -83,7 +83,7 @@ rule evaluate_federated:
     resources:
         **gpu_resources(config["evaluation"]),
     shell:
-        "dermsynth evaluate-federated --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
+        "dermsynth federated evaluate --options {params.options} --lmdb {input.lmdb} --federated {input.federated} "
         "--federated-network {input.network} --alone {input.alone} {params.central} --out {output} "
         "--threads {threads} > {log} 2>&1"
 
@@ -107,7 +107,7 @@ rule federated_table:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth federated-table --options {params.options} --curves {input.curves} --rounds {input.rounds} "
+        "dermsynth federated table --options {params.options} --curves {input.curves} --rounds {input.rounds} "
         "--out {output.table} --figure {output.figure} --data-source {params.source:q} > {log} 2>&1"
 
 
@@ -125,4 +125,4 @@ rule federated_samples:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth sample-sheet --network {input} --out {output.sheet} --device cpu > {log} 2>&1"
+        "dermsynth gan sample-sheet --network {input} --out {output.sheet} --device cpu > {log} 2>&1"

@@ -27,7 +27,7 @@ rule train_gan:
     resources:
         **gpu_resources(lambda wc: config["gans"][wc.gan], cpu_mem_mb=4000),
     shell:
-        "{params.launcher} train-gan --options {params.options} --lmdb {input.lmdb} "
+        "{params.launcher} gan train --options {params.options} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
@@ -49,4 +49,4 @@ rule gan_samples:
         mem_mb=4000,
         runtime=20,
     shell:
-        "dermsynth sample-sheet --network {input} --out {output.sheet} --device cpu > {log} 2>&1"
+        "dermsynth gan sample-sheet --network {input} --out {output.sheet} --device cpu > {log} 2>&1"

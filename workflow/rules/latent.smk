@@ -32,7 +32,7 @@ rule sefa:
         mem_mb=4000,
         runtime=30,
     shell:
-        "dermsynth sefa --options {params.options} --network {input.network} --out {output.directions} "
+        "dermsynth latent sefa --options {params.options} --network {input.network} --out {output.directions} "
         "--preview {output.preview} > {log} 2>&1"
 
 
@@ -58,7 +58,7 @@ rule project:
     resources:
         **gpu_resources(config["latent"]["projection"]),
     shell:
-        "dermsynth project --options {params.options} --network {input.network} "
+        "dermsynth latent project --options {params.options} --network {input.network} "
         "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.latents} --preview {output.preview} "
         "--threads {threads} > {log} 2>&1"
 
@@ -82,7 +82,7 @@ rule train_e4e:
     resources:
         **gpu_resources(config["latent"]["e4e"]),
     shell:
-        "dermsynth train-e4e --options {params.options} --network {input.network} "
+        "dermsynth latent train-e4e --options {params.options} --network {input.network} "
         "--lmdb {input.lmdb} --manifest {input.manifest} --out {output.model} --threads {threads} > {log} 2>&1"
 
 
@@ -106,7 +106,7 @@ rule train_hyperstyle:
     resources:
         **gpu_resources(config["latent"]["hyperstyle"]),
     shell:
-        "dermsynth train-hyperstyle --options {params.options} --network {input.network} "
+        "dermsynth latent train-hyperstyle --options {params.options} --network {input.network} "
         "--e4e {input.e4e} --lmdb {input.lmdb} --manifest {input.manifest} --out {output.model} "
         "--threads {threads} > {log} 2>&1"
 
@@ -133,7 +133,7 @@ rule invert:
     resources:
         **gpu_resources(config["latent"]["inversion"]),
     shell:
-        "dermsynth invert --options {params.options} --network {input.network} "
+        "dermsynth latent invert --options {params.options} --network {input.network} "
         "--e4e {input.e4e} --hyperstyle {input.hyperstyle} --lmdb {input.lmdb} --manifest {input.manifest} "
         "--out {output} --threads {threads} > {log} 2>&1"
 
@@ -157,7 +157,7 @@ rule transform:
     resources:
         **gpu_resources(config["latent"]["transform"], cpu_mem_mb=8000, gpu_mem_mb=8000),
     shell:
-        "dermsynth transform --options {params.options} --network {input.network} "
+        "dermsynth latent transform --options {params.options} --network {input.network} "
         "--sefa {input.sefa} --inversion {input.inversion} --lmdb {input.lmdb} --out {output} "
         "--threads {threads} > {log} 2>&1"
 
@@ -179,7 +179,7 @@ rule lpips_table:
         mem_mb=1000,
         runtime=10,
     shell:
-        "dermsynth lpips-table --reports {params.reports} --out {output} --data-source {params.data:q} > {log} 2>&1"
+        "dermsynth latent lpips-table --reports {params.reports} --out {output} --data-source {params.data:q} > {log} 2>&1"
 
 
 rule synthetic_dataset:
@@ -202,5 +202,5 @@ rule synthetic_dataset:
         mem_mb=4000,
         runtime=60,
     shell:
-        "dermsynth synthetic-dataset --options {params.options} "
+        "dermsynth synthetic dataset --options {params.options} "
         "--transformed {input.transformed} --manifest {input.manifest} --out {output} > {log} 2>&1"

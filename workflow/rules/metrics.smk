@@ -51,7 +51,7 @@ rule real_features:
     resources:
         **gpu_resources(config["evaluation"]),
     shell:
-        "dermsynth real-features --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
+        "dermsynth metrics real-features --options {params.options} --lmdb {input.lmdb} --manifest {input.manifest} "
         "--out {params.out} --threads {threads} > {log} 2>&1"
 
 
@@ -77,7 +77,7 @@ rule evaluate_gan:
     resources:
         **gpu_resources(config["evaluation"]),
     shell:
-        "dermsynth evaluate-gan --options {params.options} --network {input.network} --lmdb {input.lmdb} "
+        "dermsynth metrics evaluate-gan --options {params.options} --network {input.network} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --real-features {params.real} --out {output.metrics} "
         "--memorisation {output.memorisation} --threads {threads} > {log} 2>&1"
 
@@ -106,7 +106,7 @@ rule gan_curve:
     resources:
         **gpu_resources(config["evaluation"]),
     shell:
-        "dermsynth gan-curve --options {params.options} --network {input.network} --lmdb {input.lmdb} "
+        "dermsynth metrics gan-curve --options {params.options} --network {input.network} --lmdb {input.lmdb} "
         "--manifest {input.manifest} --real-features {params.real} --out {output.table} "
         "--figure {output.figure} --threads {threads} > {log} 2>&1"
 
@@ -126,4 +126,4 @@ rule isic_table1:
     resources:
         **SMALL_JOB,
     shell:
-        "dermsynth table1 --metrics {input} --out {output} --data-source {params.source:q} > {log} 2>&1"
+        "dermsynth metrics table1 --metrics {input} --out {output} --data-source {params.source:q} > {log} 2>&1"

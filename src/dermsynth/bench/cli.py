@@ -11,9 +11,9 @@ def _bench(args) -> None:
     run_benchmark(args)
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the bench stage's verbs on the `dermsynth` subparsers."""
-    p = add_verb(sub, "bench", _bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
+    p = add_verb(top, "bench", _bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
              "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.")
     p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train", "project", "invert",
                                     "classify-train"])

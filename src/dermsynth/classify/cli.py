@@ -79,9 +79,9 @@ def _isic_edge_table(args) -> None:
                          args.out)
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the classify stage's verbs on the `dermsynth` subparsers."""
-    p = add_verb(sub, "train-classifier", _train_classifier, "Train one classifier (study, scenario, architecture) "
+    p = add_verb(sub, "train", _train_classifier, "Train one classifier (study, scenario, architecture) "
                  "with the study's recipe; evaluate on the real test split (resumable per epoch).",
                  shared=("options", "lmdb", "manifest", "device", "threads"))
     p.add_argument("--study", choices=["ham10000", "isic"], help="with --config: the study (a name under "
@@ -110,7 +110,7 @@ def add_verbs(sub) -> None:
                    "benign and malignant for synth, malignant for aug)")
     p.add_argument("--out", required=True, help="output folder (lmdb/ + manifest.csv)")
 
-    p = add_verb(sub, "classifier-tables", _classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
+    p = add_verb(sub, "tables", _classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
              "recall figures from model folders.")
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order")

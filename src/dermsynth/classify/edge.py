@@ -153,7 +153,7 @@ def run_edge_neighbours(options, network, lmdb_root, manifest, classifier_dir, b
     the classifier in `classifier_dir`, mistakes of the baseline in `baseline_dir`) projected into generator
     `network` and `options.neighbors` neighbours of each rendered into `out_dir`: lmdb/ + manifest.csv (key
     '<source key>-nb<j>', the source's label, source_key, distance, …), sources.csv (the sources, their margins
-    and reasons), projection.npz (their latents, as `dermsynth project` writes), neighbors.npz (every neighbour's
+    and reasons), projection.npz (their latents, as `dermsynth latent project` writes), neighbors.npz (every neighbour's
     ws and its centre) and edge.json (counts, distances, provenance). Returns edge.json's dict. The projection
     records the generator's identity. Holds `out_dir`'s lock; checks it writable before projecting.
 

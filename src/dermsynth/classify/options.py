@@ -12,7 +12,7 @@ from ..scenarios import EDGE, ISIC_SET_KINDS, Scenario
 
 @dataclass(frozen=True)
 class TrainClassifierOptions(StepOptions):
-    """`dermsynth train-classifier` (rules classifier_sa and classifier): one model of one study.
+    """`dermsynth classify train` (rules classifier_sa and classifier): one model of one study.
 
     Fields: `study` — ham10000 or isic (a name under `classifiers`); `scenario` — baseline, SA-<n>,
     SA-<n>-filter (HAM10000) or <family>-synth / <family>-aug (ISIC), recorded in metrics.json; `arch` — the
@@ -37,7 +37,7 @@ class TrainClassifierOptions(StepOptions):
 
 @dataclass(frozen=True)
 class IsicSyntheticOptions(StepOptions):
-    """`dermsynth isic-synthetic` (rule isic_synthetic): one ISIC study synthetic set.
+    """`dermsynth classify isic-synthetic` (rule isic_synthetic): one ISIC study synthetic set.
 
     Fields: `family` — a name under `classifiers.isic.generators` (the generators themselves are the job's
     inputs); `kind` — `synth` (balanced, synthetic only) or `aug` (malignant images added to the real ones);
@@ -73,7 +73,7 @@ def edge_case_count(config: dict) -> int:
 
 @dataclass(frozen=True)
 class EdgeNeighboursOptions(StepOptions):
-    """`dermsynth edge-neighbours` (rule edge_neighbours): the training images of ISIC scenario aug-edge.
+    """`dermsynth classify edge-neighbours` (rule edge_neighbours): the training images of ISIC scenario aug-edge.
 
     The validation split's edge cases (the `edge_cases` smallest margins between the two most probable classes of
     the edge classifier, the authenticity stage's definition) and the validation images the baseline
@@ -106,7 +106,7 @@ class EdgeNeighboursOptions(StepOptions):
 
 @dataclass(frozen=True)
 class IsicEdgeTableOptions(StepOptions):
-    """`dermsynth isic-edge-table` (rule isic_edge_table): every ISIC model's accuracy and AUC on all test images,
+    """`dermsynth classify isic-edge-table` (rule isic_edge_table): every ISIC model's accuracy and AUC on all test images,
     on the test edge cases and on the test images the baseline misclassifies.
 
     Field `edge_cases`: how many test edge cases (the smallest margins of the edge classifier, as for the

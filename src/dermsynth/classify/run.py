@@ -1,4 +1,4 @@
-"""`dermsynth train-classifier`, `filter-synthetic`, `isic-synthetic`: one classifier per (study, scenario,
+"""`dermsynth classify train`, `filter-synthetic`, `isic-synthetic`: one classifier per (study, scenario,
 architecture), evaluated on the untouched real test split only.
 
 Per model folder (results/classifiers/<study>/<scenario>/<architecture>/):

@@ -62,12 +62,12 @@ def _dataset_flag(p) -> None:
     p.add_argument("--dataset", help="a name under `datasets` in the config (with --options: taken from the file)")
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the data stage's verbs on the `dermsynth` subparsers."""
-    add_verb(sub, "check-config", _check_config, "Validate a whole workflow config: the schema (defaults filled) "
+    add_verb(top, "check-config", _check_config, "Validate a whole workflow config: the schema (defaults filled) "
              "and the cross-references Snakemake checks when it plans the workflow.", shared=("config",))
 
-    p = add_verb(sub, "demo-archives", _demo_archives, "Write the embedded demo archives in the published layouts.",
+    p = add_verb(sub, "demo", _demo_archives, "Write the embedded demo archives in the published layouts.",
                  shared=("options",))
     p.add_argument("--output", help="folder to write to (default: demo.output of the options/config)")
     p.add_argument("--workers", type=int, default=1, help="processes (the archives do not depend on it)")

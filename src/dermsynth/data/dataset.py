@@ -24,7 +24,7 @@ class LmdbImageDataset(Dataset):
         self.store = LmdbImageStore(lmdb_root)
         frame = manifest if isinstance(manifest, pd.DataFrame) else read_table(
             manifest, ["key", "label"] + (["split"] if splits is not None else []), "a manifest of an image set",
-            "give the dataset's manifest.csv (of `dermsynth split`) or an image set's manifest.csv")
+            "give the dataset's manifest.csv (of `dermsynth data split`) or an image set's manifest.csv")
         if splits is not None:
             frame = frame[frame["split"].isin(splits)]
         self.frame = frame.reset_index(drop=True)

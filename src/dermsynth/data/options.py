@@ -12,7 +12,7 @@ from ..options import Section, StepOptions, entry
 
 @dataclass(frozen=True)
 class DemoArchivesOptions(StepOptions):
-    """`dermsynth demo-archives` (rule demo_archives): the `demo` section, read whole.
+    """`dermsynth data demo` (rule demo_archives): the `demo` section, read whole.
 
     Fields: `demo` — output folder, seed and the size of each archive (ham10000: lesions, isic2018_test_images,
     isic2018_validation_images; isic2020: patients, images, malignant_fraction, official_duplicates, max_side;
@@ -30,7 +30,7 @@ class DemoArchivesOptions(StepOptions):
 
 @dataclass(frozen=True)
 class IngestOptions(StepOptions):
-    """`dermsynth ingest` (rule ingest): one dataset's label scheme, resolution and sources, the sections of
+    """`dermsynth data ingest` (rule ingest): one dataset's label scheme, resolution and sources, the sections of
     those sources, and the `ingest` settings that shape the store (not `ingest.workers`: the job's threads,
     passed as `--workers`, so that changing it re-runs nothing).
 
@@ -69,7 +69,7 @@ class IngestOptions(StepOptions):
 
 @dataclass(frozen=True)
 class SplitOptions(StepOptions):
-    """`dermsynth split` (rule split): one dataset's `split` section, read whole.
+    """`dermsynth data split` (rule split): one dataset's `split` section, read whole.
 
     Fields: `dataset` — the name under `datasets`; `split` — `group_by` (patient/lesion/image), `fractions`
     (train/validation/test, summing to 1), `seed` (the project seed unless set), `require_all_classes`."""
@@ -87,7 +87,7 @@ class SplitOptions(StepOptions):
 
 @dataclass(frozen=True)
 class FederatedSplitOptions(StepOptions):
-    """`dermsynth federated-split` (rule federated_split): one dataset's `federated` section, read whole.
+    """`dermsynth data federated-split` (rule federated_split): one dataset's `federated` section, read whole.
 
     Fields: `dataset` — the name under `datasets`; `federated` — `hospitals` (name → number of images), `pool`
     (the splits whose images are shared out), `seed` (the project seed unless set).

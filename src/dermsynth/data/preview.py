@@ -25,7 +25,7 @@ def preview_grid(lmdb_root: str | Path, manifest: str | Path, out_png: str | Pat
 
 def _preview_grid(lmdb_root, manifest, out_png, per_class: int, seed: int) -> None:
     store = LmdbImageStore(lmdb_root)
-    frame = read_table(manifest, ["key", "label", "split"], "a manifest.csv of `dermsynth split`",
+    frame = read_table(manifest, ["key", "label", "split"], "a manifest.csv of `dermsynth data split`",
                        "give the dataset's manifest.csv")
     classes = list(store.index["classes"])
     rng = np.random.default_rng(seed)

@@ -306,7 +306,7 @@ def _locked_outputs(verb: str, *paths: str | Path):
 
 def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: str | Path,
                 summary_path: str | Path) -> dict:
-    """`dermsynth split`: the manifest of dataset `options.dataset` — its ingested.csv (one row per stored
+    """`dermsynth data split`: the manifest of dataset `options.dataset` — its ingested.csv (one row per stored
     image) plus `group` and `split` columns (`split_dataset` with `options.split`) — and splits.json (counts and
     class ratios per split, class-coverage warnings). Returns the summary.
 
@@ -315,7 +315,7 @@ def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: 
             from a split.
         BusyError: another process writes the manifest. OutputError: an output cannot be written."""
     with _locked_outputs("split", manifest_path, summary_path):
-        ingested = read_table(ingested_csv, ["key", "label", "split_rule"], "an ingested.csv of `dermsynth ingest`",
+        ingested = read_table(ingested_csv, ["key", "label", "split_rule"], "an ingested.csv of `dermsynth data ingest`",
                               "give the ingested.csv that the ingest of this dataset wrote (or run the ingest again)")
         manifest = split_dataset(ingested, options.split, options.dataset)
         return write_assignment(manifest, manifest_path, summary_path, "split", options, options.split,
@@ -324,12 +324,12 @@ def write_split(options: SplitOptions, ingested_csv: str | Path, manifest_path: 
 
 def write_federated_split(options: FederatedSplitOptions, manifest_csv: str | Path, table_path: str | Path,
                           summary_path: str | Path) -> dict:
-    """`dermsynth federated-split`: federated.csv (key, hospital, split, label, group for each image of the
+    """`dermsynth data federated-split`: federated.csv (key, hospital, split, label, group for each image of the
     pool splits of `manifest_csv`; `federated_split` with `options.federated`) and its summary per hospital.
     Returns the summary. Raises ConfigError when the hospitals ask for more images than the pool holds,
     BusyError when another process writes the table, OutputError when an output cannot be written."""
     with _locked_outputs("federated-split", table_path, summary_path):
-        manifest = read_table(manifest_csv, ["key", "split", "label", "group"], "a manifest.csv of `dermsynth split`",
+        manifest = read_table(manifest_csv, ["key", "split", "label", "group"], "a manifest.csv of `dermsynth data split`",
                               "give the manifest.csv that the split of this dataset wrote (or run the split again)")
         assignment = federated_split(manifest, options.federated, options.dataset)
         return write_assignment(assignment, table_path, summary_path, "hospital", options, options.federated,

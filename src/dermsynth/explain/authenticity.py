@@ -1,6 +1,6 @@
 """Authenticity of a generator's projections, in a classifier's eyes (ISIC study, section 4.3).
 
-Real images projected into the generator (`dermsynth project`) are re-synthesised; real images and
+Real images projected into the generator (`dermsynth latent project`) are re-synthesised; real images and
 their projections are embedded by an ISIC classifier (its pooled last convolutional features). For
 every real image: the cosine distance to its own projection, the rank of that projection among all
 projections, and its nearest neighbour among every other embedding (the other real images and all
@@ -143,13 +143,13 @@ def tsne_figure(coordinates: pd.DataFrame, title: str, out_png: Path) -> None:
 
 
 class _Projections:
-    """The projected latents of `dermsynth project`, re-synthesised on demand."""
+    """The projected latents of `dermsynth latent project`, re-synthesised on demand."""
 
     def __init__(self, npz: str | Path, network, G, device):
-        saved = load_npz(npz, "a projection file (projection.npz of `dermsynth project`)",
-                         "give the .npz that `dermsynth project` wrote", ("keys", "labels", "ws"))
+        saved = load_npz(npz, "a projection file (projection.npz of `dermsynth latent project`)",
+                         "give the .npz that `dermsynth latent project` wrote", ("keys", "labels", "ws"))
         require_made_for(npz, recorded(saved, "generator"), generator_identity(G), network,
-                         f"project the images into {network} again (`dermsynth project`)")
+                         f"project the images into {network} again (`dermsynth latent project`)")
         self.keys = saved["keys"].tolist()
         self.labels = saved["labels"].tolist()
         self.ws = torch.from_numpy(saved["ws"])

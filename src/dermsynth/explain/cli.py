@@ -78,12 +78,12 @@ def _explained_models(p) -> None:
     p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order (for the Table 3 choice)")
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the explain stage's verbs on the `dermsynth` subparsers."""
     p = add_verb(sub, "authenticity", _authenticity, "Real images and their projections embedded by a classifier: "
                  "cosine distances, nearest neighbours and memorisation flags, 3-D t-SNE, edge and central cases.",
                  shared=("options", "gan", "network", "lmdb", "device", "threads"))
-    p.add_argument("--projection", required=True, help="the projection .npz of `dermsynth project`")
+    p.add_argument("--projection", required=True, help="the projection .npz of `dermsynth latent project`")
     p.add_argument("--classifier", required=True, help="a classifier folder (best.pt)")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -97,7 +97,7 @@ def add_verbs(sub) -> None:
                  "Gaussian-mixture prototypes of concept relevances, test images assigned or flagged as novelties.",
                  shared=("options", "lmdb", "manifest", "device", "threads"))
     _explained_models(p)
-    p.add_argument("--crp", required=True, help="the `dermsynth crp` output folder (cached concept relevances)")
+    p.add_argument("--crp", required=True, help="the `dermsynth explain crp` output folder (cached concept relevances)")
     p.add_argument("--out", required=True, help="output folder")
 
     p = add_verb(sub, "frame-score", _frame_score, "Frame score per image: the share of near-black pixels in the "

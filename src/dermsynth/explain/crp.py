@@ -243,7 +243,7 @@ def load_concept_relevances(npz: str | Path) -> dict:
     composite ("" when the file records none). Raises FileNotFoundError, WrongFileError (a folder, a truncated
     file, an .npz of another kind: one line)."""
     saved = load_npz(npz, "CRP's cached concept relevances (concepts-<role>.npz)",
-                     "give the output folder of `dermsynth crp` for the same models",
+                     "give the output folder of `dermsynth explain crp` for the same models",
                      ("keys", "labels", "relevances", "layer"))
     return {"keys": saved["keys"].tolist(), "labels": saved["labels"].tolist(), "relevances": saved["relevances"],
             "layer": str(saved["layer"]), "classifier": str(saved.get("classifier", "")),

@@ -5,7 +5,7 @@ Why in the explain stage: the experiment asks whether the classifiers' view of m
 (the frame, `frames.py`), and answers it with the explain stage's frame score; the latent stage only lends it its
 SeFa directions (`results/latent/<gan>/sefa-<range>.npz`, an input of the job) and `sefa.apply_direction`.
 
-`dermsynth frame-directions` (`rank_directions`): N latents of a generator (seeds `seed`…`seed`+N−1, mapped,
+`dermsynth explain frame-directions` (`rank_directions`): N latents of a generator (seeds `seed`…`seed`+N−1, mapped,
 truncated) are moved along each of the top K SeFa directions of one layer range, by each magnitude m of a list,
 both signs (distance in W along the unit direction, the transformations file's unit). Per (direction, sign,
 magnitude), over the N latents:
@@ -28,7 +28,7 @@ The proposal keeps the best `choose` pairs of distinct directions. It is written
 A reviewer copies it, edits the moves (the Fig. 5 figure shows each; extra keys are ignored) and names the copy in
 `explain.frames.file`; the workflow then builds the frameless set from the reviewed file instead of the proposal.
 
-`dermsynth frameless-set` (`frameless_set`): per class, latents of that class's generator (seeded, one seed block
+`dermsynth explain frameless-set` (`frameless_set`): per class, latents of that class's generator (seeded, one seed block
 per class) whose images have a frame (score ≥ threshold) are moved by the moves, and those whose moved image has no
 frame (score < threshold) are kept, until `images` per class. A class whose generator is not the moves' generator
 (a benign generator beside the malignant one) cannot be moved along another generator's directions: its images
@@ -182,7 +182,7 @@ def write_frame_moves(path: str | Path, gan: str, layer_range: str, chosen: pd.D
     moves = [{"direction": int(row.direction), "magnitude": float(row.magnitude),
               "frame_drop": round(float(row.frame_drop), 4), "lpips_outside": round(float(row.lpips_outside), 4)}
              for row in chosen.itertuples()]
-    header = ("# Proposed by `dermsynth frame-directions` (see results/explain/frames/<gan>/directions.png).\n"
+    header = ("# Proposed by `dermsynth explain frame-directions` (see results/explain/frames/<gan>/directions.png).\n"
               "# To override: copy this file (e.g. to config/frame_moves.yaml), edit the moves (direction = SeFa\n"
               "# eigenvector index, magnitude = signed distance in W; the moves are added) and set\n"
               "# explain.frames.file to the copy. frame_drop and lpips_outside are informative only.\n"
@@ -270,7 +270,7 @@ def moves_figure(G, ws: torch.Tensor, directions: np.ndarray, ws_indices: list[i
 
 
 def run_frame_directions(options, network, sefa_npz, out_csv, out_figure, out_proposal, device=None) -> dict:
-    """`dermsynth frame-directions`: measure (`measure_moves`) the top `options.directions` directions of
+    """`dermsynth explain frame-directions`: measure (`measure_moves`) the top `options.directions` directions of
     `sefa_npz` on `options.latents` latents of `network`, rank them (`rank_moves`), write the table `out_csv`
     (one row per direction, sign, magnitude), the Fig. 5 figure `out_figure` (of the latent with the highest
     frame score), the proposal `out_proposal` (a frame-moves file) and a summary JSON beside the CSV.
@@ -292,10 +292,10 @@ def run_frame_directions(options, network, sefa_npz, out_csv, out_figure, out_pr
 def load_sefa(sefa_npz, G, network) -> dict:
     """The SeFa directions of `sefa_npz` (directions, ws_indices, …) when they were made for generator `G`
     (`network`). Raises WrongFileError (not a SeFa file) or StateMismatchError (another generator's)."""
-    factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
-                       "give the .npz that `dermsynth sefa` wrote for this generator", ("directions", "ws_indices"))
+    factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth latent sefa`)",
+                       "give the .npz that `dermsynth latent sefa` wrote for this generator", ("directions", "ws_indices"))
     require_made_for(sefa_npz, recorded(factors, "generator"), generator_identity(G), network,
-                     f"factorise {network} (`dermsynth sefa`)")
+                     f"factorise {network} (`dermsynth latent sefa`)")
     return factors
 
 
@@ -382,7 +382,7 @@ def _frameless_class(G, network, class_name, class_index, seeds_start, moves_vec
 
 
 def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_dir, device=None) -> dict:
-    """`dermsynth frameless-set`: `options.images` frameless images per class of `options.generators` (class →
+    """`dermsynth explain frameless-set`: `options.images` frameless images per class of `options.generators` (class →
     generator name; `networks`: class → checkpoint), the classes of generator `options.gan` moved by the moves of
     `moves_file` (SeFa directions of `sefa_npz`), into `out_dir` (lmdb/ + manifest.csv, binary labels),
     frameless.json (counts per class, the moves, provenance) and preview.png (before | after of moved images).
@@ -401,8 +401,8 @@ def frameless_set(options, networks: dict[str, str], sefa_npz, moves_file, out_d
             require_made_for(moves_file, spec["generator"], generator_identity(G),
                              networks[class_name], "run frame-directions for it again")
     if factors is None:
-        factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth sefa`)",
-                           "give the .npz that `dermsynth sefa` wrote", ("directions", "ws_indices"))
+        factors = load_npz(sefa_npz, "SeFa directions (sefa-<range>.npz of `dermsynth latent sefa`)",
+                           "give the .npz that `dermsynth latent sefa` wrote", ("directions", "ws_indices"))
     out_dir = check_writable(out_dir)
     with exclusive(out_dir, "frameless-set"):
         return _frameless_set(options, networks, factors, spec, sefa_npz, moves_file, out_dir, device)
@@ -491,7 +491,7 @@ def _balanced(part: pd.DataFrame) -> float | None:
 
 
 def run_frame_accuracy(options, models, lmdb_root, manifest, out_csv) -> pd.DataFrame:
-    """`dermsynth frame-accuracy`: `frame_accuracy_table` written to `out_csv` (with a JSON of provenance beside it)."""
+    """`dermsynth explain frame-accuracy`: `frame_accuracy_table` written to `out_csv` (with a JSON of provenance beside it)."""
     table = frame_accuracy_table(models, lmdb_root, manifest, options.threshold, options.batch)
     write_csv(out_csv, table)
     write_json(Path(out_csv).with_suffix(".json"), {"models": [str(m) for m in models],

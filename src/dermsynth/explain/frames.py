@@ -140,7 +140,7 @@ def frame_accuracy(scored: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 def run_frame_score(lmdb_root: str | Path, manifest: str | Path, out_csv: str | Path, *, threshold: float,
                     batch: int, splits: list[str] | None = None, truth_csv: str | Path | None = None) -> dict:
-    """`dermsynth frame-score`: writes `out_csv` (key, label, frame_score, has_frame at `threshold`; with
+    """`dermsynth explain frame-score`: writes `out_csv` (key, label, frame_score, has_frame at `threshold`; with
     `truth_csv`, the demo archives' demo_truth.csv, also drawn_frame, drawn_share, visible) and returns a summary:
     image and frame counts per label, the threshold and, with the truth, `frame_accuracy`. Reads `batch` images
     at a time (the verb's flags `--threshold`, default the schema's `explain.frames.threshold`, and `--batch`)."""

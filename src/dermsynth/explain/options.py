@@ -13,7 +13,7 @@ CRP_WORKFLOW_KEYS = ("enabled", *RESOURCE_KEYS)
 
 @dataclass(frozen=True)
 class AuthenticityOptions(StepOptions):
-    """`dermsynth authenticity` (rule authenticity): real images and their projections into generator `gan`,
+    """`dermsynth explain authenticity` (rule authenticity): real images and their projections into generator `gan`,
     embedded by an ISIC classifier (which one is the job's input, chosen by the workflow).
 
     Fields (from `explain.authenticity`): `gan` — the generator's name (a label in the outputs); `edge_cases` —
@@ -42,7 +42,7 @@ class AuthenticityOptions(StepOptions):
 
 @dataclass(frozen=True)
 class CrpOptions(StepOptions):
-    """`dermsynth crp` (rule crp): CRP of one architecture's HAM10000 baseline and best filtered SA model (the
+    """`dermsynth explain crp` (rule crp): CRP of one architecture's HAM10000 baseline and best filtered SA model (the
     models are the job's inputs).
 
     Field `crp`: the `explain.crp` section less `enabled`, `gpus`, `runtime_hours` — layer (null: the last
@@ -60,8 +60,8 @@ class CrpOptions(StepOptions):
 
 @dataclass(frozen=True)
 class PcxOptions(StepOptions):
-    """`dermsynth pcx` (rule pcx): PCX prototypes of one class for the models CRP explained, from the concept
-    relevances `dermsynth crp` cached.
+    """`dermsynth explain pcx` (rule pcx): PCX prototypes of one class for the models CRP explained, from the concept
+    relevances `dermsynth explain crp` cached.
 
     Fields: `pcx` — the `explain.pcx` section (class, prototypes (null: by BIC), max_prototypes, covariance,
     concepts, prototype_images, references, novelty_quantile in (0, 1), n_init, reg_covar, seed: the mixture's
@@ -82,7 +82,7 @@ class PcxOptions(StepOptions):
 
 @dataclass(frozen=True)
 class FrameDirectionsOptions(StepOptions):
-    """`dermsynth frame-directions` (rule frame_directions): which SeFa directions of generator `gan` take the
+    """`dermsynth explain frame-directions` (rule frame_directions): which SeFa directions of generator `gan` take the
     dermatoscope's frame away (`explain.frame_removal`).
 
     Fields: `gan` — the generator (a name under `gans`; the workflow's is `explain.frames.gan`); from
@@ -121,7 +121,7 @@ class FrameDirectionsOptions(StepOptions):
 
 @dataclass(frozen=True)
 class FramelessSetOptions(StepOptions):
-    """`dermsynth frameless-set` (rule frameless_set): `images` frameless images per class, the classes of
+    """`dermsynth explain frameless-set` (rule frameless_set): `images` frameless images per class, the classes of
     generator `gan` moved along the frame moves (the job's input: the proposal of frame-directions, or the
     reviewed file `explain.frames.file`).
 
@@ -156,7 +156,7 @@ class FramelessSetOptions(StepOptions):
 
 @dataclass(frozen=True)
 class FrameAccuracyOptions(StepOptions):
-    """`dermsynth frame-accuracy` (rule isic_frames): the ISIC classifiers' accuracy on real test images with and
+    """`dermsynth explain frame-accuracy` (rule isic_frames): the ISIC classifiers' accuracy on real test images with and
     without a frame. Fields (from `explain.frames`): `threshold` — the frame score of a frame; `batch` — images
     scored at a time."""
 

@@ -164,7 +164,7 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
     model, saved = load_best(info["folder"], device)
     require_same(cache["path"], {"classifier": cache["classifier"] or None, "composite": cache["composite"] or None},
                  {"classifier": classifier_identity(saved), "composite": crp_settings["composite"]},
-                 "concept relevances", f"run `dermsynth crp` again for {info['folder']} with LRP composite "
+                 "concept relevances", f"run `dermsynth explain crp` again for {info['folder']} with LRP composite "
                  f"{crp_settings['composite']} (explain.crp.composite)")
     resolution, classes = json.loads(saved["recipe"])["input_resolution"], saved["classes"]
     explainer = ConceptExplainer(model, cache["layer"], crp_settings["composite"], device)
@@ -211,7 +211,7 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
 def run_pcx(options: PcxOptions, folders: list[str], sizes: list[str], crp_dir, lmdb, manifest, out_dir,
             device=None) -> dict:
     """PCX (settings `options.pcx`; LRP composite and batch `options.composite`, `options.batch`) of the models
-    `dermsynth crp` explained (the same choice from `folders` and `sizes`), from the concept relevances it
+    `dermsynth explain crp` explained (the same choice from `folders` and `sizes`), from the concept relevances it
     cached in `crp_dir`, on images of `lmdb` split by `manifest`. Writes to `out_dir`: pcx.csv (each test image
     of the class: model, prototype, log-likelihood, novelty), prototypes.csv (concept × prototype percentages),
     pcx-<baseline|augmented>.png and pcx.json. Returns the pcx.json dict.

@@ -37,9 +37,9 @@ def _federated_table(args) -> None:
         federated_table(options, args.curves, args.rounds, args.out, args.figure, args.data_source)
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the federated stage's verbs on the `dermsynth` subparsers."""
-    p = add_verb(sub, "train-federated", _train_federated, "Train one federated StyleGAN2 run across the hospitals "
+    p = add_verb(sub, "train", _train_federated, "Train one federated StyleGAN2 run across the hospitals "
                  "of a federated split (Flower: a SuperLink and one SuperNode per hospital as processes on "
                  "127.0.0.1, or the Simulation Runtime); resumes from its last checkpoint.",
                  shared=("options", "lmdb", "device", "threads"))
@@ -49,7 +49,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--gpus", type=int, default=0, help="GPUs of the job's allocation, shared equally among the "
                    "SuperNodes, each its own (0: CPU, or --device)")
 
-    p = add_verb(sub, "evaluate-federated", _evaluate_federated, "FID/KID of every evaluated snapshot of a federated "
+    p = add_verb(sub, "evaluate", _evaluate_federated, "FID/KID of every evaluated snapshot of a federated "
                  "run, of each hospital-alone baseline and of the central generator, against each hospital's real "
                  "images and the pooled set.", shared=("options", "lmdb", "device", "threads"))
     p.add_argument("--run", help="the run's name under `federated` (with --config)")
@@ -59,7 +59,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--central", help="the central generator's network-final.pt (snapshots beside it)")
     p.add_argument("--out", required=True, help="CSV of the curves")
 
-    p = add_verb(sub, "federated-table", _federated_table, "The study's comparison: per hospital, iterations to reach "
+    p = add_verb(sub, "table", _federated_table, "The study's comparison: per hospital, iterations to reach "
                  "an FID alone vs federated, their ratio, best FIDs (+ a figure of the curves).", shared=("options",))
     p.add_argument("--run", help="the run's name under `federated` (with --config)")
     p.add_argument("--curves", required=True, help="evaluate-federated's CSV")

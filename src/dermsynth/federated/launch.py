@@ -1,4 +1,4 @@
-"""`dermsynth train-federated`: check the inputs, own the run folder, start Flower's processes on the app folder.
+"""`dermsynth federated train`: check the inputs, own the run folder, start Flower's processes on the app folder.
 
 `run_federated` composes the steps: the checks (`checks.py`) before anything starts; the run folder's state
 compared with the run's fingerprint (`own_state`); Flower's inputs — the options file, the run config (a TOML
@@ -131,7 +131,7 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def run_federated(options: TrainFederatedOptions, lmdb, federated_csv, out_dir, device: str = "auto",
                   threads: int = 0, gpus: int = 0) -> Path:
-    """`dermsynth train-federated`: run `options` on this machine in its runtime and return network-final.pt.
+    """`dermsynth federated train`: run `options` on this machine in its runtime and return network-final.pt.
     `device`: every SuperNode's (auto: CUDA when there is a GPU); `threads`: CPU threads of the whole job, shared
     among the SuperNodes; `gpus`: the job's GPUs, shared equally among the SuperNodes, each its own
     (`gpu_assignment`; device cuda). Every process is stopped when the run ends, fails or this process is

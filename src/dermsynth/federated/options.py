@@ -127,7 +127,7 @@ class RoundSettings(Settings):
 
 @dataclass(frozen=True)
 class TrainFederatedOptions(StepOptions):
-    """`dermsynth train-federated` (rule train_federated): one federated StyleGAN2 run.
+    """`dermsynth federated train` (rule train_federated): one federated StyleGAN2 run.
 
     Fields: `run` — the name under `federated`; `dataset`; `hospitals` — the taking part hospitals, sorted (a
     client's index is its position); `label_classes` — every class of the dataset's label scheme (a conditional
@@ -191,7 +191,7 @@ class TrainFederatedOptions(StepOptions):
 
 @dataclass(frozen=True)
 class HospitalAloneOptions(TrainGanOptions):
-    """`dermsynth train-gan` for a hospital-alone baseline (rule train_alone): the run's generator trained on one
+    """`dermsynth gan train` for a hospital-alone baseline (rule train_alone): the run's generator trained on one
     hospital's images only, for as many steps as each hospital runs in the federation (rounds × local_steps), with
     a snapshot at every evaluated round. The same verb and fields as `TrainGanOptions` (`gan` is
     `<run>-alone-<hospital>`; `spec` a `gans` entry with `hospital` and `kimg`/`snapshot_kimg` derived)."""
@@ -214,7 +214,7 @@ class HospitalAloneOptions(TrainGanOptions):
 
 @dataclass(frozen=True)
 class EvaluateFederatedOptions(StepOptions):
-    """`dermsynth evaluate-federated` (rule evaluate_federated): FID/KID of every evaluated snapshot of the
+    """`dermsynth federated evaluate` (rule evaluate_federated): FID/KID of every evaluated snapshot of the
     federated run, of each hospital-alone baseline and of the central generator, against the real training images
     of each hospital and of all of them pooled.
 
@@ -243,7 +243,7 @@ class EvaluateFederatedOptions(StepOptions):
 
 @dataclass(frozen=True)
 class FederatedTableOptions(StepOptions):
-    """`dermsynth federated-table` (rule federated_table): the study's comparison from the FID curves.
+    """`dermsynth federated table` (rule federated_table): the study's comparison from the FID curves.
 
     Fields: `run`; `hospitals`; `fid_threshold` (None: the worst final FID of the federated and hospital-alone
     models); `local_steps` — iterations per hospital per round (to express progress in rounds)."""

@@ -213,7 +213,7 @@ def server_options(run_config: Mapping) -> TrainFederatedOptions:
         wanted = " ".join(f"{k}={v}" for k, v in options.federation.to_run_config().items())
         raise ConfigError(f"{path} and the run config disagree on the round settings ({'; '.join(differ)}); pass "
                           f"the file's: --run-config \"options='{path}' out='<folder>' {wanted}\" "
-                          "(dermsynth train-federated does)")
+                          "(dermsynth federated train does)")
     return options
 
 

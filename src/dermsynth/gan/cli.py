@@ -60,9 +60,9 @@ def _sample_sheet(args) -> None:
     print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the gan stage's verbs on the `dermsynth` subparsers."""
-    p = add_verb(sub, "train-gan", _train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
+    p = add_verb(sub, "train", _train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
                  "newest snapshot).", shared=("options", "gan", "lmdb", "manifest", "device", "threads"))
     p.add_argument("--out", required=True, help="output folder (snapshots, logs, network-final.pt)")
     p.add_argument("--federated", help="federated.csv, for a hospital-alone baseline (options with `hospital`)")
@@ -79,7 +79,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--neighbors", type=int, help="N neighbours per centre, each at distance --diameter in W "
                    "(dermsynth.gan.neighbors); centres: the --seeds' w or the --latents")
     p.add_argument("--diameter", type=float, help="the neighbours' distance to their centre in W (study: 0.1)")
-    p.add_argument("--latents", help="centres from a projection .npz of `dermsynth project` (class and noise kept)")
+    p.add_argument("--latents", help="centres from a projection .npz of `dermsynth latent project` (class and noise kept)")
     p.add_argument("--keys", nargs="+", help="only these image keys of --latents")
     p.add_argument("--neighbor-seed", type=int, default=0, help="seed of the neighbours' directions")
 

@@ -1,4 +1,4 @@
-"""`dermsynth generate`: images from a trained generator, by seed, as PNG files or an LMDB store.
+"""`dermsynth gan generate`: images from a trained generator, by seed, as PNG files or an LMDB store.
 
 Each image's latent is drawn from its own seed (`numpy.random.RandomState(seed)`), so an image
 does not depend on the batch size or on which other seeds are generated with it (up to floating-point

@@ -3,7 +3,7 @@
 The study generated, around an image it wanted more of (an edge case, a misclassified image), images whose
 latents lie at a small distance d from that image's latent (its `generate --neighbors N --diameter d`;
 d = 0.1). Here a centre is a W+ latent (num_ws, w_dim): the mapped w of a seed (every layer the same), or a
-stored projection of a real image (`dermsynth project`'s projection.npz, W or W+). Its neighbours are
+stored projection of a real image (`dermsynth latent project`'s projection.npz, W or W+). Its neighbours are
 
     w_j = centre + d · u_j   for every layer,   u_j uniform on the unit sphere of R^w_dim,
 
@@ -88,17 +88,17 @@ def seed_centres(G, seeds: list[int], truncation_psi: float = 1.0, class_index: 
     return G.to(device).mapping(z, c, truncation_psi=truncation_psi).cpu()
 
 
-PROJECTION_FIX = "give the projection.npz that `dermsynth project` wrote for this generator (or run it again)"
+PROJECTION_FIX = "give the projection.npz that `dermsynth latent project` wrote for this generator (or run it again)"
 
 
 def stored_centres(projection_npz: str | Path, keys: list[str] | None = None, generator: str | None = None,
                    network=None) -> dict:
-    """The projected latents of `dermsynth project` (projection.npz): {"keys", "labels", "ws" (float32 (M,
+    """The projected latents of `dermsynth latent project` (projection.npz): {"keys", "labels", "ws" (float32 (M,
     num_ws, w_dim)), "noise" (list of (M, 1, r, r))}, only `keys` (in that order) when given; with `generator`
     (the digest of the generator used, checkpoint `network`) the projection must have been made into it. Raises
     KeyError naming the keys the file does not hold, WrongFileError for a file that is no projection (a folder,
     truncated, another kind), ForeignComponentError for a projection into another generator."""
-    saved = load_npz(projection_npz, "a projection (.npz of dermsynth project)", PROJECTION_FIX,
+    saved = load_npz(projection_npz, "a projection (.npz of dermsynth latent project)", PROJECTION_FIX,
                      ("keys", "labels", "ws"))
     if generator is not None:
         require_made_for(projection_npz, recorded_in_npz(saved), generator, network, PROJECTION_FIX)
@@ -144,7 +144,7 @@ def generate_neighbors(network: str | Path, out: str | Path, count: int, distanc
                        seed: int, batch: int, seeds: list[int] | None = None, latents: str | Path | None = None,
                        keys: list[str] | None = None, class_name: str | None = None, fmt: str = "png",
                        device: str | None = None) -> Path:
-    """`dermsynth generate --neighbors N --diameter d`: `count` neighbours at `distance` around each seed's w
+    """`dermsynth gan generate --neighbors N --diameter d`: `count` neighbours at `distance` around each seed's w
     (`seeds`, mapped at `truncation_psi`) or each stored projection (`latents`, optionally only `keys`; their class
     and noise maps are kept), directions drawn from `seed`, rendered `batch` at a time by generator checkpoint
     `network` into `out` (PNG files + manifest.csv, or an LMDB image set), with neighbors.npz (keys, centre names,

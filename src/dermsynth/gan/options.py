@@ -11,7 +11,7 @@ from ..options import RESOURCE_KEYS, Section, Settings, StepOptions, entry, with
 
 @dataclass(frozen=True)
 class TrainGanOptions(StepOptions):
-    """`dermsynth train-gan` (rule train_gan): one generator's section of `gans`, less its job resources.
+    """`dermsynth gan train` (rule train_gan): one generator's section of `gans`, less its job resources.
 
     Fields: `gan` — the name under `gans`; `spec` — that section (dataset, splits, classes, conditional,
     network, kimg, batch, lrate, gamma, augment, …, seed; schema defaults filled by the workflow)."""

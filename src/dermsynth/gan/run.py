@@ -1,4 +1,4 @@
-"""`dermsynth train-gan`: train one configured generator, with snapshots, logs and resume.
+"""`dermsynth gan train`: train one configured generator, with snapshots, logs and resume.
 
 Output folder (`results/gan/<name>/`):
     network-snapshot-step<N>.pt   full training state every `snapshot_kimg` (resume points)

@@ -75,7 +75,7 @@ def _lpips_table(args) -> None:
 GENERATOR_JOB = ("options", "gan", "network", "lmdb", "manifest", "device", "threads")
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the latent stage's verbs on the `dermsynth` subparsers."""
     p = add_verb(sub, "sefa", _sefa, "Closed-form factorisation (SeFa) of a generator for one layer range: "
                  "directions (.npz + .json) and a preview grid.", shared=("options", "network", "device"))

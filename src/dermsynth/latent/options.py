@@ -21,7 +21,7 @@ def _generator_images(config: dict, gan: str) -> dict:
 
 @dataclass(frozen=True)
 class SefaOptions(StepOptions):
-    """`dermsynth sefa` (rule sefa): one layer range of a generator and the preview grid's settings
+    """`dermsynth latent sefa` (rule sefa): one layer range of a generator and the preview grid's settings
     (`latent.sefa` less `gans` and `layer_ranges`, which choose the jobs).
 
     Fields: `layers` — the layer range factorised (all, coarse = 4²–8², middle = 16²–32², fine = 64² and up);
@@ -55,7 +55,7 @@ class SefaOptions(StepOptions):
 
 @dataclass(frozen=True)
 class ProjectOptions(StepOptions):
-    """`dermsynth project` (rule project): optimisation-based projection of real images into one generator.
+    """`dermsynth latent project` (rule project): optimisation-based projection of real images into one generator.
 
     Fields: `gan` — the generator's name under `gans`; `classes` — its classes (None: every class), whose images
     alone are projected; from `latent.projection`: `split` (train/validation/test), `images` — a seeded choice
@@ -84,7 +84,7 @@ class ProjectOptions(StepOptions):
 
 @dataclass(frozen=True)
 class TrainE4eOptions(StepOptions):
-    """`dermsynth train-e4e` (rule train_e4e): an e4e encoder for one generator, trained on its training images.
+    """`dermsynth latent train-e4e` (rule train_e4e): an e4e encoder for one generator, trained on its training images.
 
     Fields: `gan` — the generator's name under `gans`; `splits`, `classes` — its training images (as
     `train-gan` chooses them; classes None: every class); `holdout` — fraction (0–1) of them held out of
@@ -110,7 +110,7 @@ class TrainE4eOptions(StepOptions):
 
 @dataclass(frozen=True)
 class TrainHyperstyleOptions(StepOptions):
-    """`dermsynth train-hyperstyle` (rule train_hyperstyle): a HyperStyle hypernetwork on top of a generator's
+    """`dermsynth latent train-hyperstyle` (rule train_hyperstyle): a HyperStyle hypernetwork on top of a generator's
     e4e encoder, trained on the generator's training images.
 
     Fields: `gan`, `splits`, `classes`, `holdout`, `report_images`, `holdout_seed` — as for `train-e4e`;
@@ -137,7 +137,7 @@ class TrainHyperstyleOptions(StepOptions):
 
 @dataclass(frozen=True)
 class InvertOptions(StepOptions):
-    """`dermsynth invert` (rule invert): one split of a dataset (`latent.inversion.dataset`, the job's input)
+    """`dermsynth latent invert` (rule invert): one split of a dataset (`latent.inversion.dataset`, the job's input)
     inverted into a generator with its e4e encoder and HyperStyle hypernetwork.
 
     Fields: `gan` — the generator's name under `gans`; `split` — which split is inverted (train/validation/test);
@@ -159,7 +159,7 @@ class InvertOptions(StepOptions):
 
 @dataclass(frozen=True)
 class TransformOptions(StepOptions):
-    """`dermsynth transform` (rule transform): one named transformation applied to every inverted image.
+    """`dermsynth latent transform` (rule transform): one named transformation applied to every inverted image.
 
     Fields: `transformation` — its entry of the transformations file (`latent.transform.file`: name, gan,
     layer_range, direction — eigenvector index ≥ 0, magnitude — [low, high] distance in W, description), less

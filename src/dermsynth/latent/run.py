@@ -1,4 +1,4 @@
-"""`dermsynth sefa`: factorise one generator for one layer range and draw the preview grid."""
+"""`dermsynth latent sefa`: factorise one generator for one layer range and draw the preview grid."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`dermsynth train-e4e`, `train-hyperstyle` and `invert`: GAN inversion trained on the generator's own
+"""`dermsynth latent train-e4e`, `train-hyperstyle` and `invert`: GAN inversion trained on the generator's own
 training images, reported on held-out ones, then applied to a whole split (latents stored per key).
 
 Stored inversion (a folder):
@@ -71,8 +71,8 @@ def _save_model(path: Path, payload: dict) -> None:
     save_torch(path, payload)  # a unique temporary name, renamed when complete
 
 
-E4E_FIX = "train an e4e encoder for this generator (dermsynth train-e4e --network <it>)"
-HYPERSTYLE_FIX = "train a HyperStyle hypernetwork for this generator and e4e (dermsynth train-hyperstyle)"
+E4E_FIX = "train an e4e encoder for this generator (dermsynth latent train-e4e --network <it>)"
+HYPERSTYLE_FIX = "train a HyperStyle hypernetwork for this generator and e4e (dermsynth latent train-hyperstyle)"
 
 
 def _load(path, build, options_class, weights_key: str, kind: str, G, device, fix: str):
@@ -333,7 +333,7 @@ class StoredInversion:
         if not self.folder.is_dir() or missing:
             what = "does not exist" if not self.folder.exists() else "is not a folder" if not self.folder.is_dir() \
                 else f"is not a complete inversion (no {', '.join(missing)}: an interrupted invert, or another folder)"
-            raise InputError(f"{self.folder} {what}; give the folder `dermsynth invert` wrote (run it again to "
+            raise InputError(f"{self.folder} {what}; give the folder `dermsynth latent invert` wrote (run it again to "
                              "complete it)")
         self.record = json.loads((self.folder / INVERSION_RECORD).read_text())
         self.index = pd.read_csv(self.folder / "index.csv", dtype={"key": str, "label": str, "split": str})
@@ -346,7 +346,7 @@ class StoredInversion:
     def require_generator(self, G, network) -> None:
         """Raise ForeignComponentError unless this inversion was made with generator `G` (checkpoint `network`)."""
         require_generator(self.folder, (self.record.get("fingerprint") or {}).get("generator"), generator_digest(G),
-                          network, "invert the images with this generator (dermsynth invert)")
+                          network, "invert the images with this generator (dermsynth latent invert)")
 
     def latents(self, keys: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(ws (N, num_ws, w_dim), {layer: Δ (N, out, in)}) of `keys`."""

@@ -73,7 +73,7 @@ def at_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
-SEFA_FIX = "give the sefa-<range>.npz that `dermsynth sefa` wrote for this generator (or run it again)"
+SEFA_FIX = "give the sefa-<range>.npz that `dermsynth latent sefa` wrote for this generator (or run it again)"
 
 
 def sefa_direction(spec: dict, sefa_npz, generator: str | None = None,
@@ -183,7 +183,7 @@ def lpips_table(reports: list[str | Path], data_source: str) -> pd.DataFrame:
     rows = []
     for path in reports:
         report = read_report(path, "transformation", "a transform report (transform.json)",
-                         "give the transform.json files `dermsynth transform` wrote")
+                         "give the transform.json files `dermsynth latent transform` wrote")
         spec = report["transformation"]
         rows.append({"transformation": spec["name"], "description": spec["description"], "generator": spec["gan"],
                      "layer range": spec["layer_range"], "direction": spec["direction"],

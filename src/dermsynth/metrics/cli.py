@@ -99,7 +99,7 @@ def _add_generator_verbs(sub) -> None:
     p.add_argument("--out", required=True, help="folder for <extractor>.npz")
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the metrics stage's verbs on the `dermsynth` subparsers."""
     _add_generator_verbs(sub)
     p = add_verb(sub, "evaluate-images", _evaluate_images, "FID, KID, precision/recall, α/β and authenticity of "
@@ -118,7 +118,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--data-source", required=True, help="what the numbers come from, e.g. 'demo archives'")
 
-    p = add_verb(sub, "fetch-weights", _fetch_weights, "On a connected machine: fill the local weights cache "
+    p = add_verb(top, "fetch-weights", _fetch_weights, "On a connected machine: fill the local weights cache "
                  "(Inception for FID/KID, VGG16, AlexNet for LPIPS, timm classifiers) with each library's downloader.")
     p.add_argument("--weights-dir", default=None, help="default: $DERMSYNTH_WEIGHTS or resources/weights")
     p.add_argument("--timm", nargs="*", default=list(DEFAULT_TIMM_MODELS),

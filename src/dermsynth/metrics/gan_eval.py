@@ -169,7 +169,7 @@ def class_schedule(G, classes: list[str], real_labels: pd.Series, count: int, se
 @torch.no_grad()
 def generated_features(G, nets: dict, count: int, class_indices: list[int | None], truncation_psi: float,
                        batch: int, device, label: str = "generate") -> dict:
-    """Features of images for seeds 0…count−1 (z from each seed, as `dermsynth generate`), extracted
+    """Features of images for seeds 0…count−1 (z from each seed, as `dermsynth gan generate`), extracted
     batch by batch so that 50k generated images never sit in memory together."""
     G = G.to(device)
     progress = Progress(count, label, unit="img")
@@ -293,7 +293,7 @@ def load_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Te
 def read_image_set(path: str | Path, limit: int | None = None) -> tuple[torch.Tensor, list[str], list[dict]]:
     """uint8 images (N, 3, H, W), their names and what was left out ({"file", "reason"} each), from a folder of
     image files or a dermsynth LMDB store (the store itself, or a folder holding it as `lmdb/`, as `dermsynth
-    generate --format lmdb` and the data stage write).
+    gan generate --format lmdb` and the data stage write).
 
     A folder is read whole: its sub-folders and symbolically linked folders too (a link to a folder already read
     — a loop, or a second link — is left out, so no image counts twice), images named by their path in the
@@ -398,7 +398,7 @@ def _check_manifests(root: Path, files: list[Path], left: list[dict]) -> None:
         if missing:
             raise InputError(f"{manifest} lists {len(missing)} image(s) that are not in its folder "
                              f"({', '.join(f'{k}.png' for k in missing[:3])}{'…' if len(missing) > 3 else ''}): an "
-                             "interrupted `dermsynth generate`, or images moved away; generate them again, or "
+                             "interrupted `dermsynth gan generate`, or images moved away; generate them again, or "
                              "remove the manifest")
 
 

@@ -48,7 +48,7 @@ def reference_name(config: dict, gan: str) -> str:
 
 @dataclass(frozen=True)
 class RealFeaturesOptions(StepOptions):
-    """`dermsynth real-features` (rule real_features): the features of one real reference in each feature space
+    """`dermsynth metrics real-features` (rule real_features): the features of one real reference in each feature space
     the generator evaluation uses, the cache that evaluate-gan and gan-curve read.
 
     Fields: `reference` — its name (`reference_name`); `dataset`; `splits`; `classes` (None: every class);
@@ -107,7 +107,7 @@ class _GeneratorEvaluation(StepOptions):
 
 @dataclass(frozen=True)
 class EvaluateGanOptions(_GeneratorEvaluation):
-    """`dermsynth evaluate-gan` (rule evaluate_gan): what evaluating one generator reads.
+    """`dermsynth metrics evaluate-gan` (rule evaluate_gan): what evaluating one generator reads.
 
     Fields: `gan` — the name under `gans`; `dataset`, `splits`, `classes` (None: all) — its real training images;
     `evaluation` — the `evaluation` keys below: `real_samples` (seeded subset of real images, None: all),
@@ -121,7 +121,7 @@ class EvaluateGanOptions(_GeneratorEvaluation):
 
 @dataclass(frozen=True)
 class GanCurveOptions(_GeneratorEvaluation):
-    """`dermsynth gan-curve` (rule gan_curve): FID/KID of every training snapshot of one generator.
+    """`dermsynth metrics gan-curve` (rule gan_curve): FID/KID of every training snapshot of one generator.
 
     Fields: `gan`, `dataset`, `splits`, `classes` as `EvaluateGanOptions`; `evaluation` — `real_samples`, `seed`,
     `snapshot_samples` (generated images per snapshot), `kid_subset`, `truncation_psi`, `batch`."""

@@ -14,9 +14,9 @@ def _review(args) -> None:
         sys.exit(status)
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the review stage's verbs on the `dermsynth` subparsers."""
-    p = add_verb(sub, "review", _review, "Review SeFa directions in the browser (the HAM10000 study's human-in-the-loop "
+    p = add_verb(top, "review", _review, "Review SeFa directions in the browser (the HAM10000 study's human-in-the-loop "
              "step): try a direction on a sample, dataset image or upload, then accept it as a named transformation "
              "or reject it, written to the transformations file.", shared=("config",))
     p.add_argument("--gan", required=True, help="generator with results/latent/<gan>/sefa-<range>.npz")

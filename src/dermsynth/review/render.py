@@ -109,7 +109,7 @@ def list_generators(root: str | Path = ".") -> list[GeneratorInfo]:
 
 
 def load_directions(root: str | Path, gan: str, layer_range: str) -> Directions:
-    """The SeFa file results/latent/<gan>/sefa-<layer_range>.npz (written by `dermsynth sefa`).
+    """The SeFa file results/latent/<gan>/sefa-<layer_range>.npz (written by `dermsynth latent sefa`).
 
     Raises FileNotFoundError when it does not exist."""
     path = Path(root) / "results" / "latent" / gan / f"sefa-{layer_range}.npz"

@@ -14,9 +14,9 @@ def _synthetic_dataset(args) -> None:
     build_synthetic_dataset(options, args.transformed, args.manifest, args.out)
 
 
-def add_verbs(sub) -> None:
+def add_verbs(sub, top) -> None:
     """Declare the synthetic stage's verbs on the `dermsynth` subparsers."""
-    p = add_verb(sub, "synthetic-dataset", _synthetic_dataset, "Draw one SA-n synthetic training set from the "
+    p = add_verb(sub, "dataset", _synthetic_dataset, "Draw one SA-n synthetic training set from the "
                  "transformed images (n/T per transformation); --manifest: the real dataset's, whose training "
                  "split every source image must belong to.", shared=("options", "manifest"))
     p.add_argument("--name", help="a name under synthetic.sizes (with --options: taken from the file)")

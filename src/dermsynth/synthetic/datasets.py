@@ -82,7 +82,7 @@ def _build(options: SyntheticDatasetOptions, transform_dirs: list[str | Path], r
     stores = {}
     for folder in map(Path, transform_dirs):
         frame = read_table(folder / "manifest.csv", ["key", "source_key", "label", "transformation", "accepted", "lpips"],
-                           "the manifest of a transformation folder (`dermsynth transform`)",
+                           "the manifest of a transformation folder (`dermsynth latent transform`)",
                            "give the transformation output folders as --transformed",
                            dtype={"key": str, "source_key": str, "label": str}, keep_default_na=True)
         if not len(frame):
@@ -91,7 +91,7 @@ def _build(options: SyntheticDatasetOptions, transform_dirs: list[str | Path], r
         transformation = frame["transformation"].iloc[0]
         pools[transformation], stores[transformation] = frame, LmdbImageStore(folder / "lmdb")
     drawn = draw_synthetic(pools, size, seed)
-    check_sources_in_train(drawn, read_table(real_manifest, ["key", "split"], "a manifest.csv of `dermsynth split`",
+    check_sources_in_train(drawn, read_table(real_manifest, ["key", "split"], "a manifest.csv of `dermsynth data split`",
                                              "give the real dataset's manifest.csv as --manifest"))
     first = next(iter(stores.values()))
     drawn = drawn.assign(split="train", synthetic=True)

@@ -10,7 +10,7 @@ from ..options import StepOptions, entry
 
 @dataclass(frozen=True)
 class SyntheticDatasetOptions(StepOptions):
-    """`dermsynth synthetic-dataset` (rule synthetic_dataset): one SA-n set drawn from the transformed images.
+    """`dermsynth synthetic dataset` (rule synthetic_dataset): one SA-n set drawn from the transformed images.
 
     Fields: `name` — the set's name under `synthetic.sizes` (SA-2k, …); `size` — its number of images (≥ 1; an
     equal share per transformation); `seed` — `synthetic.seed`, drawn with the size, so each set is an

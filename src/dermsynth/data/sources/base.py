@@ -65,7 +65,7 @@ def read_metadata_csv(path: Path, required: Iterable[str], layout: str, own_file
     if not path.exists():
         raise InputError(f"{path} not found. The {layout} archive must contain this file as published; "
                          "check the source's `path` in the config (for the demo archives, run "
-                         "`snakemake --cores 2` or `dermsynth demo-archives` first).")
+                         "`snakemake --cores 2` or `dermsynth data demo` first).")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
