@@ -155,8 +155,9 @@ def generative_metrics(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
     order = [key for name in IMAGE_SET_METRICS for key in spaces[name][0]]
     lite_keys = [key for name in IMAGE_SET_METRICS for keys in spaces[name][1:] for key in keys]
     undefined_out = {key: reason for key, reason in preconditions.null_keys(undefined, k).items() if key in order}
-    undefined_out.update({key: undefined[name] for name in IMAGE_SET_METRICS if name in undefined
-                          for keys in spaces[name][1:] for key in keys})
+    undefined_out.update({key: undefined[name].replace(preconditions.minimums(k)[name].name, keys[0], 1)
+                          for name in IMAGE_SET_METRICS if name in undefined
+                          for keys in spaces[name][1:] for key in keys})  # 'fd_lite0 needs …', not 'FID needs …'
     return {
         **{key: result[key] for key in order + lite_keys},
         "kid_subset_size": kid_size if "kid" not in undefined else None,
