@@ -128,22 +128,48 @@ def save_npz(path: str | Path, **arrays) -> None:
 
 
 def tile(images) -> np.ndarray:
-    """uint8 images (rows, columns, 3, H, W) → one picture (rows·H, columns·W, 3)."""
+    """uint8 images (rows, columns, 3, H, W) → one picture (rows·H, columns·W, 3), no labels: for pictures that are
+    data (the review app's strips); a picture a person reads is a labelled `figures.image_grid`."""
     rows, columns, channels, height, width = images.shape
     return np.asarray(images).transpose(0, 3, 1, 4, 2).reshape(rows * height, columns * width, channels)
 
 
 def write_png(path: str | Path, picture: np.ndarray) -> None:
-    """uint8 (H, W, 3) `picture` as PNG at `path`, atomically."""
+    """uint8 (H, W, 3) `picture` as PNG at `path`, atomically. Only for images that are data (generated samples,
+    images of a set); a picture a person reads is a labelled figure saved with `save_figure`."""
     with atomic_path(path) as tmp:
         Image.fromarray(picture).save(tmp, format="PNG")
 
 
+FIGURE_LABELS_KEY = "dermsynth:labels"  # the PNG tEXt keyword of `save_figure`'s labels (figures.LABELS_KEY)
+
+
 def save_figure(path: str | Path, figure, **savefig_kwargs) -> None:
-    """A matplotlib `figure` at `path` (format from its suffix), atomically."""
+    """A matplotlib `figure` at `path` (format from its suffix), atomically, cropped to what it draws
+    (bbox_inches="tight", which moves the canvas without resampling: an `figures.image_grid` keeps one image pixel
+    per PNG pixel). A PNG also stores every text the figure shows (`figures.figure_texts`: title, axis and tick
+    labels, legends, free texts) as JSON in its tEXt chunk "dermsynth:labels" (`read_figure_labels`).
+    Raises OutputError when the file cannot be written."""
+    # deferred: figures imports matplotlib, already loaded by whoever drew `figure`; outputs stays light
+    from .figures import figure_texts
     path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    savefig_kwargs.setdefault("bbox_inches", "tight")
+    savefig_kwargs.setdefault("pad_inches", 0.08)
+    if fmt == "png":
+        labels = json.dumps(figure_texts(figure), ensure_ascii=True)  # tEXt is Latin-1: escape the rest
+        savefig_kwargs["metadata"] = {**savefig_kwargs.get("metadata", {}), FIGURE_LABELS_KEY: labels}
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+        figure.savefig(tmp, format=fmt, **savefig_kwargs)
+
+
+def read_figure_labels(path: str | Path) -> dict | None:
+    """The texts a figure written by `save_figure` shows ({"title", "axes": [...], "texts": [...]}, see
+    `figures.figure_texts`), read from the PNG at `path`; None when the PNG holds none (a data image, or a figure
+    of an earlier release). Raises OSError/PIL.UnidentifiedImageError for a missing or non-image file."""
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(FIGURE_LABELS_KEY)
+    return None if text is None else json.loads(text)
 
 
 def check_writable(folder: str | Path) -> Path:
