@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 
 from matplotlib import pyplot  # noqa: E402  (the backend must be chosen first)
 
-from .outputs import FIGURE_LABELS_KEY  # noqa: E402
+from .outputs import FIGURE_LABELS_KEY, save_figure  # noqa: E402
 
 LABELS_KEY = FIGURE_LABELS_KEY
 GRID_DPI = 100
@@ -76,6 +76,17 @@ def image_grid(images, row_labels: Sequence[str], column_labels: Sequence[str], 
     return figure
 
 
+def write_image_grid(path, images, row_labels: Sequence[str], column_labels: Sequence[str], title: str, *,
+                     row_title: str = "", column_title: str = "") -> None:
+    """`image_grid` saved at `path` with `outputs.save_figure` (atomically, labels in the PNG's metadata) and
+    closed. Raises ValueError (label counts) or OutputError (the file cannot be written)."""
+    figure = image_grid(images, row_labels, column_labels, title, row_title=row_title, column_title=column_title)
+    try:
+        save_figure(path, figure)
+    finally:
+        pyplot.close(figure)
+
+
 def _column_size(labels: Sequence[str], width: int, row_size: float) -> float:
     """Points for column labels that fit `width` pixels (a character is about 0.75 em wide), at most the rows'."""
     longest = max([len(line) for label in labels for line in str(label).split("\n")] + [1])
@@ -107,4 +118,5 @@ def figure_texts(figure) -> dict:
     return {"title": title, "axes": panels, "texts": free}
 
 
-__all__ = ["GRID_DPI", "LABELS_KEY", "MODEL_COLOURS", "figure_texts", "image_grid", "pyplot", "random_init_note"]
+__all__ = ["GRID_DPI", "LABELS_KEY", "MODEL_COLOURS", "figure_texts", "image_grid", "pyplot", "random_init_note",
+           "write_image_grid"]

@@ -16,12 +16,14 @@ from ..gan.pixels import render_ws
 from ..gan.run import load_generator
 from ..locks import exclusive
 from ..metrics import extractors
-from ..outputs import check_writable, save_npz, tile, write_json, write_png
+from ..figures import write_image_grid
+from ..figures import pyplot as plt
+from ..outputs import check_writable, save_figure, save_npz, write_json
 from ..provenance import provenance
 from .identity import generator_digest
 from .options import ProjectOptions, SefaOptions
 from .project import ProjectionOptions, project
-from .sefa import PreviewSettings, factorize, preview_grid
+from .sefa import PreviewSettings, factorize, preview_figure
 
 
 def run_sefa(options: SefaOptions, network: str | Path, out_npz: str | Path, out_png: str | Path,
@@ -49,8 +51,13 @@ def _sefa_locked(options: SefaOptions, network, out_npz: Path, out_png, device) 
     save_npz(out_npz, directions=factors["directions"], eigenvalues=factors["eigenvalues"],
              ws_indices=np.array(factors["ws_indices"]), layer_names=np.array(factors["layer_names"]),
              generator=np.array(digest))
-    grid = preview_grid(G, factors, PreviewSettings.from_section(settings, where="sefa options"), device=device)
-    write_png(out_png, grid)
+    classes, _ = network_classes(network)
+    figure = preview_figure(G, factors, PreviewSettings.from_section(settings, where="sefa options"),
+                            _generator_name(network), classes[0] if G.c_dim and classes else None, device=device)
+    try:
+        save_figure(out_png, figure)
+    finally:
+        plt.close(figure)
     eigenvalues = factors["eigenvalues"]
     summary = {"network": str(network), "generator": digest, "layer_range": layer_range,
                "layer_names": factors["layer_names"],
@@ -62,6 +69,12 @@ def _sefa_locked(options: SefaOptions, network, out_npz: Path, out_png, device) 
     print(f"sefa {layer_range}: {len(factors['layer_names'])} layers, top-10 directions explain "
           f"{summary['explained_by_top10']:.1%} of the style variance", file=sys.stderr)
     return summary
+
+
+def _generator_name(network) -> str:
+    """'<gan>/<file>' of a generator file results/gan/<gan>/network-final.pt (the folder names the GAN)."""
+    network = Path(network)
+    return f"{network.parent.name}/{network.name}" if network.parent.name else network.name
 
 
 def chosen_images(options: ProjectOptions, manifest: str | Path):
@@ -129,8 +142,14 @@ def _project_locked(options: ProjectOptions, network, lmdb_root, manifest, out_n
     lpips_final = extractors.lpips_distance(alex, targets, recon)
     l2 = ((recon.float() - targets.float()) / 127.5).square().mean(dim=[1, 2, 3]).numpy()
     save_projection(out_npz, frame, ws, noise, generator_digest(G))
-    pairs = torch.stack([targets[:16], recon[:16]], dim=1).flatten(0, 1)  # target, reconstruction, …
-    write_png(out_png, tile(pairs.reshape(-1, 8, *pairs.shape[1:])))
+    shown = frame.iloc[:16]
+    write_image_grid(out_png, torch.stack([targets[:16], recon[:16]], dim=1),
+                     [f"{key} ({label})\nLPIPS {d:.3f}" for key, label, d in
+                      zip(shown["key"], shown["label"], lpips_final[:16])],
+                     ["target", "reconstruction"],
+                     f"projection into {_generator_name(network)} ({options.space}, {options.steps} steps): "
+                     f"{len(shown)} of {len(frame)} {options.split} images",
+                     row_title="image (class), LPIPS-Alex to its target")
     summary = {"gan": gan, "network": str(network), "generator": generator_digest(G), "split": options.split,
                "images": len(frame),
                "space": options.space, "steps": options.steps,

@@ -95,14 +95,57 @@ def preview_grid(G, factors: dict, preview: PreviewSettings, class_index: int | 
     """uint8 (H, W, 3) grid of generator `G`'s images along the directions of `factors` (`factorize`): one row per
     (direction, sample), columns from −magnitude to +magnitude (distances in W along the unit direction, the units
     the transformations file uses), as `preview` says. A conditional generator draws every row for class
-    `class_index` (the first class when None)."""
+    `class_index` (the first class when None). The labelled picture of the same images is `preview_figure`."""
+    images = preview_images(G, factors, preview, class_index, device)
+    rows, steps, channels, height, width = images.shape
+    return images.permute(0, 3, 1, 4, 2).reshape(rows * height, steps * width, channels).numpy()
+
+
+def preview_images(G, factors: dict, preview: PreviewSettings, class_index: int | None = None,
+                   device="cpu") -> torch.Tensor:
+    """uint8 images (rows, steps, 3, R, R) of `preview_grid`: row d·samples + s is direction d moved from sample s
+    (the s-th latent drawn from `preview.seed`), column j is magnitude `preview_magnitudes(preview)[j]`."""
     with torch.no_grad():  # a context, not a decorator: mutation testing (docs/testing.md) skips decorated functions
-        return _preview_grid(G, factors, preview.directions, preview.samples, preview.magnitude, preview.steps,
-                             preview.truncation_psi, preview.seed, class_index, device)
+        return _preview_images(G, factors, preview.directions, preview.samples, preview.magnitude, preview.steps,
+                               preview.truncation_psi, preview.seed, class_index, device)
 
 
-def _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_psi, seed, class_index,
-                  device) -> np.ndarray:
+def preview_magnitudes(preview: PreviewSettings) -> list[float]:
+    """The preview's columns: `preview.steps` magnitudes (distances in W) from −magnitude to +magnitude."""
+    return torch.linspace(-preview.magnitude, preview.magnitude, preview.steps).tolist()
+
+
+def preview_labels(factors: dict, preview: PreviewSettings) -> tuple[list[str], list[str]]:
+    """(row labels, column labels) of the preview: 'direction d, eigenvalue <λ_d>' over 'sample s (seed <seed>)'
+    per row, the signed magnitude in W per column."""
+    shown = min(preview.directions, len(factors["directions"]))
+    rows = [f"direction {d}, eigenvalue {factors['eigenvalues'][d]:.3g}\nsample {s} (seed {preview.seed})"
+            for d in range(shown) for s in range(preview.samples)]
+    return rows, [f"{m:+.2g}" for m in preview_magnitudes(preview)]
+
+
+def preview_figure(G, factors: dict, preview: PreviewSettings, generator_name: str, class_name: str | None = None,
+                   class_index: int | None = None, device="cpu"):
+    """The labelled SeFa preview (`figures.image_grid`), where a person names directions: `preview_images`, each
+    row labelled with its direction index, eigenvalue and sample (the seed its latents are drawn from), each
+    column with its magnitude in W; the title names the generator (`generator_name`), the layer range and its
+    layers, the truncation ψ and, for a conditional generator, the class drawn (`class_name`). The caller saves
+    (`outputs.save_figure`) and closes it."""
+    # deferred: matplotlib only for the verb that draws the figure; the factorisation is imported without it
+    from ..figures import image_grid
+    images = preview_images(G, factors, preview, class_index, device)
+    row_labels, column_labels = preview_labels(factors, preview)
+    names = factors["layer_names"]
+    layers = names[0] if len(names) == 1 else f"{names[0]}…{names[-1]}"
+    drawn = f", class {class_name}" if class_name else ""
+    title = (f"SeFa directions of {generator_name}: layers {factors['layer_range']} ({layers}), "
+             f"ψ={preview.truncation_psi:g}{drawn}")
+    return image_grid(images, row_labels, column_labels, title, row_title="direction, eigenvalue, sample",
+                      column_title="magnitude along the direction (distance in W)")
+
+
+def _preview_images(G, factors, directions, samples, magnitude, steps, truncation_psi, seed, class_index,
+                    device) -> torch.Tensor:
     G = G.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(samples, G.z_dim, generator=generator).to(device)
@@ -117,6 +160,5 @@ def _preview_grid(G, factors, directions, samples, magnitude, steps, truncation_
     for d in range(min(directions, len(vectors))):
         for s in range(samples):
             moved = apply_direction(ws[s:s + 1].repeat(steps, 1, 1), vectors[d], alphas, factors["ws_indices"])
-            images = to_uint8(G.synthesis(moved, noise_mode="const"))
-            rows.append(torch.cat(list(images), dim=2))  # (3, R, steps·R)
-    return torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
+            rows.append(to_uint8(G.synthesis(moved, noise_mode="const")).cpu())  # (steps, 3, R, R)
+    return torch.stack(rows)
