@@ -24,7 +24,7 @@ from ..data.lmdb_store import ImageSetWriter, encode_pixels
 from ..devices import choose_device
 from ..errors import DermsynthError
 from ..locks import exclusive
-from ..outputs import check_writable, tile, write_csv, write_json, write_png
+from ..outputs import check_writable, write_csv, write_json, write_png
 from ..progress import Progress
 from ..provenance import provenance
 from .networks import seed_latents
@@ -82,9 +82,11 @@ def generate_images(G, seeds: list[int], truncation_psi: float = 1.0, class_inde
 
 def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, rows: int = 4,
                  truncation_psi: float = 1.0, device: str | None = None) -> dict:
-    """A picture of the final generator (+ a JSON beside it naming the rows): seeds 0…columns−1 in each
+    """A labelled picture of the final generator (+ a JSON beside it naming the rows): seeds 0…columns−1 in each
     row; a conditional generator gets one row per class (in the dataset's class order, the same seeds in
-    every row), others `rows` rows."""
+    every row, each row labelled with its class and each column with its seed), others `rows` rows of
+    consecutive seeds (each row labelled with its seeds, each column with the seed's offset in the row). The
+    title names the network, its kimg (from the network's .json, when there is one) and ψ."""
     device = choose_device(device)
     G = load_generator(network, device)
     check_writable(Path(out_png).parent)
@@ -98,12 +100,28 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
                      .reshape(rows, columns, 3, G.img_resolution, G.img_resolution))
         row_names = [f"seeds {r * columns}–{(r + 1) * columns - 1} ({', '.join(trained_on) or 'all classes'})"
                      for r in range(rows)]
-    write_png(out_png, tile(torch.stack(sheet)))
+    # deferred: matplotlib (½ s) only for the sheet; `generate` jobs import this module without drawing
+    from ..figures import write_image_grid
+    if G.c_dim > 0:
+        column_labels, column_title = [f"seed {seed}" for seed in range(columns)], "seed"
+    else:
+        column_labels, column_title = [f"+{j}" for j in range(columns)], "seed = the row's first seed + column"
+    write_image_grid(out_png, torch.stack(sheet), row_names, column_labels,
+                     f"samples of {_network_title(network)}, ψ={truncation_psi:g}",
+                     row_title="class" if G.c_dim > 0 else "seeds", column_title=column_title)
     settings = {"columns": columns, "rows": rows, "truncation_psi": truncation_psi}
     summary = {"network": str(network), "rows": row_names, "columns": columns, "truncation_psi": truncation_psi,
                "provenance": provenance("sample-sheet", settings)}
     write_json(Path(out_png).with_suffix(".json"), summary)
     return summary
+
+
+def _network_title(network: str | Path) -> str:
+    """'<gan>/<file> (<kimg> kimg)' of a generator file; the kimg from its .json beside it, when there is one."""
+    network = Path(network)
+    info_path = network.with_suffix(".json")
+    kimg = json.loads(info_path.read_text()).get("kimg") if info_path.exists() else None
+    return f"{network.parent.name}/{network.name}" + (f" ({kimg:g} kimg)" if kimg is not None else "")
 
 
 def generate(network: str | Path, seeds: list[int], out: str | Path, *, truncation_psi: float, batch: int,

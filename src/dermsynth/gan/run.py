@@ -45,7 +45,7 @@ from ..errors import ConfigError
 from ..fingerprint import differences, digest, set_aside, store_identity, tensors_digest
 from ..labels import scheme_classes
 from ..locks import exclusive
-from ..outputs import check_writable, tile, write_json, write_png, write_text
+from ..outputs import check_writable, write_json, write_text
 from ..progress import Progress
 from ..provenance import provenance
 from .distributed import join_world, leave_world
@@ -183,13 +183,30 @@ def _restart_log(path: Path, step: int) -> list[str]:
     return kept
 
 
+GRID_COLUMNS = 8
+
+
 @torch.no_grad()
-def sample_grid(G: Generator, path: Path, labels: torch.Tensor | None, device) -> None:
-    """A 4 × 8 PNG of G's images for seeds 0…31 (noise constant; a conditional G cycles through `labels`)."""
-    z = seed_latents(GRID_SEEDS, G.z_dim).to(device)
-    c = None if G.c_dim == 0 else labels[torch.arange(len(z)) % len(labels)].to(device)
-    images = to_uint8(G(z, c, noise_mode="const"))
-    write_png(path, tile(images.reshape(4, 8, *images.shape[1:])))
+def sample_grid(G: Generator, path: Path, classes: list[str], device, title: str) -> None:
+    """A labelled PNG (`figures.image_grid`) of G's images (noise constant) headed `title` (the GAN and the snapshot's
+    kimg): a conditional G draws one row per class of `classes` (its one-hot order) with the same seeds 0…7 in every
+    row; an unconditional one 4 rows of 8 consecutive seeds of `GRID_SEEDS` (rows labelled with their seeds,
+    columns with the seed's offset in the row)."""
+    # deferred: matplotlib (½ s) only where a snapshot is drawn; every job that loads a generator imports this module
+    from ..figures import write_image_grid
+    if G.c_dim > 0:
+        seeds = list(GRID_SEEDS[:GRID_COLUMNS]) * G.c_dim
+        c = torch.eye(G.c_dim).repeat_interleave(GRID_COLUMNS, dim=0).to(device)
+        rows = [classes[k] if k < len(classes) else f"class {k}" for k in range(G.c_dim)]
+        columns, row_title, column_title = [f"seed {seed}" for seed in seeds[:GRID_COLUMNS]], "class", "seed"
+    else:
+        seeds, c = list(GRID_SEEDS), None
+        rows = [f"seeds {r}–{r + GRID_COLUMNS - 1}" for r in seeds[::GRID_COLUMNS]]
+        columns, row_title, column_title = ([f"+{j}" for j in range(GRID_COLUMNS)], "seeds",
+                                            "seed = the row's first seed + column")
+    images = to_uint8(G(seed_latents(seeds, G.z_dim).to(device), c, noise_mode="const")).cpu()
+    write_image_grid(path, images.reshape(len(rows), GRID_COLUMNS, *images.shape[1:]), rows, columns, title,
+                     row_title=row_title, column_title=column_title)
 
 
 def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: float, device) -> dict:
@@ -311,7 +328,8 @@ def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], tot
                 lines.append(json.dumps(record))
                 write_text(log_path, "".join(f"{line}\n" for line in lines))
                 tag = f"step{trainer.step_index:07d}"
-                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", torch.eye(len(classes)), device)  # cycles
+                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", classes, device,
+                            f"{name}: G_ema at {trainer.nimg / 1000:g} kimg (step {trainer.step_index})")
                 trainer.save(out_dir / f"network-snapshot-{tag}.pt")
                 for key, value in record.items():
                     writer.add_scalar(key, value, trainer.step_index)
