@@ -23,6 +23,7 @@ from ..data.lmdb_store import LmdbImageStore
 from ..devices import choose_device
 from ..errors import ConfigError, DermsynthError
 from ..figures import pyplot as plt
+from ..figures import random_init_note
 from ..fingerprint import require_same
 from ..gan.generate import generate_plan_to_lmdb
 from ..labels import scheme_classes
@@ -54,24 +55,33 @@ def report_from_predictions(frame: pd.DataFrame, classes: list[str]) -> dict:
     return classification_report(frame["label"].map(index).to_numpy(), probabilities, classes)
 
 
-def confusion_figure(report: dict, title: str, out_png: str | Path) -> None:
-    """A PNG of the confusion matrix in `report["confusion"]` (counts, rows = true class), titled `title`."""
+def confusion_figure(report: dict, title: str, out_png: str | Path, weights: str) -> None:
+    """A PNG of the row-normalised confusion matrix of `report["confusion"]` (rows = true class, each row divided by
+    its count, so the diagonal is each class's recall): true-class tick labels carry their n ('mel (n=23)'), the
+    colour bar says "row-normalised (recall)", each cell shows its share and its count. `weights` is the
+    classifier's start ('random-init …' puts "random-init" in the title `title`). Raises OutputError."""
     classes = report["confusion"]["classes"]
+    counts = np.array(report["confusion"]["counts"])
     matrix = np.array(report["confusion"]["normalised"])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.6 * len(classes)), dpi=120)
-    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.75 * len(classes), 1.4 + 0.65 * len(classes)), dpi=120)
+    shown = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{matrix[i, j]:.2f}\n{counts[i, j]}", ha="center", va="center", fontsize=6,
                     color="white" if matrix[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=8)
+    ax.set_yticks(range(len(classes)), [f"{name} (n={int(n)})" for name, n in zip(classes, counts.sum(axis=1))],
+                  fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (n images)")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04).set_label("row-normalised (recall)", fontsize=7)
+    note = random_init_note(not weights.startswith("random-init"), "classifier weights")
+    ax.set_title(f"{title}{note}\nconfusion matrix, row-normalised (cells: share of the row, count)", fontsize=8)
     fig.tight_layout()
-    save_figure(out_png, fig)
-    plt.close(fig)
+    try:
+        save_figure(out_png, fig)
+    finally:
+        plt.close(fig)
 
 
 def _write_predictions(model, sets: dict[str, ImageRows], classes: list[str], recipe, device,
@@ -172,7 +182,7 @@ def _run_classifier(options, inputs: dict, out_dir: Path, predict_synthetic, dat
     test_predictions, validation_predictions = predictions["test"], predictions["validation"]
     test_report = report_from_predictions(test_predictions, classes)
     confusion_figure(test_report, f"{study} {scenario} {architecture}: test (balanced accuracy "
-                     f"{test_report['balanced_accuracy']:.3f})", out_dir / "confusion.png")
+                     f"{test_report['balanced_accuracy']:.3f})", out_dir / "confusion.png", result["weights"])
     summary = {
         "study": study, "scenario": scenario, "architecture": architecture, "classes": classes,
         "weights": result["weights"], "real_weights": not result["weights"].startswith("random-init"),

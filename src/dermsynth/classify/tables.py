@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..figures import pyplot as plt
+from ..figures import random_init_note
 from ..outputs import save_figure, write_csv
 from ..scenarios import Scenario
 from .folders import model_info
@@ -92,10 +93,16 @@ def table3(models: list[dict], sizes: list[str]) -> pd.DataFrame:
 
 
 def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_png: str | Path) -> None:
-    """Bar chart of per-class test recall for one architecture, baseline vs each SA model, written as PNG."""
+    """Bar chart of per-class test recall (0–1) for one architecture, baseline vs each SA model (left unfiltered,
+    right filtered), written as PNG: each class's tick label carries its number of test images ('mel (n=23)', the
+    same test split for every model); the title says "random-init" when any of these models did not start from
+    ImageNet weights (metrics.json `real_weights`). Raises OutputError."""
     mine = {m["scenario"]: m for m in models if m["architecture"] == architecture}
     classes = mine["baseline"]["classes"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), dpi=120, sharey=True)
+    support = mine["baseline"]["test_recomputed"]["per_class"]
+    ticks = [f"{c}\n(n={support[c]['support']})" for c in classes]
+    note = random_init_note(all(m["real_weights"] for m in mine.values()), "classifier weights")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), dpi=120, sharey=True)
     for ax, filtered in zip(axes, (False, True)):
         scenarios = ["baseline"] + [Scenario.sa(s, filtered).name for s in sizes]
         scenarios = [s for s in scenarios if s in mine]
@@ -103,14 +110,18 @@ def recall_figure(models: list[dict], architecture: str, sizes: list[str], out_p
         for i, scenario in enumerate(scenarios):
             recall = [mine[scenario]["test_recomputed"]["per_class"][c]["recall"] for c in classes]
             ax.bar(np.arange(len(classes)) + i * width, recall, width, label=scenario)
-        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
-        ax.set_title(f"{architecture}: recall per class ({'filtered' if filtered else 'unfiltered'})", fontsize=9)
+        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, ticks, fontsize=7)
+        ax.set_xlabel("true class (n test images)", fontsize=8)
+        ax.set_title(f"{'filtered' if filtered else 'unfiltered'} SA sets", fontsize=9)
         ax.legend(fontsize=6)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("recall (test)")
+    axes[0].set_ylabel("recall on the test split")
+    fig.suptitle(f"{architecture}: recall per class, baseline vs SA models{note}", fontsize=10)
     fig.tight_layout()
-    save_figure(out_png, fig)
-    plt.close(fig)
+    try:
+        save_figure(out_png, fig)
+    finally:
+        plt.close(fig)
 
 
 def isic_table2(models: list[dict]) -> pd.DataFrame:
