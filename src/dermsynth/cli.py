@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from . import __version__, console
 from .errors import DermsynthError
 from .verbs import HelpFormatter
 
@@ -84,6 +84,7 @@ def renamed(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; a DermsynthError, or an input file that is not there, becomes one line on stderr and exit
     status 2. Returns the exit status."""
+    console.setup()  # logging once; library warnings as one line each
     argv = renamed(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     try:

@@ -224,6 +224,7 @@ def write_ham10000(root: Path, cfg: dict, rng: np.random.Generator, truth: list,
     rng.shuffle(lesions)
     images_per_lesion = rng.choice([1, 2, 3, 4], size=len(lesions), p=[0.72, 0.20, 0.06, 0.02])
     numbers = rng.permutation(int(images_per_lesion.sum())) + 24306
+    progress.set_total(int(images_per_lesion.sum()))  # the caller's total was an estimate (lesions × 1.4)
     lesion_numbers = rng.choice(np.arange(1, 7500), size=len(lesions), replace=False)
     rows, photos, k = [], [], 0
     for dx, count, lesion_number in zip(lesions, images_per_lesion, lesion_numbers):
@@ -378,6 +379,7 @@ def write_isic2019(root: Path, cfg: dict, ham_rows: list[dict], rng: np.random.G
         meta.append({"image": row["image_id"], "age_approx": row["age"], "anatom_site_general": "",
                      "lesion_id": row["lesion_id"], "sex": row["sex"]})
         members.append((f"{prefix}{row['image_id']}.jpg", row["data"]))
+    progress.update(len(from_ham))
     n_new = cfg["images"] - len(from_ham)
     per_class = allocate(n_new, ISIC2019_SHARE, minimum=2)
     labels = [c for c, n in per_class.items() for _ in range(n)]
