@@ -100,7 +100,8 @@ def _texts(items) -> list[str]:
 def figure_texts(figure) -> dict:
     """Every text a matplotlib `figure` shows, as plain data: {"title": the figure's suptitle, else its axes' titles
     joined with " | ", "axes": [{"title", "xlabel", "ylabel", "xticklabels", "yticklabels", "legend"} per axes
-    (colour bars included: their label is the ylabel or xlabel)], "texts": the free texts (fig.text, ax.text)}.
+    (colour bars included: their label is the ylabel or xlabel)], "legend": the figure-level legends' entries,
+    "texts": the free texts (fig.text, ax.text)}.
     Tick labels are read after laying the figure out without rendering, so automatic ticks are included."""
     figure.draw_without_rendering()
     panels = []
@@ -115,7 +116,8 @@ def figure_texts(figure) -> dict:
     suptitle = figure._suptitle.get_text() if getattr(figure, "_suptitle", None) is not None else ""
     title = suptitle or " | ".join(panel["title"] for panel in panels if panel["title"])
     free = _texts(t for t in figure.texts if t is not getattr(figure, "_suptitle", None)) + [text for axes in figure.axes for text in _texts(axes.texts)]
-    return {"title": title, "axes": panels, "texts": free}
+    legend = [text for item in figure.legends for text in _texts(item.get_texts())]
+    return {"title": title, "axes": panels, "legend": legend, "texts": free}
 
 
 __all__ = ["GRID_DPI", "LABELS_KEY", "MODEL_COLOURS", "figure_texts", "image_grid", "pyplot", "random_init_note",

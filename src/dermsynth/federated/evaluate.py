@@ -28,6 +28,7 @@ from ..checkpoints import GENERATOR_KINDS, load_checkpoint
 from ..data.dataset import read_images
 from ..devices import choose_device
 from ..errors import InputError
+from ..figures import MODEL_COLOURS, random_init_note
 from ..figures import pyplot as plt
 from ..gan.run import GENERATOR_FIX, generator_from_state
 from ..metrics import registry
@@ -189,25 +190,34 @@ def federated_table(options: FederatedTableOptions, curves_csv, rounds_csv, out_
 
 def plot_curves(curves: pd.DataFrame, options: FederatedTableOptions, out_png) -> None:
     """FID over hospital iterations, one panel per hospital's real images (+ pooled): federated, that hospital
-    alone, central."""
+    alone, central. Each curve has one colour in every panel (`figures.MODEL_COLOURS`: "central" is green in the
+    pooled panel too, where there is no "alone" curve), named in one legend for the figure; the title names the
+    Inception weights and says "random-init" when they are not the published ones. Raises OutputError."""
     panels = [*options.hospitals, POOLED]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), dpi=120, squeeze=False)
     for ax, reference in zip(axes[0], panels):
         ref = curves[curves["reference"] == reference]
         for model, style in (("federated", "o-"), (f"alone:{reference}", "s--"), ("central", "^:")):
             line = ref[ref["model"] == model].sort_values("iterations")
+            kind = model.split(":")[0]
             if len(line):
-                ax.plot(line["iterations"], line["fid"], style, label=model.split(":")[0], markersize=4)
+                ax.plot(line["iterations"], line["fid"], style, label=kind, color=MODEL_COLOURS[kind], markersize=4)
         ax.set_title(f"real images: {reference}", fontsize=8)
-        ax.set_xlabel("iterations per hospital")
+        ax.set_xlabel("iterations per hospital", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("FID")
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].set_ylabel("FID (Inception-v3 features)", fontsize=8)
+    handles = [plt.Line2D([], [], color=MODEL_COLOURS[kind], marker=marker, linestyle=line, label=kind)
+               for kind, marker, line in (("federated", "o", "-"), ("alone", "s", "--"), ("central", "^", ":"))]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
     weights = curves["inception_weights"].iloc[0] if len(curves) else "unknown"
-    fig.suptitle(f"federated run {options.run}: FID over training (Inception weights: {weights})", fontsize=9)
-    fig.tight_layout()
-    save_figure(out_png, fig)
-    plt.close(fig)
+    real = bool(curves["inception_real_weights"].all()) if "inception_real_weights" in curves and len(curves) else False
+    note = random_init_note(real or "random-init" in str(weights), "Inception: not comparable to published FIDs")
+    fig.suptitle(f"federated run {options.run}: FID over training (Inception weights: {weights}){note}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    try:
+        save_figure(out_png, fig)
+    finally:
+        plt.close(fig)
 
 
 __all__ = ["POOLED", "comparison_row", "federated_curves", "federated_table", "first_reaching", "plot_curves",

@@ -537,27 +537,34 @@ def _snapshot_curve_locked(options: GanCurveOptions, network, lmdb_root, manifes
 
 def _plot_curve(table: pd.DataFrame, name: str, out_png, real_weights: bool, lite0_real_weights: bool | None = None
                 ) -> None:
-    """FID over kimg (left) and, when the table has `fd_lite0`, FD in Lite0 features over kimg (right)."""
+    """FID over kimg (left) and, when the table has `fd_lite0`, FD in Lite0 features over kimg (right). Axis labels
+    carry their units (kimg: thousands of real images shown to D; FID/FD: squared distance of feature
+    statistics), each panel names its feature space and whether its network has its published weights
+    ("random-init" in the title when not)."""
     lite = "fd_lite0" in table
-    fig, axes = plt.subplots(1, 2 if lite else 1, figsize=(9 if lite else 5, 3.2), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, 2 if lite else 1, figsize=(9 if lite else 5, 3.4), dpi=120, squeeze=False)
+    kimg_label = "training progress (kimg: thousands of real images shown)"
     ax = axes[0, 0]
     ax.plot(table["kimg"], table["fid"], marker="o")
-    ax.set_xlabel("training progress (kimg)")
-    ax.set_ylabel("FID")
-    note = "" if real_weights else " (random-init Inception:\nnot comparable to published FIDs)"
-    ax.set_title(f"{name}: FID over training{note}", fontsize=8)
+    ax.set_xlabel(kimg_label, fontsize=8)
+    ax.set_ylabel("FID (Inception-v3 pool features)", fontsize=8)
+    weights = ("published Inception weights" if real_weights
+               else "random-init Inception:\nnot comparable to published FIDs")
+    ax.set_title(f"{name}: FID over training ({weights})", fontsize=8)
     ax.grid(alpha=0.3)
     if lite:
         ax = axes[0, 1]
         ax.plot(table["kimg"], table["fd_lite0"], marker="o", color="tab:green")
-        ax.set_xlabel("training progress (kimg)")
-        ax.set_ylabel("FD in EfficientNet-Lite0 features")
+        ax.set_xlabel(kimg_label, fontsize=8)
+        ax.set_ylabel("FD in EfficientNet-Lite0 features", fontsize=8)
         weights = "ImageNet weights" if lite0_real_weights else "random-init weights"
         ax.set_title(f"{name}: FD_lite0 over training (Lite0 {weights};\nnot an FID)", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(out_png, fig)
-    plt.close(fig)
+    try:
+        save_figure(out_png, fig)
+    finally:
+        plt.close(fig)
 
 
 def read_report(path, key: str, what: str, fix: str) -> dict:
