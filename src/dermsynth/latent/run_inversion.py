@@ -33,7 +33,7 @@ from ..fingerprint import differences, set_aside, store_identity, tensors_digest
 from ..gan.run import LmdbTrainingImages, load_generator, training_images
 from ..locks import exclusive
 from ..metrics.extractors import lpips_alex, lpips_model
-from ..outputs import atomic_path, check_writable, save_torch, tile, write_csv, write_json, write_png
+from ..outputs import atomic_path, check_writable, save_torch, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .identity import data_fingerprint, generator_digest, recorded_digest, require_generator
@@ -314,9 +314,20 @@ def _merge_chunks(plan: list[Path], out_dir: Path, frame: pd.DataFrame, layers: 
 
 
 def _preview(G, store, frame, out_dir: Path, encoder, hyper, iterations, device, count: int = 8) -> None:
-    targets = read_images(store, frame["key"][:count].tolist())
+    """preview.png, a labelled `figures.image_grid` of the first `count` images of `frame`: one row per image (its
+    key and class), columns target | e4e inversion | after the HyperStyle iterations."""
+    # deferred: matplotlib only for the preview; the review app imports this module for StoredInversion
+    from ..figures import write_image_grid
+    shown = frame.iloc[:count]
+    targets = read_images(store, shown["key"].tolist())
     result = invert(G, encoder, targets, hyper, iterations, device)
-    write_png(out_dir / "preview.png", tile(torch.stack([targets, result["stages"][0], result["stages"][-1]], dim=1)))
+    last = f"HyperStyle ×{len(result['stages']) - 1}" if len(result["stages"]) > 1 else "e4e (no HyperStyle)"
+    write_image_grid(out_dir / "preview.png",
+                     torch.stack([targets, result["stages"][0].cpu(), result["stages"][-1].cpu()], dim=1),
+                     [f"{key} ({label})" for key, label in zip(shown["key"], shown["label"])],
+                     ["target", "e4e", last],
+                     f"inversion {out_dir.parent.name}/{out_dir.name}: {len(shown)} of {len(frame)} images, e4e then "
+                     f"{len(result['stages']) - 1} HyperStyle iterations", row_title="image (class)")
 
 
 INVERSION_RECORD = "inversion.json"

@@ -33,7 +33,7 @@ from ..gan.run import load_generator
 from ..locks import exclusive
 from ..metrics.extractors import lpips_alex, lpips_distance
 from ..metrics.gan_eval import read_report
-from ..outputs import check_writable, tile, write_csv, write_json, write_png
+from ..outputs import check_writable, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .identity import generator_digest, load_npz, recorded_in_npz, require_generator
@@ -154,12 +154,29 @@ def _transform_locked(options: TransformOptions, network, sefa_npz, inversion_di
     progress.close()
     frame = pd.DataFrame(rows)
     write_image_set(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"])
-    write_png(out_dir / "preview.png", tile(torch.stack(preview_columns, dim=1)))
+    _write_preview(out_dir / "preview.png", preview_columns, keys, labels, magnitudes, spec["name"])
     summary = {**_summary(options, frame, alex_info, inversion_dir), "generator": digest}
     write_json(out_dir / "transform.json", summary)
     print(f"transform {spec['name']}: {len(frame)} images, mean LPIPS {summary['lpips_mean']:.4f}, "
           f"{summary['rejected']} rejected (> {options.lpips_threshold})", file=sys.stderr)
     return summary
+
+
+def _write_preview(path: Path, columns: list[torch.Tensor], keys: list[str], labels: dict, magnitudes: np.ndarray,
+                   name: str) -> None:
+    """preview.png, a labelled `figures.image_grid`: one row per image of the first batch (its key, class and the
+    magnitudes of its variants), columns source | inversion | transformed variant 1…; `columns` holds uint8
+    (rows, 3, R, R) per column, `magnitudes` (images, variants) the distances in W drawn per image."""
+    # deferred: matplotlib only for the preview; planning and the other verbs import this module
+    from ..figures import write_image_grid
+    rows = len(columns[0])
+    variants = len(columns) - 2
+    row_labels = [f"{key} ({labels[key]})\nmagnitudes " + ", ".join(f"{m:+.2f}" for m in magnitudes[r, :variants])
+                  for r, key in enumerate(keys[:rows])]
+    column_labels = ["source", "inversion"] + [f"variant {v + 1}" for v in range(variants)]
+    write_image_grid(path, torch.stack(columns, dim=1), row_labels, column_labels,
+                     f"transformation {name}: source, its inversion and {variants} transformed variants per image",
+                     row_title="image (class), magnitude of each variant (distance in W)")
 
 
 def _summary(options: TransformOptions, frame: pd.DataFrame, alex_info: dict, inversion_dir) -> dict:
