@@ -56,9 +56,9 @@ def test_every_option_has_help_and_the_help_shows_its_default(verb):
                     if a.option_strings and not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
     assert undocumented == [], f"dermsynth {verb}: options without help: {undocumented}"
     text = parser.format_help()
-    for action in parser._actions:
-        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
-                and not isinstance(action, argparse._HelpAction):
+    for action in parser._actions:  # 0 is a default worth showing (`0 in (None, False)` would skip it)
+        if action.option_strings and action.default is not None and action.default is not False \
+                and action.default != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction):
             assert f"default: {action.default}" in " ".join(text.split()), (verb, action.option_strings[0])
 
 
@@ -85,3 +85,17 @@ def test_the_rules_call_only_the_grouped_verbs():
             called.add(f"{group} {verb}" if group in GROUPS else group)
     assert called, "no rule runs dermsynth?"
     assert called <= set(VERBS), sorted(called - set(VERBS))
+
+
+def test_a_renamed_flag_still_works_with_one_line_and_is_hidden_from_help(capsys):
+    """`gan generate --diameter` was the neighbours' distance to their centre, a radius: the flag is `--radius`,
+    and the old name sets it after one line naming the new one."""
+    base = ["gan", "generate", "--network", "n.pt", "--out", "o", "--neighbors", "2"]
+    args = build_parser().parse_args([*base, "--diameter", "0.1"])
+    assert args.radius == 0.1 and not hasattr(args, "diameter")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "dermsynth gan generate: --diameter is now --radius (the old name goes in a later release)"]
+    assert build_parser().parse_args([*base, "--radius", "0.2"]).radius == 0.2 and capsys.readouterr().err == ""
+    assert build_parser().parse_args(base).radius is None
+    text = VERBS["gan generate"].format_help()
+    assert "--radius R" in text and "--diameter" not in text

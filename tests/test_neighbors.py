@@ -60,7 +60,7 @@ def test_every_layer_of_every_neighbour_is_at_the_distance_and_the_draw_is_seede
 
 def test_generate_neighbors_around_seeds(network, tmp_path):
     G, path = network
-    argv = ["gan", "generate", "--network", str(path), "--seeds", "3,11", "--neighbors", "4", "--diameter", str(D),
+    argv = ["gan", "generate", "--network", str(path), "--seeds", "3,11", "--neighbors", "4", "--radius", str(D),
             "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
@@ -95,7 +95,7 @@ def test_generate_neighbors_around_stored_latents_keeps_class_key_and_noise(netw
     npz, ws, noise = _projection(G, tmp_path)
     out = tmp_path / "set"
     assert main(["gan", "generate", "--network", str(path), "--latents", str(npz), "--keys", "ISIC_3", "ISIC_1",
-                 "--neighbors", "3", "--diameter", str(D), "--format", "lmdb", "--out", str(out),
+                 "--neighbors", "3", "--radius", str(D), "--format", "lmdb", "--out", str(out),
                  "--device", "cpu"]) == 0
     manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
     assert manifest["source_key"].tolist() == ["ISIC_3"] * 3 + ["ISIC_1"] * 3
@@ -113,7 +113,7 @@ def test_generate_neighbors_around_stored_latents_keeps_class_key_and_noise(netw
 def test_at_distance_zero_a_neighbour_is_its_centres_reconstruction(network, tmp_path):
     G, path = network
     npz, ws, noise = _projection(G, tmp_path)
-    assert main(["gan", "generate", "--network", str(path), "--latents", str(npz), "--neighbors", "2", "--diameter", "0",
+    assert main(["gan", "generate", "--network", str(path), "--latents", str(npz), "--neighbors", "2", "--radius", "0",
                  "--out", str(tmp_path / "zero"), "--device", "cpu"]) == 0
     from PIL import Image
     first = np.asarray(Image.open(tmp_path / "zero" / "ISIC_2-nb001.png")).transpose(2, 0, 1)
@@ -125,10 +125,10 @@ def test_key_ids_are_the_crc32_of_the_key():
     assert key_id("ISIC_0000001") == zlib.crc32(b"ISIC_0000001")
 
 
-@pytest.mark.parametrize("flags", [["--seeds", "1", "--latents", "x.npz", "--neighbors", "2", "--diameter", "0.1"],
+@pytest.mark.parametrize("flags", [["--seeds", "1", "--latents", "x.npz", "--neighbors", "2", "--radius", "0.1"],
                                    ["--seeds", "1", "--neighbors", "2"],
-                                   ["--keys", "a", "--seeds", "1", "--neighbors", "2", "--diameter", "0.1"],
-                                   ["--neighbors", "2", "--diameter", "0.1"]])
+                                   ["--keys", "a", "--seeds", "1", "--neighbors", "2", "--radius", "0.1"],
+                                   ["--neighbors", "2", "--radius", "0.1"]])
 def test_generate_neighbors_refuses_unclear_centres(network, tmp_path, flags, capsys):
     _, path = network
     assert main(["gan", "generate", "--network", str(path), *flags, "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2

@@ -8,6 +8,7 @@ shared=("gan", "lmdb", ...))`, so `--device` or `--lmdb` is declared once and me
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import cache
 
 
@@ -49,12 +50,13 @@ def shared_parser(name: str) -> argparse.ArgumentParser:
 
 class HelpFormatter(argparse.HelpFormatter):
     """argparse's formatter, with each option's default appended to its help when it has one worth saying
-    (not None, not False, not already in the text) — so `--help` shows every default without repeating it."""
+    (not None, not False, not already in the text; 0 is shown) — so `--help` shows every default once."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "%(default)" in text or default is None or default is False or default == argparse.SUPPRESS \
+                or not action.option_strings or "(default:" in text:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -68,6 +70,28 @@ def add_verb(sub, name: str, func, help_text: str, shared: tuple[str, ...] = ())
     command = p.prog.split(maxsplit=1)[1]
     p.set_defaults(func=func, command=command)
     return p
+
+
+class _RenamedFlag(argparse.Action):
+    """A flag's name of an earlier release: stores its value under the new flag's name after one line on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is now {self.new} (the old name goes in a later release)",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_flag(p: argparse.ArgumentParser, old: str, new: str, **kwargs) -> None:
+    """Keep `old`, a flag renamed to `new` (declared on `p` already), as a hidden alias for one release: not in
+    `--help`; given, it prints one line ("dermsynth gan generate: --diameter is now --radius …") and sets `new`'s
+    value. `kwargs` (type, nargs) are `new`'s."""
+    dest = new.lstrip("-").replace("-", "_")
+    p.add_argument(old, dest=dest, action=_RenamedFlag, new=new, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                   **kwargs)
 
 
 def set_threads(threads: int | None) -> None:

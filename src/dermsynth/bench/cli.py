@@ -16,12 +16,16 @@ def add_verbs(sub, top) -> None:
     p = add_verb(top, "bench", _bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
              "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.")
     p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train", "project", "invert",
-                                    "classify-train"])
-    p.add_argument("--images", type=int, default=200)
-    p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+                                    "classify-train"], help="the benchmark to run")
+    p.add_argument("--images", type=int, default=200, help="ingest, lmdb-read, metrics: how many images (source "
+                   "JPEGs written to --workdir; random images for metrics)")
+    p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512], help="image sides in pixels, one "
+                   "run each (gan-train, project, invert: the first)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="ingest, lmdb-read: process counts, "
+                   "one run each")
     p.add_argument("--max-side", type=int, default=4000, help="source image size (ISIC 2020 reaches 6000)")
-    p.add_argument("--workdir", default="benchmarks/bench-data")
+    p.add_argument("--workdir", default="benchmarks/bench-data", help="folder for the generated source images "
+                   "and stores (kept between runs)")
     p.add_argument("--device", default="cpu", help="metrics, gan-train, project, invert, classify-train: cpu or cuda")
     p.add_argument("--batch", type=int, default=32, help="gan-train, project, invert, classify-train: minibatch")
     p.add_argument("--steps", type=int, default=32, help="timed steps (after --warmup); gan-train rounds up to "
@@ -32,10 +36,12 @@ def add_verbs(sub, top) -> None:
                    "CUDA, reference-fp32 on CPU; none with --flops: the FLOP count alone), e.g. fused-fp32 "
                    "fused-mixed reference-mixed-compiled")
     p.add_argument("--flops", action="store_true", help="gan-train: count model FLOPs per kimg (one cycle)")
-    p.add_argument("--time-budget", type=float, default=None, help="gan-train: skip variants after this many s")
+    p.add_argument("--time-budget", type=float, default=None, help="gan-train: skip the remaining variants after "
+                   "this many seconds (default: none, run all)")
     p.add_argument("--fid-samples", type=int, nargs="*", default=[2_500, 10_000],
                    help="metrics: sample counts for the FID/KID-from-features timing (none: skip it)")
     p.add_argument("--projection-steps", type=int, default=1000, help="project: steps per image (studies: 1000)")
     p.add_argument("--classifiers", nargs="+", default=["densenet169:512", "efficientnet_b2:256"],
                    help="classify-train: ARCH:RESOLUTION pairs (timm names)")
-    p.add_argument("--out", default="benchmarks/data.json")
+    p.add_argument("--out", default="benchmarks/data.json", help="JSON the record is merged into (one entry per "
+                   "benchmark and machine)")

@@ -112,15 +112,19 @@ def add_verbs(sub, top) -> None:
 
     p = add_verb(sub, "tables", _classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
              "recall figures from model folders.")
-    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="HAM10000 model folders (metrics.json, "
+                   "predictions-test.csv), every scenario of every architecture")
     p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order")
-    p.add_argument("--table2", required=True)
-    p.add_argument("--table3", required=True)
+    p.add_argument("--table2", required=True, help="Table 2 CSV to write (baseline balanced accuracy and SA − "
+                   "baseline per size, per architecture)")
+    p.add_argument("--table3", required=True, help="Table 3 CSV to write (per-class AUC-ROC of the baseline and "
+                   "the chosen SA models, per architecture)")
     p.add_argument("--figures", required=True, help="folder for recall-per-class-<architecture>.png")
 
     p = add_verb(sub, "isic-table2", _isic_table2, "The ISIC study's Table 2 (accuracy, AUC per scenario).")
-    p.add_argument("--models", nargs="+", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="ISIC model folders (metrics.json), every scenario "
+                   "of every architecture")
+    p.add_argument("--out", required=True, help="table CSV to write")
 
     p = add_verb(sub, "edge-neighbours", _edge_neighbours, "Scenario aug-edge's training images: neighbours at distance "
                  "d in W of the projected validation edge cases and baseline mistakes.",

@@ -8,7 +8,7 @@ import sys
 from ..errors import DermsynthError
 from ..locks import exclusive
 from ..options import options_from_args
-from ..verbs import add_verb, set_threads
+from ..verbs import add_renamed_flag, add_verb, set_threads
 from .options import TrainGanOptions
 
 
@@ -29,7 +29,7 @@ def _generate(args) -> None:
         if args.neighbors or args.latents:
             out = _generate_neighbors(args)
         elif not args.seeds:
-            raise ValueError("give --seeds (or --neighbors N --diameter d around --seeds or --latents)")
+            raise ValueError("give --seeds (or --neighbors N --radius r around --seeds or --latents)")
         else:
             out = generate(args.network, parse_seeds(args.seeds), args.out, truncation_psi=args.truncation,
                            batch=args.batch, class_name=args.class_name, fmt=args.format, device=args.device)
@@ -42,11 +42,11 @@ def _generate_neighbors(args):
     # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .generate import parse_seeds
     from .neighbors import generate_neighbors
-    if not args.neighbors or args.diameter is None:
-        raise ValueError("neighbours need both --neighbors N (≥ 1) and --diameter d (the distance to the centre)")
+    if not args.neighbors or args.radius is None:
+        raise ValueError("neighbours need both --neighbors N (≥ 1) and --radius r (the distance to the centre in W)")
     if args.keys and not args.latents:
         raise ValueError("--keys choose among stored latents: give --latents too")
-    return generate_neighbors(args.network, args.out, args.neighbors, args.diameter, truncation_psi=args.truncation,
+    return generate_neighbors(args.network, args.out, args.neighbors, args.radius, truncation_psi=args.truncation,
                               seed=args.neighbor_seed, batch=args.batch,
                               seeds=parse_seeds(args.seeds) if args.seeds else None, latents=args.latents,
                               keys=args.keys, class_name=args.class_name, fmt=args.format, device=args.device)
@@ -70,24 +70,30 @@ def add_verbs(sub, top) -> None:
     p = add_verb(sub, "generate", _generate, "Images from a trained generator: PNG files or an LMDB store + manifest.")
     p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
     p.add_argument("--seeds", help="e.g. 0-999 or 0-9,100 (with --neighbors: the centres)")
-    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="truncation ψ: 1 = none; below 1 pulls each w "
+                   "towards the average w (less variety, fewer artefacts)")
     p.add_argument("--class", dest="class_name", help="class to generate (required for conditional generators)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--format", choices=["png", "lmdb"], default="png")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device")
-    p.add_argument("--neighbors", type=int, help="N neighbours per centre, each at distance --diameter in W "
+    p.add_argument("--batch", type=int, default=32, help="images per forward pass (memory, not the result)")
+    p.add_argument("--format", choices=["png", "lmdb"], default="png", help="png: one file per image + "
+                   "manifest.csv; lmdb: an LMDB store + manifest.csv, as the workflow's datasets")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--neighbors", type=int, metavar="N", help="N neighbours per centre, each at distance --radius in W "
                    "(dermsynth.gan.neighbors); centres: the --seeds' w or the --latents")
-    p.add_argument("--diameter", type=float, help="the neighbours' distance to their centre in W (study: 0.1)")
+    p.add_argument("--radius", type=float, metavar="R", help="the neighbours' distance to their centre in W, every layer "
+                   "(Euclidean; the ISIC study: 0.1)")
+    add_renamed_flag(p, "--diameter", "--radius", type=float)
     p.add_argument("--latents", help="centres from a projection .npz of `dermsynth latent project` (class and noise kept)")
-    p.add_argument("--keys", nargs="+", help="only these image keys of --latents")
+    p.add_argument("--keys", nargs="+", help="only these image keys of --latents (default: every key)")
     p.add_argument("--neighbor-seed", type=int, default=0, help="seed of the neighbours' directions")
 
     p = add_verb(sub, "sample-sheet", _sample_sheet, "A picture of a trained generator: the same seeds in every row; "
              "one row per class for a conditional generator (+ a JSON naming the rows).")
     p.add_argument("--network", required=True, help="a network-final.pt or snapshot")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--columns", type=int, default=8)
-    p.add_argument("--rows", type=int, default=4, help="rows of an unconditional generator")
-    p.add_argument("--truncation", type=float, default=1.0)
-    p.add_argument("--device")
+    p.add_argument("--columns", type=int, default=8, help="images per row (the same seeds in every row)")
+    p.add_argument("--rows", type=int, default=4, help="rows of an unconditional generator (a conditional one "
+                   "has a row per class)")
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="truncation ψ: 1 = none; below 1 pulls each w "
+                   "towards the average w")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")

@@ -1,7 +1,8 @@
 """Neighbours in latent space: N latents at exactly distance d from a centre (ISIC study, §5, edge cases).
 
 The study generated, around an image it wanted more of (an edge case, a misclassified image), images whose
-latents lie at a small distance d from that image's latent (its `generate --neighbors N --diameter d`;
+latents lie at a small distance d from that image's latent (its `generate --neighbors N --diameter d`, here
+`dermsynth gan generate --neighbors N --radius d`;
 d = 0.1). Here a centre is a W+ latent (num_ws, w_dim): the mapped w of a seed (every layer the same), or a
 stored projection of a real image (`dermsynth latent project`'s projection.npz, W or W+). Its neighbours are
 
@@ -11,8 +12,8 @@ one offset vector per neighbour added to every layer. So each layer of w_j is ex
 of the centre (Euclidean, in W), and the whole W+ code is d·√num_ws from it. Why W and one offset for every
 layer: W is the space the mapping network's outputs span, where distances between images are meaningful
 (Z is warped by the mapping); a W-projected centre stays a W latent (a neighbour is an image the generator
-can make from one w), and d means the same for seeds and for stored W or W+ projections. The flag is named
-`--diameter` after the study's option; its value is this distance to the centre.
+can make from one w), and d means the same for seeds and for stored W or W+ projections. The study's option
+was named `--diameter`, but its value is this distance to the centre, a radius: the flag is `--radius`.
 
 Directions are drawn by numpy's Generator seeded with (seed, centre id) — the generator seed for a seed
 centre, the CRC-32 of the image key for a stored one — so a centre's neighbours do not depend on which
@@ -144,7 +145,7 @@ def generate_neighbors(network: str | Path, out: str | Path, count: int, distanc
                        seed: int, batch: int, seeds: list[int] | None = None, latents: str | Path | None = None,
                        keys: list[str] | None = None, class_name: str | None = None, fmt: str = "png",
                        device: str | None = None) -> Path:
-    """`dermsynth gan generate --neighbors N --diameter d`: `count` neighbours at `distance` around each seed's w
+    """`dermsynth gan generate --neighbors N --radius d`: `count` neighbours at `distance` around each seed's w
     (`seeds`, mapped at `truncation_psi`) or each stored projection (`latents`, optionally only `keys`; their class
     and noise maps are kept), directions drawn from `seed`, rendered `batch` at a time by generator checkpoint
     `network` into `out` (PNG files + manifest.csv, or an LMDB image set), with neighbors.npz (keys, centre names,
@@ -210,7 +211,7 @@ def _write_neighbours(out: Path, rows: list[dict], images: torch.Tensor, moved: 
 
 
 def _summary(out: Path, network, rows, count, distance, seed, seeds, latents, truncation_psi) -> None:
-    settings = {"neighbors": count, "diameter": distance, "seed": seed, "truncation_psi": truncation_psi,
+    settings = {"neighbors": count, "radius": distance, "seed": seed, "truncation_psi": truncation_psi,
                 "centres": "seeds" if seeds is not None else str(latents), "space": "W, one offset on every layer"}
     write_json(out / "neighbors.json", {"network": str(network), "images": len(rows), **settings,
                                         "provenance": provenance("generate", settings, seed=seed)})

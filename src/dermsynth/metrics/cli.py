@@ -107,15 +107,16 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--images", required=True, help="folder of PNG/JPEG images, or a dermsynth LMDB store")
     p.add_argument("--lmdb", required=True, help="the real dataset's LMDB")
     p.add_argument("--manifest", required=True, help="the real dataset's manifest.csv")
-    p.add_argument("--splits", nargs="+", default=["train"])
+    p.add_argument("--splits", nargs="+", default=["train"], help="the real images: these splits of --manifest")
     p.add_argument("--classes", nargs="*", help="only real images of these classes")
-    p.add_argument("--samples", type=int, help="at most this many images of the set")
-    p.add_argument("--real-samples", type=int, help="a seeded subset of this many real images")
-    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, help="at most this many images of the set (default: all)")
+    p.add_argument("--real-samples", type=int, help="a seeded subset of this many real images (default: all)")
+    p.add_argument("--out", required=True, help="metrics JSON to write")
 
     p = add_verb(sub, "table1", _table1, "The ISIC study's Table 1 from evaluate-gan JSON files.")
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", nargs="+", required=True, help="evaluate-gan's JSON files "
+                   "(results/metrics/gan/<gan>.json), one per generator of the table")
+    p.add_argument("--out", required=True, help="table CSV to write")
     p.add_argument("--data-source", required=True, help="what the numbers come from, e.g. 'demo archives'")
 
     p = add_verb(top, "fetch-weights", _fetch_weights, "On a connected machine: fill the local weights cache "

@@ -20,7 +20,7 @@ def add_verbs(sub, top) -> None:
              "step): try a direction on a sample, dataset image or upload, then accept it as a named transformation "
              "or reject it, written to the transformations file.", shared=("config",))
     p.add_argument("--gan", required=True, help="generator with results/latent/<gan>/sefa-<range>.npz")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="TCP port of the page (http://<host>:<port>)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only; "
                    "any other address prints a warning: the page has no login)")
     p.add_argument("--transformations", default=None, help="file to write (default: latent.transform.file of "
