@@ -31,11 +31,12 @@ from ..data.dataset import read_images
 from ..data.lmdb_store import LmdbImageStore
 from ..devices import choose_device
 from ..figures import pyplot as plt
+from ..figures import random_init_note, write_image_grid
 from ..gan.pixels import render_ws
 from ..gan.run import load_generator
 from ..latent.transform import at_resolution
 from ..locks import exclusive
-from ..outputs import check_writable, save_figure, save_npz, tile, write_csv, write_json, write_png
+from ..outputs import check_writable, save_figure, save_npz, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .components import generator_identity, load_npz, recorded, require_made_for
@@ -210,8 +211,8 @@ def _run_authenticity(options: AuthenticityOptions, projections, model, saved: d
     title = f"{gan}: real images and their projections, 3-D t-SNE of {saved['architecture']} features ({weights})"
     tsne_figure(coordinates, title, out_dir / "tsne.png")
     write_embedding_views(table, real, projected, coordinates, title, out_dir)
-    _pairs_figure(table, store, projections, out_dir / "pairs.png")
-    _cases_figure(table, store, out_dir / "cases.png")
+    _pairs_figure(table, store, projections, out_dir / "pairs.png", str(weights))
+    _cases_figure(table, store, out_dir / "cases.png", str(weights))
     _explain_cases(model, table, store, saved["classes"], resolution, options, out_dir, device)
     summary = _summary(table, saved, classifier_dir, projection_npz, options)
     write_json(out_dir / "authenticity.json", summary)
@@ -229,25 +230,53 @@ def _tsne_frame(table: pd.DataFrame, real: np.ndarray, projected: np.ndarray,
                          "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
 
 
-def _pairs_figure(table: pd.DataFrame, store, projections: _Projections, out_png: Path, count: int = 4) -> None:
-    """Top row real images, bottom row their projections: the `count` closest pairs, then the `count`
-    most distant."""
+def _pairs_figure(table: pd.DataFrame, store, projections: _Projections, out_png: Path, weights: str,
+                  count: int = 4) -> None:
+    """A labelled grid (`figures.image_grid`): the `count` closest real/projection pairs, then the `count` most
+    distant, one per row (its key, class and feature distance), columns real image | its projection; `weights`
+    (the classifier's start) puts "random-init" in the title when the features come from a random-init network."""
     ordered = table.sort_values(["distance_to_projection", "key"])
     chosen = list(ordered.index[:count]) + [i for i in ordered.index[::-1][:count] if i not in ordered.index[:count]]
     fakes = projections.images(chosen)
     reals = at_resolution(read_images(store, table["key"][chosen].tolist()), fakes.shape[-1])
-    write_png(out_png, tile(torch.stack([reals, fakes])))
+    rows = [f"{'closest' if n < count else 'most distant'}: {table['key'][i]} ({table['label'][i]})\n"
+            f"distance {table['distance_to_projection'][i]:.3f}" for n, i in enumerate(chosen)]
+    write_image_grid(out_png, torch.stack([reals, fakes], dim=1), rows, ["real", "projection"],
+                     f"real images and their projections: the {count} closest and the {count} most distant "
+                     f"in classifier features{_random_init(weights)}",
+                     row_title="image (class), cosine distance to its projection")
 
 
-def _cases_figure(table: pd.DataFrame, store, out_png: Path) -> None:
-    """Row 1: edge cases (smallest margin first); row 2: central cases (nearest their centroid first);
-    at most 8 each, black where a row has fewer."""
-    edge = table[table["case"] == "edge"].sort_values(["margin", "key"])["key"].tolist()[:8]
-    central = table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])["key"].tolist()[:8]
-    rows = [read_images(store, keys) for keys in (edge, central) if keys]
-    columns = max(len(row) for row in rows)
-    padded = [torch.cat([row, torch.zeros(columns - len(row), *row.shape[1:], dtype=torch.uint8)]) for row in rows]
-    write_png(out_png, tile(torch.stack(padded)))
+def _random_init(weights: str) -> str:
+    return random_init_note(not weights.startswith("random-init"), "classifier")
+
+
+def _cases_figure(table: pd.DataFrame, store, out_png: Path, weights: str) -> None:
+    """A labelled grid (`figures.image_grid`): column 1 the edge cases (smallest margin first), column 2 the central
+    cases (nearest their centroid first), at most 8 each, black where a column has fewer; each row names its
+    images' keys, classes and margin / centroid distance."""
+    edge = table[table["case"] == "edge"].sort_values(["margin", "key"])[:8]
+    central = table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])[:8]
+    groups = [(name, part) for name, part in (("edge", edge), ("central", central)) if len(part)]
+    rows = max(len(part) for _, part in groups)
+    columns = []
+    for _, part in groups:
+        images = read_images(store, part["key"].tolist())
+        columns.append(torch.cat([images, torch.zeros(rows - len(images), *images.shape[1:], dtype=torch.uint8)]))
+    labels = []
+    for r in range(rows):
+        parts = []
+        for name, part in groups:
+            if r < len(part):
+                item = part.iloc[r]
+                value = (f"margin {item['margin']:.3f}" if name == "edge"
+                         else f"to centroid {item['distance_to_class_centroid']:.3f}")
+                parts.append(f"{name}: {item['key']} ({item['label']}), {value}")
+        labels.append("\n".join(parts))
+    write_image_grid(out_png, torch.stack(columns, dim=1), labels, [f"{name} cases" for name, _ in groups],
+                     "edge cases (smallest classifier margin) and central cases (nearest their class centroid)"
+                     f"{_random_init(weights)}",
+                     row_title="rank: image (class), score")
 
 
 def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolution: int,

@@ -55,6 +55,7 @@ from ..data.lmdb_store import ImageSetWriter, encode_pixels
 from ..devices import choose_device
 from ..errors import ConfigError, DermsynthError
 from ..figures import pyplot as plt
+from ..figures import write_image_grid
 from ..gan.generate import network_classes
 from ..gan.networks import seed_latents
 from ..gan.pixels import to_uint8
@@ -63,7 +64,7 @@ from ..latent.named import LAYER_RANGES
 from ..latent.sefa import apply_direction
 from ..locks import exclusive
 from ..metrics.extractors import lpips_alex, lpips_distance
-from ..outputs import check_writable, save_figure, tile, write_csv, write_json, write_png, write_text
+from ..outputs import check_writable, save_figure, write_csv, write_json, write_text
 from ..provenance import provenance
 from .components import generator_identity, load_npz, recorded, require_made_for
 from .frames import corner_ring, frame_scores, score_store
@@ -420,7 +421,7 @@ def _frameless_set(options, networks: dict[str, str], factors: dict, spec: dict,
     lpips, lpips_info = lpips_alex()
     lpips = lpips.to(device)
     writer = ImageSetWriter(out_dir)
-    rows, counts, preview, resolution = [], {}, [], None
+    rows, counts, preview, preview_rows, resolution = [], {}, [], [], None
     for i, (class_name, gan) in enumerate(options.generators.items()):
         G = load_generator(networks[class_name], device)
         _, class_index = class_of(G, networks[class_name], class_name)
@@ -436,10 +437,14 @@ def _frameless_set(options, networks: dict[str, str], factors: dict, spec: dict,
             seeds = [row["seed"] for row in kept[:8]]
             before = synthesize(G, mapped(G, seeds, class_index, options.truncation_psi, device), options.batch)
             preview.append(torch.stack([before, torch.stack(images[:8])], dim=1))
+            preview_rows += [f"{class_name}, seed {seed}" for seed in seeds]
     manifest = pd.DataFrame(rows)
     writer.finish(manifest, "binary", resolution)
     if preview:
-        write_png(Path(out_dir) / "preview.png", tile(torch.cat(preview)))
+        write_image_grid(Path(out_dir) / "preview.png", torch.cat(preview), preview_rows,
+                         ["generated", "frame removed"],
+                         f"frameless set: generated images before and after the frame-removing moves of {options.gan}",
+                         row_title="class, seed")
     summary = {"gan": options.gan, "moves_file": str(moves_file), "moves": spec["moves"],
                "layer_range": spec["layer_range"], "threshold": options.threshold, "per_class": counts,
                "lpips": lpips_info, "lpips_outside_mean": float(manifest.loc[manifest["moved"], "lpips_outside"].mean())

@@ -13,6 +13,6 @@ def message_figure(text: str, out_png: str | Path) -> None:
     """A 5 × 1 inch figure (110 dpi) holding only `text`, centred and wrapped, written atomically to `out_png`
     (format from its suffix). Raises OutputError when the file cannot be written."""
     figure = plt.figure(figsize=(5, 1))
-    figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True)
+    figure.suptitle(text, x=0.5, y=0.5, ha="center", va="center", fontsize=8, wrap=True)  # the title is the message
     save_figure(out_png, figure, dpi=110)
     plt.close(figure)

@@ -27,6 +27,7 @@ from ..data.lmdb_store import LmdbImageStore
 from ..devices import choose_device
 from ..errors import DermsynthError
 from ..figures import pyplot as plt
+from ..figures import random_init_note
 from ..fingerprint import require_same
 from ..locks import exclusive
 from ..options import Settings
@@ -192,7 +193,8 @@ def _pcx_one_model(role: str, info: dict, cache: dict, store, table: pd.DataFram
     pictures = [[image.permute(1, 2, 0).numpy() for image in resize(read_images(store, [keys[i] for i in rows]),
                                                                       resolution)] for rows in closest]
     pcx_figure(pictures, concept_ids, percentages, references,
-               f"PCX, class {name}: {role} ({info['scenario']}), {prototypes.count} prototypes", out_dir /
+               f"PCX, class {name}: {role} ({info['scenario']}), {prototypes.count} prototypes"
+               f"{random_init_note(bool(info.get('real_weights')), 'classifier')}", out_dir /
                f"pcx-{role}.png")
     assignments = pd.DataFrame({"model": role, "scenario": info["scenario"], "key": test_keys,
                                 "prototype": assigned, "log_likelihood": likelihood, "novelty": novel})
