@@ -113,9 +113,9 @@ def figure_texts(figure) -> dict:
                        **({"zlabel": label_getter()} if label_getter else {}),
                        "xticklabels": _texts(axes.get_xticklabels()), "yticklabels": _texts(axes.get_yticklabels()),
                        "legend": _texts(legend.get_texts()) if legend is not None else []})
-    suptitle = figure._suptitle.get_text() if getattr(figure, "_suptitle", None) is not None else ""
-    title = suptitle or " | ".join(panel["title"] for panel in panels if panel["title"])
-    free = _texts(t for t in figure.texts if t is not getattr(figure, "_suptitle", None)) + [text for axes in figure.axes for text in _texts(axes.texts)]
+    heading = getattr(figure, "_suptitle", None)
+    title = (heading.get_text() if heading is not None else "") or " | ".join(p["title"] for p in panels if p["title"])
+    free = _texts(t for t in figure.texts if t is not heading) + [t for axes in figure.axes for t in _texts(axes.texts)]
     legend = [text for item in figure.legends for text in _texts(item.get_texts())]
     return {"title": title, "axes": panels, "legend": legend, "texts": free}
 

@@ -360,8 +360,8 @@ def _explain_key(index: int, key: str, label: str, explainers: dict, caches: dic
             p = _predict(explainer, image, resolution)
             target = int(p.argmax()) if which == "predicted" else classes.index(label)
             panels[role] = explain_image(explainer, image, target, caches[role], store, classes, settings, resolution)
-            titles[role] = (f"{role} ({models[role]['scenario']})"
-                            f"{random_init_note(bool(models[role].get('real_weights')), 'classifier')}\n{key}: {label} → "
+            note = random_init_note(bool(models[role].get("real_weights")), "classifier")
+            titles[role] = (f"{role} ({models[role]['scenario']}){note}\n{key}: {label} → "
                             f"{classes[int(p.argmax())]} (p={p.max():.2f})")
             rows += _panel_rows(key, label, role, models[role]["scenario"], which, panels[role])
             heatmaps[f"{index}/{role}/{which}"] = panels[role]["conditional"]
