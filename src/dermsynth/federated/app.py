@@ -24,10 +24,12 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from .. import console
 from ..errors import ConfigError
 from .client import Hospital, hospital_options, train_round
 from .server import run_federation, server_options
 
+console.setup()  # the SuperLink's and SuperNodes' processes load this module: library warnings as one line each
 client_app = ClientApp()
 server_app = ServerApp()
 

@@ -208,7 +208,8 @@ class HospitalAloneOptions(TrainGanOptions):
         steps, batch = spec["rounds"] * spec["local_steps"], spec["batch"]
         pool = config["datasets"][spec["dataset"]]["federated"]["pool"]
         gan = {**select(spec, TRAINING_KEYS), "dataset": spec["dataset"], "splits": list(pool), "hospital": hospital,
-               "kimg": steps * batch / 1000, "snapshot_kimg": iterations_per_evaluation(spec) * batch / 1000}
+               "kimg": steps * batch / 1000, "snapshot_kimg": iterations_per_evaluation(spec) * batch / 1000,
+               "tick_kimg": spec["tick_kimg"]}
         return cls(gan=f"{run}-alone-{hospital}", spec=gan)
 
 

@@ -46,13 +46,13 @@ from ..fingerprint import differences, digest, set_aside, store_identity, tensor
 from ..labels import scheme_classes
 from ..locks import exclusive
 from ..outputs import check_writable, write_json, write_text
-from ..progress import Progress
 from ..provenance import provenance
 from .distributed import join_world, leave_world
 from .networks import Generator, seed_latents
 from .ops import fused
 from .options import TrainGanOptions, TrainingOptions
 from .pixels import to_uint8
+from .ticks import TickReporter, TickSettings, tick_steps
 from .training import GanTrainer, TrainingDivergedError, recorded_fingerprint
 
 GRID_SEEDS = range(32)
@@ -270,12 +270,15 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
     del resumed
     total_steps = steps_for(spec["kimg"], spec["batch"])
     snapshot_every = max(1, steps_for(spec["snapshot_kimg"], spec["batch"]))
+    tick_every = tick_steps(TickSettings.from_section(spec, where=f"train-gan {name}'s spec"), total_steps,
+                            spec["batch"])
     if world.is_main:
         print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
               f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "
-              f"{total_steps} steps of {spec['batch']} on {world.size} × {device.type}", file=sys.stderr)
+              f"{total_steps} steps of {spec['batch']} ({total_steps * spec['batch'] / 1000:g} kimg) on {world.size} × "
+              f"{device.type}, a tick every {tick_every} steps", file=sys.stderr)
     try:
-        _loop(trainer, out_dir, name, classes, total_steps, snapshot_every, device)
+        _loop(trainer, out_dir, name, classes, total_steps, (snapshot_every, tick_every), device)
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"train-gan {name}: {exc} (gans.{name}.g_lr, .d_lr, .r1_gamma in the config; "
                                     f"the snapshots in {out_dir} before that step are kept)") from None
@@ -285,6 +288,7 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
     if world.is_main:
         trainer.save(final)
         _write_final_record(options, trainer, out_dir, classes, images, device)
+        print(f"train-gan {name}: wrote {final}", file=sys.stderr, flush=True)
     world.barrier()
     leave_world()
     return final
@@ -302,43 +306,61 @@ def _check_sizes(name: str, spec: dict, n_images: int, processes: int, manifest)
                           f"gans.{name}.batch a multiple of {processes} (or start as many processes as divide it)")
 
 
-def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], total_steps: int, snapshot_every: int,
-          device) -> None:
-    """Train to `total_steps`; every `snapshot_every` steps (and at the last) rank 0 writes the log line, the fakes
-    and the snapshot, in that order: a kill between them leaves a logged step without its snapshot, which the
-    rerun cuts from the log and writes again (the snapshot first would lose the step's line and fakes for good)."""
-    world = trainer.world
+def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], total_steps: int,
+          every: tuple[int, int], device) -> None:
+    """Train to `total_steps`; `every` = (snapshot_every, tick_every) steps. Rank 0 prints a tick line every
+    `tick_every` steps and at the last (`ticks.TickReporter`), and every `snapshot_every` steps (and at the last)
+    writes the log line, the fakes and the snapshot, in that order, then says `wrote <snapshot>`: a kill between
+    them leaves a logged step without its snapshot, which the rerun cuts from the log and writes again (the
+    snapshot first would lose the step's line and fakes for good)."""
+    world, (snapshot_every, tick_every) = trainer.world, every
     log_path = out_dir / "training_log.jsonl"
     lines = _restart_log(log_path, trainer.step_index) if world.is_main else []
-    writer = progress = None
+    writer = console = None
     if world.is_main:
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=trainer.step_index + 1)  # drop a killed run's
-        progress = Progress(total_steps - trainer.step_index, f"train-gan {name}", unit="step")
+        console = TickReporter(f"train-gan {name}", trainer.nimg, total_steps * trainer.options.batch, device)
     try:
-        tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+        span_start, span_nimg = time.perf_counter(), trainer.nimg  # the log line's span: since the last snapshot
         while trainer.step_index < total_steps:
             stats = trainer.step()
-            if progress:
-                progress.update()
-            if trainer.step_index % snapshot_every and trainer.step_index != total_steps:
+            last = trainer.step_index == total_steps
+            if console:
+                console.step(stats, trainer.options.batch)
+                if last or trainer.step_index % tick_every == 0:
+                    console.end_tick(trainer.nimg)
+            if trainer.step_index % snapshot_every and not last:
                 continue
             if world.is_main:
-                record = _log_record(trainer, stats, time.perf_counter() - tick_start,
-                                     (trainer.nimg - tick_nimg) / 1000, device)
-                lines.append(json.dumps(record))
-                write_text(log_path, "".join(f"{line}\n" for line in lines))
-                tag = f"step{trainer.step_index:07d}"
-                sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", classes, device,
-                            f"{name}: G_ema at {trainer.nimg / 1000:g} kimg (step {trainer.step_index})")
-                trainer.save(out_dir / f"network-snapshot-{tag}.pt")
-                for key, value in record.items():
-                    writer.add_scalar(key, value, trainer.step_index)
+                span = (stats, time.perf_counter() - span_start, (trainer.nimg - span_nimg) / 1000)
+                with console.maintenance():
+                    snapshot = _write_snapshot(trainer, out_dir, name, classes, lines, writer, device, span)
+                console.wrote(snapshot)
             world.barrier()
-            tick_start, tick_nimg = time.perf_counter(), trainer.nimg
+            span_start, span_nimg = time.perf_counter(), trainer.nimg
     finally:
         if world.is_main:
             writer.close()
-            progress.close()
+            console.close()
+
+
+def _write_snapshot(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], lines: list[str], writer,
+                    device, span: tuple) -> Path:
+    """Rank 0's snapshot at the current step: the training_log.jsonl line (`span` = the step's stats, seconds
+    and kimg since the last snapshot), the fakes grid, the snapshot itself, the TensorBoard scalars. Returns the
+    snapshot's path."""
+    stats, seconds, kimg_done = span
+    record = _log_record(trainer, stats, seconds, kimg_done, device)
+    lines.append(json.dumps(record))
+    write_text(out_dir / "training_log.jsonl", "".join(f"{line}\n" for line in lines))
+    tag = f"step{trainer.step_index:07d}"
+    sample_grid(trainer.G_ema, out_dir / f"fakes-{tag}.png", classes, device,
+                f"{name}: G_ema at {trainer.nimg / 1000:g} kimg (step {trainer.step_index})")
+    snapshot = out_dir / f"network-snapshot-{tag}.pt"
+    trainer.save(snapshot)
+    for key, value in record.items():
+        writer.add_scalar(key, value, trainer.step_index)
+    return snapshot
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> Generator:
