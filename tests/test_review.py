@@ -137,8 +137,9 @@ def test_reject_records_the_reason_and_a_later_accept_removes_it(file):
                                 "reason": "only changes the noise texture", "reviewed_by": "tester",
                                 "reviewed_on": raw["rejected"][0]["reviewed_on"], "checkpoint_sha256": "b" * 64}]
     assert len(load_transformations(file.path, [GAN])) == 5  # still a valid workflow file
-    assert file.usage(GAN, "fine") == {0: {"names": ["BCV"], "rejected": []},
-                                      5: {"names": [], "rejected": ["only changes the noise texture"]}}
+    marks = file.usage(GAN, "fine")
+    assert {d: (m["names"], m["rejected"]) for d, m in marks.items()} == {
+        0: (["BCV"], []), 5: ([], ["only changes the noise texture"])}
     with pytest.raises(store.ReviewError, match="give the reason"):
         file.reject(gan=GAN, layer_range="fine", direction=6, reason="  ", checkpoint_sha256="b" * 64,
                     reviewed_by="tester")
@@ -202,18 +203,57 @@ def test_reviews_go_stale_when_the_generator_changes(tmp_path, file):
     network = save_generator(tmp_path / "gan" / "network-final.pt", seed=0)
     first = store.checkpoint_hash(network)
     assert len(first) == 64 and first == store.checkpoint_hash(network)
+    import hashlib
+    assert first == hashlib.sha256(network.read_bytes()).hexdigest()
     _accept(file, checkpoint_sha256=first)
     file.reject(gan=GAN, layer_range="fine", direction=5, reason="noise", checkpoint_sha256=first,
                 reviewed_by="tester")
-    assert file.stale({GAN: first}) == []  # the five hand-written entries carry no review: not judged
+    found = file.stale({GAN: first})
+    # the five shipped entries carry no review: never reviewed on this checkpoint; NEW and the rejection are current
+    assert [(s.kind, s.label, s.review.state) for s in found] == [
+        ("transformation", name, "not reviewed") for name in ("SPV", "SV", "BCV", "GV", "PS")]
+    assert found[0].review.describe() == "shipped, not reviewed here"
     time.sleep(0.01)
     save_generator(network, seed=1)  # retrained: other weights
     second = store.checkpoint_hash(network)
     assert second != first
-    stale = file.stale({GAN: second})
-    assert [(s.kind, s.label, s.reviewed, s.current) for s in stale] == [
-        ("transformation", "NEW", first, second), ("rejected", f"{GAN} fine #5", first, second)]
+    stale = [s for s in file.stale({GAN: second}) if s.review.state == "stale"]
+    assert [(s.kind, s.label, s.reviewed) for s in stale] == [
+        ("transformation", "NEW", first), ("rejected", f"{GAN} fine #5", first)]
+    assert stale[0].review.describe().startswith(f"stale — reviewed on {stale[0].review.reviewed_on[:10]} ({first[:12]}")
     assert file.stale({"other": second}) == []
+    assert [s.review.state for s in file.stale({GAN: None})][-2:] == ["stale", "stale"]  # the checkpoint is gone
+
+
+def test_a_review_records_the_generator_digest_and_is_judged_by_it(file):
+    """The generator digest (what SeFa files and inversions record) is compared when both sides have it: a
+    checkpoint re-saved with the same weights stays reviewed; other weights are stale."""
+    from dermsynth.latent.named import review_state
+    _accept(file, checkpoint_sha256="a" * 64, generator="g" * 16)
+    entry = load_transformations(file.path, [GAN])[-1]
+    assert entry["review"]["generator"] == "g" * 16
+    assert review_state(entry["review"], "g" * 16, "b" * 64).state == "reviewed"  # same weights, other file
+    assert review_state(entry["review"], "h" * 16, "a" * 64).state == "stale"
+    assert review_state(entry["review"], None, "a" * 64).state == "reviewed"  # only the file's hash to compare
+    assert review_state({"checkpoint_sha256": "a" * 64}, "g" * 16, None).state == "unknown"
+    assert review_state(None, "g" * 16, "a" * 64).state == "not reviewed"
+    marks = file.usage(GAN, "coarse", "h" * 16, "a" * 64)
+    assert [s.state for s in marks[3]["reviews"]] == ["stale"] and marks[0]["names"] == ["SPV"]
+    assert marks[0]["reviews"][0].describe() == "shipped, not reviewed here"
+
+
+def test_latent_transform_warns_in_one_line_for_an_entry_not_reviewed_on_its_generator(tmp_path):
+    """What `dermsynth latent transform` prints for a stale or never-reviewed entry (it runs it all the same: the
+    demo's shipped entries are never reviewed on the demo generator)."""
+    from dermsynth.latent.named import review_state, review_warning
+    entry = {"name": "SPV", "gan": GAN, "direction": 0}
+    shipped = review_warning(entry, review_state(None, "g" * 16, None), "net.pt")
+    assert shipped.count("\n") == 0 and "SPV was never reviewed on net.pt" in shipped
+    assert "dermsynth review --gan ham10000" in shipped
+    old = {"reviewed_on": "2026-01-02T03:04:05+00:00", "generator": "f" * 16, "checkpoint_sha256": "a" * 64}
+    stale = review_warning(entry, review_state(old, "g" * 16, None), "net.pt")
+    assert "reviewed on another checkpoint (ffffffffffff…, 2026-01-02), not on net.pt" in stale
+    assert review_warning(entry, review_state(old, "f" * 16, None), "net.pt") is None
 
 
 def test_reviewer_name_defaults_to_the_os_user(monkeypatch):
@@ -312,13 +352,55 @@ def test_odd_modes_and_hostile_names_are_decoded_without_writing(tmp_path, monke
     assert list(tmp_path.iterdir()) == []  # the name is never used as a path
 
 
-def test_an_upload_is_inverted_by_projection_without_encoders(engine):
+def test_without_encoders_an_upload_is_projected_on_request_with_progress(engine):
     rng = np.random.default_rng(1)
     data = _png(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)))
-    engine.cfg = {**engine.cfg, "latent": {**engine.cfg["latent"], "projection": {"steps": 3, "w_avg_samples": 50}}}
-    source = engine.upload_source(data, "lesion.png")
-    assert source.method == "projection" and source.ws.shape == (1, engine.G.num_ws, 64)
+    with pytest.raises(render.NoEncoder, match=r"no e4e encoder for ham10000 \(results/latent/ham10000/e4e.pt\): "
+                       "`snakemake results/latent/ham10000/e4e.pt` trains it"):
+        engine.upload_source(data, "lesion.png")  # no projection behind the reviewer's back
+    engine.cfg = {**engine.cfg, "latent": {**engine.cfg["latent"], "projection": {"steps": 1000, "w_avg_samples": 50}}}
+    steps = []
+    source = engine.project_source(engine.upload_image(data, "lesion.png"), "upload lesion.png", 3,
+                                   on_step=lambda done, total: steps.append((done, total)))
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # the projector's loop reports each step; the page's steps win
+    assert source.method == "projection, 3 steps" and source.ws.shape == (1, engine.G.num_ws, 64)
     assert source.inversion.shape == (3, 64, 64)
+
+
+def test_a_projection_job_stops_when_cancelled_or_its_page_is_gone(engine, monkeypatch):
+    """review.jobs with the real projector: one at a time (a second start is refused, naming the first), a cancel
+    ends the thread within a step, and so does a session that is no longer active (the tab was closed)."""
+    from dermsynth.review import jobs
+    monkeypatch.setattr(jobs, "GRACE", 0.0)
+    target = engine.sample_source(seed=5).image
+    work = lambda on_step: engine.project_source(target, "sample 5", 100_000, on_step)  # noqa: E731
+    slot = jobs.Slot()
+    first = slot.start(jobs.Job(("a",), "sample 5", 100_000, "session-1"), work)
+    deadline = time.time() + 120
+    while first.done < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.running and first.done >= 2
+    with pytest.raises(jobs.Busy, match=r"another projection is running \(sample 5: step \d+/100000\)"):
+        slot.start(jobs.Job(("b",), "other", 10, "session-2"), work)
+    first.cancel("the choice changed")
+    assert first.wait(60) and not first.thread.is_alive()
+    assert first.state == jobs.CANCELLED and first.done < 100_000
+    stopped_at = first.done
+    time.sleep(0.5)
+    assert first.done == stopped_at  # the counter stopped
+
+    open_page = {"alive": True}
+    second = slot.start(jobs.Job(("b",), "sample 5", 100_000, "session-2", lambda: open_page["alive"]), work)
+    while second.done < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert second.running
+    open_page["alive"] = False  # the browser tab is closed: the session is no longer active
+    assert second.wait(60) and second.state == jobs.CANCELLED and second.reason == "the page was closed"
+
+    def broken(on_step):
+        raise RuntimeError("out of memory\nsecond line")
+    third = slot.start(jobs.Job(("c",), "x", 1, "s"), broken)
+    assert third.wait(10) and third.state == jobs.FAILED and third.error == "RuntimeError: out of memory"
 
 
 # ---- the server ----------------------------------------------------------------------------------------
@@ -491,8 +573,69 @@ def test_the_page_flags_stale_reviews_and_draws_the_strip(app):
     at.run()
     assert not at.exception
     assert any("Stale reviews" in w.value and "transformation OLD" in w.value for w in at.warning)
+    # the shipped entries were never reviewed on this (freshly trained) generator: not shown as plainly "named"
+    assert any("Shipped, not reviewed here: SPV, SV, BCV, GV, PS" in w.value for w in at.warning)
+    at.selectbox(key="layer_range").set_value("coarse").run()
+    table = at.sidebar.dataframe[0].value
+    assert table["review"].tolist()[:3] == ["shipped, not reviewed here", "shipped, not reviewed here", ""]
+    assert table["review"].tolist()[3].startswith("stale — reviewed on ")
     at.toggle(key="show_strip").set_value(True).run()
     captions = [caption for image in at.image for caption in image.captions]
     assert captions[:2] == ["source: sample seed 0 (ψ 0.7)", "inversion (sample)"]
-    assert captions[3].startswith("rows: this source, samples 0–2 · columns: -3.0, -2.0, -1.0, +0.0")
+    assert captions[3].startswith("rows: this source, samples of seeds 1, 2, 3 (ψ 0.7) · columns: -3.0, -2.0, -1.0, "
+                                  "+0.0")
     assert at.main.dataframe[-1].value.shape == (4, 7)  # LPIPS per source row and magnitude column
+
+
+def test_the_strips_rows_are_different_images(engine, workdir):
+    """The strip once showed the source twice (the page's default source is sample seed 0, and the strip added
+    seeds 0–2): its rows are now four different images, compared at magnitude 0 (the unedited column)."""
+    directions = render.load_directions(workdir, GAN, "all")
+    for source in (engine.sample_source(0), engine.sample_source(2), engine.sample_source(7, 0.5)):
+        seeds = render.strip_seeds(source)
+        assert len(seeds) == 3 and source.seed not in seeds
+        picture, magnitudes, _ = engine.strip([source] + [engine.sample_source(s) for s in seeds], directions, 0,
+                                              -3.0, 3.0, 7)
+        centre = list(magnitudes).index(0.0)
+        rows = [picture[r * 64:(r + 1) * 64, centre * 64:(centre + 1) * 64].astype(int) for r in range(4)]
+        assert np.abs(rows[0] - render.to_picture(source.image)).max() <= 1  # batched: rounding may move a level
+        for i in range(4):
+            for j in range(i + 1, 4):
+                assert np.abs(rows[i] - rows[j]).mean() > 5, (i, j)
+
+
+def test_the_page_projects_on_request_and_a_changed_choice_stops_it(app, workdir, ingested_ham, tmp_path):
+    """No encoder: a dataset image is not projected until asked; the page says so and offers the button; once
+    started, changing the image stops the worker thread (the steps stop) and the page offers the button again."""
+    import pandas as pd
+
+    from dermsynth.data.splits import split_dataset
+    from dermsynth.review import jobs
+    at, _ = app
+    data = workdir / "results" / "data" / "ham10000"
+    if not data.exists():
+        data.mkdir(parents=True)
+        (data / "lmdb").symlink_to(ingested_ham / "lmdb")
+        cfg = validate_config(yaml.safe_load((workdir / "config" / "config.yaml").read_text()))
+        ingested = pd.read_csv(ingested_ham / "ingested.csv", dtype=str, keep_default_na=False)
+        split_dataset(ingested, cfg["datasets"]["ham10000"]["split"]).to_csv(data / "manifest.csv", index=False)
+    at.run()
+    at.radio(key="source_kind").set_value("dataset image").run()
+    assert not at.exception
+    assert any("no e4e encoder for ham10000" in i.value for i in at.info)
+    assert not at.image  # nothing projected behind the reviewer's back
+    at.number_input(key="projection_steps").set_value(100_000).run()
+    at.button(key="project").click().run()
+    job = jobs.SLOT.current
+    assert job is not None and job.total == 100_000
+    deadline = time.time() + 120
+    while job.done < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.running and job.done >= 2
+    keys = at.selectbox(key="image_key").options
+    at.selectbox(key="image_key").set_value(keys[1]).run()  # another image: the projection of the first stops
+    assert job.wait(30) and job.state == jobs.CANCELLED and job.reason == "the choice changed"
+    stopped_at = job.done
+    time.sleep(0.5)
+    assert job.done == stopped_at and not job.thread.is_alive()
+    assert at.button(key="project").disabled is False and not at.exception

@@ -8,6 +8,8 @@ against; `dermsynth.latent.sefa` uses the same table to choose the layers it fac
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -68,3 +70,71 @@ def _entry_problems(entry: dict, where: str, seen: set, gans: list[str] | None) 
     if gans is not None and entry["gan"] not in gans:
         problems.append(f"{where}: gan {entry['gan']!r} has no inversion (add it to latent.inversion.gans)")
     return problems
+
+
+# ---- which checkpoint an entry was reviewed on ---------------------------------------------------------------
+REVIEW_KEY = "review"  # an entry's review block: reviewed_by, reviewed_on, generator, checkpoint_sha256
+REVIEWED, STALE, NOT_REVIEWED, UNKNOWN = "reviewed", "stale", "not reviewed", "unknown"
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """SHA-256 (64 hex characters) of a checkpoint file's bytes. Raises FileNotFoundError when it does not exist."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """What a review record says about the generator used now.
+
+    `state`: REVIEWED (recorded on this generator), STALE (recorded on another), NOT_REVIEWED (no record: a
+    hand-written or shipped entry, e.g. the repository's config/transformations.yaml), UNKNOWN (the record holds
+    only an identity that was not given to compare). `reviewed_on` (ISO 8601) and `reviewed` (the recorded
+    identity) are empty strings when there is no record."""
+    state: str
+    reviewed_on: str = ""
+    reviewed: str = ""
+
+    def describe(self) -> str:
+        """Short text for a table cell: 'reviewed here', 'stale — reviewed on <date> (<id>…)', 'shipped, not reviewed
+        here', ''."""
+        if self.state == REVIEWED:
+            return "reviewed here"
+        if self.state == STALE:
+            return f"stale — reviewed on {self.reviewed_on[:10] or '?'} ({self.reviewed[:12]}…)"
+        return "shipped, not reviewed here" if self.state == NOT_REVIEWED else ""
+
+
+def review_state(record: dict | None, generator: str | None = None, checkpoint: str | None = None) -> ReviewState:
+    """Judge a review record against the generator used now.
+
+    `record`: a transformation's `review:` block or a `rejected:` record (keys `generator` — the
+    `latent.identity.generator_digest` of G_ema, the identity SeFa files and inversions record — and/or
+    `checkpoint_sha256` — `checkpoint_sha256` of the network file; `reviewed_on`), or None. `generator` and
+    `checkpoint`: those identities of the generator now (either may be None when not computed). The generator
+    digest is compared when both sides have it, else the file's SHA-256."""
+    if not record or not any(k in record for k in ("generator", "checkpoint_sha256")):
+        return ReviewState(NOT_REVIEWED)
+    when = str(record.get("reviewed_on") or "")
+    for key, current in (("generator", generator), ("checkpoint_sha256", checkpoint)):
+        if record.get(key) and current:
+            recorded = str(record[key])
+            return ReviewState(REVIEWED if recorded == current else STALE, when, recorded)
+    return ReviewState(UNKNOWN, when, str(record.get("generator") or record.get("checkpoint_sha256")))
+
+
+def review_warning(entry: dict, state: ReviewState, network) -> str | None:
+    """The one line `dermsynth latent transform` prints for an entry not reviewed on `network` (None when it was,
+    or when that cannot be told)."""
+    fix = f"check it (and its direction index) with `dermsynth review --gan {entry['gan']}`"
+    if state.state == STALE:
+        return (f"transformation {entry['name']} was reviewed on another checkpoint ({state.reviewed[:12]}…, "
+                f"{state.reviewed_on[:10] or 'undated'}), not on {network}: direction {entry['direction']} may now "
+                f"show something else; {fix}")
+    if state.state == NOT_REVIEWED:
+        return (f"transformation {entry['name']} was never reviewed on {network} (a shipped or hand-written entry: "
+                f"its direction index was picked on another generator); {fix}")
+    return None

@@ -99,8 +99,11 @@ def _for_loss(images: torch.Tensor) -> torch.Tensor:
 
 
 def project(G, targets: torch.Tensor, lpips, options: ProjectionOptions, class_indices: list[int] | None = None,
-            device="cpu", label: str = "project") -> dict:
-    """Project uint8 targets (N, 3, R, R). Returns ws (N, num_ws, w_dim), noise maps, and the loss curve."""
+            device="cpu", label: str = "project", on_step=None) -> dict:
+    """Project uint8 targets (N, 3, R, R). Returns ws (N, num_ws, w_dim), noise maps, and the loss curve.
+
+    `on_step`, when given, is called after every step with (steps done, options.steps); an exception it raises
+    ends the projection there (the review page's cancel: dermsynth.review.jobs)."""
     G = G.to(device).eval().requires_grad_(False)
     lpips = lpips.to(device).eval().requires_grad_(False)
     if options.space not in ("w", "w+"):
@@ -138,6 +141,8 @@ def project(G, targets: torch.Tensor, lpips, options: ProjectionOptions, class_i
                 noise /= noise.square().mean(dim=[1, 2, 3], keepdim=True).sqrt()
         curve.append(distance.detach().cpu())
         progress.update()
+        if on_step is not None:
+            on_step(step + 1, options.steps)
     progress.close()
     ws = w_opt.detach().expand(-1, G.num_ws, -1).clone() if layers == 1 else w_opt.detach().clone()
     return {"ws": ws.cpu(), "noise": [m.detach().cpu() for m in noise_maps], "lpips_curve": torch.stack(curve)}

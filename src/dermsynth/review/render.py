@@ -24,9 +24,11 @@ from ..config import schema_defaults
 from ..data.dataset import read_images
 from ..data.images import ImageRejected, decode_image
 from ..errors import DermsynthError
+from ..fingerprint import store_identity
 from ..gan.pixels import render_ws, to_uint8
 from ..gan.run import load_generator
 from ..latent.encoders import deltas_from_factors
+from ..latent.identity import generator_digest
 from ..latent.inversion import invert
 from ..latent.named import LAYER_RANGES
 from ..latent.project import ProjectionOptions, project
@@ -42,6 +44,10 @@ UPLOAD_MAX_BYTES = 50 * 2 ** 20  # and above 50 MB (Streamlit's server.maxUpload
 
 class UploadRejected(DermsynthError):
     """An uploaded file that is not a usable image; the message says why and what to do."""
+
+
+class NoEncoder(DermsynthError):
+    """The generator has no usable e4e encoder; the message says why and how to train one."""
 
 
 @dataclass
@@ -82,6 +88,7 @@ class Source:
     ws: torch.Tensor                          # (1, num_ws, w_dim) float32
     deltas: dict = field(default_factory=dict)  # {layer: (1, out, in) float32}
     noise: list | None = None                 # projection's optimised noise maps, one (1, 1, r, r) per layer
+    seed: int | None = None                   # a sample's seed (None for a real image)
 
 
 @dataclass
@@ -171,8 +178,17 @@ class ReviewEngine:
         self.lpips = self.lpips.to(self.device)
         self.threshold = float(self.section("latent.transform")["lpips_threshold"])
         self.latent_dir = self.root / "results" / "latent" / gan
-        self._encoder = self._hyper = None
+        self._encoder = self._hyper = self._vgg = None
+        self._hyper_problem, self._encoder_problem = "", (None, "")
         self._stored = None
+        self._digest = None
+
+    @property
+    def digest(self) -> str:
+        """`latent.identity.generator_digest` of the loaded generator (what a review records; computed once)."""
+        if self._digest is None:
+            self._digest = generator_digest(self.G)
+        return self._digest
 
     def section(self, path: str) -> dict:
         """The config section at dotted `path` (`"latent.projection"`) over the schema's defaults of that section:
@@ -202,16 +218,21 @@ class ReviewEngine:
         with torch.no_grad():
             ws = self.G.mapping(z, c, truncation_psi=truncation_psi).cpu()
         image = self._synthesise(ws)[0]
-        return Source(f"sample seed {seed} (ψ {truncation_psi})", "sample", image, image, ws)
+        return Source(f"sample seed {seed} (ψ {truncation_psi})", "sample", image, image, ws, seed=int(seed))
 
     def dataset_choices(self) -> list[str]:
-        """The datasets whose images can be browsed: the generator's own and the stored inversion's, those
-        with a manifest and LMDB under results/data."""
+        """The datasets whose images can be browsed: those with a manifest and LMDB under results/data — with a
+        config, the generator's own and the inversion's (`latent.inversion.dataset`); without one, every such
+        dataset (the page needs no config: encoders invert any image of the generator's resolution)."""
+        folders = self.root / "results" / "data"
+        if self.cfg:
+            candidates = [self.cfg.get("gans", {}).get(self.gan, {}).get("dataset"),
+                          self.cfg.get("latent", {}).get("inversion", {}).get("dataset")]
+        else:
+            candidates = sorted(p.name for p in folders.glob("*") if p.is_dir())
         names = []
-        gan_spec = self.cfg.get("gans", {}).get(self.gan, {})
-        inversion = self.cfg.get("latent", {}).get("inversion", {})
-        for name in (gan_spec.get("dataset"), inversion.get("dataset")):
-            folder = self.root / "results" / "data" / str(name)
+        for name in candidates:
+            folder = folders / str(name)
             if name and name not in names and (folder / "manifest.csv").exists() and (folder / "lmdb").exists():
                 names.append(name)
         return names
@@ -226,56 +247,101 @@ class ReviewEngine:
         return frame
 
     def stored_inversion(self, dataset: str):
-        """The `invert` output of this generator (a StoredInversion) when it was made from `dataset`, else None."""
+        """The `invert` output of this generator (a StoredInversion) when it was made from `dataset`'s image store
+        (the store identity it records; an inversion recording none: when `dataset` is `latent.inversion.dataset`
+        of the config), else None."""
         folder = self.latent_dir / "inversion"
-        if dataset != self.cfg.get("latent", {}).get("inversion", {}).get("dataset") \
-                or not (folder / "index.csv").exists():
+        if not (folder / "index.csv").exists():
             return None
         if self._stored is None:
             self._stored = StoredInversion(folder)
-        return self._stored
+        recorded = (self._stored.record.get("fingerprint") or {}).get("data.store")
+        if recorded is not None:
+            made_from = recorded == store_identity(self.root / "results" / "data" / dataset / "lmdb")
+        else:
+            made_from = dataset == self.cfg.get("latent", {}).get("inversion", {}).get("dataset")
+        return self._stored if made_from else None
+
+    def dataset_image(self, dataset: str, key: str) -> torch.Tensor:
+        """uint8 (3, R, R): image `key` of `dataset` at the generator's resolution. Raises KeyError for a key not
+        in the dataset."""
+        return at_resolution(read_images(self.root / "results" / "data" / dataset / "lmdb", [key]),
+                             self.resolution)[0]
 
     def dataset_source(self, dataset: str, key: str) -> Source:
         """A real image of `dataset` by key: its stored inversion when `invert` has run on it, otherwise
-        inverted now (`invert_image`). Raises KeyError for a key not in the dataset."""
-        image = at_resolution(read_images(self.root / "results" / "data" / dataset / "lmdb", [key]),
-                              self.resolution)[0]
+        inverted now by the encoders (`invert_image`). Raises KeyError for a key not in the dataset, NoEncoder
+        when neither exists (then `project_source` on request)."""
+        image = self.dataset_image(dataset, key)
         stored = self.stored_inversion(dataset)
         if stored is not None and key in stored.rows:
             ws, deltas = stored.latents([key])
             return Source(f"{dataset} {key}", "stored inversion", image, self._synthesise(ws, deltas)[0], ws, deltas)
         return self.invert_image(image, f"{dataset} {key}")
 
+    def upload_image(self, data: bytes, name: str) -> torch.Tensor:
+        """An uploaded JPEG/PNG as uint8 (3, R, R), preprocessed as at ingest. Raises UploadRejected (see
+        `decode_upload`)."""
+        return decode_upload(data, name, self.resolution, self.section("ingest"))
+
     def upload_source(self, data: bytes, name: str) -> Source:
-        """An uploaded JPEG/PNG, preprocessed as at ingest and inverted (`invert_image`).
-        Raises UploadRejected (see `decode_upload`)."""
-        image = decode_upload(data, name, self.resolution, self.section("ingest"))
-        return self.invert_image(image, f"upload {Path(str(name)).name}")
+        """An uploaded JPEG/PNG, preprocessed as at ingest and inverted by the encoders (`invert_image`).
+        Raises UploadRejected (see `decode_upload`), NoEncoder."""
+        return self.invert_image(self.upload_image(data, name), f"upload {Path(str(name)).name}")
+
+    def encoders(self) -> str:
+        """The inversion this generator's trained encoders give: 'e4e + HyperStyle' (results/latent/<gan>/e4e.pt
+        and hyperstyle.pt) or 'e4e' (no hypernetwork, or one that cannot be used: trained on another encoder).
+        Loaded once. Raises NoEncoder (saying why and how to train one) when there is no usable e4e.pt."""
+        e4e, hyper = self.latent_dir / "e4e.pt", self.latent_dir / "hyperstyle.pt"
+        if self._encoder is None:
+            fix = (f"`snakemake {e4e.relative_to(self.root)}` trains it; until then an image is inverted by "
+                   "projection, on request")
+            if not e4e.exists():
+                raise NoEncoder(f"no e4e encoder for {self.gan} ({e4e.relative_to(self.root)}): {fix}")
+            stamp = e4e.stat().st_mtime_ns
+            if self._encoder_problem[0] != stamp:  # an unusable file is read once (again when it changes)
+                try:
+                    self._encoder, _ = load_e4e(e4e, self.G, self.device)
+                    self._encoder_problem = (stamp, "")
+                except DermsynthError as exc:  # another generator's encoder, not an encoder
+                    self._encoder_problem = (stamp, str(exc))
+            if self._encoder is None:
+                raise NoEncoder(f"{self._encoder_problem[1]}; {fix}")
+            if hyper.exists():
+                try:
+                    self._hyper = load_hyperstyle(hyper, self.G, self.device, encoder=self._encoder)
+                except DermsynthError as exc:
+                    self._hyper_problem = str(exc)
+        return "e4e + HyperStyle" if self._hyper is not None else "e4e"
 
     def invert_image(self, image: torch.Tensor, label: str) -> Source:
-        """Invert a uint8 (3, R, R) image with the trained e4e + HyperStyle of this generator
-        (results/latent/<gan>/e4e.pt, hyperstyle.pt); with e4e only when there is no hypernetwork; by
-        projection into W (latent.projection settings) when neither exists."""
-        e4e, hyper = self.latent_dir / "e4e.pt", self.latent_dir / "hyperstyle.pt"
-        if e4e.exists():
-            if self._encoder is None:
-                self._encoder, _ = load_e4e(e4e, self.G, self.device)
-                if hyper.exists():
-                    self._hyper = load_hyperstyle(hyper, self.G, self.device, encoder=self._encoder)
-            model, options = self._hyper if self._hyper is not None else (None, None)
-            result = invert(self.G, self._encoder, image[None], model, options.iterations if options else 0,
-                            self.device)
-            deltas = deltas_from_factors(result["factors"]) if result["factors"] else {}
-            method = "e4e + HyperStyle" if model is not None else "e4e"
-            return Source(label, method, image, result["stages"][-1][0], result["ws"], deltas)
-        return self._project(image, label)
+        """Invert a uint8 (3, R, R) image at once with the trained e4e + HyperStyle of this generator
+        (results/latent/<gan>/e4e.pt, hyperstyle.pt: milliseconds), with e4e alone when there is no usable
+        hypernetwork. Raises NoEncoder when there is no usable e4e encoder (see `encoders`)."""
+        method = self.encoders()
+        model, options = self._hyper if self._hyper is not None else (None, None)
+        result = invert(self.G, self._encoder, image[None], model, options.iterations if options else 0, self.device)
+        deltas = deltas_from_factors(result["factors"]) if result["factors"] else {}
+        return Source(label, method, image, result["stages"][-1][0], result["ws"], deltas)
 
-    def _project(self, image: torch.Tensor, label: str) -> Source:
-        options = ProjectionOptions.from_section(self.section("latent.projection"), where="latent.projection")
-        vgg, _ = lpips_model(net="vgg")
-        result = project(self.G, image[None], vgg, options, [0] if self.G.c_dim else None, self.device)
-        return Source(label, "projection", image, render_ws(self.G, result["ws"], result["noise"], self.device)[0],
-                      result["ws"], {}, result["noise"])
+    def projection_steps(self) -> int:
+        """`latent.projection.steps` of the config (the schema's default without one)."""
+        return int(self.section("latent.projection")["steps"])
+
+    def project_source(self, image: torch.Tensor, label: str, steps: int, on_step=None) -> Source:
+        """Invert a uint8 (3, R, R) image by optimisation (the StyleGAN2 projector, `latent.project.project`,
+        with the `latent.projection` settings but `steps` Adam steps) into W, with its noise maps. `on_step(done,
+        total)` is called after every step; an exception it raises stops the projection (see review.jobs)."""
+        settings = {**self.section("latent.projection"), "steps": int(steps)}
+        options = ProjectionOptions.from_section(settings, where="latent.projection")
+        if self._vgg is None:
+            self._vgg, _ = lpips_model(net="vgg")
+        result = project(self.G, image[None], self._vgg, options, [0] if self.G.c_dim else None, self.device,
+                         label=f"project {label}", on_step=on_step)
+        return Source(label, f"projection, {options.steps} steps", image,
+                      render_ws(self.G, result["ws"], result["noise"], self.device)[0], result["ws"], {},
+                      result["noise"])
 
     # ---- edits ---------------------------------------------------------------------------------------
     def edit_images(self, source: Source, directions: Directions, index: int, magnitudes) -> torch.Tensor:
@@ -319,6 +385,12 @@ class ReviewEngine:
             rows.append(images)
             distances.append(self.lpips_to(source.image, images))
         return tile(torch.stack(rows).numpy()), magnitudes, np.stack(distances)
+
+
+def strip_seeds(source: Source, count: int = 3) -> list[int]:
+    """Seeds of the `count` samples the strip shows below `source`: the smallest seeds ≥ 0 other than the source's
+    own, so no row repeats the source."""
+    return [s for s in range(count + 1) if s != source.seed][:count]
 
 
 def to_picture(image: torch.Tensor) -> np.ndarray:

@@ -10,19 +10,23 @@ Every change is one read-modify-write cycle under the file's exclusive lock (loc
 two `dermsynth review` servers) each re-read the file the other just wrote, so no accepted entry is lost. A file that is already invalid is never written: every
 change raises `InvalidTransformationsFile` with the validator's message, so the reviewer fixes it by hand.
 
-An accepted entry carries its review under `review:` (reviewed_by, reviewed_on, checkpoint_sha256); the
+An accepted entry carries its review under `review:` (reviewed_by, reviewed_on, generator — the digest of the
+generator's weights, `latent.identity.generator_digest`, which SeFa files and inversions record too —,
+checkpoint_sha256 — of the network file); the
 workflow leaves that key out of the per-transformation config it hashes (workflow/rules/common.smk), so
 re-reviewing an entry without changing it re-runs nothing. A rejected direction is recorded as
 
     rejected:
-      - {gan, layer_range, direction, reason, reviewed_by, reviewed_on, checkpoint_sha256}
+      - {gan, layer_range, direction, reason, reviewed_by, reviewed_on, generator, checkpoint_sha256}
+
+An entry (or record) reviewed on another checkpoint is stale; an entry without a review (the shipped
+config/transformations.yaml) was never reviewed on this user's generator (`latent.named.review_state`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import io
 import os
 import tempfile
@@ -36,11 +40,11 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from ..errors import ConfigError, DermsynthError
-from ..latent.named import LAYER_RANGES, load_transformations
+from ..latent.named import (LAYER_RANGES, NOT_REVIEWED, REVIEW_KEY, STALE, ReviewState, checkpoint_sha256,
+                            load_transformations, review_state)
 from ..locks import exclusive
 from ..outputs import atomic_path, disk_error
 
-REVIEW_KEY = "review"
 LOCK_TIMEOUT = 30.0  # seconds a change waits for another reviewer's change of the same file
 HEADER = ("# Transformations reviewed with `dermsynth review`: SeFa directions of a generator, named, with a\n"
           "# magnitude range (distance in W along the unit direction). See config/transformations.yaml.\n")
@@ -73,11 +77,7 @@ def checkpoint_hash(path: str | Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = checkpoint_sha256(path)
     return _HASHES[key]
 
 
@@ -98,12 +98,17 @@ def now_iso() -> str:
 
 @dataclass
 class StaleReview:
-    """A saved review whose generator checkpoint changed since (or is gone: current is None)."""
+    """A saved entry not reviewed on its generator's current checkpoint: reviewed on another one (state STALE;
+    `reviewed` is the recorded identity) or never (NOT_REVIEWED: a shipped or hand-written entry)."""
     kind: str              # "transformation" or "rejected"
     label: str             # the transformation's name, or "<gan> <layer_range> #<direction>"
     gan: str
-    reviewed: str          # checkpoint_sha256 recorded with the review
-    current: str | None    # the checkpoint's hash now
+    review: ReviewState
+
+    @property
+    def reviewed(self) -> str:
+        """The identity recorded with the review ('' when none)."""
+        return self.review.reviewed
 
 
 def _plain(node):
@@ -227,52 +232,67 @@ class TransformationsFile:
         """The `rejected:` records as plain dicts. Raises InvalidTransformationsFile."""
         return _plain(list(self._document().get("rejected") or []))
 
-    def usage(self, gan: str, layer_range: str) -> dict[int, dict]:
-        """{direction: {"names": [transformation names], "rejected": [reasons]}} for one generator and layer
-        range: what the direction list marks. Raises InvalidTransformationsFile."""
+    def usage(self, gan: str, layer_range: str, generator: str | None = None,
+              checkpoint: str | None = None) -> dict[int, dict]:
+        """{direction: {"names": [transformation names], "rejected": [reasons], "reviews": [ReviewState of each
+        name]}} for one generator and layer range: what the direction list marks. `generator` and `checkpoint`
+        identify the generator now (see `latent.named.review_state`). Raises InvalidTransformationsFile."""
         document = self._document()
         marks: dict[int, dict] = {}
+
+        def mark(entry) -> dict:
+            return marks.setdefault(int(entry["direction"]), {"names": [], "rejected": [], "reviews": []})
         for entry in document.get("transformations") or []:
             if entry.get("gan") == gan and entry.get("layer_range") == layer_range:
-                marks.setdefault(int(entry["direction"]), {"names": [], "rejected": []})["names"].append(
-                    str(entry["name"]))
+                mark(entry)["names"].append(str(entry["name"]))
+                mark(entry)["reviews"].append(review_state(entry.get(REVIEW_KEY), generator, checkpoint))
         for entry in document.get("rejected") or []:
             if entry.get("gan") == gan and entry.get("layer_range") == layer_range:
-                marks.setdefault(int(entry["direction"]), {"names": [], "rejected": []})["rejected"].append(
-                    str(entry["reason"]))
+                mark(entry)["rejected"].append(str(entry["reason"]))
         return marks
 
-    def stale(self, current_hashes: dict[str, str | None]) -> list[StaleReview]:
-        """Reviews recorded for a checkpoint other than the current one of their generator.
+    def stale(self, current: dict[str, tuple[str | None, str | None] | str | None]) -> list[StaleReview]:
+        """Entries and rejections not reviewed on their generator's current checkpoint: reviewed on another
+        (STALE), or — accepted entries only — never reviewed (NOT_REVIEWED: the shipped file's entries).
 
-        `current_hashes`: {gan: checkpoint_hash or None when it is missing}; generators not in it are not
-        judged, nor are entries without a recorded review. Raises InvalidTransformationsFile."""
+        `current`: {gan: (generator digest or None, checkpoint_sha256 or None)}, or {gan: checkpoint_sha256}; None
+        when the checkpoint is missing (then every review of it is stale). Generators not in it are not judged.
+        Raises InvalidTransformationsFile."""
         document = self._document()
+        now = {gan: value if isinstance(value, tuple) else (None, value) for gan, value in current.items()}
         out = []
         for entry in document.get("transformations") or []:
-            review = entry.get(REVIEW_KEY) or {}
             gan = entry.get("gan")
-            if "checkpoint_sha256" in review and gan in current_hashes \
-                    and review["checkpoint_sha256"] != current_hashes[gan]:
-                out.append(StaleReview("transformation", str(entry["name"]), gan, str(review["checkpoint_sha256"]),
-                                       current_hashes[gan]))
+            if gan in now:
+                state = self._judge(entry.get(REVIEW_KEY), now[gan])
+                if state.state in (STALE, NOT_REVIEWED):
+                    out.append(StaleReview("transformation", str(entry["name"]), gan, state))
         for entry in document.get("rejected") or []:
             gan = entry.get("gan")
-            if "checkpoint_sha256" in entry and gan in current_hashes \
-                    and entry["checkpoint_sha256"] != current_hashes[gan]:
-                out.append(StaleReview("rejected", f"{gan} {entry['layer_range']} #{entry['direction']}", gan,
-                                       str(entry["checkpoint_sha256"]), current_hashes[gan]))
+            if gan in now:
+                state = self._judge(entry, now[gan])
+                if state.state == STALE:
+                    out.append(StaleReview("rejected", f"{gan} {entry['layer_range']} #{entry['direction']}", gan,
+                                           state))
         return out
+
+    @staticmethod
+    def _judge(record, identity: tuple[str | None, str | None]) -> ReviewState:
+        if identity == (None, None) and record and any(k in record for k in ("generator", "checkpoint_sha256")):
+            return ReviewState(STALE, str(record.get("reviewed_on") or ""),
+                               str(record.get("generator") or record.get("checkpoint_sha256")))  # checkpoint gone
+        return review_state(record, *identity)
 
     # ---- writing -------------------------------------------------------------------------------------
     def accept(self, *, name: str, description: str, gan: str, layer_range: str, direction: int,
                magnitude: tuple[float, float], checkpoint_sha256: str, reviewed_by: str,
-               direction_count: int | None = None, replace: bool = False) -> dict:
+               direction_count: int | None = None, replace: bool = False, generator: str | None = None) -> dict:
         """Add (or, with replace=True, update in place) the transformation `name`; a `rejected:` record of
         the same (gan, layer_range, direction) is removed. Returns the saved entry (plain dict).
 
         `magnitude` is (low, high) in W distance, low ≤ high; `direction_count`, when given, is the number of
-        directions in the SeFa file (the index must be below it). Raises ReviewError when the entry or the
+        directions in the SeFa file (the index must be below it); `checkpoint_sha256` and `generator` (the
+        generator's `generator_digest`, recorded when given) identify the checkpoint reviewed on. Raises ReviewError when the entry or the
         resulting file is invalid (the validator's message) or the name exists and replace is False, and
         InvalidTransformationsFile when the file on disk is already invalid; the file is then unchanged."""
         name, description = str(name).strip(), str(description).strip()
@@ -292,6 +312,7 @@ class TransformationsFile:
             span = CommentedSeq([low, high])
             span.fa.set_flow_style()
             review = CommentedMap([("reviewed_by", reviewed_by), ("reviewed_on", SingleQuotedScalarString(now_iso())),
+                                   *([("generator", generator)] if generator else []),
                                    ("checkpoint_sha256", checkpoint_sha256)])
             values = [("name", name), ("description", description), ("gan", gan), ("layer_range", layer_range),
                       ("direction", int(direction)), ("magnitude", span), (REVIEW_KEY, review)]
@@ -308,7 +329,7 @@ class TransformationsFile:
         return _plain(existing)
 
     def reject(self, *, gan: str, layer_range: str, direction: int, reason: str, checkpoint_sha256: str,
-               reviewed_by: str, direction_count: int | None = None) -> dict:
+               reviewed_by: str, direction_count: int | None = None, generator: str | None = None) -> dict:
         """Record a rejected direction with its reason (replacing an earlier record of the same direction).
 
         Returns the record (plain dict). Raises ReviewError when the reason is empty, the direction is a
@@ -332,6 +353,7 @@ class TransformationsFile:
             record = CommentedMap([("gan", gan), ("layer_range", layer_range), ("direction", int(direction)),
                                    ("reason", reason), ("reviewed_by", reviewed_by),
                                    ("reviewed_on", SingleQuotedScalarString(now_iso())),
+                                   *([("generator", generator)] if generator else []),
                                    ("checkpoint_sha256", checkpoint_sha256)])
             rejected.append(record)
         return _plain(record)
