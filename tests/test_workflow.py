@@ -140,6 +140,7 @@ def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     _check_authenticity_outputs(workdir)
     _check_federated_outputs(workdir)
     _check_report(workdir)
+    _check_figures(workdir)
     up_to_date = _snakemake(workdir, "-n")
     assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
     _check_one_key_per_stage_reruns_only_its_readers(tmp_path, workdir, raw)
@@ -317,6 +318,26 @@ def _embedded(html: str, name: str):
     """The JSON a Snakemake report embeds as `<script id="<name>"> var <name> = …;`."""
     start = html.index(f"var {name} = ", html.index(f'<script id="{name}">')) + len(f"var {name} = ")
     return json.JSONDecoder().raw_decode(html[start:])[0]
+
+
+def _check_figures(workdir: Path) -> None:
+    """Every PNG under results/ that is a figure carries the labels `save_figure` stores (a non-empty title); a PNG
+    named by a `key` of a CSV in its folder or the one above is an image of a set (data), not a figure."""
+    from dermsynth.outputs import read_figure_labels
+    keys: dict[Path, set[str]] = {}
+
+    def set_keys(folder: Path) -> set[str]:
+        if folder not in keys:
+            keys[folder] = {str(k) for csv in folder.glob("*.csv") if "key" in pd.read_csv(csv, nrows=0).columns
+                            for k in pd.read_csv(csv, usecols=["key"], dtype=str)["key"]}
+        return keys[folder]
+
+    figures = [png for png in sorted((workdir / "results").rglob("*.png"))
+               if png.stem not in set_keys(png.parent) | set_keys(png.parent.parent)]
+    assert figures, "no figures under results/"
+    for png in figures:
+        labels = read_figure_labels(png)
+        assert labels and labels["title"].strip(), f"{png.relative_to(workdir)}: a figure without a labelled title"
 
 
 def _check_report(workdir: Path) -> None:
