@@ -256,6 +256,31 @@ def test_latent_transform_warns_in_one_line_for_an_entry_not_reviewed_on_its_gen
     assert review_warning(entry, review_state(old, "f" * 16, None), "net.pt") is None
 
 
+def test_latent_transform_judges_the_entry_it_runs_against_its_network(tmp_path, file, capsys):
+    """`latent transform --transformations` (latent.transform.reviewed_on, called with the generator it loaded):
+    shipped entry → one WARNING line and 'not reviewed'; reviewed on this generator → silent; on another → 'stale'."""
+    from dermsynth.gan.run import load_generator
+    from dermsynth.latent.identity import generator_digest
+    from dermsynth.latent.transform import reviewed_on
+    network = save_generator(tmp_path / "gan" / "network-final.pt", seed=0)
+    digest = generator_digest(load_generator(network))
+    spec = {"name": "SPV", "gan": GAN, "direction": 0}
+    assert reviewed_on(spec, file.path, digest, network) == "not reviewed"
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("transform SPV: WARNING: transformation SPV was never reviewed on ")
+    _accept(file, name="SPV", layer_range="coarse", direction=0, replace=True, generator=digest,
+            checkpoint_sha256=store.checkpoint_hash(network))
+    assert reviewed_on(spec, file.path, digest, network) == "reviewed" and capsys.readouterr().err == ""
+    _accept(file, name="NEW", checkpoint_sha256=store.checkpoint_hash(network))  # an older page: the file's hash
+    assert reviewed_on({**spec, "name": "NEW"}, file.path, digest, network) == "reviewed"
+    save_generator(network, seed=1)  # retrained
+    other = generator_digest(load_generator(network))
+    assert reviewed_on(spec, file.path, other, network) == "stale"
+    assert reviewed_on({**spec, "name": "NEW"}, file.path, other, network) == "stale"
+    assert "was reviewed on another checkpoint" in capsys.readouterr().err
+    assert reviewed_on(spec, None, other, network) == "unknown"
+
+
 def test_reviewer_name_defaults_to_the_os_user(monkeypatch):
     assert store.reviewer_name(" alice ") == "alice"
     monkeypatch.setenv("USER", "bob")

@@ -147,6 +147,7 @@ rule transform:
                labels={"transformation": "{name}"}),
     params:
         options=step_options(TransformOptions),
+        transformations=config["latent"]["transform"]["file"],  # its review is checked (a WARNING line), not hashed
     log:
         "logs/latent/transform/{name}.log",
     benchmark:
@@ -159,7 +160,7 @@ rule transform:
     shell:
         "dermsynth latent transform --options {params.options} --network {input.network} "
         "--sefa {input.sefa} --inversion {input.inversion} --lmdb {input.lmdb} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "--transformations {params.transformations} --threads {threads} > {log} 2>&1"
 
 
 rule lpips_table:

@@ -61,7 +61,8 @@ def _transform(args) -> None:
         raise ConfigError(f"--name {args.name} disagrees with {args.options} (transformation "
                           f"{options.transformation['name']})")
     set_threads(args.threads)
-    run_transform(options, args.network, args.sefa, args.inversion, args.lmdb, args.out, device=args.device)
+    run_transform(options, args.network, args.sefa, args.inversion, args.lmdb, args.out, device=args.device,
+                  transformations=args.transformations)
 
 
 def _lpips_table(args) -> None:
@@ -115,6 +116,9 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--sefa", required=True, help="the generator's sefa-<range>.npz")
     p.add_argument("--inversion", required=True, help="folder written by `invert`")
     p.add_argument("--out", required=True, help="output folder (lmdb/, manifest.csv, preview.png, transform.json)")
+    p.add_argument("--transformations", default=None, help="the transformations file the entry comes from: its "
+                   "review is checked against --network (one WARNING line when stale or never reviewed; none: not "
+                   "checked)")
 
     p = add_verb(sub, "lpips-table", _lpips_table, "The HAM10000 study's Table 1 (LPIPS per transformation).")
     p.add_argument("--reports", nargs="+", required=True, help="transform.json files")

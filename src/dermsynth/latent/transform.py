@@ -37,6 +37,7 @@ from ..outputs import check_writable, write_csv, write_json
 from ..progress import Progress
 from ..provenance import provenance
 from .identity import generator_digest, load_npz, recorded_in_npz, require_generator
+from .named import REVIEW_KEY, UNKNOWN, checkpoint_sha256, load_transformations, review_state, review_warning
 from .options import TransformOptions
 from .run_inversion import StoredInversion
 from .sefa import apply_direction
@@ -91,6 +92,22 @@ def sefa_direction(spec: dict, sefa_npz, generator: str | None = None,
     return torch.from_numpy(factors["directions"][spec["direction"]]).float(), factors["ws_indices"].tolist()
 
 
+def reviewed_on(spec: dict, transformations, generator: str, network) -> str:
+    """Whether transformation `spec` was reviewed on `network` (digest `generator`), from its entry's `review:` block
+    in the file `transformations` (None: not judged): 'reviewed', 'stale', 'not reviewed' or 'unknown'. Prints one
+    WARNING line (stderr, the job's log) for a stale or never-reviewed entry."""
+    if transformations is None:
+        return UNKNOWN
+    entry = {e["name"]: e for e in load_transformations(transformations)}.get(spec["name"], {})
+    record = entry.get(REVIEW_KEY)
+    checkpoint = checkpoint_sha256(network) if record and not record.get("generator") else None
+    state = review_state(record, generator, checkpoint)
+    warning = review_warning(spec, state, network)
+    if warning:
+        print(f"transform {spec['name']}: WARNING: {warning}", file=sys.stderr, flush=True)
+    return state.state
+
+
 def _row(spec: dict, key: str, label: str, variant: int, magnitude: float, to_source: float, to_inversion: float,
          threshold: float) -> dict:
     """The manifest row of one transformed image (its provenance, LPIPS, whether it is accepted)."""
@@ -101,7 +118,8 @@ def _row(spec: dict, key: str, label: str, variant: int, magnitude: float, to_so
             "accepted": bool(to_source <= threshold)}
 
 
-def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device=None) -> dict:
+def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device=None,
+                  transformations=None) -> dict:
     """Transformation `options.transformation` over every image of the stored inversion `inversion_dir`
     (`options.variants` versions each), moved along its `direction` of the SeFa file `sefa_npz` (the generator's
     `layer_range`) and re-synthesised by `network`: the transformed images in `out_dir` (LMDB + manifest.csv: label,
@@ -109,20 +127,26 @@ def run_transform(options: TransformOptions, network, sefa_npz, inversion_dir, l
     and transform.json (counts, LPIPS means). The SeFa file and the inversion must have been made with `network`'s
     generator. Holds `out_dir`'s lock. Raises ConfigError when the direction is not in `sefa_npz`,
     WrongFileError / InputError for a file or folder of another kind, ForeignComponentError for components of
-    another generator, BusyError, OutputError. Returns the report."""
+    another generator, BusyError, OutputError. Returns the report.
+
+    With `transformations` (the file the entry comes from), its `review:` block is judged against `network`
+    (`named.review_state`): an entry reviewed on another checkpoint, or never reviewed (the shipped file's), is
+    transformed all the same with one WARNING line naming the fix; the report's `review` says which."""
     out_dir = Path(out_dir)
     check_writable(out_dir.parent)
     with exclusive(out_dir, "transform"):
-        return _transform_locked(options, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device)
+        return _transform_locked(options, network, sefa_npz, inversion_dir, lmdb_root, out_dir, device,
+                                 transformations)
 
 
 def _transform_locked(options: TransformOptions, network, sefa_npz, inversion_dir, lmdb_root, out_dir: Path,
-                      device) -> dict:
+                      device, transformations=None) -> dict:
     spec = options.transformation
     device = choose_device(device)
     G = load_generator(network, device)
     digest = generator_digest(G)
     direction, ws_indices = sefa_direction(spec, sefa_npz, digest, network)
+    review = reviewed_on(spec, transformations, digest, network)
     inversion = StoredInversion(inversion_dir)
     inversion.require_generator(G, network)
     store = LmdbImageStore(lmdb_root)
@@ -155,7 +179,7 @@ def _transform_locked(options: TransformOptions, network, sefa_npz, inversion_di
     frame = pd.DataFrame(rows)
     write_image_set(out_dir, frame.to_dict("records"), torch.cat(images_out), store.index["labels"])
     _write_preview(out_dir / "preview.png", preview_columns, keys, labels, magnitudes, spec["name"])
-    summary = {**_summary(options, frame, alex_info, inversion_dir), "generator": digest}
+    summary = {**_summary(options, frame, alex_info, inversion_dir), "generator": digest, "review": review}
     write_json(out_dir / "transform.json", summary)
     print(f"transform {spec['name']}: {len(frame)} images, mean LPIPS {summary['lpips_mean']:.4f}, "
           f"{summary['rejected']} rejected (> {options.lpips_threshold})", file=sys.stderr)
