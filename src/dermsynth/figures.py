@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 
 from matplotlib import pyplot  # noqa: E402  (the backend must be chosen first)
 
-from .outputs import FIGURE_LABELS_KEY, save_figure  # noqa: E402
+from .outputs import FIGURE_LABELS_KEY, figure_texts, save_figure  # noqa: E402
 
 LABELS_KEY = FIGURE_LABELS_KEY
 GRID_DPI = 100
@@ -91,33 +91,6 @@ def _column_size(labels: Sequence[str], width: int, row_size: float) -> float:
     """Points for column labels that fit `width` pixels (a character is about 0.75 em wide), at most the rows'."""
     longest = max([len(line) for label in labels for line in str(label).split("\n")] + [1])
     return float(np.clip(width * 72 / GRID_DPI / (0.75 * longest), 4, min(row_size, 9)))
-
-
-def _texts(items) -> list[str]:
-    return [text for text in (item.get_text() for item in items) if text]
-
-
-def figure_texts(figure) -> dict:
-    """Every text a matplotlib `figure` shows, as plain data: {"title": the figure's suptitle, else its axes' titles
-    joined with " | ", "axes": [{"title", "xlabel", "ylabel", "xticklabels", "yticklabels", "legend"} per axes
-    (colour bars included: their label is the ylabel or xlabel)], "legend": the figure-level legends' entries,
-    "texts": the free texts (fig.text, ax.text)}.
-    Tick labels are read after laying the figure out without rendering, so automatic ticks are included."""
-    figure.draw_without_rendering()
-    panels = []
-    for axes in figure.axes:
-        legend = axes.get_legend()
-        title = " ".join(t for t in (axes.get_title("left"), axes.get_title(), axes.get_title("right")) if t)
-        label_getter = getattr(axes, "get_zlabel", None)
-        panels.append({"title": title, "xlabel": axes.get_xlabel(), "ylabel": axes.get_ylabel(),
-                       **({"zlabel": label_getter()} if label_getter else {}),
-                       "xticklabels": _texts(axes.get_xticklabels()), "yticklabels": _texts(axes.get_yticklabels()),
-                       "legend": _texts(legend.get_texts()) if legend is not None else []})
-    heading = getattr(figure, "_suptitle", None)
-    title = (heading.get_text() if heading is not None else "") or " | ".join(p["title"] for p in panels if p["title"])
-    free = _texts(t for t in figure.texts if t is not heading) + [t for axes in figure.axes for t in _texts(axes.texts)]
-    legend = [text for item in figure.legends for text in _texts(item.get_texts())]
-    return {"title": title, "axes": panels, "legend": legend, "texts": free}
 
 
 __all__ = ["GRID_DPI", "LABELS_KEY", "MODEL_COLOURS", "figure_texts", "image_grid", "pyplot", "random_init_note",

@@ -144,14 +144,39 @@ def write_png(path: str | Path, picture: np.ndarray) -> None:
 FIGURE_LABELS_KEY = "dermsynth:labels"  # the PNG tEXt keyword of `save_figure`'s labels (figures.LABELS_KEY)
 
 
+def _texts(items) -> list[str]:
+    return [text for text in (item.get_text() for item in items) if text]
+
+
+def figure_texts(figure) -> dict:
+    """Every text a matplotlib `figure` shows, as plain data: {"title": the figure's suptitle, else its axes' titles
+    joined with " | ", "axes": [{"title", "xlabel", "ylabel", "xticklabels", "yticklabels", "legend"} per axes
+    (colour bars included: their label is the ylabel or xlabel)], "legend": the figure-level legends' entries,
+    "texts": the free texts (fig.text, ax.text)}.
+    Tick labels are read after laying the figure out without rendering, so automatic ticks are included."""
+    figure.draw_without_rendering()
+    panels = []
+    for axes in figure.axes:
+        legend = axes.get_legend()
+        title = " ".join(t for t in (axes.get_title("left"), axes.get_title(), axes.get_title("right")) if t)
+        label_getter = getattr(axes, "get_zlabel", None)
+        panels.append({"title": title, "xlabel": axes.get_xlabel(), "ylabel": axes.get_ylabel(),
+                       **({"zlabel": label_getter()} if label_getter else {}),
+                       "xticklabels": _texts(axes.get_xticklabels()), "yticklabels": _texts(axes.get_yticklabels()),
+                       "legend": _texts(legend.get_texts()) if legend is not None else []})
+    heading = getattr(figure, "_suptitle", None)
+    title = (heading.get_text() if heading is not None else "") or " | ".join(p["title"] for p in panels if p["title"])
+    free = _texts(t for t in figure.texts if t is not heading) + [t for axes in figure.axes for t in _texts(axes.texts)]
+    legend = [text for item in figure.legends for text in _texts(item.get_texts())]
+    return {"title": title, "axes": panels, "legend": legend, "texts": free}
+
+
 def save_figure(path: str | Path, figure, **savefig_kwargs) -> None:
     """A matplotlib `figure` at `path` (format from its suffix), atomically, cropped to what it draws
-    (bbox_inches="tight", which moves the canvas without resampling: an `figures.image_grid` keeps one image pixel
-    per PNG pixel). A PNG also stores every text the figure shows (`figures.figure_texts`: title, axis and tick
+    (bbox_inches="tight", which moves the canvas without resampling: a `figures.image_grid` keeps one image pixel
+    per PNG pixel). A PNG also stores every text the figure shows (`figure_texts`: title, axis and tick
     labels, legends, free texts) as JSON in its tEXt chunk "dermsynth:labels" (`read_figure_labels`).
     Raises OutputError when the file cannot be written."""
-    # deferred: figures imports matplotlib, already loaded by whoever drew `figure`; outputs stays light
-    from .figures import figure_texts
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
     savefig_kwargs.setdefault("bbox_inches", "tight")
@@ -165,7 +190,7 @@ def save_figure(path: str | Path, figure, **savefig_kwargs) -> None:
 
 def read_figure_labels(path: str | Path) -> dict | None:
     """The texts a figure written by `save_figure` shows ({"title", "axes": [...], "texts": [...]}, see
-    `figures.figure_texts`), read from the PNG at `path`; None when the PNG holds none (a data image, or a figure
+    `figure_texts`), read from the PNG at `path`; None when the PNG holds none (a data image, or a figure
     of an earlier release). Raises OSError/PIL.UnidentifiedImageError for a missing or non-image file."""
     with Image.open(path) as image:
         text = getattr(image, "text", {}).get(FIGURE_LABELS_KEY)
