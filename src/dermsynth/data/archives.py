@@ -43,5 +43,5 @@ def missing_archives(cfg: dict, produced: list[str | Path] = (), produced_folder
             f"source '{name}' (type {spec['type']}, read by dataset {', '.join(datasets)}): looked in {folder} "
             f"({folder.resolve()}), which {state}; the published layout needs {layout} — put the archive's "
             f"files there as published, or set sources.{name}.path in {where} to the folder that holds them "
-            f"(README, 'Using the real archives': the files per type)")
+            f"(docs/getting-started.md, 'Your own archives': the files per type)")
     return messages
