@@ -96,6 +96,25 @@ def test_a_batch_the_minibatch_std_groups_tile_is_valid(changes):
     assert validate_config(raw)["gans"]["cgan"]["batch"] == changes["batch"]
 
 
+def test_check_config_refuses_an_unknown_architecture_and_a_quoted_batch(tmp_path):
+    raw = _raw()
+    raw["classifiers"]["isic"]["architectures"] = ["efficientnet-b2"]
+    raw["gans"]["cgan"]["batch"] = "8"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "dermsynth", "check-config", "--config", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'gans.cgan.batch': '8' is a string (in quotes) where an integer is wanted: write 8" in result.stderr
+    raw["gans"]["cgan"]["batch"] = 8
+    bad.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "dermsynth", "check-config", "--config", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'classifiers.isic.architectures[0]': 'efficientnet-b2' is neither a timm model nor registered in " \
+           "dermsynth.classify.models; did you mean efficientnet_b2" in result.stderr
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     raw = _raw()
     raw["ingest"]["encodnig"] = "png"
@@ -113,18 +132,74 @@ def test_workflow_config_reads_snakemakes_string_overrides_as_the_schema_types()
     values as strings): where the schema wants a boolean/number/null, the string's YAML value is used;
     strings the schema accepts stay strings, and a string that is no such value is still named."""
     raw = _raw()
-    raw["evaluation"].update(snapshots="True", kid_subset="8", real_samples="null", copy_ratio="0.2")
+    given = {"evaluation": {"snapshots": "True", "kid_subset": "8", "real_samples": "null", "copy_ratio": "0.2"},
+             "sources": {"ham10000": {"path": "2026"}}}  # as Snakemake's --config gives them
+    raw["evaluation"].update(given["evaluation"])
     raw["sources"]["ham10000"]["path"] = "2026"
-    cfg = validate_config(raw, workflow=True)
+    cfg = validate_config(raw, workflow=True, overrides=given)
     assert cfg["evaluation"]["snapshots"] is True and cfg["evaluation"]["kid_subset"] == 8
     assert cfg["evaluation"]["real_samples"] is None and cfg["evaluation"]["copy_ratio"] == 0.2
     assert cfg["sources"]["ham10000"]["path"] == "2026"
-    raw["evaluation"]["snapshots"] = "maybe"
+    raw["evaluation"]["snapshots"] = given["evaluation"]["snapshots"] = "maybe"
     with pytest.raises(ConfigError, match=r"'evaluation\.snapshots': 'maybe' is not of type 'boolean'"):
+        validate_config(raw, workflow=True, overrides=given)
+    raw["evaluation"]["snapshots"] = given["evaluation"]["snapshots"] = "True"
+    with pytest.raises(ConfigError, match=r"'evaluation\.snapshots': 'True' is a string \(in quotes\) where a "
+                                          r"boolean \(true or false\) is wanted: write true without quotes"):
+        validate_config(raw, workflow=True)  # a file's own values are not reinterpreted
+
+
+@pytest.mark.parametrize("workflow", [True, False])
+def test_a_quoted_value_in_a_config_file_is_refused_with_the_key_and_the_fix(workflow):
+    """`batch: "8"` is a string where the schema wants an integer: refused (not coerced), naming the key and
+    what to write, wherever it is in the config (a map entry, a list item, a nested section)."""
+    raw = _raw()
+    raw["gans"]["cgan"]["batch"] = "8"
+    raw["latent"]["e4e"]["lr"] = "1e-4"  # YAML 1.1 reads 1e-4 without a dot as a string: not offered as a number
+    raw["datasets"]["isic"]["split"]["require_all_classes"] = "false"
+    raw["explain"]["frames"]["magnitudes"] = [1.0, "2"]
+    with pytest.raises(ConfigError) as error:
+        validate_config(raw, workflow=workflow)
+    lines = str(error.value).splitlines()
+    assert "  - 'gans.cgan.batch': '8' is a string (in quotes) where an integer is wanted: write 8 without quotes" \
+        in lines
+    assert "  - 'datasets.isic.split.require_all_classes': 'false' is a string (in quotes) where a boolean (true or " \
+           "false) is wanted: write false without quotes" in lines
+    assert "  - 'explain.frames.magnitudes[1]': '2' is a string (in quotes) where a number is wanted: write 2 " \
+           "without quotes" in lines
+    assert "  - 'latent.e4e.lr': '1e-4' is not of type 'number'" in lines
+
+
+def test_an_unknown_model_name_is_refused_with_the_closest_names():
+    raw = _raw()
+    raw["classifiers"]["ham10000"]["architectures"] = ["densenet12", "resnet10t.c3_in1k"]  # a tag: timm's name
+    raw["latent"]["e4e"]["backbone"] = "resnet_34"
+    with pytest.raises(ConfigError) as error:
         validate_config(raw, workflow=True)
-    raw["evaluation"]["snapshots"] = "True"
-    with pytest.raises(ConfigError, match=r"'evaluation\.snapshots': 'True' is not of type 'boolean'"):
-        validate_config(raw)  # a file's own values are not reinterpreted
+    lines = str(error.value).splitlines()[1:]
+    assert lines == ["  - 'classifiers.ham10000.architectures[0]': 'densenet12' is neither a timm model nor registered "
+                     "in dermsynth.classify.models; did you mean densenet121, densenet201 or densenet169?",
+                     "  - 'latent.e4e.backbone': 'resnet_34' is not a timm model; did you mean resnet34, resnetv2_34 "
+                     "or resnet34d?"]
+    raw["latent"]["e4e"]["backbone"] = "qqqqqqqq"
+    with pytest.raises(ConfigError, match=r"'latent\.e4e\.backbone': 'qqqqqqqq' is not a timm model; "
+                                          r"timm\.list_models\(\) lists timm's$"):
+        validate_config({"latent": {"e4e": {"backbone": "qqqqqqqq"}}})  # checked in a job's part too
+
+
+def test_the_model_names_read_without_importing_timm_are_timms_registry():
+    """`architecture_names` reads timm's source files (planning must not import PyTorch); the names are exactly
+    what `timm.is_model` accepts (its entrypoints: current and deprecated names) and the classifiers registered in
+    dermsynth.classify.models."""
+    import timm
+    from timm.models import _registry
+
+    from dermsynth.classify.models import registered_models
+    from dermsynth.config import architecture_names
+    assert architecture_names(False) == frozenset(_registry._model_entrypoints)  # timm.is_model's own set
+    assert set(timm.list_models()) < architecture_names(False)
+    assert set(registered_models()) <= architecture_names(True)
+    assert architecture_names(True) >= architecture_names(False)
 
 
 def test_isic_classifiers_default_on_only_when_the_config_names_their_dataset_or_generators():

@@ -114,6 +114,36 @@ def test_a_study_stage_switched_on_without_its_dataset_is_named(workdir):
     assert "the workflow config (my.yaml)" in result.stdout
 
 
+def test_planning_refuses_an_unknown_architecture_and_a_quoted_batch(workdir):
+    """Issue 29: what fails only when a job runs (an unknown timm name) or would be coerced silently (a quoted
+    number) stops the plan, naming the key and the fix."""
+    raw = {**USER_CONFIG, "gans": {"clinic_gan": {"dataset": "clinic", "kimg": 0.032, "batch": "8"}},
+           "classifiers": {"ham10000": {"architectures": ["densenet12"]}}}
+    (workdir / "my.yaml").write_text(yaml.safe_dump(raw))
+    result = _dry_run(workdir, "--configfile", "my.yaml")
+    assert result.returncode != 0
+    assert "'gans.clinic_gan.batch': '8' is a string (in quotes) where an integer is wanted: write 8 without " \
+           "quotes" in result.stdout
+    raw["gans"]["clinic_gan"]["batch"] = 8
+    (workdir / "my.yaml").write_text(yaml.safe_dump(raw))
+    result = _dry_run(workdir, "--configfile", "my.yaml")
+    assert result.returncode != 0
+    assert "'classifiers.ham10000.architectures[0]': 'densenet12' is neither a timm model nor registered in " \
+           "dermsynth.classify.models; did you mean densenet121" in result.stdout
+
+
+def test_targets_go_before_configfile_or_after_a_double_dash(workdir):
+    """What the README says about the order: `--configfile` takes several files, so Snakemake reads a target
+    given after it as one more config file, and fails in its own command-line handling (before the Snakefile,
+    where the project could explain it); a target before `--configfile`, or after `--`, is planned."""
+    target = "results/data/clinic/manifest.csv"
+    for arguments in ([target, "--configfile", "my.yaml"], ["--configfile", "my.yaml", "--", target]):
+        assert _planned(_dry_run(workdir, *arguments)) == {"ingest": 1, "split": 1}, arguments
+    after = _dry_run(workdir, "--configfile", "my.yaml", target)
+    assert after.returncode != 0
+    assert f"FileNotFoundError: [Errno 2] No such file or directory: '{target}'" in after.stdout
+
+
 # --- kind 5: archives not where the config says -------------------------------------------------------------
 def test_missing_archives_are_named_per_source_before_snakemakes_listing(workdir):
     raw = yaml.safe_load((REPO / "config/study.yaml").read_text())

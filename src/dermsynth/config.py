@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import importlib.util
 import math
+import re
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +26,9 @@ a constant of the architecture, not a setting. A per-process batch must be at mo
 
 
 def load_schema() -> dict[str, Any]:
-    """The config schema (workflow/schemas/config.schema.yaml) as a dict."""
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema (workflow/schemas/config.schema.yaml) as a dict (read with libyaml's C loader where PyYAML
+    has it: the pure-Python reader takes about ten times as long for the schema's 42 kB, on every plan)."""
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def schema_defaults(section: str) -> dict[str, Any]:
@@ -61,7 +67,31 @@ def _describe(error: jsonschema.ValidationError) -> str:
         key = f"{where}.{unknown[0]}" if error.absolute_path else unknown[0]
         hint = f"allowed keys here: {', '.join(allowed)}" if allowed else "no other keys allowed here"
         return f"unknown key '{key}' ({hint})"
+    if error.validator == "type" and isinstance(error.instance, str) and _reads_as(error.instance, error.validator_value):
+        value = yaml.safe_dump(yaml.safe_load(error.instance), default_flow_style=True).removesuffix("\n...\n").strip()
+        wanted = " or ".join(TYPE_WORDS.get(t, t) for t in _wanted_types(error.validator_value))
+        return (f"'{where}': '{error.instance}' is a string (in quotes) where {wanted} is wanted: write {value} "
+                "without quotes")
     return f"'{where}': {error.message}"
+
+
+TYPE_WORDS = {"integer": "an integer", "number": "a number", "boolean": "a boolean (true or false)", "null": "null",
+              "string": "a string", "array": "a list", "object": "a mapping"}
+
+
+def _wanted_types(validator_value) -> list[str]:
+    return [validator_value] if isinstance(validator_value, str) else list(validator_value)
+
+
+def _reads_as(text: str, validator_value) -> bool:
+    """Whether the string `text` read as YAML is a value of one of the scalar types the schema wants (`"8"` for
+    an integer, `"true"` for a boolean, `"null"`)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return any(t in SCALAR_TYPES and isinstance(value, SCALAR_TYPES[t])
+               and not (t in ("integer", "number") and isinstance(value, bool)) for t in _wanted_types(validator_value))
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -274,24 +304,100 @@ def _check_classifier_references(cfg: dict) -> list[str]:
     return problems
 
 
+TIMM_MODEL = re.compile(r"^@register_model\s*\n\s*def\s+(\w+)", re.M)
+TIMM_DEPRECATED = re.compile(r"register_model_deprecations\(\s*__name__\s*,\s*\{(.*?)\}\s*\)", re.S)
+QUOTED_KEY = re.compile(r"['\"]([\w.-]+)['\"]\s*:")
+OWN_MODEL = re.compile(r"^@register_model\(\s*['\"]([^'\"]+)['\"]\s*\)", re.M)
+
+
+def architecture_names(classifiers: bool = True) -> frozenset[str] | None:
+    """The model names a config may give: timm's (what `timm.is_model` accepts: every `@register_model` function
+    and every name of a `register_model_deprecations` map in timm/models/), read from timm's source files without
+    importing timm (planning must not load PyTorch: reading them takes about 60 ms, importing timm 2½ s), and,
+    with `classifiers`, the names registered with `@register_model("name")` in `dermsynth.classify` (non-timm
+    classifiers, `dermsynth.classify.models`). None when timm is not installed (nothing is checked then).
+    tests/test_config.py checks the set against timm's own registry."""
+    timm = _timm_names()
+    return None if timm is None else timm | _own_classifier_names() if classifiers else timm
+
+
+@cache
+def _timm_names() -> frozenset[str] | None:
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    names = set()
+    for path in (Path(spec.submodule_search_locations[0]) / "models").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        names.update(TIMM_MODEL.findall(text))
+        for block in TIMM_DEPRECATED.findall(text):
+            names.update(QUOTED_KEY.findall(block))
+    return frozenset(names)
+
+
+@cache
+def _own_classifier_names() -> frozenset[str]:
+    return frozenset(name for path in (Path(__file__).resolve().parent / "classify").glob("*.py")
+                     for name in OWN_MODEL.findall(path.read_text(encoding="utf-8")))
+
+
+def _configured_architectures(cfg: dict) -> list[tuple[str, str, bool]]:
+    """(key, model name, whether a classifier) of every model name the config gives: the classifiers of both
+    studies, aug-edge's edge classifier, the authenticity stage's classifier, the e4e and HyperStyle backbones."""
+    classifiers, explain = cfg.get("classifiers", {}), cfg.get("explain", {})
+    given = [(f"classifiers.{study}.architectures[{i}]", name, True)
+             for study in ("ham10000", "isic") for i, name in enumerate(classifiers.get(study, {}).get("architectures", []))]
+    given.append(("classifiers.isic.edge.architecture",
+                  classifiers.get("isic", {}).get("edge", {}).get("architecture"), True))
+    given.append(("explain.authenticity.architecture", explain.get("authenticity", {}).get("architecture"), True))
+    given += [(f"latent.{part}.backbone", cfg.get("latent", {}).get(part, {}).get("backbone"), False)
+              for part in ("e4e", "hyperstyle")]
+    return [(key, name, classifier) for key, name, classifier in given if name is not None]
+
+
+def _check_architectures(cfg: dict) -> list[str]:
+    """A model name that neither timm nor `dermsynth.classify.models` knows, with the closest names (difflib)."""
+    problems = []
+    for key, name, classifier in _configured_architectures(cfg):
+        known = architecture_names(classifier)
+        if known is None or name.split(".", 1)[0] in known:  # timm ignores a pretrained tag (densenet121.tv_in1k)
+            continue
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close[:-1])}{' or ' if len(close) > 1 else ''}{close[-1]}?" if close \
+            else "timm.list_models() lists timm's"
+        what = "neither a timm model nor registered in dermsynth.classify.models" if classifier else \
+            "not a timm model"
+        problems.append(f"'{key}': '{name}' is {what}; {hint}")
+    return problems
+
+
 SCALAR_TYPES = {"boolean": (bool,), "integer": (int,), "number": (int, float), "null": (type(None),)}
 
 
-def _typed_overrides(cfg: dict, validator) -> None:
+def _given_at(overrides: dict, path) -> object:
+    """The value `overrides` holds at `path` (a list of keys and indices), or None where it holds none."""
+    node = overrides
+    for part in path:
+        if isinstance(node, Mapping) and part in node or isinstance(node, list) and isinstance(part, int) \
+                and part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _typed_overrides(cfg: dict, validator, overrides: dict) -> None:
     """Snakemake reads nested `--config` values as strings (`evaluation={'snapshots': True}` gives
-    'True'): where the schema wants a boolean, number or null and such a string reads as one in YAML,
-    use that value. Strings the schema accepts are left alone."""
+    'True'): where such a string (one `overrides`, the `--config` values, holds at that key) stands where the
+    schema wants a boolean, number or null and reads as one in YAML, use that value. Strings the schema accepts,
+    and every value of a config file (`batch: "8"` is refused, naming the key), are left alone."""
     for _ in range(100):
         for error in validator.iter_errors(cfg):
-            if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+            if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path \
+                    or _given_at(overrides, list(error.absolute_path)) != error.instance:
                 continue
-            wanted = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
-            try:
+            if _reads_as(error.instance, error.validator_value):
                 value = yaml.safe_load(error.instance)
-            except yaml.YAMLError:
-                continue
-            if any(t in SCALAR_TYPES and isinstance(value, SCALAR_TYPES[t])
-                   and not (t in ("integer", "number") and isinstance(value, bool)) for t in wanted):
                 *parents, last = error.absolute_path
                 target = cfg
                 for part in parents:
@@ -302,16 +408,21 @@ def _typed_overrides(cfg: dict, validator) -> None:
             return
 
 
-def validate_config(raw: dict | None, origin: str = "config", workflow: bool = False) -> dict:
+def validate_config(raw: dict | None, origin: str = "config", workflow: bool = False,
+                    overrides: dict | None = None) -> dict:
     """Return a validated copy of `raw` with defaults filled; raise ConfigError naming the key.
 
     `workflow`: `raw` is a whole workflow config (the Snakefile's), not the part one job reads: the
-    defaults that depend on the rest of the config are filled and cross-references checked."""
+    defaults that depend on the rest of the config are filled and cross-references checked. `overrides`: the
+    values of Snakemake's `--config` (already merged into `raw`), whose nested strings are read as the schema's
+    types; a config file's values are never coerced (`batch: "8"` is an error naming the key and the fix).
+    Every model name (`classifiers.*.architectures`, …) must be one timm or dermsynth knows (`architecture_names`),
+    else the error suggests the closest."""
     schema = load_schema()
     cfg = copy.deepcopy(raw) if raw is not None else {}
     validator = jsonschema.Draft202012Validator(schema)
-    if workflow:
-        _typed_overrides(cfg, validator)
+    if workflow and overrides:
+        _typed_overrides(cfg, validator, overrides)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
@@ -325,7 +436,7 @@ def validate_config(raw: dict | None, origin: str = "config", workflow: bool = F
                           "remove the key")
     fill_defaults(cfg, schema, schema)
     problems = _workflow_defaults(cfg, raw or {}) if workflow else []
-    problems += _check_semantics(cfg, workflow)
+    problems += _check_semantics(cfg, workflow) + _check_architectures(cfg)
     problems += _check_classifier_references(cfg) if workflow else []
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)

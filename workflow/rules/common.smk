@@ -20,7 +20,9 @@ from dermsynth.config import data_size_warnings, validate_config
 # which replace it (see the Snakefile); --config key=value applies on top.
 CONFIG_FILES = [str(Path(p).relative_to(Path.cwd())) if Path(p).is_relative_to(Path.cwd()) else str(p)
                 for p in workflow.config_settings.configfiles] or ["config/config.yaml"]
-config = validate_config(config, workflow=True, origin="the workflow config ("
+# Only the --config values are read as the schema's types (Snakemake gives nested ones as strings); a config file's
+# `batch: "8"` is refused, naming the key.
+config = validate_config(config, workflow=True, overrides=workflow.config_settings.config, origin="the workflow config ("
                          + " + ".join(CONFIG_FILES) + (" + --config" if workflow.config_settings.config else "") + ")")
 
 # What the user sets is what runs (issue 27): Snakemake 9.16.3-9.19.0 read a `runtime` given in a profile or with
@@ -51,22 +53,41 @@ def _release(version):
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
+PLACEHOLDER_ACCOUNT = "my_project"  # profiles/slurm/config.yaml's until the user sets theirs
+
+
+def placeholder_account():
+    """What to do about the SLURM account when it is still the profile's placeholder (None: it is not)."""
+    if default_resource("slurm_account") != PLACEHOLDER_ACCOUNT:
+        return None
+    return (f"default-resources.slurm_account is still the placeholder '{PLACEHOLDER_ACCOUNT}': set `slurm_account` "
+            "to your account in profiles/slurm/config.yaml (or give --default-resources slurm_account=<account>), "
+            "or remove it and set `slurm-no-account: true`")
+
+
 def cluster_settings_problems(snakemake_version):
     """Lines about the profile's cluster settings: a broken Snakemake release with a runtime from the profile or
-    the command line is an error (raised); a placeholder SLURM account is a warning (returned)."""
+    the command line is an error (raised); a placeholder SLURM account is a warning when planning (returned) and
+    an error when jobs would be submitted (`onstart` below)."""
     given = _given_runtimes()
     if given and RUNTIME_AS_SECONDS[0] <= _release(snakemake_version) < RUNTIME_AS_SECONDS[1]:
         raise ValueError(f"snakemake {snakemake_version} reads the runtime of {', '.join(given)} (minutes) as seconds "
                          "(snakemake/snakemake#4039): jobs would get a 60th of their time; install a release without "
                          "the bug: pip install 'snakemake>=9.20' (pyproject.toml excludes 9.16.3-9.19.0)")
-    if default_resource("slurm_account") == "my_project":
-        return ["the SLURM profile's default-resources.slurm_account is still the placeholder 'my_project': set "
-                "your account there (profiles/slurm/config.yaml), or remove it and set `slurm-no-account: true`"]
-    return []
+    account = placeholder_account()
+    return [f"warning: {account} (a run would stop before submitting)"] if account else []
 
 
 for message in cluster_settings_problems(SNAKEMAKE_VERSION):
     print(f"dermsynth: {message}", file=sys.stderr)
+
+
+onstart:
+    # Runs when jobs are about to be started, never on a dry run (nor in the jobs themselves: --no-hooks): a job
+    # submitted under the placeholder account would be rejected by SLURM, or charged to someone else's project.
+    if workflow.executor_plugin.name == "slurm" and placeholder_account():
+        print(f"dermsynth: error: {placeholder_account()}; nothing was submitted", file=sys.stderr)
+        sys.exit(1)
 
 # Sizes the split data cannot support (a batch above its training images, a class missing from a validation or
 # test split): said now, naming the config key, when the dataset's manifest exists (issue 27, kind 5)
