@@ -29,6 +29,9 @@ from ..networks import Discriminator, Generator
 IMPORTED_FORMAT = "dermsynth-stylegan2-imported-v1"
 TRAINED_FORMATS = ("dermsynth-stylegan2-checkpoint-v1", "dermsynth-federated-snapshot-v1", IMPORTED_FORMAT)
 HASH_CHUNK = 1 << 20
+# Buffers a file may leave out because they are constants of the architecture (rosinality stores its own scaled
+# copies of the [1, 3, 3, 1] filter, which the readers check and drop).
+CONSTANT_BUFFERS = ("resample_filter",)
 
 
 class CheckpointImportError(DermsynthError):
@@ -170,12 +173,12 @@ def networks(imported: Imported) -> dict[str, torch.nn.Module]:
     """{"G_ema", "G", "D"} (those the file holds) built from its architecture with its weights, shape-checked."""
     G, D = imported.architecture.build()
     nets = {"G_ema": G}
-    load_weights(G, imported.G_ema, "G_ema", imported.path)
+    load_weights(G, imported.G_ema, "G_ema", imported.path, optional=CONSTANT_BUFFERS)
     if imported.G is not None:
         nets["G"] = imported.architecture.build()[0]
-        load_weights(nets["G"], imported.G, "G", imported.path)
+        load_weights(nets["G"], imported.G, "G", imported.path, optional=CONSTANT_BUFFERS)
     if imported.D is not None:
-        load_weights(D, imported.D, "D", imported.path, optional=("mapping.w_avg",))
+        load_weights(D, imported.D, "D", imported.path, optional=CONSTANT_BUFFERS + ("mapping.w_avg",))
         nets["D"] = D
     return nets
 
@@ -325,12 +328,13 @@ def initialise(path: str | Path, G: Generator | None = None, D: Discriminator | 
     for net, state, name in ((G, imported.G if imported.G is not None else imported.G_ema, "G"),
                              (G_ema, imported.G_ema, "G_ema")):
         if net is not None:
-            load_weights(net, _conditional_generator(state, net) if conditional else state, name, str(path))
+            load_weights(net, _conditional_generator(state, net) if conditional else state, name, str(path),
+                         optional=CONSTANT_BUFFERS)
     if D is not None and imported.D is None:
         print(f"init {path}: the file holds no discriminator; D starts from fresh weights", file=sys.stderr)
     elif D is not None:
         state = _conditional_discriminator(imported.D, D) if conditional else imported.D
-        load_weights(D, state, "D", str(path), optional=("mapping.w_avg",))
+        load_weights(D, state, "D", str(path), optional=CONSTANT_BUFFERS + ("mapping.w_avg",))
     return {"file": str(path), "sha256": imported.sha256, "format": imported.format,
             "has_discriminator": imported.D is not None}
 

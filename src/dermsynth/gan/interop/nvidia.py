@@ -13,7 +13,8 @@ the same papers with the same module layout):
 | D `b4.{conv, fc, out}.*` (epilogue) | `conv.*`, `fc.*`, `out.*` |
 | D `mapping.embed.*`, `mapping.fc{i}.*` (projection) | `mapping.embed.*`, `mapping.layers.{i}.*` |
 
-The `resample_filter` buffers are checked to be StyleGAN2's [1, 3, 3, 1]. NVIDIA's conditional discriminator runs
+The `resample_filter` buffers are checked to be StyleGAN2's [1, 3, 3, 1] (NVIDIA stores its normalised outer product,
+(4, 4); dermsynth the separable 1-D form) and not copied. NVIDIA's conditional discriminator runs
 its label mapping at lr_multiplier 0.01 (MappingNetwork's default), dermsynth's at 1: those stored weights and biases
 are rescaled ×0.01 (the same effective weights; the import's notes say so). Architectures dermsynth does not
 build — StyleGAN3 -T/-R, a generator other than "skip" or a discriminator other than "resnet", a mapping network
@@ -127,8 +128,14 @@ def _architecture(G: PersistentRecord, D, path: Path, notes: list[str]) -> Archi
                         dk.get("cmap_dim"), int(mbstd))
 
 
+def filter_2d() -> torch.Tensor:
+    """StyleGAN2's resampling filter as NVIDIA's buffers hold it: the normalised outer product of [1, 3, 3, 1], (4, 4)
+    (dermsynth keeps the separable 1-D form; the same filter)."""
+    return setup_filter(RESAMPLE_FILTER, separable=False)
+
+
 def _check_filter(name: str, value: torch.Tensor, path: Path) -> None:
-    reference = setup_filter(RESAMPLE_FILTER)
+    reference = filter_2d() if value.ndim == 2 else setup_filter(RESAMPLE_FILTER)
     if value.shape != reference.shape or not torch.allclose(value.float(), reference, atol=1e-6):
         raise CheckpointImportError(f"{path}: {name} is not StyleGAN2's [1, 3, 3, 1] resampling filter (another "
                                     "resample_filter); dermsynth builds that one only")
@@ -137,8 +144,9 @@ def _check_filter(name: str, value: torch.Tensor, path: Path) -> None:
 def _generator_tensors(record: PersistentRecord, path: Path) -> dict:
     out = {}
     for name, value in record.tensors().items():
-        if name.endswith("resample_filter"):
+        if name.endswith("resample_filter"):  # checked, then dermsynth's own (a constant of the architecture)
             _check_filter(name, value, path)
+            continue
         out[_generator_name(name, path)] = value
     return out
 
@@ -159,6 +167,7 @@ def _discriminator_tensors(record: PersistentRecord, resolution: int, lr: float,
     for name, value in record.tensors().items():
         if name.endswith("resample_filter"):
             _check_filter(name, value, path)
+            continue
         if m := re.fullmatch(rf"b{resolution}\.fromrgb\.(.+)", name):
             out[f"from_rgb.{m.group(1)}"] = value
         elif m := re.fullmatch(r"b4\.(conv|fc|out)\.(.+)", name):
@@ -266,6 +275,8 @@ def _node_record(node: dict, path: str, table, init_kwargs: dict, module_src: st
     for key, value in node.items():
         if isinstance(value, dict):
             modules[key] = _node_record(value, f"{path}.{key}".strip("."), table, {}, module_src)
+        elif key == "resample_filter":
+            buffers[key] = filter_2d()
         elif key in BUFFERS:
             buffers[key] = value.detach().clone()
         else:

@@ -67,8 +67,13 @@ def load_rosinality(path: str | Path) -> dict:
         raise CheckpointImportError(f"{path} is not a checkpoint that loads without running code ({first})") from None
 
 
+def rosinality_kernel(gain: float = 1.0) -> torch.Tensor:
+    """rosinality's `make_kernel([1, 3, 3, 1])` (the normalised 4×4 outer product) × `gain` (4 where it upsamples)."""
+    return setup_filter(RESAMPLE_FILTER, separable=False) * gain
+
+
 def _kernel_ok(value: torch.Tensor) -> bool:
-    reference = setup_filter(RESAMPLE_FILTER)
+    reference = rosinality_kernel()
     return value.shape == reference.shape and torch.allclose(value / value.sum(), reference, atol=1e-6)
 
 
@@ -231,7 +236,7 @@ def rosinality_generator(G: Generator) -> dict:
             out[f"{key}.noise.weight"] = layer.noise_strength.reshape(1)
             out[f"{key}.activate.bias"] = layer.bias
             if name == "conv0":
-                out[f"{key}.conv.blur.kernel"] = setup_filter(RESAMPLE_FILTER) * 4
+                out[f"{key}.conv.blur.kernel"] = rosinality_kernel(4)
             out[f"noises.noise_{noise}"] = layer.noise_const.reshape(1, 1, *layer.noise_const.shape)
             noise += 1
         key = "to_rgb1" if k == 0 else f"to_rgbs.{k - 1}"
@@ -240,7 +245,7 @@ def rosinality_generator(G: Generator) -> dict:
             block.torgb.affine.bias
         out[f"{key}.bias"] = block.torgb.bias.reshape(1, -1, 1, 1)
         if k > 0:
-            out[f"{key}.upsample.kernel"] = setup_filter(RESAMPLE_FILTER) * 4
+            out[f"{key}.upsample.kernel"] = rosinality_kernel(4)
     out["input.input"] = G.synthesis.blocks[0].const.unsqueeze(0)
     return {k: v.detach().clone().float() for k, v in out.items()}
 
@@ -250,9 +255,9 @@ def rosinality_discriminator(D: Discriminator) -> dict:
     out = {"convs.0.0.weight": D.from_rgb.weight, "convs.0.1.bias": D.from_rgb.bias}
     for k, block in enumerate(D.blocks):
         out.update({f"convs.{k + 1}.conv1.0.weight": block.conv0.weight, f"convs.{k + 1}.conv1.1.bias": block.conv0.bias,
-                    f"convs.{k + 1}.conv2.0.kernel": setup_filter(RESAMPLE_FILTER),
+                    f"convs.{k + 1}.conv2.0.kernel": rosinality_kernel(),
                     f"convs.{k + 1}.conv2.1.weight": block.conv1.weight, f"convs.{k + 1}.conv2.2.bias": block.conv1.bias,
-                    f"convs.{k + 1}.skip.0.kernel": setup_filter(RESAMPLE_FILTER),
+                    f"convs.{k + 1}.skip.0.kernel": rosinality_kernel(),
                     f"convs.{k + 1}.skip.1.weight": block.skip.weight})
     out.update({"final_conv.0.weight": D.conv.weight, "final_conv.1.bias": D.conv.bias,
                 "final_linear.0.weight": D.fc.weight, "final_linear.0.bias": D.fc.bias,
