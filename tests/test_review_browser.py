@@ -1,6 +1,7 @@
 """`dermsynth review` in a real browser: the CLI serves the page, headless Chromium (Debian's, driven by
 Playwright) picks a direction, moves the slider, sees the edited image change, accepts it under a name;
-the YAML on disk holds it and `snakemake -n` plans that transformation's jobs (and keeps the others' config)."""
+the YAML on disk holds it and `snakemake -n` plans that transformation's jobs (and keeps the others' config).
+Without an encoder, an upload is projected only on request, with its steps shown, and closing the tab stops it."""
 
 from __future__ import annotations
 
@@ -67,28 +68,80 @@ def _displayed_pixels(page, locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(np.int16)
 
 
+def _serve(workdir: Path, log_path: Path) -> tuple[subprocess.Popen, int]:
+    """`dermsynth review` on a free port, once Streamlit answers its health check."""
+    port = _free_port()
+    log = log_path.open("w")
+    server = subprocess.Popen([sys.executable, "-m", "dermsynth", "review", "--gan", GAN, "--port", str(port),
+                               "--reviewer", "browser-test"], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log.close()
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return server, port
+        except OSError:
+            pass
+        assert server.poll() is None and time.time() < deadline, log_path.read_text()
+        time.sleep(0.5)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="no Chromium (CI installs it)")
+def test_review_in_chromium_projects_on_request_and_closing_the_tab_stops_it(tmp_path):
+    """No e4e encoder: an upload is not inverted behind the reviewer's back; the page says so, the button starts
+    the projection, its steps count up on the page, and closing the tab stops the worker (the server's log says
+    'cancelled (the page was closed)', and the steps stop there)."""
+    from playwright.sync_api import sync_playwright
+    workdir = make_workdir(tmp_path)
+    log = tmp_path / "server.log"
+    server, port = _serve(workdir, log)
+    lesion = tmp_path / "lesion.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(lesion)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator(".st-key-edited_image img").wait_for(timeout=120_000)
+            page.get_by_text("upload", exact=True).click()
+            page.locator(".st-key-upload input[type=file]").set_input_files(str(lesion))
+            page.get_by_text("no e4e encoder for ham10000").wait_for(timeout=60_000)
+            steps = page.locator(".st-key-projection_steps input")
+            steps.fill("100000")
+            steps.press("Enter")
+            button = page.locator(".st-key-project button")
+            page.get_by_text("Project into W (100000 steps").wait_for(timeout=30_000)
+            button.click()
+            progress = page.get_by_text(re.compile(r"projection of upload lesion\.png: [1-9]\d*/100000 steps"))
+            progress.wait_for(timeout=120_000)
+            shown = int(re.search(r": (\d+)/100000", progress.inner_text()).group(1))
+            time.sleep(2)  # the page redraws the count every second
+            assert int(re.search(r": (\d+)/100000", progress.inner_text()).group(1)) > shown
+            page.close()  # the tab: the session ends, the worker must stop
+            deadline = time.time() + 60
+            while "cancelled (the page was closed)" not in log.read_text() and time.time() < deadline:
+                time.sleep(0.5)
+            browser.close()
+        ended = re.search(r"projection of upload lesion\.png cancelled \(the page was closed\) at step (\d+)/100000",
+                          log.read_text())
+        assert ended, log.read_text()[-3000:]
+        assert int(ended.group(1)) < 100_000
+        assert server.poll() is None  # the server runs on; only the session's work stopped
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="no Chromium (CI installs it)")
 def test_review_in_chromium_accepts_a_direction_and_snakemake_plans_it(tmp_path):
     from playwright.sync_api import sync_playwright
     workdir = make_workdir(tmp_path)
     before = _planned_transforms(workdir)
     assert sorted(before) == ["BCV", "GV", "PS", "SPV", "SV"]
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "dermsynth", "review", "--gan", GAN, "--port", str(port),
-                               "--reviewer", "browser-test"], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    server, port = _serve(workdir, tmp_path / "server.log")
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.5)
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only, by default
 
         with sync_playwright() as playwright:
@@ -127,7 +180,6 @@ def test_review_in_chromium_accepts_a_direction_and_snakemake_plans_it(tmp_path)
     finally:
         server.terminate()
         server.wait(timeout=30)
-        log.close()
     import psutil
     time.sleep(1)
     left = [p for p in psutil.process_iter(["cmdline"]) if f"--server.port {port}" in " ".join(p.info["cmdline"] or [])]
