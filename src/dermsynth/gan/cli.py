@@ -60,6 +60,39 @@ def _sample_sheet(args) -> None:
     print(f"sample-sheet: {args.out} ({len(sheet['rows'])} rows × {args.columns})", file=sys.stderr)
 
 
+def _import_network(args) -> None:
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
+    from ..outputs import write_json
+    from ..provenance import provenance
+    from .interop.imported import read_checkpoint, write_imported
+    summary = write_imported(read_checkpoint(args.source), args.out)
+    write_json(_sidecar(args.out), {**summary, "provenance": provenance("gan-import", {"source": args.source})})
+    arch = summary["architecture"]
+    print(f"gan import: {args.out} ← {args.source} ({summary['format']}, sha256 {summary['sha256'][:12]}…; "
+          f"{arch['resolution']}², c_dim {arch['c_dim']}; {', '.join(summary['networks'])})", file=sys.stderr)
+    for note in summary["notes"]:
+        print(f"gan import: note: {note}", file=sys.stderr)
+
+
+def _export_network(args) -> None:
+    # deferred: torch — `dermsynth --help` and the other verbs must not load it
+    from ..outputs import write_json
+    from ..provenance import provenance
+    from .interop.rosinality import export_rosinality
+    summary = export_rosinality(args.network, args.out)
+    write_json(_sidecar(args.out), {**summary, "provenance": provenance("gan-export", {"network": args.network,
+                                                                                     "format": args.format})})
+    print(f"gan export: {args.out} (rosinality: size {summary['size']}, style_dim {summary['style_dim']}, n_mlp "
+          f"{summary['n_mlp']}, channel_multiplier {summary['channel_multiplier']})", file=sys.stderr)
+    for note in summary["notes"]:
+        print(f"gan export: note: {note}", file=sys.stderr)
+
+
+def _sidecar(out: str) -> str:
+    """The JSON record beside a written checkpoint (network.pt → network.json)."""
+    return os.path.splitext(out)[0] + ".json"
+
+
 def add_verbs(sub, top) -> None:
     """Declare the gan stage's verbs on the `dermsynth` subparsers."""
     p = add_verb(sub, "train", _train_gan, "Train one configured StyleGAN2(-ADA) generator (resumes from its "
@@ -97,3 +130,15 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="truncation ψ: 1 = none; below 1 pulls each w "
                    "towards the average w")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+    p = add_verb(sub, "import", _import_network, "Import a published StyleGAN2 checkpoint (NVIDIA .pkl of "
+                 "stylegan2-ada-pytorch/stylegan3, or rosinality .pt) as a dermsynth network, without running any code "
+                 "from the file.")
+    p.add_argument("source", help="the .pkl or .pt to import")
+    p.add_argument("--out", required=True, help="the dermsynth network to write (network.pt; + network.json)")
+
+    p = add_verb(sub, "export", _export_network, "Write a dermsynth generator in another format (rosinality's .pt: "
+                 "g_ema, g, d, latent_avg, for e4e, HyperStyle and their projectors).")
+    p.add_argument("network", help="a network-final.pt, snapshot or imported network")
+    p.add_argument("--format", choices=["rosinality"], default="rosinality", help="the format to write")
+    p.add_argument("--out", required=True, help="the checkpoint to write (+ a .json beside it)")
