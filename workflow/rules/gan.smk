@@ -11,6 +11,7 @@ from dermsynth.gan.options import TrainGanOptions
 rule train_gan:
     input:
         unpack(gan_data),
+        unpack(gan_init),
     output:
         NETWORK,
     params:

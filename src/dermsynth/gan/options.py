@@ -38,7 +38,9 @@ class TrainingOptions(Settings):
     images); `mirror` (random horizontal flips of real images); the ADA pipeline `augment` (bgc | bg, no colour |
     noaug) with initial (or, without a target, fixed) probability `augment_p`, target r_t `ada_target` (None: p
     fixed) and adjustment speed `ada_kimg`; `seed`; `cuda_ops` (fused CUDA kernels: auto | require | reference);
-    `compile` (torch.compile the main passes); `network` (Generator/Discriminator keyword arguments).
+    `compile` (torch.compile the main passes); `network` (Generator/Discriminator keyword arguments); `init` (a
+    checkpoint the networks start from, or None; `gan.interop.imported.initialise`) and `freeze_d` (Freeze-D: the
+    discriminator's first K layers kept fixed).
 
     Method constants (StyleGAN2-ADA's fixed values, not configuration): Adam `betas`; R1 every `r1_interval`
     steps, path length every `pl_interval` steps (decay `pl_decay`, batch ÷ `pl_batch_shrink`) — lazy
@@ -64,6 +66,8 @@ class TrainingOptions(Settings):
     cuda_ops: str
     compile: bool
     network: dict
+    init: str | None
+    freeze_d: int
     betas: tuple[float, float] = (0.0, 0.99)
     r1_interval: int = 16
     pl_interval: int = 4

@@ -53,6 +53,7 @@ from .ops import fused
 from .options import TrainGanOptions, TrainingOptions
 from .pixels import to_uint8
 from .ticks import TickReporter, TickSettings, tick_steps
+from .interop.imported import sha256_of
 from .training import GanTrainer, TrainingDivergedError, recorded_fingerprint
 
 GRID_SEEDS = range(32)
@@ -127,7 +128,8 @@ def run_fingerprint(spec: dict, lmdb_root: str | Path, images: LmdbTrainingImage
                     training: TrainingOptions) -> dict:
     """What a train-gan run's state belongs to: the data (the LMDB store's identity, the chosen images and their
     labels in training order, the dataset's and the trained classes, resolution, conditional, hospital), the
-    architecture (network keyword arguments, c_dim, resolution) and the recipe (every training option). `kimg`
+    architecture (network keyword arguments, c_dim, resolution), the recipe (every training option) and the checkpoint
+    it started from (`init`: path and SHA-256, so a changed file is another run). `kimg`
     and `snapshot_kimg` are not part of it: training longer continues the same run."""
     resolution = int(images.shape[-1])
     selection = list(zip(images.keys, getattr(images, "labels", [""] * len(images.keys))))
@@ -137,7 +139,8 @@ def run_fingerprint(spec: dict, lmdb_root: str | Path, images: LmdbTrainingImage
             "data.conditional": bool(spec["conditional"]), "data.hospital": spec.get("hospital") or None,
             "architecture": {"network": dict(training.network), "c_dim": len(classes) if spec["conditional"] else 0,
                              "resolution": resolution},
-            "recipe": json.loads(json.dumps(asdict(training)))}
+            "recipe": json.loads(json.dumps(asdict(training))),
+            "init": {"file": training.init, "sha256": sha256_of(training.init)} if training.init else None}
 
 
 def _resumable_state(out_dir: Path, fingerprint: dict, name: str, world) -> dict | None:
@@ -227,6 +230,7 @@ def _write_final_record(options: TrainGanOptions, trainer: GanTrainer, out_dir: 
         "augment_p": float(trainer.augment.p), "resolution": int(images.shape[-1]), "images": len(images),
         "num_ws": trainer.G.num_ws, "processes": trainer.world.size, "device": str(device.type),
         "fused_cuda_ops": fused.kernels() is not None if device.type == "cuda" else False,
+        "init": trainer.init_source,  # the checkpoint fine-tuning started from (file, SHA-256, format) or None
         "provenance": provenance(options.step, options.to_dict(), seed=spec["seed"])})
 
 

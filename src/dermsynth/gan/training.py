@@ -43,10 +43,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import DermsynthError
+from ..errors import ConfigError, DermsynthError
 from ..outputs import save_torch
 from .augment import AdaptiveP, AugmentPipe
 from .distributed import World
+from .interop.imported import initialise
 from .networks import Discriminator, Generator
 from .options import TrainingOptions
 from .ops import fused
@@ -114,13 +115,44 @@ def build_networks(options: TrainingOptions, c_dim: int, resolution: int, device
     that builds them with the same options (data-parallel ranks, the hospitals and server of a federated run)
     holds identical weights and identical constant buffers (noise, resampling filters). The caller's global
     random state is left as it was (the draws happen in a forked stream). `c_dim`: classes of a conditional GAN
-    (0: unconditional); `resolution`: image side in pixels (a power of two ≥ 4)."""
+    (0: unconditional); `resolution`: image side in pixels (a power of two ≥ 4). With `options.init`, G ← the
+    checkpoint's G (its G_ema when it has none) and D ← its D after the architecture check (`initialise`; raises
+    CheckpointImportError naming the hyper-parameter that differs)."""
     with torch.random.fork_rng(devices=[]):  # modules draw their initial weights from the global CPU stream
         torch.manual_seed(options.seed)
         G = Generator(c_dim=c_dim, img_resolution=resolution, **options.network)
         d_kwargs = {k: v for k, v in options.network.items() if k in D_NETWORK_KEYS}
         D = Discriminator(c_dim=c_dim, img_resolution=resolution, **d_kwargs)
+    if options.init:  # fine-tuning: G and D start from the checkpoint (`gan.interop.imported.initialise`)
+        initialise(options.init, G, D)
     return G.to(device), D.to(device)
+
+
+def discriminator_layers(D: Discriminator) -> list[tuple[str, torch.nn.Module]]:
+    """D's convolution layers in the order Freeze-D counts them, from the image: fromRGB, then each block's conv0,
+    conv1, skip (stylegan2-ada-pytorch's `freeze_layers` order); the epilogue (conv, fc, out, projection) is not
+    among them."""
+    layers = [("from_rgb", D.from_rgb)]
+    for k, block in enumerate(D.blocks):
+        layers += [(f"blocks.{k}.{name}", getattr(block, name)) for name in ("conv0", "conv1", "skip")]
+    return layers
+
+
+def frozen_discriminator_parameters(D: Discriminator, freeze_d: int, init_source: dict | None) -> list:
+    """The parameters of D's first `freeze_d` layers (`discriminator_layers`): Freeze-D, Mo et al. 2020, "Freeze the
+    Discriminator: a Simple Baseline for Fine-Tuning GANs". Raises ConfigError when freeze_d exceeds the layers, or
+    is set without a discriminator to keep (no `init`, or an init file without D)."""
+    if not freeze_d:
+        return []
+    layers = discriminator_layers(D)
+    if freeze_d > len(layers):
+        raise ConfigError(f"freeze_d {freeze_d}: the discriminator has {len(layers)} layers below its epilogue "
+                          f"(fromRGB + conv0, conv1, skip per block); set gans.<name>.freeze_d to at most {len(layers)}")
+    if init_source is None or not init_source.get("has_discriminator"):
+        raise ConfigError(f"freeze_d {freeze_d} keeps discriminator layers fixed, but "
+                          f"{'no init is set' if init_source is None else init_source['file'] + ' holds no D'}: "
+                          "Freeze-D fine-tunes a trained discriminator; set gans.<name>.init or freeze_d: 0")
+    return [p for _, layer in layers[:freeze_d] for p in layer.parameters()]
 
 
 def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
@@ -147,6 +179,8 @@ class GanTrainer:
         self.world.broadcast_module(self.G)
         self.world.broadcast_module(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.init_source = initialise(options.init, G_ema=self.G_ema) if options.init else None  # its G_ema
+        self.frozen_d = frozen_discriminator_parameters(self.D, options.freeze_d, self.init_source)
         self.opt_G = _adam(self.G.parameters(), options.g_lr, options.betas, options.pl_interval)
         self.opt_D = _adam(self.D.parameters(), options.d_lr, options.betas, options.r1_interval)
         self.batches = ResumableBatches(len(images), options.batch, options.seed)
@@ -230,6 +264,12 @@ class GanTrainer:
         self._optimise(self.opt_D, penalty * (self.options.r1_gamma / 2) * self.options.r1_interval)
         return penalty.item()
 
+    def _d_requires_grad(self) -> None:
+        """D trains, but for its Freeze-D layers (`frozen_d`): they get no gradient, so Adam leaves them as they are."""
+        self.D.requires_grad_(True)
+        for p in self.frozen_d:
+            p.requires_grad_(False)
+
     def _optimise(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -263,7 +303,7 @@ class GanTrainer:
         if o.pl_weight > 0 and o.pl_interval and self.step_index % o.pl_interval == 0:
             stats["pl_penalty"] = self._g_reg(c_real)
         self.G.requires_grad_(False)
-        self.D.requires_grad_(True)
+        self._d_requires_grad()
         stats["loss_D"], stats["logits_real"], stats["logits_fake"] = self._d_main(real, c_real)
         if o.r1_gamma > 0 and o.r1_interval and self.step_index % o.r1_interval == 0:
             stats["r1_penalty"] = self._d_reg(real, c_real)

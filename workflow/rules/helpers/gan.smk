@@ -19,6 +19,13 @@ def gan_data(wildcards):
     return dataset_files(config["gans"][wildcards.gan]["dataset"])
 
 
+def gan_init(wildcards):
+    """The checkpoint generator `wildcards.gan` starts from (`gans.<gan>.init`), as an input: a changed file reruns
+    training, and another generator's network-final.pt is trained first."""
+    init = config["gans"][wildcards.gan].get("init")
+    return {"init": init} if init else {}
+
+
 def gan_launcher(wildcards, resources):
     """Several GPUs: one process per GPU through torchrun inside the job's allocation."""
     if resources.gpu > 1:
