@@ -144,6 +144,21 @@ def test_targets_go_before_configfile_or_after_a_double_dash(workdir):
     assert f"FileNotFoundError: [Errno 2] No such file or directory: '{target}'" in after.stdout
 
 
+def test_a_target_read_as_a_config_file_that_reaches_the_workflow_is_said_in_one_line(workdir):
+    """A target that exists and is a JSON mapping (a splits.json, a metrics JSON) is loaded by Snakemake as one
+    more config file after `--configfile`: the workflow stops on it with one line and the two orders that work."""
+    target = "results/data/clinic/splits.json"
+    (workdir / target).parent.mkdir(parents=True)
+    (workdir / target).write_text('{"counts": {"train": 3}}')
+    result = _dry_run(workdir, "--configfile", "my.yaml", target)
+    assert result.returncode == 1
+    said = [line for line in result.stdout.splitlines() if line.startswith("dermsynth:")]
+    assert said == [f"dermsynth: error: {target} was read as a config file: give targets before --configfile "
+                    f"(snakemake {target} --configfile my.yaml), or end the config files with -- (snakemake "
+                    f"--configfile my.yaml -- {target})"]
+    assert "Traceback" not in result.stdout
+
+
 # --- kind 5: archives not where the config says -------------------------------------------------------------
 def test_missing_archives_are_named_per_source_before_snakemakes_listing(workdir):
     raw = yaml.safe_load((REPO / "config/study.yaml").read_text())

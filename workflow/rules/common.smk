@@ -20,6 +20,16 @@ from dermsynth.config import data_size_warnings, validate_config
 # which replace it (see the Snakefile); --config key=value applies on top.
 CONFIG_FILES = [str(Path(p).relative_to(Path.cwd())) if Path(p).is_relative_to(Path.cwd()) else str(p)
                 for p in workflow.config_settings.configfiles] or ["config/config.yaml"]
+# `--configfile` takes several files, so a target written after it is read as one more config file. Snakemake
+# itself stops on a target that does not exist yet (a traceback) or is not a mapping, before this file runs; a target
+# that exists and is a JSON mapping (splits.json, a metrics JSON) is loaded as config and reaches this line: say so.
+for path in CONFIG_FILES:
+    if Path(path).parts[:1] == ("results",):
+        print(f"dermsynth: error: {path} was read as a config file: give targets before --configfile (snakemake "
+              f"{path} --configfile my.yaml), or end the config files with -- (snakemake --configfile my.yaml -- "
+              f"{path})", file=sys.stderr)
+        sys.exit(1)
+
 # Only the --config values are read as the schema's types (Snakemake gives nested ones as strings); a config file's
 # `batch: "8"` is refused, naming the key.
 config = validate_config(config, workflow=True, overrides=workflow.config_settings.config, origin="the workflow config ("
