@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from dermsynth.errors import ConfigError
+from dermsynth.outputs import read_figure_labels
 from dermsynth.gan.options import TrainGanOptions
 from dermsynth.gan.run import load_generator, train_gan
 
@@ -102,12 +103,14 @@ def test_generate_needs_the_class_of_a_conditional_generator(gan_setup, tmp_path
     subprocess.run([sys.executable, "-m", "dermsynth.cli", "gan", "sample-sheet", "--network", str(network), "--columns", "4",
                     "--out", str(tmp_path / "sheet.png"), "--device", "cpu"], check=True, capture_output=True)
     names = json.loads((tmp_path / "sheet.json").read_text())["rows"]
-    sheet = np.asarray(Image.open(tmp_path / "sheet.png")).astype(int)
-    assert sheet.shape == (7 * 64, 4 * 64, 3) and len(names) == 7
-    row = names.index("bcc") * 64
-    for column, seed in enumerate(rows["seed"]):
-        png = np.asarray(Image.open(tmp_path / "png" / f"c-seed{seed:07d}.png")).astype(int)
-        assert np.abs(sheet[row:row + 64, column * 64:(column + 1) * 64] - png).max() <= 1
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB")).astype(int)  # a labelled figure
+    assert read_figure_labels(tmp_path / "sheet.png")["axes"][0]["yticklabels"] == names and len(names) == 7
+    pngs = [np.asarray(Image.open(tmp_path / "png" / f"c-seed{seed:07d}.png")).astype(int) for seed in rows["seed"]]
+    expected = np.concatenate(pngs, axis=1)  # bcc's row: seeds 0…3, unscaled in the figure
+    found = [(y, x) for y, x in zip(*np.nonzero(np.abs(sheet - expected[0, 0]).max(axis=2) <= 1))
+             if sheet[y:y + 64, x:x + 4 * 64].shape == expected.shape
+             and np.abs(sheet[y:y + 64, x:x + 4 * 64] - expected).max() <= 1]
+    assert len(found) == 1
 
 
 def test_data_parallel_training_with_torchrun(gan_setup, tmp_path):
