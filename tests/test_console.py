@@ -56,7 +56,7 @@ def test_a_tick_line_per_tick_with_the_fields_stylegan_users_read(run):
     assert [m["done"] for m in ticks] == ["0.008", "0.016", "0.024"]
     assert {m["total"] for m in ticks} == {"0.024"}  # the steps the run takes (6 × 4), not the 0.022 asked
     assert [int(m["pct"]) for m in ticks] == [33, 67, 100]
-    assert "6 steps of 4 (0.024 kimg)" in err.splitlines()[0] and err.startswith("train-gan tiny:")
+    assert "6 steps of 4 on 1 × cpu (0.024 kimg)" in err.splitlines()[0] and err.startswith("train-gan tiny:")
 
 
 def test_tick_losses_are_the_means_over_the_tick_of_the_logged_steps(run):

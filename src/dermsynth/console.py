@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 WARNINGS_LOGGER = "py.warnings"  # where logging.captureWarnings sends them
-_MARK = "_dermsynth_console"  # set on what setup() installed, so that a second call adds nothing
 
 
 class _Stderr(logging.StreamHandler):
@@ -105,11 +104,10 @@ class _LevelFormatter(logging.Formatter):
 def _attach(logger: logging.Logger, fmt: str, record_filter: logging.Filter | None = None) -> bool:
     """Give `logger` a stderr handler with `fmt` (and `record_filter`) unless setup() already did; its records
     do not also go up to the root logger's handlers. Returns whether a handler was added."""
-    if any(getattr(handler, _MARK, False) for handler in logger.handlers):
+    if any(isinstance(handler, _Stderr) for handler in logger.handlers):  # setup() was here
         return False
     handler = _Stderr()
     handler.setFormatter(_LevelFormatter(fmt))
-    setattr(handler, _MARK, True)
     if record_filter is not None:
         handler.addFilter(record_filter)
     logger.addHandler(handler)

@@ -279,8 +279,8 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
     if world.is_main:
         print(f"train-gan {name}: {len(images)} images at {images.shape[-1]}², classes "
               f"{spec.get('classes') or classes}, conditional={spec['conditional']}, augment={spec['augment']}, "
-              f"{total_steps} steps of {spec['batch']} ({total_steps * spec['batch'] / 1000:g} kimg) on {world.size} × "
-              f"{device.type}, a tick every {tick_every} steps", file=sys.stderr)
+              f"{total_steps} steps of {spec['batch']} on {world.size} × {device.type} "
+              f"({total_steps * spec['batch'] / 1000:g} kimg), a tick every {tick_every} steps", file=sys.stderr)
     try:
         _loop(trainer, out_dir, name, classes, total_steps, (snapshot_every, tick_every), device)
     except TrainingDivergedError as exc:
