@@ -60,6 +60,13 @@ def read_nvidia(path: str | Path, sha256: str | None = None) -> Imported:
     except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as exc:
         raise CheckpointImportError(f"{path} is not a readable network pickle ({str(exc)[:100]}); is the download "
                                     "complete?") from None
+    return imported_from_records(data, path, sha256 or sha256_of(path))
+
+
+def imported_from_records(data, path: str | Path, sha256: str) -> Imported:
+    """The `Imported` of an unpickled network pickle {"G_ema", "G", "D", …} whose networks are `PersistentRecord`s
+    (`read_nvidia` after `load_network_pickle`). Raises CheckpointImportError as `read_nvidia`."""
+    path = Path(path)
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentRecord):
         raise CheckpointImportError(f"{path} is a pickle without G_ema, not a StyleGAN2-ADA network pickle")
     _refuse_other_architectures(data["G_ema"], data.get("D"), path)
@@ -73,7 +80,7 @@ def read_nvidia(path: str | Path, sha256: str | None = None) -> Imported:
         D = _discriminator_tensors(data["D"], arch.resolution, d_lr, path)
         if arch.c_dim:
             notes.append(f"D's label mapping rescaled from lr_multiplier {d_lr} to dermsynth's 1 (same function)")
-    return Imported(str(path), "nvidia-pkl", sha256 or sha256_of(path), arch, G_ema, G, D, notes)
+    return Imported(str(path), "nvidia-pkl", sha256, arch, G_ema, G, D, notes)
 
 
 def _refuse_other_architectures(G: PersistentRecord, D, path: Path) -> None:
@@ -323,9 +330,11 @@ def _nvidia_discriminator_names(state: dict, resolution: int) -> dict:
 
 
 def write_nvidia_pickle(path: str | Path, G_ema: Generator, G: Generator | None = None,
-                        D: Discriminator | None = None, module_src: str = WRITER_SOURCE) -> None:
+                        D: Discriminator | None = None, module_src: str = WRITER_SOURCE,
+                        extra: dict | None = None) -> None:
     """Write dermsynth networks as an NVIDIA network pickle {"G", "D", "G_ema", "augment_pipe": None,
-    "training_set_kwargs": None} (see the module docstring; `module_src` is the text stored in every record).
+    "training_set_kwargs": None, **extra} (see the module docstring; `module_src` is the text stored in every record;
+    `extra` e.g. the training set's kwargs, as NVIDIA's training loop stores them).
     Raises ValueError for a discriminator whose label mapping is not at lr_multiplier 1 (dermsynth's)."""
     res = G_ema.img_resolution
     base = G_ema.synthesis.blocks[0].conv1.weight.shape[0]  # channels at 4² (channel_max in practice)
@@ -351,6 +360,7 @@ def write_nvidia_pickle(path: str | Path, G_ema: Generator, G: Generator | None 
                     "epilogue_kwargs": _OutEasyDict(mbstd_group_size=D.mbstd.group_size)}
         data["D"] = _record_tree(_nvidia_discriminator_names(D.state_dict(), res), D_CLASSES, d_kwargs, module_src,
                                  extra=("b4.mbstd",))
+    data.update(extra or {})
     with Path(path).open("wb") as f:
         _NetworkPickler(f, protocol=4).dump(data)
 

@@ -117,10 +117,11 @@ def _convert(value: torch.Tensor, how: str) -> torch.Tensor:
 
 def _generator_tensors(state: dict, path: Path, what: str) -> tuple[dict, dict]:
     out, sources = {}, {}
+    wavelet = next((name for name in state if re.search(r"\b(dwt|iwt)\b", name)), None)
+    if wavelet is not None:
+        raise CheckpointImportError(f"{path}: a SWAGAN generator ({what} tensor {wavelet}); dermsynth builds "
+                                    "StyleGAN2 only")
     for name, value in state.items():
-        if re.search(r"(dwt|iwt)", name):
-            raise CheckpointImportError(f"{path}: a SWAGAN generator ({what} tensor {name}); dermsynth builds "
-                                        "StyleGAN2 only")
         if name.endswith("kernel"):
             if not _kernel_ok(value):
                 raise CheckpointImportError(f"{path}: {what} {name} is not the [1, 3, 3, 1] resampling filter")
