@@ -377,6 +377,10 @@ def test_dry_adds_n_to_every_snakemake_command():
 
 
 def run_block(block: Block, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `block` with bash (-e, pipefail) in `cwd`, with this interpreter's environment first on PATH. Refuses
+    a block that installs packages: it would change the environment the tests run in (mark it skip)."""
+    assert not re.search(r"\bpip\s+install\b", block.code), \
+        f"{_rel(block.page)}:{block.line}: a block that installs packages must be marked `docs-test: skip (<reason>)`"
     code = dry(block.code) if block.mode == "dry-run" else block.code
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1"}
@@ -417,8 +421,11 @@ def results_paths() -> dict[str, str]:
     found = {}
     for page in PAGES:
         text = page.read_text().replace("\\|", "|")
-        for match in re.finditer(r"results/(?:\{[^{}\s]*\}|[^\s`'\"()\[\]:;,{])*", text):
-            raw = match[0].rstrip(".")
+        for block in blocks(page):  # a block that is run checks its own paths (a target of the page's config)
+            if block.mode != "skip":
+                text = text.replace(block.code, "\n" * block.code.count("\n"))
+        for match in re.finditer(r"results/(?:\{[^{}\s]*\}|<[^<>\n]*>|[^\s`'\"()\[\]:;,{<])*", text):
+            raw = match[0].rstrip(".").replace("[,", ",").replace("]", "")  # {test,validation[,synthetic]}
             for path in _alternatives(raw):
                 found.setdefault(path, f"{_rel(page)}:{text[:match.start()].count(chr(10)) + 1}")
     return found
@@ -426,10 +433,19 @@ def results_paths() -> dict[str, str]:
 
 def _regex(pattern: str) -> str:
     out, i = "", 0
-    for m in re.finditer(r"<[^<>/]*>|\*", pattern):
+    for m in re.finditer(r"<[^<>/]*>|\*|…", pattern):
         out += re.escape(pattern[i:m.start()]) + "[^/]+"
         i = m.end()
     return out + re.escape(pattern[i:])
+
+
+def test_path_patterns_expand_and_match():
+    assert _alternatives("results/x/{a,b}/pcx-<baseline|augmented>.png") == [
+        "results/x/a/pcx-baseline.png", "results/x/a/pcx-augmented.png",
+        "results/x/b/pcx-baseline.png", "results/x/b/pcx-augmented.png"]
+    assert re.fullmatch(_regex("results/gan/<gan>/network-snapshot-step<N>.pt"),
+                        "results/gan/cgan/network-snapshot-step0000032.pt")
+    assert not re.fullmatch(_regex("results/gan/<gan>/samples.png"), "results/gan/cgan/x/samples.png")
 
 
 def declared_outputs(tmp_path: Path) -> set[str]:
@@ -448,19 +464,19 @@ def declared_outputs(tmp_path: Path) -> set[str]:
 @pytest.mark.workflow
 def test_every_results_path_a_page_names_is_one_the_workflow_writes(tmp_path):
     outputs = declared_outputs(tmp_path)
-    folders = {str(Path(o).parent) for o in outputs} | outputs
+    folders = {str(parent) for o in outputs for parent in Path(o).parents} | outputs
     code = "\n".join(p.read_text() for p in (ROOT / "src" / "dermsynth").rglob("*.py"))
     code += "\n".join(p.read_text() for p in (ROOT / "workflow").rglob("*.smk"))
     problems = []
     for path, where in sorted(results_paths().items()):
         if (ROOT / path).exists():  # results/README.md
             continue
-        pattern = _regex(path.rstrip("/"))
+        folder, name = path.rstrip("/").rsplit("/", 1)
+        pattern = _regex(f"{folder}/{name}")
         if any(re.fullmatch(f"{pattern}(/.*)?", o) for o in outputs):
             continue  # an output, or a folder of outputs
-        parent, name = pattern.rsplit("/", 1) if "/" in pattern else ("", pattern)
-        literal = max(re.split(r"\[\^/\]\+", name), key=len).replace("\\", "")
-        if any(re.fullmatch(parent, f) for f in folders) and len(literal) >= 3 and literal in code:
+        literal = max(re.split(r"<[^<>/]*>|\*|…", name), key=len)
+        if any(re.fullmatch(_regex(folder), f) for f in folders) and len(literal) >= 3 and literal in code:
             continue  # a file written beside declared outputs, named in the code
         problems.append(f"{where}: {path}")
     assert not problems, "paths no job writes:\n" + "\n".join(problems)
