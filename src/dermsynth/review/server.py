@@ -89,6 +89,9 @@ def serve(gan: str, port: int = 8501, host: str = LOOPBACK, transformations: str
     command, env, warnings = prepare(gan, port, host, transformations, config, reviewer, root)
     for warning in warnings:
         print(f"dermsynth review: WARNING: {warning}", file=sys.stderr)
+    if not Path(env["DERMSYNTH_REVIEW_CONFIG"]).exists():
+        print(f"dermsynth review: no config {config}: every dataset under results/data is shown; the LPIPS threshold, "
+              "ingest and projection settings are the schema's defaults (docs/review.md)", file=sys.stderr)
     print(f"dermsynth review: http://{host}:{port} (generator {gan}, file {env['DERMSYNTH_REVIEW_TRANSFORMATIONS']})",
           file=sys.stderr, flush=True)
 
