@@ -110,6 +110,18 @@ def add_verbs(sub, top) -> None:
                    "benign and malignant for synth, malignant for aug)")
     p.add_argument("--out", required=True, help="output folder (lmdb/ + manifest.csv)")
 
+    p = add_verb(sub, "edge-neighbours", _edge_neighbours, "Scenario aug-edge's training images: neighbours at distance "
+                 "d in W of the projected validation edge cases and baseline mistakes.",
+                 shared=("options", "network", "lmdb", "manifest", "device", "threads"))
+    p.add_argument("--classifier", required=True, help="model folder of the edge classifier (its validation margins)")
+    p.add_argument("--baseline", required=True, help="model folder of the baseline (its validation mistakes)")
+    p.add_argument("--out", required=True, help="output folder (lmdb/ + manifest.csv, sources.csv, edge.json, ...)")
+
+    _add_table_verbs(sub)
+
+
+def _add_table_verbs(sub) -> None:
+    """The studies' tables: HAM10000 Tables 2 and 3, ISIC Table 2 (all test images, and its edge-case version)."""
     p = add_verb(sub, "tables", _classifier_tables, "The HAM10000 study's Table 2, Table 3 and per-class "
              "recall figures from model folders.")
     p.add_argument("--models", nargs="+", required=True, help="HAM10000 model folders (metrics.json, "
@@ -125,13 +137,6 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--models", nargs="+", required=True, help="ISIC model folders (metrics.json), every scenario "
                    "of every architecture")
     p.add_argument("--out", required=True, help="table CSV to write")
-
-    p = add_verb(sub, "edge-neighbours", _edge_neighbours, "Scenario aug-edge's training images: neighbours at distance "
-                 "d in W of the projected validation edge cases and baseline mistakes.",
-                 shared=("options", "network", "lmdb", "manifest", "device", "threads"))
-    p.add_argument("--classifier", required=True, help="model folder of the edge classifier (its validation margins)")
-    p.add_argument("--baseline", required=True, help="model folder of the baseline (its validation mistakes)")
-    p.add_argument("--out", required=True, help="output folder (lmdb/ + manifest.csv, sources.csv, edge.json, ...)")
 
     p = add_verb(sub, "isic-edge-table", _isic_edge_table, "ISIC Table 2 on the test edge cases and the test images "
                  "the baseline misclassifies (accuracy, AUC per model).", shared=("options",))
