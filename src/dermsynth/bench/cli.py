@@ -30,7 +30,7 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--batch", type=int, default=32, help="gan-train, project, invert, classify-train: minibatch")
     p.add_argument("--steps", type=int, default=32, help="timed steps (after --warmup); gan-train rounds up to "
                    "whole regularisation cycles of 16")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps run before the timed ones")
     p.add_argument("--channel-base", type=int, default=16384, help="generator width (16384 = paper256)")
     p.add_argument("--variants", nargs="*", default=None, help="gan-train: variants to run (default: all on "
                    "CUDA, reference-fp32 on CPU; none with --flops: the FLOP count alone), e.g. fused-fp32 "

@@ -126,7 +126,8 @@ def _add_table_verbs(sub) -> None:
              "recall figures from model folders.")
     p.add_argument("--models", nargs="+", required=True, help="HAM10000 model folders (metrics.json, "
                    "predictions-test.csv), every scenario of every architecture")
-    p.add_argument("--sizes", nargs="+", required=True, help="SA set names in order")
+    p.add_argument("--sizes", nargs="+", required=True, help="SA set names in the order the tables show them "
+                   "(e.g. SA-2k SA-4k SA-6k)")
     p.add_argument("--table2", required=True, help="Table 2 CSV to write (baseline balanced accuracy and SA − "
                    "baseline per size, per architecture)")
     p.add_argument("--table3", required=True, help="Table 3 CSV to write (per-class AUC-ROC of the baseline and "

@@ -62,7 +62,7 @@ def add_verbs(sub, top) -> None:
     p = add_verb(sub, "table", _federated_table, "The study's comparison: per hospital, iterations to reach "
                  "an FID alone vs federated, their ratio, best FIDs (+ a figure of the curves).", shared=("options",))
     p.add_argument("--run", help="the run's name under `federated` (with --config)")
-    p.add_argument("--curves", required=True, help="evaluate-federated's CSV")
+    p.add_argument("--curves", required=True, help="the CSV of `dermsynth federated evaluate`")
     p.add_argument("--rounds", required=True, help="the run's rounds.csv")
     p.add_argument("--out", required=True, help="the table (CSV)")
     p.add_argument("--figure", required=True, help="the figure (PNG)")

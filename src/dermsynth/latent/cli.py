@@ -114,7 +114,7 @@ def add_verbs(sub, top) -> None:
                  "source).", shared=("options", "network", "lmdb", "device", "threads"))
     p.add_argument("--name", help="a transformation of latent.transform.file (with --options: taken from the file)")
     p.add_argument("--sefa", required=True, help="the generator's sefa-<range>.npz")
-    p.add_argument("--inversion", required=True, help="folder written by `invert`")
+    p.add_argument("--inversion", required=True, help="folder written by `dermsynth latent invert`")
     p.add_argument("--out", required=True, help="output folder (lmdb/, manifest.csv, preview.png, transform.json)")
     p.add_argument("--transformations", default=None, help="the transformations file the entry comes from: its "
                    "review is checked against --network (one WARNING line when stale or never reviewed; none: not "

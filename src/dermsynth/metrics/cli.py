@@ -87,7 +87,7 @@ def _add_generator_verbs(sub) -> None:
     p = add_verb(sub, "gan-curve", _gan_curve, "FID/KID of every training snapshot of a generator, as CSV and "
                  "figure (the snapshots beside --network are evaluated).", shared=shared)
     p.add_argument("--out", required=True, help="CSV, one row per snapshot")
-    p.add_argument("--figure", required=True, help="PNG")
+    p.add_argument("--figure", required=True, help="PNG to write: FID over kimg")
     p.add_argument("--real-features", help=_REAL_FEATURES)
 
     p = add_verb(sub, "real-features", _real_features, "Features of a generator's real reference images in "
