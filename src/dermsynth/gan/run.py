@@ -7,6 +7,10 @@ Output folder (`results/gan/<name>/`):
     tensorboard/                  the same scalars for TensorBoard
     network-final.pt (+ .json)    the finished state; G_ema is what later stages use
 
+On stderr (rank 0): a start line (`train-gan <gan>: <images> …`), one line per tick of `tick_kimg` (kimg,
+sec/kimg, tick-mean losses, augment p, GPU memory, time left: `ticks.TickReporter`), `wrote <path>` for each
+snapshot and the final network; a live kimg bar as well on a terminal.
+
 Run again after a kill and it continues from the newest snapshot, when that snapshot belongs to this run: every
 checkpoint records a fingerprint (`run_fingerprint`: the LMDB store's identity, the chosen images and labels,
 classes, resolution, conditional, hospital; the architecture; the training recipe) and a snapshot whose
