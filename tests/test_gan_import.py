@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from dermsynth.cli import main
-from dermsynth.gan.interop.imported import CheckpointImportError, networks, read_checkpoint
+from dermsynth.gan.interop.checkpoint import read_checkpoint
+from dermsynth.gan.interop.imported import CheckpointImportError, networks
 from dermsynth.gan.interop.nvidia import filter_2d, imported_from_records, write_nvidia_pickle
 from dermsynth.gan.interop.rosinality import MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, read_rosinality, rosinality_kernel
 from dermsynth.gan.interop.safepickle import PersistentRecord

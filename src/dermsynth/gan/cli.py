@@ -64,7 +64,8 @@ def _import_network(args) -> None:
     # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from ..outputs import write_json
     from ..provenance import provenance
-    from .interop.imported import read_checkpoint, write_imported
+    from .interop.checkpoint import read_checkpoint
+    from .interop.imported import write_imported
     summary = write_imported(read_checkpoint(args.source), args.out)
     write_json(_sidecar(args.out), {**summary, "provenance": provenance("gan-import", {"source": args.source})})
     arch = summary["architecture"]
@@ -78,7 +79,7 @@ def _export_network(args) -> None:
     # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from ..outputs import write_json
     from ..provenance import provenance
-    from .interop.rosinality import export_rosinality
+    from .interop.checkpoint import export_rosinality
     summary = export_rosinality(args.network, args.out)
     write_json(_sidecar(args.out), {**summary, "provenance": provenance("gan-export", {"network": args.network,
                                                                                      "format": args.format})})

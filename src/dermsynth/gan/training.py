@@ -47,7 +47,7 @@ from ..errors import ConfigError, DermsynthError
 from ..outputs import save_torch
 from .augment import AdaptiveP, AugmentPipe
 from .distributed import World
-from .interop.imported import initialise
+from .interop.checkpoint import initialise
 from .networks import Discriminator, Generator
 from .options import TrainingOptions
 from .ops import fused

@@ -6,8 +6,9 @@
 * `nvidia` — NVIDIA `.pkl` ↔ dermsynth: parameter names, architecture (init kwargs), writer for tests/benchmarks.
 * `rosinality` — rosinality's `.pt` (`g`, `d`, `g_ema`, `latent_avg`; the format of e4e, HyperStyle) ↔ dermsynth.
 * `imported` — what both share: the architecture read from a file, the shape-checked load into dermsynth's
-  `Generator`/`Discriminator`, the imported checkpoint written by `dermsynth gan import`, and the initial state
-  of a fine-tuning run (`gans.<name>.init`).
+  `Generator`/`Discriminator`, the imported checkpoint written by `dermsynth gan import`.
+* `checkpoint` — any of those files read by content (`read_checkpoint`), the initial state of a fine-tuning run
+  (`gans.<name>.init`: `initialise`), and the rosinality export.
 
 Background: docs/transfer-learning.md.
 """

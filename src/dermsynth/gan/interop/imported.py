@@ -1,6 +1,6 @@
 """What the NVIDIA and rosinality readers share: the architecture a file describes, the shape-checked load of its
-tensors into dermsynth's `Generator`/`Discriminator`, the imported checkpoint `dermsynth gan import` writes, and the
-initial state of a fine-tuning run (`gans.<name>.init`).
+tensors into dermsynth's `Generator`/`Discriminator`, and the imported checkpoint `dermsynth gan import` writes
+(reading any format and fine-tuning: `checkpoint`).
 
 An imported checkpoint is a dict loadable with `torch.load(weights_only=True)`:
 {"format": "dermsynth-stylegan2-imported-v1", "options": JSON {"network": Generator keyword arguments,
@@ -11,12 +11,10 @@ in dermsynth's names, "source": JSON {"file", "sha256", "format", "notes"}}. Eve
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,10 +80,11 @@ class Architecture:
     def build(self) -> tuple[Generator, Discriminator]:
         """(G, D) of this architecture on CPU, in eval mode, weights drawn from a fixed seed (every one of them is
         overwritten by a load)."""
+        side = self.resolution  # the file's, not a setting of this run
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            G = Generator(c_dim=self.c_dim, img_resolution=self.resolution, **self.generator_kwargs())
-            D = Discriminator(c_dim=self.c_dim, img_resolution=self.resolution, **self.discriminator_kwargs())
+            G = Generator(c_dim=self.c_dim, img_resolution=side, **self.generator_kwargs())
+            D = Discriminator(c_dim=self.c_dim, img_resolution=side, **self.discriminator_kwargs())
         return G.eval(), D.eval()
 
 
@@ -230,111 +229,3 @@ def is_torch_file(path: str | Path) -> bool:
     with Path(path).open("rb") as f:
         head = f.read(16)
     return head.startswith(b"PK\x03\x04") or head[2:4] == b"\x8a\x0a" and head[4:14] == b"l\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def read_checkpoint(path: str | Path) -> Imported:
-    """Any StyleGAN2 checkpoint dermsynth reads — an NVIDIA `.pkl`, a rosinality `.pt`, or a dermsynth checkpoint —
-    as an `Imported` (nothing in the file is executed).
-    Raises FileNotFoundError; CheckpointImportError / UnsafePickleError (one line) for a file that is none of those
-    or describes an architecture dermsynth does not build."""
-    # deferred: the format modules import this one (they build on Architecture and Imported)
-    from .nvidia import read_nvidia
-    from .rosinality import load_rosinality, read_rosinality
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
-    sha = sha256_of(path)
-    if not is_torch_file(path):
-        return read_nvidia(path, sha)
-    state = load_rosinality(path)
-    if isinstance(state, dict) and str(state.get("format", "")) in TRAINED_FORMATS:
-        return from_dermsynth_state(state, path, sha)
-    return read_rosinality(state, path, sha)
-
-
-@functools.lru_cache(maxsize=2)
-def _cached(path: str, mtime_ns: int, size: int) -> Imported:
-    return read_checkpoint(path)
-
-
-def read_checkpoint_cached(path: str | Path) -> Imported:
-    """`read_checkpoint`, remembered for the same file (path, modification time and size): building G and D, then
-    G_ema, of a fine-tuning run reads the init file once."""
-    stat = Path(path).stat()
-    return _cached(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-# --- fine-tuning: the initial state of a training run -------------------------------------------------------------
-
-def architecture_differences(source: Architecture, target: Architecture) -> list[str]:
-    """The hyper-parameters in which a checkpoint (`source`) and a run's networks (`target`) differ so that the
-    weights cannot carry over, as "name: source vs target" — [] when they fit. Compute-only settings (conv_clamp,
-    num_fp16_res, mbstd_group_size) do not count, and an unconditional source fits a conditional run (new label
-    embedding, see `initialise`)."""
-    found = [f"{key}: {getattr(source, key)} in the file, {getattr(target, key)} in this run"
-             for key in ("resolution", "img_channels", "z_dim", "w_dim", "mapping_layers", "mapping_lr_multiplier")
-             if getattr(source, key) != getattr(target, key)]
-    if source.channels() != target.channels():
-        found.append(f"channel_base/channel_max: feature maps {source.channels()} in the file, {target.channels()} "
-                     "in this run")
-    if source.c_dim != target.c_dim and source.c_dim != 0:
-        found.append(f"c_dim (classes of a conditional GAN): {source.c_dim} in the file, {target.c_dim} in this run")
-    return found
-
-
-def _check_fits(imported: Imported, G: Generator) -> None:
-    found = architecture_differences(imported.architecture, architecture_of(G))
-    if found:
-        raise CheckpointImportError(
-            f"init {imported.path} does not fit this run's networks: {found[0]}"
-            f"{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}; set the gan's `network` and dataset "
-            "resolution to the file's, or start from another checkpoint")
-
-
-def _conditional_generator(source: dict, G: Generator) -> dict:
-    """An unconditional generator's weights for conditional `G`: the first mapping layer gets zero columns for the
-    label embedding and its z columns scaled by √(in_new / in_old) (the equalized-lr gain 1/√in changes), so every
-    class starts as the source's generator; the embedding is G's own fresh one."""
-    state = dict(source)
-    own = G.state_dict()
-    old = state["mapping.layers.0.weight"]
-    new = torch.zeros_like(own["mapping.layers.0.weight"])
-    new[:, :old.shape[1]] = old * math.sqrt(new.shape[1] / old.shape[1])
-    state["mapping.layers.0.weight"] = new
-    state.update({k: v for k, v in own.items() if k.startswith("mapping.embed.")})
-    return state
-
-
-def _conditional_discriminator(source: dict, D: Discriminator) -> dict:
-    """An unconditional discriminator's weights for conditional `D`: every layer but the output (1 → cmap_dim
-    features) carries over; the output layer and the label mapping of the projection head are D's own fresh ones."""
-    own = D.state_dict()
-    state = {k: v for k, v in source.items() if not k.startswith(("out.", "mapping."))}
-    state.update({k: v for k, v in own.items() if k.startswith(("out.", "mapping."))})
-    return state
-
-
-def initialise(path: str | Path, G: Generator | None = None, D: Discriminator | None = None,
-               G_ema: Generator | None = None) -> dict:
-    """Load the checkpoint at `path` (`read_checkpoint`: imported, trained, NVIDIA or rosinality) into a new run's
-    networks: G ← its G (its G_ema when it has no G), D ← its D, G_ema ← its G_ema (each when given). An
-    unconditional source fits a conditional run (`_conditional_generator`, `_conditional_discriminator`). When the
-    file has no discriminator, D keeps its fresh weights (said on stderr). Returns {"file", "sha256", "format"}.
-    Raises CheckpointImportError (one line naming the first hyper-parameter that differs) when it does not fit."""
-    imported = read_checkpoint_cached(path)
-    reference = G if G is not None else G_ema
-    _check_fits(imported, reference)
-    conditional = imported.architecture.c_dim == 0 and reference.c_dim > 0
-    for net, state, name in ((G, imported.G if imported.G is not None else imported.G_ema, "G"),
-                             (G_ema, imported.G_ema, "G_ema")):
-        if net is not None:
-            load_weights(net, _conditional_generator(state, net) if conditional else state, name, str(path),
-                         optional=CONSTANT_BUFFERS)
-    if D is not None and imported.D is None:
-        print(f"init {path}: the file holds no discriminator; D starts from fresh weights", file=sys.stderr)
-    elif D is not None:
-        state = _conditional_discriminator(imported.D, D) if conditional else imported.D
-        load_weights(D, state, "D", str(path), optional=CONSTANT_BUFFERS + ("mapping.w_avg",))
-    return {"file": str(path), "sha256": imported.sha256, "format": imported.format,
-            "has_discriminator": imported.D is not None}
-

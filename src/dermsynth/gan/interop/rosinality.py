@@ -39,11 +39,9 @@ from pathlib import Path
 
 import torch
 
-from ...outputs import save_torch
 from ..networks import RESAMPLE_FILTER, Discriminator, Generator
 from ..ops import setup_filter
-from .imported import (Architecture, CheckpointImportError, Imported, MBSTD_DEFAULT, _fit_channels, networks,
-                       read_checkpoint)
+from .imported import Architecture, CheckpointImportError, Imported, MBSTD_DEFAULT, _fit_channels
 
 ROSINALITY_MAPPING_LR = 0.01  # Generator(lr_mlp=0.01) in model.py
 MEAN_LATENT_SAMPLES = 4096   # rosinality's g_ema.mean_latent(4096)
@@ -276,38 +274,3 @@ def channel_multiplier(arch: Architecture) -> int:
             f"feature maps {channels} are not rosinality's layout (512 up to 32², then 256·channel_multiplier at 64² "
             "halving with each doubling: channel_max 512, channel_base 16384·channel_multiplier)")
     return cm
-
-
-def export_rosinality(network: str | Path, out: str | Path) -> dict:
-    """Write the generator (and discriminator) of `network` — a dermsynth checkpoint, or any file `read_checkpoint`
-    reads — as a rosinality checkpoint {"g_ema", "g", "d", "latent_avg"} at `out`. Returns what it wrote (for the
-    verb's JSON): resolution, style_dim, n_mlp, channel_multiplier, notes.
-    Raises CheckpointImportError (one line) for what rosinality's networks cannot express: a conditional generator,
-    another channel layout, a mapping lr_multiplier other than 0.01."""
-    imported = read_checkpoint(network)
-    arch = imported.architecture
-    if arch.c_dim:
-        raise CheckpointImportError(f"{network}: a conditional generator ({arch.c_dim} classes); rosinality's "
-                                    "Generator is unconditional, so it cannot be exported to that format")
-    if arch.z_dim != arch.w_dim:
-        raise CheckpointImportError(f"{network}: z_dim {arch.z_dim} ≠ w_dim {arch.w_dim}; rosinality's Generator has "
-                                    "one style_dim for both")
-    if arch.mapping_lr_multiplier != ROSINALITY_MAPPING_LR:
-        raise CheckpointImportError(f"{network}: mapping_lr_multiplier {arch.mapping_lr_multiplier}; rosinality-format "
-                                    f"tools build the mapping at lr_mlp {ROSINALITY_MAPPING_LR}")
-    try:
-        cm = channel_multiplier(arch)
-    except CheckpointImportError as exc:
-        raise CheckpointImportError(f"{network}: {exc}; rosinality-format tools build that layout only") from None
-    nets = networks(imported)
-    state = {"g_ema": rosinality_generator(nets["G_ema"]),
-             "latent_avg": nets["G_ema"].mapping.w_avg.detach().clone()}
-    if "G" in nets:
-        state["g"] = rosinality_generator(nets["G"])
-    if "D" in nets:
-        state["d"] = rosinality_discriminator(nets["D"])
-    save_torch(out, state)
-    notes = [] if arch.conv_clamp is None else [f"dermsynth clamps activations at ±{arch.conv_clamp}; rosinality's "
-                                                 "networks do not (outputs differ only where that clamp acted)"]
-    return {"out": str(out), "format": "rosinality-pt", "size": arch.resolution, "style_dim": arch.w_dim,
-            "n_mlp": arch.mapping_layers, "channel_multiplier": cm, "networks": sorted(state), "notes": notes}
