@@ -38,6 +38,7 @@ TRAINING = {"batch": 4, "g_lr": 0.0025, "d_lr": 0.0025, "r1_gamma": 1.0, "pl_wei
 def _options(**rounds) -> TrainFederatedOptions:
     return TrainFederatedOptions(run="fed", dataset="set", hospitals=["h1", "h2"], label_classes=["mel", "nv"],
                                  resolution=16, training=TRAINING, federation={**ROUNDS, **rounds},
+                                 security={"tls": False, "supernode_auth": False, "secure_aggregation": False},
                                  runtime="deployment")
 
 

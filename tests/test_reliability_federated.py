@@ -34,7 +34,9 @@ FEDERATION = {"rounds": 2, "local_steps": 2, "min_available_nodes": 2, "round_ti
 def _options(**training) -> TrainFederatedOptions:
     return TrainFederatedOptions(run="fed", dataset="set", hospitals=["h1", "h2"],
                                  label_classes=list(scheme_classes("ham7")), resolution=16,
-                                 training={**TRAINING, **training}, federation=dict(FEDERATION), runtime="simulation")
+                                 training={**TRAINING, **training}, federation=dict(FEDERATION),
+                                 security={"tls": False, "supernode_auth": False, "secure_aggregation": False},
+                                 runtime="simulation")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """Flower's processes of a federated run on this machine: start them, submit the app, stop them.
 
 Deployment runtime: one `flower-superlink` and one `flower-supernode` per hospital, each a separate OS process on
-127.0.0.1 with ports chosen free at run time (insecure mode, i.e. without TLS, only because every connection stays
-on the loopback interface; see docs/federated.md for a multi-site deployment with certificates). Each SuperNode
-gets its `--node-config` (its hospital, that hospital's data paths and state folder). Simulation Runtime: a
+127.0.0.1 with ports chosen free at run time. Without `Security` they talk without TLS (`--insecure`), which is
+allowed only because every connection stays on the loopback interface (`check_insecure` refuses it for any other
+address); with it, over TLS (the SuperLink's certificate signed by the run's CA, every SuperNode and the `flwr` CLI
+verifying it) and, with node keys, with Flower's SuperNode authentication (the SuperLink accepts only the public keys
+registered through `flwr supernode register`). Each SuperNode gets its `--node-config` (its hospital, that
+hospital's data paths and state folder). Simulation Runtime: a
 SuperLink with `--simulation` (Flower's Simulation Runtime, Ray) and `num-supernodes` virtual SuperNodes.
 
 The run is submitted with `flwr run <app folder> <connection> --run-config <file>` (a Flower home of its own under
@@ -15,6 +18,7 @@ is the launcher's (`launch.py`).
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import json
 import os
 import shutil
@@ -23,6 +27,8 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -38,6 +44,76 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets: `[::1]:9092`) → (host without brackets, port). Raises DermsynthError naming
+    the address when it has no port."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise DermsynthError(f"SuperLink address {address!r}: write host:port (e.g. fl.example.org:9092, "
+                             "[2001:db8::1]:9092)")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine's loopback interface: `localhost` or a loopback IP (127.0.0.0/8, ::1). Any
+    other name counts as remote (no DNS lookup: a name can resolve differently tomorrow)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_insecure(address: str, what: str) -> None:
+    """Refuse plain-text transport (`--insecure`) for a SuperLink `address` (host:port) that is not loopback.
+    Raises DermsynthError in one line naming `what` (the file or flag that asked for it) and the fix."""
+    host, _ = split_address(address)
+    if not is_loopback(host):
+        raise DermsynthError(f"{what}: insecure (no TLS) is allowed only on this machine's loopback interface, and "
+                             f"the SuperLink address {address} is not loopback; use TLS (the consortium's ca.crt as "
+                             "root certificates: dermsynth federated certs makes one for a test consortium)")
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS and SuperNode authentication of a `Federation` (docs/federated.md "Across sites").
+
+    `ca`: the CA certificate every SuperNode and the `flwr` CLI verify the SuperLink with; `superlink_cert`,
+    `superlink_key`: the SuperLink's TLS certificate (SANs: the addresses dialled, 127.0.0.1 included: the SuperLink's
+    own SuperExec dials it there) and key; `node_keys`: hospital → its SuperNode's private key (OpenSSH; its public
+    key beside it, the same name with `.pub`: `certs.make_site_keys`); empty: no SuperNode authentication."""
+
+    ca: Path
+    superlink_cert: Path
+    superlink_key: Path
+    node_keys: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the SuperLink accepts only registered SuperNodes (`--enable-supernode-auth`)."""
+        return bool(self.node_keys)
+
+    def superlink_args(self) -> list[str]:
+        """flower-superlink's TLS (and authentication) flags."""
+        args = ["--ssl-ca-certfile", str(self.ca), "--ssl-certfile", str(self.superlink_cert),
+                "--ssl-keyfile", str(self.superlink_key)]
+        return args + (["--enable-supernode-auth"] if self.authenticated else [])
+
+    def supernode_args(self, hospital: str) -> list[str]:
+        """flower-supernode's flags for `hospital`: the CA to verify the SuperLink with, its private key."""
+        args = ["--root-certificates", str(self.ca)]
+        return args + (["--auth-supernode-private-key", str(self.node_keys[hospital])] if self.authenticated else [])
+
+    def public_key(self, hospital: str) -> Path:
+        """The public key (OpenSSH) registered for `hospital`: `<private key without suffix>.pub`."""
+        return self.node_keys[hospital].with_suffix(".pub")
+
+    def describe(self) -> str:
+        """A few words for the launcher's start line."""
+        return f"TLS, {len(self.node_keys)} SuperNode keys registered" if self.authenticated else "TLS"
 
 
 def flower_command(name: str) -> str:
@@ -139,13 +215,15 @@ class Federation:
     """A SuperLink and SuperNodes as processes on 127.0.0.1 that run the Flower app folder `app`, with logs in
     `log_dir` and Flower's home (and the record of live processes) in `flower_dir`. `nodes`: hospital name → its
     `--node-config` entries (deployment), or None for the Simulation Runtime with `simulated_nodes` virtual
-    SuperNodes; `node_env`: hospital → extra environment of its SuperNode (`CUDA_VISIBLE_DEVICES`). Use as a context
-    manager: every process is stopped on exit."""
+    SuperNodes; `node_env`: hospital → extra environment of its SuperNode (`CUDA_VISIBLE_DEVICES`); `security`:
+    TLS and SuperNode keys (`Security`; None: no TLS, loopback only). Use as a context manager: every process is
+    stopped on exit."""
 
     def __init__(self, app: str | Path, flower_dir: str | Path, log_dir: str | Path, nodes: dict[str, dict] | None,
-                 simulated_nodes: int = 0, node_env: dict[str, dict] | None = None):
+                 simulated_nodes: int = 0, node_env: dict[str, dict] | None = None, security: Security | None = None):
         self.app, self.flower_dir, self.log_dir = Path(app), Path(flower_dir), Path(log_dir)
         self.nodes, self.simulated_nodes, self.node_env = nodes, simulated_nodes, node_env or {}
+        self.security = security
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.supernodes: dict[str, subprocess.Popen] = {}
@@ -170,31 +248,59 @@ class Federation:
 
     def start(self) -> None:
         """Stop leftovers of a killed earlier run, start the SuperLink, wait until it listens, write the Flower
-        home's connection to it, start every SuperNode."""
+        home's connection to it, register the SuperNodes' public keys (with authentication), start every
+        SuperNode."""
         stop_leftovers(self.flower_dir / "pids.json")
         self.port = free_port()
-        command = [flower_command("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+        transport = self.security.superlink_args() if self.security else ["--insecure"]
+        command = [flower_command("flower-superlink"), *transport, "--host", "127.0.0.1", "--port", str(self.port),
                    "--disable-runtime-dependency-installation"]
         if self.nodes is None:
             command.append("--simulation")
         self.superlink = self._spawn(command, "superlink.log")
         wait_for_port(self.port, self.superlink, "flower-superlink", self.log_dir / "superlink.log")
         self._write_flower_home()
+        if self.security and self.security.authenticated and self.nodes:
+            self.register_supernodes(list(self.nodes))
         for hospital in self.nodes or {}:
             self.start_supernode(hospital)
 
     def _write_flower_home(self) -> None:
-        """`<flower_dir>/home/config.toml`: the SuperLink connection `dermsynth` (the one `flwr run` uses)."""
+        """`<flower_dir>/home/config.toml`: the SuperLink connection `dermsynth` (the one `flwr run` uses), over TLS
+        verified with the run's CA when there is `security`."""
         home = self.flower_dir / "home"
         home.mkdir(parents=True, exist_ok=True)
+        transport = (f"root-certificates = {json.dumps(str(Path(self.security.ca).resolve()))}" if self.security
+                     else "insecure = true")
         lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-                 f'address = "127.0.0.1:{self.port}"', "insecure = true"]
+                 f'address = "127.0.0.1:{self.port}"', transport]
         (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+    def register_supernodes(self, hospitals: list[str]) -> None:
+        """`flwr supernode register <hospital's public key> dermsynth` for each of `hospitals` (in parallel: each is
+        a `flwr` process), output to `logs/register-supernodes.log`. Raises DermsynthError naming the hospitals whose
+        key the SuperLink did not accept."""
+        def register(hospital: str) -> tuple[str, subprocess.CompletedProcess]:
+            command = [flower_command("flwr"), "supernode", "register", str(self.security.public_key(hospital)),
+                       CONNECTION, "--name", hospital]
+            return hospital, subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=300)
+
+        with ThreadPoolExecutor(max_workers=len(hospitals)) as pool:
+            results = list(pool.map(register, hospitals))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / "register-supernodes.log", "a") as log:
+            for hospital, result in results:
+                log.write(f"{hospital}: exit {result.returncode}\n{result.stdout}{result.stderr}\n")
+        failed = [hospital for hospital, result in results if result.returncode != 0]
+        if failed:
+            raise DermsynthError(f"the SuperLink did not register the public keys of {', '.join(failed)}; see "
+                                 f"{self.log_dir / 'register-supernodes.log'}")
 
     def start_supernode(self, hospital: str) -> subprocess.Popen:
         """Start (or restart) the SuperNode of `hospital` with its node config; returns its process."""
         config = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in self.nodes[hospital].items())
-        command = [flower_command("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
+        transport = self.security.supernode_args(hospital) if self.security else ["--insecure"]
+        command = [flower_command("flower-supernode"), *transport, "--superlink", f"127.0.0.1:{self.port}",
                    "--port", str(free_port()), "--node-config", f"hospital={hospital!r} {config}"]
         self.supernodes[hospital] = self._spawn(command, f"supernode-{hospital}.log", self.node_env.get(hospital))
         return self.supernodes[hospital]
@@ -252,4 +358,5 @@ class Federation:
                 stop_tree(process)
 
 
-__all__ = ["Federation", "flower_command", "free_port", "stop_leftovers", "stop_tree", "wait_for_port"]
+__all__ = ["Federation", "Security", "check_insecure", "flower_command", "free_port", "is_loopback", "split_address",
+           "stop_leftovers", "stop_tree", "wait_for_port"]

@@ -8,7 +8,9 @@ running the app folder `flower-app/` beside this module, as it is in the reposit
 memory and writes nothing into it).
 
 Deployment runtime (`runtime: deployment`, what the workflow runs): one SuperNode per hospital, each given its
-hospital, that hospital's data paths and state folder (`node_configs`). Simulation Runtime (`runtime: simulation`):
+hospital, that hospital's data paths and state folder (`node_configs`). With `tls` the run gets a CA, a SuperLink
+certificate for 127.0.0.1/localhost and, with `supernode_auth`, a key pair per hospital, made afresh at each start
+under `<out>/flower/certs/` (`security`). Simulation Runtime (`runtime: simulation`):
 node i plays hospital i (sorted names) and reads the paths from the run config.
 
 One writer per run folder: the launcher holds its lock (`locks.exclusive`) for the whole run, after proving the
@@ -31,7 +33,7 @@ from ..fingerprint import differences, set_aside
 from ..locks import exclusive
 from ..outputs import check_writable, write_json, write_text
 from .checks import check_run
-from .deploy import Federation
+from .deploy import Federation, Security
 from .options import TrainFederatedOptions
 from .server import RUN_FINGERPRINT, data_fingerprint, run_fingerprint
 
@@ -63,6 +65,18 @@ def gpu_assignment(hospitals: list[str], gpus_per_node: int) -> dict[str, dict]:
                              f"{len(hospitals) * gpus_per_node} GPUs; this job sees {len(ids)} (CUDA_VISIBLE_DEVICES={visible})")
     return {h: {"CUDA_VISIBLE_DEVICES": ",".join(ids[i * gpus_per_node:(i + 1) * gpus_per_node])}
             for i, h in enumerate(hospitals)}
+
+
+def security(options: TrainFederatedOptions, folder: Path) -> Security | None:
+    """The run's transport (`options.security`): None without TLS; otherwise a CA, a SuperLink certificate for
+    127.0.0.1, ::1 and localhost and, with `supernode_auth`, one key pair per hospital, written to `folder`
+    (`certs.make_consortium`, replaced at each start: the SuperLink's key lives as long as the run)."""
+    if not options.security.tls:
+        return None
+    from .certs import make_consortium  # deferred: cryptography is needed only for a TLS run
+    sites = list(options.hospitals) if options.security.supernode_auth else []
+    made = make_consortium(folder, ["127.0.0.1", "::1", "localhost"], sites)
+    return Security(made.ca, made.superlink_cert, made.superlink_key, {h: made.sites[h][0] for h in sites})
 
 
 def node_configs(hospitals: list[str], lmdb, federated_csv, state_root, device: str, threads: int) -> dict[str, dict]:
@@ -166,7 +180,8 @@ def _prepare(options: TrainFederatedOptions, lmdb, federated_csv, out_dir: Path,
     else:
         nodes = node_configs(hospitals, lmdb, federated_csv, state_root, device, threads)
     federation = Federation(app_folder(), out_dir / "flower", out_dir / "logs", nodes, len(hospitals),
-                            gpu_assignment(hospitals, gpus // len(hospitals)))
+                            gpu_assignment(hospitals, gpus // len(hospitals)),
+                            security(options, out_dir / "flower" / "certs"))
     (out_dir / "network-final.pt").unlink(missing_ok=True)  # the run's result is the one this run writes
     return federation, values
 
@@ -176,8 +191,10 @@ def _submit(federation: Federation, run_config_file: Path, options: TrainFederat
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes on SIGTERM too
     try:
         with federation:
-            print(f"train-federated {options.run}: SuperLink on 127.0.0.1:{federation.port}, {options.runtime} "
-                  f"runtime, hospitals {', '.join(options.hospitals)}, app {federation.app}", file=sys.stderr)
+            transport = federation.security.describe() if federation.security else "no TLS (loopback only)"
+            print(f"train-federated {options.run}: SuperLink on 127.0.0.1:{federation.port} ({transport}), "
+                  f"{options.runtime} runtime, hospitals {', '.join(options.hospitals)}, app {federation.app}",
+                  file=sys.stderr)
             return federation.submit(run_config_file)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -193,4 +210,4 @@ def _result(options: TrainFederatedOptions, out_dir: Path, status: int) -> Path:
 
 
 __all__ = ["APP_FOLDER", "LAUNCHER_STATE", "app_folder", "gpu_assignment", "node_configs", "own_state",
-           "run_config", "run_federated", "simulation_config", "tail", "write_run_config"]
+           "run_config", "run_federated", "security", "simulation_config", "tail", "write_run_config"]

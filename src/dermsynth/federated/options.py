@@ -2,7 +2,7 @@
 
 | verb (rule) | options | reads |
 |---|---|---|
-| train-federated (train_federated) | `TrainFederatedOptions` | one `federated.<run>` section: training keys, round settings (`RoundSettings`), runtime |
+| train-federated (train_federated) | `TrainFederatedOptions` | one `federated.<run>` section: training keys, round settings (`RoundSettings`), transport (`SecuritySettings`), runtime |
 | train-gan (train_alone) | `HospitalAloneOptions` | the same run's training keys, as a `gans` entry limited to one hospital |
 | evaluate-federated (evaluate_federated) | `EvaluateFederatedOptions` | the run's hospitals, its central generator, `evaluation` sample sizes |
 | federated-table (federated_table) | `FederatedTableOptions` | the run's hospitals, `fid_threshold` |
@@ -26,6 +26,12 @@ TRAINING_KEYS = (*TrainingOptions.setting_names(), "conditional", "classes")
 # Flower's run config (the app folder's `[tool.flwr.app.config]`, keys with `-` for `_`).
 ROUND_KEYS = ("rounds", "local_steps", "min_available_nodes", "round_timeout_s", "checkpoint_every", "evaluate_every")
 RUNTIMES = ("deployment", "simulation")
+# How the launcher's Flower processes talk (`SecuritySettings`): TLS, SuperNode authentication, secure aggregation.
+SECURITY_KEYS = ("tls", "supernode_auth", "secure_aggregation")
+SECURE_AGGREGATION_UNAVAILABLE = (
+    "Flower 1.42 has SecAgg+ only for its legacy strategy API (flwr.server.workflow.SecAggPlusWorkflow with a "
+    "LegacyContext, flwr.client.mod.secaggplus_mod), not for the Message API this app uses (flwr.serverapp / "
+    "flwr.clientapp have no SecAgg+ workflow or mod); docs/federated.md \"Secure aggregation\" says what it would take")
 CURVE_KEYS = ("real_samples", "seed", "snapshot_samples", "kid_subset", "truncation_psi", "batch")
 
 
@@ -126,6 +132,46 @@ class RoundSettings(Settings):
 
 
 @dataclass(frozen=True)
+class SecuritySettings(Settings):
+    """How a federated run's Flower processes talk, typed: `tls` — the SuperLink serves TLS with a certificate of
+    the run's CA and every SuperNode and the `flwr` CLI verify it (off: plain text, allowed only on loopback);
+    `supernode_auth` — only SuperNodes whose public keys the launcher registered may connect (Flower's SuperNode
+    authentication; needs `tls`); `secure_aggregation` — the server learns only the weighted sum (SecAgg+): not
+    available with the Message API of flwr 1.42 (`SECURE_AGGREGATION_UNAVAILABLE`).
+
+    Raises ConfigError naming the setting when a value is not a boolean, `supernode_auth` is on without `tls`, or
+    `secure_aggregation` is on."""
+
+    schema_section = "federated.*"
+
+    tls: bool
+    supernode_auth: bool
+    secure_aggregation: bool
+
+    def __post_init__(self):
+        wrong = [key for key in SECURITY_KEYS if not isinstance(getattr(self, key), bool)]
+        if wrong:
+            raise ConfigError(f"federated transport settings: {', '.join(wrong)} must be true or false")
+        if self.supernode_auth and not self.tls:
+            raise ConfigError("supernode_auth: true needs tls: true (Flower authenticates SuperNodes only over TLS)")
+        if self.secure_aggregation:
+            raise ConfigError(f"secure_aggregation: true is not available: {SECURE_AGGREGATION_UNAVAILABLE}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping, origin: str) -> "SecuritySettings":
+        """From a dict with exactly the keys `SECURITY_KEYS` (an options file's). Raises ConfigError naming `origin`
+        and the missing or unknown keys, or what `__post_init__` refuses."""
+        missing, unknown = sorted(set(SECURITY_KEYS) - set(data)), sorted(set(data) - set(SECURITY_KEYS))
+        if missing or unknown:
+            raise ConfigError(f"{origin}: the transport settings lack {', '.join(missing) or 'nothing'} and have "
+                              f"unknown keys {', '.join(unknown) or 'none'} (expected: {', '.join(SECURITY_KEYS)})")
+        try:
+            return cls(**{key: data[key] for key in SECURITY_KEYS})
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+
+
+@dataclass(frozen=True)
 class TrainFederatedOptions(StepOptions):
     """`dermsynth federated train` (rule train_federated): one federated StyleGAN2 run.
 
@@ -134,9 +180,12 @@ class TrainFederatedOptions(StepOptions):
     generator has one input per class, the same at every hospital); `resolution` — image side in pixels;
     `training` — the training keys (`TRAINING_KEYS`: as a `gans` entry; `classes` only when set);
     `federation` — the round settings (`RoundSettings`; a dict of `ROUND_KEYS` is parsed into one on
-    construction); `runtime` — how the launcher starts Flower: deployment | simulation.
+    construction); `security` — TLS and SuperNode authentication (`SecuritySettings`; a dict of `SECURITY_KEYS`
+    is parsed into one); `runtime` — how the launcher starts Flower: deployment | simulation.
 
-    Raises ConfigError when `federation` is not valid round settings or `runtime` is not one of `RUNTIMES`."""
+    Raises ConfigError when `federation` is not valid round settings, `security` not valid transport settings (or
+    asks for SuperNode authentication in the Simulation Runtime, which has no SuperNodes) or `runtime` is not one
+    of `RUNTIMES`."""
 
     step = "train-federated"
     wildcards = ("run",)
@@ -147,6 +196,7 @@ class TrainFederatedOptions(StepOptions):
     resolution: int
     training: Section
     federation: RoundSettings
+    security: SecuritySettings
     runtime: str
 
     def __post_init__(self):
@@ -154,8 +204,15 @@ class TrainFederatedOptions(StepOptions):
             object.__setattr__(self, "federation", RoundSettings.from_mapping(self.federation, f"federated.{self.run}"))
         elif not isinstance(self.federation, RoundSettings):
             raise ConfigError(f"federated.{self.run}: round settings must be a mapping, not {self.federation!r}")
+        if isinstance(self.security, Mapping):
+            object.__setattr__(self, "security", SecuritySettings.from_mapping(self.security, f"federated.{self.run}"))
+        elif not isinstance(self.security, SecuritySettings):
+            raise ConfigError(f"federated.{self.run}: transport settings must be a mapping, not {self.security!r}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"federated.{self.run}.runtime = {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.security.supernode_auth and self.runtime == "simulation":
+            raise ConfigError(f"federated.{self.run}: supernode_auth: true needs runtime: deployment (the Simulation "
+                              "Runtime has no SuperNodes to authenticate)")
         super().__post_init__()
 
     @classmethod
@@ -166,7 +223,9 @@ class TrainFederatedOptions(StepOptions):
         return cls(run=run, dataset=spec["dataset"], hospitals=run_hospitals(config, run),
                    label_classes=list(scheme_classes(dataset["labels"])), resolution=dataset["resolution"],
                    training=select(spec, TRAINING_KEYS),
-                   federation=RoundSettings.from_section(spec, f"federated.{run}"), runtime=spec["runtime"])
+                   federation=RoundSettings.from_section(spec, f"federated.{run}"),
+                   security=SecuritySettings.from_mapping(select(spec, SECURITY_KEYS), f"federated.{run}"),
+                   runtime=spec["runtime"])
 
     def training_settings(self) -> TrainingOptions:
         """The typed training settings of every trainer of the run, hospitals and server alike
@@ -174,8 +233,10 @@ class TrainFederatedOptions(StepOptions):
         return TrainingOptions.from_section(self.training, where=f"train-federated {self.run} options' training")
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready dict of the fields (`federation` as a dict of `ROUND_KEYS`)."""
-        return {**super().to_dict(), "federation": dataclasses.asdict(self.federation)}
+        """Plain JSON-ready dict of the fields (`federation` and `security` as dicts of `ROUND_KEYS`,
+        `SECURITY_KEYS`)."""
+        return {**super().to_dict(), "federation": dataclasses.asdict(self.federation),
+                "security": dataclasses.asdict(self.security)}
 
     def for_hospitals(self) -> dict:
         """What a train message tells each hospital (`to_dict` less `federation`: the hospitals read the round
@@ -265,5 +326,5 @@ class FederatedTableOptions(StepOptions):
 
 
 __all__ = ["EvaluateFederatedOptions", "FederatedTableOptions", "HospitalAloneOptions", "RoundSettings",
-           "TrainFederatedOptions", "RESOURCE_KEYS", "ROUND_KEYS", "iterations_per_evaluation", "run_config_key",
+           "SecuritySettings", "TrainFederatedOptions", "RESOURCE_KEYS", "ROUND_KEYS", "SECURITY_KEYS", "iterations_per_evaluation", "run_config_key",
            "run_hospitals"]
