@@ -28,6 +28,10 @@ Randomness: `build_networks` draws the initial weights from its own seeded strea
 global random state as it was. A `GanTrainer` seeds the global torch stream once, at the end of its
 construction (its own run's latents, noise and augmentation); nothing else here reseeds it.
 
+Fine-tuning (`init`, `freeze_d`; docs/transfer-learning.md): `build_networks` loads G and D from the checkpoint and
+the trainer its G_ema (`gan.interop.checkpoint.initialise`); optimisers, the path-length mean and ADA start fresh.
+Freeze-D keeps D's first `freeze_d` layers (`discriminator_layers`) without gradients, so Adam never moves them.
+
 A step whose losses are all NaN or infinite stops the run at once (`TrainingDivergedError`): nothing of that
 step is saved.
 """
