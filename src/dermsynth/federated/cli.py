@@ -67,3 +67,64 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--out", required=True, help="the table (CSV)")
     p.add_argument("--figure", required=True, help="the figure (PNG)")
     p.add_argument("--data-source", default="", help="what the images were (the table's `data` column)")
+
+    p = add_verb(sub, "certs", _certs, "Certificates and keys of a test consortium (docs/federated.md, Across "
+                 "sites): a CA, the SuperLink's TLS certificate with its addresses, a SuperNode key pair per site and "
+                 "(--site-kits) each site's kit: ca.crt, its key, site.yaml. With --keys-only: only key pairs (a "
+                 "site making its own; it sends the coordinator the .pub).")
+    p.add_argument("--out", required=True, help="folder to write into (existing files of the same names are replaced)")
+    p.add_argument("--superlink-address", nargs="+", default=[], help="the host names or IP addresses (no port) the "
+                   "sites dial; each becomes a subject alternative name (127.0.0.1, ::1 and localhost are added: the "
+                   "SuperLink's own SuperExec dials it there)")
+    p.add_argument("--port", type=int, default=9092, help="the SuperLink's port, written into the site kits")
+    p.add_argument("--sites", nargs="+", required=True, help="the sites' names (the run's hospital names)")
+    p.add_argument("--days", type=int, default=365, help="how long the certificates are valid")
+    p.add_argument("--site-kits", action="store_true", help="also write <out>/sites/<site>/: ca.crt, the site's key "
+                   "pair and a site.yaml for `dermsynth federated join`")
+    p.add_argument("--keys-only", action="store_true", help="write only the sites' key pairs (no CA, no certificate)")
+
+    p = add_verb(sub, "join", _join, "Run one site's SuperNode from its site file (the site kit): its hospital, the "
+                 "SuperLink address, the consortium's CA certificate, its private key, its own data paths; runs in "
+                 "the foreground until stopped (Ctrl-C, SIGTERM) or the SuperLink refuses it.")
+    p.add_argument("--site", required=True, help="the site file (site.yaml; its keys: docs/federated.md, Across sites)")
+    p.add_argument("--max-retries", type=int, default=None, help="give up after this many failed connection attempts "
+                   "(default: Flower's, retry without end)")
+    p.add_argument("--print-command", action="store_true", help="check the site file, print the flower-supernode "
+                   "command line and exit")
+
+
+def _certs(args) -> None:
+    # deferred: cryptography — `dermsynth --help` and the Snakefile must not load it
+    from .certs import make_consortium, make_site_keys
+    from .sites import write_site_kit
+    from pathlib import Path
+    out = Path(args.out)
+    if args.keys_only:
+        for site in args.sites:
+            private, public = make_site_keys(out, site)
+            print(f"federated certs: {private} (stays at {site}), {public} (to the coordinator)", file=sys.stderr)
+        return
+    if not args.superlink_address:
+        from ..errors import DermsynthError
+        raise DermsynthError("federated certs: give --superlink-address (the SuperLink's host name or IP address as "
+                             "the sites dial it), or --keys-only for key pairs alone")
+    addresses = list(dict.fromkeys([*args.superlink_address, "127.0.0.1", "::1", "localhost"]))
+    made = make_consortium(out, addresses, args.sites, days=args.days)
+    print(f"federated certs: {made.ca}, {made.superlink_cert} (SANs {', '.join(addresses)}), key pairs of "
+          f"{', '.join(args.sites)} in {out}", file=sys.stderr)
+    if args.site_kits:
+        host = args.superlink_address[0]
+        address = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+        for site, (private, _) in made.sites.items():
+            print(f"federated certs: {write_site_kit(out / 'sites' / site, site, made.ca, private, address)}",
+                  file=sys.stderr)
+
+
+def _join(args) -> None:
+    # deferred: pandas and cryptography — `dermsynth --help` and the Snakefile must not load them
+    from .sites import join, load_site
+    if args.print_command:
+        import shlex
+        print(shlex.join(load_site(args.site).command(args.max_retries)))
+        return
+    join(args.site, args.max_retries)
