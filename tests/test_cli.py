@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dermsynth import __version__
-from dermsynth.cli import GROUPS, RENAMED, build_parser, main, renamed
+from dermsynth.cli import GROUPS, build_parser, main, renamed
+from dermsynth.verbs import RENAMED
 
 REPO = Path(__file__).resolve().parents[1]
 

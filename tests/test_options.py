@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import dermsynth
+from dermsynth.verbs import RENAMED, verb_name
 from dermsynth.config import load_config
 from dermsynth.errors import ConfigError
 from dermsynth.gan.options import TrainGanOptions
@@ -104,7 +105,7 @@ def test_a_file_of_another_step_is_refused(demo, tmp_path):
     path = TrainGanOptions.from_config(demo, gan="cgan").write(tmp_path)
     classes = all_options_classes()
     other = next(cls for step, cls in classes.items() if step != "train-gan")
-    with pytest.raises(ConfigError, match=f"holds the options of `dermsynth gan train`, not of `dermsynth {other.step}`"):
+    with pytest.raises(ConfigError, match=f"holds the options of `dermsynth gan train`, not of `dermsynth {verb_name(other.step)}`"):
         other.load(path)
 
 
@@ -151,7 +152,9 @@ def _planned_options(tmp_path: Path, *args: str) -> list[tuple[str, str]]:
                              "--forceall", *args], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout + result.stderr
-    return re.findall(r"(?:dermsynth|-m dermsynth\.cli) ([a-z0-9-]+) [^\n]*?--options (\S+)", text), text
+    steps = {verb: step for step, verb in RENAMED.items()}  # the grouped verb → the step id its options record
+    planned = re.findall(r"(?:dermsynth|-m dermsynth\.cli) ((?:[a-z]+ )?[a-z0-9-]+) [^\n]*?--options (\S+)", text)
+    return [(steps.get(verb, verb), path) for verb, path in planned], text
 
 
 @pytest.mark.parametrize("configfile", [None, "study.yaml"])
@@ -201,7 +204,7 @@ def typed_settings(verb: str, options: StepOptions) -> list:
 def test_every_options_class_is_documented_and_light():
     """Each class says what it is for; the options modules import no torch (the Snakefile imports them)."""
     for step, cls in all_options_classes().items():
-        assert cls.__doc__ and step in cls.__doc__, step
+        assert cls.__doc__ and f"`dermsynth {verb_name(step)}`" in cls.__doc__, step
         assert cls.wildcards is not None
     code = "import sys, dermsynth.gan.options; print('torch' in sys.modules)"
     modules = [f"dermsynth.{m.name}.options" for m in pkgutil.iter_modules(dermsynth.__path__)

@@ -14,7 +14,7 @@ import sys
 
 from . import __version__, console
 from .errors import DermsynthError
-from .verbs import HelpFormatter
+from .verbs import RENAMED, HelpFormatter
 
 # Stage package → what its group does (the group's line in `dermsynth --help`). Stages without a group
 # (review, bench) declare their one verb on the command itself.
@@ -30,27 +30,6 @@ GROUPS = {
 }
 STAGES = ("data", "gan", "federated", "metrics", "latent", "synthetic", "classify", "explain", "review", "bench")
 
-# The flat verb names of earlier releases → the verb now. Kept as hidden aliases for one release.
-RENAMED = {
-    "demo-archives": "data demo", "ingest": "data ingest", "split": "data split",
-    "federated-split": "data federated-split", "preview": "data preview",
-    "train-gan": "gan train", "generate": "gan generate", "sample-sheet": "gan sample-sheet",
-    "train-federated": "federated train", "evaluate-federated": "federated evaluate",
-    "federated-table": "federated table",
-    "evaluate-gan": "metrics evaluate-gan", "gan-curve": "metrics gan-curve", "real-features": "metrics real-features",
-    "evaluate-images": "metrics evaluate-images", "table1": "metrics table1",
-    "sefa": "latent sefa", "project": "latent project", "train-e4e": "latent train-e4e",
-    "train-hyperstyle": "latent train-hyperstyle", "invert": "latent invert", "transform": "latent transform",
-    "lpips-table": "latent lpips-table",
-    "synthetic-dataset": "synthetic dataset",
-    "train-classifier": "classify train", "filter-synthetic": "classify filter-synthetic",
-    "isic-synthetic": "classify isic-synthetic", "classifier-tables": "classify tables",
-    "isic-table2": "classify isic-table2", "edge-neighbours": "classify edge-neighbours",
-    "isic-edge-table": "classify isic-edge-table",
-    "authenticity": "explain authenticity", "crp": "explain crp", "pcx": "explain pcx",
-    "frame-score": "explain frame-score", "frame-directions": "explain frame-directions",
-    "frameless-set": "explain frameless-set", "frame-accuracy": "explain frame-accuracy",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:

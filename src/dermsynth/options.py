@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 from .config import load_config, schema_defaults
 from .errors import ConfigError
 from .provenance import config_digest
+from .verbs import verb_name
 
 OPTIONS_DIR = Path(".snakemake") / "dermsynth-options"
 
@@ -214,7 +215,7 @@ class StepOptions:
         names = [f.name for f in dataclasses.fields(cls)]
         missing, unknown = sorted(set(names) - set(data)), sorted(set(data) - set(names))
         if missing or unknown:
-            raise ConfigError(f"{origin}: not the options of `dermsynth {cls.step}` as this version writes them "
+            raise ConfigError(f"{origin}: not the options of `dermsynth {verb_name(cls.step)}` as this version writes them "
                               f"(missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}); "
                               "let the workflow write them again (snakemake reruns the job) or pass --config")
         return cls(**data)
@@ -232,7 +233,7 @@ class StepOptions:
             raise ConfigError(f"{path} is not an options file (JSON): {exc}") from None
         if not isinstance(payload, dict) or payload.get("step") != cls.step:
             found = payload.get("step") if isinstance(payload, dict) else None
-            raise ConfigError(f"{path} holds the options of `dermsynth {found}`, not of `dermsynth {cls.step}`")
+            raise ConfigError(f"{path} holds the options of `dermsynth {verb_name(found)}`, not of `dermsynth {verb_name(cls.step)}`")
         return cls.from_dict(payload.get("options") or {}, origin=str(path))
 
 
@@ -253,7 +254,7 @@ def options_from_args(cls: type[StepOptions], args, flags: dict[str, str] | None
         return options
     absent = [name for name, value in wildcards.items() if value is None]
     if absent:
-        raise ConfigError(f"`dermsynth {cls.step}` with --config needs " + ", ".join(flag[n] for n in absent))
+        raise ConfigError(f"`dermsynth {verb_name(cls.step)}` with --config needs " + ", ".join(flag[n] for n in absent))
     # (a config for running verbs by hand may lack what other stages need: not checked here, as before)
     return cls.from_config(load_config(args.config), **wildcards)
 

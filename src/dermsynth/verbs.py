@@ -12,6 +12,35 @@ import sys
 from functools import cache
 
 
+# The flat verb names of earlier releases → the verb now. Kept as hidden aliases for one release.
+RENAMED = {
+    "demo-archives": "data demo", "ingest": "data ingest", "split": "data split",
+    "federated-split": "data federated-split", "preview": "data preview",
+    "train-gan": "gan train", "generate": "gan generate", "sample-sheet": "gan sample-sheet",
+    "train-federated": "federated train", "evaluate-federated": "federated evaluate",
+    "federated-table": "federated table",
+    "evaluate-gan": "metrics evaluate-gan", "gan-curve": "metrics gan-curve", "real-features": "metrics real-features",
+    "evaluate-images": "metrics evaluate-images", "table1": "metrics table1",
+    "sefa": "latent sefa", "project": "latent project", "train-e4e": "latent train-e4e",
+    "train-hyperstyle": "latent train-hyperstyle", "invert": "latent invert", "transform": "latent transform",
+    "lpips-table": "latent lpips-table",
+    "synthetic-dataset": "synthetic dataset",
+    "train-classifier": "classify train", "filter-synthetic": "classify filter-synthetic",
+    "isic-synthetic": "classify isic-synthetic", "classifier-tables": "classify tables",
+    "isic-table2": "classify isic-table2", "edge-neighbours": "classify edge-neighbours",
+    "isic-edge-table": "classify isic-edge-table",
+    "authenticity": "explain authenticity", "crp": "explain crp", "pcx": "explain pcx",
+    "frame-score": "explain frame-score", "frame-directions": "explain frame-directions",
+    "frameless-set": "explain frameless-set", "frame-accuracy": "explain frame-accuracy",
+}
+
+
+def verb_name(step: str) -> str:
+    """The verb a step id runs as, in the grouped CLI (`train-gan` → `gan train`; a name that did not change
+    stays)."""
+    return RENAMED.get(step, step)
+
+
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--options", help="the step's options file (what the workflow writes and passes); "
                    "instead of --config")
