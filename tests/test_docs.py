@@ -256,16 +256,20 @@ def test_every_relative_link_points_to_a_file_and_heading_that_exist():
 
 
 def test_every_docs_page_a_message_names_exists():
-    """A message that sends a user to `docs/<page>.md, '<section>'` names a page and a heading that exist."""
+    """A message (or a config's comment) that sends a user to `docs/<page>.md, '<section>'` names a page and a
+    heading that exist."""
     problems = []
-    for source in sorted((ROOT / "src").rglob("*.py")):
-        for page, section in re.findall(r"(docs/[\w.-]+\.md)(?:, '([^']+)')?", source.read_text()):
+    sections = 0
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "config").glob("*.yaml"), *(ROOT / "workflow").rglob("*.smk")]
+    for source in sorted(sources):
+        for page, section in re.findall(r"(docs/[\w.-]+\.md)(?:, ['\"]([^'\"]+)['\"])?", source.read_text()):
+            sections += bool(section)
             target = ROOT / page
             if not target.exists():
                 problems.append(f"{source.relative_to(ROOT)}: {page}: no such page")
             elif section and slug(section) not in anchors(target):
                 problems.append(f"{source.relative_to(ROOT)}: {page} has no section '{section}'")
-    assert not problems, "\n".join(problems)
+    assert sections >= 2 and not problems, "\n".join(problems)  # the archive message, the study config
 
 
 # --- docs/cli.md -------------------------------------------------------------------------------------------------
