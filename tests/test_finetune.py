@@ -132,3 +132,12 @@ def test_finetune_fid_script_runs_at_a_tiny_size(gan_setup, tmp_path):
     assert [r["variant"] for r in record["runs"]] == ["scratch", "finetune-freezeD0", "finetune-freezeD2"]
     assert all(r["kimg"] == 0.008 and r["fid"] == r["fid"] and r["fid"] >= 0 for r in record["runs"])
     assert "| scratch |" in (out / "results.md").read_text()
+
+
+def test_a_run_without_init_or_freeze_d_keeps_the_fingerprint_an_earlier_version_recorded():
+    """Runs started before fine-tuning existed resume: their recipe had neither key, and an unset `init` /
+    `freeze_d: 0` adds neither; a set one does (another run)."""
+    from dermsynth.gan.run import _recipe
+    plain = _recipe(_options())
+    assert "init" not in plain and "freeze_d" not in plain
+    assert _recipe(_options(freeze_d=2))["freeze_d"] == 2

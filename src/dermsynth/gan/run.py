@@ -143,8 +143,19 @@ def run_fingerprint(spec: dict, lmdb_root: str | Path, images: LmdbTrainingImage
             "data.conditional": bool(spec["conditional"]), "data.hospital": spec.get("hospital") or None,
             "architecture": {"network": dict(training.network), "c_dim": len(classes) if spec["conditional"] else 0,
                              "resolution": resolution},
-            "recipe": json.loads(json.dumps(asdict(training))),
-            "init": {"file": training.init, "sha256": sha256_of(training.init)} if training.init else None}
+            "recipe": _recipe(training),
+            **({"init": {"file": training.init, "sha256": sha256_of(training.init)}} if training.init else {})}
+
+
+def _recipe(training: TrainingOptions) -> dict:
+    """The training options as recorded in a run's fingerprint. Keys added since fingerprints were first written
+    appear only when they change what is trained (`init` set, `freeze_d` > 0), so a run started by an earlier
+    version resumes instead of being set aside; `init` is recorded with its file's SHA-256 beside the recipe."""
+    recipe = json.loads(json.dumps(asdict(training)))
+    recipe.pop("init", None)
+    if not recipe.get("freeze_d"):
+        recipe.pop("freeze_d", None)
+    return recipe
 
 
 def _resumable_state(out_dir: Path, fingerprint: dict, name: str, world) -> dict | None:
