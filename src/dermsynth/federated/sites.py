@@ -183,9 +183,9 @@ def write_site_kit(folder: str | Path, hospital: str, ca: Path, private_key: Pat
 def join(site_file: str | Path, max_retries: int | None = None) -> int:
     """`dermsynth federated join`: check the site file (`load_site`) and run its SuperNode in the foreground until
     it stops (SIGINT or SIGTERM stop it and everything it started). Returns 0 when it stopped on a signal or by
-    itself without error. Raises DermsynthError when the SuperNode exits with an error (Flower's exit code 305:
-    it could not connect or was refused — a key the SuperLink has not registered, a CA that did not sign the
-    SuperLink's certificate, an address not reached)."""
+    itself without error. Raises DermsynthError when the SuperNode exits with an error (Flower logs its exit code
+    305 when it could not connect or was refused — a key the SuperLink has not registered, a CA that did not sign
+    the SuperLink's certificate, an address not reached; the process itself exits 1)."""
     site = load_site(site_file)
     print(f"federated join: {site.hospital}'s SuperNode → {site.superlink} "
           f"({'no TLS, loopback' if site.insecure else 'TLS'}"
@@ -204,10 +204,10 @@ def join(site_file: str | Path, max_retries: int | None = None) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if status != 0 and not stopped:
-        raise DermsynthError(f"the SuperNode of {site.hospital} stopped with exit status {status}"
-                             + (" (Flower 305: it could not connect or was refused: is its public key registered at "
-                                "the SuperLink, root_certificates the consortium's CA, the address reachable?)"
-                                if status == 305 else "") + "; its output is above")
+        raise DermsynthError(f"the SuperNode of {site.hospital} stopped with exit status {status}; its output is above "
+                             "(Flower's 'Exit Code: 305' there: it could not connect or was refused — is its public key "
+                             "registered at the SuperLink, root_certificates the consortium's CA, the address "
+                             "reachable?)")
     return 0
 
 
