@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from dermsynth.cli import GROUPS, RENAMED, build_parser
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CLI_PAGE = ROOT / "docs" / "cli.md"
@@ -158,8 +160,6 @@ def mention_error(tokens: list[str]) -> str | None:
     """Why `dermsynth <tokens>` (a mention, which may leave out required flags) names no real command: a group
     or verb the parser lacks, or a flag its verb lacks; None when it is fine. A placeholder (`<verb>`, `…`)
     ends the check."""
-    # deferred: the parser imports every stage's cli module; only these tests need it
-    from dermsynth.cli import build_parser
     parser, i = build_parser(), 0
     while (choices := _subcommands(parser)) and i < len(tokens) and not tokens[i].startswith("-"):
         if _placeholder(tokens[i]):
@@ -179,7 +179,6 @@ def mention_error(tokens: list[str]) -> str | None:
 
 def parse_error(tokens: list[str]) -> str | None:
     """What argparse says about `dermsynth <tokens>` as a whole command line (None: it parses)."""
-    from dermsynth.cli import build_parser  # deferred: as in mention_error
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
@@ -303,7 +302,6 @@ def _verb_section(name: str, parser: argparse.ArgumentParser) -> list[str]:
 
 def cli_reference() -> str:
     """docs/cli.md: every group and verb of `dermsynth`, with each option's help and default, from the parser."""
-    from dermsynth.cli import GROUPS, RENAMED, build_parser  # deferred: as in mention_error
     parser = build_parser()
     top = _subcommands(parser)
     out = ["# The `dermsynth` command", "",
@@ -360,6 +358,7 @@ def workspace(root: Path) -> Path:
 def _study_archives(root: Path) -> None:
     """Placeholders where config/study.yaml's archives go (a dry run reads none of them): the reader of
     docs/slurm.md has the archives in place."""
+    # deferred: a relative import, which `python tests/test_docs.py` (rewriting docs/cli.md) cannot make
     from .conftest import placeholder_archives
     placeholder_archives(root, root / "config" / "study.yaml")
 
