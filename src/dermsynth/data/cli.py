@@ -14,7 +14,7 @@ from .options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, 
 def _check_config(args) -> None:
     # deferred: pandas, OpenCV — the archive readers and demo writers (light for the Snakefile, not for --help)
     from .archives import missing_archives
-    from .demo.archives import expected_outputs
+    from .demo.layout import expected_outputs
     cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
     print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
     missing = missing_archives(cfg, *expected_outputs(cfg["demo"]), config_files=[args.config])

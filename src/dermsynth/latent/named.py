@@ -8,6 +8,8 @@ against; `dermsynth.latent.sefa` uses the same table to choose the layers it fac
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ def load_transformations(path: str | Path, gans: list[str] | None = None) -> lis
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"transformations file {path} does not exist (latent.transform.file)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _read_yaml(path) or {}
     entries = raw.get("transformations") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: expected a non-empty list under 'transformations:'")
@@ -47,6 +49,19 @@ def load_transformations(path: str | Path, gans: list[str] | None = None) -> lis
     if problems:
         raise ConfigError("invalid transformations:\n" + "\n".join(f"  - {p}" for p in problems))
     return entries
+
+
+def _read_yaml(path: Path):
+    """`path` parsed as YAML; a file unchanged since the last read (same modification time and size) is not
+    parsed again — planning reads the transformations once per job that uses them. Returns a copy the caller
+    may change."""
+    stat = path.stat()
+    return copy.deepcopy(_parsed(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime_ns: int, size: int):
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _entry_problems(entry: dict, where: str, seen: set, gans: list[str] | None) -> list[str]:

@@ -5,7 +5,7 @@
 # `dataset_files` and `data_source` (the LMDB + manifest of a dataset, and the data line of a table), `data_outputs`.
 
 from dermsynth.data.archives import missing_archives
-from dermsynth.data.demo.archives import expected_outputs as demo_expected_outputs
+from dermsynth.data.demo.layout import expected_outputs as demo_expected_outputs
 from dermsynth.data.sources import required_files
 
 DATASETS = list(config["datasets"])
