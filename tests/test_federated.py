@@ -283,6 +283,24 @@ def test_the_simulation_runtime_trains_the_same_model_as_the_deployment(deployed
     _same_networks(deployed / "network-final.pt", simulated_run / "network-snapshot-round0002.pt")
 
 
+def test_a_tls_run_with_authenticated_supernodes_trains_the_same_model_as_the_insecure_run(deployed_run,
+                                                                                        federation_data, tmp_path):
+    """Issue 31: TLS with the run's CA and SuperNode authentication change the transport, not the model."""
+    raw, root = federation_data
+    out = tmp_path / "run"
+    process = _launch(_config_file(raw, tmp_path / "config.yaml", rounds=2, tls=True, supernode_auth=True), root, out)
+    assert process.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    _same_networks(deployed_run / "network-final.pt", out / "network-final.pt")
+    superlink = (out / "logs" / "superlink.log").read_text()
+    assert "insecure" not in superlink.lower() and "authentication is disabled" not in superlink
+    registered = (out / "logs" / "register-supernodes.log").read_text()
+    assert registered.count("registered successfully") == 3
+    config = (out / "flower" / "home" / "config.toml").read_text()
+    assert "root-certificates" in config and "insecure" not in config
+    assert superlink.count("[Fleet.ActivateNode] Activated node_id=") >= 3
+    assert not _flower_processes(out)
+
+
 def test_a_run_killed_after_round_2_resumes_at_round_3_and_equals_the_uninterrupted_run(simulated_run,
                                                                                        federation_data, tmp_path):
     raw, root = federation_data
@@ -313,21 +331,44 @@ def _flwr_run_by_hand(federation: Federation, run_config: dict, log: Path) -> in
                               timeout=900).returncode
 
 
+def _uninvited_supernode(federation: Federation, root: Path, folder: Path) -> subprocess.CompletedProcess:
+    """`dermsynth federated join` of a SuperNode with a key pair of its own (not registered) that claims to be
+    hospital_1, against the federation's SuperLink with the right CA: returns when it gave up."""
+    from dermsynth.federated.certs import make_site_keys
+    from dermsynth.federated.sites import write_site_kit
+    key, _ = make_site_keys(folder / "keys", "intruder")
+    kit = write_site_kit(folder / "kit", "hospital_1", federation.security.ca, key, f"127.0.0.1:{federation.port}")
+    site = {**yaml.safe_load(kit.read_text()), "lmdb": str(root / "lmdb"), "federated_csv": str(root / "federated.csv"),
+            "state_dir": str(folder / "state"), "runtime_port": _free_port(), "device": "cpu", "threads": 1}
+    kit.write_text(yaml.safe_dump(site))
+    command = [sys.executable, "-m", "dermsynth.cli", "federated", "join", "--site", str(kit), "--max-retries", "2"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=federation.env)
+
+
+def _free_port() -> int:
+    from dermsynth.federated.deploy import free_port
+    return free_port()
+
+
 def test_a_supernode_killed_mid_round_does_not_stop_training_and_rejoins(federation_data, tmp_path):
-    """The app folder run by hand, as a Flower user would, against a SuperLink and three SuperNodes; one
-    SuperNode dies in round 2 and comes back in round 3."""
+    """The app folder run by hand, as a Flower user would, against a SuperLink and three SuperNodes over TLS with
+    SuperNode authentication (issue 31); one SuperNode dies in round 2 and comes back in round 3 with its key; an
+    uninvited SuperNode with a key of its own, claiming a hospital's name, is refused and receives nothing."""
+    from dermsynth.federated.launch import security
     raw, root = federation_data
     # a round of three fresh ClientApp processes takes 60-90 s on a loaded 2-core machine; the round without
     # hospital_1 ends at the timeout
-    options = _options(raw, min_available_nodes=2, round_timeout_s=150)
+    options = _options(raw, min_available_nodes=2, round_timeout_s=150, tls=True, supernode_auth=True)
     out = tmp_path / "run"
     nodes = node_configs(list(options.hospitals), root / "lmdb", root / "federated.csv", out / "clients", "cpu", 1)
     run_config = {"options": options.write(tmp_path), "out": str(out), **options.federation.to_run_config()}
-    with Federation(APP_FOLDER, tmp_path / "flower", out / "logs", nodes) as federation:
+    with Federation(APP_FOLDER, tmp_path / "flower", out / "logs", nodes,
+                    security=security(options, tmp_path / "certs")) as federation:
         status = {}
         runner = threading.Thread(target=lambda: status.update(
             code=_flwr_run_by_hand(federation, run_config, out / "logs" / "flwr-run.log")))
         runner.start()
+        intruder = _uninvited_supernode(federation, root, tmp_path / "intruder")
         _wait_for(lambda: _round(out) == (2, "training"), 300, "round 2")
         federation.kill_supernode("hospital_1")
         _wait_for(lambda: _round(out) == (3, "training"), 300, "round 3")
@@ -340,3 +381,9 @@ def test_a_supernode_killed_mid_round_does_not_stop_training_and_rejoins(federat
     assert by_round[2] == "hospital_2;hospital_3"
     assert by_round[4] == "hospital_1;hospital_2;hospital_3"
     assert (out / "network-final.pt").exists()
+    # the uninvited SuperNode: refused (said in the SuperLink's log), never trained, never answered
+    assert intruder.returncode == 2 and "stopped with exit status" in intruder.stderr
+    assert "No SuperNode found with the given public key" in (out / "logs" / "superlink.log").read_text()
+    assert not (tmp_path / "intruder" / "state").exists() or not any((tmp_path / "intruder" / "state").iterdir())
+    replies = [json.loads(line) for line in (out / "messages.jsonl").read_text().splitlines()]
+    assert len(replies) == rounds["n_hospitals"].sum() and len({r["node"] for r in replies}) == 3  # rejoined: same id

@@ -1,6 +1,6 @@
 """Certificates and keys of a federation (`dermsynth federated certs`), with `cryptography`.
 
-A consortium needs (Flower ≥ 1.42, docs/federated.md "Across sites"):
+A consortium needs (Flower ≥ 1.42, docs/federated.md, 'Across sites'):
 
 - a CA: `ca.crt` (every SuperNode and the `flwr` CLI verify the SuperLink with it) and `ca.key` (stays with whoever
   signs; only needed to sign another SuperLink certificate);

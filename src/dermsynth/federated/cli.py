@@ -86,7 +86,8 @@ def add_verbs(sub, top) -> None:
     p = add_verb(sub, "join", _join, "Run one site's SuperNode from its site file (the site kit): its hospital, the "
                  "SuperLink address, the consortium's CA certificate, its private key, its own data paths; runs in "
                  "the foreground until stopped (Ctrl-C, SIGTERM) or the SuperLink refuses it.")
-    p.add_argument("--site", required=True, help="the site file (site.yaml; its keys: docs/federated.md, Across sites)")
+    p.add_argument("--site", required=True,
+                   help="the site file (site.yaml; its keys: docs/federated.md, 'Across sites')")
     p.add_argument("--max-retries", type=int, default=None, help="give up after this many failed connection attempts "
                    "(default: Flower's, retry without end)")
     p.add_argument("--print-command", action="store_true", help="check the site file, print the flower-supernode "

@@ -79,7 +79,7 @@ def check_insecure(address: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class Security:
-    """TLS and SuperNode authentication of a `Federation` (docs/federated.md "Across sites").
+    """TLS and SuperNode authentication of a `Federation` (docs/federated.md, 'Across sites').
 
     `ca`: the CA certificate every SuperNode and the `flwr` CLI verify the SuperLink with; `superlink_cert`,
     `superlink_key`: the SuperLink's TLS certificate (SANs: the addresses dialled, 127.0.0.1 included: the SuperLink's

@@ -31,7 +31,7 @@ SECURITY_KEYS = ("tls", "supernode_auth", "secure_aggregation")
 SECURE_AGGREGATION_UNAVAILABLE = (
     "Flower 1.42 has SecAgg+ only for its legacy strategy API (flwr.server.workflow.SecAggPlusWorkflow with a "
     "LegacyContext, flwr.client.mod.secaggplus_mod), not for the Message API this app uses (flwr.serverapp / "
-    "flwr.clientapp have no SecAgg+ workflow or mod); docs/federated.md \"Secure aggregation\" says what it would take")
+    "flwr.clientapp have no SecAgg+ workflow or mod); docs/federated.md, 'Secure aggregation' says what it would take")
 CURVE_KEYS = ("real_samples", "seed", "snapshot_samples", "kid_subset", "truncation_psi", "batch")
 
 

@@ -1,7 +1,7 @@
 """The site kit: one hospital's SuperNode from a site file (`dermsynth federated join --site site.yaml`).
 
 Across real sites every hospital runs only its own SuperNode, next to its own archive, and nothing is shared but the
-network connection to the coordinator's SuperLink (docs/federated.md "Across sites"). A site file (YAML) says
+network connection to the coordinator's SuperLink (docs/federated.md, 'Across sites'). A site file (YAML) says
 everything that SuperNode needs; relative paths are read from the file's folder:
 
     hospital: hospital_1                     # the hospital's name in the run (one of the run's `hospitals`)
@@ -170,7 +170,7 @@ def write_site_kit(folder: str | Path, hospital: str, ca: Path, private_key: Pat
         shutil.copyfile(private_key, folder / private_key.name)
         (folder / private_key.name).chmod(0o600)
         shutil.copyfile(private_key.with_suffix(".pub"), folder / private_key.with_suffix(".pub").name)
-    text = (f"# dermsynth federated join --site site.yaml (docs/federated.md, Across sites). Relative paths: from this\n"
+    text = (f"# dermsynth federated join --site site.yaml (docs/federated.md, 'Across sites'). Relative paths: from this\n"
             f"# folder. Fill in the data paths: the hospital's own LMDB store and federated table.\n"
             f"hospital: {hospital}\nsuperlink: {superlink}\nroot_certificates: ca.crt\n"
             f"private_key: {private_key.name if private_key is not None else 'null'}\ninsecure: false\n"
