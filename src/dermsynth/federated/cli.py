@@ -96,36 +96,15 @@ def add_verbs(sub, top) -> None:
 
 def _certs(args) -> None:
     # deferred: cryptography — `dermsynth --help` and the Snakefile must not load it
-    from .certs import make_consortium, make_site_keys
-    from .sites import write_site_kit
-    from pathlib import Path
-    out = Path(args.out)
-    if args.keys_only:
-        for site in args.sites:
-            private, public = make_site_keys(out, site)
-            print(f"federated certs: {private} (stays at {site}), {public} (to the coordinator)", file=sys.stderr)
-        return
-    if not args.superlink_address:
-        from ..errors import DermsynthError
-        raise DermsynthError("federated certs: give --superlink-address (the SuperLink's host name or IP address as "
-                             "the sites dial it), or --keys-only for key pairs alone")
-    addresses = list(dict.fromkeys([*args.superlink_address, "127.0.0.1", "::1", "localhost"]))
-    made = make_consortium(out, addresses, args.sites, days=args.days)
-    print(f"federated certs: {made.ca}, {made.superlink_cert} (SANs {', '.join(addresses)}), key pairs of "
-          f"{', '.join(args.sites)} in {out}", file=sys.stderr)
-    if args.site_kits:
-        host = args.superlink_address[0]
-        address = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
-        for site, (private, _) in made.sites.items():
-            print(f"federated certs: {write_site_kit(out / 'sites' / site, site, made.ca, private, address)}",
-                  file=sys.stderr)
+    from .sites import write_consortium
+    write_consortium(args.out, args.superlink_address, args.sites, args.port, args.days, args.site_kits,
+                     args.keys_only)
 
 
 def _join(args) -> None:
     # deferred: pandas and cryptography — `dermsynth --help` and the Snakefile must not load them
-    from .sites import join, load_site
+    from .sites import command_line, join
     if args.print_command:
-        import shlex
-        print(shlex.join(load_site(args.site).command(args.max_retries)))
+        print(command_line(args.site, args.max_retries))
         return
     join(args.site, args.max_retries)

@@ -21,6 +21,7 @@ everything that SuperNode needs; relative paths are read from the file's folder:
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import signal
 import subprocess
@@ -130,8 +131,9 @@ def _check_transport(site: Site, path: Path) -> None:
         from .certs import load_certificate  # deferred: cryptography only for a TLS site
         load_certificate(site.root_certificates)
     if site.private_key:
-        from cryptography.hazmat.primitives.asymmetric import ec  # deferred: as above
-        from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+        # deferred: cryptography only for an authenticated site
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_ssh_private_key  # deferred: as above
         try:
             key = load_ssh_private_key(Path(site.private_key).read_bytes(), None)
         except (OSError, ValueError) as exc:
@@ -180,6 +182,40 @@ def write_site_kit(folder: str | Path, hospital: str, ca: Path, private_key: Pat
     return folder / "site.yaml"
 
 
+def command_line(site_file: str | Path, max_retries: int | None = None) -> str:
+    """The checked site's `flower-supernode` command as one shell line (`join --print-command`)."""
+    return shlex.join(load_site(site_file).command(max_retries))
+
+
+def write_consortium(out: str | Path, addresses: list[str], sites: list[str], port: int, days: int,
+                     site_kits: bool, keys_only: bool) -> None:
+    """`dermsynth federated certs`: the sites' key pairs alone (`keys_only`), or a test consortium for the SuperLink
+    `addresses` (127.0.0.1, ::1 and localhost added: the SuperLink's SuperExec dials it there;
+    `certs.make_consortium`) and, with `site_kits`, a kit per site under `<out>/sites/<site>/` whose site file
+    names the first address and `port`. Says what it wrote on stderr. Raises DermsynthError without addresses
+    (unless `keys_only`), for a bad address or site name."""
+    from .certs import make_consortium, make_site_keys  # deferred: cryptography only here and for TLS sites
+    out = Path(out)
+    if keys_only:
+        for site in sites:
+            private, public = make_site_keys(out, site)
+            print(f"federated certs: {private} (stays at {site}), {public} (to the coordinator)", file=sys.stderr)
+        return
+    if not addresses:
+        raise DermsynthError("federated certs: give --superlink-address (the SuperLink's host name or IP address as "
+                             "the sites dial it), or --keys-only for key pairs alone")
+    names = list(dict.fromkeys([*addresses, "127.0.0.1", "::1", "localhost"]))
+    made = make_consortium(out, names, sites, days=days)
+    print(f"federated certs: {made.ca}, {made.superlink_cert} (SANs {', '.join(names)}), key pairs of "
+          f"{', '.join(sites)} in {out}", file=sys.stderr)
+    if site_kits:
+        host = addresses[0]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        for site, (private, _) in made.sites.items():
+            print(f"federated certs: {write_site_kit(out / 'sites' / site, site, made.ca, private, address)}",
+                  file=sys.stderr)
+
+
 def join(site_file: str | Path, max_retries: int | None = None) -> int:
     """`dermsynth federated join`: check the site file (`load_site`) and run its SuperNode in the foreground until
     it stops (SIGINT or SIGTERM stop it and everything it started). Returns 0 when it stopped on a signal or by
@@ -211,4 +247,4 @@ def join(site_file: str | Path, max_retries: int | None = None) -> int:
     return 0
 
 
-__all__ = ["Site", "join", "load_site", "write_site_kit"]
+__all__ = ["Site", "command_line", "join", "load_site", "write_consortium", "write_site_kit"]
