@@ -164,7 +164,7 @@ def test_auc_early_stopping_with_one_validation_class_stops_before_training(sets
 def _options_run(command: list[str], tmp_path, name: str, options) -> tuple[list[str], list[str]]:
     """`command` by hand (`--config` + wildcard flags) and by `--options`: the two argument lists."""
     return ([*command, "--out", str(tmp_path / f"{name}-by-hand")],
-            [*command[:1], "--options", options.write(tmp_path / "options"), *command[1:],
+            [*command[:2], "--options", options.write(tmp_path / "options"), *command[2:],
              "--out", str(tmp_path / f"{name}-by-options")])
 
 

@@ -83,11 +83,11 @@ def _invalid(raw: dict) -> str:
 
 def test_the_edge_classifier_is_an_isic_scenario_and_architecture_trained_here():
     raw = _demo()
-    raw["classifiers"]["isic"]["edge"].update(classifier="aug-edge", architecture="vit_tiny")
+    raw["classifiers"]["isic"]["edge"].update(classifier="aug-edge", architecture="vit_tiny_patch16_224")
     said = _invalid(raw)
     assert "'classifiers.isic.edge.classifier': 'aug-edge' is not an ISIC classifier scenario aug-edge can be made " \
            "from (scenarios: baseline, gan-synth" in said
-    assert "'classifiers.isic.edge.architecture': 'vit_tiny' is not trained here (classifiers.isic.architectures: " \
+    assert "'classifiers.isic.edge.architecture': 'vit_tiny_patch16_224' is not trained here (classifiers.isic.architectures: " \
            "tf_efficientnet_lite0)" in said
     raw["classifiers"]["isic"]["edge"]["enabled"] = False  # no aug-edge: nothing to check
     validate_config(raw, workflow=True)

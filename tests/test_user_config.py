@@ -98,9 +98,10 @@ def test_a_profile_configfile_replaces_the_demo_config_too(workdir):
 def test_without_configfile_the_demo_config_is_the_default_and_overrides_apply(workdir):
     demo = _planned(_dry_run(workdir))
     assert demo["demo_archives"] == 1 and demo["ingest"] == 3 and demo["train_gan"] == 6
-    assert demo["classifier_sa"] == 6  # the demo's two HAM10000 architectures × 3 SA sets
-    overridden = _planned(_dry_run(workdir, "--config", "classifiers={'ham10000': {'architectures': ['resnet18']}}"))
-    assert overridden["classifier_sa"] == 3 and overridden["filter_synthetic"] == 3
+    assert demo["classifier_sa"] == 3  # the demo's one HAM10000 architecture × 3 SA sets
+    overridden = _planned(_dry_run(workdir, "--config",
+                                   "classifiers={'ham10000': {'architectures': ['resnet18', 'resnet10t']}}"))
+    assert overridden["classifier_sa"] == 6 and overridden["filter_synthetic"] == 6
     upstream = ("demo_archives", "ingest", "split", "train_gan", "evaluate_gan", "sefa", "transform")
     assert {k: overridden[k] for k in upstream} == {k: demo[k] for k in upstream}
 
