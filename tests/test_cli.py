@@ -40,7 +40,7 @@ def test_every_stage_is_a_group_and_the_few_that_stand_alone_are_verbs():
     groups = {name.split()[0] for name in VERBS if " " in name}
     assert groups == set(GROUPS)
     assert {name for name in VERBS if " " not in name} == {"check-config", "fetch-weights", "review", "bench"}
-    assert len(VERBS) == 44  # the 42 of the grouping, and gan import / gan export
+    assert len(VERBS) == 46  # the 42 of the grouping, gan import / export, federated certs / join
 
 
 def test_version(capsys):

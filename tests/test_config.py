@@ -223,8 +223,12 @@ def test_isic_classifiers_default_on_only_when_the_config_names_their_dataset_or
 def test_check_config_names_the_archives_that_are_not_there_yet(tmp_path, monkeypatch, capsys):
     """`check-config` on the study config in a folder without its archives: valid, and each absent source is
     named as the dry run names it (a user should not read "valid" as "ready to run")."""
+    import shutil
+
     from dermsynth.cli import main
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "config").mkdir()  # the transformations file the study config names, read as the dry run reads it
+    shutil.copy(REPO / "config" / "transformations.yaml", tmp_path / "config")
     assert main(["check-config", "--config", str(REPO / "config/study.yaml")]) == 0
     out = capsys.readouterr().out
     assert "valid (7 sources, 3 datasets)" in out
@@ -242,3 +246,73 @@ def test_schema_defaults_are_what_validation_fills_into_an_absent_section():
     assert "dataset" not in entry and "seed" not in entry  # required, or inherited from the project's seed
     with pytest.raises(KeyError, match="no section 'latent.nosuch'"):
         schema_defaults("latent.nosuch")
+
+
+def _own_ham_config(tmp_path, **changes) -> dict:
+    """The demo config as a researcher renames it for a HAM10000 download: dataset `ham`, generator `ham_gan`
+    (the try-out of issue 29), with `changes` as dotted keys."""
+    raw = _raw()
+    raw["datasets"]["ham"] = raw["datasets"].pop("ham10000")
+    raw["gans"]["ham_gan"] = dict(raw["gans"].pop("ham10000"), dataset="ham")
+    raw["latent"]["sefa"]["gans"] = ["ham_gan", "mal_gan"]
+    raw["latent"]["inversion"].update(gans=["ham_gan"], dataset="ham")
+    for key, value in changes.items():
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return raw
+
+
+def _check(tmp_path, raw) -> subprocess.CompletedProcess:
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return subprocess.run([sys.executable, "-m", "dermsynth", "check-config", "--config", str(path)],
+                          cwd=tmp_path, capture_output=True, text=True)
+
+
+def test_check_config_says_what_the_dry_run_would_about_the_classifiers_dataset_and_the_transformations(tmp_path):
+    """What passed `check-config` and then stopped the dry run (issue 29's try-out): the HAM10000 classifiers'
+    default dataset name, and transformations named on another generator — each one line, exit 2."""
+    result = _check(tmp_path, _own_ham_config(tmp_path, **{
+        "latent.transform.file": str(REPO / "config" / "transformations.yaml")}))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'classifiers.ham10000.dataset': 'ham10000' is not defined under 'datasets'" in result.stderr
+    assert "set it to that dataset's name" in result.stderr
+    result = _check(tmp_path, _own_ham_config(tmp_path, **{
+        "classifiers.ham10000.dataset": "ham", "latent.transform.file": str(REPO / "config" / "transformations.yaml")}))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "gan 'ham10000' is not one of latent.inversion.gans (ham_gan)" in result.stderr
+    assert "a copy of this file given as latent.transform.file" in result.stderr
+    own = yaml.safe_load((REPO / "config" / "transformations.yaml").read_text())
+    for entry in own["transformations"]:
+        entry["gan"] = "ham_gan"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(own))
+    result = _check(tmp_path, _own_ham_config(tmp_path, **{
+        "classifiers.ham10000.dataset": "ham", "latent.transform.file": str(tmp_path / "mine.yaml")}))
+    assert result.returncode == 0, result.stderr
+
+
+def test_sizes_are_judged_only_on_a_manifest_written_under_this_config(tmp_path):
+    """A manifest left by another config's run (the demo's, before the study's dry run) says nothing about this
+    config's data: no size warning from it; the same manifest under its own config is judged."""
+    import json
+
+    from dermsynth.config import data_size_warnings
+    from dermsynth.data.options import IngestOptions, SplitOptions, current_manifest
+    cfg = load_config(REPO / "config" / "config.yaml", workflow=True)
+    folder = tmp_path / "results" / "data" / "isic"
+    folder.mkdir(parents=True)
+    rows = ["key,label,split"] + [f"k{i},malignant,train" for i in range(3)] + ["v,malignant,validation"]
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    for name, options in (("ingest.json", IngestOptions), ("splits.json", SplitOptions)):
+        digest = options.from_config(cfg, dataset="isic").digest
+        (folder / name).write_text(json.dumps({"provenance": {"config_digest": digest}}))
+    root = tmp_path / "results" / "data"
+    warnings = data_size_warnings(cfg, lambda dataset: current_manifest(cfg, dataset, root))
+    assert any("'gans.mal_gan.batch'" in line and "3 training images of class malignant" in line for line in warnings)
+    other = load_config(REPO / "config" / "config.yaml", workflow=True)
+    other["datasets"]["isic"]["split"]["seed"] = 7  # another config's split of the same archives
+    assert current_manifest(other, "isic", root) is None
+    assert data_size_warnings(other, lambda dataset: current_manifest(other, dataset, root)) == []

@@ -218,7 +218,7 @@ def test_bad_transformations_file_is_named(tmp_path):
         load_transformations(tmp_path / "t.yaml", gans=["other"])
     text = str(error.value)
     assert "transformations[2]: name 'SV' is used twice" in text and "layer_range 'mid'" in text
-    assert "gan 'tiny' has no inversion" in text
+    assert "gan 'tiny' is not one of latent.inversion.gans" in text
 
 
 def test_transform_and_synthetic_set_by_hand_equal_by_options_file(pipeline, tmp_path, capsys):

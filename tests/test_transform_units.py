@@ -42,7 +42,7 @@ def test_a_valid_file_is_returned_as_written(tmp_path):
     ({"magnitude": [2.0, 1.0]}, "magnitude must be [low, high] with low ≤ high"),
     ({"magnitude": [1.0, 2.0, 3.0]}, "magnitude must be [low, high] with low ≤ high"),
     ({"magnitude": 2.0}, "magnitude must be [low, high] with low ≤ high"),
-    ({"gan": "other"}, "gan 'other' has no inversion (add it to latent.inversion.gans)"),
+    ({"gan": "other"}, "gan 'other' is not one of latent.inversion.gans"),
 ])
 def test_each_wrong_field_is_named_with_its_entry(tmp_path, change, message):
     entries = [GOOD, dict(GOOD, name="second", **{k: v for k, v in change.items() if k != "name"})]

@@ -13,8 +13,9 @@ import importlib
 import sys
 
 from . import __version__, console
+from .config import data_size_warnings, load_config
 from .errors import DermsynthError
-from .verbs import RENAMED, HelpFormatter
+from .verbs import RENAMED, HelpFormatter, add_verb
 
 # Stage package → what its group does (the group's line in `dermsynth --help`). Stages without a group
 # (review, bench) declare their one verb on the command itself.
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"dermsynth {__version__}")
     top = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    add_verb(top, "check-config", _check_config, "Validate a whole workflow config as Snakemake does when it plans: "
+             "the schema (defaults filled), the cross-references, the transformations file, the archives not in "
+             "place yet and the sizes the split data cannot support.", shared=("config",))
     for stage in STAGES:
         module = importlib.import_module(f"{__package__}.{stage}.cli")
         if stage not in GROUPS:
@@ -47,6 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
         group = top.add_parser(stage, help=GROUPS[stage], description=GROUPS[stage], formatter_class=HelpFormatter)
         module.add_verbs(group.add_subparsers(dest="verb", required=True, metavar="VERB"), top)
     return parser
+
+
+def _check_config(args) -> None:
+    # deferred: pandas, OpenCV — the archive readers (light for the Snakefile, not for `dermsynth --help`)
+    from .data.archives import missing_archives
+    from .data.demo.layout import expected_outputs
+    from .data.options import current_manifest
+    from .latent.named import load_transformations
+    cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
+    gans = cfg["latent"]["inversion"]["gans"]
+    if gans:  # as workflow/rules/helpers/latent.smk reads them
+        load_transformations(cfg["latent"]["transform"]["file"], gans)
+    print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
+    for message in missing_archives(cfg, *expected_outputs(cfg["demo"]), config_files=[args.config]):
+        print(f"  not found yet: {message}")  # as the dry run says them: these ingest jobs cannot run yet
+    for message in data_size_warnings(cfg, lambda dataset: current_manifest(cfg, dataset)):
+        print(f"  warning: {message}")  # sizes the split data cannot support (as the dry run says them)
 
 
 def renamed(argv: list[str]) -> list[str]:

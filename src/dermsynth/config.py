@@ -135,6 +135,11 @@ def _workflow_defaults(cfg: dict, raw: dict) -> list[str]:
     elif isic["enabled"] and isic["dataset"] not in cfg["datasets"]:
         problems.append(f"'classifiers.isic.dataset': '{isic['dataset']}' is not defined under 'datasets' "
                         f"(defined: {', '.join(cfg['datasets']) or 'none'}; or set classifiers.isic.enabled: false)")
+    ham = cfg["classifiers"]["ham10000"]
+    if (ham.get("synthetic") or cfg["latent"]["inversion"]["gans"]) and ham["dataset"] not in cfg["datasets"]:
+        problems.append(f"'classifiers.ham10000.dataset': '{ham['dataset']}' is not defined under 'datasets' "
+                        f"(defined: {', '.join(cfg['datasets']) or 'none'}): the HAM10000 study's classifiers train on "
+                        "the dataset whose images the SA sets transform — set it to that dataset's name")
     return problems
 
 
@@ -502,13 +507,15 @@ def data_size_warnings(cfg: dict, manifest_of) -> list[str]:
     """Sizes the ingested data cannot support, said when the workflow is planned: a generator's `batch` above its
     training images (of its classes), a classifier `recipe.batch` above its training split, and a validation or
     test split of a classifier's dataset without a class its metrics need. `manifest_of(dataset)` is the path of
-    a dataset's manifest.csv; a dataset not split yet (no manifest) is not judged (the verb says it at its
+    a dataset's manifest.csv, or None when there is none written under this config (`data.options.current_manifest`);
+    a dataset not split yet (no manifest) is not judged (the verb says it at its
     start). One line per problem, naming the config key to change."""
     frames = {}
 
     def manifest(dataset: str):
         if dataset not in frames:
-            frames[dataset] = _read_split_manifest(Path(manifest_of(dataset)))
+            path = manifest_of(dataset)
+            frames[dataset] = _read_split_manifest(Path(path)) if path else None
         return frames[dataset]
 
     lines = []

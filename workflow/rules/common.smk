@@ -15,6 +15,7 @@ from pathlib import Path
 from snakemake import __version__ as SNAKEMAKE_VERSION
 
 from dermsynth.config import data_size_warnings, validate_config
+from dermsynth.data.options import current_manifest
 
 # The config files in use: the demo's config/config.yaml unless --configfile (or a profile) gave others,
 # which replace it (see the Snakefile); --config key=value applies on top.
@@ -101,7 +102,7 @@ onstart:
 
 # Sizes the split data cannot support (a batch above its training images, a class missing from a validation or
 # test split): said now, naming the config key, when the dataset's manifest exists (issue 27, kind 5)
-for message in data_size_warnings(config, lambda dataset: f"results/data/{dataset}/manifest.csv"):
+for message in data_size_warnings(config, lambda dataset: current_manifest(config, dataset)):
     print(f"dermsynth: {message}", file=sys.stderr)
 
 

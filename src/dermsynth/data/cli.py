@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import data_size_warnings, load_config
 from ..options import options_from_args
 from ..verbs import add_verb
 from .options import DemoArchivesOptions, FederatedSplitOptions, IngestOptions, SplitOptions
 
 # The handlers import their library when they run (`# deferred:`): `dermsynth --help` and every other verb
 # must not load pandas, OpenCV, LMDB or matplotlib.
-
-
-def _check_config(args) -> None:
-    # deferred: pandas, OpenCV — the archive readers and demo writers (light for the Snakefile, not for --help)
-    from .archives import missing_archives
-    from .demo.layout import expected_outputs
-    cfg = load_config(args.config, workflow=True)  # the checks Snakemake makes when it plans the workflow
-    print(f"{args.config}: valid ({len(cfg['sources'])} sources, {len(cfg['datasets'])} datasets)")
-    missing = missing_archives(cfg, *expected_outputs(cfg["demo"]), config_files=[args.config])
-    for message in missing:  # as the dry run says them: the ingest jobs of these sources cannot run yet
-        print(f"  not found yet: {message}")
-    for message in data_size_warnings(cfg, lambda dataset: f"results/data/{dataset}/manifest.csv"):
-        print(f"  warning: {message}")  # sizes the split data cannot support (as the dry run says them)
 
 
 def _demo_archives(args) -> None:
@@ -64,9 +50,6 @@ def _dataset_flag(p) -> None:
 
 def add_verbs(sub, top) -> None:
     """Declare the data stage's verbs on the `dermsynth` subparsers."""
-    add_verb(top, "check-config", _check_config, "Validate a whole workflow config: the schema (defaults filled) "
-             "and the cross-references Snakemake checks when it plans the workflow.", shared=("config",))
-
     p = add_verb(sub, "demo", _demo_archives, "Write the embedded demo archives in the published layouts.",
                  shared=("options",))
     p.add_argument("--output", help="folder to write to (default: demo.output of the options/config)")

@@ -4,7 +4,9 @@ whole config and `preview` reads none.) Light on purpose: the Snakefile imports 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..options import Section, StepOptions, entry
@@ -105,3 +107,21 @@ class FederatedSplitOptions(StepOptions):
         if "federated" not in spec:
             raise ConfigError(f"datasets.{dataset} has no 'federated' section (hospital sizes)")
         return cls(dataset=dataset, federated=spec["federated"])
+
+
+def current_manifest(config: dict, dataset: str, root: str | Path = "results/data") -> str | None:
+    """`<root>/<dataset>/manifest.csv` when it was written under `config` — its ingest.json and splits.json record
+    the digests of this config's ingest and split options for `dataset` — else None (not split yet, or split from
+    another config's archives or settings: its sizes say nothing about this config's data). Reads two small JSON
+    files; never raises for a missing or unreadable one (None)."""
+    folder = Path(root) / dataset
+    expected = {"ingest.json": IngestOptions.from_config(config, dataset=dataset).digest,
+                "splits.json": SplitOptions.from_config(config, dataset=dataset).digest}
+    for name, digest in expected.items():
+        try:
+            recorded = json.loads((folder / name).read_text())["provenance"]["config_digest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if recorded != digest:
+            return None
+    return str(folder / "manifest.csv")

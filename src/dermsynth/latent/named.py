@@ -83,7 +83,9 @@ def _entry_problems(entry: dict, where: str, seen: set, gans: list[str] | None) 
     if not (isinstance(magnitude, list) and len(magnitude) == 2 and magnitude[0] <= magnitude[1]):
         problems.append(f"{where}: magnitude must be [low, high] with low ≤ high")
     if gans is not None and entry["gan"] not in gans:
-        problems.append(f"{where}: gan {entry['gan']!r} has no inversion (add it to latent.inversion.gans)")
+        problems.append(f"{where}: gan {entry['gan']!r} is not one of latent.inversion.gans "
+                        f"({', '.join(gans) or 'none'}): named on another generator — name your own with "
+                        "`dermsynth review`, into a copy of this file given as latent.transform.file")
     return problems
 
 
