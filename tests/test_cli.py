@@ -59,7 +59,7 @@ def test_every_option_has_help_and_the_help_shows_its_default(verb):
     text = parser.format_help()
     for action in parser._actions:  # 0 is a default worth showing (`0 in (None, False)` would skip it)
         if action.option_strings and action.default is not None and action.default is not False \
-                and action.default != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction):
+                and action.default not in (argparse.SUPPRESS, "", []) and not isinstance(action, argparse._HelpAction):
             assert f"default: {action.default}" in " ".join(text.split()), (verb, action.option_strings[0])
 
 

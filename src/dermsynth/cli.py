@@ -21,7 +21,7 @@ from .verbs import RENAMED, HelpFormatter, add_verb
 # (review, bench) declare their one verb on the command itself.
 GROUPS = {
     "data": "archives → validated LMDB datasets: demo archives, ingest, splits, previews",
-    "gan": "StyleGAN2(-ADA) generators: train, generate images, sample sheets",
+    "gan": "StyleGAN2(-ADA) generators: train, generate images, sample sheets, import and export published checkpoints",
     "federated": "federated StyleGAN2 training across hospitals (Flower): train, evaluate, the study's table",
     "metrics": "FID, KID, precision/recall, PPL of generators and image sets; the ISIC study's Table 1",
     "latent": "latent space: SeFa directions, projection, e4e/HyperStyle encoders, inversion, transformations",

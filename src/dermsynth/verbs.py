@@ -79,13 +79,13 @@ def shared_parser(name: str) -> argparse.ArgumentParser:
 
 class HelpFormatter(argparse.HelpFormatter):
     """argparse's formatter, with each option's default appended to its help when it has one worth saying
-    (not None, not False, not already in the text; 0 is shown) — so `--help` shows every default once."""
+    (not None, False, '' or [], not already in the text; 0 is shown) — so `--help` shows every default once."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
         if "%(default)" in text or default is None or default is False or default == argparse.SUPPRESS \
-                or not action.option_strings or "(default:" in text:
+                or default == "" or default == [] or not action.option_strings or "(default:" in text:
             return text
         return f"{text} (default: %(default)s)"
 

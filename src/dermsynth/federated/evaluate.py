@@ -211,8 +211,9 @@ def plot_curves(curves: pd.DataFrame, options: FederatedTableOptions, out_png) -
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
     weights = curves["inception_weights"].iloc[0] if len(curves) else "unknown"
     real = bool(curves["inception_real_weights"].all()) if "inception_real_weights" in curves and len(curves) else False
-    note = random_init_note(real or "random-init" in str(weights), "Inception: not comparable to published FIDs")
-    fig.suptitle(f"federated run {options.run}: FID over training (Inception weights: {weights}){note}", fontsize=9)
+    note = f" (Inception weights: {weights})" if real else \
+        random_init_note(False, "Inception: not comparable to published FIDs")  # its seed is in the CSV
+    fig.suptitle(f"federated run {options.run}: FID over training{note}", fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     try:
         save_figure(out_png, fig)

@@ -26,7 +26,7 @@ def _generate(args) -> None:
     # deferred: torch — `dermsynth --help` and the other verbs must not load it
     from .generate import generate, parse_seeds
     try:
-        if args.neighbors or args.latents:
+        if args.neighbors or args.latents or args.radius is not None:
             out = _generate_neighbors(args)
         elif not args.seeds:
             raise ValueError("give --seeds (or --neighbors N --radius r around --seeds or --latents)")
@@ -113,9 +113,11 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--neighbors", type=int, metavar="N", help="N neighbours per centre, each at distance --radius in W "
-                   "(dermsynth.gan.neighbors); centres: the --seeds' w or the --latents")
-    p.add_argument("--radius", type=float, metavar="R", help="the neighbours' distance to their centre in W, every layer "
-                   "(Euclidean; the ISIC study: 0.1)")
+                   "(dermsynth.gan.neighbors; needs --radius); centres: the --seeds' w or the --latents")
+    p.add_argument("--radius", type=float, metavar="R", help="with --neighbors (required then): each neighbour's "
+                   "Euclidean distance to its centre in W (w_dim numbers; the same offset on every layer, so the W+ "
+                   "distance is R·√num_ws). Scale: a w of the mapping network has norm ≈ √w_dim·std, tens for 512-d; "
+                   "the ISIC study used 0.1, a neighbour that looks the same")
     add_renamed_flag(p, "--diameter", "--radius", type=float)
     p.add_argument("--latents", help="centres from a projection .npz of `dermsynth latent project` (class and noise kept)")
     p.add_argument("--keys", nargs="+", help="only these image keys of --latents (default: every key)")

@@ -98,8 +98,7 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
     else:
         sheet = list(generate_images(G, list(range(rows * columns)), truncation_psi, None, columns, device)
                      .reshape(rows, columns, 3, G.img_resolution, G.img_resolution))
-        row_names = [f"seeds {r * columns}–{(r + 1) * columns - 1} ({', '.join(trained_on) or 'all classes'})"
-                     for r in range(rows)]
+        row_names = [f"seeds {r * columns}–{(r + 1) * columns - 1}" for r in range(rows)]
     # deferred: matplotlib (½ s) only for the sheet; `generate` jobs import this module without drawing
     from ..figures import write_image_grid
     if G.c_dim > 0:
@@ -107,7 +106,8 @@ def sample_sheet(network: str | Path, out_png: str | Path, columns: int = 8, row
     else:
         column_labels, column_title = [f"+{j}" for j in range(columns)], "seed = the row's first seed + column"
     write_image_grid(out_png, torch.stack(sheet), row_names, column_labels,
-                     f"samples of {_network_title(network)}, ψ={truncation_psi:g}",
+                     f"samples of {_network_title(network)}, ψ={truncation_psi:g}"
+                     + (f" (unconditional, trained on {', '.join(trained_on)})" if G.c_dim == 0 and trained_on else ""),
                      row_title="class" if G.c_dim > 0 else "seeds", column_title=column_title)
     settings = {"columns": columns, "rows": rows, "truncation_psi": truncation_psi}
     summary = {"network": str(network), "rows": row_names, "columns": columns, "truncation_psi": truncation_psi,

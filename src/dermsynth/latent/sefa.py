@@ -116,10 +116,11 @@ def preview_magnitudes(preview: PreviewSettings) -> list[float]:
 
 
 def preview_labels(factors: dict, preview: PreviewSettings) -> tuple[list[str], list[str]]:
-    """(row labels, column labels) of the preview: 'direction d, eigenvalue <λ_d>' over 'sample s (seed <seed>)'
-    per row, the signed magnitude in W per column."""
+    """(row labels, column labels) of the preview: 'direction d, eigenvalue <λ_d>' over 'sample s of S' per row
+    (sample s is the same latent in every direction's rows; the seed they are drawn with is in the title), the
+    signed magnitude in W per column."""
     shown = min(preview.directions, len(factors["directions"]))
-    rows = [f"direction {d}, eigenvalue {factors['eigenvalues'][d]:.3g}\nsample {s} (seed {preview.seed})"
+    rows = [f"direction {d}, eigenvalue {factors['eigenvalues'][d]:.3g}\nsample {s + 1} of {preview.samples}"
             for d in range(shown) for s in range(preview.samples)]
     return rows, [f"{m:+.2g}" for m in preview_magnitudes(preview)]
 
@@ -127,7 +128,8 @@ def preview_labels(factors: dict, preview: PreviewSettings) -> tuple[list[str], 
 def preview_figure(G, factors: dict, preview: PreviewSettings, generator_name: str, class_name: str | None = None,
                    class_index: int | None = None, device="cpu"):
     """The labelled SeFa preview (`figures.image_grid`), where a person names directions: `preview_images`, each
-    row labelled with its direction index, eigenvalue and sample (the seed its latents are drawn from), each
+    row labelled with its direction index, eigenvalue and sample (the same samples for every direction; the title
+    names the seed they are drawn with), each
     column with its magnitude in W; the title names the generator (`generator_name`), the layer range and its
     layers, the truncation ψ and, for a conditional generator, the class drawn (`class_name`). The caller saves
     (`outputs.save_figure`) and closes it."""
@@ -139,7 +141,7 @@ def preview_figure(G, factors: dict, preview: PreviewSettings, generator_name: s
     layers = names[0] if len(names) == 1 else f"{names[0]}…{names[-1]}"
     drawn = f", class {class_name}" if class_name else ""
     title = (f"SeFa directions of {generator_name}: layers {factors['layer_range']} ({layers}), "
-             f"ψ={preview.truncation_psi:g}{drawn}")
+             f"ψ={preview.truncation_psi:g}{drawn}; samples drawn with seed {preview.seed}")
     return image_grid(images, row_labels, column_labels, title, row_title="direction, eigenvalue, sample",
                       column_title="magnitude along the direction (distance in W)")
 
