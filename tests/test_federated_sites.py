@@ -160,6 +160,9 @@ def test_a_site_kit_gives_the_supernode_its_tls_key_and_data(tmp_path, site_data
     ({"lmdb": "/nonexistent/lmdb"}, "is not a folder"),
     ({"port": 1}, "unknown keys port"),
     ({"private_key": "ca.crt"}, "not a readable OpenSSH private key"),
+    ({"insecure": True, "root_certificates": None, "superlink": "127.0.0.1:9092"},
+     "SuperNode authentication needs TLS"),
+    ({"root_certificates": "missing.crt"}, "root_certificates:"),
 ])
 def test_a_wrong_site_file_is_refused_in_one_line_naming_it(tmp_path, site_data, changes, said):
     site_file = _site_file(tmp_path, site_data, **changes)

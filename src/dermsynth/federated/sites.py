@@ -124,12 +124,19 @@ def _check_transport(site: Site, path: Path) -> None:
         check_insecure(site.superlink, f"site file {path}: insecure: true")
         if site.root_certificates:
             raise ConfigError(f"site file {path}: insecure: true and root_certificates contradict each other; drop one")
+        if site.private_key:
+            raise ConfigError(f"site file {path}: insecure: true and private_key contradict each other: SuperNode "
+                              "authentication needs TLS (set root_certificates and insecure: false, or private_key: "
+                              "null for a SuperLink without authentication)")
     elif not site.root_certificates:
         raise ConfigError(f"site file {path}: set root_certificates (the consortium's ca.crt): the SuperLink at "
                           f"{site.superlink} is reached over TLS")
     else:
         from .certs import load_certificate  # deferred: cryptography only for a TLS site
-        load_certificate(site.root_certificates)
+        try:
+            load_certificate(site.root_certificates)
+        except DermsynthError as exc:
+            raise ConfigError(f"site file {path}: root_certificates: {exc}") from None
     if site.private_key:
         # deferred: cryptography only for an authenticated site
         from cryptography.hazmat.primitives.asymmetric import ec
