@@ -142,11 +142,11 @@ def test_the_demo_ham10000_progress_counts_to_its_true_total(tmp_path):
 
 
 def test_a_library_warning_inside_a_verb_is_one_line_once(tmp_path):
-    """A verb (check-config's handler, replaced in the process by one that calls torch the discouraged way three
+    """A verb (check-config's handler in `dermsynth.cli`, replaced in the process by one that calls torch the discouraged way three
     times, and warns with a two-line message twice) run through `dermsynth.cli.main`."""
     script = textwrap.dedent("""
         import sys, warnings, torch
-        import dermsynth.data.cli as stage
+        import dermsynth.cli as stage
         def verb(args):
             for _ in range(3):
                 torch.tensor(torch.ones(2))  # torch: "To copy construct from a tensor, ..." (UserWarning)
