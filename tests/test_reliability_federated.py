@@ -26,7 +26,8 @@ from dermsynth.locks import BusyError, exclusive
 NETWORK = {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 256, "channel_max": 16}
 TRAINING = {"batch": 4, "g_lr": 0.0025, "d_lr": 0.0025, "r1_gamma": 1.0, "pl_weight": 2.0, "style_mixing_prob": 0.9,
             "ema_kimg": 10, "mirror": True, "augment": "noaug", "augment_p": 0.0, "ada_target": 0.6, "ada_kimg": 500,
-            "seed": 7, "cuda_ops": "auto", "compile": False, "network": NETWORK, "conditional": True}
+            "seed": 7, "cuda_ops": "auto", "compile": False, "network": NETWORK, "conditional": True, "init": None,
+            "freeze_d": 0}
 FEDERATION = {"rounds": 2, "local_steps": 2, "min_available_nodes": 2, "round_timeout_s": 60, "checkpoint_every": 1,
               "evaluate_every": 1}
 
