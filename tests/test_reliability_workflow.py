@@ -7,6 +7,7 @@ a dry run reads none); nothing is mocked."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from dermsynth.config import load_config
 
 from .conftest import REPO, placeholder_archives
 
@@ -156,11 +159,21 @@ def test_the_plan_says_a_batch_the_split_data_cannot_support(tmp_path):
     _manifest(tmp_path / "results/data/isic/manifest.csv",
               [("train", "benign", 40), ("train", "malignant", 2), ("validation", "benign", 5),
                ("validation", "malignant", 2), ("test", "benign", 6), ("test", "malignant", 2)])
+    _written_under(load_config(config_file, workflow=True), tmp_path / "results/data/isic", "isic")
     result = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
                              str(config_file), "-n", "--cores", "1", "results/gan/mal_gan/network-final.pt"],
                             capture_output=True, text=True, timeout=600)
     said = [line for line in result.stderr.splitlines() if "'gans.mal_gan.batch'" in line]
     assert len(said) == 1 and "2 training images of class malignant" in said[0], result.stderr[-3000:]
+
+
+def _written_under(config: dict, folder: Path, dataset: str) -> None:
+    """The provenance the ingest and split jobs record (their options' digests), so that planning judges the
+    manifest in `folder` as this config's (`data.options.current_manifest`)."""
+    from dermsynth.data.options import IngestOptions, SplitOptions
+    for name, options in (("ingest.json", IngestOptions), ("splits.json", SplitOptions)):
+        digest = options.from_config(config, dataset=dataset).digest
+        (folder / name).write_text(json.dumps({"provenance": {"config_digest": digest}}))
 
 
 def test_report_patterns_of_folder_outputs_skip_lock_files_and_superseded_folders(tmp_path):
