@@ -27,8 +27,11 @@ from dermsynth.latent.run_inversion import (StoredInversion, inversion_fingerpri
 from dermsynth.latent.named import load_transformations
 from dermsynth.latent.sefa import factorize
 from dermsynth.latent.transform import run_transform, transform_images, write_lpips_table
+from dermsynth.outputs import read_figure_labels
 from dermsynth.synthetic.datasets import build_synthetic_dataset, filter_synthetic, per_transformation_counts
 from dermsynth.synthetic.options import SyntheticDatasetOptions
+
+from .test_figures import _find
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*random.*:UserWarning")
 
@@ -155,13 +158,14 @@ def test_transformed_images_keep_label_and_record_provenance(pipeline):
         assert report["rejected"] == int((~rows["accepted"]).sum())
         assert report["lpips_mean"] == pytest.approx(rows["lpips"].mean())
         assert len(read_images(folder / "lmdb", rows["key"].tolist()[:5])) == 5
-        preview = np.asarray(Image.open(folder / "preview.png"))  # rows: source | inversion | variant 0 | 1
+        # the labelled preview (rows: source images; columns: source | inversion | variant 0 | 1), pixels unscaled
+        preview = np.asarray(Image.open(folder / "preview.png").convert("RGB"))
         first = rows["source_key"].iloc[0]
         stored = read_images(folder / "lmdb", [f"{spec['name']}-{first}-v0", f"{spec['name']}-{first}-v1"])
-        size = stored.shape[-1]
-        assert preview.shape == (8 * size, 4 * size, 3)
-        for column, image in ((2, stored[0]), (3, stored[1])):
-            np.testing.assert_array_equal(preview[:size, column * size:(column + 1) * size], image.permute(1, 2, 0))
+        found = [_find(preview, image.permute(1, 2, 0).numpy()) for image in stored]
+        assert None not in found and found[0][0] == found[1][0] and found[0][1] < found[1][1]  # one row, in order
+        labels = read_figure_labels(folder / "preview.png")
+        assert labels and spec["name"] in labels["title"] and any(first in row for row in labels["axes"][0]["yticklabels"])
 
 
 def test_lpips_table_rows_match_the_transformations_file(pipeline, tmp_path):
