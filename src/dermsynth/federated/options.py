@@ -94,14 +94,7 @@ class RoundSettings(Settings):
     def from_mapping(cls, data: Mapping, origin: str) -> "RoundSettings":
         """From a dict with exactly the keys `ROUND_KEYS` (a config section's or an options file's). Raises
         ConfigError naming `origin` and the missing, unknown or invalid keys."""
-        missing, unknown = sorted(set(ROUND_KEYS) - set(data)), sorted(set(data) - set(ROUND_KEYS))
-        if missing or unknown:
-            raise ConfigError(f"{origin}: the federated round settings lack {', '.join(missing) or 'nothing'} and "
-                              f"have unknown keys {', '.join(unknown) or 'none'} (expected: {', '.join(ROUND_KEYS)})")
-        try:
-            return cls(**{key: data[key] for key in ROUND_KEYS})
-        except ConfigError as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
+        return _from_exact_keys(cls, data, ROUND_KEYS, "the federated round settings", origin)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping, hospitals: int) -> "RoundSettings":
@@ -161,14 +154,7 @@ class SecuritySettings(Settings):
     def from_mapping(cls, data: Mapping, origin: str) -> "SecuritySettings":
         """From a dict with exactly the keys `SECURITY_KEYS` (an options file's). Raises ConfigError naming `origin`
         and the missing or unknown keys, or what `__post_init__` refuses."""
-        missing, unknown = sorted(set(SECURITY_KEYS) - set(data)), sorted(set(data) - set(SECURITY_KEYS))
-        if missing or unknown:
-            raise ConfigError(f"{origin}: the transport settings lack {', '.join(missing) or 'nothing'} and have "
-                              f"unknown keys {', '.join(unknown) or 'none'} (expected: {', '.join(SECURITY_KEYS)})")
-        try:
-            return cls(**{key: data[key] for key in SECURITY_KEYS})
-        except ConfigError as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
+        return _from_exact_keys(cls, data, SECURITY_KEYS, "the transport settings", origin)
 
 
 @dataclass(frozen=True)
@@ -328,3 +314,16 @@ class FederatedTableOptions(StepOptions):
 __all__ = ["EvaluateFederatedOptions", "FederatedTableOptions", "HospitalAloneOptions", "RoundSettings",
            "SecuritySettings", "TrainFederatedOptions", "RESOURCE_KEYS", "ROUND_KEYS", "SECURITY_KEYS", "iterations_per_evaluation", "run_config_key",
            "run_hospitals"]
+
+
+def _from_exact_keys(cls, data: dict, keys: tuple, what: str, origin: str):
+    """`cls(**data)` when `data` has exactly `keys`; else ConfigError naming `origin`, `what`, the missing and the
+    unknown keys; a ConfigError of `cls` itself is prefixed with `origin`."""
+    missing, unknown = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
+    if missing or unknown:
+        raise ConfigError(f"{origin}: {what} lack {', '.join(missing) or 'nothing'} and have unknown keys "
+                          f"{', '.join(unknown) or 'none'} (expected: {', '.join(keys)})")
+    try:
+        return cls(**{key: data[key] for key in keys})
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
