@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -41,11 +42,62 @@ def _env(extra: dict | None = None) -> dict:
     return env
 
 
+# Every verb imports torch and more before it reaches its lock: seconds that vary from run to run, enough for
+# one writer to finish before the other has started. A primed process makes those imports first, says so on
+# its ready pipe, and runs the verb only when the harness says go, so the writers meet at their locks.
+_PRIMER = """
+import importlib, os, sys
+for name in ("torch", "torchvision", "numpy", "pandas", "cv2", "lmdb", "timm", "dermsynth.cli",
+             "dermsynth.data.ingest", "dermsynth.gan.run", "dermsynth.gan.generate", "dermsynth.classify.train",
+             "dermsynth.latent.encoders"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+from dermsynth.cli import main
+os.write(int(os.environ.pop("DERMSYNTH_RACE_READY_FD")), b"r")
+sys.stdin.readline()
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _primed(command: list[str]) -> list[str]:
+    """`command` run through the primer when it is a `python -m dermsynth …` command (else unchanged)."""
+    if command[:len(DERMSYNTH)] != DERMSYNTH:
+        return command
+    return [sys.executable, "-c", _PRIMER, *command[len(DERMSYNTH):]]
+
+
 def start_together(commands: list[list[str]], cwd: str | Path, env: dict | None = None,
                    timeout: float = 600) -> list[Finished]:
-    """Start every command at (nearly) the same moment and wait for all; their exit statuses and output."""
-    procs = [subprocess.Popen(c, cwd=cwd, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for c in commands]
+    """Start every command, let each `dermsynth` command finish its imports, then release them all at once
+    (`_PRIMER`) and wait for all; their exit statuses and output."""
+    ready_read, ready_write = os.pipe()
+    procs = []
+    try:
+        for command in commands:
+            primed = _primed(command)
+            extra = {"DERMSYNTH_RACE_READY_FD": str(ready_write)} if primed is not command else {}
+            procs.append(subprocess.Popen(primed, cwd=cwd, env=_env({**(env or {}), **extra}), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          pass_fds=(ready_write,)))
+        os.close(ready_write)
+        ready_write = None
+        primed = sum(_primed(c) is not c for c in commands)
+        ready = 0
+        while ready + sum(p.poll() is not None for p in procs) < primed:  # a byte per primed process
+            if select.select([ready_read], [], [], 0.2)[0]:
+                ready += len(os.read(ready_read, primed - ready))
+        for p in procs:
+            try:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            except BrokenPipeError:  # it ended before the go (its exit status tells why)
+                pass
+    finally:
+        os.close(ready_read)
+        if ready_write is not None:
+            os.close(ready_write)
     done = []
     for p in procs:
         out, err = p.communicate(timeout=timeout)
