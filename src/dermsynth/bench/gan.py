@@ -67,12 +67,33 @@ def _time_steps(trainer, steps: int, device) -> float:
     return time.perf_counter() - start
 
 
-def _trainer(args, cuda_ops: str, num_fp16_res: int, compiled: bool, images, device):
-    options = TrainingOptions.from_section({
+def time_training(trainer, warmup: int, steps: int, batch: int, device) -> dict:
+    """The one clock of every GAN training benchmark (ours, and the peer's in `bench.peer`): `warmup` untimed
+    steps of `trainer.step()` (kernel builds, cuDNN autotuning), then `steps` rounded up to whole regularisation
+    cycles of `CYCLE`, timed with `time.perf_counter` between CUDA synchronisations. Returns {'steps',
+    'warmup_seconds', 'seconds', 'sec_per_kimg' (seconds per 1000 images of `batch`), 'peak_memory_gb' (CUDA's
+    peak allocation during the timed steps; None on CPU)}, unrounded."""
+    steps = max(CYCLE, math.ceil(steps / CYCLE) * CYCLE)
+    warm = _time_steps(trainer, warmup, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _time_steps(trainer, steps, device)
+    return {"steps": steps, "warmup_seconds": warm, "seconds": seconds,
+            "sec_per_kimg": seconds / (steps * batch / 1000),
+            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+
+
+def bench_options(args, cuda_ops: str, num_fp16_res: int, compiled: bool) -> TrainingOptions:
+    """The benchmark's training settings: the schema's `gans.*` defaults with `args.batch`, ADA bgc at p = 0.2,
+    γ = 1 (paper256), `args.channel_base`, and the variant's ops, fp16 resolutions and compilation."""
+    return TrainingOptions.from_section({
         **schema_defaults("gans.*"), "seed": 0, "batch": args.batch, "augment": "bgc", "augment_p": 0.2,
         "r1_gamma": 1.0, "cuda_ops": cuda_ops, "compile": compiled,
         "network": {"channel_base": args.channel_base, "num_fp16_res": num_fp16_res}})
-    return GanTrainer(options, images, device=device)
+
+
+def _trainer(args, cuda_ops: str, num_fp16_res: int, compiled: bool, images, device):
+    return GanTrainer(bench_options(args, cuda_ops, num_fp16_res, compiled), images, device=device)
 
 
 class _FlopCount:
@@ -137,7 +158,6 @@ def bench_gan_train(args) -> list[dict]:
                      "batch": args.batch, "channel_base": args.channel_base, **flops})
         print(rows[-1], flush=True)
     peak = peak_tflops(device_name)
-    steps = max(CYCLE, math.ceil(args.steps / CYCLE) * CYCLE)  # whole regularisation cycles
     for name in names:
         cuda_ops, num_fp16_res, compiled = GAN_TRAIN_VARIANTS[name]
         row = {"what": "gan_train", "variant": name, "device": device_name, "resolution": resolution,
@@ -150,14 +170,11 @@ def bench_gan_train(args) -> list[dict]:
             print(rows[-1], flush=True)
             continue
         trainer = _trainer(args, cuda_ops, num_fp16_res, compiled, images, device)
-        warm = _time_steps(trainer, args.warmup, device)  # kernel builds, compilation, cuDNN autotuning
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        seconds = _time_steps(trainer, steps, device)
-        sec_per_kimg = seconds / (steps * args.batch / 1000)
-        row.update(status="ok", steps=steps, warmup_seconds=round(warm, 1), sec_per_kimg=round(sec_per_kimg, 2),
-                   peak_memory_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-                   if device.type == "cuda" else None)
+        timed = time_training(trainer, args.warmup, args.steps, args.batch, device)  # warm-up: builds, compilation
+        sec_per_kimg = timed["sec_per_kimg"]
+        row.update(status="ok", steps=timed["steps"], warmup_seconds=round(timed["warmup_seconds"], 1),
+                   sec_per_kimg=round(sec_per_kimg, 2), peak_memory_gb=None if timed["peak_memory_gb"] is None
+                   else round(timed["peak_memory_gb"], 2))
         if flops:
             achieved = flops["flops_per_kimg"] / sec_per_kimg / 1e12
             row.update(model_flops_per_kimg=flops["flops_per_kimg"],
