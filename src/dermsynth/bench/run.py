@@ -14,10 +14,11 @@ from ..provenance import package_versions
 from .data import bench_ingest, bench_lmdb_read
 from .gan import bench_gan_train
 from .metrics import bench_metrics
+from .peer import bench_gan_peer
 from .stages import bench_classify_train, bench_invert, bench_project
 
 RUNNERS = {"ingest": bench_ingest, "lmdb-read": bench_lmdb_read, "metrics": bench_metrics,
-           "gan-train": bench_gan_train, "project": bench_project, "invert": bench_invert,
+           "gan-train": bench_gan_train, "gan-peer": bench_gan_peer, "project": bench_project, "invert": bench_invert,
            "classify-train": bench_classify_train}
 
 
