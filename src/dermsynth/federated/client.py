@@ -13,8 +13,8 @@ can check that a client read nothing but its own images.
 A hospital's state belongs to its run: it is saved with a fingerprint (`hospital_fingerprint`: the server's run
 fingerprint digest, the hospital, its store and rows, the recipe) and a state of another run is set aside
 (`superseded-<time>/` in the state folder, one line) instead of resumed. Files are written under temporary names
-unique to the process and renamed. Every loss of a local step NaN or infinite stops the hospital's round at once
-(`TrainingDivergedError`), saving nothing.
+unique to the process and renamed. Every loss of a local step NaN or infinite stops the hospital's round after its
+steps (`TrainingDivergedError`, naming that step; `GanTrainer.check_diverged`), saving nothing.
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
     load_shared(networks(trainer), global_arrays)
     try:
         for _ in range(options.federation.local_steps):
-            stats = trainer.step()
+            stats = trainer.step()  # 0-d tensors on the device, read back once the round's steps are done
+        trainer.check_diverged()  # before the state is saved: nothing of a diverged step is
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"hospital {hospital.name}, round {round_number}: {exc} (federated.{options.run}"
                                     ".g_lr, .d_lr, .r1_gamma in the config)") from None

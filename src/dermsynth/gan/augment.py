@@ -16,6 +16,10 @@ colour transformations are one 4×4 matrix per image. Modes: `bgc` (all), `bg` (
 ISIC study's "cGAN w/o colour"), `noaug`.
 
 `AdaptiveP` adjusts p so that r_t = E[sign(D(real))] approaches the target (0.6).
+
+Nothing here reads a value back from the device: p is a 0-d buffer the pipeline uses as a tensor (every draw is
+compared with it; no Python branch on its value), and `AdaptiveP` sums the signs and moves p on the device, so a
+training step launches its GPU work without waiting for it (stylegan2-ada-pytorch likewise).
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ def grid_sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 LUMA = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3)
 
 
+def _cross_matrix(axis: torch.Tensor) -> torch.Tensor:
+    """K with K·v = axis × v (Rodrigues' formula), float32 (3, 3)."""
+    x, y, z = axis.tolist()
+    return torch.tensor([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
 def _translate(tx, ty):
     m = torch.eye(3, device=tx.device).repeat(len(tx), 1, 1)
     m[:, 0, 2], m[:, 1, 2] = tx, ty
@@ -107,23 +117,29 @@ class AugmentPipe(torch.nn.Module):
             raise ValueError(f"unknown augmentation mode {mode!r}; choose from {', '.join(MODES)}")
         self.mode = mode
         self.register_buffer("p", torch.tensor(float(p)))
+        # constants of the colour transformations, moved with the module (not part of its state_dict)
+        self.register_buffer("luma", LUMA.clone(), persistent=False)
+        self.register_buffer("luma_cross", _cross_matrix(LUMA), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment a batch: float (N, 3, H, W) in [−1, 1] → the same shape; each image draws its own transformations
         (each applied with probability `p`); the geometric ones composed into one matrix and resampled once, the
-        colour ones as one 4×4 matrix (Karras et al. 2020, ADA). `p` ≤ 0 or mode `noaug` returns `images` itself."""
+        colour ones as one 4×4 matrix (Karras et al. 2020, ADA). Mode `noaug` returns `images` itself; with p = 0
+        the values come back unchanged (no image draws a transformation: the resampling is skipped by a device-side
+        select, and the identity colour matrix is exact). The draws happen whatever p is, so p is never read
+        back to the host."""
         groups = MODES[self.mode]
-        p = float(self.p)
-        if not groups or p <= 0:
+        if not groups:
             return images
+        p = self.p
         n, device = len(images), images.device
         matrix = torch.eye(3, device=device).repeat(n, 1, 1)  # maps output coordinates to input coordinates
         if "blit" in groups:
             matrix = matrix @ self._blit(n, p, device)
         if "geom" in groups:
             matrix = matrix @ self._geom(n, p, device)
-        if not torch.equal(matrix, torch.eye(3, device=device).expand_as(matrix)):
-            images = self._resample(images, matrix)
+        moved = (matrix != torch.eye(3, device=device)).any()  # 0-d bool on the device: some image is transformed
+        images = torch.where(moved, self._resample(images, matrix), images)
         if "color" in groups:
             images = self._color(images, p)
         return images
@@ -142,7 +158,8 @@ class AugmentPipe(torch.nn.Module):
 
     def _geom(self, n, p, device):
         iso = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device) * 0.2), 1.0)
-        p_rot = 1 - math.sqrt(1 - min(p, 1.0))
+        p = torch.as_tensor(p, device=device)
+        p_rot = 1 - torch.sqrt(1 - p.double().clamp(max=1.0))  # in float64, as the Python float it once was
         rot1 = _where(self._draw(n, p_rot, device), (torch.rand(n, device=device) * 2 - 1) * math.pi, 0.0)
         aniso = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device) * 0.2), 1.0)
         rot2 = _where(self._draw(n, p_rot, device), (torch.rand(n, device=device) * 2 - 1) * math.pi, 0.0)
@@ -157,7 +174,7 @@ class AugmentPipe(torch.nn.Module):
 
     def _color(self, images, p):
         n, device = len(images), images.device
-        luma = LUMA.to(device)
+        luma = self.luma
         eye = torch.eye(4, device=device).repeat(n, 1, 1)
         brightness = _where(self._draw(n, p, device), torch.randn(n, device=device) * 0.2, 0.0)
         contrast = _where(self._draw(n, p, device), torch.exp2(torch.randn(n, device=device) * 0.5), 1.0)
@@ -169,7 +186,7 @@ class AugmentPipe(torch.nn.Module):
         c[:, :3, 3] = brightness[:, None]
         c = _scale4(contrast) @ c
         c = _householder(outer, lumaflip) @ c
-        c = _rotate_about(luma, hue) @ c
+        c = _rotate_about(self.luma_cross, hue) @ c
         c = _saturate(outer, saturation) @ c
         flat = images.reshape(n, 3, -1)
         return (c[:, :3, :3] @ flat + c[:, :3, 3:]).reshape(images.shape)
@@ -187,9 +204,8 @@ def _householder(outer, flip):
     return m
 
 
-def _rotate_about(axis, theta):
-    """Rodrigues' rotation about a unit axis, per image."""
-    k = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], device=theta.device)
+def _rotate_about(k, theta):
+    """Rodrigues' rotation about a unit axis (`k` its cross-product matrix, `_cross_matrix`), per image."""
     eye = torch.eye(3, device=theta.device)
     rotation = eye + torch.sin(theta)[:, None, None] * k + (1 - torch.cos(theta))[:, None, None] * (k @ k)
     m = torch.eye(4, device=theta.device).repeat(len(theta), 1, 1)
@@ -205,7 +221,11 @@ def _saturate(outer, s):
 
 class AdaptiveP:
     """p ← p + sign(r_t − target) · (batch · interval) / (ada_kimg · 1000), clamped to [0, 1] (Karras et al. 2020,
-    ADA, section 2.3): r_t = E[sign(D(real))] over the last `interval` steps."""
+    ADA, section 2.3): r_t = E[sign(D(real))] over the last `interval` steps.
+
+    All on the device: the signs are summed into a float64 tensor beside p, and every `interval` steps the sums are
+    averaged over data-parallel ranks (`reduce`, an all-reduce that does not wait on the host) and p moves — no
+    value is read back (`float(p)`, `state()` read it when asked, e.g. at a tick or a checkpoint)."""
 
     def __init__(self, pipe: AugmentPipe, target: float, interval: int, ada_kimg: float, batch: int, reduce=None):
         """`target` the r_t aimed at (`gans.<name>.ada_target`, 0.6 in the paper), `interval` steps between
@@ -214,32 +234,44 @@ class AdaptiveP:
         self.pipe, self.target, self.interval = pipe, target, interval
         self.reduce = reduce or (lambda t: t)
         self.step_size = batch * interval / (ada_kimg * 1000)
-        self.signs_sum, self.count = 0.0, 0
+        # [sum of signs, number of logits] since the last adjustment, on p's device; `count` mirrors the second on
+        # the host (shapes are known there), so an empty window is skipped without a read-back
+        self.sums = torch.zeros(2, dtype=torch.float64, device=pipe.p.device)
+        self.count = 0
+
+    @property
+    def signs_sum(self) -> float:
+        """The sum of the signs since the last adjustment (reads it back from the device)."""
+        return float(self.sums[0])
 
     def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Add the signs of D's logits on real images (any shape) to the running r_t estimate."""
-        self.signs_sum += torch.sign(real_logits.detach()).sum().item()
+        """Add the signs of D's logits on real images (any shape) to the running r_t estimate (on the device)."""
+        if self.sums.device != real_logits.device:  # the pipe was moved after this was built
+            self.sums = self.sums.to(real_logits.device)
+        self.sums[0].add_(torch.sign(real_logits.detach()).sum(dtype=torch.float64))
+        self.sums[1].add_(real_logits.numel())
         self.count += real_logits.numel()
 
-    def update(self, step_index: int) -> float | None:
-        """At every `interval`-th step: adjust p; returns r_t when it did."""
-        if step_index % self.interval:
+    def update(self, step_index: int) -> torch.Tensor | None:
+        """At every `interval`-th step: adjust p on the device; returns r_t (a 0-d float64 tensor on the device)
+        when it did, None otherwise (not an adjustment step, or no logits since the last one)."""
+        if step_index % self.interval or self.count == 0:
             return None
-        signs_sum, count = self.reduce(torch.tensor([self.signs_sum, float(self.count)], dtype=torch.float64,
-                                                    device=self.pipe.p.device)).tolist()
-        if count == 0:
-            return None
+        signs_sum, count = self.reduce(self.sums).unbind()
         rt = signs_sum / count
-        new_p = float(self.pipe.p) + math.copysign(self.step_size, rt - self.target)
-        self.pipe.p.fill_(min(max(new_p, 0.0), 1.0))
-        self.signs_sum, self.count = 0.0, 0
+        step = torch.copysign(torch.full_like(rt, self.step_size), rt - self.target)
+        self.pipe.p.copy_((self.pipe.p.double() + step).clamp(0.0, 1.0))
+        self.sums.zero_()
+        self.count = 0
         return rt
 
     def state(self) -> dict:
-        """p and the running r_t sums, for a checkpoint (plain floats and ints)."""
+        """p and the running r_t sums, for a checkpoint (plain floats and ints; read back from the device)."""
         return {"p": float(self.pipe.p), "signs_sum": self.signs_sum, "count": self.count}
 
     def restore(self, state: dict) -> None:
         """Set p and the running r_t sums from `state()`'s dict (a resumed run continues exactly)."""
         self.pipe.p.fill_(float(state["p"]))
-        self.signs_sum, self.count = float(state["signs_sum"]), int(state["count"])
+        self.count = int(state["count"])
+        self.sums = torch.tensor([float(state["signs_sum"]), float(self.count)], dtype=torch.float64,
+                                 device=self.pipe.p.device)

@@ -228,7 +228,7 @@ def sample_grid(G: Generator, path: Path, classes: list[str], device, title: str
 
 
 def _log_record(trainer: GanTrainer, stats: dict, seconds: float, kimg_done: float, device) -> dict:
-    return {"step": trainer.step_index, "kimg": trainer.nimg / 1000, **stats,
+    return {"step": trainer.step_index, "kimg": trainer.nimg / 1000, **{k: float(v) for k, v in stats.items()},
             "sec_per_kimg": seconds / max(kimg_done, 1e-9), "kimg_per_s": kimg_done / max(seconds, 1e-9),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "cuda_max_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0,
@@ -298,6 +298,7 @@ def _train(options: TrainGanOptions, lmdb_root, manifest, out_dir: Path, device,
               f"({total_steps * spec['batch'] / 1000:g} kimg), a tick every {tick_every} steps", file=sys.stderr)
     try:
         _loop(trainer, out_dir, name, classes, total_steps, (snapshot_every, tick_every), device)
+        trainer.check_diverged()  # every rank, before the final network is written (nothing diverged is saved)
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"train-gan {name}: {exc} (gans.{name}.g_lr, .d_lr, .r1_gamma in the config; "
                                     f"the snapshots in {out_dir} before that step are kept)") from None
@@ -327,8 +328,10 @@ def _check_sizes(name: str, spec: dict, n_images: int, processes: int, manifest)
 
 def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], total_steps: int,
           every: tuple[int, int], device) -> None:
-    """Train to `total_steps`; `every` = (snapshot_every, tick_every) steps. Rank 0 prints a tick line every
-    `tick_every` steps and at the last (`ticks.TickReporter`), and every `snapshot_every` steps (and at the last)
+    """Train to `total_steps`; `every` = (snapshot_every, tick_every) steps. At each tick and snapshot every rank
+    first checks for divergence (`GanTrainer.check_diverged`, the only read back from the GPU between them; raises
+    TrainingDivergedError). Rank 0 prints a tick line every `tick_every` steps and at the last
+    (`ticks.TickReporter`), and every `snapshot_every` steps (and at the last)
     writes the log line, the fakes and the snapshot, in that order, then says `wrote <snapshot>`: a kill between
     them leaves a logged step without its snapshot, which the rerun cuts from the log and writes again (the
     snapshot first would lose the step's line and fakes for good)."""
@@ -342,13 +345,17 @@ def _loop(trainer: GanTrainer, out_dir: Path, name: str, classes: list[str], tot
     try:
         span_start, span_nimg = time.perf_counter(), trainer.nimg  # the log line's span: since the last snapshot
         while trainer.step_index < total_steps:
-            stats = trainer.step()
+            stats = trainer.step()  # 0-d tensors on the device: read back only at ticks and snapshots
             last = trainer.step_index == total_steps
+            tick = last or trainer.step_index % tick_every == 0
+            snapshot = last or trainer.step_index % snapshot_every == 0
+            if tick or snapshot:  # every rank, before anything of these steps is shown or saved
+                trainer.check_diverged()
             if console:
                 console.step(stats, trainer.options.batch)
-                if last or trainer.step_index % tick_every == 0:
+                if tick:
                     console.end_tick(trainer.nimg)
-            if trainer.step_index % snapshot_every and not last:
+            if not snapshot:
                 continue
             if world.is_main:
                 span = (stats, time.perf_counter() - span_start, (trainer.nimg - span_nimg) / 1000)

@@ -14,9 +14,9 @@ steps that computed them (lazy regularisation) —, ADA's augment p, the peak GP
 training on the CPU) and the time left at the run's pace so far. After each snapshot and the final network:
 `train-gan cgan: wrote <path>`. On a terminal a live kimg bar (`progress.Progress`) runs below those lines.
 
-The losses are summed as the trainer returns them and turned into numbers only at the tick, so the reporter
-adds no host synchronisation to a step (the trainer's statistics are Python floats today; tensors would stay
-on the device until the tick). The line format follows stylegan2-ada-pytorch's `training_loop.py` status line
+The losses are summed as the trainer returns them (0-d tensors on the training device, `GanTrainer.step`) and
+turned into numbers only at the tick, so the reporter adds no host synchronisation to a step: on a GPU the sums
+stay there until the tick line reads them (plain floats are summed the same way). The line format follows stylegan2-ada-pytorch's `training_loop.py` status line
 (tick, kimg, sec/tick, sec/kimg, maintenance, gpumem, augment; Karras et al. 2020, NVlabs), written anew here.
 """
 

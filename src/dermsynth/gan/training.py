@@ -32,8 +32,18 @@ Fine-tuning (`init`, `freeze_d`; docs/transfer-learning.md): `build_networks` lo
 the trainer its G_ema (`gan.interop.checkpoint.initialise`); optimisers, the path-length mean and ADA start fresh.
 Freeze-D keeps D's first `freeze_d` layers (`discriminator_layers`) without gradients, so Adam never moves them.
 
-A step whose losses are all NaN or infinite stops the run at once (`TrainingDivergedError`): nothing of that
-step is saved.
+Host synchronisation: `step()` reads nothing back from the device. Its statistics are 0-d tensors on the device,
+style mixing picks its cutoff on the device (`torch.where`), ADA sums the signs of D's logits and moves p there
+(`augment.AdaptiveP`), and a step whose losses are all NaN or infinite is recorded there (the first such step).
+So on a GPU the host queues the next kernels while the GPU works, as stylegan2-ada-pytorch does. Values are read
+back only where outputs are written: the caller turns the statistics into numbers at its ticks and log lines,
+and calls `check_diverged()` (one read) at each tick, before every checkpoint or snapshot it saves and at the
+end; `state()` reads p and the ADA sums when a checkpoint is written. Each phase of `step()` runs inside a
+`torch.profiler.record_function` label (`PHASES`), so a profile groups its time by phase.
+
+Divergence: a step whose losses are all NaN or infinite stops the run at the next `check_diverged()`
+(`TrainingDivergedError`, naming that step): the caller checks before it saves, so nothing of that step (or of
+any later one) is saved.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from ..errors import ConfigError, DermsynthError
 from ..outputs import save_torch
@@ -56,6 +67,8 @@ from .networks import Discriminator, Generator
 from .options import TrainingOptions
 from .ops import fused
 
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg", "ema", "ada")  # the profiler labels of `GanTrainer.step`
+
 
 class TrainingDivergedError(DermsynthError):
     """Every loss of a training step is NaN or infinite: the networks have diverged and training cannot go on."""
@@ -65,9 +78,10 @@ LOSS_KEYS = ("loss_G", "loss_D", "pl_penalty", "r1_penalty")
 
 
 def diverged_losses(stats: dict) -> list[str]:
-    """The names of the losses in `stats` (`LOSS_KEYS`) when every one of them is NaN or infinite, else []."""
+    """The names of the losses in `stats` (`LOSS_KEYS`; floats or 0-d tensors, read back) when every one of them is
+    NaN or infinite, else []."""
     losses = {k: stats[k] for k in LOSS_KEYS if k in stats}
-    if losses and not any(math.isfinite(v) for v in losses.values()):
+    if losses and not any(math.isfinite(float(v)) for v in losses.values()):
         return sorted(losses)
     return []
 
@@ -159,9 +173,55 @@ def frozen_discriminator_parameters(D: Discriminator, freeze_d: int, init_source
     return [p for _, layer in layers[:freeze_d] for p in layer.parameters()]
 
 
-def _adam(params, lr: float, betas: tuple[float, float], interval: int) -> torch.optim.Adam:
+def _adam(params, lr: float, betas: tuple[float, float], interval: int, device: torch.device) -> torch.optim.Adam:
+    """Adam with lazy regularisation's rescaled learning rate and betas; one fused kernel on CUDA, the multi-tensor
+    (foreach) implementation elsewhere — the same update formula either way."""
     ratio = interval / (interval + 1) if interval else 1.0  # lazy regularisation
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8)
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=1e-8,
+                            **_adam_implementation(device))
+
+
+def _adam_implementation(device: torch.device) -> dict:
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def _load_optimiser(optimiser: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
+    """Load an optimiser's state (written by any Adam implementation: older checkpoints hold the per-parameter one)
+    and keep this trainer's implementation (`_adam_implementation`), with its step counters where it wants them:
+    the fused kernel on the parameters' device, the foreach one on the host (float32 0-d tensors, as Adam makes)."""
+    optimiser.load_state_dict(state)
+    chosen = _adam_implementation(device)
+    for group in optimiser.param_groups:
+        group.update(fused=chosen.get("fused"), foreach=chosen.get("foreach"))
+        for p in group["params"]:
+            saved = optimiser.state.get(p, {})
+            if "step" in saved:
+                saved["step"] = torch.as_tensor(saved["step"], dtype=torch.float32,
+                                                device=p.device if chosen.get("fused") else "cpu").clone()
+
+
+def _nan_to_num_grads(params: list, average=None) -> None:
+    """Gradients of `params` averaged over ranks (`average`, a flat tensor → its mean; None: one process) and their
+    NaNs → 0, ±∞ → ±1e5 (a rare overflow in reduced precision must not poison the weights): one flat buffer per
+    dtype, one `nan_to_num_` over it, each gradient then a view of it. With `average`, a parameter that requires a
+    gradient but got none counts as zeros (as `World.average_gradients`); without, it keeps none (Adam skips it)."""
+    if average is not None:
+        params = [p for p in params if p.requires_grad]
+    else:
+        params = [p for p in params if p.grad is not None]
+    by_dtype: dict[torch.dtype, list] = {}
+    for p in params:
+        by_dtype.setdefault(p.dtype, []).append(p)
+    for group in by_dtype.values():
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in group])
+        if average is not None:
+            flat = average(flat)
+        torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+        for p, grad in zip(group, flat.split([p.numel() for p in group])):
+            if p.grad is not None and not p.grad.is_contiguous():
+                p.grad.copy_(grad.view(p.shape))  # keep the gradient's own layout (e.g. channels_last)
+            else:
+                p.grad = grad.view(p.shape)
 
 
 class GanTrainer:
@@ -185,11 +245,12 @@ class GanTrainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.init_source = initialise(options.init, G_ema=self.G_ema) if options.init else None  # its G_ema
         self.frozen_d = frozen_discriminator_parameters(self.D, options.freeze_d, self.init_source)
-        self.opt_G = _adam(self.G.parameters(), options.g_lr, options.betas, options.pl_interval)
-        self.opt_D = _adam(self.D.parameters(), options.d_lr, options.betas, options.r1_interval)
+        self.opt_G = _adam(self.G.parameters(), options.g_lr, options.betas, options.pl_interval, self.device)
+        self.opt_D = _adam(self.D.parameters(), options.d_lr, options.betas, options.r1_interval, self.device)
         self.batches = ResumableBatches(len(images), options.batch, options.seed)
         self.pl_mean = torch.zeros([], device=self.device)
         self.step_index, self.nimg = 0, 0
+        self.diverged_at = torch.zeros([], dtype=torch.int64, device=self.device)  # first all-non-finite step, 0: none
         self.augment = AugmentPipe(options.augment, options.augment_p).to(self.device)
         self.ada = (AdaptiveP(self.augment, options.ada_target, options.ada_interval, options.ada_kimg, options.batch,
                               reduce=self.world.mean)
@@ -201,6 +262,13 @@ class GanTrainer:
         # The trainer seeds its own run (documented above): each rank its own latents and noise.
         torch.manual_seed(options.seed * 1_000_003 + self.world.rank)
 
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the training device; to a GPU through pinned memory without waiting for the copy
+        (a plain copy from pageable memory synchronises the stream)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
     def _discriminate(self, images: torch.Tensor, c: torch.Tensor | None, main: bool = True) -> torch.Tensor:
         return (self._D_main if main else self.D)(self.augment(images), c)
 
@@ -208,11 +276,11 @@ class GanTrainer:
     def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         indices = self.batches.next()  # the global batch; this rank takes its slice
         indices = indices[self.world.rank * self.local_batch:(self.world.rank + 1) * self.local_batch]
-        real = self.images[indices].to(self.device).float() / 127.5 - 1
+        real = self._to_device(self.images[indices]).float() / 127.5 - 1
         if self.options.mirror:
             flip = torch.rand(len(indices), device=self.device) < 0.5
             real = torch.where(flip[:, None, None, None], real.flip(-1), real)
-        labels = None if self.labels is None else self.labels[indices].to(self.device).float()
+        labels = None if self.labels is None else self._to_device(self.labels[indices]).float()
         return real, labels
 
     def _latents(self, n: int, labels: torch.Tensor | None):
@@ -220,25 +288,35 @@ class GanTrainer:
         if labels is None:
             return z, None
         picks = torch.randint(len(self.labels), (n,), device="cpu")  # labels drawn from the data's distribution
-        return z, self.labels[picks].to(self.device).float()
+        return z, self._to_device(self.labels[picks]).float()
 
     def _generate(self, z: torch.Tensor, c: torch.Tensor | None, main: bool = True):
         ws = self.G.mapping(z, c, update_emas=True)
-        if self.options.style_mixing_prob > 0 and torch.rand([]).item() < self.options.style_mixing_prob:
-            cutoff = int(torch.randint(1, ws.shape[1], ()).item())
-            mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
-            ws = torch.cat([ws[:, :cutoff], mixed[:, cutoff:]], dim=1)
+        if self.options.style_mixing_prob > 0:
+            ws = self._mix_styles(ws, z, c)
         return (self._synthesis_main if main else self.G.synthesis)(ws), ws
 
+    def _mix_styles(self, ws: torch.Tensor, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """Style mixing (Karras et al. 2020, StyleGAN2-ADA's loss.py): with probability `style_mixing_prob` the whole
+        batch takes its ws from a second latent from a cutoff layer on, the cutoff drawn uniformly in [1, num_ws);
+        decided on the device (cutoff = num_ws: no mixing), so nothing is read back. ws: float (N, num_ws, w_dim)."""
+        num_ws = ws.shape[1]
+        cutoff = torch.randint(1, num_ws, (), device=ws.device)
+        mix = torch.rand([], device=ws.device) < self.options.style_mixing_prob
+        cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, num_ws))
+        mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+        later = torch.arange(num_ws, device=ws.device) >= cutoff  # (num_ws,) bool: the layers taken from `mixed`
+        return torch.where(later[None, :, None], mixed, ws)
+
     # --- the four phases ------------------------------------------------------------------------
-    def _g_main(self, c_real) -> float:
+    def _g_main(self, c_real) -> torch.Tensor:
         z, c = self._latents(self.local_batch, c_real)
         fake, _ = self._generate(z, c)
         loss = F.softplus(-self._discriminate(fake, c)).mean()
         self._optimise(self.opt_G, loss)
-        return loss.item()
+        return loss.detach()
 
-    def _g_reg(self, c_real) -> float:
+    def _g_reg(self, c_real) -> torch.Tensor:
         n = max(self.local_batch // self.options.pl_batch_shrink, 1)
         z, c = self._latents(n, c_real)
         fake, ws = self._generate(z, c, main=False)
@@ -248,9 +326,9 @@ class GanTrainer:
         self.pl_mean.copy_(self.pl_mean.lerp(self.world.mean(lengths.mean().detach()), self.options.pl_decay))
         penalty = (lengths - self.pl_mean).square().mean()
         self._optimise(self.opt_G, penalty * self.options.pl_weight * self.options.pl_interval)
-        return penalty.item()
+        return penalty.detach()
 
-    def _d_main(self, real, c_real) -> tuple[float, float, float]:
+    def _d_main(self, real, c_real) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, c = self._latents(self.local_batch, c_real)
         with torch.no_grad():
             fake, _ = self._generate(z, c)
@@ -259,14 +337,14 @@ class GanTrainer:
         self._optimise(self.opt_D, loss)
         if self.ada is not None:
             self.ada.accumulate(logits_real)
-        return loss.item(), logits_real.mean().item(), logits_fake.mean().item()
+        return loss.detach(), logits_real.detach().mean(), logits_fake.detach().mean()
 
-    def _d_reg(self, real, c_real) -> float:
+    def _d_reg(self, real, c_real) -> torch.Tensor:
         real = real.detach().requires_grad_(True)
         grad, = torch.autograd.grad(self._discriminate(real, c_real, main=False).sum(), real, create_graph=True)
         penalty = grad.square().sum(dim=[1, 2, 3]).mean()
         self._optimise(self.opt_D, penalty * (self.options.r1_gamma / 2) * self.options.r1_interval)
-        return penalty.item()
+        return penalty.detach()
 
     def _d_requires_grad(self) -> None:
         """D trains, but for its Freeze-D layers (`frozen_d`): they get no gradient, so Adam leaves them as they are."""
@@ -278,10 +356,7 @@ class GanTrainer:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in optimiser.param_groups for p in group["params"]]
-        self.world.average_gradients(params)
-        for p in params:  # a rare overflow in reduced precision must not poison the weights
-            if p.grad is not None:
-                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        _nan_to_num_grads(params, self.world.mean if self.world.size > 1 else None)
         optimiser.step()
 
     def _update_ema(self) -> None:
@@ -289,44 +364,85 @@ class GanTrainer:
         if self.options.ema_rampup is not None:
             ema_nimg = min(ema_nimg, self.nimg * self.options.ema_rampup)
         beta = 0.5 ** (self.options.batch / max(ema_nimg, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                p_ema.copy_(p.detach().lerp(p_ema, beta))
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                b_ema.copy_(b)
+        with torch.no_grad():  # p_ema ← p + β·(p_ema − p), i.e. p_ema moves (1 − β) of the way to p: one launch group
+            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
+            torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
-    def step(self) -> dict:
-        """One training step on the next minibatch: Gmain, lazy Greg, Dmain, lazy Dreg, G_ema update, ADA update.
-        Returns scalar statistics (losses, penalties when computed, logits, `augment_p`, `ada_rt` when updated).
-        Raises TrainingDivergedError (counters unchanged) when every loss of the step is NaN or infinite."""
+    def _regularises(self, step_index: int) -> tuple[bool, bool]:
+        """(path length, R1): whether the step with 0-based index `step_index` runs each lazy regularisation."""
         o = self.options
+        return (bool(o.pl_weight > 0 and o.pl_interval and step_index % o.pl_interval == 0),
+                bool(o.r1_gamma > 0 and o.r1_interval and step_index % o.r1_interval == 0))
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """One training step on the next minibatch: Gmain, lazy Greg, Dmain, lazy Dreg, G_ema update, ADA update,
+        each under its profiler label (`PHASES`). Returns the step's statistics as 0-d tensors on the training
+        device, not yet read back (`float()` them at a tick or log line): `loss_G`, `loss_D`, `logits_real`,
+        `logits_fake` (mean D outputs), `pl_penalty` / `r1_penalty` when computed, `augment_p` (a copy of p after
+        this step) and `ada_rt` (float64) when p was adjusted. A step whose losses are all NaN or infinite is
+        recorded on the device; `check_diverged()` raises for it."""
+        o = self.options
+        pl_step, r1_step = self._regularises(self.step_index)
         real, c_real = self._real_batch()
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
-        stats = {"loss_G": self._g_main(c_real)}
-        if o.pl_weight > 0 and o.pl_interval and self.step_index % o.pl_interval == 0:
-            stats["pl_penalty"] = self._g_reg(c_real)
+        with record_function("Gmain"):
+            stats = {"loss_G": self._g_main(c_real)}
+        if pl_step:
+            with record_function("Greg"):
+                stats["pl_penalty"] = self._g_reg(c_real)
         self.G.requires_grad_(False)
         self._d_requires_grad()
-        stats["loss_D"], stats["logits_real"], stats["logits_fake"] = self._d_main(real, c_real)
-        if o.r1_gamma > 0 and o.r1_interval and self.step_index % o.r1_interval == 0:
-            stats["r1_penalty"] = self._d_reg(real, c_real)
+        with record_function("Dmain"):
+            stats["loss_D"], stats["logits_real"], stats["logits_fake"] = self._d_main(real, c_real)
+        if r1_step:
+            with record_function("Dreg"):
+                stats["r1_penalty"] = self._d_reg(real, c_real)
         self.D.requires_grad_(False)
-        diverged = diverged_losses(stats)
-        if diverged:
-            raise TrainingDivergedError(
-                f"training diverged at step {self.step_index + 1}: {', '.join(diverged)} are all NaN or infinite, "
-                "so nothing of this step was saved; lower the learning rates (g_lr, d_lr) or raise r1_gamma, and "
-                "check the training images (blank or corrupt ones), then train again")
+        self._record_divergence(stats)
         if self.world.size > 1:  # keep the running w average identical on every rank
             self.G.mapping.w_avg.copy_(self.world.mean(self.G.mapping.w_avg))
         self.step_index += 1
         self.nimg += o.batch
-        self._update_ema()
-        if self.ada is not None and (rt := self.ada.update(self.step_index)) is not None:
-            stats["ada_rt"] = rt
-        stats["augment_p"] = float(self.augment.p)
+        with record_function("ema"):
+            self._update_ema()
+        if self.ada is not None:
+            with record_function("ada"):
+                if (rt := self.ada.update(self.step_index)) is not None:
+                    stats["ada_rt"] = rt
+        stats["augment_p"] = self.augment.p.detach().clone()
         return stats
+
+    def _record_divergence(self, stats: dict[str, torch.Tensor]) -> None:
+        """On the device: when every loss of this step is NaN or infinite and no earlier step was, remember this
+        step (1-based) in `diverged_at`."""
+        losses = torch.stack([stats[k].float() for k in LOSS_KEYS if k in stats])
+        first = (~torch.isfinite(losses)).all() & (self.diverged_at == 0)
+        self.diverged_at.masked_fill_(first, self.step_index + 1)
+
+    def check_diverged(self) -> None:
+        """Raise TrainingDivergedError when a step so far had all its losses NaN or infinite, naming the first such
+        step and its losses; one read back from the device. Call it before saving anything (a tick, a checkpoint,
+        the end). With several processes every rank must call it at the same step (an all-reduce): all raise when
+        any rank diverged, naming the earliest step."""
+        at = self.diverged_at
+        if self.world.size > 1:  # every rank's first diverged step, then the earliest (0: none)
+            steps = torch.zeros(self.world.size, dtype=torch.float64, device=at.device)
+            steps[self.world.rank] = at.double()
+            steps = (self.world.mean(steps) * self.world.size).round()
+            at = torch.where(steps > 0, steps, math.inf).min()
+        self._raise_if_diverged(at.item())
+
+    def _raise_if_diverged(self, step: float) -> None:
+        if step == 0 or math.isinf(step):
+            return
+        step = int(step)
+        pl_step, r1_step = self._regularises(step - 1)
+        names = ["loss_D", "loss_G"] + ["pl_penalty"] * pl_step + ["r1_penalty"] * r1_step
+        raise TrainingDivergedError(
+            f"training diverged at step {step}: {', '.join(names)} are all NaN or infinite, so nothing from that "
+            "step on was saved; lower the learning rates (g_lr, d_lr) or raise r1_gamma, and check the training "
+            "images (blank or corrupt ones), then train again")
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -349,7 +465,10 @@ class GanTrainer:
 
     def save(self, path: str | Path) -> None:
         """Write `state()` to `path` atomically (a temporary name unique to this process, then rename).
-        Raises OutputError (one line) when the disk is full or not writable."""
+        Raises OutputError (one line) when the disk is full or not writable, TrainingDivergedError when one of this
+        process's steps diverged (its own record; with several processes call `check_diverged()` on every rank
+        first, so that all stop together)."""
+        self._raise_if_diverged(self.diverged_at.item())
         save_torch(path, self.state())
 
     def written_with_same_options(self, path: str | Path) -> bool:
@@ -371,10 +490,11 @@ class GanTrainer:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
+        _load_optimiser(self.opt_G, state["opt_G"], self.device)
+        _load_optimiser(self.opt_D, state["opt_D"], self.device)
         self.pl_mean.copy_(state["pl_mean"])
         self.step_index, self.nimg = int(state["step"]), int(state["nimg"])
+        self.diverged_at.zero_()  # a checkpoint never holds a diverged step (`check_diverged` runs before saving)
         self.batches.restore(state["batches"])
         self.augment.p.fill_(float(state["augment_p"]))
         if self.ada is not None:
