@@ -211,7 +211,7 @@ def train_round(global_arrays: dict[str, torch.Tensor], options: TrainFederatedO
     try:
         for _ in range(options.federation.local_steps):
             stats = trainer.step()  # 0-d tensors on the device, read back once the round's steps are done
-        trainer.check_diverged()  # before the state is saved: nothing of a diverged step is
+        trainer.check_diverged()  # before the state is saved, so nothing of a diverged step is saved
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(f"hospital {hospital.name}, round {round_number}: {exc} (federated.{options.run}"
                                     ".g_lr, .d_lr, .r1_gamma in the config)") from None

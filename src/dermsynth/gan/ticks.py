@@ -16,8 +16,9 @@ training on the CPU) and the time left at the run's pace so far. After each snap
 
 The losses are summed as the trainer returns them (0-d tensors on the training device, `GanTrainer.step`) and
 turned into numbers only at the tick, so the reporter adds no host synchronisation to a step: on a GPU the sums
-stay there until the tick line reads them (plain floats are summed the same way). The line format follows stylegan2-ada-pytorch's `training_loop.py` status line
-(tick, kimg, sec/tick, sec/kimg, maintenance, gpumem, augment; Karras et al. 2020, NVlabs), written anew here.
+stay there until the tick line reads them (plain floats are summed the same way). The line format follows
+stylegan2-ada-pytorch's `training_loop.py` status line (tick, kimg, sec/tick, sec/kimg, maintenance, gpumem,
+augment; Karras et al. 2020, NVlabs), written anew here.
 """
 
 from __future__ import annotations
