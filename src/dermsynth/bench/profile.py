@@ -214,52 +214,86 @@ def _fir_convolution(event) -> bool:
     return len(w) == 4 and len(x) == 4 and w[1] == 1 and w[0] == x[1]
 
 
-def category(kernel: str | None, chain: list, forward_chain: list, kernels: dict[re.Pattern, str],
-             phase: str | None) -> str:
-    """The category (one of CATEGORIES) of one kernel (its name; None for a CPU op) launched from `chain` (the op and
-    its callers, innermost first), whose autograd forward op (for backward work) had callers `forward_chain`, in
-    `phase`. The rules in order: optimizer, EMA, ADA, upfirdn2d, bias_act, convolution, matmul, other."""
-    names = [e.name for e in chain]
-    labels = set(names) | {e.name for e in forward_chain}
-    texts = ([kernel] if kernel else []) + names
-    if any(ADAM.search(t) for t in texts):
+def _own_flags(event) -> set[str]:
+    """What one op's (or label's) own name and shapes say about the work under it (see `category`)."""
+    name, flags = event.name, set()
+    lowered = name.lower()
+    if ADAM.search(name):
+        flags.add("adam")
+    if "lerp" in lowered:
+        flags.add("lerp")
+    if name == AUGMENT_LABEL or "grid_sampler" in lowered or "gridsample" in lowered:
+        flags.add("augment")
+    if "upfirdn2d" in lowered or _fir_convolution(event):
+        flags.add("upfirdn2d")
+    if "biasact" in lowered or "bias_act" in lowered or "leaky_relu" in lowered or "leakyrelu" in lowered:
+        flags.add("bias_act")
+    if CONVOLUTION.search(name):
+        flags.add("convolution")
+    if MATMUL.search(name):
+        flags.add("matmul")
+    return flags
+
+
+class Flags:
+    """The flags of an op and all its callers (CPU parents), memoised per event; backward work (under an
+    `autograd::engine::evaluate_function` node) also takes the "augment" flag of the forward op that recorded its
+    node (same thread and `sequence_nr`), so the augmentation's backward counts as ADA."""
+
+    def __init__(self, cpu_events):
+        self.memo: dict[int, frozenset] = {}
+        self.plain: dict[int, frozenset] = {}  # without the backward → forward link
+        self.forwards = {}
+        for e in cpu_events:
+            seq = getattr(e, "sequence_nr", -1)
+            if seq is not None and seq >= 0 and not e.name.startswith("autograd::engine"):
+                self.forwards.setdefault((e.thread, seq), e)
+
+    def of(self, event, link: bool = True) -> frozenset:
+        """The flags of `event` (None: none) and its callers; `link`: follow backward nodes to their forward op."""
+        memo = self.memo if link else self.plain
+        pending = []
+        while event is not None and id(event) not in memo:
+            pending.append(event)
+            event = event.cpu_parent
+        inherited = memo[id(event)] if event is not None else frozenset()
+        for e in reversed(pending):  # outermost first
+            flags = set(inherited) | _own_flags(e)
+            if link and e.name.startswith("autograd::engine::evaluate_function"):
+                forward = self.forwards.get((getattr(e, "fwd_thread", e.thread), getattr(e, "sequence_nr", -1)))
+                if forward is not None and "augment" in self.of(forward, link=False):
+                    flags.add("augment")
+            inherited = memo[id(e)] = frozenset(flags)
+        return inherited
+
+
+def category(kernel: str | None, flags: frozenset, kernels: dict[re.Pattern, str], phase: str | None) -> str:
+    """The category (one of CATEGORIES) of a kernel (its name; None for a CPU op's own time) launched under ops whose
+    names flag the work (`Flags.of`), in `phase` (a PHASES label; None outside them or without labels). The rules,
+    first match wins: optimizer (`Optimizer.step#…` label, Adam kernels), EMA (the "ema" phase; without it `lerp`),
+    ADA (the "ada" phase, the "augment" label, grid sampling), our own kernels (`our_kernels`), upfirdn2d
+    (the name, or the reference FIR convolution), bias_act (the name, or the reference leaky_relu), convolution,
+    matmul, other."""
+    kernel = kernel or ""
+    if "adam" in flags or ADAM.search(kernel):
         return "optimizer (Adam)"
-    if phase == "ema" or (phase is None and any("lerp" in n for n in names[:2])):
+    if phase == "ema" or (phase is None and "lerp" in flags):
         return "EMA"
-    if phase == "ada" or AUGMENT_LABEL in labels or (kernel and "grid_sampler" in kernel):
+    if phase == "ada" or "augment" in flags or "grid_sampler" in kernel:
         return "ADA augmentation"
-    if kernel:
-        own = next((cat for pattern, cat in kernels.items() if pattern.search(kernel)), None)
-        if own in CATEGORIES:
-            return own
-    lowered = [t.lower() for t in texts]
-    if any("upfirdn2d" in t for t in lowered) or any(_fir_convolution(e) for e in chain):
+    own = next((cat for pattern, cat in kernels.items() if pattern.search(kernel)), None) if kernel else None
+    if own in CATEGORIES:
+        return own
+    lowered = kernel.lower()
+    if "upfirdn2d" in flags or "upfirdn2d" in lowered:
         return "upfirdn2d"
-    if any("biasact" in t or "bias_act" in t or "leaky_relu" in t for t in lowered):
+    if "bias_act" in flags or "bias_act" in lowered:
         return "bias_act"
-    if any(CONVOLUTION.search(t) for t in texts):
+    if "convolution" in flags or CONVOLUTION.search(kernel):
         return "convolution"
-    if any(MATMUL.search(t) for t in texts):
+    if "matmul" in flags or MATMUL.search(kernel):
         return "matmul"
     return "other"
-
-
-def _forward_chains(cpu_events) -> dict:
-    """{(thread, sequence_nr): callers of the forward op that recorded it} for linking backward work to its forward."""
-    chains = {}
-    for e in cpu_events:
-        seq = getattr(e, "sequence_nr", -1)
-        if seq is not None and seq >= 0 and not e.name.startswith("autograd::engine"):
-            chains.setdefault((e.thread, seq), e)
-    return chains
-
-
-def _forward_chain(chain: list, forwards: dict) -> list:
-    for e in chain:
-        if e.name.startswith("autograd::engine::evaluate_function"):
-            op = forwards.get((getattr(e, "fwd_thread", e.thread), getattr(e, "sequence_nr", -1)))
-            return _chain(op) if op is not None else []
-    return []
 
 
 def _in_window(events) -> tuple[float, float]:
@@ -283,23 +317,31 @@ def summarise(events, steps: int, cuda: bool) -> dict:
            and begin <= e.time_range.start < end]
     phases, step_spans = _spans(cpu, PHASES), _spans(cpu, {STEP_LABEL})
     labelled = bool(phases.spans)
-    forwards, kernels = _forward_chains(cpu), our_kernels()
+    flags, kernels, categorised = Flags(cpu), our_kernels(), {}
     by_cat, by_phase, top, calls = defaultdict(float), defaultdict(float), defaultdict(float), Counter()
+    other = defaultdict(float)
+
+    def add(name: str, kernel: str | None, launcher, phase: str | None, us: float) -> None:
+        key = (kernel, flags.of(launcher), phase)
+        if key not in categorised:
+            categorised[key] = category(kernel, key[1], kernels, phase)
+        by_cat[categorised[key]] += us
+        by_phase[phase or UNLABELLED] += us
+        top[name] += us
+        calls[name] += 1
+        if categorised[key] == "other":
+            other[name] += us
+
     if cuda:
         device_events = [(e, device_kind(e)) for e in events if e.device_type == DeviceType.CUDA]
         device_events = [(e, k) for e, k in device_events if k and begin <= e.time_range.start < end]
         ops = {e.id: e for e in cpu if getattr(e, "linked_correlation_id", 0) == 0}
         runtime = {e.id: e for e in cpu if e.name in LAUNCH_RUNTIME}
         for e, _kind in device_events:
-            launcher = ops.get(getattr(e, "linked_correlation_id", 0)) or runtime.get(e.id)
-            chain = _chain(launcher) if launcher is not None else []
+            linked = getattr(e, "linked_correlation_id", 0)
+            launcher = (ops.get(linked) if linked else None) or runtime.get(e.id)
             t = launcher.time_range.start if launcher is not None else e.time_range.start
-            phase = phases.at(t) if labelled else None
-            us = e.time_range.end - e.time_range.start
-            by_cat[category(e.name, chain, _forward_chain(chain, forwards), kernels, phase)] += us
-            by_phase[phase or UNLABELLED] += us
-            top[e.name] += us
-            calls[e.name] += 1
+            add(e.name, e.name, launcher, phases.at(t) if labelled else None, e.time_range.end - e.time_range.start)
         kinds = Counter(k for _, k in device_events)
         launches = {"kernels_per_step": round(kinds["kernel"] / steps, 1),
                     "runtime_launch_calls_per_step": round(sum(e.name in LAUNCH_RUNTIME for e in cpu) / steps, 1),
@@ -309,13 +351,7 @@ def summarise(events, steps: int, cuda: bool) -> dict:
         basis = "self device time (CUDA kernels, memcpy, memset)"
     else:
         for e in cpu:
-            us = e.self_cpu_time_total
-            chain = _chain(e)
-            phase = phases.at(e.time_range.start) if labelled else None
-            by_cat[category(None, chain, _forward_chain(chain, forwards), kernels, phase)] += us
-            by_phase[phase or UNLABELLED] += us
-            top[e.name] += us
-            calls[e.name] += 1
+            add(e.name, None, e, phases.at(e.time_range.start) if labelled else None, e.self_cpu_time_total)
         aten = [e for e in cpu if e.name.startswith("aten::")]
         outer = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
         launches = {"aten_ops_per_step": round(len(aten) / steps, 1),
@@ -337,9 +373,13 @@ def summarise(events, steps: int, cuda: bool) -> dict:
         "launches": launches,
         "phase_labels": "present" if labelled else f"absent: every phase reported as {UNLABELLED!r}",
         "by_category": _shares(by_cat, CATEGORIES),
+        "other_top": [{"name": name[:200], "share_of_all": round(other[name] / total, 4)}
+                      for name in sorted(other, key=other.get, reverse=True)[:10]],
         "by_phase": _shares(by_phase, (*PHASES, UNLABELLED)),
         "regularisation_share": round((by_phase["Greg"] + by_phase["Dreg"]) / total, 4) if labelled else None,
         "syncs": {"scalar_reads_total": reads, "scalar_reads_per_step": round(reads / steps, 2),
+                  "scalar_reads_from_device": sum(e.name == SCALAR_READ and _reads_device(e) for e in in_steps)
+                  if cuda else None,
                   "runtime_syncs_total": sum(runtime_syncs.values()),
                   "runtime_syncs_per_step": round(sum(runtime_syncs.values()) / steps, 2),
                   "runtime_syncs_by_name": dict(runtime_syncs)},
@@ -362,31 +402,42 @@ def gpu_idle(busy: list[tuple[float, float]], begin: float, end: float) -> dict:
 
 
 def _frames(event) -> list[tuple[str, int, str]]:
-    """The Python frames (file, line, function), innermost first, of the nearest caller that recorded a stack."""
-    while event is not None and not event.stack:
-        event = event.cpu_parent
-    if event is None:
-        return []
-    frames = [FRAME.match(entry) for entry in event.stack]
+    """The Python frames (file, line, function), innermost first, above `event`: the stack of the nearest caller
+    that recorded one (`with_stack=True` in older PyTorch), or its Python-function callers (newer PyTorch records
+    each frame as an event of its own)."""
+    caller = event
+    while caller is not None and not caller.stack:
+        caller = caller.cpu_parent
+    entries = caller.stack if caller is not None else [e.name for e in _chain(event)]
+    frames = [FRAME.match(entry) for entry in entries]
     return [(m["path"], int(m["line"]), m["func"]) for m in frames if m]
 
 
+OURS = re.compile(r"(?:^|/)dermsynth/(?P<rest>.*)$")
+
+
 def _short(path: str) -> str:
-    for marker in ("/dermsynth/", "/site-packages/"):
-        if marker in path:
-            return path.rsplit(marker, 1)[1]
-    return path
+    ours = OURS.search(path)
+    return ours["rest"] if ours else path.rsplit("/site-packages/", 1)[-1]
 
 
 def _ours(path: str) -> bool:
-    return "/dermsynth/" in path and "/dermsynth/bench/profile.py" not in path
+    return OURS.search(path) is not None and not path.endswith("dermsynth/bench/profile.py")
+
+
+def _reads_device(event) -> bool:
+    """A scalar read that copied from the GPU (a CUDA memcpy or synchronisation under it), not a host tensor's."""
+    return any(c.name in SYNC_RUNTIME or c.name.startswith("cudaMemcpy") or _reads_device(c)
+               for c in event.cpu_children)
 
 
 def sync_sites(events, steps: int) -> list[dict]:
     """Where the window's scalar reads and runtime synchronisations come from, from events recorded with_stack:
-    one row per innermost line of this package (with the library line under it, `via`, and two callers)."""
+    one row per innermost line of this package, the library line under it (`via`) and its two callers; on CUDA
+    `device_reads` counts the reads that waited for the GPU (the others read host tensors, such as the foreach
+    Adam's step counters)."""
     step_spans = _spans(events, {STEP_LABEL})
-    rows: dict[str, dict] = {}
+    rows: dict[tuple[str, str, str], dict] = {}
     for e in events:
         if e.device_type != DeviceType.CPU or (e.name != SCALAR_READ and e.name not in SYNC_RUNTIME):
             continue
@@ -395,13 +446,15 @@ def sync_sites(events, steps: int) -> list[dict]:
         frames = _frames(e)
         ours = [f for f in frames if _ours(f[0])]
         site = f"{_short(ours[0][0])}:{ours[0][1]} ({ours[0][2]})" if ours else "outside this package"
-        row = rows.setdefault(site, {"site": site, "scalar_reads": 0, "runtime_syncs": 0,
-                                     "callers": [f"{_short(p)}:{n} ({fn})" for p, n, fn in ours[1:3]]})
-        if frames and not _ours(frames[0][0]):
-            row["via"] = f"{_short(frames[0][0])}:{frames[0][1]} ({frames[0][2]})"
+        via = f"{_short(frames[0][0])}:{frames[0][1]} ({frames[0][2]})" if frames and not _ours(frames[0][0]) else ""
+        callers = " ← ".join(f"{_short(p)}:{n} ({fn})" for p, n, fn in ours[1:3])
+        row = rows.setdefault((site, via, callers), {"site": site, "via": via, "callers": callers,
+                                                     "scalar_reads": 0, "device_reads": 0, "runtime_syncs": 0})
         row["scalar_reads" if e.name == SCALAR_READ else "runtime_syncs"] += 1
+        row["device_reads"] += e.name == SCALAR_READ and _reads_device(e)
     for row in rows.values():
-        row["per_step"] = round((row["scalar_reads"] + row["runtime_syncs"]) / steps, 2)
+        row["reads_per_step"] = round(row["scalar_reads"] / steps, 2)
+        row["syncs_per_step"] = round(row["runtime_syncs"] / steps, 2)
     return sorted(rows.values(), key=lambda r: -(r["scalar_reads"] + r["runtime_syncs"]))
 
 
@@ -458,15 +511,19 @@ def markdown(p: dict) -> str:
             [{**r, "share": f"{r['share']:.1%}"} for r in p["top"]], ["name", "calls", "total_ms", "share"]),
         "## Launches per step", _table([p["launches"]], list(p["launches"])),
         "## By category", _table(shares(p["by_category"]), ["", "ms", "share"]),
+        "Largest in other: " + (", ".join(f"{r['name'][:80]} {r['share_of_all']:.1%}" for r in p["other_top"])
+                                or "nothing"),
         "## By phase", _table(shares(p["by_phase"]), ["", "ms", "share"]),
         f"Regularisation passes (Greg + Dreg): {p['regularisation_share']:.1%}" if p["regularisation_share"]
         is not None else "Regularisation passes: unknown (no phase labels)",
         "## Host↔device synchronisations",
         f"{syncs['scalar_reads_per_step']} scalar reads (`aten::_local_scalar_dense`) and "
-        f"{syncs['runtime_syncs_per_step']} CUDA runtime synchronisations per step "
+        f"{syncs['runtime_syncs_per_step']} CUDA runtime synchronisations per step"
+        + (f", {syncs['scalar_reads_from_device']} of the reads from the GPU " if p["gpu_idle"] else " ") +
         f"({syncs['scalar_reads_total']} and {syncs['runtime_syncs_total']} in {p['window']['steps']} steps; "
         f"by name: {syncs['runtime_syncs_by_name'] or 'none'}). Sources ({syncs.get('sites_window', '')}):",
-        _table(syncs.get("sites", []), ["site", "via", "callers", "scalar_reads", "runtime_syncs", "per_step"]),
+        _table(syncs.get("sites", []), ["site", "via", "callers", "reads_per_step", "syncs_per_step"] +
+               (["device_reads"] if p["gpu_idle"] else [])),
         "## GPU idle inside the window",
         _table([p["gpu_idle"]], list(p["gpu_idle"])) if p["gpu_idle"] else "Not measured (CPU run).",
         f"Chrome trace: {p['trace']['file']} ({p['trace']['bytes']} bytes, {p['trace']['steps']} steps).",
