@@ -6,6 +6,14 @@ from ..verbs import add_verb
 
 
 def _bench(args) -> None:
+    if args.what == "gan-profile":
+        # deferred: torch — `dermsynth --help` and the other verbs must not load the benchmarks
+        from .profile import run_profile
+        return run_profile(args)
+    if args.what == "gan-graph-breaks":
+        # deferred: torch — `dermsynth --help` and the other verbs must not load the benchmarks
+        from .graph_breaks import run_graph_breaks
+        return run_graph_breaks(args)
     # deferred: torch — `dermsynth --help` and the other verbs must not load the benchmarks
     from .run import run_benchmark
     run_benchmark(args)
@@ -16,7 +24,9 @@ def add_verbs(sub, top) -> None:
     p = add_verb(top, "bench", _bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
              "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.")
     p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train", "project", "invert",
-                                    "classify-train"], help="the benchmark to run")
+                                    "classify-train", "gan-profile", "gan-graph-breaks"],
+                   help="the benchmark to run (gan-profile: torch.profiler over one regularisation cycle of the "
+                   "training step; gan-graph-breaks: torch._dynamo.explain of the compiled passes)")
     p.add_argument("--images", type=int, default=200, help="ingest, lmdb-read, metrics: how many images (source "
                    "JPEGs written to --workdir; random images for metrics)")
     p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512], help="image sides in pixels, one "
@@ -34,7 +44,7 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--channel-base", type=int, default=16384, help="generator width (16384 = paper256)")
     p.add_argument("--variants", nargs="*", default=None, help="gan-train: variants to run (default: all on "
                    "CUDA, reference-fp32 on CPU; none with --flops: the FLOP count alone), e.g. fused-fp32 "
-                   "fused-mixed reference-mixed-compiled")
+                   "fused-mixed reference-mixed-compiled; gan-profile: one (default fused-fp32 on CUDA)")
     p.add_argument("--flops", action="store_true", help="gan-train: count model FLOPs per kimg (one cycle)")
     p.add_argument("--time-budget", type=float, default=None, help="gan-train: skip the remaining variants after "
                    "this many seconds (default: none, run all)")
@@ -44,4 +54,5 @@ def add_verbs(sub, top) -> None:
     p.add_argument("--classifiers", nargs="+", default=["densenet169:512", "efficientnet_b2:256"],
                    help="classify-train: ARCH:RESOLUTION pairs (timm names)")
     p.add_argument("--out", default="benchmarks/data.json", help="JSON the record is merged into (one entry per "
-                   "benchmark and machine)")
+                   "benchmark and machine); gan-profile, gan-graph-breaks: the folder for their files (a .json "
+                   "path means <its folder>/<the benchmark>)")
