@@ -226,7 +226,8 @@ def _nan_to_num_grads(params: list, average=None) -> None:
 
 class GanTrainer:
     """One StyleGAN2 training run in memory: G, D, G_ema, their optimisers, ADA and the data order; `step()` runs
-    one minibatch, `state()`/`save()`/`load()` checkpoint everything (see the module docstring)."""
+    one minibatch without reading anything back from the device, `check_diverged()` is the one read the caller
+    makes before it saves, `state()`/`save()`/`load()` checkpoint everything (see the module docstring)."""
 
     def __init__(self, options: TrainingOptions, images, labels: torch.Tensor | None = None,
                  device: str | torch.device = "cpu", world: World | None = None):
