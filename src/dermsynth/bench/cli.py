@@ -24,9 +24,10 @@ def add_verbs(sub, top) -> None:
     p = add_verb(top, "bench", _bench, "Benchmarks: ingest and LMDB read throughput, metric throughput, GAN training "
              "sec/kimg and FLOPs, projection, e4e/HyperStyle inversion and classifier training speed.")
     p.add_argument("what", choices=["ingest", "lmdb-read", "metrics", "gan-train", "project", "invert",
-                                    "classify-train", "gan-profile", "gan-graph-breaks"],
-                   help="the benchmark to run (gan-profile: torch.profiler over one regularisation cycle of the "
-                   "training step; gan-graph-breaks: torch._dynamo.explain of the compiled passes)")
+                                    "classify-train", "gan-profile", "gan-graph-breaks", "gan-peer"],
+                   help="the benchmark to run (gan-peer: NVIDIA's stylegan2-ada-pytorch trained like gan-train and "
+                   "timed alike, fetched by bench/fetch-peer; gan-profile: torch.profiler over one regularisation "
+                   "cycle of the training step; gan-graph-breaks: torch._dynamo.explain of the compiled passes)")
     p.add_argument("--images", type=int, default=200, help="ingest, lmdb-read, metrics: how many images (source "
                    "JPEGs written to --workdir; random images for metrics)")
     p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512], help="image sides in pixels, one "
@@ -46,6 +47,12 @@ def add_verbs(sub, top) -> None:
                    "CUDA, reference-fp32 on CPU; none with --flops: the FLOP count alone), e.g. fused-fp32 "
                    "fused-mixed reference-mixed-compiled; gan-profile: one (default fused-fp32 on CUDA)")
     p.add_argument("--flops", action="store_true", help="gan-train: count model FLOPs per kimg (one cycle)")
+    p.add_argument("--peer", default="bench/peers/stylegan2-ada-pytorch", help="gan-peer: the stylegan2-ada-pytorch "
+                   "checkout (git-ignored, never committed: non-commercial licence); --variants peer-fp32 peer-mixed")
+    p.add_argument("--compare", action="store_true", help="gan-peer: also time our matching gan-train variant in the "
+                   "same process and record the ratio")
+    p.add_argument("--quick", action="store_true", help="gan-peer: tiny sizes (16², batch 2, channel base 256, 16 "
+                   "steps after 1), a test of the step")
     p.add_argument("--time-budget", type=float, default=None, help="gan-train: skip the remaining variants after "
                    "this many seconds (default: none, run all)")
     p.add_argument("--fid-samples", type=int, nargs="*", default=[2_500, 10_000],
