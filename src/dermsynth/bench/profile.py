@@ -479,7 +479,8 @@ def write_trace(prof, out: Path) -> dict:
     if packed.stat().st_size > TRACE_LIMIT:
         trace = json.loads(plain.read_text())
         step_ends = sorted(ev["ts"] + ev.get("dur", 0) for ev in trace.get("traceEvents", [])
-                           if ev.get("name") == STEP_LABEL and ev.get("ph") == "X")
+                           if ev.get("name") == STEP_LABEL and ev.get("ph") == "X"
+                           and ev.get("cat") != "gpu_user_annotation")  # the label, not its mirror on the GPU
         keep = max(1, int(len(step_ends) * TRACE_LIMIT / packed.stat().st_size))
         cutoff = step_ends[keep - 1] if step_ends else math.inf
         trace["traceEvents"] = [ev for ev in trace["traceEvents"] if ev.get("ts", 0) <= cutoff]
