@@ -131,6 +131,34 @@ def test_their_conv2d_gradfix_op_gives_autograds_gradients_with_the_shim(transpo
     assert dw is None and dx is not None
 
 
+@needs_peer
+def test_their_plugin_loader_finds_the_module_it_built(tmp_path, monkeypatch):
+    """Their get_plugin builds with torch.utils.cpp_extension.load, drops its result and imports the module by
+    name; today's loader runs it without a sys.modules entry, and a module with multi-phase initialisation
+    (pybind11 3's) makes none itself: unpatched, every plugin falls back to their reference ops (on a GPU too). Shown with a one-function C++ extension (no CUDA: no GPU or nvcc needed) built through their
+    loader: unpatched it cannot be imported, patched the same build loads and answers."""
+    peer = load_peer(PEER)
+    source = tmp_path / "src" / "probe.cpp"
+    source.parent.mkdir()
+    source.write_text(  # the Python C API with multi-phase initialisation, as pybind11 3 (torch's) builds plugins;
+        # it compiles in a second, torch's headers take minutes here. TORCH_EXTENSION_NAME: the name load gives it
+        "#include <Python.h>\n#define JOIN2(a, b) a##b\n#define JOIN(a, b) JOIN2(a, b)\n"
+        "#define TEXT2(a) #a\n#define TEXT(a) TEXT2(a)\n"
+        "static PyObject* answer(PyObject*, PyObject*) { return PyLong_FromLong(42); }\n"
+        "static PyMethodDef methods[] = {{\"answer\", answer, METH_NOARGS, nullptr}, {nullptr, nullptr, 0, nullptr}};\n"
+        "static PyModuleDef_Slot slots[] = {{0, nullptr}};\n"
+        "static struct PyModuleDef definition = {PyModuleDef_HEAD_INIT, TEXT(TORCH_EXTENSION_NAME), nullptr, 0, "
+        "methods, slots};\n"
+        "PyMODINIT_FUNC JOIN(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModuleDef_Init(&definition); }\n")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setenv("DERMSYNTH_EXTENSIONS_DIR", str(tmp_path / "ours"))
+    name = "dermsynth_peer_probe_plugin"
+    with pytest.raises(ModuleNotFoundError, match=name):
+        peer.custom_ops.get_plugin.original(name, sources=[str(source)])
+    module = peer.custom_ops.get_plugin(name, sources=[str(source)])
+    assert module.answer() == 42
+
+
 def _tiny_peer(peer, augment_p=0.2, batch=2):
     class Args:  # the benchmark's own settings at the --quick sizes
         pass
@@ -181,8 +209,8 @@ def test_gan_peer_quick_on_cpu_records_equal_settings_and_the_ratio(tmp_path):
         changed, total = peer_row["weights_changed"][name]
         assert total > 10 and changed == total
     assert peer_row["pl_mean_end"] > 0
-    assert {p["module"] for p in peer_row["peer_patches"]} == {"torch_utils.ops.grid_sample_gradfix",
-                                                                "torch_utils.ops.conv2d_gradfix"}
+    assert {p["module"] for p in peer_row["peer_patches"]} == {
+        "torch_utils.custom_ops", "torch_utils.ops.grid_sample_gradfix", "torch_utils.ops.conv2d_gradfix"}
     assert peer_row["backend_flags"] == {"cudnn_benchmark": True, "cudnn_allow_tf32": False, "matmul_allow_tf32": False}
     assert peer_row["peer_commit"] and peer_row["peer_warnings"] == []
     # every shared setting equal, read from both built trainers; some checked against numbers worked out here

@@ -34,6 +34,7 @@ import copy
 import importlib
 import inspect
 import math
+import os
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ from ..devices import choose_device
 from ..errors import ConfigError, DermsynthError
 from ..gan.augment import MODES
 from ..gan.networks import Generator
+from ..gan.ops import fused
 from ..gan.training import ResumableBatches
 from .gan import CYCLE, GAN_TRAIN_VARIANTS, _trainer, time_training
 
@@ -64,7 +66,8 @@ QUICK = {"resolutions": [16], "batch": 2, "channel_base": 256, "steps": 16, "war
 # our ADA groups (gan/augment.py's docstring) as their AugmentPipe's probability multipliers (their train.py's bgc)
 AUGMENT_GROUPS = {"blit": ("xflip", "rotate90", "xint"), "geom": ("scale", "rotate", "aniso", "xfrac"),
                   "color": ("brightness", "contrast", "lumaflip", "hue", "saturation")}
-PEER_MODULES = ("dnnlib", "torch_utils.misc", "torch_utils.training_stats", "torch_utils.ops.bias_act",
+PEER_MODULES = ("dnnlib", "torch_utils.misc", "torch_utils.training_stats", "torch_utils.custom_ops",
+                "torch_utils.ops.bias_act",
                 "torch_utils.ops.upfirdn2d", "torch_utils.ops.conv2d_gradfix", "torch_utils.ops.grid_sample_gradfix",
                 "training.networks", "training.loss", "training.augment")
 SPEEDUP_GOAL = 1.5  # issue 32: ours at ≥ 1.5× the peer's kimg/s at 256², batch 32
@@ -172,10 +175,59 @@ class _TorchAsTheyExpectIt:
         return getattr(torch, name)
 
 
+def _with_our_toolkit(get_plugin):
+    """Their `custom_ops.get_plugin`, (1) building with the CUDA toolkit our fused kernels build with
+    (`gan.ops.fused.toolkit`: its nvcc and headers, the extra include folders of a pip-wheel toolkit, and a
+    libcudart.so link where the wheels ship only the versioned library; unchanged when none is found), and (2)
+    registering the module `cpp_extension.load` built in sys.modules, where their get_plugin imports it by name
+    (PyTorch's loader once did that itself; today's returns the module only, and pybind11 3 modules, initialised
+    in phases, do not add themselves)."""
+    if getattr(get_plugin, "with_our_toolkit", False):
+        return get_plugin
+
+    def build(module_name, sources, **build_kwargs):
+        # deferred: torch.utils.cpp_extension — only a plugin build needs it (it looks for a toolkit when imported)
+        from torch.utils import cpp_extension
+        home, includes = fused.toolkit()
+        if home is not None:
+            if torch.cuda.is_available():  # only the GPU in hand, as our build does: a shorter compile
+                os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
+            build_kwargs = {**build_kwargs, "extra_include_paths": [str(d) for d in includes],
+                            "extra_ldflags": fused._cudart_link_flags(home, fused.cache_dir() / "peer-plugins")}
+        found, load = cpp_extension.CUDA_HOME, cpp_extension.load
+
+        def load_and_register(*args, **kwargs):
+            module = load(*args, **kwargs)
+            sys.modules[kwargs["name"] if "name" in kwargs else args[0]] = module
+            return module
+
+        cpp_extension.CUDA_HOME = str(home) if home is not None else found  # read when the ninja file is written
+        cpp_extension.load = load_and_register
+        try:
+            return get_plugin(module_name, sources, **build_kwargs)
+        finally:
+            cpp_extension.CUDA_HOME, cpp_extension.load = found, load
+
+    build.with_our_toolkit, build.original = True, get_plugin
+    return build
+
+
 def apply_patches(peer: types.SimpleNamespace) -> list[dict]:
     """Make their code run as intended on today's PyTorch, in their module namespaces (their files stay as fetched);
     idempotent. Returns one {'module', 'what', 'why'} per patch, for the JSON's `peer_patches`."""
-    patches = []
+    peer.custom_ops.get_plugin = _with_our_toolkit(peer.custom_ops.get_plugin)
+    patches = [{
+        "module": "torch_utils.custom_ops",
+        "what": "get_plugin: the module torch.utils.cpp_extension.load builds is put in sys.modules under its name",
+        "why": "their get_plugin ignores load's return value and imports the plugin by name; today's loader "
+               "runs the module without a sys.modules entry and pybind11 3's multi-phase initialisation makes none, "
+               "so without this their bias_act and upfirdn2d plugins never load (a warning, then their slow "
+               "reference ops: our fused kernels would be compared with their reference path)"}, {
+        "module": "torch_utils.custom_ops",
+        "what": "get_plugin builds with the CUDA toolkit our fused kernels use (gan.ops.fused.toolkit: CUDA_HOME, a "
+                "pip-wheel toolkit's include folders, a libcudart.so link), for this GPU's architecture only",
+        "why": "their build takes PyTorch's default toolkit; where that is NVIDIA's pip wheels (headers in several "
+               "folders, only libcudart.so.13) it cannot compile or link"}]
     for name in ("grid_sample_gradfix", "conv2d_gradfix"):
         module = getattr(peer, name)
         if not isinstance(module.torch, _TorchAsTheyExpectIt):
@@ -477,9 +529,12 @@ DIFFERENCES = [
     "PyTorch's own double backward",
     "backend flags: their loop sets cudnn.benchmark on and TF32 off (see `backend_flags`); ours runs with PyTorch's "
     "defaults",
-    "host synchronisations: ours reads losses and the style-mixing draw back each step (.item()); theirs reads "
-    "ADA's statistics back every 4 steps",
-    "style mixing: theirs always maps a second latent and mixes by a device-side cutoff; ours maps it only when mixing",
+    "host synchronisations: ours reads nothing back in the step (statistics stay on the device until a tick); "
+    "theirs reads ADA's statistics back every 4 steps (training_stats.Collector.update) and copies the real batch "
+    "synchronously, as their loop does",
+    "optimiser and EMA: ours fused Adam on CUDA (foreach on the CPU) and one _foreach_lerp_; theirs torch.optim.Adam "
+    "with PyTorch's default implementation and a lerp per parameter",
+    "data: both take the same in-memory uint8 batches; their DataLoader (worker processes, pinned memory) is not run",
 ]
 
 
