@@ -1,12 +1,19 @@
 """Fused CUDA ops: the logic shared with the reference path is tested on CPU (the adjoint used for
-gradients, the separable split, the fallback and its warning). The parity tests (fused vs reference:
-output, gradients, double backward) run twice: on CPU with `ReferenceKernels` standing in for the
-compiled extension (a test of the tests and of the autograd wrappers, in CI) and on a GPU with the
-real kernels (`bench/gpu-check`)."""
+gradients, the separable split, the fallback and its warning, the toolkit search, the upfirdn2d kernel
+choice). The tiled upfirdn2d kernel's block code also runs on CPU (`tiled_emulation`: the same source
+compiled for the host, blocks and threads stepped through) against the reference ops. The parity tests
+(fused vs reference: output, gradients, double backward; for upfirdn2d each kernel) run twice: on CPU
+with `ReferenceKernels` standing in for the compiled extension (a test of the tests and of the autograd
+wrappers, in CI) and on a GPU with the real kernels (`bench/gpu-check`). The compile test needs only
+nvcc (`pip install "dermsynth[cuda-build]"`)."""
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import math
+import shutil
+import subprocess
 import warnings
 
 import pytest
@@ -119,12 +126,220 @@ def test_build_tag_changes_with_the_sources(monkeypatch, tmp_path):
     assert fused.build_tag() != tag and fused.build_tag().endswith(tag.split("-", 1)[1])
 
 
+@pytest.mark.workflow  # minutes: 4 CUDA sources × 2 architectures on the 2-core CPU machine (docs/benchmarks.md)
+@pytest.mark.timeout(2400)
 @pytest.mark.skipif(fused.toolkit_problem() is not None, reason=f"cannot compile: {fused.toolkit_problem()}")
 def test_kernels_compile(tmp_path, monkeypatch):
-    """Compiles (and imports) the extension for one architecture; needs no GPU, only nvcc."""
-    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    """Compiles (and imports) the extension for sm_80 (A100) and sm_90 (H100/H200) with the toolkit
+    `fused.toolkit` picks — the cuda-build extra's pip wheels on a machine without a GPU; needs no GPU."""
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     module = fused.compile_extension(tmp_path / "build", "dermsynth_gan_ops_compile_test")
-    assert {"bias_act_forward", "bias_act_backward", "upfirdn2d"} <= set(dir(module))
+    assert {"bias_act_forward", "bias_act_backward", "upfirdn2d", "upfirdn2d_tiled"} <= set(dir(module))
+
+
+def _fake_wheels(root, headers=fused.TORCH_CUDA_HEADERS, nvcc=True):
+    """A site-packages/nvidia tree laid out as NVIDIA's CUDA 13 wheels install it (nvidia/cu13/…)."""
+    home = root / f"cu{torch.version.cuda.split('.')[0]}"
+    (home / "include" / "cccl").mkdir(parents=True)
+    (home / "lib").mkdir()
+    (home / "lib" / f"libcudart.so.{torch.version.cuda.split('.')[0]}").write_bytes(b"")
+    for header in headers:
+        (home / "include" / header).write_text("")
+    if nvcc:
+        (home / "bin").mkdir()
+        (home / "bin" / "nvcc").write_text("")
+    return home
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="a CPU-only torch build has no CUDA version to match")
+def test_toolkit_from_the_pip_extra(tmp_path, monkeypatch):
+    """The cuda-build extra's wheels are used when installed (nvcc, headers, cccl, a libcudart.so link for
+    torch's -lcudart); $CUDA_HOME still wins; without them the problem names the pip command."""
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    home = _fake_wheels(tmp_path / "nvidia")
+    monkeypatch.setattr(fused, "_nvidia_roots", lambda: [tmp_path / "nvidia"])
+    assert fused.pip_toolkit() == home
+    assert fused.toolkit() == (home, [home / "include" / "cccl"])
+    assert fused.toolkit_problem() is None
+    flags = fused._cudart_link_flags(home, tmp_path / "build")
+    link = tmp_path / "build" / "cudart" / "libcudart.so"
+    assert flags == [f"-L{link.parent}"] and link.resolve() == next((home / "lib").glob("libcudart.so.*")).resolve()
+
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "elsewhere"))
+    assert fused.toolkit()[0] == tmp_path / "elsewhere"
+    assert 'pip install "dermsynth[cuda-build]"' in fused.toolkit_problem()
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="a CPU-only torch build has no CUDA version to match")
+def test_headers_a_toolkit_lacks_come_from_the_wheels(tmp_path, monkeypatch):
+    """A minimal toolkit (nvcc, cuda_runtime.h) borrows torch's CUDA library headers from the pip wheels;
+    with none there the problem lists what is missing and the fix."""
+    from torch.utils import cpp_extension
+    system = tmp_path / "system"
+    (system / "bin").mkdir(parents=True)
+    (system / "bin" / "nvcc").write_text("")
+    (system / "include").mkdir()
+    (system / "include" / "cuda_runtime.h").write_text("")
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.delenv("CPATH", raising=False)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(system))
+    wheels = _fake_wheels(tmp_path / "nvidia", nvcc=False)
+    monkeypatch.setattr(fused, "_nvidia_roots", lambda: [tmp_path / "nvidia"])
+    assert fused.toolkit() == (system, [wheels / "include"])
+    assert fused.toolkit_problem() is None
+    monkeypatch.setattr(fused, "_nvidia_roots", lambda: [])
+    problem = fused.toolkit_problem()
+    assert "lacks cusparse.h, cublas_v2.h" in problem and 'pip install "dermsynth[cuda-build]"' in problem
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    assert fused.toolkit_problem().startswith("no CUDA toolkit found: pip install")
+
+
+# --- upfirdn2d: which kernel ------------------------------------------------------------------------
+def test_upfirdn2d_kernel_choice(fused_state):
+    """auto: tiled for StyleGAN2's calls (separable or 2-D filters, 2× up, 2× down, plain filtering), generic
+    elsewhere; generic and tiled force one, and a forced tiled kernel refuses what it does not cover."""
+    fused.set_upfirdn2d_kernel("auto")
+    assert fused.upfirdn2d_kernel_for((4,), (2, 2), (1, 1)) == "tiled"
+    assert fused.upfirdn2d_kernel_for((4,), (1, 1), (2, 2)) == "tiled"
+    assert fused.upfirdn2d_kernel_for((3, 5), (1, 1), (1, 1)) == "tiled"
+    assert fused.upfirdn2d_kernel_for((4,), (2, 1), (1, 1)) == "generic"  # x and y differ
+    assert fused.upfirdn2d_kernel_for((6, 6), (4, 4), (2, 2)) == "generic"
+    assert fused.upfirdn2d_kernel_for((fused.TILED_MAX_TAPS + 1,), (1, 1), (1, 1)) == "generic"
+    fused.set_upfirdn2d_kernel("generic")
+    assert fused.upfirdn2d_kernel_for((4,), (2, 2), (1, 1)) == "generic"
+    fused.set_upfirdn2d_kernel("tiled", tile=(3, 2, 2))
+    assert fused.upfirdn2d_kernel_for((4,), (2, 2), (1, 1)) == "tiled" and fused_state["tile"] == (3, 2, 2)
+    with pytest.raises(fused.FusedOpsError, match="does not cover up=\\(2, 1\\)"):
+        fused.upfirdn2d_kernel_for((4,), (2, 1), (1, 1))
+    with pytest.raises(ValueError, match="choose from auto, generic, tiled"):
+        fused.set_upfirdn2d_kernel("fast")
+    fused_state["upfirdn2d_kernel"] = "tiles"  # as a mistyped $DERMSYNTH_UPFIRDN2D_KERNEL leaves it
+    with pytest.raises(ValueError, match="DERMSYNTH_UPFIRDN2D_KERNEL"):
+        fused.upfirdn2d_kernel_for((4,), (1, 1), (1, 1))
+
+
+# --- the tiled kernel's block code, run on the CPU ----------------------------------------------------
+@pytest.fixture(scope="session")
+def tiled_emulation(tmp_path_factory):
+    """upfirdn2d_tiled.cu's block code compiled for the host (cuda/upfirdn2d_tiled_emulation.cpp)."""
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("needs a C++ compiler (c++) to build the CPU emulation of the tiled kernel")
+    library = tmp_path_factory.mktemp("emulation") / "upfirdn2d_tiled_emulation.so"
+    source = fused._source_dir() / "upfirdn2d_tiled_emulation.cpp"
+    subprocess.run([compiler, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(library), str(source)],
+                   check=True, capture_output=True)
+    return ctypes.CDLL(str(library))
+
+
+def _int64s(values):
+    return (ctypes.c_int64 * len(values))(*values)
+
+
+def _emulate(library, dtype, x, f, y, shape, x_stride, y_stride, up, down, padding, flip_filter, gain, channels_last,
+             tile, threads):
+    """One call of the emulation library (pointers as integers); returns the plan: tile w, h, c, input tile w,
+    h, blocks, shared bytes."""
+    taps_x, taps_y = (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
+    x0, x1, y0, y1 = padding
+    out_hw = (fused.output_size(shape[2], up, down, y0, y1, taps_y), fused.output_size(shape[3], up, down, x0, x1, taps_x))
+    plan = _int64s([0] * 7)
+    run = {torch.float32: library.upfirdn2d_tiled_float, torch.float64: library.upfirdn2d_tiled_double}[dtype]
+    status = run(ctypes.c_void_p(x), ctypes.c_void_p(f.data_ptr()), ctypes.c_void_p(y), _int64s(shape),
+                 _int64s(x_stride), _int64s(y_stride), _int64s(out_hw), taps_x, taps_y, int(f.ndim == 1), up, down,
+                 _int64s(padding), int(flip_filter), ctypes.c_float(gain), int(channels_last), (ctypes.c_int * 3)(*tile),
+                 threads, plan)
+    assert status == 0, f"emulation status {status}"
+    return list(plan)
+
+
+def emulate_tiled(library, x, f, up, down, padding, flip_filter=False, gain=1.0, tile=(0, 0, 0), threads=256):
+    """The tiled kernel on (N, C, H, W) float32/float64 `x` (NCHW or channels_last), f 1-D (separable) or 2-D;
+    returns (y in x's layout, plan: tile w, h, c, input tile w, h, blocks, shared bytes)."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    f = f.float().contiguous()
+    taps_x, taps_y = (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
+    out_hw = (fused.output_size(x.shape[2], up, down, padding[2], padding[3], taps_y),
+              fused.output_size(x.shape[3], up, down, padding[0], padding[1], taps_x))
+    y = torch.full((*x.shape[:2], *out_hw), math.nan, dtype=x.dtype)
+    y = y.contiguous(memory_format=torch.channels_last) if channels_last else y
+    plan = _emulate(library, x.dtype, x.data_ptr(), f, y.data_ptr(), x.shape, x.stride(), y.stride(), up, down,
+                    padding, flip_filter, gain, channels_last, tile, threads)
+    return y, plan
+
+
+def plan_tiled(library, shape, channels_last, dtype, f, up, down, padding):
+    """The tiled kernel's plan for an input of `shape` (no data: nothing runs)."""
+    def strides(n, c, h, w):
+        return (c * h * w, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
+    taps_x, taps_y = (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
+    out_h = fused.output_size(shape[2], up, down, padding[2], padding[3], taps_y)
+    out_w = fused.output_size(shape[3], up, down, padding[0], padding[1], taps_x)
+    plan = _emulate(library, dtype, 0, f.float().contiguous(), 0, shape, strides(*shape),
+                    strides(shape[0], shape[1], out_h, out_w), up, down, padding, False, 1.0, channels_last,
+                    (0, 0, 0), 0)
+    return plan, (out_h, out_w)
+
+
+EMULATED_FILTERS = [(4,), (5,), (1,), (4, 4), (3, 5), (2, 1)]  # 1-D: separable; 2-D: full
+EMULATED_PADDINGS = [(1, 2, 1, 2), (2, 1, 2, 1), (-1, 2, 0, -2), (3, 0, -1, 2), (0, 0, 0, 0)]
+
+
+@pytest.mark.parametrize("up,down", fused.TILED_FACTORS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tiled_kernel_blocks_on_cpu(tiled_emulation, up, down, channels_last):
+    """Every tile plan (the planner's, small tiles with edges inside the image, 1×1×1), thread count (256,
+    and 7: the strided loops), filter, padding (negative crops) and flip agrees with the reference ops."""
+    for f_shape, padding, flip, tile, threads in itertools.product(
+            EMULATED_FILTERS, EMULATED_PADDINGS, [False, True], [(0, 0, 0), (3, 2, 2), (1, 1, 1)], [256, 7]):
+        generator = torch.Generator().manual_seed(len(f_shape) * 100 + sum(padding))
+        x = torch.randn(2, 3, 9, 11, dtype=torch.float64, generator=generator)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        f = torch.randn(f_shape, dtype=torch.float64, generator=generator)
+        expected = upfirdn2d_reference(x, f.float().double(), up, down, padding, flip, 1.5)  # float32 taps, gain
+        actual, _ = emulate_tiled(tiled_emulation, x, f, up, down, padding, flip, 1.5, tile, threads)
+        assert actual.is_contiguous(memory_format=torch.channels_last) == channels_last
+        error = relative_error(actual, expected)
+        assert error < 1e-12, f"filter {f_shape}, padding {padding}, flip {flip}, tile {tile}: error {error:.1e}"
+    single, _ = emulate_tiled(tiled_emulation, x.float(), f, up, down, (1, 2, 1, 2), False, 2.0)
+    torch.testing.assert_close(single, upfirdn2d_reference(x.float(), f.float(), up, down, (1, 2, 1, 2), False, 2.0))
+
+
+@pytest.mark.parametrize("up,down", fused.TILED_FACTORS)
+def test_tiled_kernel_gives_its_own_adjoint(tiled_emulation, up, down):
+    """The backward pass runs the tiled kernel on `adjoint_arguments` (2× up ↔ 2× down): equal to autograd."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 4, 8, 6, dtype=torch.float64, requires_grad=True)
+    f = setup_filter(SEPARABLE).double()
+    padding = (2, 1, 2, 1)
+    y = upfirdn2d_reference(x, f, up, down, padding, False, 4.0)
+    dy = torch.randn_like(y)
+    expected, = torch.autograd.grad(y, x, dy)
+    up_b, down_b, pad_b, flip_b = fused.adjoint_arguments(x.shape[2:], y.shape[2:], (4, 4), (up, up), (down, down),
+                                                          padding, False)
+    actual, _ = emulate_tiled(tiled_emulation, dy, f, up_b[0], down_b[0], pad_b, flip_b, 4.0, tile=(3, 3, 3))
+    torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tiled_plans_fit_shared_memory(tiled_emulation, channels_last):
+    """For StyleGAN2's layers (4² … 1024², 3 … 512 channels, the 4-tap filter and a 2-D 8×8 one, float32 and
+    float64 accumulators) the plan fits 48 KiB of shared memory, covers the output exactly once, and gives a
+    block about a thousand outputs (≥ 512 where the image and channels allow)."""
+    for resolution, channels, (up, down), f_shape, dtype in itertools.product(
+            [4, 8, 64, 256, 1024], [3, 512], fused.TILED_FACTORS, [(4,), (8, 8)], [torch.float32, torch.float64]):
+        size = resolution // up
+        taps = f_shape[0]  # the padding of upsample2d, downsample2d and filter2d
+        padding = ((taps + up - 1) // 2, (taps - up) // 2) * 2 if up > 1 else ((taps - down + 1) // 2, (taps - down) // 2) * 2
+        (tile_w, tile_h, tile_c, _, _, blocks, shared), (out_h, out_w) = plan_tiled(
+            tiled_emulation, (1, channels, size, size), channels_last, dtype, torch.ones(f_shape), up, down, padding)
+        case = f"{resolution}², {channels} channels, up {up}, down {down}, filter {f_shape}, {dtype}"
+        assert shared <= 48 * 1024, case
+        assert blocks == math.ceil(out_w / tile_w) * math.ceil(out_h / tile_h) * math.ceil(channels / tile_c), case
+        if dtype == torch.float32 and out_h * out_w * channels >= 4096:
+            assert tile_w * tile_h * tile_c >= 512, f"{case}: {tile_w}×{tile_h}×{tile_c}"
 
 
 # --- fused vs reference: on a GPU the compiled kernels, on CPU a stand-in ---------------------------
@@ -135,11 +350,15 @@ SEPARABLE = [1.0, 3.0, 3.0, 1.0]  # the networks' resampling filter, applied as 
 
 
 class ReferenceKernels:
-    """Stand-in for the compiled extension on CPU: the kernels' three entry points (same signatures,
-    same conventions: integer activation codes, clamp < 0 = none, 2-D float32 filters, no autograd),
-    computed with the reference ops and, for the gradient, with the explicit masked slope. The fused
-    autograd wrappers (adjoint arguments, separable passes, first and second derivatives) then run in
-    CI exactly as they do on a GPU; only the arithmetic inside the kernels differs."""
+    """Stand-in for the compiled extension on CPU: the kernels' four entry points (same signatures,
+    same conventions: integer activation codes, clamp < 0 = none, float32 filters — 2-D for the generic
+    upfirdn2d, 1-D (separable) or 2-D for the tiled one — no autograd), computed with the reference ops
+    and, for the gradient, with the explicit masked slope. The fused autograd wrappers (adjoint
+    arguments, separable passes, first and second derivatives) then run in CI exactly as they do on a
+    GPU; only the arithmetic inside the kernels differs. `calls` names the upfirdn2d entry points used."""
+
+    def __init__(self):
+        self.calls: list[str] = []
 
     @staticmethod
     def bias_act_forward(x, b, dim, act, alpha, gain, clamp):
@@ -160,11 +379,18 @@ class ReferenceKernels:
             slope = torch.where(u.abs() > clamp, 0.0, slope).to(v.dtype)
         return (dy * slope).to(dy.dtype)
 
-    @staticmethod
-    def upfirdn2d(x, f, up_x, up_y, down_x, down_y, x0, x1, y0, y1, flip_filter, gain):
+    def upfirdn2d(self, x, f, up_x, up_y, down_x, down_y, x0, x1, y0, y1, flip_filter, gain):
         assert f.ndim == 2 and f.dtype == torch.float32, "the kernel takes 2-D float32 filters"
+        self.calls.append("generic")
         with torch.no_grad():
             return upfirdn2d_reference(x, f, (up_x, up_y), (down_x, down_y), (x0, x1, y0, y1), flip_filter, gain)
+
+    def upfirdn2d_tiled(self, x, f, up, down, x0, x1, y0, y1, flip_filter, gain, tile_w, tile_h, tile_c):
+        assert f.ndim in (1, 2) and f.dtype == torch.float32, "the kernel takes 1-D or 2-D float32 filters"
+        assert (up, down) in fused.TILED_FACTORS and min(tile_w, tile_h, tile_c) >= 0
+        self.calls.append("tiled")
+        with torch.no_grad():
+            return upfirdn2d_reference(x, f, up, down, (x0, x1, y0, y1), flip_filter, gain)
 
 
 @pytest.fixture(params=["cpu", "cuda"])
@@ -186,7 +412,16 @@ def device(request, monkeypatch):
     if request.param == "cpu":
         fused._state.update(saved)
     else:
-        fused._state["mode"] = saved["mode"]
+        fused._state.update(mode=saved["mode"], upfirdn2d_kernel=saved["upfirdn2d_kernel"], tile=saved["tile"])
+
+
+# the upfirdn2d kernels the parity tests run: the generic one, the tiled one with its planner's tiles, and
+# with 3×2-sample, 2-channel tiles (tile edges everywhere in small images, partial channel blocks)
+KERNELS = {"generic": ("generic", None), "tiled": ("tiled", None), "tiled-small": ("tiled", (3, 2, 2))}
+
+
+def _use_kernel(kernel: str) -> None:
+    fused.set_upfirdn2d_kernel(*KERNELS[kernel])
 
 
 def _derivatives(fn, inputs, seed=0):
@@ -265,24 +500,51 @@ def test_bias_act_parity(device, dtype, act, clamp, channels_last):
     _assert_parity(fast, slow, dtype)
 
 
-@pytest.mark.parametrize("up,down,padding,filter_hw", GEOMETRIES + [((2, 2), (1, 1), (2, 1, 2, 1), None),
-                                                                   ((1, 1), (2, 2), (1, 1, 1, 1), None)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+UPFIRDN2D_CASES = GEOMETRIES + [  # and 1-D (separable) filters: the networks' (None), random ones (a length)
+    ((2, 2), (1, 1), (2, 1, 2, 1), None),
+    ((1, 1), (2, 2), (1, 1, 1, 1), None),
+    ((1, 1), (1, 1), (2, 1, 2, 1), None),
+    ((2, 2), (1, 1), (3, 2, 3, 2), (5,)),
+    ((1, 1), (2, 2), (2, 1, -1, 3), (6,)),
+]
+
+
+def _upfirdn2d_cases():
+    """Every case with the generic kernel; the tiled kernel (both tile plans) where it applies."""
+    for up, down, padding, filter_hw in UPFIRDN2D_CASES:
+        shape = (len(SEPARABLE),) if filter_hw is None else filter_hw
+        kernels = ["generic"] + (["tiled", "tiled-small"] if fused.tiled_supports(shape, up, down) else [])
+        for kernel in kernels:
+            yield pytest.param(up, down, padding, filter_hw, kernel,
+                               id=f"{kernel}-up{up}-down{down}-pad{padding}-f{filter_hw or 'sep4'}")
+
+
+@pytest.mark.parametrize("up,down,padding,filter_hw,kernel", list(_upfirdn2d_cases()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_upfirdn2d_parity(device, up, down, padding, filter_hw, dtype, channels_last):
-    """2-D filters of every geometry, and the networks' separable 1-D filter (None) up and down by 2."""
+def test_upfirdn2d_parity(device, up, down, padding, filter_hw, kernel, dtype, channels_last):
+    """2-D filters of every geometry, the networks' separable 1-D filter (None) and random 1-D ones (a
+    length), on each kernel that takes them; on CPU the stand-in also shows which entry point ran."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 11, device=device).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    f = setup_filter(SEPARABLE, device=device) if filter_hw is None else torch.randn(filter_hw, device=device)
+    if filter_hw is None:
+        f = setup_filter(SEPARABLE, device=device)
+    else:
+        f = torch.randn(filter_hw, device=device)
+    _use_kernel(kernel)
     fast, slow = _both_paths(lambda x: upfirdn2d(x, f, up=up, down=down, padding=padding, gain=2.0), [x])
     _assert_parity(fast, slow, dtype)
+    if device.type == "cpu":
+        assert set(fused._state["module"].calls) == {KERNELS[kernel][0]}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_parity_at_a_realistic_size(device, dtype):
+@pytest.mark.parametrize("kernel", ["generic", "tiled"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_parity_at_a_realistic_size(device, dtype, kernel):
     """A 256²-generator layer: 2× upsampling then bias + lrelu + clamp on 128 channels at 128², channels_last."""
+    _use_kernel(kernel)
     torch.manual_seed(0)
     x = torch.randn(4, 128, 64, 64, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
     b = torch.randn(128, device=device).to(dtype)
@@ -324,9 +586,11 @@ def _network_gradients(G, D, z, mode: str) -> dict:
     return {name: g for (name, _), g in zip(named, grads)}
 
 
-def test_networks_parity_with_r1_and_path_length_gradients(device):
+@pytest.mark.parametrize("kernel", ["generic", "tiled"])
+def test_networks_parity_with_r1_and_path_length_gradients(device, kernel):
     """float32: every parameter's gradient agrees between the fused and reference ops, relative to that
     gradient's own scale (gradients here reach 1e5: an absolute tolerance would test nothing useful)."""
+    _use_kernel(kernel)
     G, D = _networks(device, 0)
     z = torch.randn(4, 32, device=device, generator=torch.Generator(device=device).manual_seed(1))
     fast, slow = _network_gradients(G, D, z, "require"), _network_gradients(G, D, z, "reference")
@@ -335,7 +599,8 @@ def test_networks_parity_with_r1_and_path_length_gradients(device):
     assert errors[worst] <= 1e-4, f"{worst}: max |fused − reference| is {errors[worst]:.2e} of its largest value"
 
 
-def test_mixed_precision_is_as_accurate_with_fused_ops(device):
+@pytest.mark.parametrize("kernel", ["generic", "tiled"])
+def test_mixed_precision_is_as_accurate_with_fused_ops(device, kernel):
     """float16 in the top two resolutions: both paths round, so they are compared with the float32
     gradients of the same weights. The fused kernels must overflow only where the reference ops do
     (the trainer zeroes such values) and be no less accurate than the reference ops, parameter by
@@ -343,6 +608,7 @@ def test_mixed_precision_is_as_accurate_with_fused_ops(device):
     value for one discriminator bias: float16 cancellation in a sum, not a property of either path.)"""
     if device.type == "cpu":
         pytest.skip("CPU computes in float32 whatever num_fp16_res says (test_gan_networks)")
+    _use_kernel(kernel)
     G16, D16 = _networks(device, 2)
     G32, D32 = _networks(device, 0, like=(G16, D16))
     z = torch.randn(4, 32, device=device, generator=torch.Generator(device=device).manual_seed(1))
