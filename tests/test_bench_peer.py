@@ -230,7 +230,7 @@ def test_gan_peer_quick_on_cpu_records_equal_settings_and_the_ratio(tmp_path):
     # ours beside it, same sizes and clock: the ratio is the peer's sec/kimg over ours
     assert (ratio["what"], ratio["ours_variant"], ratio["ours"]["steps"]) == ("gan_peer_vs_ours", "reference-fp32", 16)
     assert ratio["ours_speedup"] == pytest.approx(ratio["peer_sec_per_kimg"] / ratio["ours_sec_per_kimg"], rel=1e-2)
-    assert ratio["ours"]["backend_flags"]["cudnn_benchmark"] is False  # ours ran with PyTorch's defaults
+    assert ratio["ours"]["backend_flags"] == peer_row["backend_flags"]  # like for like: their cuDNN/TF32 settings
 
 
 def test_the_mixed_peer_variant_is_refused_on_cpu(tmp_path, capsys):

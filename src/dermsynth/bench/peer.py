@@ -18,8 +18,8 @@ calling `StyleGAN2Loss.accumulate_gradients` with gain = the phase's interval, r
 stepping Adam, whose learning rate and betas carry the lazy-regularisation ratio interval/(interval + 1); then the
 G_ema update (half-life `ema_kimg`, ramp-up `ema_rampup`) and, every `ada_interval` (4) steps, their ADA
 adjustment of p from the collected signs of D(real). Their loop's cuDNN settings (benchmark on, TF32 off) are in
-effect while the peer builds and runs (`their_backend_flags`) and ours run with PyTorch's defaults; both are
-recorded. Real images come from the same in-memory uint8 tensor as ours, in the same seeded order
+effect while the peer builds and runs (`their_backend_flags`), and while ours is timed beside it (`--compare`), so
+the ratio compares like with like; both are recorded. Real images come from the same in-memory uint8 tensor as ours, in the same seeded order
 (`gan.training.ResumableBatches`), x-flipped at random like ours (`mirror`); data loading is outside both clocks.
 
 Their code was written for PyTorch 1.7–1.9; what no longer works on today's PyTorch is patched at run time, in
@@ -527,8 +527,8 @@ DIFFERENCES = [
     "plugins on CUDA when they build (see `ops`), reference on CPU",
     "R1/path-length inner gradients: theirs through conv2d_gradfix with no_weight_gradients (CUDA); ours through "
     "PyTorch's own double backward",
-    "backend flags: their loop sets cudnn.benchmark on and TF32 off (see `backend_flags`); ours runs with PyTorch's "
-    "defaults",
+    "backend flags: their loop's cudnn.benchmark on and TF32 off, ours timed under the same (`backend_flags`); "
+    "`dermsynth gan train` itself runs with PyTorch's defaults (cuDNN TF32 on)",
     "host synchronisations: ours reads nothing back in the step (statistics stay on the device until a tick); "
     "theirs reads ADA's statistics back every 4 steps (training_stats.Collector.update) and copies the real batch "
     "synchronously, as their loop does",
@@ -631,13 +631,15 @@ def _run_peer(peer, config: dict, images, device, args) -> dict:
 
 
 def _run_ours(args, variant: str, images, device) -> tuple[object, dict | None]:
-    """Build our trainer for `variant` and, with `--compare`, time it: (trainer, {'timed', 'fields'} or None)."""
+    """Build our trainer for `variant` and, with `--compare`, time it under the peer's backend settings
+    (`their_backend_flags`): (trainer, {'timed', 'fields'} or None)."""
     cuda_ops, num_fp16_res, compiled = GAN_TRAIN_VARIANTS[variant]
     trainer = _trainer(args, cuda_ops, num_fp16_res, compiled, images, device)
     if not args.compare:
         return trainer, None
-    flags = backend_flags()
-    timed = time_training(trainer, args.warmup, args.steps, args.batch, device)
+    with their_backend_flags():  # the same cuDNN autotuning and no TF32 on both sides: a like-for-like ratio
+        flags = backend_flags()
+        timed = time_training(trainer, args.warmup, args.steps, args.batch, device)
     return trainer, {"timed": timed, "fields": {**_timed_row(timed), "backend_flags": flags,
                                                 "augment_p_end": round(float(trainer.augment.p), 6)}}
 

@@ -20,11 +20,12 @@ toolkit lacks are taken from NVIDIA's pip wheels that torch depends on. Nothing 
 compile: `compile_extension` builds for the architectures in $TORCH_CUDA_ARCH_LIST.
 
 upfirdn2d kernels (`set_upfirdn2d_kernel`, or `$DERMSYNTH_UPFIRDN2D_KERNEL`):
-    auto       the tiled kernel (cuda/upfirdn2d_tiled.cu: shared-memory tiles, polyphase 2× up, 2× down,
-               separable 1-D filters in one launch) where it applies (`tiled_supports`), the generic
-               one-thread-per-output kernel (cuda/upfirdn2d.cu) elsewhere
-    generic    always the generic kernel (two launches for a separable filter)
-    tiled      the tiled kernel; a geometry it does not cover is an error
+    auto       for now the generic kernel: the tiled one has only run emulated on the CPU so far, and becomes
+               auto's choice where it applies (`tiled_supports`) once its parity tests pass on a GPU
+               (bench/gpu-check; docs/benchmarks.md, "GPU check")
+    generic    the generic one-thread-per-output kernel (cuda/upfirdn2d.cu; two launches for a separable filter)
+    tiled      the tiled kernel (cuda/upfirdn2d_tiled.cu: shared-memory tiles, polyphase 2× up, 2× down,
+               separable 1-D filters in one launch); a geometry it does not cover is an error
 
 Gradients: bias_act's kernels cover the piecewise-linear activations (linear, relu, lrelu), whose
 gradient is a masked scaling and whose second derivative vanishes almost everywhere, so R1 and
@@ -381,7 +382,7 @@ def upfirdn2d_kernel_for(filter_shape, up, down) -> str:
     if choice not in UPFIRDN2D_KERNELS:
         raise ValueError(f"unknown upfirdn2d kernel {choice!r} ($DERMSYNTH_UPFIRDN2D_KERNEL); "
                          f"choose from {', '.join(UPFIRDN2D_KERNELS)}")
-    if choice != "generic" and tiled_supports(filter_shape, up, down):
+    if choice == "tiled" and tiled_supports(filter_shape, up, down):  # auto: generic until GPU parity (docstring)
         return "tiled"
     if choice == "tiled":
         raise FusedOpsError(f"the tiled upfirdn2d kernel does not cover up={up}, down={down} with a filter of shape "
