@@ -32,11 +32,20 @@ def _run(tmp_path, *extra, timeout=900):
 def test_quick_cpu_run_completes_every_step(tmp_path):
     result, out = _run(tmp_path, "--device", "cpu", "--quick", "--budget", "600")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["gpu-check.log", "junit-parity.xml", "results.json",
-                                                     "results.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-check.log", "junit-no-sync.xml", "junit-parity.xml",
+                                                     "profile", "results.json", "results.md"]
+    assert {"profile.json", "profile.md", "graph_breaks.json"} <= {p.name for p in (out / "profile").iterdir()}
     results = json.loads((out / "results.json").read_text())
     status = {s["step"]: s["status"] for s in results["steps"]}
     assert status["environment"] == status["parity"] == status["gan-train:reference-fp32"] == "ok"
+    assert status["no-sync"] == status["profile"] == status["graph-breaks"] == "ok"
+    assert results["profile"]["profile.json"]["phase_labels"] == "present"
+    peer_present = (REPO / "bench/peers/stylegan2-ada-pytorch/training/networks.py").is_file()
+    assert status["peer"] == ("ok" if peer_present else "skipped")  # CI has no copy: skipped, saying how to get one
+    if peer_present:
+        ratio, = [r for r in results["peer"] if r["what"] == "gan_peer_vs_ours"]
+        assert ratio["ours_speedup"] > 0 and "| peer-fp32 | reference-fp32 |" in (out / "results.md").read_text()
+    assert status["gan-train:fused-fp32-tiled"] == "skipped"  # fused variants: CUDA only
     assert status["gan-flops"] == "ok" and results["gan_flops"]["flops_per_kimg"] > 0
     assert all(status[s] == "ok" for s in ("metrics", "classify-train", "project", "invert"))
     assert status["install"] == status["build"] == status["gan-train:fused-fp32-compiled"] == "skipped"
