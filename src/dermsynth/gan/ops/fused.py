@@ -22,7 +22,7 @@ compile: `compile_extension` builds for the architectures in $TORCH_CUDA_ARCH_LI
 upfirdn2d kernels (`set_upfirdn2d_kernel`, or `$DERMSYNTH_UPFIRDN2D_KERNEL`):
     auto       for now the generic kernel: the tiled one has only run emulated on the CPU so far, and becomes
                auto's choice where it applies (`tiled_supports`) once its parity tests pass on a GPU
-               (bench/gpu-check; docs/benchmarks.md, "GPU check")
+               (bench/gpu-check; the GPU check section of docs/benchmarks.md)
     generic    the generic one-thread-per-output kernel (cuda/upfirdn2d.cu; two launches for a separable filter)
     tiled      the tiled kernel (cuda/upfirdn2d_tiled.cu: shared-memory tiles, polyphase 2× up, 2× down,
                separable 1-D filters in one launch); a geometry it does not cover is an error
