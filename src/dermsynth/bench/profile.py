@@ -332,32 +332,9 @@ def summarise(events, steps: int, cuda: bool) -> dict:
         if categorised[key] == "other":
             other[name] += us
 
-    if cuda:
-        device_events = [(e, device_kind(e)) for e in events if e.device_type == DeviceType.CUDA]
-        device_events = [(e, k) for e, k in device_events if k and begin <= e.time_range.start < end]
-        ops = {e.id: e for e in cpu if getattr(e, "linked_correlation_id", 0) == 0}
-        runtime = {e.id: e for e in cpu if e.name in LAUNCH_RUNTIME}
-        for e, _kind in device_events:
-            linked = getattr(e, "linked_correlation_id", 0)
-            launcher = (ops.get(linked) if linked else None) or runtime.get(e.id)
-            t = launcher.time_range.start if launcher is not None else e.time_range.start
-            add(e.name, e.name, launcher, phases.at(t) if labelled else None, e.time_range.end - e.time_range.start)
-        kinds = Counter(k for _, k in device_events)
-        launches = {"kernels_per_step": round(kinds["kernel"] / steps, 1),
-                    "runtime_launch_calls_per_step": round(sum(e.name in LAUNCH_RUNTIME for e in cpu) / steps, 1),
-                    "memcpy_per_step": round(kinds["memcpy"] / steps, 1),
-                    "memset_per_step": round(kinds["memset"] / steps, 1)}
-        idle = gpu_idle([(e.time_range.start, e.time_range.end) for e, _ in device_events], begin, end)
-        basis = "self device time (CUDA kernels, memcpy, memset)"
-    else:
-        for e in cpu:
-            add(e.name, None, e, phases.at(e.time_range.start) if labelled else None, e.self_cpu_time_total)
-        aten = [e for e in cpu if e.name.startswith("aten::")]
-        outer = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
-        launches = {"aten_ops_per_step": round(len(aten) / steps, 1),
-                    "top_level_aten_ops_per_step": round(len(outer) / steps, 1)}
-        idle = None
-        basis = "self CPU time"
+    at = phases.at if labelled else (lambda t: None)
+    launches, idle, basis = (_walk_device(events, cpu, begin, end, steps, add, at) if cuda
+                             else _walk_cpu(cpu, steps, add, at))
     total = sum(top.values()) or 1.0
     ranked = sorted(top, key=top.get, reverse=True)[:TOP]
     in_steps = [e for e in cpu if step_spans.at(e.time_range.start)]
@@ -385,6 +362,38 @@ def summarise(events, steps: int, cuda: bool) -> dict:
                   "runtime_syncs_by_name": dict(runtime_syncs)},
         "gpu_idle": idle,
     }
+
+
+def _walk_device(events, cpu, begin: float, end: float, steps: int, add, at) -> tuple[dict, dict, str]:
+    """CUDA: each kernel, memcpy and memset of the window to `add`, under the phase of the CPU op that launched it;
+    (launches per step, GPU idle, the basis of the shares)."""
+    device_events = [(e, device_kind(e)) for e in events if e.device_type == DeviceType.CUDA]
+    device_events = [(e, k) for e, k in device_events if k and begin <= e.time_range.start < end]
+    ops = {e.id: e for e in cpu if getattr(e, "linked_correlation_id", 0) == 0}
+    runtime = {e.id: e for e in cpu if e.name in LAUNCH_RUNTIME}
+    for e, _kind in device_events:
+        linked = getattr(e, "linked_correlation_id", 0)
+        launcher = (ops.get(linked) if linked else None) or runtime.get(e.id)
+        t = launcher.time_range.start if launcher is not None else e.time_range.start
+        add(e.name, e.name, launcher, at(t), e.time_range.end - e.time_range.start)
+    kinds = Counter(k for _, k in device_events)
+    launches = {"kernels_per_step": round(kinds["kernel"] / steps, 1),
+                "runtime_launch_calls_per_step": round(sum(e.name in LAUNCH_RUNTIME for e in cpu) / steps, 1),
+                "memcpy_per_step": round(kinds["memcpy"] / steps, 1),
+                "memset_per_step": round(kinds["memset"] / steps, 1)}
+    idle = gpu_idle([(e.time_range.start, e.time_range.end) for e, _ in device_events], begin, end)
+    return launches, idle, "self device time (CUDA kernels, memcpy, memset)"
+
+
+def _walk_cpu(cpu, steps: int, add, at) -> tuple[dict, None, str]:
+    """CPU: each op's self time to `add`; (aten op calls per step, no GPU idle, the basis of the shares)."""
+    for e in cpu:
+        add(e.name, None, e, at(e.time_range.start), e.self_cpu_time_total)
+    aten = [e for e in cpu if e.name.startswith("aten::")]
+    outer = [e for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+    launches = {"aten_ops_per_step": round(len(aten) / steps, 1),
+                "top_level_aten_ops_per_step": round(len(outer) / steps, 1)}
+    return launches, None, "self CPU time"
 
 
 def gpu_idle(busy: list[tuple[float, float]], begin: float, end: float) -> dict:
