@@ -41,16 +41,29 @@ class World:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor / self.size
 
-    def average_gradients(self, parameters) -> None:
+    def average_gradients(self, parameters, nan_to_num: bool = False) -> None:
         """Replace each gradient of `parameters` (those requiring grad; a missing gradient counts as zeros) by its
-        mean over ranks, in one all-reduce of a flat buffer."""
-        params = [p for p in parameters if p.requires_grad]
-        if self.size == 1 or not params:
+        mean over ranks, in one all-reduce of a flat buffer per dtype. With `nan_to_num`, NaNs → 0 and ±∞ → ±1e5 in
+        the same buffer (a rare overflow in reduced precision must not poison the weights; in a single process only
+        the gradients that exist are touched). A gradient keeps its own memory layout (e.g. channels_last)."""
+        averaging = self.size > 1
+        if not averaging and not nan_to_num:
             return
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-        flat = self.mean(flat)
-        for p, grad in zip(params, flat.split([p.numel() for p in params])):
-            p.grad = grad.view_as(p).clone()
+        params = [p for p in parameters if (p.requires_grad if averaging else p.grad is not None)]
+        by_dtype: dict[torch.dtype, list] = {}
+        for p in params:
+            by_dtype.setdefault(p.dtype, []).append(p)
+        for group in by_dtype.values():
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in group])
+            if averaging:
+                flat = self.mean(flat)
+            if nan_to_num:
+                torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+            for p, grad in zip(group, flat.split([p.numel() for p in group])):
+                if p.grad is not None and not p.grad.is_contiguous():
+                    p.grad.copy_(grad.view(p.shape))
+                else:
+                    p.grad = grad.view(p.shape)
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Make every rank start from rank 0's parameters and buffers."""

@@ -200,30 +200,6 @@ def _load_optimiser(optimiser: torch.optim.Optimizer, state: dict, device: torch
                                                 device=p.device if chosen.get("fused") else "cpu").clone()
 
 
-def _nan_to_num_grads(params: list, average=None) -> None:
-    """Gradients of `params` averaged over ranks (`average`, a flat tensor → its mean; None: one process) and their
-    NaNs → 0, ±∞ → ±1e5 (a rare overflow in reduced precision must not poison the weights): one flat buffer per
-    dtype, one `nan_to_num_` over it, each gradient then a view of it. With `average`, a parameter that requires a
-    gradient but got none counts as zeros (as `World.average_gradients`); without, it keeps none (Adam skips it)."""
-    if average is not None:
-        params = [p for p in params if p.requires_grad]
-    else:
-        params = [p for p in params if p.grad is not None]
-    by_dtype: dict[torch.dtype, list] = {}
-    for p in params:
-        by_dtype.setdefault(p.dtype, []).append(p)
-    for group in by_dtype.values():
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in group])
-        if average is not None:
-            flat = average(flat)
-        torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
-        for p, grad in zip(group, flat.split([p.numel() for p in group])):
-            if p.grad is not None and not p.grad.is_contiguous():
-                p.grad.copy_(grad.view(p.shape))  # keep the gradient's own layout (e.g. channels_last)
-            else:
-                p.grad = grad.view(p.shape)
-
-
 class GanTrainer:
     """One StyleGAN2 training run in memory: G, D, G_ema, their optimisers, ADA and the data order; `step()` runs
     one minibatch without reading anything back from the device, `check_diverged()` is the one read the caller
@@ -357,7 +333,7 @@ class GanTrainer:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in optimiser.param_groups for p in group["params"]]
-        _nan_to_num_grads(params, self.world.mean if self.world.size > 1 else None)
+        self.world.average_gradients(params, nan_to_num=True)  # and NaN/∞ → finite, in one flat buffer
         optimiser.step()
 
     def _update_ema(self) -> None:
