@@ -44,11 +44,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from ..devices import choose_device
 from ..errors import ConfigError
 from ..gan.ops import fused
+from ..gan.training import PHASES  # the labels GanTrainer.step puts on its phases
 from ..locks import exclusive
 from ..outputs import check_writable, write_json, write_text
 from .gan import CYCLE, GAN_TRAIN_VARIANTS, _trainer
 
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg", "ema", "ada")
 UNLABELLED = "unlabelled"
 STEP_LABEL, WINDOW_LABEL, AUGMENT_LABEL = "dermsynth.step", "dermsynth.window", "augment"
 STACK_STEPS = 4
