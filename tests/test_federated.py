@@ -301,6 +301,7 @@ def test_a_tls_run_with_authenticated_supernodes_trains_the_same_model_as_the_in
     assert not _flower_processes(out)
 
 
+@pytest.mark.slow  # ≈ 2½ minutes: six rounds of SuperLink, SuperNodes and ClientApp processes
 def test_a_run_killed_after_round_2_resumes_at_round_3_and_equals_the_uninterrupted_run(simulated_run,
                                                                                        federation_data, tmp_path):
     raw, root = federation_data

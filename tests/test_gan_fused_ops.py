@@ -126,6 +126,7 @@ def test_build_tag_changes_with_the_sources(monkeypatch, tmp_path):
     assert fused.build_tag() != tag and fused.build_tag().endswith(tag.split("-", 1)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.workflow  # minutes: 4 CUDA sources × 2 architectures on the 2-core CPU machine (docs/benchmarks.md)
 @pytest.mark.timeout(2400)
 @pytest.mark.skipif(fused.toolkit_problem() is not None, reason=f"cannot compile: {fused.toolkit_problem()}")

@@ -29,6 +29,7 @@ def _run(tmp_path, *extra, timeout=900):
     return result, out
 
 
+@pytest.mark.slow  # ≈ 3 minutes: every step once at tiny sizes (run it before taking the script to a GPU)
 def test_quick_cpu_run_completes_every_step(tmp_path):
     result, out = _run(tmp_path, "--device", "cpu", "--quick", "--budget", "600")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

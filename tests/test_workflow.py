@@ -101,6 +101,7 @@ def test_a_wrong_config_key_stops_the_run_and_is_named(tmp_path):
     assert "unknown key 'datasets.isic.federated.hospitalz'" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # `pytest -m slow`: the whole mini-DAG and 20 dry runs (≈ 11–12 min on 2 cores)
 @pytest.mark.timeout(1800)  # the whole mini-DAG of every stage (≈ 10–12 min on 2 cores; the default guard is 15)
 def test_data_stage_runs_for_real_and_reruns_only_what_changed(tmp_path):
     raw = demo_config(tmp_path)
