@@ -133,3 +133,17 @@ def test_image_fid_and_kid_grow_with_a_colour_shift(tmp_path, images):
         kids.append(kid(real, fake, subset_size=16))
     assert fids == sorted(fids) and fids[0] > 0
     assert kids == sorted(kids) and kids[-1] > 0
+
+
+def test_the_random_inception_is_built_once_per_process_and_each_caller_gets_its_own_copy():
+    """Built once (seconds: its BatchNorm calibration), deep-copied per caller: a copy holds exactly the weights and
+    statistics of a fresh build, and changing one copy changes no other."""
+    first, second = extractors._RandomInception(), extractors._RandomInception()
+    fresh = extractors._build_random_inception().state_dict()
+    assert list(first.net.state_dict()) == list(fresh)
+    assert all(torch.equal(value, fresh[name]) for name, value in first.net.state_dict().items())
+    weight = next(first.net.parameters())
+    with torch.no_grad():
+        weight.add_(1.0)
+    assert not torch.equal(weight, next(second.net.parameters()))
+    assert torch.equal(next(second.net.parameters()), next(iter(fresh.values())))
