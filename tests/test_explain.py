@@ -102,5 +102,7 @@ def test_xrai_puts_the_attribution_where_the_decision_is_made(tmp_path):
         inside = heatmap[:16, :16].mean()
         outside = np.concatenate([heatmap[16:].ravel(), heatmap[:16, 16:].ravel()]).mean()
         assert inside > 2 * outside
-    xrai_figure(images, heatmaps, ["a", "b"], tmp_path / "xrai.png")
+    xrai_figure(images, heatmaps, ["a", "b"], tmp_path / "xrai.png", heading="XRAI — random-init classifier")
     assert (tmp_path / "xrai.png").stat().st_size > 5_000
+    from dermsynth.outputs import read_figure_labels
+    assert read_figure_labels(tmp_path / "xrai.png")["title"] == "XRAI — random-init classifier"

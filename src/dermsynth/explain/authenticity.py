@@ -213,7 +213,7 @@ def _run_authenticity(options: AuthenticityOptions, projections, model, saved: d
     write_embedding_views(table, real, projected, coordinates, title, out_dir)
     _pairs_figure(table, store, projections, out_dir / "pairs.png", str(weights))
     _cases_figure(table, store, out_dir / "cases.png", str(weights))
-    _explain_cases(model, table, store, saved["classes"], resolution, options, out_dir, device)
+    _explain_cases(model, table, store, saved["classes"], resolution, options, out_dir, device, str(weights))
     summary = _summary(table, saved, classifier_dir, projection_npz, options)
     write_json(out_dir / "authenticity.json", summary)
     print(f"authenticity {gan}: {len(table)} images, median distance to projection "
@@ -280,8 +280,9 @@ def _cases_figure(table: pd.DataFrame, store, out_png: Path, weights: str) -> No
 
 
 def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolution: int,
-                   options: AuthenticityOptions, out_dir: Path, device) -> None:
-    """XRAI heatmaps of the classifier's predicted class for the first edge and central cases."""
+                   options: AuthenticityOptions, out_dir: Path, device, weights: str) -> None:
+    """XRAI heatmaps of the classifier's predicted class for the first edge and central cases; the figure's title
+    says when the classifier started from random-init weights."""
     count = options.xrai_images
     chosen = pd.concat([table[table["case"] == "edge"].sort_values(["margin", "key"])[:count],
                         table[table["case"] == "central"].sort_values(["distance_to_class_centroid", "key"])[:count]])
@@ -293,7 +294,8 @@ def _explain_cases(model, table: pd.DataFrame, store, classes: list[str], resolu
              heatmaps=heatmaps)
     titles = [f"{row.case}: {row.key}\n{row.label} → {row.predicted} (margin {row.margin:.2f})"
               for row in chosen.itertuples()]
-    xrai_figure(images, heatmaps, titles, out_dir / "xrai.png")
+    xrai_figure(images, heatmaps, titles, out_dir / "xrai.png",
+                heading=f"XRAI of the predicted class{_random_init(weights)}")
 
 
 def _summary(table, saved, classifier_dir, projection_npz, options: AuthenticityOptions) -> dict:

@@ -39,9 +39,9 @@ def xrai_heatmaps(model, images: torch.Tensor, class_indices: list[int], resolut
 
 
 def xrai_figure(images: torch.Tensor, heatmaps: np.ndarray, titles: list[str], out_png: Path,
-                top_fraction: float = 0.3) -> None:
+                top_fraction: float = 0.3, heading: str = "") -> None:
     """One column per image: the image, its XRAI heatmap, and the image shown only in its most salient
-    `top_fraction` of pixels."""
+    `top_fraction` of pixels; `heading` heads the figure (say there when the classifier's weights were random-init)."""
     pictures = resize(images, heatmaps.shape[-1]).permute(0, 2, 3, 1).numpy()
     figure, axes = plt.subplots(3, len(pictures), figsize=(2 * len(pictures), 6.4), squeeze=False)
     for column, (picture, heatmap, title) in enumerate(zip(pictures, heatmaps, titles)):
@@ -55,6 +55,8 @@ def xrai_figure(images: torch.Tensor, heatmaps: np.ndarray, titles: list[str], o
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
+    if heading:
+        figure.suptitle(heading, fontsize=8)
     figure.tight_layout()
     save_figure(out_png, figure, dpi=110)
     plt.close(figure)
