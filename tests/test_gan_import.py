@@ -11,11 +11,15 @@ import os
 import pickle
 import pickletools
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from dermsynth.cli import main
+from dermsynth.gan.generate import generate_images
 from dermsynth.gan.interop.checkpoint import read_checkpoint
 from dermsynth.gan.interop.imported import CheckpointImportError, networks
 from dermsynth.gan.interop.nvidia import filter_2d, imported_from_records, write_nvidia_pickle
@@ -504,6 +508,35 @@ def test_nvidia_pickle_round_trip_gives_identical_images(tmp_path, c_dim, capsys
     c = torch.eye(3)[[0, 1, 2, 0]] if c_dim else None
     with torch.no_grad():  # the projection's label mapping is rescaled (lr_multiplier 0.01 ↔ 1): equal to rounding
         torch.testing.assert_close(D2(img, c), D(img, c), rtol=1e-5, atol=1e-6)
+
+
+def test_a_conditional_import_is_named_with_classes_and_generate_picks_a_class_by_name(tmp_path, capsys):
+    """Published conditional pickles hold no class names: `--classes` records them in label order for
+    `gan generate --class`; without them the import says how to name them and generate refuses in one line."""
+    G_ema, G, D = _networks(c_dim=3)
+    pkl = tmp_path / "network.pkl"
+    write_nvidia_pickle(pkl, G_ema, G, D)
+    assert main(["gan", "import", str(pkl), "--out", str(tmp_path / "unnamed.pt")]) == 0
+    assert "import it again with --classes" in capsys.readouterr().err
+    assert "classes" not in json.loads((tmp_path / "unnamed.json").read_text())
+    assert main(["gan", "generate", "--network", str(tmp_path / "unnamed.pt"), "--seeds", "0", "--class", "nv",
+                 "--out", str(tmp_path / "none"), "--device", "cpu"]) == 2
+    assert "--classes NAME" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+    for wrong in ("mel,nv", "mel,nv,nv", "mel,,bcc"):
+        assert main(["gan", "import", str(pkl), "--classes", wrong, "--out", str(tmp_path / "x.pt")]) == 2
+        assert "give 3 distinct names" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    assert main(["gan", "import", str(pkl), "--classes", "mel, nv ,bcc", "--out", str(tmp_path / "named.pt")]) == 0
+    record = json.loads((tmp_path / "named.json").read_text())
+    assert record["classes"] == record["trained_on_classes"] == ["mel", "nv", "bcc"]
+    assert record["provenance"]["config"]["classes"] == ["mel", "nv", "bcc"]
+    assert main(["gan", "generate", "--network", str(tmp_path / "named.pt"), "--seeds", "0-1", "--class", "nv",
+                 "--out", str(tmp_path / "nv"), "--device", "cpu"]) == 0
+    made = sorted((tmp_path / "nv").glob("*.png"))
+    expected = generate_images(load_generator(tmp_path / "named.pt"), [0, 1], class_index=1)  # label 1 = "nv"
+    assert len(made) == 2 and set(pd.read_csv(tmp_path / "nv" / "manifest.csv")["label"]) == {"nv"}
+    for image, png in zip(expected, made):
+        assert np.array_equal(np.asarray(Image.open(png)), image.permute(1, 2, 0).numpy())
 
 
 def test_nvidia_record_state_is_read_as_data_the_stored_source_never_runs(tmp_path):

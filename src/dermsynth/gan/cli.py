@@ -66,13 +66,35 @@ def _import_network(args) -> None:
     from ..provenance import provenance
     from .interop.checkpoint import read_checkpoint
     from .interop.imported import write_imported
-    summary = write_imported(read_checkpoint(args.source), args.out)
-    write_json(_sidecar(args.out), {**summary, "provenance": provenance("gan-import", {"source": args.source})})
+    imported = read_checkpoint(args.source)
+    classes = _import_classes(args.classes, imported.architecture.c_dim, args.source)
+    summary = write_imported(imported, args.out)
+    if classes:  # what `gan generate --class` and the sample sheet read (network_classes)
+        summary.update(classes=classes, trained_on_classes=classes)
+    elif imported.architecture.c_dim:
+        summary["notes"].append(f"a conditional generator of {imported.architecture.c_dim} classes whose names the "
+                                "file does not hold: import it again with --classes NAME,… (in the order of its "
+                                "class labels) so that `gan generate --class NAME` can pick one")
+    write_json(_sidecar(args.out), {**summary, "provenance": provenance("gan-import", {"source": args.source,
+                                                                                        "classes": classes})})
     arch = summary["architecture"]
     print(f"gan import: {args.out} ← {args.source} ({summary['format']}, sha256 {summary['sha256'][:12]}…; "
           f"{arch['resolution']}², c_dim {arch['c_dim']}; {', '.join(summary['networks'])})", file=sys.stderr)
     for note in summary["notes"]:
         print(f"gan import: note: {note}", file=sys.stderr)
+
+
+def _import_classes(text: str | None, c_dim: int, source: str) -> list[str]:
+    """--classes of `gan import`: one name per class label of a conditional generator, in label order."""
+    if text is None:
+        return []
+    names = [name.strip() for name in text.split(",")]
+    if not c_dim:
+        raise DermsynthError(f"--classes: {source} holds an unconditional generator (no class labels); leave it out")
+    if len(names) != c_dim or not all(names) or len(set(names)) != len(names):
+        raise DermsynthError(f"--classes {text!r}: {source} is conditional on {c_dim} classes; give {c_dim} distinct "
+                             "names, comma-separated, in the order of its class labels")
+    return names
 
 
 def _export_network(args) -> None:
@@ -139,6 +161,8 @@ def add_verbs(sub, top) -> None:
                  "from the file.")
     p.add_argument("source", help="the .pkl or .pt to import")
     p.add_argument("--out", required=True, help="the dermsynth network to write (network.pt; + network.json)")
+    p.add_argument("--classes", metavar="NAME,…", help="a conditional generator's class names, in the order of its "
+                   "class labels (published files do not hold them): recorded for `gan generate --class`")
 
     p = add_verb(sub, "export", _export_network, "Write a dermsynth generator in another format (rosinality's .pt: "
                  "g_ema, g, d, latent_avg, for e4e, HyperStyle and their projectors).")

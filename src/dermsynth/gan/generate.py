@@ -142,6 +142,10 @@ def generate(network: str | Path, seeds: list[int], out: str | Path, *, truncati
     classes, trained_on = network_classes(network)
     class_index = None
     if G.c_dim > 0:
+        if not classes:
+            raise ValueError(f"{network}: a conditional generator of {G.c_dim} classes whose names are not recorded "
+                             f"beside it ({Path(network).with_suffix('.json').name}): an imported one is named with "
+                             "`dermsynth gan import … --classes NAME,…`")
         if class_name is None:
             raise ValueError(f"this generator is conditional: give the class to generate (one of {', '.join(classes)})")
         if class_name not in classes:
