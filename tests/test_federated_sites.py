@@ -9,6 +9,8 @@ that does not hold the consortium's CA.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import socket
@@ -116,6 +118,18 @@ def test_authentication_without_tls_and_secure_aggregation_are_refused_in_one_li
         with pytest.raises(ConfigError, match=said) as info:
             TrainFederatedOptions.from_config(_run_config(**changes), "isic")
         assert "\n" not in str(info.value) and "federated.isic" in str(info.value)
+
+
+def test_fine_tuning_keys_in_a_federated_run_are_refused_naming_them():
+    """`init`/`freeze_d` reach `federated.*` through the shared generator properties, but a hospital cannot read the
+    coordinator's checkpoint: the config check (check-config, the Snakefile) and the options both refuse them."""
+    for changes, said in (({"init": "results/gan/ham10000/network-final.pt"}, "'federated.isic': init: not available"),
+                          ({"init": "x.pt", "freeze_d": 2}, "'federated.isic': init and freeze_d: not available")):
+        with pytest.raises(ConfigError, match=said):
+            _run_config(**changes)
+    options = TrainFederatedOptions.from_config(_run_config(), "isic")  # an options file written by hand
+    with pytest.raises(ConfigError, match="federated.isic: freeze_d: not available"):
+        dataclasses.replace(options, training={**options.training, "freeze_d": 1})
 
 
 # --- the site kit ----------------------------------------------------------------------------------------------

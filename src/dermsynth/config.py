@@ -204,9 +204,16 @@ def _per_process_batch_problem(batch: int, processes: int) -> str | None:
             f"of {group} per process: set it to {above}" + (f" or {below}" if below else ""))
 
 
+# `init`/`freeze_d` reach `federated.*` through the schema's shared generator properties; a federation cannot use them
+FEDERATED_FINE_TUNING = ("{keys}: not available for a federated run (every hospital builds the starting networks "
+                         "from the run's seed and cannot read a checkpoint on the coordinator's machine); remove it "
+                         "from federated.{run}, or fine-tune centrally (gans.<name>.init, docs/transfer-learning.md)")
+
+
 def _check_federated(cfg: dict) -> list[str]:
     """Each federated run names a dataset with a federated split and hospitals of it, and asks for at most as
-    many answering hospitals as it has (its central generator is a cross-stage reference: `_check_stages`)."""
+    many answering hospitals as it has, and does not ask to fine-tune (`FEDERATED_FINE_TUNING`; its central
+    generator is a cross-stage reference: `_check_stages`)."""
     problems = []
     for name, run in (cfg.get("federated") or {}).items():
         where = f"'federated.{name}"
@@ -225,6 +232,9 @@ def _check_federated(cfg: dict) -> list[str]:
         if run.get("min_available_nodes", 1) > count:
             problems.append(f"{where}.min_available_nodes': {run['min_available_nodes']} is more than the run's "
                             f"{count} hospitals")
+        fine_tuning = [key for key in ("init", "freeze_d") if run.get(key)]
+        if fine_tuning:
+            problems.append(f"{where}': {FEDERATED_FINE_TUNING.format(keys=' and '.join(fine_tuning), run=name)}")
     return problems
 
 

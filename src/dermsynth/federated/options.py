@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..config import FEDERATED_FINE_TUNING
 from ..gan.options import TrainGanOptions, TrainingOptions
 from ..labels import scheme_classes
 from ..options import RESOURCE_KEYS, Section, Settings, StepOptions, entry, select
@@ -170,8 +171,8 @@ class TrainFederatedOptions(StepOptions):
     is parsed into one); `runtime` — how the launcher starts Flower: deployment | simulation.
 
     Raises ConfigError when `federation` is not valid round settings, `security` not valid transport settings (or
-    asks for SuperNode authentication in the Simulation Runtime, which has no SuperNodes) or `runtime` is not one
-    of `RUNTIMES`."""
+    asks for SuperNode authentication in the Simulation Runtime, which has no SuperNodes), `runtime` is not one
+    of `RUNTIMES`, or `training` sets `init` or `freeze_d` (fine-tuning is central only)."""
 
     step = "train-federated"
     wildcards = ("run",)
@@ -199,6 +200,10 @@ class TrainFederatedOptions(StepOptions):
         if self.security.supernode_auth and self.runtime == "simulation":
             raise ConfigError(f"federated.{self.run}: supernode_auth: true needs runtime: deployment (the Simulation "
                               "Runtime has no SuperNodes to authenticate)")
+        fine_tuning = [key for key in ("init", "freeze_d") if self.training.get(key)]
+        if fine_tuning:  # as the config check says it (an options file written by hand skips that check)
+            raise ConfigError(f"federated.{self.run}: "
+                              + FEDERATED_FINE_TUNING.format(keys=" and ".join(fine_tuning), run=self.run))
         super().__post_init__()
 
     @classmethod
