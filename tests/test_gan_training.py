@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dermsynth.config import schema_defaults
 from dermsynth.data.dataset import LmdbImageDataset
 from dermsynth.gan.options import TrainingOptions
-from dermsynth.gan.training import PHASES, GanTrainer, TrainingDivergedError, diverged_losses
+from dermsynth.gan.training import LOSS_KEYS, PHASES, GanTrainer, TrainingDivergedError
 
 NETWORK = dict(z_dim=16, w_dim=16, channel_base=256, channel_max=16, mapping_layers=2)
 
@@ -262,6 +262,19 @@ def test_adaptive_p_state_keeps_the_checkpoint_format_and_resumes_a_half_window(
         resumed.accumulate(batch)
         resumed.update(step)
     assert float(resumed.pipe.p) == float(straight.pipe.p)
+
+
+def diverged_losses(stats: dict) -> list[str]:
+    """The losses of one step's statistics, read back on the host, when every one of them is NaN or infinite (the
+    independent count the trainer's on-device record is checked against), else []."""
+    losses = {k: float(stats[k]) for k in LOSS_KEYS if k in stats}
+    return sorted(losses) if losses and not any(math.isfinite(v) for v in losses.values()) else []
+
+
+def test_diverged_losses_are_those_of_a_step_whose_losses_are_all_non_finite():
+    assert diverged_losses({"loss_G": float("nan"), "loss_D": float("inf"), "augment_p": 0.0}) == ["loss_D", "loss_G"]
+    assert diverged_losses({"loss_G": float("nan"), "loss_D": 0.7}) == []
+    assert diverged_losses({"augment_p": float("nan")}) == []
 
 
 def test_divergence_is_found_at_the_check_naming_the_first_all_non_finite_step_and_nothing_is_saved(tmp_path):

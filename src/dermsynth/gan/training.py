@@ -77,15 +77,6 @@ class TrainingDivergedError(DermsynthError):
 LOSS_KEYS = ("loss_G", "loss_D", "pl_penalty", "r1_penalty")
 
 
-def diverged_losses(stats: dict) -> list[str]:
-    """The names of the losses in `stats` (`LOSS_KEYS`; floats or 0-d tensors, read back) when every one of them is
-    NaN or infinite, else []."""
-    losses = {k: stats[k] for k in LOSS_KEYS if k in stats}
-    if losses and not any(math.isfinite(float(v)) for v in losses.values()):
-        return sorted(losses)
-    return []
-
-
 def recorded_fingerprint(state: dict) -> dict | None:
     """The fingerprint a checkpoint was saved with (`GanTrainer.fingerprint`), or None when it has none."""
     text = state.get("fingerprint")
