@@ -523,9 +523,12 @@ def test_a_conditional_import_is_named_with_classes_and_generate_picks_a_class_b
                  "--out", str(tmp_path / "none"), "--device", "cpu"]) == 2
     assert "--classes NAME" in capsys.readouterr().err and not (tmp_path / "none").exists()
 
-    for wrong in ("mel,nv", "mel,nv,nv", "mel,,bcc"):
+    for wrong, said in (("mel,nv", "2 names"), ("mel,nv,nv", "nv given twice"), ("mel,,bcc", "an empty name")):
         assert main(["gan", "import", str(pkl), "--classes", wrong, "--out", str(tmp_path / "x.pt")]) == 2
-        assert "give 3 distinct names" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+        err = capsys.readouterr().err
+        assert said in err and "give 3 distinct names" in err and not (tmp_path / "x.pt").exists()
+    assert main(["gan", "import", str(pkl), "--classes", "mel", "nv", "bcc", "--out", str(tmp_path / "spaced.pt")]) == 0
+    assert json.loads((tmp_path / "spaced.json").read_text())["classes"] == ["mel", "nv", "bcc"]
     assert main(["gan", "import", str(pkl), "--classes", "mel, nv ,bcc", "--out", str(tmp_path / "named.pt")]) == 0
     record = json.loads((tmp_path / "named.json").read_text())
     assert record["classes"] == record["trained_on_classes"] == ["mel", "nv", "bcc"]

@@ -84,16 +84,21 @@ def _import_network(args) -> None:
         print(f"gan import: note: {note}", file=sys.stderr)
 
 
-def _import_classes(text: str | None, c_dim: int, source: str) -> list[str]:
-    """--classes of `gan import`: one name per class label of a conditional generator, in label order."""
-    if text is None:
+def _import_classes(given: list[str] | None, c_dim: int, source: str) -> list[str]:
+    """--classes of `gan import` (`mel,nv,bcc` or `mel nv bcc`): one name per class label of a conditional
+    generator, in label order."""
+    if given is None:
         return []
+    text = ",".join(given)
     names = [name.strip() for name in text.split(",")]
     if not c_dim:
         raise DermsynthError(f"--classes: {source} holds an unconditional generator (no class labels); leave it out")
-    if len(names) != c_dim or not all(names) or len(set(names)) != len(names):
-        raise DermsynthError(f"--classes {text!r}: {source} is conditional on {c_dim} classes; give {c_dim} distinct "
-                             "names, comma-separated, in the order of its class labels")
+    repeated = sorted({name for name in names if names.count(name) > 1 and name})
+    if len(names) != c_dim or not all(names) or repeated:
+        problem = (f"{', '.join(repeated)} given twice" if repeated else "an empty name" if not all(names)
+                   else f"{len(names)} names")
+        raise DermsynthError(f"--classes {text!r}: {problem}, but {source} is conditional on {c_dim} classes: give "
+                             f"{c_dim} distinct names in the order of its class labels (mel,nv,… or mel nv …)")
     return names
 
 
@@ -161,8 +166,9 @@ def add_verbs(sub, top) -> None:
                  "from the file.")
     p.add_argument("source", help="the .pkl or .pt to import")
     p.add_argument("--out", required=True, help="the dermsynth network to write (network.pt; + network.json)")
-    p.add_argument("--classes", metavar="NAME,…", help="a conditional generator's class names, in the order of its "
-                   "class labels (published files do not hold them): recorded for `gan generate --class`")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="a conditional generator's class names, in the order "
+                   "of its class labels (mel,nv,bcc or mel nv bcc; published files do not hold them): recorded in "
+                   "the .json written beside --out, which `gan generate --class` reads (keep the two together)")
 
     p = add_verb(sub, "export", _export_network, "Write a dermsynth generator in another format (rosinality's .pt: "
                  "g_ema, g, d, latent_avg, for e4e, HyperStyle and their projectors).")

@@ -144,10 +144,11 @@ def generate(network: str | Path, seeds: list[int], out: str | Path, *, truncati
     if G.c_dim > 0:
         if not classes:
             raise ValueError(f"{network}: a conditional generator of {G.c_dim} classes whose names are not recorded "
-                             f"beside it ({Path(network).with_suffix('.json').name}): an imported one is named with "
-                             "`dermsynth gan import … --classes NAME,…`")
+                             f"beside it ({Path(network).with_suffix('.json').name}, which travels with the network): "
+                             "an imported one is named with `dermsynth gan import … --classes NAME,…`")
         if class_name is None:
-            raise ValueError(f"this generator is conditional: give the class to generate (one of {', '.join(classes)})")
+            raise ValueError(f"this generator is conditional: give the class to generate with --class (one of "
+                             f"{', '.join(classes)})")
         if class_name not in classes:
             raise ValueError(f"class {class_name!r} is not one of the generator's classes {classes}")
         class_index = classes.index(class_name)
