@@ -204,15 +204,21 @@ def _per_process_batch_problem(batch: int, processes: int) -> str | None:
             f"of {group} per process: set it to {above}" + (f" or {below}" if below else ""))
 
 
-# `init`/`freeze_d` reach `federated.*` through the schema's shared generator properties; a federation cannot use them
-FEDERATED_FINE_TUNING = ("{keys}: not available for a federated run (every hospital builds the starting networks "
-                         "from the run's seed and cannot read a checkpoint on the coordinator's machine); remove it "
-                         "from federated.{run}, or fine-tune centrally (gans.<name>.init, docs/transfer-learning.md)")
+def federated_fine_tuning(section: Mapping, run: str) -> str | None:
+    """Why federated run `run` cannot have the `init`/`freeze_d` its `section` sets (the keys reach `federated.*`
+    through the schema's shared generator properties; every hospital builds the starting networks from the run's
+    seed and cannot read a checkpoint on the coordinator's machine), or None when it sets neither."""
+    keys = [key for key in ("init", "freeze_d") if section.get(key)]
+    if not keys:
+        return None
+    return (f"{' and '.join(keys)}: not available for a federated run (every hospital builds the starting networks "
+            f"from the run's seed and cannot read a checkpoint on the coordinator's machine); remove it from "
+            f"federated.{run}, or fine-tune centrally (gans.<name>.init, docs/transfer-learning.md)")
 
 
 def _check_federated(cfg: dict) -> list[str]:
     """Each federated run names a dataset with a federated split and hospitals of it, and asks for at most as
-    many answering hospitals as it has, and does not ask to fine-tune (`FEDERATED_FINE_TUNING`; its central
+    many answering hospitals as it has, and does not ask to fine-tune (`federated_fine_tuning`; its central
     generator is a cross-stage reference: `_check_stages`)."""
     problems = []
     for name, run in (cfg.get("federated") or {}).items():
@@ -232,9 +238,9 @@ def _check_federated(cfg: dict) -> list[str]:
         if run.get("min_available_nodes", 1) > count:
             problems.append(f"{where}.min_available_nodes': {run['min_available_nodes']} is more than the run's "
                             f"{count} hospitals")
-        fine_tuning = [key for key in ("init", "freeze_d") if run.get(key)]
+        fine_tuning = federated_fine_tuning(run, name)
         if fine_tuning:
-            problems.append(f"{where}': {FEDERATED_FINE_TUNING.format(keys=' and '.join(fine_tuning), run=name)}")
+            problems.append(f"{where}': {fine_tuning}")
     return problems
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..config import FEDERATED_FINE_TUNING
+from ..config import federated_fine_tuning
 from ..gan.options import TrainGanOptions, TrainingOptions
 from ..labels import scheme_classes
 from ..options import RESOURCE_KEYS, Section, Settings, StepOptions, entry, select
@@ -200,10 +200,9 @@ class TrainFederatedOptions(StepOptions):
         if self.security.supernode_auth and self.runtime == "simulation":
             raise ConfigError(f"federated.{self.run}: supernode_auth: true needs runtime: deployment (the Simulation "
                               "Runtime has no SuperNodes to authenticate)")
-        fine_tuning = [key for key in ("init", "freeze_d") if self.training.get(key)]
+        fine_tuning = federated_fine_tuning(self.training, self.run)
         if fine_tuning:  # as the config check says it (an options file written by hand skips that check)
-            raise ConfigError(f"federated.{self.run}: "
-                              + FEDERATED_FINE_TUNING.format(keys=" and ".join(fine_tuning), run=self.run))
+            raise ConfigError(f"federated.{self.run}: {fine_tuning}")
         super().__post_init__()
 
     @classmethod
