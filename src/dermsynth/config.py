@@ -529,6 +529,7 @@ def data_size_warnings(cfg: dict, manifest_of) -> list[str]:
     frames = {}
 
     def manifest(dataset: str):
+        """`dataset`'s split manifest as a DataFrame (read once), or None when none is written under this config."""
         if dataset not in frames:
             path = manifest_of(dataset)
             frames[dataset] = _read_split_manifest(Path(path)) if path else None

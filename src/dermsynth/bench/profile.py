@@ -95,9 +95,11 @@ def _label_calls(module: torch.nn.Module, label: str) -> list:
     open_labels = []
 
     def enter(_module, _inputs):
+        """Forward pre-hook: opens the `label` range before the module runs."""
         open_labels.append(record_function(label).__enter__())
 
     def leave(_module, _inputs, _output):
+        """Forward hook: closes the range its pre-hook opened."""
         open_labels.pop().__exit__(None, None, None)
 
     return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
@@ -168,6 +170,7 @@ class Intervals:
         self.starts = [s for s, _, _ in self.spans]
 
     def at(self, t: float) -> str | None:
+        """The label of the latest-starting span that holds time `t` (the spans' unit, µs in a trace), or None."""
         i = bisect.bisect_right(self.starts, t) - 1
         while i >= 0:  # labels may nest: the latest-starting one that still holds t
             start, end, name = self.spans[i]
@@ -322,6 +325,8 @@ def summarise(events, steps: int, cuda: bool) -> dict:
     other = defaultdict(float)
 
     def add(name: str, kernel: str | None, launcher, phase: str | None, us: float) -> None:
+        """Count `us` microseconds of op `name` (our `kernel` or None, its `launcher` event, its training `phase`) in
+        the category, phase, top-op and call tallies."""
         key = (kernel, flags.of(launcher), phase)
         if key not in categorised:
             categorised[key] = category(kernel, key[1], kernels, phase)

@@ -30,6 +30,8 @@ def xrai_heatmaps(model, images: torch.Tensor, class_indices: list[int], resolut
     heatmaps = []
     for x, class_index in zip(inputs, class_indices):
         def gradients(batch_hwc, call_model_args=None, expected_keys=None, class_index=class_index):
+            """saliency's model callback: float32 (B, H, W, 3) inputs → {INPUT_OUTPUT_GRADIENTS: d logit / d input,
+            float32 (B, H, W, 3)} of class `class_index`."""
             x_batch = torch.from_numpy(np.asarray(batch_hwc, dtype=np.float32)).permute(0, 3, 1, 2).to(device)
             x_batch.requires_grad_(True)
             grad, = torch.autograd.grad(model(x_batch)[:, class_index].sum(), x_batch)

@@ -113,6 +113,8 @@ class _CleanFidInception(nn.Module):
         self.base = base
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8-valued (N, 3, H, W) images in 0–255 (any float or integer dtype) → float32 (N, 2048) pool3
+        features, after clean-fid's PIL bicubic resize to 299² (the TorchScript network scales to its own input)."""
         resized = _clean_resize(images, 299)
         return self.base(resized)
 
@@ -145,6 +147,8 @@ class _RandomInception(nn.Module):
             self.net = copy.deepcopy(_BUILT_INCEPTION[0])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images in 0–255 → float32 (N, 2048) pool features of the random-init network, resized as
+        clean-fid resizes (PIL bicubic to 299²) and scaled to [-1, 1] as clean-fid feeds Inception."""
         x = (_clean_resize(images, 299) - 128) / 128  # clean-fid's input convention
         return self.net(x)
 
@@ -205,6 +209,9 @@ class _Vgg16Fc2(nn.Module):
         self.fc = vgg.classifier[:4]  # fc1, ReLU, dropout (inactive in eval), fc2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images in 0–255 → float32 (N, 4096) outputs of fc2 before its ReLU
+        (Kynkäänniemi et al. 2019's space), bilinear-antialiased to 224² and normalised
+        with the ImageNet mean and standard deviation."""
         x = F.interpolate(images.float() / 255, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
         x = (x - IMAGENET_MEAN.to(x.device)) / IMAGENET_STD.to(x.device)
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
